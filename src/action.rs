@@ -1,0 +1,747 @@
+//! Every effect as data (`Action`), and the `Executor`: the one place that knows the mode.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::error::FaultKind;
+use crate::inventory::{HostEntry, Inventory};
+use crate::report::{ActionRecord, Disposition, Event, EventSink};
+use crate::sim::World;
+use crate::transport::{self, Command, ExecOutput, ExecRequest, Transport, TransportError};
+use crate::Mode;
+
+/// One effect on one host, described before it happens.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Exec {
+        command: Command,
+        read_only: bool,
+        env: BTreeMap<String, String>,
+        cwd: Option<String>,
+        stdin: Option<Vec<u8>>,
+        timeout: Option<Duration>,
+    },
+    ReadFile {
+        path: String,
+    },
+    Exists {
+        path: String,
+    },
+    Checksum {
+        path: String,
+    },
+    FreeSpace {
+        path: String,
+    },
+    WriteFile {
+        path: String,
+        content: Vec<u8>,
+        mode: i32,
+    },
+    Mkdir {
+        path: String,
+    },
+    Copy {
+        from: String,
+        to: String,
+    },
+    Move {
+        from: String,
+        to: String,
+    },
+    Remove {
+        path: String,
+    },
+    /// Replace directory `target` with a copy of `source`, swapping in one rename.
+    ReplaceDir {
+        target: String,
+        source: String,
+    },
+    /// Copy a file from the machine capstan runs on to the host.
+    Upload {
+        local: String,
+        remote: String,
+        mode: i32,
+    },
+    /// Wait until a TCP port on the host accepts connections.
+    WaitPort {
+        port: u16,
+        timeout: Duration,
+    },
+}
+
+impl Action {
+    /// Read-only actions run for real under `--check`; the others are recorded only.
+    pub fn is_read_only(&self) -> bool {
+        match self {
+            Action::Exec { read_only, .. } => *read_only,
+            Action::ReadFile { .. }
+            | Action::Exists { .. }
+            | Action::Checksum { .. }
+            | Action::FreeSpace { .. }
+            | Action::WaitPort { .. } => true,
+            _ => false,
+        }
+    }
+
+    pub fn op(&self) -> &'static str {
+        match self {
+            Action::Exec {
+                read_only: true, ..
+            } => "read",
+            Action::Exec { .. } => "exec",
+            Action::ReadFile { .. } => "read_file",
+            Action::Exists { .. } => "exists",
+            Action::Checksum { .. } => "checksum",
+            Action::FreeSpace { .. } => "free_space",
+            Action::WriteFile { .. } => "write_file",
+            Action::Mkdir { .. } => "mkdir",
+            Action::Copy { .. } => "copy",
+            Action::Move { .. } => "move",
+            Action::Remove { .. } => "remove",
+            Action::ReplaceDir { .. } => "replace_dir",
+            Action::Upload { .. } => "upload",
+            Action::WaitPort { .. } => "wait_port",
+        }
+    }
+
+    /// The action as one line for plans, reports and events (not yet redacted).
+    pub fn describe(&self) -> String {
+        match self {
+            Action::Exec { command, cwd, .. } => {
+                let c = command.display();
+                match cwd {
+                    Some(d) => format!("run in {d}: {c}"),
+                    None => format!("run: {c}"),
+                }
+            }
+            Action::ReadFile { path } => format!("read {path}"),
+            Action::Exists { path } => format!("test exists {path}"),
+            Action::Checksum { path } => format!("sha256 {path}"),
+            Action::FreeSpace { path } => format!("free space at {path}"),
+            Action::WriteFile {
+                path,
+                content,
+                mode,
+            } => {
+                format!("write {path} ({} bytes, mode {mode:o})", content.len())
+            }
+            Action::Mkdir { path } => format!("mkdir -p {path}"),
+            Action::Copy { from, to } => format!("copy {from} -> {to}"),
+            Action::Move { from, to } => format!("move {from} -> {to}"),
+            Action::Remove { path } => format!("remove {path}"),
+            Action::ReplaceDir { target, source } => {
+                format!("replace dir {target} with a copy of {source}")
+            }
+            Action::Upload { local, remote, .. } => format!("upload {local} -> {remote}"),
+            Action::WaitPort { port, timeout } => {
+                format!("wait for port {port} (up to {}s)", timeout.as_secs())
+            }
+        }
+    }
+}
+
+/// What an action returned.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Exec(ExecOutput),
+    Bytes(Vec<u8>),
+    Bool(bool),
+    Int(i64),
+    Text(String),
+    Unit,
+    /// `--check` did not perform this mutating action.
+    Skipped,
+}
+
+/// A failure as scripts see it: what kind, on which host, and the message.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub host: Option<String>,
+    pub message: String,
+}
+
+impl Fault {
+    pub fn new(kind: FaultKind, host: Option<&str>, message: impl Into<String>) -> Self {
+        Fault {
+            kind,
+            host: host.map(str::to_string),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Stop requests. The first asks for a stop at the next safe point; the second aborts commands.
+#[derive(Debug, Default)]
+pub struct Cancel {
+    stop: AtomicBool,
+    abort: AtomicBool,
+}
+
+impl Cancel {
+    /// Escalates: first call requests a stop, the second an abort of running commands.
+    pub fn cancel(&self) {
+        if self.stop.swap(true, Ordering::SeqCst) {
+            self.abort.store(true, Ordering::SeqCst);
+        }
+    }
+    pub fn is_stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+    pub(crate) fn abort_flag(&self) -> &AtomicBool {
+        &self.abort
+    }
+}
+
+/// Largest file `read_file` returns; beyond it the script should use a command that filters.
+const MAX_READ: usize = 64 * 1024 * 1024;
+/// Output kept per stream for ordinary commands.
+const MAX_OUTPUT: usize = 16 * 1024 * 1024;
+
+enum Backend {
+    Real {
+        transports: Mutex<HashMap<String, Arc<dyn Transport>>>,
+    },
+    Sim(Arc<Mutex<World>>),
+    /// `describe`: a playbook is evaluated only up to `params()`; any action is a mistake.
+    Inert,
+}
+
+thread_local! {
+    /// The step the current thread is inside, for attributing actions. `parallel` copies it
+    /// into the threads it starts.
+    static CURRENT_STEP: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The step this thread is in.
+pub fn current_step() -> Option<String> {
+    CURRENT_STEP.with(|s| s.borrow().clone())
+}
+
+/// Sets this thread's step and returns the previous one (restore it afterwards).
+pub fn set_current_step(step: Option<String>) -> Option<String> {
+    CURRENT_STEP.with(|s| std::mem::replace(&mut *s.borrow_mut(), step))
+}
+
+/// Performs, skips or simulates actions according to the mode, and records every one.
+pub struct Executor {
+    mode: Mode,
+    inventory: Arc<Inventory>,
+    backend: Backend,
+    cancel: Arc<Cancel>,
+    events: Arc<dyn EventSink>,
+    started: Instant,
+    seq: AtomicU64,
+    records: Mutex<Vec<ActionRecord>>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Executor({:?})", self.mode)
+    }
+}
+
+impl Executor {
+    pub(crate) fn new(
+        mode: Mode,
+        inventory: Arc<Inventory>,
+        world: Option<Arc<Mutex<World>>>,
+        cancel: Arc<Cancel>,
+        events: Arc<dyn EventSink>,
+    ) -> Self {
+        let backend = match (mode, world) {
+            (Mode::Simulate, Some(w)) => Backend::Sim(w),
+            (Mode::Simulate, None) => Backend::Inert,
+            _ => Backend::Real {
+                transports: Mutex::new(HashMap::new()),
+            },
+        };
+        Executor {
+            mode,
+            inventory,
+            backend,
+            cancel,
+            events,
+            started: Instant::now(),
+            seq: AtomicU64::new(0),
+            records: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn inert(inventory: Arc<Inventory>) -> Self {
+        let mut e = Executor::new(
+            Mode::Simulate,
+            inventory,
+            None,
+            Arc::new(Cancel::default()),
+            Arc::new(crate::report::NoEvents),
+        );
+        e.backend = Backend::Inert;
+        e
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn inventory(&self) -> &Arc<Inventory> {
+        &self.inventory
+    }
+
+    pub fn cancel(&self) -> &Arc<Cancel> {
+        &self.cancel
+    }
+
+    /// Time since the run started: simulated time in simulation, wall time otherwise.
+    pub fn now(&self) -> Duration {
+        match &self.backend {
+            Backend::Sim(w) => w.lock().unwrap_or_else(|e| e.into_inner()).now(),
+            _ => self.started.elapsed(),
+        }
+    }
+
+    /// Waits; in simulation the clock moves instead. Wakes early to honour a stop request.
+    pub fn sleep(&self, d: Duration) -> Result<(), Fault> {
+        match &self.backend {
+            Backend::Sim(w) => {
+                w.lock().unwrap_or_else(|e| e.into_inner()).advance(d);
+                Ok(())
+            }
+            _ => {
+                let end = Instant::now() + d;
+                while Instant::now() < end {
+                    if self.cancel.is_stopping() {
+                        return Err(Fault::new(FaultKind::Interrupted, None, "interrupted"));
+                    }
+                    std::thread::sleep((end - Instant::now()).min(Duration::from_millis(100)));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Every action performed, skipped or simulated so far.
+    pub fn records(&self) -> Vec<ActionRecord> {
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn host_entry(&self, host: &str) -> Result<&HostEntry, Fault> {
+        self.inventory.host(host).ok_or_else(|| {
+            Fault::new(
+                FaultKind::BadInput,
+                Some(host),
+                format!("unknown host `{host}`"),
+            )
+        })
+    }
+
+    fn transport(&self, host: &HostEntry) -> Arc<dyn Transport> {
+        match &self.backend {
+            Backend::Real { transports } => {
+                let mut t = transports.lock().unwrap_or_else(|e| e.into_inner());
+                t.entry(host.name.clone())
+                    .or_insert_with(|| transport::open(host))
+                    .clone()
+            }
+            _ => unreachable!("transports exist only in run and check modes"),
+        }
+    }
+
+    /// The one choke point: performs `action` on `host` as the mode says, and records it.
+    pub fn perform(&self, host: &str, action: Action) -> Result<Outcome, Fault> {
+        if self.cancel.is_stopping() {
+            return Err(Fault::new(
+                FaultKind::Interrupted,
+                Some(host),
+                "interrupted before this action started",
+            ));
+        }
+        let entry = self.host_entry(host)?.clone();
+        let at = self.now();
+        let wall = Instant::now();
+        let (disposition, result) = match &self.backend {
+            Backend::Inert => (
+                Disposition::Simulated,
+                Err(Fault::new(
+                    FaultKind::Script,
+                    Some(host),
+                    "this playbook acts on hosts before calling params(); call params() first",
+                )),
+            ),
+            Backend::Sim(w) => {
+                let r = w
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .apply(&entry.name, &action);
+                (Disposition::Simulated, r)
+            }
+            Backend::Real { .. } if self.mode == Mode::Check && !action.is_read_only() => {
+                (Disposition::Skipped, Ok(Outcome::Skipped))
+            }
+            Backend::Real { .. } => (Disposition::Performed, self.perform_real(&entry, &action)),
+        };
+        let duration = match &self.backend {
+            Backend::Sim(_) => self.now().saturating_sub(at),
+            _ => wall.elapsed(),
+        };
+        self.record(&entry.name, &action, disposition, at, duration, &result);
+        result
+    }
+
+    fn record(
+        &self,
+        host: &str,
+        action: &Action,
+        disposition: Disposition,
+        at: Duration,
+        duration: Duration,
+        result: &Result<Outcome, Fault>,
+    ) {
+        let red = &self.inventory.redactor;
+        let summary = match result {
+            Ok(Outcome::Exec(o)) => match (o.code, &o.signal) {
+                (Some(c), _) => format!("exit {c}"),
+                (None, Some(s)) => format!("killed by SIG{s}"),
+                (None, None) => "ended".into(),
+            },
+            Ok(Outcome::Skipped) => "skipped (check mode)".into(),
+            Ok(Outcome::Bool(b)) => b.to_string(),
+            Ok(Outcome::Int(i)) => i.to_string(),
+            Ok(Outcome::Text(t)) => t.clone(),
+            Ok(Outcome::Bytes(b)) => format!("{} bytes", b.len()),
+            Ok(Outcome::Unit) => "ok".into(),
+            Err(f) => f.message.clone(),
+        };
+        let rec = ActionRecord {
+            seq: self.seq.fetch_add(1, Ordering::SeqCst),
+            host: host.to_string(),
+            step: current_step(),
+            op: action.op(),
+            read_only: action.is_read_only(),
+            description: red.redact(&action.describe()),
+            disposition,
+            at_ms: at.as_millis() as u64,
+            duration_ms: duration.as_millis() as u64,
+            ok: result.is_ok(),
+            result: red.redact(&summary),
+        };
+        self.events.emit(&Event::Action(rec.clone()));
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(rec);
+    }
+
+    fn transport_fault(&self, host: &HostEntry, e: TransportError) -> Fault {
+        let kind = match &e {
+            TransportError::CommandTimeout { .. } => FaultKind::Timeout,
+            TransportError::Aborted => FaultKind::Interrupted,
+            e if e.is_unreachable() => FaultKind::Unreachable,
+            _ => FaultKind::Action,
+        };
+        let mut msg = format!("{}: {e}", host.name);
+        if let TransportError::CommandTimeout { partial, .. } = &e {
+            let tail = last_lines(&partial.stderr, 5);
+            if !tail.is_empty() {
+                msg.push_str(&format!("; last stderr:\n{tail}"));
+            }
+        }
+        Fault::new(kind, Some(&host.name), self.inventory.redactor.redact(&msg))
+    }
+
+    /// Runs a helper command (argv) for a file primitive and returns its output when it exits 0.
+    fn helper(
+        &self,
+        host: &HostEntry,
+        t: &dyn Transport,
+        argv: &[&str],
+        what: &str,
+    ) -> Result<ExecOutput, Fault> {
+        let cmd = Command::Argv(argv.iter().map(|s| s.to_string()).collect());
+        let out = self.exec_on(host, t, &cmd, &BTreeMap::new(), None, None, None, MAX_READ)?;
+        if out.code == Some(0) {
+            Ok(out)
+        } else {
+            Err(Fault::new(
+                FaultKind::Action,
+                Some(&host.name),
+                format!(
+                    "{}: {what} failed: {}",
+                    host.name,
+                    last_lines(&out.stderr, 3)
+                ),
+            ))
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn exec_on(
+        &self,
+        host: &HostEntry,
+        t: &dyn Transport,
+        command: &Command,
+        env: &BTreeMap<String, String>,
+        cwd: Option<&str>,
+        stdin: Option<&[u8]>,
+        timeout: Option<Duration>,
+        max_output: usize,
+    ) -> Result<ExecOutput, Fault> {
+        t.exec(&ExecRequest {
+            command,
+            env,
+            cwd,
+            stdin,
+            timeout: timeout.unwrap_or(host.command_timeout),
+            max_output,
+            abort: self.cancel.abort_flag(),
+        })
+        .map_err(|e| self.transport_fault(host, e))
+    }
+
+    fn perform_real(&self, host: &HostEntry, action: &Action) -> Result<Outcome, Fault> {
+        if let Action::WaitPort { port, timeout } = action {
+            return self.wait_port_real(host, *port, *timeout);
+        }
+        let t = self.transport(host);
+        let t = t.as_ref();
+        let fault = |m: String| {
+            Fault::new(
+                FaultKind::Action,
+                Some(&host.name),
+                format!("{}: {m}", host.name),
+            )
+        };
+        match action {
+            Action::Exec {
+                command,
+                env,
+                cwd,
+                stdin,
+                timeout,
+                ..
+            } => self
+                .exec_on(
+                    host,
+                    t,
+                    command,
+                    env,
+                    cwd.as_deref(),
+                    stdin.as_deref(),
+                    *timeout,
+                    MAX_OUTPUT,
+                )
+                .map(Outcome::Exec),
+            Action::ReadFile { path } => {
+                let out = self.helper(host, t, &["cat", "--", path], &format!("read {path}"))?;
+                if out.truncated {
+                    return Err(fault(format!(
+                        "{path} is larger than {} MiB",
+                        MAX_READ >> 20
+                    )));
+                }
+                Ok(Outcome::Bytes(out.stdout))
+            }
+            Action::Exists { path } => {
+                let cmd = Command::Argv(vec!["test".into(), "-e".into(), path.clone()]);
+                let out = self.exec_on(host, t, &cmd, &BTreeMap::new(), None, None, None, 4096)?;
+                Ok(Outcome::Bool(out.code == Some(0)))
+            }
+            Action::Checksum { path } => {
+                let out = self.helper(
+                    host,
+                    t,
+                    &["sha256sum", "--", path],
+                    &format!("checksum of {path}"),
+                )?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                let sum = text
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                if sum.len() != 64 {
+                    return Err(fault(format!("unexpected sha256sum output: {text}")));
+                }
+                Ok(Outcome::Text(sum))
+            }
+            Action::FreeSpace { path } => {
+                let out =
+                    self.helper(host, t, &["df", "-Pk", "--", path], &format!("df {path}"))?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                parse_df(&text)
+                    .map(Outcome::Int)
+                    .ok_or_else(|| fault(format!("unexpected df output: {text}")))
+            }
+            Action::WriteFile {
+                path,
+                content,
+                mode,
+            } => t
+                .put(path, &mut content.as_slice(), content.len() as u64, *mode)
+                .map(|_| Outcome::Unit)
+                .map_err(|e| self.transport_fault(host, e)),
+            Action::Mkdir { path } => {
+                self.helper(
+                    host,
+                    t,
+                    &["mkdir", "-p", "--", path],
+                    &format!("mkdir {path}"),
+                )?;
+                Ok(Outcome::Unit)
+            }
+            Action::Copy { from, to } => {
+                self.helper(
+                    host,
+                    t,
+                    &["cp", "-a", "--", from, to],
+                    &format!("copy {from} to {to}"),
+                )?;
+                Ok(Outcome::Unit)
+            }
+            Action::Move { from, to } => {
+                self.helper(
+                    host,
+                    t,
+                    &["mv", "--", from, to],
+                    &format!("move {from} to {to}"),
+                )?;
+                Ok(Outcome::Unit)
+            }
+            Action::Remove { path } => {
+                self.helper(
+                    host,
+                    t,
+                    &["rm", "-rf", "--", path],
+                    &format!("remove {path}"),
+                )?;
+                Ok(Outcome::Unit)
+            }
+            Action::ReplaceDir { target, source } => {
+                self.helper(
+                    host,
+                    t,
+                    &[
+                        "sh",
+                        "-c",
+                        REPLACE_DIR_SH,
+                        "capstan-replace-dir",
+                        source,
+                        target,
+                    ],
+                    &format!("replace {target}"),
+                )?;
+                Ok(Outcome::Unit)
+            }
+            Action::Upload {
+                local,
+                remote,
+                mode,
+            } => {
+                let mut f = std::fs::File::open(local).map_err(|e| {
+                    Fault::new(
+                        FaultKind::BadInput,
+                        Some(&host.name),
+                        format!("cannot open {local}: {e}"),
+                    )
+                })?;
+                let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                t.put(remote, &mut f, size, *mode)
+                    .map(|_| Outcome::Unit)
+                    .map_err(|e| self.transport_fault(host, e))
+            }
+            Action::WaitPort { .. } => unreachable!("handled above"),
+        }
+    }
+
+    /// Probes the port from here, the way clients will reach it.
+    fn wait_port_real(
+        &self,
+        host: &HostEntry,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<Outcome, Fault> {
+        let start = Instant::now();
+        let mut last;
+        loop {
+            let addrs = (host.address.as_str(), port).to_socket_addrs();
+            match addrs {
+                Ok(mut it) => match it.next() {
+                    Some(a) => match TcpStream::connect_timeout(&a, Duration::from_secs(1)) {
+                        Ok(_) => return Ok(Outcome::Unit),
+                        Err(e) => last = e.to_string(),
+                    },
+                    None => last = "address resolves to nothing".into(),
+                },
+                Err(e) => last = e.to_string(),
+            }
+            if start.elapsed() >= timeout {
+                return Err(Fault::new(
+                    FaultKind::Timeout,
+                    Some(&host.name),
+                    format!(
+                        "{}: port {port} on {} did not accept a connection within {}s (last: {last})",
+                        host.name,
+                        host.address,
+                        timeout.as_secs()
+                    ),
+                ));
+            }
+            self.sleep(Duration::from_millis(250).min(timeout.saturating_sub(start.elapsed())))?;
+        }
+    }
+}
+
+/// `$1` = source, `$2` = target. The new copy is complete before the old directory moves.
+const REPLACE_DIR_SH: &str = r#"set -e
+src=$1; dst=$2; new="$dst.capstan-new"; old="$dst.capstan-old"
+rm -rf -- "$new" "$old"
+cp -a -- "$src" "$new"
+if [ -e "$dst" ]; then mv -- "$dst" "$old"; fi
+mv -- "$new" "$dst"
+rm -rf -- "$old""#;
+
+fn parse_df(text: &str) -> Option<i64> {
+    // POSIX `df -P`: header, then one line; the 4th field is available 1K blocks.
+    let line = text.lines().nth(1)?;
+    let avail: i64 = line.split_whitespace().nth(3)?.parse().ok()?;
+    Some(avail * 1024)
+}
+
+/// The last `n` non-empty lines, for error messages.
+pub fn last_lines(bytes: &[u8], n: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn df_available_bytes() {
+        let t =
+            "Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/vda 100 40 60 40% /\n";
+        assert_eq!(parse_df(t), Some(60 * 1024));
+        assert_eq!(parse_df("garbage"), None);
+    }
+
+    #[test]
+    fn read_only_split() {
+        assert!(Action::Exists { path: "/".into() }.is_read_only());
+        assert!(!Action::Remove { path: "/x".into() }.is_read_only());
+    }
+}

@@ -1,0 +1,249 @@
+//! Flow: `step`, `parallel`, `confirm`, `fail`, `log`, `warn`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, NativeCallContext};
+
+use super::{def, fault, finish_step, ConfirmPolicy, RunCtx};
+use crate::action::{current_step, set_current_step};
+use crate::error::{FaultKind, SourcePos};
+use crate::report::{Event, StepRecord, StepStatus};
+use crate::Mode;
+
+type R<T> = Result<T, Box<EvalAltResult>>;
+
+fn call_pos(ctx: &NativeCallContext) -> Option<SourcePos> {
+    let p = ctx.call_position();
+    p.line().map(|line| SourcePos {
+        file: ctx.call_source().unwrap_or("<playbook>").to_string(),
+        line,
+        column: p.position().unwrap_or(1),
+    })
+}
+
+pub(super) fn register(engine: &mut Engine, run: &Arc<RunCtx>) {
+    let r = run.clone();
+    def(
+        engine,
+        "step",
+        &["name: String", "body: FnPtr", "?"],
+        r#"
+Runs `body` as a named step: the unit of progress in reports and events. Returns what the body
+returns. Step names must be unique within a run (include the host in names inside loops); a
+duplicate is an error naming both places.
+
+```rhai
+let h = cluster().host("web1");
+let v = step("read version on web1", || h.read_file("/srv/app/VERSION").trimmed());
+step("log it", || log(`web1 runs ${v}`));
+```"#,
+        move |ctx: NativeCallContext, name: &str, body: FnPtr| -> R<Dynamic> {
+            let here = call_pos(&ctx);
+            let index = {
+                let mut book = r.steps.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(first) = book.keys.get(name) {
+                    let first = first
+                        .as_ref()
+                        .map_or("an earlier call".to_string(), |p| p.to_string());
+                    return Err(fault(
+                    FaultKind::Script,
+                    None,
+                    format!("duplicate step name `{name}` (first used at {first}); step names must be unique"),
+                ));
+                }
+                book.keys.insert(name.to_string(), here);
+                book.records.push(StepRecord {
+                    name: name.to_string(),
+                    status: StepStatus::Running,
+                    at_ms: r.exec.now().as_millis() as u64,
+                    duration_ms: 0,
+                    hosts: Vec::new(),
+                    actions: 0,
+                    error: None,
+                });
+                book.records.len() - 1
+            };
+            r.events.emit(&Event::StepStarted {
+                step: name.to_string(),
+                at_ms: r.exec.now().as_millis() as u64,
+            });
+            let prev = set_current_step(Some(name.to_string()));
+            let result = body.call_within_context::<Dynamic>(&ctx, ());
+            set_current_step(prev);
+            let err_text = result.as_ref().err().map(|e| {
+                let (_, located) = crate::engine::eval_error(e, "", "");
+                located.message
+            });
+            finish_step(&r, index, err_text);
+            result
+        },
+    );
+
+    let r = run.clone();
+    def(
+        engine,
+        "parallel",
+        &["items: Array", "body: FnPtr", "Array"],
+        r#"
+Calls `body` once per item (usually hosts), at most `--parallelism` at a time, and returns the
+results in item order. Every item runs even when one fails; then the first failure (in item order)
+is raised and the others are logged. Return values from the body rather than changing captured
+variables: bodies run on several threads.
+
+```rhai
+let versions = parallel(cluster().group("web"), |h| h.read_file("/srv/app/VERSION").trimmed());
+log(`versions: ${versions}`);
+```"#,
+        move |ctx: NativeCallContext, items: Array, body: FnPtr| -> R<Array> {
+            let n = items.len();
+            if n == 0 {
+                return Ok(Array::new());
+            }
+            let workers = r.parallelism.min(n);
+            let engine = ctx.engine();
+            // Volatile (not deprecated) API: the context store lets other threads call the closure.
+            #[allow(deprecated)]
+            let store = ctx.store_data();
+            let parent_step = current_step();
+            let next = AtomicUsize::new(0);
+            let results: Vec<Mutex<Option<R<Dynamic>>>> =
+                (0..n).map(|_| Mutex::new(None)).collect();
+            std::thread::scope(|s| {
+                for _ in 0..workers {
+                    s.spawn(|| {
+                        set_current_step(parent_step.clone());
+                        loop {
+                            let i = next.fetch_add(1, Ordering::SeqCst);
+                            if i >= n {
+                                break;
+                            }
+                            #[allow(deprecated)]
+                            let c = store.create_context(engine);
+                            let out = body.call_within_context::<Dynamic>(&c, (items[i].clone(),));
+                            *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(out);
+                        }
+                    });
+                }
+            });
+            let mut out = Array::with_capacity(n);
+            let mut first_err = None;
+            let mut failures = Vec::new();
+            for (i, slot) in results.into_iter().enumerate() {
+                match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                    Some(Ok(v)) => out.push(v),
+                    Some(Err(e)) => {
+                        let (_, located) = crate::engine::eval_error(&e, "", "");
+                        failures.push(format!("item {i} ({}): {}", items[i], located.message));
+                        first_err.get_or_insert(e);
+                        out.push(Dynamic::UNIT);
+                    }
+                    None => out.push(Dynamic::UNIT),
+                }
+            }
+            match first_err {
+                None => Ok(out),
+                Some(e) => {
+                    if failures.len() > 1 {
+                        r.log(
+                            "error",
+                            &format!(
+                                "parallel: {} of {n} failed:\n  {}",
+                                failures.len(),
+                                failures.join("\n  ")
+                            ),
+                        );
+                    }
+                    Err(e)
+                }
+            }
+        },
+    );
+
+    let r = run.clone();
+    def(
+        engine,
+        "confirm",
+        &["question: String", "bool"],
+        r#"
+Asks the operator before going on. Granted by `--yes`; in simulation and `--check` it is logged
+and granted; with no terminal to ask and no `--yes` the run stops with a "declined" error.
+
+```rhai
+confirm("Stop the primary now?");
+```"#,
+        move |q: &str| -> R<bool> {
+            if r.exec.mode() != Mode::Run {
+                r.log(
+                    "info",
+                    &format!("confirm: {q} (granted: {:?} mode)", r.exec.mode()),
+                );
+                return Ok(true);
+            }
+            if r.confirm == ConfirmPolicy::Yes {
+                r.log("info", &format!("confirm: {q} (granted by --yes)"));
+                return Ok(true);
+            }
+            if !std::io::stdin().is_terminal() {
+                return Err(fault(
+                FaultKind::Declined,
+                None,
+                format!("confirmation needed: {q} (no terminal to ask; rerun with --yes to grant it)"),
+            ));
+            }
+            eprint!("{q} [y/N] ");
+            let _ = std::io::stderr().flush();
+            let mut line = String::new();
+            let _ = std::io::stdin().lock().read_line(&mut line);
+            if matches!(line.trim(), "y" | "Y" | "yes") {
+                r.log("info", &format!("confirm: {q} (granted by the operator)"));
+                Ok(true)
+            } else {
+                Err(fault(FaultKind::Declined, None, format!("declined: {q}")))
+            }
+        },
+    );
+
+    def(
+        engine,
+        "fail",
+        &["message: String", "()"],
+        r#"
+Stops the playbook with an error at this line.
+
+```rhai
+let v = cluster().host("web1").read_file("/srv/app/VERSION").trimmed();
+if v == "" { fail("web1 has an empty VERSION file"); }
+```"#,
+        |m: &str| -> R<()> { Err(fault(FaultKind::Script, None, m)) },
+    );
+
+    let r = run.clone();
+    def(
+        engine,
+        "log",
+        &["message: ?", "()"],
+        r#"
+Adds a line to the run's log (report, events, progress). Secrets are redacted.
+
+```rhai
+log("starting the web tier");
+```"#,
+        move |m: Dynamic| r.log("info", &m.to_string()),
+    );
+
+    let r = run.clone();
+    def(
+        engine,
+        "warn",
+        &["message: ?", "()"],
+        r#"
+Adds a warning to the run's log.
+
+```rhai
+warn("web2 has less than 10% free space");
+```"#,
+        move |m: Dynamic| r.log("warn", &m.to_string()),
+    );
+}

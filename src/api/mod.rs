@@ -1,0 +1,244 @@
+//! What scripts call: the per-run context natives share, and registration of every script module.
+
+mod flow;
+mod host;
+mod opts;
+mod params;
+mod text;
+mod wait;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use rhai::{Dynamic, Engine, EvalAltResult, FuncRegistration, Position, RhaiNativeFunc, Variant};
+
+pub use host::{ClusterHandle, HostHandle};
+pub use params::{ParamInfo, ParamSpec};
+
+use crate::action::{Executor, Fault};
+use crate::error::{FaultKind, SourcePos};
+use crate::report::{Event, EventSink, LogLine, StepRecord, StepStatus};
+
+/// How `confirm(..)` gets its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfirmPolicy {
+    /// `--yes`: every confirmation is granted (and logged).
+    Yes,
+    /// Ask on the terminal; refuse when there is none.
+    Ask,
+}
+
+/// Step bookkeeping: records in order, and where each key was first used (keys must be unique).
+#[derive(Debug, Default)]
+pub(crate) struct StepBook {
+    pub records: Vec<StepRecord>,
+    pub keys: BTreeMap<String, Option<SourcePos>>,
+}
+
+/// The state one run's natives share. Built by `Host`, dropped with the engine after the run.
+pub struct RunCtx {
+    pub(crate) exec: Executor,
+    pub(crate) events: Arc<dyn EventSink>,
+    pub(crate) params_in: BTreeMap<String, serde_json::Value>,
+    pub(crate) params_spec: Mutex<Option<Vec<ParamInfo>>>,
+    pub(crate) params_out: Mutex<Option<serde_json::Value>>,
+    pub(crate) steps: Mutex<StepBook>,
+    pub(crate) logs: Mutex<Vec<LogLine>>,
+    pub(crate) parallelism: usize,
+    pub(crate) confirm: ConfirmPolicy,
+    pub(crate) describe_only: bool,
+}
+
+impl std::fmt::Debug for RunCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RunCtx({:?})", self.exec)
+    }
+}
+
+impl RunCtx {
+    pub(crate) fn new(
+        exec: Executor,
+        events: Arc<dyn EventSink>,
+        params_in: BTreeMap<String, serde_json::Value>,
+        parallelism: usize,
+        confirm: ConfirmPolicy,
+    ) -> Self {
+        RunCtx {
+            exec,
+            events,
+            params_in,
+            params_spec: Mutex::new(None),
+            params_out: Mutex::new(None),
+            steps: Mutex::new(StepBook::default()),
+            logs: Mutex::new(Vec::new()),
+            parallelism: parallelism.max(1),
+            confirm,
+            describe_only: false,
+        }
+    }
+
+    /// The executor: the only way from a script function to a host.
+    pub fn executor(&self) -> &Executor {
+        &self.exec
+    }
+
+    /// Adds a line to the run's log (report and events), redacted.
+    pub fn log(&self, level: &str, message: &str) {
+        let line = LogLine {
+            at_ms: self.exec.now().as_millis() as u64,
+            level: level.to_string(),
+            step: crate::action::current_step(),
+            message: self.exec.inventory().redactor.redact(message),
+        };
+        match level {
+            "warn" | "error" => tracing::warn!(target: "playbook", "{}", line.message),
+            "debug" => tracing::debug!(target: "playbook", "{}", line.message),
+            _ => tracing::info!(target: "playbook", "{}", line.message),
+        }
+        self.events.emit(&Event::Log(line.clone()));
+        self.logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line);
+    }
+}
+
+/// A script error carrying a `Fault` (kind, host, message); `catch (e)` sees the `Fault`.
+pub(crate) fn fault(
+    kind: FaultKind,
+    host: Option<&str>,
+    message: impl Into<String>,
+) -> Box<EvalAltResult> {
+    Fault::new(kind, host, message).into()
+}
+
+impl From<Fault> for Box<EvalAltResult> {
+    fn from(f: Fault) -> Self {
+        Box::new(EvalAltResult::ErrorRuntime(
+            Dynamic::from(f),
+            Position::NONE,
+        ))
+    }
+}
+
+pub(crate) fn bad_input(message: impl Into<String>) -> Box<EvalAltResult> {
+    fault(FaultKind::BadInput, None, message)
+}
+
+/// `///` doc lines from a plain doc text, as Rhai's metadata wants them.
+pub(crate) fn doc_lines(doc: &str) -> String {
+    doc.trim_matches('\n')
+        .lines()
+        .map(|l| {
+            if l.is_empty() {
+                "///".to_string()
+            } else {
+                format!("/// {l}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Registers a documented global function (or a method, when the first parameter is `&mut T`).
+/// `params` names each parameter with its type, then the return type, for docs and `.d.rhai`.
+pub(crate) fn def<A: 'static, const N: usize, const X: bool, R: Variant + Clone, const F: bool>(
+    engine: &mut Engine,
+    name: &str,
+    params: &[&str],
+    doc: &str,
+    f: impl RhaiNativeFunc<A, N, X, R, F> + Send + Sync + 'static,
+) {
+    FuncRegistration::new(name)
+        .with_params_info(params)
+        .with_comments([doc_lines(doc)])
+        // Natives act on hosts: never let the optimizer call them at compile time.
+        .with_volatility(true)
+        .register_into_engine(engine, f);
+}
+
+/// Registers a documented function into a script module (`wait::until`, `param::required`).
+pub(crate) fn def_in<
+    A: 'static,
+    const N: usize,
+    const X: bool,
+    R: Variant + Clone,
+    const F: bool,
+>(
+    module: &mut rhai::Module,
+    name: &str,
+    params: &[&str],
+    doc: &str,
+    f: impl RhaiNativeFunc<A, N, X, R, F> + Send + Sync + 'static,
+) {
+    FuncRegistration::new(name)
+        .with_params_info(params)
+        .with_comments([doc_lines(doc)])
+        .with_volatility(true)
+        .set_into_module(module, f);
+}
+
+/// Registers the whole script API for one run.
+pub(crate) fn register_all(engine: &mut Engine, run: &Arc<RunCtx>) {
+    engine.register_type_with_name::<Fault>("Fault");
+    engine.register_fn("to_string", |f: &mut Fault| f.message.clone());
+    engine.register_fn("to_debug", |f: &mut Fault| {
+        format!("Fault({:?}: {})", f.kind, f.message)
+    });
+    engine.register_get("message", |f: &mut Fault| f.message.clone());
+    engine.register_get("kind", |f: &mut Fault| {
+        serde_json::to_value(f.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    });
+    engine.register_get("host", |f: &mut Fault| match &f.host {
+        Some(h) => Dynamic::from(h.clone()),
+        None => Dynamic::UNIT,
+    });
+    host::register(engine, run);
+    flow::register(engine, run);
+    params::register(engine, run);
+    wait::register(engine, run);
+    text::register(engine);
+}
+
+/// Marks a step finished and emits its event.
+pub(crate) fn finish_step(run: &RunCtx, index: usize, error: Option<String>) {
+    let records = run.exec.records();
+    let mut book = run.steps.lock().unwrap_or_else(|e| e.into_inner());
+    let rec = &mut book.records[index];
+    let mut hosts: Vec<String> = Vec::new();
+    let mut count = 0;
+    for a in records
+        .iter()
+        .filter(|a| a.step.as_deref() == Some(rec.name.as_str()))
+    {
+        count += 1;
+        if !hosts.contains(&a.host) {
+            hosts.push(a.host.clone());
+        }
+    }
+    let now = run.exec.now().as_millis() as u64;
+    rec.duration_ms = now.saturating_sub(rec.at_ms);
+    rec.status = if error.is_some() {
+        StepStatus::Failed
+    } else {
+        StepStatus::Ok
+    };
+    rec.hosts = hosts.clone();
+    rec.actions = count;
+    rec.error = error
+        .clone()
+        .map(|e| run.exec.inventory().redactor.redact(&e));
+    let ev = Event::StepFinished {
+        step: rec.name.clone(),
+        ok: error.is_none(),
+        duration_ms: rec.duration_ms,
+        hosts,
+        actions: count,
+        error: rec.error.clone(),
+    };
+    drop(book);
+    run.events.emit(&ev);
+}

@@ -1,0 +1,97 @@
+//! Rhai wiring: engine construction, explicit limits, the embedded stdlib resolver, error positions.
+
+mod errors;
+mod lint;
+mod stdlib;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rhai::module_resolvers::{FileModuleResolver, ModuleResolversCollection};
+use rhai::{Engine, OptimizationLevel};
+
+pub(crate) use errors::{compile_error, eval_error, DESCRIBE_TOKEN};
+pub(crate) use lint::lint;
+pub use lint::{Diagnostic, Severity};
+pub use stdlib::{stdlib_modules, StdlibResolver};
+
+use crate::api::RunCtx;
+
+/// Engine limits. Set explicitly because Rhai's defaults differ between debug and release builds
+/// (call levels 8 vs 64), and a playbook must behave the same in tests and in production.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Script operations per run (0 = unlimited). Playbooks are I/O bound; this stops runaway loops.
+    pub max_operations: u64,
+    pub max_call_levels: usize,
+    pub max_expr_depth: usize,
+    pub max_function_expr_depth: usize,
+    /// Bytes per string; command output is capped at 16 MiB per stream, files read at 64 MiB.
+    pub max_string_size: usize,
+    pub max_array_size: usize,
+    pub max_map_size: usize,
+    pub max_modules: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_operations: 50_000_000,
+            max_call_levels: 64,
+            max_expr_depth: 64,
+            max_function_expr_depth: 32,
+            max_string_size: 128 * 1024 * 1024,
+            max_array_size: 1_000_000,
+            max_map_size: 100_000,
+            max_modules: 128,
+        }
+    }
+}
+
+/// An embedder's addition to every engine capstan builds (natives, modules, types).
+pub type Extension = Arc<dyn Fn(&mut Engine) + Send + Sync>;
+
+/// Builds the engine for one run: limits, the script API bound to `run`, the embedder's
+/// extensions, and module resolution (embedded stdlib first, then files beside the playbook).
+pub(crate) fn build(
+    run: &Arc<RunCtx>,
+    limits: &Limits,
+    playbook_dir: Option<&Path>,
+    extensions: &[Extension],
+) -> Engine {
+    let mut engine = Engine::new();
+    engine
+        .set_max_operations(limits.max_operations)
+        .set_max_call_levels(limits.max_call_levels)
+        .set_max_expr_depths(limits.max_expr_depth, limits.max_function_expr_depth)
+        .set_max_string_size(limits.max_string_size)
+        .set_max_array_size(limits.max_array_size)
+        .set_max_map_size(limits.max_map_size)
+        .set_max_modules(limits.max_modules)
+        .set_strict_variables(true)
+        // `Full` may evaluate natives with constant arguments at compile time: fatal for h.run.
+        .set_optimization_level(OptimizationLevel::Simple);
+
+    let cancel = run.exec.cancel().clone();
+    engine.on_progress(move |_| cancel.is_stopping().then(|| "interrupted".into()));
+    let r = run.clone();
+    engine.on_print(move |s| r.log("info", s));
+    let r = run.clone();
+    engine.on_debug(move |s, _src, _pos| r.log("debug", s));
+
+    crate::api::register_all(&mut engine, run);
+    for ext in extensions {
+        ext(&mut engine);
+    }
+
+    let mut resolvers = ModuleResolversCollection::new();
+    resolvers.push(StdlibResolver::default());
+    let mut files = match playbook_dir {
+        Some(d) => FileModuleResolver::new_with_path(d),
+        None => FileModuleResolver::new(),
+    };
+    files.enable_cache(true);
+    resolvers.push(files);
+    engine.set_module_resolver(resolvers);
+    engine
+}

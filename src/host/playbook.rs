@@ -1,0 +1,99 @@
+//! Playbooks: from a file, from text, or shipped inside the binary; and their header.
+
+use std::path::{Path, PathBuf};
+
+use crate::api::ParamInfo;
+use crate::error::{Error, Result};
+
+/// The playbooks shipped in the binary: (name, source).
+const SHIPPED: &[(&str, &str)] = &[("preflight", include_str!("../../playbooks/preflight.rhai"))];
+
+/// Names and sources of the shipped playbooks.
+pub fn shipped_playbooks() -> &'static [(&'static str, &'static str)] {
+    SHIPPED
+}
+
+/// A playbook's source and where it came from.
+#[derive(Debug, Clone)]
+pub struct Playbook {
+    /// How errors name the file: the path as given, or `playbooks/<name>.rhai` when shipped.
+    pub name: String,
+    pub source: String,
+    /// Where `import "x"` looks for `x.rhai` after the stdlib.
+    pub dir: Option<PathBuf>,
+}
+
+/// What `capstan describe` shows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlaybookInfo {
+    pub name: String,
+    pub header: String,
+    pub params: Vec<ParamInfo>,
+}
+
+impl Playbook {
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let source = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Ok(Playbook {
+            name: path.display().to_string(),
+            source,
+            dir: Some(
+                path.parent()
+                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            ),
+        })
+    }
+
+    pub fn from_source(name: &str, source: &str) -> Self {
+        Playbook {
+            name: name.to_string(),
+            source: source.to_string(),
+            dir: None,
+        }
+    }
+
+    /// A shipped playbook by name.
+    pub fn shipped(name: &str) -> Option<Self> {
+        SHIPPED
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(n, s)| Playbook {
+                name: format!("playbooks/{n}.rhai"),
+                source: s.to_string(),
+                dir: None,
+            })
+    }
+
+    /// A path if it exists, else a shipped playbook by name; the error lists the shipped ones.
+    pub fn load(name_or_path: &str) -> Result<Self> {
+        let p = Path::new(name_or_path);
+        if p.exists() {
+            return Self::from_file(p);
+        }
+        Self::shipped(name_or_path).ok_or_else(|| {
+            Error::Usage(format!(
+                "no playbook file `{name_or_path}` and no shipped playbook of that name (shipped: {})",
+                SHIPPED.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
+
+    /// The comment block at the top of the file: purpose, params, the vendor doc it follows.
+    pub fn header(&self) -> String {
+        self.source
+            .lines()
+            .take_while(|l| l.trim_start().starts_with("//"))
+            .map(|l| {
+                let t = l
+                    .trim_start()
+                    .trim_start_matches("//!")
+                    .trim_start_matches("//");
+                t.strip_prefix(' ').unwrap_or(t).to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            .trim()
+            .to_string()
+    }
+}

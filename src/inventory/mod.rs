@@ -1,0 +1,519 @@
+//! The inventory: hosts, groups, vars and connection settings, read from TOML with positioned errors.
+
+mod toml_pos;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+use crate::error::{Error, Located, Result};
+use crate::secret::{Redactor, Secret, SecretRef};
+
+pub(crate) use toml_pos::config_error;
+
+/// How capstan reaches a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// Processes on the machine capstan runs on.
+    Local,
+    /// A command channel per action over one SSH session per host.
+    Ssh,
+}
+
+/// What to do with a host key that `known_hosts` does not list yet. A *changed* key is always refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeyPolicy {
+    /// Refuse unknown keys (the default).
+    Strict,
+    /// Accept and record a key seen for the first time.
+    AcceptNew,
+}
+
+/// A duration written as `"10s"`, `"5m"`, `"1h 30m"` or a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::Secs(s)) => Ok(Dur(Duration::from_secs(s))),
+            Ok(Raw::Text(t)) => parse_duration(&t)
+                .map(Dur)
+                .map_err(serde::de::Error::custom),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected a duration such as \"30s\", \"5m\" or a number of seconds",
+            )),
+        }
+    }
+}
+
+/// Parses `"10s"`, `"250ms"`, `"1h 30m"`; a bare number means seconds.
+pub fn parse_duration(t: &str) -> std::result::Result<Duration, String> {
+    let t = t.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        if secs >= 0.0 && secs.is_finite() {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+    }
+    humantime::parse_duration(t).map_err(|e| format!("invalid duration {t:?}: {e}"))
+}
+
+/// Authentication as written in the inventory: exactly one method.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthSpec {
+    key: Option<String>,
+    passphrase: Option<SecretRef>,
+    agent: Option<bool>,
+    password: Option<SecretRef>,
+}
+
+/// Fields shared by `[defaults]` and `[hosts.NAME]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostFields {
+    address: Option<String>,
+    port: Option<u16>,
+    user: Option<String>,
+    transport: Option<TransportKind>,
+    auth: Option<Spanned<AuthSpec>>,
+    known_hosts: Option<String>,
+    host_key_policy: Option<HostKeyPolicy>,
+    connect_timeout: Option<Dur>,
+    command_timeout: Option<Dur>,
+    keepalive: Option<Dur>,
+    #[serde(default)]
+    groups: Vec<Spanned<String>>,
+    #[serde(default)]
+    vars: toml::Table,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupSpec {
+    #[serde(default)]
+    hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    vars: toml::Table,
+}
+
+/// The inventory file as written. Also embedded in scenario files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventorySpec {
+    #[serde(default)]
+    defaults: HostFields,
+    #[serde(default)]
+    groups: BTreeMap<String, GroupSpec>,
+    hosts: Spanned<BTreeMap<String, Spanned<HostFields>>>,
+}
+
+/// A host's authentication, secrets resolved.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    Key {
+        path: PathBuf,
+        passphrase: Option<Secret>,
+    },
+    Agent,
+    Password(Secret),
+    /// None given: the SSH agent if there is one, then `~/.ssh/id_ed25519`, `~/.ssh/id_rsa`.
+    Default,
+}
+
+/// One host, every setting resolved.
+#[derive(Debug, Clone)]
+pub struct HostEntry {
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    pub transport: TransportKind,
+    pub auth: Auth,
+    pub known_hosts: PathBuf,
+    pub host_key_policy: HostKeyPolicy,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    pub keepalive: Duration,
+    /// Group names in the order given (host's own list first, then groups that list the host).
+    pub groups: Vec<String>,
+    /// Vars after merging: defaults, then each group in order, then the host's own.
+    pub vars: BTreeMap<String, serde_json::Value>,
+}
+
+/// The resolved inventory.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    /// Where it came from (a file name, or `<inline>`), for messages.
+    pub source: String,
+    pub hosts: Vec<HostEntry>,
+    /// Group name → member host names, in inventory order.
+    pub groups: BTreeMap<String, Vec<String>>,
+    pub redactor: Redactor,
+}
+
+/// Expands `~/` and makes a relative path relative to `base`.
+pub fn expand_path(p: &str, base: &Path) -> PathBuf {
+    if let Some(rest) = p.strip_prefix("~/") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    let pb = PathBuf::from(p);
+    if pb.is_absolute() {
+        pb
+    } else {
+        base.join(pb)
+    }
+}
+
+fn current_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "root".into())
+}
+
+impl Inventory {
+    /// Reads and validates an inventory file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_str_at(&text, &path.display().to_string(), base)
+    }
+
+    /// Parses inventory TOML; `file` names it in errors, `base` anchors relative paths.
+    pub fn from_str_at(text: &str, file: &str, base: &Path) -> Result<Self> {
+        let spec: InventorySpec =
+            toml::from_str(text).map_err(|e| config_error(file, text, e.span(), e.message()))?;
+        spec.resolve(file, text, base)
+    }
+
+    /// A single `local` host, for playbooks run without an inventory.
+    pub fn localhost() -> Self {
+        let text = "[hosts.localhost]\ntransport = \"local\"\n";
+        Self::from_str_at(text, "<localhost>", Path::new("."))
+            .expect("the built-in localhost inventory is valid")
+    }
+
+    pub fn host(&self, name: &str) -> Option<&HostEntry> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    pub fn host_names(&self) -> Vec<String> {
+        self.hosts.iter().map(|h| h.name.clone()).collect()
+    }
+
+    /// A stable identity for journals and locks: the sorted host names and addresses.
+    pub fn identity(&self) -> String {
+        let mut v: Vec<String> = self
+            .hosts
+            .iter()
+            .map(|h| format!("{}={}:{}", h.name, h.address, h.port))
+            .collect();
+        v.sort();
+        v.join(",")
+    }
+}
+
+impl InventorySpec {
+    /// Validates the spec and resolves secrets. `text` is the file the spec was read from.
+    pub(crate) fn resolve(self, file: &str, text: &str, base: &Path) -> Result<Inventory> {
+        let err = |span: std::ops::Range<usize>, msg: String| -> Error {
+            config_error(file, text, Some(span), &msg)
+        };
+        let redactor = Redactor::default();
+        let hosts_span = self.hosts.span();
+        let hosts_map = self.hosts.into_inner();
+        if hosts_map.is_empty() {
+            return Err(err(hosts_span, "the inventory lists no hosts".into()));
+        }
+        // Group members named in [groups.X].hosts.
+        let mut group_members: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (g, spec) in &self.groups {
+            check_name("group", g).map_err(|m| Error::Config(Located::new(m, None)))?;
+            for h in &spec.hosts {
+                if !hosts_map.contains_key(h.get_ref()) {
+                    return Err(err(
+                        h.span(),
+                        format!("groups.{g}.hosts: unknown host `{}`", h.get_ref()),
+                    ));
+                }
+            }
+            group_members.entry(g.clone()).or_default();
+        }
+
+        let mut hosts = Vec::new();
+        for (name, spanned) in hosts_map {
+            let span = spanned.span();
+            if let Err(m) = check_name("host", &name) {
+                return Err(err(span, m));
+            }
+            let h = spanned.into_inner();
+            let d = &self.defaults;
+            let transport = h.transport.or(d.transport).unwrap_or(TransportKind::Ssh);
+            let mut groups: Vec<String> = Vec::new();
+            for g in d.groups.iter().chain(h.groups.iter()) {
+                check_name("group", g.get_ref()).map_err(|m| err(g.span(), m))?;
+                if !groups.contains(g.get_ref()) {
+                    groups.push(g.get_ref().clone());
+                }
+            }
+            for (g, spec) in &self.groups {
+                if spec.hosts.iter().any(|x| x.get_ref() == &name) && !groups.contains(g) {
+                    groups.push(g.clone());
+                }
+            }
+            let auth_spec = h.auth.as_ref().or(d.auth.as_ref());
+            let auth = match auth_spec {
+                None => Auth::Default,
+                Some(a) => {
+                    let at = a.span();
+                    resolve_auth(a.get_ref(), base, &redactor)
+                        .map_err(|m| err(at, format!("hosts.{name}.auth: {m}")))?
+                }
+            };
+            let mut vars = BTreeMap::new();
+            let mut merge = |t: &toml::Table| {
+                for (k, v) in t {
+                    vars.insert(k.clone(), toml_to_json(v));
+                }
+            };
+            merge(&d.vars);
+            for g in &groups {
+                if let Some(spec) = self.groups.get(g) {
+                    merge(&spec.vars);
+                }
+            }
+            merge(&h.vars);
+            let known = h
+                .known_hosts
+                .as_deref()
+                .or(d.known_hosts.as_deref())
+                .unwrap_or("~/.ssh/known_hosts");
+            let entry = HostEntry {
+                address: h
+                    .address
+                    .clone()
+                    .or(d.address.clone())
+                    .unwrap_or_else(|| name.clone()),
+                port: h.port.or(d.port).unwrap_or(22),
+                user: h
+                    .user
+                    .clone()
+                    .or(d.user.clone())
+                    .unwrap_or_else(current_user),
+                transport,
+                auth,
+                known_hosts: expand_path(known, base),
+                host_key_policy: h
+                    .host_key_policy
+                    .or(d.host_key_policy)
+                    .unwrap_or(HostKeyPolicy::Strict),
+                connect_timeout: h
+                    .connect_timeout
+                    .or(d.connect_timeout)
+                    .map_or(Duration::from_secs(10), |x| x.0),
+                command_timeout: h
+                    .command_timeout
+                    .or(d.command_timeout)
+                    .map_or(Duration::from_secs(600), |x| x.0),
+                keepalive: h
+                    .keepalive
+                    .or(d.keepalive)
+                    .map_or(Duration::from_secs(15), |x| x.0),
+                groups: groups.clone(),
+                vars,
+                name: name.clone(),
+            };
+            if entry.keepalive.is_zero() {
+                return Err(err(
+                    span,
+                    format!("hosts.{name}.keepalive: must be more than 0s"),
+                ));
+            }
+            for g in &groups {
+                group_members
+                    .entry(g.clone())
+                    .or_default()
+                    .push(name.clone());
+            }
+            hosts.push(entry);
+        }
+        Ok(Inventory {
+            source: file.to_string(),
+            hosts,
+            groups: group_members,
+            redactor,
+        })
+    }
+}
+
+fn resolve_auth(
+    a: &AuthSpec,
+    base: &Path,
+    redactor: &Redactor,
+) -> std::result::Result<Auth, String> {
+    let given = [a.key.is_some(), a.agent == Some(true), a.password.is_some()]
+        .iter()
+        .filter(|x| **x)
+        .count();
+    if given != 1 {
+        return Err("give exactly one of `key`, `agent = true` or `password`".into());
+    }
+    if a.passphrase.is_some() && a.key.is_none() {
+        return Err("`passphrase` goes with `key`".into());
+    }
+    let secret = |r: &SecretRef| -> std::result::Result<Secret, String> {
+        let s = r.resolve(base)?;
+        redactor.add(&s);
+        Ok(s)
+    };
+    if let Some(k) = &a.key {
+        let passphrase = a.passphrase.as_ref().map(secret).transpose()?;
+        return Ok(Auth::Key {
+            path: expand_path(k, base),
+            passphrase,
+        });
+    }
+    if let Some(p) = &a.password {
+        return Ok(Auth::Password(secret(p)?));
+    }
+    Ok(Auth::Agent)
+}
+
+/// Host and group names become script identifiers and step keys: keep them plain.
+fn check_name(what: &str, n: &str) -> std::result::Result<(), String> {
+    let ok = !n.is_empty()
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} name `{n}` may only hold letters, digits, `-`, `_` and `.`"
+        ))
+    }
+}
+
+pub(crate) fn toml_to_json(v: &toml::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        toml::Value::String(s) => J::String(s.clone()),
+        toml::Value::Integer(i) => J::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        toml::Value::Boolean(b) => J::Bool(*b),
+        toml::Value::Datetime(d) => J::String(d.to_string()),
+        toml::Value::Array(a) => J::Array(a.iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => J::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<Inventory> {
+        Inventory::from_str_at(t, "inv.toml", Path::new("/base"))
+    }
+
+    #[test]
+    fn merges_vars_and_groups() {
+        let inv = parse(
+            r#"
+[defaults]
+user = "ops"
+vars = { root = "/opt/a", tier = "x" }
+
+[groups.tablet]
+hosts = ["t1"]
+vars = { tier = "tablet" }
+
+[hosts.t1]
+address = "10.0.0.1"
+port = 2222
+vars = { id = 1 }
+
+[hosts.n1]
+transport = "local"
+groups = ["nameserver"]
+"#,
+        )
+        .unwrap();
+        let t1 = inv.host("t1").unwrap();
+        assert_eq!(t1.user, "ops");
+        assert_eq!(t1.port, 2222);
+        assert_eq!(t1.groups, vec!["tablet"]);
+        assert_eq!(t1.vars["tier"], "tablet");
+        assert_eq!(t1.vars["root"], "/opt/a");
+        assert_eq!(inv.groups["nameserver"], vec!["n1"]);
+        assert_eq!(inv.host("n1").unwrap().address, "n1");
+    }
+
+    #[test]
+    fn unknown_field_names_field_and_line() {
+        let e = parse("[hosts.a]\nadress = \"x\"\n").err().unwrap();
+        assert!(
+            e.to_string()
+                .starts_with("inv.toml:2:1: hosts.a.adress: unknown field `adress`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_positioned() {
+        let e = parse("[hosts.a]\nport = 70000\n").err().unwrap();
+        assert!(
+            e.to_string().starts_with("inv.toml:2:8: hosts.a.port:"),
+            "{e}"
+        );
+        let e = parse("[hosts.a]\ntransport = \"telnet\"\n").err().unwrap();
+        assert!(e.to_string().contains("unknown variant `telnet`"), "{e}");
+        let e = parse("[hosts.a]\nconnect_timeout = \"soon\"\n")
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("hosts.a.connect_timeout"), "{e}");
+        let e = parse("[hosts.a]\n[groups.g]\nhosts = [\"b\"]\n")
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "inv.toml:3:10: groups.g.hosts: unknown host `b`"
+        );
+    }
+
+    #[test]
+    fn auth_needs_one_method() {
+        let e = parse("[hosts.a]\nauth = { agent = true, key = \"k\" }\n")
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("hosts.a.auth: give exactly one of"),
+            "{e}"
+        );
+        std::env::remove_var("CAPSTAN_TEST_NOPE");
+        let e = parse("[hosts.a]\nauth = { password = { env = \"CAPSTAN_TEST_NOPE\" } }\n")
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .contains("environment variable CAPSTAN_TEST_NOPE is not set"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,54 @@
+//! capstan: a Rust host for Rhai playbooks that upgrade database clusters safely.
+//!
+//! Embed it with [`HostBuilder`]: give it an inventory (or a simulation scenario), build a
+//! [`Host`], and run a [`Playbook`] to get a [`RunReport`]. Every effect a script asks for is an
+//! [`action::Action`] handed to the run's [`action::Executor`], which performs it (run), performs
+//! only reads (check), or applies it to a simulated world (simulate).
+//!
+//! ```no_run
+//! use capstan::{HostBuilder, Inventory, Playbook, Params};
+//! let host = HostBuilder::new()
+//!     .inventory(Inventory::from_file("inventory.toml")?)
+//!     .register(|engine| { engine.register_fn("ticket", || "CHG-42".to_string()); })
+//!     .build()?;
+//! let report = host.run(&Playbook::from_file("upgrade.rhai")?, &Params::new())?;
+//! println!("{}", capstan::report::render_text(&report, false));
+//! # Ok::<(), capstan::Error>(())
+//! ```
+
+pub mod action;
+pub mod api;
+pub mod engine;
+pub mod error;
+pub mod host;
+pub mod inventory;
+pub mod report;
+pub mod secret;
+pub mod sim;
+pub mod transport;
+
+pub use error::{Error, FaultKind, Located, Result, SourcePos};
+pub use host::{Host, HostBuilder, Params, Playbook, PlaybookInfo};
+pub use inventory::Inventory;
+pub use report::RunReport;
+pub use sim::Scenario;
+
+/// How a run treats actions (DESIGN.md principle 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Perform every action.
+    Run,
+    /// Perform read-only actions; record mutating ones without performing them.
+    Check,
+    /// Apply every action to a simulated world; no network.
+    Simulate,
+}
+
+/// The example `capstan simulate` runs with no arguments: README's quick start.
+pub mod demo {
+    /// The example playbook (examples/hello/playbook.rhai).
+    pub const PLAYBOOK: &str = include_str!("../examples/hello/playbook.rhai");
+    /// Its scenario, with the inventory inline (examples/hello/scenario.toml).
+    pub const SCENARIO: &str = include_str!("../examples/hello/scenario.toml");
+}

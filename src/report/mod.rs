@@ -1,0 +1,182 @@
+//! What a run tells the world: events as they happen (`EventSink`) and the `RunReport` at the end.
+
+mod render;
+
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::error::{FaultKind, Located};
+
+pub use render::{render_text, ProgressPrinter};
+
+/// How an action was handled by the executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Disposition {
+    /// Performed for real through a transport.
+    Performed,
+    /// `--check`: a mutating action, recorded and not performed.
+    Skipped,
+    /// Performed against the simulated world.
+    Simulated,
+}
+
+/// One action as the report and the events show it. Texts are already redacted.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionRecord {
+    pub seq: u64,
+    pub host: String,
+    pub step: Option<String>,
+    /// Short operation name: `exec`, `write_file`, `copy`, ...
+    pub op: &'static str,
+    pub read_only: bool,
+    /// The action as a person reads it: `run: systemctl stop x`, `write /etc/x (120 bytes)`.
+    pub description: String,
+    pub disposition: Disposition,
+    /// Milliseconds since the run started (simulated time in simulation).
+    pub at_ms: u64,
+    pub duration_ms: u64,
+    pub ok: bool,
+    /// `exit 0`, the error, or what `--check` would have done.
+    pub result: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Running,
+    Ok,
+    Failed,
+}
+
+/// One `step(name, ..)` call.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    pub name: String,
+    pub status: StepStatus,
+    pub at_ms: u64,
+    pub duration_ms: u64,
+    /// Hosts the step's actions touched, in first-touch order.
+    pub hosts: Vec<String>,
+    pub actions: usize,
+    pub error: Option<String>,
+}
+
+/// How the run ended.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed { kind: FaultKind, error: Located },
+    Interrupted { error: Located },
+}
+
+/// A log line from the script (`log`, `print`) or from capstan itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogLine {
+    pub at_ms: u64,
+    pub level: String,
+    pub step: Option<String>,
+    pub message: String,
+}
+
+/// Everything a finished run has to say, for people (`render_text`) and machines (JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub playbook: String,
+    pub mode: crate::Mode,
+    pub outcome: Outcome,
+    pub started_unix_ms: u64,
+    pub duration_ms: u64,
+    pub hosts: Vec<String>,
+    /// Params after defaults, secrets redacted.
+    pub params: serde_json::Value,
+    pub steps: Vec<StepRecord>,
+    pub actions: Vec<ActionRecord>,
+    pub logs: Vec<LogLine>,
+    /// The value the playbook's last statement evaluated to, as JSON.
+    pub result: serde_json::Value,
+}
+
+impl RunReport {
+    pub fn succeeded(&self) -> bool {
+        matches!(self.outcome, Outcome::Succeeded)
+    }
+    /// Actions `--check` did not perform: what a real run would change.
+    pub fn would_change(&self) -> impl Iterator<Item = &ActionRecord> {
+        self.actions
+            .iter()
+            .filter(|a| a.disposition == Disposition::Skipped)
+    }
+}
+
+/// Something that happened during a run, in the order it happened.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted {
+        playbook: String,
+        mode: crate::Mode,
+        hosts: Vec<String>,
+    },
+    StepStarted {
+        step: String,
+        at_ms: u64,
+    },
+    StepFinished {
+        step: String,
+        ok: bool,
+        duration_ms: u64,
+        hosts: Vec<String>,
+        actions: usize,
+        error: Option<String>,
+    },
+    Action(ActionRecord),
+    Log(LogLine),
+    RunFinished {
+        outcome: Outcome,
+        duration_ms: u64,
+    },
+}
+
+/// Receives events. Implementations must be cheap: they run on the script's thread.
+pub trait EventSink: Send + Sync {
+    fn emit(&self, event: &Event);
+}
+
+/// Discards events.
+#[derive(Debug, Default)]
+pub struct NoEvents;
+impl EventSink for NoEvents {
+    fn emit(&self, _: &Event) {}
+}
+
+/// Writes one JSON object per line to stdout (`--json`).
+#[derive(Debug, Default)]
+pub struct JsonLines {
+    lock: Mutex<()>,
+}
+impl EventSink for JsonLines {
+    fn emit(&self, event: &Event) {
+        use std::io::Write;
+        let _g = self.lock.lock();
+        if let Ok(line) = serde_json::to_string(event) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+}
+
+/// Keeps events in memory; tests and embedders read them afterwards.
+#[derive(Debug, Default)]
+pub struct Collect(pub Mutex<Vec<Event>>);
+impl EventSink for Collect {
+    fn emit(&self, event: &Event) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event.clone());
+    }
+}

@@ -1,0 +1,609 @@
+//! The simulated world: scenario files, and hosts with files, ports and scripted command answers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use sha2::Digest;
+use toml::Spanned;
+
+use crate::action::{Action, Fault, Outcome};
+use crate::error::{Error, FaultKind, Result};
+use crate::inventory::{config_error, Dur, Inventory, InventorySpec};
+use crate::transport::{Command, ExecOutput};
+
+/// A byte count written as `"10GiB"`, `"500MB"` or a plain number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            T(String),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::N(n)) => Ok(Size(n)),
+            Ok(Raw::T(t)) => parse_size(&t).map(Size).map_err(serde::de::Error::custom),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected a size such as \"10GiB\" or a number of bytes",
+            )),
+        }
+    }
+}
+
+fn parse_size(t: &str) -> std::result::Result<u64, String> {
+    let t = t.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("invalid size {t:?}"))?;
+    let mult: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "KB" | "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        "KiB" => 1024.0,
+        "MiB" => 1024f64.powi(2),
+        "GiB" => 1024f64.powi(3),
+        "TiB" => 1024f64.powi(4),
+        u => {
+            return Err(format!(
+                "invalid size unit {u:?} in {t:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            ))
+        }
+    };
+    Ok((n * mult) as u64)
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostState {
+    /// Path → contents.
+    #[serde(default)]
+    files: BTreeMap<String, String>,
+    #[serde(default)]
+    dirs: Vec<String>,
+    free_space: Option<Size>,
+    /// Ports accepting connections at the start.
+    #[serde(default)]
+    ports: Vec<u16>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    /// Host name pattern (`*` and `?` wildcards); every host when absent.
+    host: Option<String>,
+    /// Command line pattern, matched against the command as shown in plans.
+    command: String,
+    #[serde(default)]
+    code: i32,
+    #[serde(default)]
+    stdout: String,
+    #[serde(default)]
+    stderr: String,
+    /// Effects on the host's state when the rule answers.
+    #[serde(default)]
+    open_ports: Vec<u16>,
+    #[serde(default)]
+    close_ports: Vec<u16>,
+    #[serde(default)]
+    write: BTreeMap<String, String>,
+    #[serde(default)]
+    remove: Vec<String>,
+    /// How long the command takes in simulated time.
+    duration: Option<Dur>,
+    /// Answer only this many times, then let later rules answer.
+    times: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Defaults {
+    free_space: Option<Size>,
+    /// Simulated duration per operation name (`exec`, `write_file`, `copy`, ...).
+    #[serde(default)]
+    durations: BTreeMap<String, Dur>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScenarioSpec {
+    description: Option<String>,
+    inventory: Option<Spanned<InventorySpec>>,
+    inventory_file: Option<Spanned<String>>,
+    #[serde(default)]
+    params: toml::Table,
+    #[serde(default)]
+    defaults: Defaults,
+    #[serde(default)]
+    hosts: BTreeMap<String, Spanned<HostState>>,
+    #[serde(default)]
+    rules: Vec<Spanned<RuleSpec>>,
+}
+
+/// A scenario: the inventory, params and starting state of a simulated world.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub source: String,
+    pub description: Option<String>,
+    pub inventory: Inventory,
+    /// Params the scenario gives the playbook (the CLI's `-p` wins).
+    pub params: BTreeMap<String, serde_json::Value>,
+    defaults: Defaults,
+    hosts: BTreeMap<String, HostState>,
+    rules: Vec<(RuleSpec, glob::Pattern, Option<glob::Pattern>)>,
+}
+
+impl Scenario {
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_str_at(
+            &text,
+            &path.display().to_string(),
+            path.parent().unwrap_or(Path::new(".")),
+        )
+    }
+
+    /// Parses scenario TOML; `file` names it in errors, `base` anchors `inventory_file`.
+    pub fn from_str_at(text: &str, file: &str, base: &Path) -> Result<Self> {
+        let spec: ScenarioSpec =
+            toml::from_str(text).map_err(|e| config_error(file, text, e.span(), e.message()))?;
+        let inventory = match (spec.inventory, spec.inventory_file) {
+            (Some(inv), None) => inv.into_inner().resolve(file, text, base)?,
+            (None, Some(p)) => {
+                let path = base.join(p.get_ref());
+                if !path.exists() {
+                    return Err(config_error(
+                        file,
+                        text,
+                        Some(p.span()),
+                        &format!("inventory_file: {} does not exist", path.display()),
+                    ));
+                }
+                Inventory::from_file(path)?
+            }
+            (Some(inv), Some(_)) => {
+                return Err(config_error(
+                    file,
+                    text,
+                    Some(inv.span()),
+                    "give `inventory` or `inventory_file`, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(config_error(
+                    file,
+                    text,
+                    None,
+                    "a scenario needs `inventory_file` or an [inventory] table",
+                ))
+            }
+        };
+        let mut hosts = BTreeMap::new();
+        for (name, st) in spec.hosts {
+            if inventory.host(&name).is_none() {
+                return Err(config_error(
+                    file,
+                    text,
+                    Some(st.span()),
+                    &format!(
+                        "hosts.{name}: unknown host `{name}` (the inventory has: {})",
+                        inventory.host_names().join(", ")
+                    ),
+                ));
+            }
+            hosts.insert(name, st.into_inner());
+        }
+        let mut rules = Vec::new();
+        for (i, r) in spec.rules.into_iter().enumerate() {
+            let span = r.span();
+            let r = r.into_inner();
+            let bad = |m: String| {
+                config_error(file, text, Some(span.clone()), &format!("rules[{i}]: {m}"))
+            };
+            let cmd = glob::Pattern::new(&r.command)
+                .map_err(|e| bad(format!("bad command pattern: {e}")))?;
+            let host = match &r.host {
+                Some(h) => {
+                    let p =
+                        glob::Pattern::new(h).map_err(|e| bad(format!("bad host pattern: {e}")))?;
+                    if !inventory.hosts.iter().any(|x| p.matches(&x.name)) {
+                        return Err(bad(format!(
+                            "host pattern `{h}` matches no host in the inventory"
+                        )));
+                    }
+                    Some(p)
+                }
+                None => None,
+            };
+            rules.push((r, cmd, host));
+        }
+        let params = spec
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), crate::inventory::toml_to_json(v)))
+            .collect();
+        Ok(Scenario {
+            source: file.to_string(),
+            description: spec.description,
+            inventory,
+            params,
+            defaults: spec.defaults,
+            hosts,
+            rules,
+        })
+    }
+
+    /// A fresh world in this scenario's starting state.
+    pub fn world(&self) -> World {
+        let default_free = self.defaults.free_space.map_or(100 * (1 << 30), |s| s.0);
+        let hosts = self
+            .inventory
+            .hosts
+            .iter()
+            .map(|h| {
+                let st = self.hosts.get(&h.name).cloned().unwrap_or_default();
+                let mut host = SimHost {
+                    files: BTreeMap::new(),
+                    dirs: BTreeSet::new(),
+                    free_space: st.free_space.map_or(default_free, |s| s.0),
+                    ports: st.ports.iter().copied().collect(),
+                };
+                for d in &st.dirs {
+                    host.mkdir_p(d);
+                }
+                for (p, c) in &st.files {
+                    host.write(p, c.as_bytes().to_vec());
+                }
+                (h.name.clone(), host)
+            })
+            .collect();
+        World {
+            hosts,
+            rules: self
+                .rules
+                .iter()
+                .map(|(r, c, h)| (r.clone(), c.clone(), h.clone(), 0))
+                .collect(),
+            durations: self
+                .defaults
+                .durations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.0))
+                .collect(),
+            clock: Duration::ZERO,
+        }
+    }
+}
+
+/// One simulated host: a file tree, free space and listening ports.
+#[derive(Debug, Clone)]
+pub struct SimHost {
+    pub files: BTreeMap<String, Vec<u8>>,
+    pub dirs: BTreeSet<String>,
+    pub free_space: u64,
+    pub ports: BTreeSet<u16>,
+}
+
+fn norm(p: &str) -> String {
+    let t = p.trim_end_matches('/');
+    if t.is_empty() {
+        "/".into()
+    } else {
+        t.to_string()
+    }
+}
+
+fn parent(p: &str) -> Option<String> {
+    let p = norm(p);
+    p.rfind('/').map(|i| {
+        if i == 0 {
+            "/".to_string()
+        } else {
+            p[..i].to_string()
+        }
+    })
+}
+
+fn under(p: &str, dir: &str) -> bool {
+    p == dir || p.starts_with(&format!("{}/", dir.trim_end_matches('/')))
+}
+
+impl SimHost {
+    fn mkdir_p(&mut self, d: &str) {
+        let mut cur = Some(norm(d));
+        while let Some(c) = cur {
+            if !self.dirs.insert(c.clone()) {
+                break;
+            }
+            cur = parent(&c).filter(|p| p != &c);
+        }
+    }
+    fn write(&mut self, p: &str, data: Vec<u8>) {
+        if let Some(d) = parent(p) {
+            self.mkdir_p(&d);
+        }
+        self.files.insert(norm(p), data);
+    }
+    fn exists(&self, p: &str) -> bool {
+        let p = norm(p);
+        self.files.contains_key(&p) || self.dirs.contains(&p)
+    }
+    fn remove(&mut self, p: &str) {
+        let p = norm(p);
+        self.files.retain(|k, _| !under(k, &p));
+        self.dirs.retain(|k| !under(k, &p));
+    }
+    /// Copies a file or a tree; `to` names the copy (like `cp -a src dst` with no existing dst).
+    fn copy(&mut self, from: &str, to: &str) -> std::result::Result<(), String> {
+        let (from, to) = (norm(from), norm(to));
+        if !self.exists(&from) {
+            return Err(format!(
+                "cp: cannot stat '{from}': No such file or directory"
+            ));
+        }
+        let rebase = |k: &str| format!("{to}{}", &k[from.len()..]);
+        let files: Vec<_> = self
+            .files
+            .iter()
+            .filter(|(k, _)| under(k, &from))
+            .map(|(k, v)| (rebase(k), v.clone()))
+            .collect();
+        let dirs: Vec<_> = self
+            .dirs
+            .iter()
+            .filter(|k| under(k, &from))
+            .map(|k| rebase(k))
+            .collect();
+        for d in dirs {
+            self.mkdir_p(&d);
+        }
+        for (k, v) in files {
+            self.write(&k, v);
+        }
+        Ok(())
+    }
+}
+
+/// The simulated world a playbook runs against in `simulate` mode. No network, no sleeping.
+#[derive(Debug, Clone)]
+pub struct World {
+    pub hosts: BTreeMap<String, SimHost>,
+    rules: Vec<(RuleSpec, glob::Pattern, Option<glob::Pattern>, u32)>,
+    durations: BTreeMap<String, Duration>,
+    clock: Duration,
+}
+
+impl World {
+    pub fn now(&self) -> Duration {
+        self.clock
+    }
+    pub fn advance(&mut self, d: Duration) {
+        self.clock += d;
+    }
+
+    fn duration_of(&self, op: &str) -> Duration {
+        self.durations.get(op).copied().unwrap_or(match op {
+            "exec" | "read" => Duration::from_millis(500),
+            "replace_dir" | "copy" | "upload" => Duration::from_secs(2),
+            _ => Duration::from_millis(50),
+        })
+    }
+
+    /// Applies one action to host `host` and answers as the real host would.
+    pub fn apply(&mut self, host: &str, action: &Action) -> std::result::Result<Outcome, Fault> {
+        let fail = |m: String| Fault::new(FaultKind::Action, Some(host), format!("{host}: {m}"));
+        let mut took = self.duration_of(action.op());
+        let outcome = {
+            let rules = &mut self.rules;
+            let h = self
+                .hosts
+                .get_mut(host)
+                .ok_or_else(|| fail("not in the simulated world".into()))?;
+            match action {
+                Action::Exec { command, .. } => {
+                    let line = command.display();
+                    let argv0 = match command {
+                        Command::Argv(a) => a.first().cloned().unwrap_or_default(),
+                        Command::Shell(_) => String::new(),
+                    };
+                    let rule = rules.iter_mut().find(|(r, cmd, hp, used)| {
+                        hp.as_ref().is_none_or(|p| p.matches(host))
+                            && (cmd.matches(&line) || cmd.matches(&argv0))
+                            && r.times.is_none_or(|t| *used < t)
+                    });
+                    match rule {
+                        Some((r, _, _, used)) => {
+                            *used += 1;
+                            for p in &r.open_ports {
+                                h.ports.insert(*p);
+                            }
+                            for p in &r.close_ports {
+                                h.ports.remove(p);
+                            }
+                            for (p, c) in &r.write {
+                                h.write(p, c.as_bytes().to_vec());
+                            }
+                            for p in &r.remove {
+                                h.remove(p);
+                            }
+                            if let Some(d) = r.duration {
+                                took = d.0;
+                            }
+                            Outcome::Exec(ExecOutput {
+                                code: Some(r.code),
+                                signal: None,
+                                stdout: r.stdout.clone().into_bytes(),
+                                stderr: r.stderr.clone().into_bytes(),
+                                truncated: false,
+                            })
+                        }
+                        // No rule: the command is taken to succeed silently (the plan still shows it).
+                        None => Outcome::Exec(ExecOutput {
+                            code: Some(0),
+                            ..Default::default()
+                        }),
+                    }
+                }
+                Action::ReadFile { path } => match h.files.get(&norm(path)) {
+                    Some(c) => Outcome::Bytes(c.clone()),
+                    None => {
+                        return Err(fail(format!(
+                            "read {path} failed: cat: {path}: No such file or directory"
+                        )))
+                    }
+                },
+                Action::Exists { path } => Outcome::Bool(h.exists(path)),
+                Action::Checksum { path } => match h.files.get(&norm(path)) {
+                    Some(c) => Outcome::Text(format!("{:x}", sha2::Sha256::digest(c))),
+                    None => {
+                        return Err(fail(format!(
+                            "checksum of {path} failed: No such file or directory"
+                        )))
+                    }
+                },
+                Action::FreeSpace { .. } => Outcome::Int(h.free_space as i64),
+                Action::WriteFile { path, content, .. } => {
+                    h.write(path, content.clone());
+                    Outcome::Unit
+                }
+                Action::Mkdir { path } => {
+                    h.mkdir_p(path);
+                    Outcome::Unit
+                }
+                Action::Copy { from, to } => {
+                    h.copy(from, to).map_err(fail)?;
+                    Outcome::Unit
+                }
+                Action::Move { from, to } => {
+                    h.copy(from, to)
+                        .map_err(|e| fail(e.replace("cp:", "mv:")))?;
+                    h.remove(from);
+                    Outcome::Unit
+                }
+                Action::Remove { path } => {
+                    h.remove(path);
+                    Outcome::Unit
+                }
+                Action::ReplaceDir { target, source } => {
+                    if !h.dirs.contains(&norm(source)) {
+                        return Err(fail(format!("replace {target} failed: cp: cannot stat '{source}': No such file or directory")));
+                    }
+                    h.remove(target);
+                    h.copy(source, target).map_err(fail)?;
+                    Outcome::Unit
+                }
+                Action::Upload { local, remote, .. } => {
+                    let data = std::fs::read(local).map_err(|e| {
+                        Fault::new(
+                            FaultKind::BadInput,
+                            Some(host),
+                            format!("cannot open {local}: {e}"),
+                        )
+                    })?;
+                    h.write(remote, data);
+                    Outcome::Unit
+                }
+                Action::WaitPort { port, timeout } => {
+                    if h.ports.contains(port) {
+                        Outcome::Unit
+                    } else {
+                        self.clock += *timeout;
+                        return Err(Fault::new(
+                            FaultKind::Timeout,
+                            Some(host),
+                            format!(
+                                "{host}: port {port} did not accept a connection within {}s",
+                                timeout.as_secs()
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
+        self.clock += took;
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INV: &str = "[inventory.hosts.a]\ntransport = \"local\"\n";
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10GiB").unwrap(), 10 << 30);
+        assert_eq!(parse_size("1.5 KB").unwrap(), 1500);
+        assert!(parse_size("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn unknown_host_is_positioned() {
+        let t = format!("{INV}[hosts.b]\nports = [1]\n");
+        let e = Scenario::from_str_at(&t, "s.toml", Path::new("."))
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .starts_with("s.toml:3:1: hosts.b: unknown host `b`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rules_answer_and_change_state() {
+        let t = format!(
+            "{INV}[[rules]]\ncommand = \"svc start*\"\nstdout = \"started\"\nopen_ports = [80]\n"
+        );
+        let s = Scenario::from_str_at(&t, "s.toml", Path::new(".")).unwrap();
+        let mut w = s.world();
+        let exec = |argv: &[&str]| Action::Exec {
+            command: Command::Argv(argv.iter().map(|x| x.to_string()).collect()),
+            read_only: false,
+            env: Default::default(),
+            cwd: None,
+            stdin: None,
+            timeout: None,
+        };
+        let wait = Action::WaitPort {
+            port: 80,
+            timeout: Duration::from_secs(5),
+        };
+        assert!(w.apply("a", &wait).is_err());
+        match w.apply("a", &exec(&["svc", "start", "x"])).unwrap() {
+            Outcome::Exec(o) => assert_eq!(o.stdout, b"started"),
+            o => panic!("{o:?}"),
+        }
+        assert!(w.apply("a", &wait).is_ok());
+        assert!(w.now() >= Duration::from_secs(5));
+    }
+
+    #[test]
+    fn copy_and_replace_dir() {
+        let t = format!(
+            "{INV}[hosts.a]\nfiles = {{ \"/r/new/bin/x\" = \"2\", \"/opt/bin/x\" = \"1\" }}\n"
+        );
+        let s = Scenario::from_str_at(&t, "s.toml", Path::new(".")).unwrap();
+        let mut w = s.world();
+        w.apply(
+            "a",
+            &Action::ReplaceDir {
+                target: "/opt/bin".into(),
+                source: "/r/new/bin".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(w.hosts["a"].files["/opt/bin/x"], b"2");
+        assert!(w.hosts["a"].files.contains_key("/r/new/bin/x"));
+    }
+}

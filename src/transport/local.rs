@@ -1,0 +1,186 @@
+//! `LocalTransport`: processes on this machine, with timeouts and bounded, deadlock-free capture.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::Stdio;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{signal_name, Command, ExecOutput, ExecRequest, Tail, Transport, TransportError};
+
+/// Runs commands as child processes of capstan.
+#[derive(Debug, Default)]
+pub struct LocalTransport;
+
+impl LocalTransport {
+    pub fn new() -> Self {
+        LocalTransport
+    }
+}
+
+/// After the command exits, how long to wait for its pipes to close. A daemon started in the
+/// background inherits them and may never close them; its output is not the command's.
+const PIPE_GRACE: Duration = Duration::from_millis(300);
+
+fn reader(mut r: impl Read + Send + 'static, max: usize) -> mpsc::Receiver<Tail> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut tail = Tail::new(max);
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => tail.push(&buf[..n]),
+            }
+        }
+        let _ = tx.send(tail);
+    });
+    rx
+}
+
+#[allow(unsafe_code)]
+fn kill_group(pid: u32) {
+    // SAFETY: kill(2) with a negative pid signals the process group the child leads (it was
+    // spawned with process_group(0)); no memory is touched.
+    unsafe {
+        libc::kill(-(pid as i32), libc::SIGKILL);
+    }
+}
+
+impl Transport for LocalTransport {
+    fn exec(&self, req: &ExecRequest<'_>) -> Result<ExecOutput, TransportError> {
+        let (program, mut cmd) = match req.command {
+            Command::Argv(argv) => {
+                let Some(first) = argv.first() else {
+                    return Err(TransportError::Other("empty argv".into()));
+                };
+                let mut c = std::process::Command::new(first);
+                c.args(&argv[1..]);
+                (first.clone(), c)
+            }
+            Command::Shell(text) => {
+                let mut c = std::process::Command::new("sh");
+                c.arg("-c").arg(text);
+                ("sh".to_string(), c)
+            }
+        };
+        cmd.envs(req.env)
+            .stdin(if req.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group, so a timeout kills the children it started too.
+            .process_group(0);
+        if let Some(dir) = req.cwd {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd.spawn().map_err(|e| TransportError::Spawn {
+            program: program.clone(),
+            reason: e.to_string(),
+        })?;
+        let pid = child.id();
+        if let (Some(data), Some(mut stdin)) = (req.stdin, child.stdin.take()) {
+            let data = data.to_vec();
+            thread::spawn(move || {
+                let _ = stdin.write_all(&data);
+            });
+        }
+        let out_rx = reader(
+            child.stdout.take().expect("stdout is piped"),
+            req.max_output,
+        );
+        let err_rx = reader(
+            child.stderr.take().expect("stderr is piped"),
+            req.max_output,
+        );
+        let (done_tx, done_rx) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = done_tx.send(child.wait());
+        });
+        let start = Instant::now();
+        let status = loop {
+            let slice = Duration::from_millis(100).min(req.timeout.saturating_sub(start.elapsed()));
+            match done_rx.recv_timeout(slice) {
+                Ok(st) => break st.map_err(|e| TransportError::Other(e.to_string()))?,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(TransportError::Other("lost the child process".into()))
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if req.abort.load(Ordering::SeqCst) {
+                kill_group(pid);
+                return Err(TransportError::Aborted);
+            }
+            if start.elapsed() >= req.timeout {
+                kill_group(pid);
+                let _ = done_rx.recv_timeout(Duration::from_secs(2));
+                let partial = ExecOutput {
+                    code: None,
+                    signal: Some("KILL".into()),
+                    stdout: out_rx
+                        .recv_timeout(PIPE_GRACE)
+                        .map(|t| t.buf)
+                        .unwrap_or_default(),
+                    stderr: err_rx
+                        .recv_timeout(PIPE_GRACE)
+                        .map(|t| t.buf)
+                        .unwrap_or_default(),
+                    truncated: false,
+                };
+                return Err(TransportError::CommandTimeout {
+                    secs: req.timeout.as_secs_f64(),
+                    partial: Box::new(partial),
+                });
+            }
+        };
+        let out = out_rx.recv_timeout(PIPE_GRACE).unwrap_or_default();
+        let err = err_rx.recv_timeout(PIPE_GRACE).unwrap_or_default();
+        Ok(ExecOutput {
+            code: status.code(),
+            signal: status.signal().map(signal_name),
+            truncated: out.truncated || err.truncated,
+            stdout: out.buf,
+            stderr: err.buf,
+        })
+    }
+
+    fn put(
+        &self,
+        path: &str,
+        data: &mut dyn Read,
+        _size: u64,
+        mode: i32,
+    ) -> Result<(), TransportError> {
+        let dst = std::path::Path::new(path);
+        let dir = dst
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let name = dst
+            .file_name()
+            .ok_or_else(|| TransportError::Other(format!("not a file path: {path}")))?;
+        let tmp = dir.join(format!(
+            ".{}.capstan-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let io = |e: std::io::Error| TransportError::Other(format!("cannot write {path}: {e}"));
+        let result = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::copy(data, &mut f)?;
+            f.sync_all()?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode as u32))?;
+            std::fs::rename(&tmp, dst)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.map_err(io)
+    }
+}

@@ -1,0 +1,577 @@
+//! `SshTransport`: one ssh2 session per host, reused; strict host keys; stdout and stderr drained together.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use ssh2::{
+    BlockDirections, CheckResult, ErrorCode, HashType, HostKeyType, KnownHostFileKind, Session,
+};
+
+use super::{
+    remote_command_line, Command, ExecOutput, ExecRequest, Tail, Transport, TransportError,
+};
+use crate::inventory::{Auth, HostEntry, HostKeyPolicy};
+
+/// libssh2 error codes this module tells apart.
+const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
+const LIBSSH2_ERROR_EAGAIN: i32 = -37;
+
+/// A host reached over SSH. The session opens on first use and stays open for the run; a
+/// broken session is dropped and the next action reconnects.
+pub struct SshTransport {
+    host: HostEntry,
+    conn: Mutex<Option<Conn>>,
+}
+
+impl std::fmt::Debug for SshTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SshTransport({})", self.host.name)
+    }
+}
+
+struct Conn {
+    sess: Session,
+    fd: RawFd,
+}
+
+fn addr_of(h: &HostEntry) -> String {
+    if h.address.contains(':') {
+        format!("[{}]:{}", h.address, h.port)
+    } else {
+        format!("{}:{}", h.address, h.port)
+    }
+}
+
+fn code_of(e: &ssh2::Error) -> i32 {
+    match e.code() {
+        ErrorCode::Session(c) => c,
+        ErrorCode::SFTP(c) => c,
+    }
+}
+
+impl SshTransport {
+    pub fn new(host: HostEntry) -> Self {
+        SshTransport {
+            host,
+            conn: Mutex::new(None),
+        }
+    }
+
+    /// How long a blocking libssh2 call may wait on a silent peer.
+    fn io_timeout(&self) -> Duration {
+        (self.host.keepalive * 3).max(self.host.connect_timeout)
+    }
+
+    fn connect(&self) -> Result<Conn, TransportError> {
+        let h = &self.host;
+        let addr = addr_of(h);
+        let addrs: Vec<_> = (h.address.as_str(), h.port)
+            .to_socket_addrs()
+            .map_err(|e| TransportError::Resolve {
+                address: h.address.clone(),
+                reason: e.to_string(),
+            })?
+            .collect();
+        let mut last = TransportError::Resolve {
+            address: h.address.clone(),
+            reason: "no addresses".into(),
+        };
+        let mut tcp = None;
+        for a in addrs {
+            match TcpStream::connect_timeout(&a, h.connect_timeout) {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => {
+                    last = match e.kind() {
+                        std::io::ErrorKind::ConnectionRefused => {
+                            TransportError::Refused { addr: addr.clone() }
+                        }
+                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                            TransportError::ConnectTimeout {
+                                addr: addr.clone(),
+                                secs: h.connect_timeout.as_secs(),
+                            }
+                        }
+                        _ => TransportError::Connect {
+                            addr: addr.clone(),
+                            reason: e.to_string(),
+                        },
+                    }
+                }
+            }
+        }
+        let tcp = tcp.ok_or(last)?;
+        // Nagle costs ~45 ms per command round trip on an exec channel (shared/notes).
+        let _ = tcp.set_nodelay(true);
+        let fd = tcp.as_raw_fd();
+        let hs = |e: ssh2::Error| TransportError::Handshake {
+            addr: addr.clone(),
+            reason: if code_of(&e) == LIBSSH2_ERROR_TIMEOUT {
+                format!("no SSH answer within {}s", h.connect_timeout.as_secs())
+            } else {
+                e.message().to_string()
+            },
+        };
+        let mut sess = Session::new().map_err(hs)?;
+        sess.set_tcp_stream(tcp);
+        sess.set_timeout(h.connect_timeout.as_millis().min(u32::MAX as u128) as u32);
+        sess.handshake().map_err(hs)?;
+        self.check_host_key(&sess, &addr)?;
+        self.authenticate(&sess)?;
+        sess.set_keepalive(true, h.keepalive.as_secs().max(1) as u32);
+        sess.set_timeout(self.io_timeout().as_millis().min(u32::MAX as u128) as u32);
+        Ok(Conn { sess, fd })
+    }
+
+    fn check_host_key(&self, sess: &Session, addr: &str) -> Result<(), TransportError> {
+        let h = &self.host;
+        let (key, kind) = sess.host_key().ok_or_else(|| TransportError::Handshake {
+            addr: addr.to_string(),
+            reason: "the server sent no host key".into(),
+        })?;
+        let fingerprint = sess
+            .host_key_hash(HashType::Sha256)
+            .map(|d| {
+                format!(
+                    "SHA256:{}",
+                    base64::engine::general_purpose::STANDARD_NO_PAD.encode(d)
+                )
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let known = h.known_hosts.display().to_string();
+        let mut kh = sess
+            .known_hosts()
+            .map_err(|e| TransportError::Other(e.to_string()))?;
+        if h.known_hosts.exists() {
+            kh.read_file(&h.known_hosts, KnownHostFileKind::OpenSSH)
+                .map_err(|e| {
+                    TransportError::Other(format!(
+                        "cannot read known_hosts {known}: {}",
+                        e.message()
+                    ))
+                })?;
+        }
+        match kh.check_port(&h.address, h.port, key) {
+            CheckResult::Match => Ok(()),
+            CheckResult::Mismatch => Err(TransportError::HostKeyMismatch {
+                addr: addr.to_string(),
+                known_hosts: known,
+                fingerprint,
+            }),
+            CheckResult::NotFound => match h.host_key_policy {
+                HostKeyPolicy::Strict => Err(TransportError::HostKeyUnknown {
+                    addr: addr.to_string(),
+                    known_hosts: known,
+                    fingerprint,
+                }),
+                HostKeyPolicy::AcceptNew => {
+                    record_host_key(&h.known_hosts, &h.address, h.port, key, kind).map_err(
+                        |e| {
+                            TransportError::Other(format!("cannot record host key in {known}: {e}"))
+                        },
+                    )?;
+                    tracing::warn!(host = %h.name, %fingerprint, "recorded new host key in {known}");
+                    Ok(())
+                }
+            },
+            CheckResult::Failure => Err(TransportError::Other(format!(
+                "cannot check host key of {addr}"
+            ))),
+        }
+    }
+
+    fn authenticate(&self, sess: &Session) -> Result<(), TransportError> {
+        let h = &self.host;
+        let fail = |method: &str, reason: String| TransportError::Auth {
+            user: h.user.clone(),
+            method: method.to_string(),
+            reason,
+        };
+        let try_key = |path: &Path, pass: Option<&str>| -> Result<(), TransportError> {
+            if !path.exists() {
+                return Err(fail(
+                    "key",
+                    format!("key file {} not found", path.display()),
+                ));
+            }
+            sess.userauth_pubkey_file(&h.user, None, path, pass)
+                .map_err(|e| fail("key", format!("{} ({})", e.message(), path.display())))
+        };
+        let method = match &h.auth {
+            Auth::Key { path, passphrase } => {
+                try_key(path, passphrase.as_ref().map(|s| s.expose()))?;
+                "key"
+            }
+            Auth::Agent => {
+                sess.userauth_agent(&h.user)
+                    .map_err(|e| fail("agent", e.message().to_string()))?;
+                "agent"
+            }
+            Auth::Password(p) => {
+                sess.userauth_password(&h.user, p.expose())
+                    .map_err(|e| fail("password", e.message().to_string()))?;
+                "password"
+            }
+            Auth::Default => {
+                let mut tried = Vec::new();
+                if std::env::var_os("SSH_AUTH_SOCK").is_some()
+                    && sess.userauth_agent(&h.user).is_ok()
+                {
+                    return Ok(());
+                }
+                tried.push("agent".to_string());
+                let home = std::env::var("HOME").unwrap_or_default();
+                for k in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+                    let p = Path::new(&home).join(".ssh").join(k);
+                    if p.exists() {
+                        if try_key(&p, None).is_ok() && sess.authenticated() {
+                            return Ok(());
+                        }
+                        tried.push(p.display().to_string());
+                    }
+                }
+                return Err(fail(
+                    "default",
+                    format!(
+                        "no method worked (tried {}); set auth in the inventory",
+                        tried.join(", ")
+                    ),
+                ));
+            }
+        };
+        if sess.authenticated() {
+            Ok(())
+        } else {
+            Err(fail(
+                method,
+                "the server did not accept the credentials".into(),
+            ))
+        }
+    }
+
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Conn) -> Result<T, TransportError>,
+    ) -> Result<T, TransportError> {
+        let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = Some(self.connect()?);
+        }
+        let conn = guard.as_mut().expect("connected above");
+        let r = f(conn);
+        if let Err(e) = &r {
+            // After these the channel's state is unknown; start clean next time.
+            if e.is_unreachable()
+                || matches!(
+                    e,
+                    TransportError::CommandTimeout { .. } | TransportError::Aborted
+                )
+            {
+                *guard = None;
+            }
+        }
+        r
+    }
+
+    /// Opens the session now, so connection problems surface before any change is made.
+    pub fn ensure_connected(&self) -> Result<(), TransportError> {
+        self.with_conn(|_| Ok(()))
+    }
+}
+
+fn record_host_key(
+    path: &Path,
+    address: &str,
+    port: u16,
+    key: &[u8],
+    kind: HostKeyType,
+) -> std::io::Result<()> {
+    let name = match kind {
+        HostKeyType::Rsa => "ssh-rsa",
+        HostKeyType::Dss => "ssh-dss",
+        HostKeyType::Ecdsa256 => "ecdsa-sha2-nistp256",
+        HostKeyType::Ecdsa384 => "ecdsa-sha2-nistp384",
+        HostKeyType::Ecdsa521 => "ecdsa-sha2-nistp521",
+        HostKeyType::Ed25519 => "ssh-ed25519",
+        HostKeyType::Unknown => return Err(std::io::Error::other("unknown host key type")),
+    };
+    let host = if port == 22 {
+        address.to_string()
+    } else {
+        format!("[{address}]:{port}")
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let line = format!(
+        "{host} {name} {}\n",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    );
+    // One write with O_APPEND: hosts connecting in parallel do not interleave their lines.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?
+        .write_all(line.as_bytes())
+}
+
+#[allow(unsafe_code)]
+fn wait_socket(fd: RawFd, dirs: BlockDirections, timeout: Duration) -> bool {
+    let mut events = libc::POLLIN;
+    if matches!(dirs, BlockDirections::Outbound | BlockDirections::Both) {
+        events |= libc::POLLOUT;
+    }
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd on the stack, count 1; the session owns and keeps the fd open.
+    let n = unsafe {
+        libc::poll(
+            &mut pfd,
+            1,
+            timeout.as_millis().min(i32::MAX as u128) as i32,
+        )
+    };
+    n > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+}
+
+fn dropped(e: impl std::fmt::Display) -> TransportError {
+    TransportError::Dropped {
+        reason: e.to_string(),
+    }
+}
+
+impl Conn {
+    fn blocking_err(&self, e: ssh2::Error, silent_for: Duration) -> TransportError {
+        if code_of(&e) == LIBSSH2_ERROR_TIMEOUT {
+            TransportError::Unresponsive {
+                secs: silent_for.as_secs(),
+            }
+        } else {
+            dropped(e.message())
+        }
+    }
+
+    fn run(
+        &mut self,
+        line: &str,
+        req: &ExecRequest<'_>,
+        keepalive: Duration,
+        io: Duration,
+    ) -> Result<ExecOutput, TransportError> {
+        let sess = &self.sess;
+        sess.set_blocking(true);
+        let mut ch = sess
+            .channel_session()
+            .map_err(|e| self.blocking_err(e, io))?;
+        ch.exec(line).map_err(|e| self.blocking_err(e, io))?;
+        if let Some(data) = req.stdin {
+            ch.write_all(data).map_err(dropped)?;
+        }
+        ch.send_eof().map_err(|e| self.blocking_err(e, io))?;
+
+        // Non-blocking from here: stdout and stderr share one SSH window, so reading one to EOF
+        // while the other fills deadlocks (shared/notes). Drain both, poll the socket between.
+        sess.set_blocking(false);
+        let mut out = Tail::new(req.max_output);
+        let mut err = Tail::new(req.max_output);
+        let mut buf = vec![0u8; 32 * 1024];
+        let start = Instant::now();
+        let mut last_rx = Instant::now();
+        let mut next_keepalive = Instant::now() + keepalive;
+        let dead_after = keepalive * 3;
+        let result = loop {
+            let mut progressed = false;
+            for stream_id in [0, 1] {
+                loop {
+                    let r = if stream_id == 0 {
+                        ch.read(&mut buf)
+                    } else {
+                        ch.stderr().read(&mut buf)
+                    };
+                    match r {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            progressed = true;
+                            if stream_id == 0 {
+                                out.push(&buf[..n])
+                            } else {
+                                err.push(&buf[..n])
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => break_err(e)?,
+                    }
+                }
+            }
+            if progressed {
+                last_rx = Instant::now();
+            }
+            if ch.eof() {
+                break Ok(());
+            }
+            if req.abort.load(Ordering::SeqCst) {
+                break Err(TransportError::Aborted);
+            }
+            if start.elapsed() >= req.timeout {
+                break Err(TransportError::CommandTimeout {
+                    secs: req.timeout.as_secs_f64(),
+                    partial: Box::new(ExecOutput {
+                        code: None,
+                        signal: None,
+                        stdout: std::mem::take(&mut out.buf),
+                        stderr: std::mem::take(&mut err.buf),
+                        truncated: out.truncated || err.truncated,
+                    }),
+                });
+            }
+            if Instant::now() >= next_keepalive {
+                match sess.keepalive_send() {
+                    Ok(secs) => {
+                        next_keepalive =
+                            Instant::now() + Duration::from_secs(u64::from(secs.max(1)))
+                    }
+                    Err(e) if code_of(&e) == LIBSSH2_ERROR_EAGAIN => {}
+                    Err(e) => break Err(dropped(e.message())),
+                }
+            }
+            if last_rx.elapsed() >= dead_after {
+                break Err(TransportError::Unresponsive {
+                    secs: last_rx.elapsed().as_secs(),
+                });
+            }
+            if !progressed {
+                let wait = Duration::from_millis(200)
+                    .min(req.timeout.saturating_sub(start.elapsed()))
+                    .min(next_keepalive.saturating_duration_since(Instant::now()));
+                // Anything arriving, a keepalive reply included, proves the peer is alive.
+                if wait_socket(self.fd, sess.block_directions(), wait) {
+                    last_rx = Instant::now();
+                }
+            }
+        };
+        sess.set_blocking(true);
+        result?;
+        ch.wait_close().map_err(|e| self.blocking_err(e, io))?;
+        let signal = ch.exit_signal().ok().and_then(|s| s.exit_signal);
+        let code = if signal.is_some() {
+            None
+        } else {
+            Some(ch.exit_status().map_err(dropped)?)
+        };
+        Ok(ExecOutput {
+            code,
+            signal,
+            truncated: out.truncated || err.truncated,
+            stdout: out.buf,
+            stderr: err.buf,
+        })
+    }
+}
+
+fn break_err(e: std::io::Error) -> Result<(), TransportError> {
+    Err(dropped(e))
+}
+
+impl Transport for SshTransport {
+    fn exec(&self, req: &ExecRequest<'_>) -> Result<ExecOutput, TransportError> {
+        let line = remote_command_line(req)?;
+        let keepalive = self.host.keepalive;
+        let io = self.io_timeout();
+        self.with_conn(|c| c.run(&line, req, keepalive, io))
+    }
+
+    fn put(
+        &self,
+        path: &str,
+        data: &mut dyn Read,
+        size: u64,
+        mode: i32,
+    ) -> Result<(), TransportError> {
+        let p = Path::new(path);
+        let name = p
+            .file_name()
+            .ok_or_else(|| TransportError::Other(format!("not a file path: {path}")))?
+            .to_string_lossy()
+            .to_string();
+        let dir = p
+            .parent()
+            .map(|d| d.to_string_lossy().to_string())
+            .filter(|d| !d.is_empty());
+        let tmp = match &dir {
+            Some(d) => format!("{d}/.{name}.capstan-{}", std::process::id()),
+            None => format!(".{name}.capstan-{}", std::process::id()),
+        };
+        let io = self.io_timeout();
+        self.with_conn(|c| {
+            c.sess.set_blocking(true);
+            let failed = |e: String| TransportError::Other(format!("cannot write {path}: {e}"));
+            match c.sess.sftp() {
+                Ok(sftp) => {
+                    let mut f = sftp
+                        .open_mode(
+                            Path::new(&tmp),
+                            ssh2::OpenFlags::WRITE
+                                | ssh2::OpenFlags::CREATE
+                                | ssh2::OpenFlags::TRUNCATE,
+                            mode,
+                            ssh2::OpenType::File,
+                        )
+                        .map_err(|e| failed(e.message().to_string()))?;
+                    std::io::copy(data, &mut f).map_err(|e| failed(e.to_string()))?;
+                }
+                Err(e) => {
+                    // Hardened hosts may lack the sftp subsystem; scp needs only a shell.
+                    tracing::debug!("sftp unavailable ({}), using scp", e.message());
+                    let mut ch = c
+                        .sess
+                        .scp_send(Path::new(&tmp), mode, size, None)
+                        .map_err(|e| c.blocking_err(e, io))?;
+                    std::io::copy(data, &mut ch).map_err(|e| failed(e.to_string()))?;
+                    ch.send_eof().map_err(|e| failed(e.message().to_string()))?;
+                    ch.wait_eof().map_err(|e| failed(e.message().to_string()))?;
+                    ch.close().map_err(|e| failed(e.message().to_string()))?;
+                    ch.wait_close()
+                        .map_err(|e| failed(e.message().to_string()))?;
+                }
+            }
+            Ok(())
+        })?;
+        // rename(2) on the host: atomic, and works where SFTP rename refuses to overwrite.
+        let cmd = Command::Argv(vec![
+            "mv".into(),
+            "-f".into(),
+            "--".into(),
+            tmp.clone(),
+            path.to_string(),
+        ]);
+        let env = Default::default();
+        let abort = std::sync::atomic::AtomicBool::new(false);
+        let out = self.exec(&ExecRequest {
+            command: &cmd,
+            env: &env,
+            cwd: None,
+            stdin: None,
+            timeout: self.io_timeout(),
+            max_output: 64 * 1024,
+            abort: &abort,
+        })?;
+        if out.code != Some(0) {
+            return Err(TransportError::Other(format!(
+                "cannot move upload into place at {path}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+}

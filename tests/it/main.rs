@@ -1,1 +1,5 @@
+//! The one integration-test harness: real sshd instances, the real binary, the shipped examples.
 
+mod support;
+
+mod ssh;

@@ -1,0 +1,78 @@
+#!/bin/sh
+# A lab of real sshd instances on 127.0.0.1, each with its own host key.
+#
+#   lab/sshd-lab.sh start DIR PORT[:nosftp]...   start one sshd per port
+#   lab/sshd-lab.sh stop DIR                     stop them
+#
+# DIR receives: id_ed25519 (a client key authorised on every instance), known_hosts (every
+# instance's host key, as [127.0.0.1]:PORT), and hPORT/ (host key, sshd_config, pid, log).
+# `:nosftp` starts that instance without the SFTP subsystem (uploads fall back to scp).
+# Needs openssh-server (scripts/test.sh installs it) and root, as sshd needs to switch users.
+set -eu
+cmd=${1:?usage: sshd-lab.sh start DIR PORT... | stop DIR}
+dir=${2:?usage: sshd-lab.sh start DIR PORT... | stop DIR}
+shift 2
+
+case $cmd in
+start)
+    sshd_bin=$(command -v sshd || true)
+    [ -n "$sshd_bin" ] || sshd_bin=/usr/sbin/sshd
+    if [ ! -x "$sshd_bin" ]; then
+        echo "sshd-lab: sshd not found; install openssh-server (scripts/test.sh does)" >&2
+        exit 1
+    fi
+    sftp_server=
+    for s in /usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server /usr/lib/ssh/sftp-server; do
+        [ -x "$s" ] && sftp_server=$s && break
+    done
+    mkdir -p "$dir" /run/sshd
+    dir=$(cd "$dir" && pwd)
+    [ -f "$dir/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C capstan-lab -f "$dir/id_ed25519"
+    cp "$dir/id_ed25519.pub" "$dir/authorized_keys"
+    chmod 644 "$dir/authorized_keys"
+    : > "$dir/known_hosts"
+    for spec in "$@"; do
+        port=${spec%%:*}
+        h="$dir/h$port"
+        mkdir -p "$h"
+        [ -f "$h/host_key" ] || ssh-keygen -q -t ed25519 -N '' -C "lab-$port" -f "$h/host_key"
+        subsystem="Subsystem sftp ${sftp_server:-internal-sftp}"
+        case $spec in *:nosftp) subsystem="" ;; esac
+        cat > "$h/sshd_config" <<CONF
+Port $port
+ListenAddress 127.0.0.1
+HostKey $h/host_key
+PidFile $h/sshd.pid
+AuthorizedKeysFile $dir/authorized_keys
+PubkeyAuthentication yes
+PasswordAuthentication yes
+KbdInteractiveAuthentication no
+PermitRootLogin yes
+UsePAM no
+StrictModes no
+MaxStartups 200
+MaxSessions 200
+LogLevel ERROR
+$subsystem
+CONF
+        "$sshd_bin" -f "$h/sshd_config" -E "$h/sshd.log"
+        echo "[127.0.0.1]:$port $(cut -d' ' -f1,2 "$h/host_key.pub")" >> "$dir/known_hosts"
+    done
+    # Wait until every instance has written its pid file (it listens by then).
+    for spec in "$@"; do
+        port=${spec%%:*}
+        i=0
+        while [ ! -s "$dir/h$port/sshd.pid" ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+    done
+    ;;
+stop)
+    for p in "$dir"/h*/sshd.pid; do
+        [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true
+        rm -f "$p"
+    done
+    ;;
+*)
+    echo "usage: sshd-lab.sh start DIR PORT... | stop DIR" >&2
+    exit 2
+    ;;
+esac

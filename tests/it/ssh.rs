@@ -1,0 +1,387 @@
+//! The SSH transport against real sshd instances on 127.0.0.1.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use capstan::{FaultKind, Mode};
+
+use crate::support::*;
+
+fn run(inv: &str, source: &str) -> capstan::RunReport {
+    run_playbook(inventory(inv), Mode::Run, source, &[]).0
+}
+
+#[test]
+fn playbook_spans_three_ssh_hosts_and_local_and_parallel_overlaps_them() {
+    let lab = Lab::start(3);
+    let inv = lab.inventory("\n[hosts.l1]\ntransport = \"local\"\n");
+    let r = run(
+        &inv,
+        r#"
+        let spans = parallel(cluster().hosts(), |h| {
+            let out = h.read(["sh", "-c", "date +%s.%N; sleep 0.7; date +%s.%N"]).stdout.lines();
+            [h.name, parse_float(out[0]), parse_float(out[1])]
+        });
+        spans
+        "#,
+    );
+    ok(&r);
+    let spans = r.result.as_array().unwrap();
+    assert_eq!(spans.len(), 4);
+    let names: Vec<&str> = spans.iter().map(|s| s[0].as_str().unwrap()).collect();
+    assert_eq!(names, ["h1", "h2", "h3", "l1"]);
+    // Every host's command started before any host's command ended: they ran at the same time.
+    let latest_start = spans.iter().map(|s| s[1].as_f64().unwrap()).fold(f64::MIN, f64::max);
+    let earliest_end = spans.iter().map(|s| s[2].as_f64().unwrap()).fold(f64::MAX, f64::min);
+    assert!(latest_start < earliest_end, "commands did not overlap: {spans:?}");
+    // Three SSH hosts and one local host each got their action.
+    let hosts: std::collections::BTreeSet<&str> = r.actions.iter().map(|a| a.host.as_str()).collect();
+    assert_eq!(hosts.len(), 4);
+}
+
+#[test]
+fn unknown_host_key_is_refused_unless_accept_new_which_records_it() {
+    let lab = Lab::start(1);
+    let kh = lab.path("empty_known_hosts");
+    std::fs::write(&kh, "").unwrap();
+    let inv = lab.inventory("").replace(&lab.path("known_hosts").display().to_string(), &kh.display().to_string());
+    let r = run(&inv, "cluster().host(\"h1\").read([\"true\"]);");
+    let (kind, e) = failure(&r);
+    assert_eq!(kind, FaultKind::Unreachable);
+    let want = format!("h1: host key of 127.0.0.1:{} is not in {}", lab.ports[0], kh.display());
+    assert!(e.message.starts_with(&want), "{}", e.message);
+    assert!(e.message.contains("SHA256:"), "{}", e.message);
+
+    let accept = inv.replace("[defaults]\n", "[defaults]\nhost_key_policy = \"accept-new\"\n");
+    ok(&run(&accept, "cluster().host(\"h1\").read([\"true\"]);"));
+    let recorded = std::fs::read_to_string(&kh).unwrap();
+    assert_eq!(recorded.trim(), lab.host_key_line(0));
+    // Now known: strict mode accepts it.
+    ok(&run(&inv, "cluster().host(\"h1\").read([\"true\"]);"));
+}
+
+#[test]
+fn changed_host_key_is_refused() {
+    let lab = Lab::start(2);
+    let kh = lab.path("wrong_known_hosts");
+    // h1's port with h2's key: what a reinstalled host or an interceptor looks like.
+    let wrong = lab.host_key_line(1).replace(&format!(":{}", lab.ports[1]), &format!(":{}", lab.ports[0]));
+    std::fs::write(&kh, format!("{wrong}\n")).unwrap();
+    let inv = lab.inventory("").replace(&lab.path("known_hosts").display().to_string(), &kh.display().to_string());
+    let accept = inv.replace("[defaults]\n", "[defaults]\nhost_key_policy = \"accept-new\"\n");
+    for inv in [inv, accept] {
+        let r = run(&inv, "cluster().host(\"h1\").read([\"true\"]);");
+        let (kind, e) = failure(&r);
+        assert_eq!(kind, FaultKind::Unreachable);
+        assert!(
+            e.message.starts_with(&format!("h1: HOST KEY MISMATCH for 127.0.0.1:{}", lab.ports[0])),
+            "{}",
+            e.message
+        );
+    }
+}
+
+#[test]
+fn wrong_key_is_refused_with_the_user_and_method() {
+    let lab = Lab::start(1);
+    let other = lab.path("other_key");
+    let st = std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&other).status().unwrap();
+    assert!(st.success());
+    let inv = lab.inventory("").replace(&lab.path("id_ed25519").display().to_string(), &other.display().to_string());
+    let (kind, e) = failure(&run(&inv, "cluster().host(\"h1\").read([\"true\"]);"));
+    assert_eq!(kind, FaultKind::Unreachable);
+    assert!(e.message.starts_with("h1: authentication as root failed (key):"), "{}", e.message);
+
+    let missing = lab.inventory("").replace(&lab.path("id_ed25519").display().to_string(), "/nonexistent/key");
+    let (_, e) = failure(&run(&missing, "cluster().host(\"h1\").read([\"true\"]);"));
+    assert_eq!(e.message, "h1: authentication as root failed (key): key file /nonexistent/key not found");
+}
+
+#[test]
+fn password_auth_from_a_secret_file() {
+    let lab = Lab::start(1);
+    assert!(
+        std::process::Command::new("id").arg("capstan-test").status().unwrap().success(),
+        "user capstan-test is missing: run scripts/test.sh (it creates it)"
+    );
+    let pw = lab.path("pw");
+    let inv = |password: &str| {
+        std::fs::write(&pw, format!("{password}\n")).unwrap();
+        lab.inventory("").replace("user = \"root\"", "user = \"capstan-test\"").replace(
+            &format!("auth = {{ key = \"{}\" }}", lab.path("id_ed25519").display()),
+            &format!("auth = {{ password = {{ file = \"{}\" }} }}", pw.display()),
+        )
+    };
+    let (kind, e) = failure(&run(&inv("not-the-password"), "cluster().host(\"h1\").read([\"true\"]);"));
+    assert_eq!(kind, FaultKind::Unreachable);
+    assert!(e.message.starts_with("h1: authentication as capstan-test failed (password)"), "{}", e.message);
+    assert!(!e.message.contains("not-the-password"));
+    let r = run(&inv("capstan-test-pw"), "cluster().host(\"h1\").read([\"id\", \"-un\"]).stdout.trimmed()");
+    ok(&r);
+    assert_eq!(r.result, "capstan-test");
+}
+
+#[test]
+fn closed_port_is_a_clear_error() {
+    let port = free_port();
+    let inv = format!("[hosts.h1]\naddress = \"127.0.0.1\"\nport = {port}\nconnect_timeout = \"3s\"\n");
+    let (kind, e) = failure(&run(&inv, "cluster().host(\"h1\").read([\"true\"]);"));
+    assert_eq!(kind, FaultKind::Unreachable);
+    assert_eq!(e.message, format!("h1: connection refused by 127.0.0.1:{port}"));
+}
+
+#[test]
+fn host_that_accepts_but_never_speaks_times_out() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let h2 = held.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            h2.lock().unwrap().push(s);
+        }
+    });
+    let inv = format!("[hosts.h1]\naddress = \"127.0.0.1\"\nport = {port}\nconnect_timeout = \"2s\"\n");
+    let start = Instant::now();
+    let (kind, e) = failure(&run(&inv, "cluster().host(\"h1\").read([\"true\"]);"));
+    assert_eq!(kind, FaultKind::Unreachable);
+    assert_eq!(e.message, format!("h1: SSH handshake with 127.0.0.1:{port} failed: no SSH answer within 2s"));
+    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+}
+
+/// A TCP proxy in front of one sshd that the test can freeze (stop forwarding) or cut.
+struct Proxy {
+    port: u16,
+    frozen: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn new(upstream: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let (f, c) = (frozen.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let server = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+                c.lock().unwrap().push(client.try_clone().unwrap());
+                c.lock().unwrap().push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server.try_clone().unwrap(), client.try_clone().unwrap()),
+                ] {
+                    let f = f.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            while f.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    while f.load(Ordering::SeqCst) {
+                                        std::thread::sleep(Duration::from_millis(20));
+                                    }
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { port, frozen, conns }
+    }
+    fn cut(&self) {
+        for c in self.conns.lock().unwrap().iter() {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+fn proxied_inventory(lab: &Lab, proxy: &Proxy) -> String {
+    let kh = lab.path("proxy_known_hosts");
+    let line = lab.host_key_line(0).replace(&format!(":{}", lab.ports[0]), &format!(":{}", proxy.port));
+    std::fs::write(&kh, format!("{line}\n")).unwrap();
+    format!(
+        "[hosts.h1]\n{}port = {}\nkeepalive = \"1s\"\n",
+        lab.defaults().replace(&lab.path("known_hosts").display().to_string(), &kh.display().to_string()),
+        proxy.port
+    )
+}
+
+#[test]
+fn host_that_stops_answering_mid_session_is_detected() {
+    let lab = Lab::start(1);
+    let proxy = Proxy::new(lab.ports[0]);
+    let inv = proxied_inventory(&lab, &proxy);
+    let frozen = proxy.frozen.clone();
+    // Freeze the path once the first command has answered: the second finds a silent peer.
+    let src = r#"
+        let h = cluster().host("h1");
+        h.read(["true"]);
+        freeze();
+        h.run(["sleep", "60"]);
+    "#;
+    let f = frozen.clone();
+    let host = capstan::HostBuilder::new()
+        .inventory(inventory(&inv))
+        .register(move |e| {
+            let f = f.clone();
+            e.register_fn("freeze", move || f.store(true, Ordering::SeqCst));
+        })
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let r = host.run(&capstan::Playbook::from_source("t.rhai", src), &Default::default()).unwrap();
+    let (kind, e) = failure(&r);
+    assert_eq!(kind, FaultKind::Unreachable);
+    assert!(e.message.starts_with("h1: host stopped answering: nothing received for"), "{}", e.message);
+    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+    frozen.store(false, Ordering::SeqCst);
+}
+
+#[test]
+fn connection_cut_mid_command_is_reported_as_dropped() {
+    let lab = Lab::start(1);
+    let proxy = Proxy::new(lab.ports[0]);
+    let inv = proxied_inventory(&lab, &proxy);
+    let proxy = Arc::new(proxy);
+    let p = proxy.clone();
+    let host = capstan::HostBuilder::new()
+        .inventory(inventory(&inv))
+        .register(move |e| {
+            let p = p.clone();
+            e.register_fn("cut_soon", move || {
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(500));
+                    p.cut();
+                });
+            });
+        })
+        .build()
+        .unwrap();
+    let src = r#"
+        let h = cluster().host("h1");
+        h.read(["true"]);
+        cut_soon();
+        h.run(["sleep", "30"]);
+    "#;
+    let start = Instant::now();
+    let r = host.run(&capstan::Playbook::from_source("t.rhai", src), &Default::default()).unwrap();
+    let (kind, e) = failure(&r);
+    assert_eq!(kind, FaultKind::Unreachable);
+    assert!(e.message.starts_with("h1: connection dropped:"), "{}", e.message);
+    assert!(start.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn ten_megabytes_on_stderr_complete() {
+    let lab = Lab::start(1);
+    let r = run(
+        &lab.inventory(""),
+        r#"
+        let r = cluster().host("h1").run(["sh", "-c", "head -c 10485760 /dev/zero | tr '\\0' e >&2; echo done"]);
+        [r.stdout, r.stderr.len(), r.code]
+        "#,
+    );
+    ok(&r);
+    assert_eq!(r.result, serde_json::json!(["done\n", 10485760, 0]));
+}
+
+#[test]
+fn exit_codes_and_signals_are_reported() {
+    let lab = Lab::start(1);
+    let inv = lab.inventory("\n[hosts.l1]\ntransport = \"local\"\n");
+    for host in ["h1", "l1"] {
+        let r = run(
+            &inv,
+            &format!(
+                r#"
+                let h = cluster().host("{host}");
+                let a = h.run(["sh", "-c", "exit 7"], #{{ allow_fail: true }});
+                let b = h.run(["sh", "-c", "kill -TERM $$"], #{{ allow_fail: true }});
+                let c = h.run(["sh", "-c", "exit 3"], #{{ ok_codes: [0, 3] }});
+                [a.code, a.ok, b.code, b.signal, c.ok]
+                "#
+            ),
+        );
+        ok(&r);
+        assert_eq!(r.result, serde_json::json!([7, false, null, "TERM", true]), "on {host}");
+        let (kind, e) = failure(&run(&inv, &format!("cluster().host(\"{host}\").run([\"sh\", \"-c\", \"echo oops >&2; exit 7\"]);")));
+        assert_eq!(kind, FaultKind::Action);
+        assert_eq!(e.message, format!("{host}: `sh -c 'echo oops >&2; exit 7'` exited with code 7\nstderr: oops"));
+        assert_eq!(e.pos.as_ref().map(|p| (p.line, p.column)), Some((1, 22)), "points at `run`");
+    }
+}
+
+#[test]
+fn argv_reaches_the_remote_program_unchanged() {
+    let lab = Lab::start(1);
+    let tricky = ["two words", "it's", "say \"hi\"", "a;b", "$(touch /tmp/capstan-injected)", "`id`", "*", "", "tab\there", "ünï"];
+    let arr = serde_json::to_string(&tricky).unwrap();
+    let r = run(
+        &lab.inventory(""),
+        &format!(
+            r#"
+            let args = {arr};
+            let r = cluster().host("h1").run(["sh", "-c", "for a in \"$@\"; do printf '<%s>\\n' \"$a\"; done", "sh"] + args);
+            r.stdout
+            "#
+        ),
+    );
+    ok(&r);
+    let want: String = tricky.iter().map(|a| format!("<{a}>\n")).collect();
+    assert_eq!(r.result.as_str().unwrap(), want);
+    assert!(!std::path::Path::new("/tmp/capstan-injected").exists());
+}
+
+#[test]
+fn upload_and_write_file_over_sftp_and_over_scp() {
+    let lab = Lab::start_with(&["", "nosftp"]);
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("blob");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&local, &data).unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let rp = remote.path().display().to_string();
+    let r = run(
+        &lab.inventory(""),
+        &format!(
+            r#"
+            parallel(cluster().hosts(), |h| {{
+                h.upload("{local}", `{rp}/${{h.name}}.bin`, #{{ mode: 0o600 }});
+                h.write_file(`{rp}/${{h.name}}.txt`, "hello\n");
+                h.write_file(`{rp}/${{h.name}}.txt`, "hello again\n");
+                [h.checksum(`{rp}/${{h.name}}.bin`), h.read_file(`{rp}/${{h.name}}.txt`)]
+            }})
+            "#,
+            local = local.display()
+        ),
+    );
+    ok(&r);
+    use sha2::Digest;
+    let want = format!("{:x}", sha2::Sha256::digest(&data));
+    for host in r.result.as_array().unwrap() {
+        assert_eq!(host[0], want.as_str());
+        assert_eq!(host[1], "hello again\n");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for h in ["h1", "h2"] {
+        let meta = std::fs::metadata(remote.path().join(format!("{h}.bin"))).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{h}");
+    }
+    // No temporary files are left behind.
+    let names: Vec<String> = std::fs::read_dir(remote.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+}

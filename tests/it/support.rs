@@ -1,0 +1,159 @@
+//! Test support: sshd labs on 127.0.0.1, the capstan binary, and in-process runs.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use capstan::report::Collect;
+use capstan::{HostBuilder, Inventory, Mode, Params, Playbook, RunReport, Scenario};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Real sshd instances on 127.0.0.1 (lab/sshd-lab.sh), each with its own host key; stopped on drop.
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub ports: Vec<u16>,
+}
+
+impl Lab {
+    pub fn start(n: usize) -> Lab {
+        Self::start_with(&vec![""; n])
+    }
+
+    /// One instance per flag: "" for a normal one, "nosftp" for one without the SFTP subsystem.
+    pub fn start_with(flags: &[&str]) -> Lab {
+        assert!(
+            Path::new("/usr/sbin/sshd").exists() || which("sshd"),
+            "sshd is not installed: run scripts/test.sh (it installs openssh-server)"
+        );
+        let dir = tempfile::Builder::new().prefix("capstan-lab").tempdir().unwrap();
+        let ports: Vec<u16> = flags.iter().map(|_| free_port()).collect();
+        let specs: Vec<String> = ports
+            .iter()
+            .zip(flags)
+            .map(|(p, f)| if f.is_empty() { p.to_string() } else { format!("{p}:{f}") })
+            .collect();
+        let out = Command::new(repo().join("lab/sshd-lab.sh"))
+            .arg("start")
+            .arg(dir.path())
+            .args(&specs)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "sshd-lab start failed: {}", String::from_utf8_lossy(&out.stderr));
+        let lab = Lab { dir, ports };
+        for p in &lab.ports {
+            wait_listening(*p);
+        }
+        lab
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The host key line of instance `i` as known_hosts writes it.
+    pub fn host_key_line(&self, i: usize) -> String {
+        let k = std::fs::read_to_string(self.path(&format!("h{}/host_key.pub", self.ports[i]))).unwrap();
+        let parts: Vec<&str> = k.split_whitespace().take(2).collect();
+        format!("[127.0.0.1]:{} {}", self.ports[i], parts.join(" "))
+    }
+
+    /// `[defaults]` lines for these instances: key auth with the lab's client key, strict known_hosts.
+    pub fn defaults(&self) -> String {
+        format!(
+            "transport = \"ssh\"\naddress = \"127.0.0.1\"\nuser = \"root\"\nknown_hosts = \"{}\"\nauth = {{ key = \"{}\" }}\nconnect_timeout = \"5s\"\n",
+            self.path("known_hosts").display(),
+            self.path("id_ed25519").display()
+        )
+    }
+
+    /// An inventory of hosts h1..hN on the lab's instances, plus `extra` TOML appended.
+    pub fn inventory(&self, extra: &str) -> String {
+        let mut s = format!("[defaults]\n{}", self.defaults());
+        for (i, p) in self.ports.iter().enumerate() {
+            s.push_str(&format!("\n[hosts.h{}]\nport = {p}\n", i + 1));
+        }
+        s.push_str(extra);
+        s
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("lab/sshd-lab.sh")).arg("stop").arg(self.dir.path()).output();
+    }
+}
+
+fn which(cmd: &str) -> bool {
+    Command::new("sh").arg("-c").arg(format!("command -v {cmd}")).output().is_ok_and(|o| o.status.success())
+}
+
+pub fn wait_listening(port: u16) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn inventory(text: &str) -> Inventory {
+    Inventory::from_str_at(text, "inventory.toml", Path::new(".")).unwrap()
+}
+
+/// Runs a playbook in-process and returns the report and the events.
+pub fn run_playbook(inv: Inventory, mode: Mode, source: &str, params: &[(&str, &str)]) -> (RunReport, Arc<Collect>) {
+    let events = Arc::new(Collect::default());
+    let host = HostBuilder::new().inventory(inv).mode(mode).parallelism(8).yes(true).events(events.clone()).build().unwrap();
+    let params: Params = params.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string()))).collect();
+    let report = host.run(&Playbook::from_source("test.rhai", source), &params).unwrap();
+    (report, events)
+}
+
+pub fn simulate(scenario: &str, source: &str) -> RunReport {
+    let sc = Scenario::from_str_at(scenario, "scenario.toml", Path::new(".")).unwrap();
+    let host = HostBuilder::new().scenario(sc).build().unwrap();
+    host.run(&Playbook::from_source("test.rhai", source), &Params::new()).unwrap()
+}
+
+/// The error message of a failed run, or a panic naming the unexpected success.
+pub fn failure(r: &RunReport) -> (capstan::FaultKind, capstan::Located) {
+    match &r.outcome {
+        capstan::report::Outcome::Failed { kind, error } => (*kind, error.clone()),
+        o => panic!("expected a failure, got {o:?}"),
+    }
+}
+
+pub fn ok(r: &RunReport) {
+    if let capstan::report::Outcome::Failed { error, .. } | capstan::report::Outcome::Interrupted { error } = &r.outcome {
+        panic!("run failed: {}", error.render());
+    }
+}
+
+/// The result of running the capstan binary.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn capstan(args: &[&str]) -> Out {
+    capstan_in(&repo(), args)
+}
+
+pub fn capstan_in(dir: &Path, args: &[&str]) -> Out {
+    let out = Command::new(env!("CARGO_BIN_EXE_capstan")).current_dir(dir).args(args).output().unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

@@ -665,7 +665,7 @@ atomically, mode 0o644 unless `#{mode: ..}`. Mutating.
 
 ```rhai
 let h = cluster().host("web1");
-h.upload("examples/hello/release/VERSION", "/srv/app/VERSION.new");
+h.upload("README.md", "/srv/app/README.md");
 ```"#;
     def(
         engine,

@@ -121,6 +121,14 @@ impl From<Fault> for Box<EvalAltResult> {
     }
 }
 
+/// Gives an error the call's position when it has none (natives in modules are not given one).
+pub(crate) fn at(mut e: Box<EvalAltResult>, pos: Position) -> Box<EvalAltResult> {
+    if e.position().is_none() {
+        e.set_position(pos);
+    }
+    e
+}
+
 pub(crate) fn bad_input(message: impl Into<String>) -> Box<EvalAltResult> {
     fault(FaultKind::BadInput, None, message)
 }
@@ -157,7 +165,7 @@ pub(crate) fn def<A: 'static, const N: usize, const X: bool, R: Variant + Clone,
         .register_into_engine(engine, f);
 }
 
-/// Registers a documented function into a script module (`wait::until`, `param::required`).
+/// Registers a documented function into a script module (`wait::poll`, `param::required`).
 pub(crate) fn def_in<
     A: 'static,
     const N: usize,

@@ -1,4 +1,4 @@
-//! Bounded waits: `wait::until` and `wait::sleep`. Simulated time moves instead of sleeping.
+//! Bounded waits: `wait::poll` and `wait::sleep`. Simulated time moves instead of sleeping.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,7 +6,7 @@ use std::time::Duration;
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, Module, NativeCallContext};
 
 use super::opts::{to_duration, Opts};
-use super::{def_in, fault, RunCtx};
+use super::{at, def_in, fault, RunCtx};
 use crate::error::FaultKind;
 
 type R<T> = Result<T, Box<EvalAltResult>>;
@@ -23,7 +23,7 @@ pub(super) fn register(engine: &mut Engine, run: &Arc<RunCtx>) {
     let r = run.clone();
     def_in(
         &mut m,
-        "until",
+        "poll",
         &["options: Map", "condition: FnPtr", "?"],
         r#"
 Calls `condition` until it returns `true` (or any value other than `false` and `()`), and returns
@@ -33,46 +33,10 @@ raised by the condition stops the wait unless `ignore_errors: true` (then it is 
 
 ```rhai
 let h = cluster().host("web1");
-wait::until(#{ timeout: 60, every: 1, what: "web1 serving" }, || h.exists("/srv/app/VERSION"));
+wait::poll(#{ timeout: 60, every: 1, what: "web1 serving" }, || h.exists("/srv/app/VERSION"));
 ```"#,
         move |ctx: NativeCallContext, opts: Map, cond: FnPtr| -> R<Dynamic> {
-            let o = Opts::new(
-                "wait::until",
-                opts,
-                &["timeout", "every", "what", "ignore_errors"],
-            )?;
-            let timeout = o.duration("timeout")?.unwrap_or(Duration::from_secs(300));
-            let every = o
-                .duration("every")?
-                .unwrap_or(Duration::from_secs(2))
-                .max(Duration::from_millis(10));
-            let what = o.string("what")?.unwrap_or_else(|| "the condition".into());
-            let ignore_errors = o.bool("ignore_errors")?.unwrap_or(false);
-            let start = r.exec.now();
-            let mut last;
-            loop {
-                match cond.call_within_context::<Dynamic>(&ctx, ()) {
-                    Ok(v) if truthy(&v) => return Ok(v),
-                    Ok(v) => last = format!("{v:?}"),
-                    Err(e) if ignore_errors => {
-                        let (_, l) = crate::engine::eval_error(&e, "", "");
-                        last = format!("error: {}", l.message);
-                    }
-                    Err(e) => return Err(e),
-                }
-                let waited = r.exec.now().saturating_sub(start);
-                if waited >= timeout {
-                    return Err(fault(
-                        FaultKind::Timeout,
-                        None,
-                        format!(
-                            "gave up waiting for {what} after {}s; last seen: {last}",
-                            timeout.as_secs_f64()
-                        ),
-                    ));
-                }
-                r.exec.sleep(every.min(timeout - waited))?;
-            }
+            poll(&r, &ctx, opts, cond).map_err(|e| at(e, ctx.call_position()))
         },
     );
 
@@ -87,10 +51,57 @@ Pauses the playbook (seconds, or a string such as "30s"). In simulation the cloc
 ```rhai
 wait::sleep(1);
 ```"#,
-        move |d: Dynamic| -> R<()> {
-            let d = to_duration(&d).map_err(|m| super::bad_input(format!("wait::sleep: {m}")))?;
-            r.exec.sleep(d).map_err(Into::into)
+        move |ctx: NativeCallContext, d: Dynamic| -> R<()> {
+            let d = to_duration(&d).map_err(|m| {
+                at(
+                    super::bad_input(format!("wait::sleep: {m}")),
+                    ctx.call_position(),
+                )
+            })?;
+            r.exec
+                .sleep(d)
+                .map_err(|f| at(f.into(), ctx.call_position()))
         },
     );
     engine.register_static_module("wait", m.into());
+}
+
+fn poll(r: &RunCtx, ctx: &NativeCallContext, opts: Map, cond: FnPtr) -> R<Dynamic> {
+    let o = Opts::new(
+        "wait::poll",
+        opts,
+        &["timeout", "every", "what", "ignore_errors"],
+    )?;
+    let timeout = o.duration("timeout")?.unwrap_or(Duration::from_secs(300));
+    let every = o
+        .duration("every")?
+        .unwrap_or(Duration::from_secs(2))
+        .max(Duration::from_millis(10));
+    let what = o.string("what")?.unwrap_or_else(|| "the condition".into());
+    let ignore_errors = o.bool("ignore_errors")?.unwrap_or(false);
+    let start = r.exec.now();
+    let mut last;
+    loop {
+        match cond.call_within_context::<Dynamic>(ctx, ()) {
+            Ok(v) if truthy(&v) => return Ok(v),
+            Ok(v) => last = format!("{v:?}"),
+            Err(e) if ignore_errors => {
+                let (_, l) = crate::engine::eval_error(&e, "", "");
+                last = format!("error: {}", l.message);
+            }
+            Err(e) => return Err(e),
+        }
+        let waited = r.exec.now().saturating_sub(start);
+        if waited >= timeout {
+            return Err(fault(
+                FaultKind::Timeout,
+                None,
+                format!(
+                    "gave up waiting for {what} after {}s; last seen: {last}",
+                    timeout.as_secs_f64()
+                ),
+            ));
+        }
+        r.exec.sleep(every.min(timeout - waited))?;
+    }
 }

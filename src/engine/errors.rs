@@ -19,6 +19,24 @@ fn pos_in(file: &str, pos: Position) -> Option<SourcePos> {
     }
 }
 
+/// The file a Rhai source name stands for. Rhai names a file module by its import path
+/// (`helper`), so that is looked up beside the playbook; stdlib modules are `stdlib/<name>.rhai`.
+fn file_of(src: &str, main_dir: Option<&std::path::Path>) -> String {
+    if super::stdlib::stdlib_modules()
+        .iter()
+        .any(|m| m.name == src)
+    {
+        return format!("stdlib/{src}.rhai");
+    }
+    if let Some(dir) = main_dir {
+        let candidate = dir.join(format!("{src}.rhai"));
+        if !src.ends_with(".rhai") && candidate.exists() {
+            return candidate.display().to_string();
+        }
+    }
+    src.to_string()
+}
+
 /// Text of a source file for the caret line: the main playbook, a stdlib module, or a file on disk.
 fn source_text(file: &str, main_file: &str, main_text: &str) -> Option<String> {
     if file == main_file {
@@ -42,6 +60,9 @@ pub(crate) fn eval_error(
     main_file: &str,
     main_text: &str,
 ) -> (FaultKind, Located) {
+    let main_dir = std::path::Path::new(main_file)
+        .parent()
+        .filter(|_| !main_file.is_empty());
     let mut file = main_file.to_string();
     let mut chain = Vec::new();
     let mut e = err;
@@ -49,8 +70,8 @@ pub(crate) fn eval_error(
         match e {
             EvalAltResult::ErrorInFunctionCall(_, src, inner, pos) => {
                 chain.extend(pos_in(&file, *pos));
-                if !src.is_empty() {
-                    file = src.clone();
+                if !src.is_empty() && src != main_file {
+                    file = file_of(src, main_dir);
                 }
                 e = inner;
             }

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rhai::{ASTNode, Engine, Expr, AST};
+use rhai::{ASTNode, Engine, Expr, Stmt, AST};
 
 use crate::error::{Located, SourcePos};
 
@@ -66,7 +66,9 @@ pub(crate) fn lint(engine: &Engine, ast: &AST, file: &str, text: &str) -> Vec<Di
     };
     ast.walk(&mut |path: &[ASTNode]| {
         let (call, at) = match path.last() {
-            Some(ASTNode::Expr(Expr::FnCall(x, p))) | Some(ASTNode::Expr(Expr::MethodCall(x, p))) => (x, *p),
+            Some(ASTNode::Expr(Expr::FnCall(x, p)))
+            | Some(ASTNode::Expr(Expr::MethodCall(x, p)))
+            | Some(ASTNode::Stmt(Stmt::FnCall(x, p))) => (x, *p),
             _ => return true,
         };
         if call.op_token.is_some() || !call.namespace.is_empty() {

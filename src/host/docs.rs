@@ -35,7 +35,7 @@ struct ParamMeta {
 /// A ```rhai example from a function's doc comment.
 #[derive(Debug, Clone)]
 pub struct DocExample {
-    /// The documented function's signature, e.g. `wait::until(options: Map, condition: FnPtr)`.
+    /// The documented function's signature, e.g. `wait::poll(options: Map, condition: FnPtr)`.
     pub function: String,
     pub code: String,
 }
@@ -142,8 +142,19 @@ pub fn doc_examples(engine: &Engine) -> Vec<DocExample> {
 /// Writes `.d.rhai` definition files for the Rhai language server into `dir`.
 pub fn write_definitions(engine: &Engine, dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    engine
+    for (name, text) in engine
         .definitions()
         .include_standard_packages(false)
-        .write_to_dir(dir)
+        .iter_files()
+    {
+        // Rhai 1.27 writes untyped script functions as `-> ;` and lists closures (`anon$..`)
+        // defined inside modules; neither is anything an author can call or read.
+        let text: String = text
+            .lines()
+            .filter(|l| !l.starts_with("fn anon$"))
+            .map(|l| l.replace(") -> ;", ") -> ?;") + "\n")
+            .collect();
+        std::fs::write(dir.join(name), text)?;
+    }
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::Stdio;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -25,20 +25,36 @@ impl LocalTransport {
 /// background inherits them and may never close them; its output is not the command's.
 const PIPE_GRACE: Duration = Duration::from_millis(300);
 
-fn reader(mut r: impl Read + Send + 'static, max: usize) -> mpsc::Receiver<Tail> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut tail = Tail::new(max);
-        let mut buf = [0u8; 64 * 1024];
-        loop {
-            match r.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => tail.push(&buf[..n]),
+/// Drains a pipe on its own thread. The output so far stays readable through the shared tail
+/// even when the pipe never closes.
+struct Reader {
+    tail: Arc<Mutex<Tail>>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Reader {
+    fn start(mut r: impl Read + Send + 'static, max: usize) -> Reader {
+        let tail = Arc::new(Mutex::new(Tail::new(max)));
+        let (tx, done) = mpsc::channel();
+        let t = tail.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 64 * 1024];
+            loop {
+                match r.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => t.lock().unwrap_or_else(|e| e.into_inner()).push(&buf[..n]),
+                }
             }
-        }
-        let _ = tx.send(tail);
-    });
-    rx
+            let _ = tx.send(());
+        });
+        Reader { tail, done }
+    }
+
+    /// Waits up to `grace` for the pipe to close, then takes what was read.
+    fn finish(self, grace: Duration) -> Tail {
+        let _ = self.done.recv_timeout(grace);
+        std::mem::take(&mut *self.tail.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 #[allow(unsafe_code)]
@@ -91,11 +107,11 @@ impl Transport for LocalTransport {
                 let _ = stdin.write_all(&data);
             });
         }
-        let out_rx = reader(
+        let out_r = Reader::start(
             child.stdout.take().expect("stdout is piped"),
             req.max_output,
         );
-        let err_rx = reader(
+        let err_r = Reader::start(
             child.stderr.take().expect("stderr is piped"),
             req.max_output,
         );
@@ -123,14 +139,8 @@ impl Transport for LocalTransport {
                 let partial = ExecOutput {
                     code: None,
                     signal: Some("KILL".into()),
-                    stdout: out_rx
-                        .recv_timeout(PIPE_GRACE)
-                        .map(|t| t.buf)
-                        .unwrap_or_default(),
-                    stderr: err_rx
-                        .recv_timeout(PIPE_GRACE)
-                        .map(|t| t.buf)
-                        .unwrap_or_default(),
+                    stdout: out_r.finish(PIPE_GRACE).buf,
+                    stderr: err_r.finish(PIPE_GRACE).buf,
                     truncated: false,
                 };
                 return Err(TransportError::CommandTimeout {
@@ -139,8 +149,8 @@ impl Transport for LocalTransport {
                 });
             }
         };
-        let out = out_rx.recv_timeout(PIPE_GRACE).unwrap_or_default();
-        let err = err_rx.recv_timeout(PIPE_GRACE).unwrap_or_default();
+        let out = out_r.finish(PIPE_GRACE);
+        let err = err_r.finish(PIPE_GRACE);
         Ok(ExecOutput {
             code: status.code(),
             signal: status.signal().map(signal_name),

@@ -2,4 +2,8 @@
 
 mod support;
 
+mod cli;
+mod docs;
+mod embed;
+mod modes;
 mod ssh;

@@ -34,11 +34,21 @@ fn playbook_spans_three_ssh_hosts_and_local_and_parallel_overlaps_them() {
     let names: Vec<&str> = spans.iter().map(|s| s[0].as_str().unwrap()).collect();
     assert_eq!(names, ["h1", "h2", "h3", "l1"]);
     // Every host's command started before any host's command ended: they ran at the same time.
-    let latest_start = spans.iter().map(|s| s[1].as_f64().unwrap()).fold(f64::MIN, f64::max);
-    let earliest_end = spans.iter().map(|s| s[2].as_f64().unwrap()).fold(f64::MAX, f64::min);
-    assert!(latest_start < earliest_end, "commands did not overlap: {spans:?}");
+    let latest_start = spans
+        .iter()
+        .map(|s| s[1].as_f64().unwrap())
+        .fold(f64::MIN, f64::max);
+    let earliest_end = spans
+        .iter()
+        .map(|s| s[2].as_f64().unwrap())
+        .fold(f64::MAX, f64::min);
+    assert!(
+        latest_start < earliest_end,
+        "commands did not overlap: {spans:?}"
+    );
     // Three SSH hosts and one local host each got their action.
-    let hosts: std::collections::BTreeSet<&str> = r.actions.iter().map(|a| a.host.as_str()).collect();
+    let hosts: std::collections::BTreeSet<&str> =
+        r.actions.iter().map(|a| a.host.as_str()).collect();
     assert_eq!(hosts.len(), 4);
 }
 
@@ -47,15 +57,25 @@ fn unknown_host_key_is_refused_unless_accept_new_which_records_it() {
     let lab = Lab::start(1);
     let kh = lab.path("empty_known_hosts");
     std::fs::write(&kh, "").unwrap();
-    let inv = lab.inventory("").replace(&lab.path("known_hosts").display().to_string(), &kh.display().to_string());
+    let inv = lab.inventory("").replace(
+        &lab.path("known_hosts").display().to_string(),
+        &kh.display().to_string(),
+    );
     let r = run(&inv, "cluster().host(\"h1\").read([\"true\"]);");
     let (kind, e) = failure(&r);
     assert_eq!(kind, FaultKind::Unreachable);
-    let want = format!("h1: host key of 127.0.0.1:{} is not in {}", lab.ports[0], kh.display());
+    let want = format!(
+        "h1: host key of 127.0.0.1:{} is not in {}",
+        lab.ports[0],
+        kh.display()
+    );
     assert!(e.message.starts_with(&want), "{}", e.message);
     assert!(e.message.contains("SHA256:"), "{}", e.message);
 
-    let accept = inv.replace("[defaults]\n", "[defaults]\nhost_key_policy = \"accept-new\"\n");
+    let accept = inv.replace(
+        "[defaults]\n",
+        "[defaults]\nhost_key_policy = \"accept-new\"\n",
+    );
     ok(&run(&accept, "cluster().host(\"h1\").read([\"true\"]);"));
     let recorded = std::fs::read_to_string(&kh).unwrap();
     assert_eq!(recorded.trim(), lab.host_key_line(0));
@@ -68,16 +88,27 @@ fn changed_host_key_is_refused() {
     let lab = Lab::start(2);
     let kh = lab.path("wrong_known_hosts");
     // h1's port with h2's key: what a reinstalled host or an interceptor looks like.
-    let wrong = lab.host_key_line(1).replace(&format!(":{}", lab.ports[1]), &format!(":{}", lab.ports[0]));
+    let wrong = lab
+        .host_key_line(1)
+        .replace(&format!(":{}", lab.ports[1]), &format!(":{}", lab.ports[0]));
     std::fs::write(&kh, format!("{wrong}\n")).unwrap();
-    let inv = lab.inventory("").replace(&lab.path("known_hosts").display().to_string(), &kh.display().to_string());
-    let accept = inv.replace("[defaults]\n", "[defaults]\nhost_key_policy = \"accept-new\"\n");
+    let inv = lab.inventory("").replace(
+        &lab.path("known_hosts").display().to_string(),
+        &kh.display().to_string(),
+    );
+    let accept = inv.replace(
+        "[defaults]\n",
+        "[defaults]\nhost_key_policy = \"accept-new\"\n",
+    );
     for inv in [inv, accept] {
         let r = run(&inv, "cluster().host(\"h1\").read([\"true\"]);");
         let (kind, e) = failure(&r);
         assert_eq!(kind, FaultKind::Unreachable);
         assert!(
-            e.message.starts_with(&format!("h1: HOST KEY MISMATCH for 127.0.0.1:{}", lab.ports[0])),
+            e.message.starts_with(&format!(
+                "h1: HOST KEY MISMATCH for 127.0.0.1:{}",
+                lab.ports[0]
+            )),
             "{}",
             e.message
         );
@@ -88,38 +119,76 @@ fn changed_host_key_is_refused() {
 fn wrong_key_is_refused_with_the_user_and_method() {
     let lab = Lab::start(1);
     let other = lab.path("other_key");
-    let st = std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&other).status().unwrap();
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .unwrap();
     assert!(st.success());
-    let inv = lab.inventory("").replace(&lab.path("id_ed25519").display().to_string(), &other.display().to_string());
+    let inv = lab.inventory("").replace(
+        &lab.path("id_ed25519").display().to_string(),
+        &other.display().to_string(),
+    );
     let (kind, e) = failure(&run(&inv, "cluster().host(\"h1\").read([\"true\"]);"));
     assert_eq!(kind, FaultKind::Unreachable);
-    assert!(e.message.starts_with("h1: authentication as root failed (key):"), "{}", e.message);
+    assert!(
+        e.message
+            .starts_with("h1: authentication as root failed (key):"),
+        "{}",
+        e.message
+    );
 
-    let missing = lab.inventory("").replace(&lab.path("id_ed25519").display().to_string(), "/nonexistent/key");
+    let missing = lab.inventory("").replace(
+        &lab.path("id_ed25519").display().to_string(),
+        "/nonexistent/key",
+    );
     let (_, e) = failure(&run(&missing, "cluster().host(\"h1\").read([\"true\"]);"));
-    assert_eq!(e.message, "h1: authentication as root failed (key): key file /nonexistent/key not found");
+    assert_eq!(
+        e.message,
+        "h1: authentication as root failed (key): key file /nonexistent/key not found"
+    );
 }
 
 #[test]
 fn password_auth_from_a_secret_file() {
     let lab = Lab::start(1);
     assert!(
-        std::process::Command::new("id").arg("capstan-test").status().unwrap().success(),
+        std::process::Command::new("id")
+            .arg("capstan-test")
+            .status()
+            .unwrap()
+            .success(),
         "user capstan-test is missing: run scripts/test.sh (it creates it)"
     );
     let pw = lab.path("pw");
     let inv = |password: &str| {
         std::fs::write(&pw, format!("{password}\n")).unwrap();
-        lab.inventory("").replace("user = \"root\"", "user = \"capstan-test\"").replace(
-            &format!("auth = {{ key = \"{}\" }}", lab.path("id_ed25519").display()),
-            &format!("auth = {{ password = {{ file = \"{}\" }} }}", pw.display()),
-        )
+        lab.inventory("")
+            .replace("user = \"root\"", "user = \"capstan-test\"")
+            .replace(
+                &format!(
+                    "auth = {{ key = \"{}\" }}",
+                    lab.path("id_ed25519").display()
+                ),
+                &format!("auth = {{ password = {{ file = \"{}\" }} }}", pw.display()),
+            )
     };
-    let (kind, e) = failure(&run(&inv("not-the-password"), "cluster().host(\"h1\").read([\"true\"]);"));
+    let (kind, e) = failure(&run(
+        &inv("not-the-password"),
+        "cluster().host(\"h1\").read([\"true\"]);",
+    ));
     assert_eq!(kind, FaultKind::Unreachable);
-    assert!(e.message.starts_with("h1: authentication as capstan-test failed (password)"), "{}", e.message);
+    assert!(
+        e.message
+            .starts_with("h1: authentication as capstan-test failed (password)"),
+        "{}",
+        e.message
+    );
     assert!(!e.message.contains("not-the-password"));
-    let r = run(&inv("capstan-test-pw"), "cluster().host(\"h1\").read([\"id\", \"-un\"]).stdout.trimmed()");
+    let r = run(
+        &inv("capstan-test-pw"),
+        "cluster().host(\"h1\").read([\"id\", \"-un\"]).stdout.trimmed()",
+    );
     ok(&r);
     assert_eq!(r.result, "capstan-test");
 }
@@ -127,10 +196,14 @@ fn password_auth_from_a_secret_file() {
 #[test]
 fn closed_port_is_a_clear_error() {
     let port = free_port();
-    let inv = format!("[hosts.h1]\naddress = \"127.0.0.1\"\nport = {port}\nconnect_timeout = \"3s\"\n");
+    let inv =
+        format!("[hosts.h1]\naddress = \"127.0.0.1\"\nport = {port}\nconnect_timeout = \"3s\"\n");
     let (kind, e) = failure(&run(&inv, "cluster().host(\"h1\").read([\"true\"]);"));
     assert_eq!(kind, FaultKind::Unreachable);
-    assert_eq!(e.message, format!("h1: connection refused by 127.0.0.1:{port}"));
+    assert_eq!(
+        e.message,
+        format!("h1: connection refused by 127.0.0.1:{port}")
+    );
 }
 
 #[test]
@@ -144,12 +217,20 @@ fn host_that_accepts_but_never_speaks_times_out() {
             h2.lock().unwrap().push(s);
         }
     });
-    let inv = format!("[hosts.h1]\naddress = \"127.0.0.1\"\nport = {port}\nconnect_timeout = \"2s\"\n");
+    let inv =
+        format!("[hosts.h1]\naddress = \"127.0.0.1\"\nport = {port}\nconnect_timeout = \"2s\"\n");
     let start = Instant::now();
     let (kind, e) = failure(&run(&inv, "cluster().host(\"h1\").read([\"true\"]);"));
     assert_eq!(kind, FaultKind::Unreachable);
-    assert_eq!(e.message, format!("h1: SSH handshake with 127.0.0.1:{port} failed: no SSH answer within 2s"));
-    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+    assert_eq!(
+        e.message,
+        format!("h1: SSH handshake with 127.0.0.1:{port} failed: no SSH answer within 2s")
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 /// A TCP proxy in front of one sshd that the test can freeze (stop forwarding) or cut.
@@ -199,7 +280,11 @@ impl Proxy {
                 }
             }
         });
-        Proxy { port, frozen, conns }
+        Proxy {
+            port,
+            frozen,
+            conns,
+        }
     }
     fn cut(&self) {
         for c in self.conns.lock().unwrap().iter() {
@@ -210,11 +295,16 @@ impl Proxy {
 
 fn proxied_inventory(lab: &Lab, proxy: &Proxy) -> String {
     let kh = lab.path("proxy_known_hosts");
-    let line = lab.host_key_line(0).replace(&format!(":{}", lab.ports[0]), &format!(":{}", proxy.port));
+    let line = lab
+        .host_key_line(0)
+        .replace(&format!(":{}", lab.ports[0]), &format!(":{}", proxy.port));
     std::fs::write(&kh, format!("{line}\n")).unwrap();
     format!(
         "[hosts.h1]\n{}port = {}\nkeepalive = \"1s\"\n",
-        lab.defaults().replace(&lab.path("known_hosts").display().to_string(), &kh.display().to_string()),
+        lab.defaults().replace(
+            &lab.path("known_hosts").display().to_string(),
+            &kh.display().to_string()
+        ),
         proxy.port
     )
 }
@@ -242,11 +332,25 @@ fn host_that_stops_answering_mid_session_is_detected() {
         .build()
         .unwrap();
     let start = Instant::now();
-    let r = host.run(&capstan::Playbook::from_source("t.rhai", src), &Default::default()).unwrap();
+    let r = host
+        .run(
+            &capstan::Playbook::from_source("t.rhai", src),
+            &Default::default(),
+        )
+        .unwrap();
     let (kind, e) = failure(&r);
     assert_eq!(kind, FaultKind::Unreachable);
-    assert!(e.message.starts_with("h1: host stopped answering: nothing received for"), "{}", e.message);
-    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+    assert!(
+        e.message
+            .starts_with("h1: host stopped answering: nothing received for"),
+        "{}",
+        e.message
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        start.elapsed()
+    );
     frozen.store(false, Ordering::SeqCst);
 }
 
@@ -278,10 +382,19 @@ fn connection_cut_mid_command_is_reported_as_dropped() {
         h.run(["sleep", "30"]);
     "#;
     let start = Instant::now();
-    let r = host.run(&capstan::Playbook::from_source("t.rhai", src), &Default::default()).unwrap();
+    let r = host
+        .run(
+            &capstan::Playbook::from_source("t.rhai", src),
+            &Default::default(),
+        )
+        .unwrap();
     let (kind, e) = failure(&r);
     assert_eq!(kind, FaultKind::Unreachable);
-    assert!(e.message.starts_with("h1: connection dropped:"), "{}", e.message);
+    assert!(
+        e.message.starts_with("h1: connection dropped:"),
+        "{}",
+        e.message
+    );
     assert!(start.elapsed() < Duration::from_secs(20));
 }
 
@@ -317,18 +430,45 @@ fn exit_codes_and_signals_are_reported() {
             ),
         );
         ok(&r);
-        assert_eq!(r.result, serde_json::json!([7, false, null, "TERM", true]), "on {host}");
-        let (kind, e) = failure(&run(&inv, &format!("cluster().host(\"{host}\").run([\"sh\", \"-c\", \"echo oops >&2; exit 7\"]);")));
+        assert_eq!(
+            r.result,
+            serde_json::json!([7, false, null, "TERM", true]),
+            "on {host}"
+        );
+        let (kind, e) = failure(&run(
+            &inv,
+            &format!(
+                "cluster().host(\"{host}\").run([\"sh\", \"-c\", \"echo oops >&2; exit 7\"]);"
+            ),
+        ));
         assert_eq!(kind, FaultKind::Action);
-        assert_eq!(e.message, format!("{host}: `sh -c 'echo oops >&2; exit 7'` exited with code 7\nstderr: oops"));
-        assert_eq!(e.pos.as_ref().map(|p| (p.line, p.column)), Some((1, 22)), "points at `run`");
+        assert_eq!(
+            e.message,
+            format!("{host}: `sh -c 'echo oops >&2; exit 7'` exited with code 7\nstderr: oops")
+        );
+        assert_eq!(
+            e.pos.as_ref().map(|p| (p.line, p.column)),
+            Some((1, 22)),
+            "points at `run`"
+        );
     }
 }
 
 #[test]
 fn argv_reaches_the_remote_program_unchanged() {
     let lab = Lab::start(1);
-    let tricky = ["two words", "it's", "say \"hi\"", "a;b", "$(touch /tmp/capstan-injected)", "`id`", "*", "", "tab\there", "ünï"];
+    let tricky = [
+        "two words",
+        "it's",
+        "say \"hi\"",
+        "a;b",
+        "$(touch /tmp/capstan-injected)",
+        "`id`",
+        "*",
+        "",
+        "tab\there",
+        "ünï",
+    ];
     let arr = serde_json::to_string(&tricky).unwrap();
     let r = run(
         &lab.inventory(""),
@@ -382,6 +522,9 @@ fn upload_and_write_file_over_sftp_and_over_scp() {
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{h}");
     }
     // No temporary files are left behind.
-    let names: Vec<String> = std::fs::read_dir(remote.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = std::fs::read_dir(remote.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(names.len(), 4, "{names:?}");
 }

@@ -14,7 +14,11 @@ pub fn repo() -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Real sshd instances on 127.0.0.1 (lab/sshd-lab.sh), each with its own host key; stopped on drop.
@@ -34,12 +38,21 @@ impl Lab {
             Path::new("/usr/sbin/sshd").exists() || which("sshd"),
             "sshd is not installed: run scripts/test.sh (it installs openssh-server)"
         );
-        let dir = tempfile::Builder::new().prefix("capstan-lab").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("capstan-lab")
+            .tempdir()
+            .unwrap();
         let ports: Vec<u16> = flags.iter().map(|_| free_port()).collect();
         let specs: Vec<String> = ports
             .iter()
             .zip(flags)
-            .map(|(p, f)| if f.is_empty() { p.to_string() } else { format!("{p}:{f}") })
+            .map(|(p, f)| {
+                if f.is_empty() {
+                    p.to_string()
+                } else {
+                    format!("{p}:{f}")
+                }
+            })
             .collect();
         let out = Command::new(repo().join("lab/sshd-lab.sh"))
             .arg("start")
@@ -47,7 +60,11 @@ impl Lab {
             .args(&specs)
             .output()
             .unwrap();
-        assert!(out.status.success(), "sshd-lab start failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "sshd-lab start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let lab = Lab { dir, ports };
         for p in &lab.ports {
             wait_listening(*p);
@@ -61,7 +78,8 @@ impl Lab {
 
     /// The host key line of instance `i` as known_hosts writes it.
     pub fn host_key_line(&self, i: usize) -> String {
-        let k = std::fs::read_to_string(self.path(&format!("h{}/host_key.pub", self.ports[i]))).unwrap();
+        let k = std::fs::read_to_string(self.path(&format!("h{}/host_key.pub", self.ports[i])))
+            .unwrap();
         let parts: Vec<&str> = k.split_whitespace().take(2).collect();
         format!("[127.0.0.1]:{} {}", self.ports[i], parts.join(" "))
     }
@@ -88,18 +106,28 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let _ = Command::new(repo().join("lab/sshd-lab.sh")).arg("stop").arg(self.dir.path()).output();
+        let _ = Command::new(repo().join("lab/sshd-lab.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
     }
 }
 
 fn which(cmd: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {cmd}")).output().is_ok_and(|o| o.status.success())
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 pub fn wait_listening(port: u16) {
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "nothing listens on {port}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nothing listens on {port}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -109,18 +137,36 @@ pub fn inventory(text: &str) -> Inventory {
 }
 
 /// Runs a playbook in-process and returns the report and the events.
-pub fn run_playbook(inv: Inventory, mode: Mode, source: &str, params: &[(&str, &str)]) -> (RunReport, Arc<Collect>) {
+pub fn run_playbook(
+    inv: Inventory,
+    mode: Mode,
+    source: &str,
+    params: &[(&str, &str)],
+) -> (RunReport, Arc<Collect>) {
     let events = Arc::new(Collect::default());
-    let host = HostBuilder::new().inventory(inv).mode(mode).parallelism(8).yes(true).events(events.clone()).build().unwrap();
-    let params: Params = params.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string()))).collect();
-    let report = host.run(&Playbook::from_source("test.rhai", source), &params).unwrap();
+    let host = HostBuilder::new()
+        .inventory(inv)
+        .mode(mode)
+        .parallelism(8)
+        .yes(true)
+        .events(events.clone())
+        .build()
+        .unwrap();
+    let params: Params = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+        .collect();
+    let report = host
+        .run(&Playbook::from_source("test.rhai", source), &params)
+        .unwrap();
     (report, events)
 }
 
 pub fn simulate(scenario: &str, source: &str) -> RunReport {
     let sc = Scenario::from_str_at(scenario, "scenario.toml", Path::new(".")).unwrap();
     let host = HostBuilder::new().scenario(sc).build().unwrap();
-    host.run(&Playbook::from_source("test.rhai", source), &Params::new()).unwrap()
+    host.run(&Playbook::from_source("test.rhai", source), &Params::new())
+        .unwrap()
 }
 
 /// The error message of a failed run, or a panic naming the unexpected success.
@@ -132,7 +178,9 @@ pub fn failure(r: &RunReport) -> (capstan::FaultKind, capstan::Located) {
 }
 
 pub fn ok(r: &RunReport) {
-    if let capstan::report::Outcome::Failed { error, .. } | capstan::report::Outcome::Interrupted { error } = &r.outcome {
+    if let capstan::report::Outcome::Failed { error, .. }
+    | capstan::report::Outcome::Interrupted { error } = &r.outcome
+    {
         panic!("run failed: {}", error.render());
     }
 }
@@ -150,7 +198,11 @@ pub fn capstan(args: &[&str]) -> Out {
 }
 
 pub fn capstan_in(dir: &Path, args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_capstan")).current_dir(dir).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
     Out {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

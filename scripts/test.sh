@@ -1,0 +1,29 @@
+#!/bin/sh
+# The test command (README): installs what the suite needs on a fresh Debian machine, then runs
+# formatting, lints and every test. Needs root (or sudo) for apt-get, sshd and the test user.
+set -eu
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Build deps of the ssh2 crate (OpenSSL, zlib, pkg-config); openssh-server for the sshd lab;
+# util-linux for `unshare -n` (simulation with no network); passwd for the password-auth user.
+missing=""
+for p in build-essential pkg-config libssl-dev zlib1g-dev openssh-server openssh-client util-linux passwd; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
+fi
+# sshd refuses to start without its privilege-separation directory.
+as_root mkdir -p /run/sshd
+# A user with a password, for the password-authentication tests.
+if ! id capstan-test >/dev/null 2>&1; then
+    as_root useradd -m -s /bin/sh capstan-test
+fi
+echo 'capstan-test:capstan-test-pw' | as_root chpasswd
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked "$@"

@@ -1,0 +1,382 @@
+//! The binary: exact error messages with positions, exit codes, and the informational commands.
+
+use crate::support::*;
+
+fn write(dir: &std::path::Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+#[test]
+fn malformed_playbook_names_file_line_and_column() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "bad.rhai", "let p = params(#{});\nlet x = 1 +;\n");
+    let out = capstan_in(d.path(), &["check", "bad.rhai"]);
+    assert_eq!(out.code, 2);
+    assert_eq!(
+        out.stderr,
+        "error: Unexpected ';'\n  --> bad.rhai:2:12\n   |\n 2 | let x = 1 +;\n   |            ^\n"
+    );
+    // `run` refuses it the same way, before touching anything.
+    let out = capstan_in(d.path(), &["run", "bad.rhai"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .starts_with("error: Unexpected ';'\n  --> bad.rhai:2:12\n"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn undefined_variable_is_a_compile_error() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "undef.rhai", "let a = 1;\nlog(b);\n");
+    let out = capstan_in(d.path(), &["check", "undef.rhai"]);
+    assert_eq!(out.code, 2);
+    assert_eq!(
+        out.stderr,
+        "error: Undefined variable: b\n  --> undef.rhai:2:5\n   |\n 2 | log(b);\n   |     ^\n"
+    );
+}
+
+#[test]
+fn malformed_inventory_names_the_field_and_line() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "p.rhai", "1");
+    write(
+        d.path(),
+        "inv.toml",
+        "[hosts.web1]\nadress = \"10.0.0.1\"\n",
+    );
+    let out = capstan_in(d.path(), &["run", "p.rhai", "-i", "inv.toml"]);
+    assert_eq!(out.code, 2);
+    assert_eq!(
+        out.stderr,
+        "error: hosts.web1.adress: unknown field `adress`, expected one of `address`, `port`, `user`, `transport`, `auth`, `known_hosts`, `host_key_policy`, `connect_timeout`, `command_timeout`, `keepalive`, `groups`, `vars`\n  --> inv.toml:2:1\n   |\n 2 | adress = \"10.0.0.1\"\n   | ^\n"
+    );
+    write(d.path(), "inv2.toml", "[hosts.web1]\nport = \"ssh\"\n");
+    let out = capstan_in(d.path(), &["run", "p.rhai", "-i", "inv2.toml"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.starts_with("error: hosts.web1.port: invalid type: string \"ssh\", expected u16\n  --> inv2.toml:2:8\n"), "{}", out.stderr);
+    write(
+        d.path(),
+        "inv3.toml",
+        "[hosts.web1]\nauth = { password = \"hunter2\" }\n",
+    );
+    let out = capstan_in(d.path(), &["run", "p.rhai", "-i", "inv3.toml"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.starts_with("error: hosts.web1.auth: inline secrets are not allowed; use { env = \"NAME\" } or { file = \"PATH\" }\n  --> inv3.toml:2:21\n"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn bad_params_are_positioned_at_the_params_call() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "p.rhai",
+        "let p = params(#{ n: param::optional(1, \"how many\"), r: param::required(\"release dir\") });\np\n",
+    );
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["-p", "n=abc", "-p", "r=x"],
+            "error: param `n` must be an integer, got \"abc\"",
+        ),
+        (
+            &["-p", "n=2"],
+            "error: missing required param(s): r (release dir); give them with -p NAME=VALUE",
+        ),
+        (
+            &["-p", "r=1", "-p", "q=3"],
+            "error: unknown param `q`; this playbook takes: n, r",
+        ),
+    ];
+    for (args, msg) in cases {
+        let mut a = vec!["run", "p.rhai"];
+        a.extend_from_slice(args);
+        let out = capstan_in(d.path(), &a);
+        assert_eq!(out.code, 2, "{args:?}");
+        assert!(
+            out.stdout.contains(&format!("{msg}\n  --> p.rhai:1:9\n")),
+            "{args:?}: {}",
+            out.stdout
+        );
+    }
+    let out = capstan_in(d.path(), &["run", "p.rhai", "-p", "novalue"]);
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (2, "error: -p novalue: expected NAME=VALUE\n")
+    );
+    let out = capstan_in(
+        d.path(),
+        &["run", "p.rhai", "-p", "r=rel", "-p", "n=5", "--json"],
+    );
+    assert_eq!(out.code, 0);
+    let last: serde_json::Value = serde_json::from_str(out.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        last["report"]["result"],
+        serde_json::json!({"n": 5, "r": "rel"})
+    );
+}
+
+#[test]
+fn errors_inside_closures_and_functions_point_at_the_inner_line() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "helper.rhai",
+        "fn stop(h) {\n    h.run([\"sh\", \"-c\", \"exit 4\"]);\n}\n",
+    );
+    write(
+        d.path(),
+        "main.rhai",
+        "import \"helper\" as helper;\nlet h = cluster().host(\"localhost\");\nstep(\"stop it\", || {\n    helper::stop(h);\n});\n",
+    );
+    let out = capstan_in(d.path(), &["run", "main.rhai"]);
+    assert_eq!(out.code, 1);
+    let want = "error: localhost: `sh -c 'exit 4'` exited with code 4\n  --> ";
+    assert!(out.stdout.contains(want), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(
+            "helper.rhai:2:7\n   |\n 2 |     h.run([\"sh\", \"-c\", \"exit 4\"]);\n   |       ^\n"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("  = called from main.rhai:4:13\n"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn check_lints_unknown_functions_duplicate_steps_and_undocumented_params() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "lint.rhai",
+        "let p = params(#{ a: 1, b: param::optional(2, \"documented\") });\nstep(\"x\", || 1);\nstep(\"x\", || 2);\nlgo(\"typo\");\n",
+    );
+    let out = capstan_in(d.path(), &["check", "lint.rhai"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("warning: param `a` has no doc line"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("  --> lint.rhai:1:19\n"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("error: duplicate step name `x` (first at lint.rhai:2:6); step names must be unique\n  --> lint.rhai:3:6\n"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("error: unknown function `lgo`\n  --> lint.rhai:4:1\n"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .ends_with("lint.rhai: 2 error(s), 1 warning(s)\n"),
+        "{}",
+        out.stderr
+    );
+    let ok = capstan(&["check", "examples/hello/playbook.rhai"]);
+    assert_eq!(
+        (ok.code, ok.stderr.as_str()),
+        (
+            0,
+            "examples/hello/playbook.rhai: 0 error(s), 0 warning(s)\n"
+        )
+    );
+}
+
+#[test]
+fn duplicate_step_at_run_time_names_both_places() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "dup.rhai",
+        "for i in 0..2 {\n    step(\"same\", || i);\n}\n",
+    );
+    let out = capstan_in(d.path(), &["run", "dup.rhai"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stdout.contains("error: duplicate step name `same` (first used at dup.rhai:2:5); step names must be unique\n  --> dup.rhai:2:5"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn malformed_scenario_is_positioned() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "p.rhai", "1");
+    write(
+        d.path(),
+        "s.toml",
+        "[inventory.hosts.a]\ntransport = \"local\"\n\n[hosts.b]\nports = [1]\n",
+    );
+    let out = capstan_in(d.path(), &["simulate", "p.rhai", "--scenario", "s.toml"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.starts_with(
+            "error: hosts.b: unknown host `b` (the inventory has: a)\n  --> s.toml:4:1\n"
+        ),
+        "{}",
+        out.stderr
+    );
+    write(
+        d.path(),
+        "s2.toml",
+        "[inventory.hosts.a]\n[[rules]]\ncommand = \"x\"\nexit = 3\n",
+    );
+    let out = capstan_in(d.path(), &["simulate", "p.rhai", "--scenario", "s2.toml"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .starts_with("error: rules.exit: unknown field `exit`"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("--> s2.toml:4:1"), "{}", out.stderr);
+}
+
+#[test]
+fn simulate_with_no_arguments_runs_the_readme_example() {
+    let out = capstan(&["simulate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .starts_with("examples/hello/playbook.rhai — succeeded"),
+        "{}",
+        out.stdout
+    );
+    for line in [
+        "  [app1: upgrade 1.0.0 -> 1.1.0]",
+        "app1         replace dir /srv/hello/bin with a copy of /srv/releases/hello-1.1.0/bin  [ok]",
+        "info  app3: already at 1.1.0, skipped",
+    ] {
+        assert!(out.stdout.contains(line), "missing {line:?} in\n{}", out.stdout);
+    }
+    assert!(!out.stdout.contains("app3: upgrade"));
+}
+
+#[test]
+fn simulate_needs_no_network() {
+    // A fresh network namespace has no interfaces up, not even loopback.
+    let probe = std::process::Command::new("unshare")
+        .args(["-n", "true"])
+        .status()
+        .unwrap();
+    assert!(
+        probe.success(),
+        "unshare -n is needed for this test (root, util-linux)"
+    );
+    let out = std::process::Command::new("unshare")
+        .args([
+            "-n",
+            env!("CARGO_BIN_EXE_capstan"),
+            "simulate",
+            "examples/hello/playbook.rhai",
+            "--scenario",
+            "examples/hello/scenario.toml",
+            "--json",
+        ])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "report");
+    assert_eq!(last["report"]["outcome"]["status"], "succeeded");
+    assert_eq!(last["report"]["result"], "1.1.0");
+    assert!(stdout
+        .lines()
+        .any(|l| l.contains("\"event\":\"step_finished\"")));
+}
+
+#[test]
+fn list_describe_docs_and_defs() {
+    let out = capstan(&["list"]);
+    assert_eq!(out.code, 0);
+    assert!(
+        out.stdout
+            .starts_with("preflight        preflight: a read-only look at every host"),
+        "{}",
+        out.stdout
+    );
+
+    let out = capstan(&["describe", "preflight", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let info: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(info["params"][0]["name"], "min_free_mb");
+    assert_eq!(info["params"][0]["default"], 1024);
+    assert!(info["header"].as_str().unwrap().contains("Follows:"));
+
+    let out = capstan(&["describe", "examples/hello/playbook.rhai"]);
+    assert!(
+        out.stdout.contains(
+            "  release          required             directory of the unpacked new release"
+        ),
+        "{}",
+        out.stdout
+    );
+
+    let out = capstan(&["describe", "nosuch"]);
+    assert_eq!((out.code, out.stderr.as_str()), (2, "error: no playbook file `nosuch` and no shipped playbook of that name (shipped: preflight)\n"));
+
+    let out = capstan(&["docs"]);
+    assert_eq!(out.code, 0);
+    for s in [
+        "### `run(host: Host, argv: Array) -> Map`",
+        "### `wait::poll(options: Map, condition: FnPtr)",
+        "## Module `rolling`",
+        "### `step(name: String, body: FnPtr)",
+    ] {
+        assert!(out.stdout.contains(s), "docs lack {s:?}");
+    }
+
+    let d = tempfile::tempdir().unwrap();
+    let out = capstan(&["defs", "--out", d.path().to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let all: String = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        all.contains("fn run(host: Host, argv: array) -> map;"),
+        "{all}"
+    );
+    assert!(!all.contains("-> ;"), "{all}");
+    assert!(
+        all.contains("fn poll(options: map, condition: Fn)"),
+        "{all}"
+    );
+    assert!(
+        !all.contains("EvalAltResult"),
+        "raw Rust types leaked into definitions"
+    );
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let out = capstan(&["--help"]);
+    assert!(
+        out.stdout
+            .contains("Exit codes:\n  0   done\n  1   the playbook failed"),
+        "{}",
+        out.stdout
+    );
+}

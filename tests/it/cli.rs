@@ -380,3 +380,99 @@ fn help_documents_the_exit_codes() {
         out.stdout
     );
 }
+
+/// Starts `capstan run p.rhai` in `dir`, waits for `marker` (written by the playbook), then
+/// sends SIGINT `times` times, 300 ms apart. Returns the exit code and stdout.
+fn interrupt(
+    dir: &std::path::Path,
+    marker: &std::path::Path,
+    times: usize,
+) -> (Option<i32>, String) {
+    use std::time::{Duration, Instant};
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(["run", "p.rhai"])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !marker.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the playbook never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..times {
+        let st = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "did not stop promptly: {:?}",
+        start.elapsed()
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn ctrl_c_stops_a_wait_and_exits_interrupted() {
+    let d = tempfile::tempdir().unwrap();
+    let marker = d.path().join("started");
+    write(
+        d.path(),
+        "p.rhai",
+        &format!("cluster().host(\"localhost\").write_file(\"{}\", \"x\");\nwait::sleep(60);\nlog(\"went on\");\n", marker.display()),
+    );
+    let (code, stdout) = interrupt(d.path(), &marker, 1);
+    assert_eq!(code, Some(3), "{stdout}");
+    assert!(stdout.contains("— INTERRUPTED in"), "{stdout}");
+    assert!(!stdout.contains("went on"));
+}
+
+#[test]
+fn second_ctrl_c_kills_the_running_command() {
+    let d = tempfile::tempdir().unwrap();
+    let marker = d.path().join("started");
+    write(
+        d.path(),
+        "p.rhai",
+        &format!(
+            "let h = cluster().host(\"localhost\");\nh.write_file(\"{}\", \"x\");\nh.run([\"sleep\", \"61.25\"]);\nlog(\"went on\");\n",
+            marker.display()
+        ),
+    );
+    let (code, stdout) = interrupt(d.path(), &marker, 2);
+    assert_eq!(code, Some(3), "{stdout}");
+    assert!(stdout.contains("stopped by a second interrupt"), "{stdout}");
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 61.25"])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "the command survived the abort");
+}
+
+#[test]
+fn stdlib_modules_win_over_files_beside_the_playbook() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "version.rhai",
+        "fn at_least(a, b) { \"shadowed\" }\n",
+    );
+    write(d.path(), "mine.rhai", "fn twice(x) { x * 2 }\n");
+    write(d.path(), "p.rhai", "import \"version\" as v;\nimport \"mine\" as m;\n[v::at_least(\"1.2\", \"1.1\"), m::twice(21)]\n");
+    let out = capstan_in(d.path(), &["run", "p.rhai", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let last: serde_json::Value = serde_json::from_str(out.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["report"]["result"], serde_json::json!([true, 42]));
+}

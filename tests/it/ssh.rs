@@ -309,35 +309,37 @@ fn proxied_inventory(lab: &Lab, proxy: &Proxy) -> String {
     )
 }
 
+/// Runs `src` with a native `hook()` that calls `f`: the test's way to act at a chosen point.
+fn run_with_hook(inv: &str, f: impl Fn() + Send + Sync + 'static, src: &str) -> capstan::RunReport {
+    let f = Arc::new(f);
+    let host = capstan::HostBuilder::new()
+        .inventory(inventory(inv))
+        .register(move |e| {
+            let f = f.clone();
+            e.register_fn("hook", move || f());
+        })
+        .build()
+        .unwrap();
+    host.run(
+        &capstan::Playbook::from_source("t.rhai", src),
+        &Default::default(),
+    )
+    .unwrap()
+}
+
 #[test]
 fn host_that_stops_answering_mid_session_is_detected() {
     let lab = Lab::start(1);
     let proxy = Proxy::new(lab.ports[0]);
     let inv = proxied_inventory(&lab, &proxy);
     let frozen = proxy.frozen.clone();
-    // Freeze the path once the first command has answered: the second finds a silent peer.
-    let src = r#"
-        let h = cluster().host("h1");
-        h.read(["true"]);
-        freeze();
-        h.run(["sleep", "60"]);
-    "#;
-    let f = frozen.clone();
-    let host = capstan::HostBuilder::new()
-        .inventory(inventory(&inv))
-        .register(move |e| {
-            let f = f.clone();
-            e.register_fn("freeze", move || f.store(true, Ordering::SeqCst));
-        })
-        .build()
-        .unwrap();
     let start = Instant::now();
-    let r = host
-        .run(
-            &capstan::Playbook::from_source("t.rhai", src),
-            &Default::default(),
-        )
-        .unwrap();
+    // The path freezes once the first command has answered: the second finds a silent peer.
+    let r = run_with_hook(
+        &inv,
+        move || frozen.store(true, Ordering::SeqCst),
+        "let h = cluster().host(\"h1\");\nh.read([\"true\"]);\nhook();\nh.run([\"sleep\", \"60\"]);\n",
+    );
     let (kind, e) = failure(&r);
     assert_eq!(kind, FaultKind::Unreachable);
     assert!(
@@ -351,43 +353,27 @@ fn host_that_stops_answering_mid_session_is_detected() {
         "took {:?}",
         start.elapsed()
     );
-    frozen.store(false, Ordering::SeqCst);
+    proxy.frozen.store(false, Ordering::SeqCst);
 }
 
 #[test]
 fn connection_cut_mid_command_is_reported_as_dropped() {
     let lab = Lab::start(1);
-    let proxy = Proxy::new(lab.ports[0]);
+    let proxy = Arc::new(Proxy::new(lab.ports[0]));
     let inv = proxied_inventory(&lab, &proxy);
-    let proxy = Arc::new(proxy);
     let p = proxy.clone();
-    let host = capstan::HostBuilder::new()
-        .inventory(inventory(&inv))
-        .register(move |e| {
-            let p = p.clone();
-            e.register_fn("cut_soon", move || {
-                let p = p.clone();
-                std::thread::spawn(move || {
-                    std::thread::sleep(Duration::from_millis(500));
-                    p.cut();
-                });
-            });
-        })
-        .build()
-        .unwrap();
-    let src = r#"
-        let h = cluster().host("h1");
-        h.read(["true"]);
-        cut_soon();
-        h.run(["sleep", "30"]);
-    "#;
     let start = Instant::now();
-    let r = host
-        .run(
-            &capstan::Playbook::from_source("t.rhai", src),
-            &Default::default(),
-        )
-        .unwrap();
+    let r = run_with_hook(
+        &inv,
+        move || {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(500));
+                p.cut();
+            });
+        },
+        "let h = cluster().host(\"h1\");\nh.read([\"true\"]);\nhook();\nh.run([\"sleep\", \"30\"]);\n",
+    );
     let (kind, e) = failure(&r);
     assert_eq!(kind, FaultKind::Unreachable);
     assert!(
@@ -396,6 +382,30 @@ fn connection_cut_mid_command_is_reported_as_dropped() {
         e.message
     );
     assert!(start.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn one_session_per_host_serves_every_command() {
+    let lab = Lab::start(1);
+    let proxy = Proxy::new(lab.ports[0]);
+    let inv = proxied_inventory(&lab, &proxy);
+    let r = run(
+        &inv,
+        r#"
+        let h = cluster().host("h1");
+        for i in 0..10 { h.read(["true"]); }
+        h.write_file("/tmp/capstan-one-session", "x");
+        parallel([h, h, h], |x| x.read(["echo", "hi"]).stdout)
+        "#,
+    );
+    ok(&r);
+    assert_eq!(r.actions.len(), 14);
+    // The proxy keeps both ends of every connection it carried.
+    assert_eq!(
+        proxy.conns.lock().unwrap().len(),
+        2,
+        "more than one TCP connection was opened"
+    );
 }
 
 #[test]

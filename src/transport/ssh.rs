@@ -267,23 +267,27 @@ impl SshTransport {
         }
         let conn = guard.as_mut().expect("connected above");
         let r = f(conn);
-        if let Err(e) = &r {
-            // After these the channel's state is unknown; start clean next time.
-            if e.is_unreachable()
-                || matches!(
-                    e,
-                    TransportError::CommandTimeout { .. } | TransportError::Aborted
-                )
-            {
-                *guard = None;
-            }
-        }
+        forget_if_broken(&mut guard, &r);
         r
     }
 
     /// Opens the session now, so connection problems surface before any change is made.
     pub fn ensure_connected(&self) -> Result<(), TransportError> {
         self.with_conn(|_| Ok(()))
+    }
+}
+
+/// After these errors the session's state is unknown: the next action starts a fresh one.
+fn forget_if_broken<T>(slot: &mut Option<Conn>, r: &Result<T, TransportError>) {
+    if let Err(e) = r {
+        if e.is_unreachable()
+            || matches!(
+                e,
+                TransportError::CommandTimeout { .. } | TransportError::Aborted
+            )
+        {
+            *slot = None;
+        }
     }
 }
 
@@ -362,8 +366,17 @@ impl Conn {
         }
     }
 
+    /// Opens a channel; nothing has been sent to the host's shell yet.
+    fn open_channel(&self, io: Duration) -> Result<ssh2::Channel, TransportError> {
+        self.sess.set_blocking(true);
+        self.sess
+            .channel_session()
+            .map_err(|e| self.blocking_err(e, io))
+    }
+
     fn run(
         &mut self,
+        mut ch: ssh2::Channel,
         line: &str,
         req: &ExecRequest<'_>,
         keepalive: Duration,
@@ -371,9 +384,6 @@ impl Conn {
     ) -> Result<ExecOutput, TransportError> {
         let sess = &self.sess;
         sess.set_blocking(true);
-        let mut ch = sess
-            .channel_session()
-            .map_err(|e| self.blocking_err(e, io))?;
         ch.exec(line).map_err(|e| self.blocking_err(e, io))?;
         if let Some(data) = req.stdin {
             ch.write_all(data).map_err(dropped)?;
@@ -488,7 +498,38 @@ impl Transport for SshTransport {
         let line = remote_command_line(req)?;
         let keepalive = self.host.keepalive;
         let io = self.io_timeout();
-        self.with_conn(|c| c.run(&line, req, keepalive, io))
+        let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let reused = guard.is_some();
+        if guard.is_none() {
+            *guard = Some(self.connect()?);
+        }
+        let ch = match guard.as_ref().expect("connected above").open_channel(io) {
+            Ok(ch) => ch,
+            Err(e) if reused && e.is_unreachable() => {
+                // A session that sat idle can be dropped on the way (firewalls, NAT). No command
+                // was sent yet, so trying once more on a fresh connection is safe.
+                *guard = None;
+                tracing::info!(host = %self.host.name, "cached session failed ({e}); reconnecting");
+                let fresh = self.connect().map_err(|e2| {
+                    tracing::warn!(host = %self.host.name, "reconnecting failed: {e2}");
+                    e.clone()
+                })?;
+                let ch = fresh.open_channel(io);
+                *guard = Some(fresh);
+                forget_if_broken(&mut guard, &ch);
+                ch?
+            }
+            Err(e) => {
+                *guard = None;
+                return Err(e);
+            }
+        };
+        let r = guard
+            .as_mut()
+            .expect("connected above")
+            .run(ch, &line, req, keepalive, io);
+        forget_if_broken(&mut guard, &r);
+        r
     }
 
     fn put(

@@ -538,3 +538,27 @@ fn upload_and_write_file_over_sftp_and_over_scp() {
         .collect();
     assert_eq!(names.len(), 4, "{names:?}");
 }
+
+#[test]
+fn a_session_dropped_while_idle_is_replaced_before_the_next_command() {
+    let lab = Lab::start(1);
+    let proxy = Arc::new(Proxy::new(lab.ports[0]));
+    let inv = proxied_inventory(&lab, &proxy);
+    let p = proxy.clone();
+    // The connection is cut between two commands, as an idle-timeout firewall would.
+    let r = run_with_hook(
+        &inv,
+        move || {
+            p.cut();
+            std::thread::sleep(Duration::from_millis(200));
+        },
+        "let h = cluster().host(\"h1\");\nh.read([\"true\"]);\nhook();\nh.read([\"echo\", \"still here\"]).stdout\n",
+    );
+    ok(&r);
+    assert_eq!(r.result, "still here\n");
+    assert_eq!(
+        proxy.conns.lock().unwrap().len(),
+        4,
+        "expected exactly one reconnection"
+    );
+}

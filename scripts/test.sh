@@ -26,4 +26,5 @@ echo 'capstan-test:capstan-test-pw' | as_root chpasswd
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
 cargo test --locked "$@"

@@ -114,6 +114,17 @@ log(`versions: ${versions}`);
                 for _ in 0..workers {
                     s.spawn(|| {
                         set_current_step(parent_step.clone());
+                        // Captured variables are shared cells, and Rhai write-locks one for every
+                        // method call on it: two threads calling `h.read(..)` on a captured `h`
+                        // collide ("Data race detected"). Each worker gets its own copies, so
+                        // bodies read captured values freely; changes to them stay in the worker
+                        // (documented: return values instead).
+                        let mut body = body.clone();
+                        for v in body.iter_curry_mut() {
+                            if v.is_shared() {
+                                *v = v.flatten_clone();
+                            }
+                        }
                         loop {
                             let i = next.fetch_add(1, Ordering::SeqCst);
                             if i >= n {

@@ -405,3 +405,69 @@ fn unreachable_host_names_host_and_cause_in_the_cli() {
         out.stdout
     );
 }
+
+#[test]
+fn parallel_is_bounded_by_parallelism() {
+    let host = capstan::HostBuilder::new()
+        .inventory(inventory("[hosts.l]\ntransport = \"local\"\n"))
+        .parallelism(2)
+        .build()
+        .unwrap();
+    let src = r#"
+        let h = cluster().host("l");
+        parallel([1, 2, 3, 4, 5, 6], |i| {
+            let out = h.read(["sh", "-c", "date +%s.%N; sleep 0.3; date +%s.%N"]).stdout.lines();
+            [parse_float(out[0]), parse_float(out[1])]
+        })
+    "#;
+    let r = host
+        .run(
+            &capstan::Playbook::from_source("p.rhai", src),
+            &Default::default(),
+        )
+        .unwrap();
+    ok(&r);
+    let spans: Vec<(f64, f64)> = r
+        .result
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s[0].as_f64().unwrap(), s[1].as_f64().unwrap()))
+        .collect();
+    // How many commands were running when each one started.
+    let most = spans
+        .iter()
+        .map(|(start, _)| {
+            spans
+                .iter()
+                .filter(|(s, e)| s <= start && start < e)
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert_eq!(most, 2, "{spans:?}");
+}
+
+/// Regression: closures capturing a host and a map raced ("Data race detected") when `parallel`
+/// called them from several threads at once.
+#[test]
+fn captured_values_in_parallel_bodies_do_not_race() {
+    let (r, _) = run_playbook(
+        inventory("[hosts.l]\ntransport = \"local\"\n"),
+        Mode::Run,
+        r#"
+        let h = cluster().host("l");
+        let p = #{ word: "ok", n: 3 };
+        let items = [];
+        for i in 0..64 { items.push(i); }
+        let out = parallel(items, |i| {
+            h.read(["true"]);
+            `${p.word}${p.n}`
+        });
+        out.len()
+        "#,
+        &[],
+    );
+    ok(&r);
+    assert_eq!(r.result, 64);
+}

@@ -278,16 +278,16 @@ impl Executor {
         }
     }
 
+    /// An executor that refuses every action: for `describe`, `check` and the reference engine.
     pub(crate) fn inert(inventory: Arc<Inventory>) -> Self {
-        let mut e = Executor::new(
+        // Simulate mode without a world is the inert backend.
+        Executor::new(
             Mode::Simulate,
             inventory,
             None,
             Arc::new(Cancel::default()),
             Arc::new(crate::report::NoEvents),
-        );
-        e.backend = Backend::Inert;
-        e
+        )
     }
 
     pub fn mode(&self) -> Mode {

@@ -66,7 +66,7 @@ impl HostHandle {
         }
     }
 
-    fn exec(&self, func: &'static str, command: Command, read_only: bool, opts: Opts) -> R<Map> {
+    fn exec(&self, command: Command, read_only: bool, opts: Opts) -> R<Map> {
         let allow_fail = opts.bool("allow_fail")?.unwrap_or(false);
         let ok_codes = opts.int_list("ok_codes")?.unwrap_or_else(|| vec![0]);
         let shown = command.display();
@@ -78,7 +78,6 @@ impl HostHandle {
             stdin: opts.string("stdin")?.map(String::into_bytes),
             timeout: opts.duration("timeout")?,
         };
-        let _ = func;
         let mut m = Map::new();
         match self.act(action)? {
             Outcome::Exec(o) => {
@@ -415,35 +414,35 @@ the host's `command_timeout`), `allow_fail`, `ok_codes`, `env` (map), `cwd`, `st
     def(engine, "run", &["host: Host", "argv: Array", "Map"], &exec_doc(
         "Runs a program with arguments. Each argument reaches the program unchanged (quoted for the remote shell). Mutating: under `--check` it is recorded, not run.",
         "let h = cluster().host(\"web1\");\nh.run([\"systemctl\", \"restart\", \"app\"]);"),
-        |h: &mut HostHandle, a: Array| h.exec("run", Command::Argv(argv("run", &a)?), false, Opts::empty("run")));
+        |h: &mut HostHandle, a: Array| h.exec(Command::Argv(argv("run", &a)?), false, Opts::empty("run")));
     def(engine, "run", &["host: Host", "argv: Array", "options: Map", "Map"], &exec_doc(
         "`run` with options.",
         "let h = cluster().host(\"web1\");\nlet r = h.run([\"app-ctl\", \"status\"], #{ allow_fail: true, timeout: 30 });\nif r.code != 0 { log(\"app not running\"); }"),
-        |h: &mut HostHandle, a: Array, o: Map| h.exec("run", Command::Argv(argv("run", &a)?), false, Opts::new("run", o, EXEC_OPTS)?));
+        |h: &mut HostHandle, a: Array, o: Map| h.exec(Command::Argv(argv("run", &a)?), false, Opts::new("run", o, EXEC_OPTS)?));
     def(engine, "shell", &["host: Host", "command: String", "Map"], &exec_doc(
         "Runs a raw `sh -c` command line: pipes, globs and redirections work, and quoting is yours. Prefer `run` with an argv array. Mutating.",
         "let h = cluster().host(\"web1\");\nh.shell(\"ls /srv/app/releases | sort -V | tail -n 1\");"),
-        |h: &mut HostHandle, c: &str| h.exec("shell", Command::Shell(c.into()), false, Opts::empty("shell")));
+        |h: &mut HostHandle, c: &str| h.exec(Command::Shell(c.into()), false, Opts::empty("shell")));
     def(engine, "shell", &["host: Host", "command: String", "options: Map", "Map"], &exec_doc(
         "`shell` with options.",
         "let h = cluster().host(\"web1\");\nh.shell(\"echo $GREETING > /tmp/greeting\", #{ env: #{ GREETING: \"hi\" } });"),
-        |h: &mut HostHandle, c: &str, o: Map| h.exec("shell", Command::Shell(c.into()), false, Opts::new("shell", o, EXEC_OPTS)?));
+        |h: &mut HostHandle, c: &str, o: Map| h.exec(Command::Shell(c.into()), false, Opts::new("shell", o, EXEC_OPTS)?));
     def(engine, "read", &["host: Host", "argv: Array", "Map"], &exec_doc(
         "Runs a program that only reads. Read-only: it runs under `--check` too, so keep it free of side effects.",
         "let h = cluster().host(\"web1\");\nlet v = h.read([\"cat\", \"/srv/app/VERSION\"]).stdout.trimmed();"),
-        |h: &mut HostHandle, a: Array| h.exec("read", Command::Argv(argv("read", &a)?), true, Opts::empty("read")));
+        |h: &mut HostHandle, a: Array| h.exec(Command::Argv(argv("read", &a)?), true, Opts::empty("read")));
     def(engine, "read", &["host: Host", "argv: Array", "options: Map", "Map"], &exec_doc(
         "`read` with options.",
         "let h = cluster().host(\"web1\");\nlet r = h.read([\"pgrep\", \"-x\", \"app\"], #{ ok_codes: [0, 1] });"),
-        |h: &mut HostHandle, a: Array, o: Map| h.exec("read", Command::Argv(argv("read", &a)?), true, Opts::new("read", o, EXEC_OPTS)?));
+        |h: &mut HostHandle, a: Array, o: Map| h.exec(Command::Argv(argv("read", &a)?), true, Opts::new("read", o, EXEC_OPTS)?));
     def(engine, "read_shell", &["host: Host", "command: String", "Map"], &exec_doc(
         "A raw `sh -c` command line that only reads. Read-only: runs under `--check`.",
         "let h = cluster().host(\"web1\");\nlet n = h.read_shell(\"ls /srv/app/releases | wc -l\").stdout;"),
-        |h: &mut HostHandle, c: &str| h.exec("read_shell", Command::Shell(c.into()), true, Opts::empty("read_shell")));
+        |h: &mut HostHandle, c: &str| h.exec(Command::Shell(c.into()), true, Opts::empty("read_shell")));
     def(engine, "read_shell", &["host: Host", "command: String", "options: Map", "Map"], &exec_doc(
         "`read_shell` with options.",
         "let h = cluster().host(\"web1\");\nh.read_shell(\"df -h / | tail -n 1\", #{ timeout: 10 });"),
-        |h: &mut HostHandle, c: &str, o: Map| h.exec("read_shell", Command::Shell(c.into()), true, Opts::new("read_shell", o, EXEC_OPTS)?));
+        |h: &mut HostHandle, c: &str, o: Map| h.exec(Command::Shell(c.into()), true, Opts::new("read_shell", o, EXEC_OPTS)?));
 
     // Files.
     def(

@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Build deps of the ssh2 crate (OpenSSL, zlib, pkg-config); openssh-server for the sshd lab;
-# util-linux for `unshare -n` (simulation with no network); passwd for the password-auth user.
+# util-linux for `unshare -n` (simulation with no network); procps (pgrep) and passwd for tests.
 missing=""
-for p in build-essential pkg-config libssl-dev zlib1g-dev openssh-server openssh-client util-linux passwd; do
+for p in build-essential pkg-config libssl-dev zlib1g-dev openssh-server openssh-client util-linux procps passwd; do
     dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
 done
 if [ -n "$missing" ]; then

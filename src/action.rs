@@ -330,6 +330,20 @@ impl Executor {
         }
     }
 
+    /// The hosts (in first-touch order) and the number of actions recorded for `step`.
+    pub fn step_summary(&self, step: &str) -> (Vec<String>, usize) {
+        let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        let mut hosts: Vec<String> = Vec::new();
+        let mut count = 0;
+        for a in records.iter().filter(|a| a.step.as_deref() == Some(step)) {
+            count += 1;
+            if !hosts.contains(&a.host) {
+                hosts.push(a.host.clone());
+            }
+        }
+        (hosts, count)
+    }
+
     /// Every action performed, skipped or simulated so far.
     pub fn records(&self) -> Vec<ActionRecord> {
         self.records
@@ -369,7 +383,7 @@ impl Executor {
                 "interrupted before this action started",
             ));
         }
-        let entry = self.host_entry(host)?.clone();
+        let entry = self.host_entry(host)?;
         let at = self.now();
         let wall = Instant::now();
         let (disposition, result) = match &self.backend {
@@ -391,7 +405,7 @@ impl Executor {
             Backend::Real { .. } if self.mode == Mode::Check && !action.is_read_only() => {
                 (Disposition::Skipped, Ok(Outcome::Skipped))
             }
-            Backend::Real { .. } => (Disposition::Performed, self.perform_real(&entry, &action)),
+            Backend::Real { .. } => (Disposition::Performed, self.perform_real(entry, &action)),
         };
         let duration = match &self.backend {
             Backend::Sim(_) => self.now().saturating_sub(at),

@@ -148,8 +148,17 @@ pub(crate) fn doc_lines(doc: &str) -> String {
         .join("\n")
 }
 
+/// The registration every script function gets: parameter names and types then the return type
+/// (for docs and `.d.rhai`), the doc comment, and volatility.
+fn documented(name: &str, params: &[&str], doc: &str) -> FuncRegistration {
+    FuncRegistration::new(name)
+        .with_params_info(params)
+        .with_comments([doc_lines(doc)])
+        // Natives act on hosts: never let the optimizer call them at compile time.
+        .with_volatility(true)
+}
+
 /// Registers a documented global function (or a method, when the first parameter is `&mut T`).
-/// `params` names each parameter with its type, then the return type, for docs and `.d.rhai`.
 pub(crate) fn def<A: 'static, const N: usize, const X: bool, R: Variant + Clone, const F: bool>(
     engine: &mut Engine,
     name: &str,
@@ -157,12 +166,7 @@ pub(crate) fn def<A: 'static, const N: usize, const X: bool, R: Variant + Clone,
     doc: &str,
     f: impl RhaiNativeFunc<A, N, X, R, F> + Send + Sync + 'static,
 ) {
-    FuncRegistration::new(name)
-        .with_params_info(params)
-        .with_comments([doc_lines(doc)])
-        // Natives act on hosts: never let the optimizer call them at compile time.
-        .with_volatility(true)
-        .register_into_engine(engine, f);
+    documented(name, params, doc).register_into_engine(engine, f);
 }
 
 /// Registers a documented function into a script module (`wait::poll`, `param::required`).
@@ -179,11 +183,7 @@ pub(crate) fn def_in<
     doc: &str,
     f: impl RhaiNativeFunc<A, N, X, R, F> + Send + Sync + 'static,
 ) {
-    FuncRegistration::new(name)
-        .with_params_info(params)
-        .with_comments([doc_lines(doc)])
-        .with_volatility(true)
-        .set_into_module(module, f);
+    documented(name, params, doc).set_into_module(module, f);
 }
 
 /// Registers the whole script API for one run.
@@ -213,20 +213,9 @@ pub(crate) fn register_all(engine: &mut Engine, run: &Arc<RunCtx>) {
 
 /// Marks a step finished and emits its event.
 pub(crate) fn finish_step(run: &RunCtx, index: usize, error: Option<String>) {
-    let records = run.exec.records();
     let mut book = run.steps.lock().unwrap_or_else(|e| e.into_inner());
     let rec = &mut book.records[index];
-    let mut hosts: Vec<String> = Vec::new();
-    let mut count = 0;
-    for a in records
-        .iter()
-        .filter(|a| a.step.as_deref() == Some(rec.name.as_str()))
-    {
-        count += 1;
-        if !hosts.contains(&a.host) {
-            hosts.push(a.host.clone());
-        }
-    }
+    let (hosts, count) = run.exec.step_summary(&rec.name);
     let now = run.exec.now().as_millis() as u64;
     rec.duration_ms = now.saturating_sub(rec.at_ms);
     rec.status = if error.is_some() {

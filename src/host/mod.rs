@@ -113,21 +113,16 @@ impl HostBuilder {
     }
 
     pub fn build(self) -> Result<Host> {
-        let inventory = match (&self.scenario, self.inventory) {
-            (Some(s), _) => s.inventory.clone(),
-            (None, Some(i)) => i,
-            (None, None) if self.mode == Mode::Simulate => {
-                return Err(Error::Usage(
-                    "simulation needs a scenario (--scenario FILE)".into(),
-                ))
-            }
-            (None, None) => Inventory::localhost(),
-        };
         if self.mode == Mode::Simulate && self.scenario.is_none() {
             return Err(Error::Usage(
                 "simulation needs a scenario (--scenario FILE)".into(),
             ));
         }
+        let inventory = match (&self.scenario, self.inventory) {
+            (Some(s), _) => s.inventory.clone(),
+            (None, Some(i)) => i,
+            (None, None) => Inventory::localhost(),
+        };
         Ok(Host {
             inventory: Arc::new(inventory),
             scenario: self.scenario,
@@ -303,17 +298,15 @@ impl Host {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        match (&result, &params) {
-            (Err(e), _) if is_describe_stop(e) => {}
-            (Ok(_), _) => {}
-            (Err(e), None) => {
+        // Stopping at params() is the point; any other failure matters only if it came first.
+        if let Err(e) = &result {
+            if params.is_none() && !is_describe_stop(e) {
                 let (_, located) = engine::eval_error(e, &pb.name, &pb.source);
                 return Err(Error::Script {
                     kind: FaultKind::Script,
                     located,
                 });
             }
-            (Err(_), Some(_)) => {}
         }
         Ok(PlaybookInfo {
             name: pb.name.clone(),

@@ -270,11 +270,6 @@ impl SshTransport {
         forget_if_broken(&mut guard, &r);
         r
     }
-
-    /// Opens the session now, so connection problems surface before any change is made.
-    pub fn ensure_connected(&self) -> Result<(), TransportError> {
-        self.with_conn(|_| Ok(()))
-    }
 }
 
 /// After these errors the session's state is unknown: the next action starts a fresh one.

@@ -88,7 +88,7 @@ fn check_mode_reads_for_real_and_changes_nothing_on_ssh_and_local_hosts() {
         roots.path().join("l1").display()
     ));
     let before = snapshot(roots.path());
-    let (report, _) = run_playbook(inventory(&inv), Mode::Check, CHANGES, &[]);
+    let report = run_playbook(inventory(&inv), Mode::Check, CHANGES, &[]);
     ok(&report);
     assert_eq!(snapshot(roots.path()), before, "check mode changed a file");
     // Reads ran for real.
@@ -129,7 +129,7 @@ fn check_mode_reads_for_real_and_changes_nothing_on_ssh_and_local_hosts() {
         );
     }
     // The same playbook in run mode does change the files: the check above is not vacuous.
-    let (report, _) = run_playbook(inventory(&inv), Mode::Run, CHANGES, &[]);
+    let report = run_playbook(inventory(&inv), Mode::Run, CHANGES, &[]);
     ok(&report);
     let after = snapshot(roots.path());
     assert_ne!(after, before);
@@ -191,7 +191,7 @@ fn readme_example_runs_on_local_hosts_and_a_second_run_skips_them() {
         .unwrap()
         .replace("/tmp/capstan-hello", &d.path().display().to_string());
     let release = d.path().join("release").display().to_string();
-    let (r, _) = run_playbook(
+    let r = run_playbook(
         inventory(&inv),
         Mode::Run,
         capstan::demo::PLAYBOOK,
@@ -218,7 +218,7 @@ fn readme_example_runs_on_local_hosts_and_a_second_run_skips_them() {
             "app3: upgrade 1.0.0 -> 1.1.0"
         ]
     );
-    let (again, _) = run_playbook(
+    let again = run_playbook(
         inventory(&inv),
         Mode::Run,
         capstan::demo::PLAYBOOK,
@@ -251,7 +251,7 @@ fn readme_example_runs_over_ssh_and_matches_its_simulation_per_host() {
         ));
     }
     let release = format!("{root}/release");
-    let (real, _) = run_playbook(
+    let real = run_playbook(
         inventory(&inv),
         Mode::Run,
         capstan::demo::PLAYBOOK,
@@ -299,7 +299,7 @@ fn local_command_timeout_kills_the_process_group() {
     let d = tempfile::tempdir().unwrap();
     let marker = d.path().join("survived");
     let start = Instant::now();
-    let (r, _) = run_playbook(
+    let r = run_playbook(
         inventory("[hosts.l]\ntransport = \"local\"\n"),
         Mode::Run,
         &format!("cluster().host(\"l\").run([\"sh\", \"-c\", \"(sleep 3; touch {}) & sleep 30\"], #{{ timeout: 1 }});", marker.display()),
@@ -319,7 +319,7 @@ fn local_command_timeout_kills_the_process_group() {
 #[test]
 fn a_daemon_holding_stdout_does_not_hang_the_command() {
     let start = Instant::now();
-    let (r, _) = run_playbook(
+    let r = run_playbook(
         inventory("[hosts.l]\ntransport = \"local\"\n"),
         Mode::Run,
         "cluster().host(\"l\").run([\"sh\", \"-c\", \"sleep 20 & echo started\"]).stdout",
@@ -358,8 +358,8 @@ fn confirm_without_a_terminal_or_yes_is_declined() {
 }
 
 #[test]
-fn wait_until_is_bounded_and_says_what_it_saw() {
-    let (r, _) = run_playbook(
+fn wait_poll_is_bounded_and_says_what_it_saw() {
+    let r = run_playbook(
         inventory("[hosts.l]\ntransport = \"local\"\n"),
         Mode::Run,
         "let n = 0;\nwait::poll(#{ timeout: 0.3, every: 0.1, what: \"n to reach 100\" }, || { n += 1; n >= 100 });\n",
@@ -452,7 +452,7 @@ fn parallel_is_bounded_by_parallelism() {
 /// called them from several threads at once.
 #[test]
 fn captured_values_in_parallel_bodies_do_not_race() {
-    let (r, _) = run_playbook(
+    let r = run_playbook(
         inventory("[hosts.l]\ntransport = \"local\"\n"),
         Mode::Run,
         r#"

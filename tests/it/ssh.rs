@@ -11,7 +11,7 @@ use capstan::{FaultKind, Mode};
 use crate::support::*;
 
 fn run(inv: &str, source: &str) -> capstan::RunReport {
-    run_playbook(inventory(inv), Mode::Run, source, &[]).0
+    run_playbook(inventory(inv), Mode::Run, source, &[])
 }
 
 #[test]
@@ -499,6 +499,13 @@ fn argv_reaches_the_remote_program_unchanged() {
 #[test]
 fn upload_and_write_file_over_sftp_and_over_scp() {
     let lab = Lab::start_with(&["", "nosftp"]);
+    // h2 really has no SFTP subsystem, so its upload and writes can only go through scp.
+    let h2_config =
+        std::fs::read_to_string(lab.path(&format!("h{}/sshd_config", lab.ports[1]))).unwrap();
+    assert!(!h2_config.contains("Subsystem"), "{h2_config}");
+    let h1_config =
+        std::fs::read_to_string(lab.path(&format!("h{}/sshd_config", lab.ports[0]))).unwrap();
+    assert!(h1_config.contains("Subsystem sftp"), "{h1_config}");
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("blob");
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();

@@ -3,10 +3,8 @@
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use capstan::report::Collect;
 use capstan::{HostBuilder, Inventory, Mode, Params, Playbook, RunReport, Scenario};
 
 pub fn repo() -> PathBuf {
@@ -136,30 +134,26 @@ pub fn inventory(text: &str) -> Inventory {
     Inventory::from_str_at(text, "inventory.toml", Path::new(".")).unwrap()
 }
 
-/// Runs a playbook in-process and returns the report and the events.
+/// Runs a playbook in-process (parallelism 8, confirmations granted) and returns the report.
 pub fn run_playbook(
     inv: Inventory,
     mode: Mode,
     source: &str,
     params: &[(&str, &str)],
-) -> (RunReport, Arc<Collect>) {
-    let events = Arc::new(Collect::default());
+) -> RunReport {
     let host = HostBuilder::new()
         .inventory(inv)
         .mode(mode)
         .parallelism(8)
         .yes(true)
-        .events(events.clone())
         .build()
         .unwrap();
     let params: Params = params
         .iter()
         .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
         .collect();
-    let report = host
-        .run(&Playbook::from_source("test.rhai", source), &params)
-        .unwrap();
-    (report, events)
+    host.run(&Playbook::from_source("test.rhai", source), &params)
+        .unwrap()
 }
 
 pub fn simulate(scenario: &str, source: &str) -> RunReport {

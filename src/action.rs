@@ -8,13 +8,16 @@ use std::time::{Duration, Instant};
 
 use crate::error::FaultKind;
 use crate::inventory::{HostEntry, Inventory};
+use crate::journal::RunJournal;
 use crate::report::{ActionRecord, Disposition, Event, EventSink};
 use crate::sim::World;
 use crate::transport::{self, Command, ExecOutput, ExecRequest, Transport, TransportError};
 use crate::Mode;
 
-/// One effect on one host, described before it happens.
-#[derive(Debug, Clone)]
+/// One effect on one host, described before it happens. Serializable: undos are kept as actions
+/// in the journal and performed by a later process.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub enum Action {
     Exec {
         command: Command,
@@ -55,10 +58,19 @@ pub enum Action {
     Remove {
         path: String,
     },
-    /// Replace directory `target` with a copy of `source`, swapping in one rename.
+    /// Replace directory `target` with a copy of `source`, swapping in one rename. The old
+    /// directory is kept at `keep` (for an undo) when given, removed otherwise.
     ReplaceDir {
         target: String,
         source: String,
+        #[serde(default)]
+        keep: Option<String>,
+    },
+    /// Put `saved` back at `target` (undo of `ReplaceDir` and of file writes): what is at
+    /// `target` now is removed, then `saved` is renamed to `target`.
+    Restore {
+        target: String,
+        saved: String,
     },
     /// Copy a file from the machine capstan runs on to the host.
     Upload {
@@ -103,6 +115,7 @@ impl Action {
             Action::Move { .. } => "move",
             Action::Remove { .. } => "remove",
             Action::ReplaceDir { .. } => "replace_dir",
+            Action::Restore { .. } => "restore",
             Action::Upload { .. } => "upload",
             Action::WaitPort { .. } => "wait_port",
         }
@@ -133,9 +146,17 @@ impl Action {
             Action::Copy { from, to } => format!("copy {from} -> {to}"),
             Action::Move { from, to } => format!("move {from} -> {to}"),
             Action::Remove { path } => format!("remove {path}"),
-            Action::ReplaceDir { target, source } => {
-                format!("replace dir {target} with a copy of {source}")
-            }
+            Action::ReplaceDir {
+                target,
+                source,
+                keep,
+            } => match keep {
+                Some(k) => {
+                    format!("replace dir {target} with a copy of {source} (old kept at {k})")
+                }
+                None => format!("replace dir {target} with a copy of {source}"),
+            },
+            Action::Restore { target, saved } => format!("restore {target} from {saved}"),
             Action::Upload { local, remote, .. } => format!("upload {local} -> {remote}"),
             Action::WaitPort { port, timeout } => {
                 format!("wait for port {port} (up to {}s)", timeout.as_secs())
@@ -181,11 +202,13 @@ impl std::fmt::Display for Fault {
     }
 }
 
-/// Stop requests. The first asks for a stop at the next safe point; the second aborts commands.
+/// Stop requests. The first asks for a stop at the next step boundary; the second aborts
+/// running commands. While capstan cleans up (rollback, guard restores) only the second counts.
 #[derive(Debug, Default)]
 pub struct Cancel {
     stop: AtomicBool,
     abort: AtomicBool,
+    cleanup: AtomicBool,
 }
 
 impl Cancel {
@@ -197,6 +220,22 @@ impl Cancel {
     }
     pub fn is_stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
+    }
+    /// A second Ctrl-C (or an embedder's second `cancel`): running commands are being killed.
+    pub fn is_aborting(&self) -> bool {
+        self.abort.load(Ordering::SeqCst)
+    }
+    /// Marks the start and end of cleanup work that a first stop request must not interrupt.
+    pub(crate) fn set_cleanup(&self, on: bool) {
+        self.cleanup.store(on, Ordering::SeqCst);
+    }
+    /// Whether work should stop here: always after an abort; after a stop request only outside
+    /// steps (a step runs to its end so the journal stays consistent) and outside cleanup.
+    pub fn should_stop(&self) -> bool {
+        if self.is_aborting() {
+            return true;
+        }
+        !self.cleanup.load(Ordering::SeqCst) && self.is_stopping() && current_step().is_none()
     }
     pub(crate) fn abort_flag(&self) -> &AtomicBool {
         &self.abort
@@ -243,6 +282,11 @@ pub struct Executor {
     started: Instant,
     seq: AtomicU64,
     records: Mutex<Vec<ActionRecord>>,
+    journal: std::sync::OnceLock<RunJournal>,
+    /// Set while a rollback replays a playbook's prologue: mutating actions are skipped.
+    hold_writes: AtomicBool,
+    /// The first journal write that failed: no action runs after it (the journal is the way back).
+    journal_error: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -275,7 +319,35 @@ impl Executor {
             started: Instant::now(),
             seq: AtomicU64::new(0),
             records: Mutex::new(Vec::new()),
+            journal: std::sync::OnceLock::new(),
+            hold_writes: AtomicBool::new(false),
+            journal_error: Mutex::new(None),
         }
+    }
+
+    /// The run's journal entry (none for `describe`, `check PLAYBOOK` and the reference engine).
+    pub fn journal(&self) -> Option<&RunJournal> {
+        self.journal.get()
+    }
+
+    /// Binds the executor to its run in the journal (once, before the playbook starts).
+    pub(crate) fn attach_journal(&self, j: RunJournal) {
+        let _ = self.journal.set(j);
+    }
+
+    /// Skips mutating actions (recorded as skipped) while set: a rollback replays the playbook's
+    /// top-level code only to rebuild its script context, and must change nothing doing so.
+    pub(crate) fn hold_writes(&self, on: bool) {
+        self.hold_writes.store(on, Ordering::SeqCst);
+    }
+
+    /// Remembers a failed journal write; every later action is refused with it.
+    pub(crate) fn journal_failed(&self, e: &crate::error::Error) {
+        tracing::error!("journal write failed: {e}");
+        self.journal_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(|| e.to_string());
     }
 
     /// An executor that refuses every action: for `describe`, `check` and the reference engine.
@@ -320,7 +392,7 @@ impl Executor {
             _ => {
                 let end = Instant::now() + d;
                 while Instant::now() < end {
-                    if self.cancel.is_stopping() {
+                    if self.cancel.should_stop() {
                         return Err(Fault::new(FaultKind::Interrupted, None, "interrupted"));
                     }
                     std::thread::sleep((end - Instant::now()).min(Duration::from_millis(100)));
@@ -376,13 +448,26 @@ impl Executor {
 
     /// The one choke point: performs `action` on `host` as the mode says, and records it.
     pub fn perform(&self, host: &str, action: Action) -> Result<Outcome, Fault> {
-        if self.cancel.is_stopping() {
+        if self.cancel.should_stop() {
             return Err(Fault::new(
                 FaultKind::Interrupted,
                 Some(host),
                 "interrupted before this action started",
             ));
         }
+        if let Some(e) = self
+            .journal_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            return Err(Fault::new(
+                FaultKind::Action,
+                Some(host),
+                format!("no action runs while the journal cannot be written ({e})"),
+            ));
+        }
+        let held = self.hold_writes.load(Ordering::SeqCst) && !action.is_read_only();
         let entry = self.host_entry(host)?;
         let at = self.now();
         let wall = Instant::now();
@@ -395,6 +480,7 @@ impl Executor {
                     "this playbook acts on hosts before calling params(); call params() first",
                 )),
             ),
+            _ if held => (Disposition::Skipped, Ok(Outcome::Skipped)),
             Backend::Sim(w) => {
                 let r = w
                     .lock()
@@ -440,10 +526,11 @@ impl Executor {
             Err(f) => f.message.clone(),
         };
         let rec = ActionRecord {
+            attempt: self.journal.get().map_or(1, |j| j.attempt),
             seq: self.seq.fetch_add(1, Ordering::SeqCst),
             host: host.to_string(),
             step: current_step(),
-            op: action.op(),
+            op: action.op().to_string(),
             read_only: action.is_read_only(),
             description: red.redact(&action.describe()),
             disposition,
@@ -452,6 +539,11 @@ impl Executor {
             ok: result.is_ok(),
             result: red.redact(&summary),
         };
+        if let Some(j) = self.journal.get() {
+            if let Err(e) = j.journal.record_action(&j.run_id, j.attempt, &rec) {
+                self.journal_failed(&e);
+            }
+        }
         self.events.emit(&Event::Action(rec.clone()));
         self.records
             .lock()
@@ -643,7 +735,11 @@ impl Executor {
                 )?;
                 Ok(Outcome::Unit)
             }
-            Action::ReplaceDir { target, source } => {
+            Action::ReplaceDir {
+                target,
+                source,
+                keep,
+            } => {
                 self.helper(
                     host,
                     t,
@@ -654,8 +750,18 @@ impl Executor {
                         "capstan-replace-dir",
                         source,
                         target,
+                        keep.as_deref().unwrap_or(""),
                     ],
                     &format!("replace {target}"),
+                )?;
+                Ok(Outcome::Unit)
+            }
+            Action::Restore { target, saved } => {
+                self.helper(
+                    host,
+                    t,
+                    &["sh", "-c", RESTORE_SH, "capstan-restore", saved, target],
+                    &format!("restore {target}"),
                 )?;
                 Ok(Outcome::Unit)
             }
@@ -718,14 +824,23 @@ impl Executor {
     }
 }
 
-/// `$1` = source, `$2` = target. The new copy is complete before the old directory moves.
+/// `$1` = source, `$2` = target, `$3` = where to keep the old directory (empty: remove it).
+/// The new copy is complete before the old directory moves.
 const REPLACE_DIR_SH: &str = r#"set -e
-src=$1; dst=$2; new="$dst.capstan-new"; old="$dst.capstan-old"
+src=$1; dst=$2; keep=$3; new="$dst.capstan-new"; old="$dst.capstan-old"
 rm -rf -- "$new" "$old"
 cp -a -- "$src" "$new"
 if [ -e "$dst" ]; then mv -- "$dst" "$old"; fi
 mv -- "$new" "$dst"
-rm -rf -- "$old""#;
+if [ -n "$keep" ] && [ -e "$old" ]; then rm -rf -- "$keep"; mv -- "$old" "$keep"; else rm -rf -- "$old"; fi"#;
+
+/// `$1` = saved copy, `$2` = target. Safe to run twice: once `saved` is gone the target has
+/// been restored, and nothing is touched.
+const RESTORE_SH: &str = r#"set -e
+saved=$1; dst=$2
+if [ ! -e "$saved" ] && [ ! -L "$saved" ]; then exit 0; fi
+rm -rf -- "$dst"
+mv -- "$saved" "$dst""#;
 
 fn parse_df(text: &str) -> Option<i64> {
     // POSIX `df -P`: header, then one line; the 4th field is available 1K blocks.

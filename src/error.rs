@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 /// A place in a source file (playbook, module, inventory or scenario). Lines and columns count from 1.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SourcePos {
     pub file: String,
     pub line: usize,
@@ -34,12 +34,12 @@ impl SourcePos {
 }
 
 /// An error that belongs to a position in a file: a config field, a script statement.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Located {
     pub message: String,
     pub pos: Option<SourcePos>,
     /// The source line at `pos`, kept so the error renders without rereading the file.
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub line_text: Option<String>,
     /// Outermost call first: where the failing code was called from (closures, imported modules).
     pub called_from: Vec<SourcePos>,
@@ -101,7 +101,7 @@ impl fmt::Display for Located {
 }
 
 /// What a failure is about; decides the CLI exit code (see `Error::exit_code`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {
     /// A command or action on a host did not succeed.
@@ -141,6 +141,15 @@ pub enum Error {
     /// The playbook ran and failed.
     #[error("{located}")]
     Script { kind: FaultKind, located: Located },
+    /// The run journal cannot be opened, read or written.
+    #[error("journal: {0}")]
+    Journal(String),
+    /// Another run holds some of the hosts (see `journal::LockConflict`).
+    #[error("{0}")]
+    Locked(String),
+    /// `--resume` of a run whose playbook or inventory changed, without `--force`.
+    #[error("{0}")]
+    Changed(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -155,7 +164,13 @@ impl Error {
                 FaultKind::Declined => 4,
                 _ => 1,
             },
-            Error::Io { .. } | Error::Config(_) | Error::Compile(_) | Error::Usage(_) => 2,
+            Error::Io { .. }
+            | Error::Config(_)
+            | Error::Compile(_)
+            | Error::Usage(_)
+            | Error::Changed(_) => 2,
+            Error::Locked(_) => 5,
+            Error::Journal(_) => 6,
             Error::Internal(_) => 70,
         }
     }

@@ -22,6 +22,7 @@ pub mod engine;
 pub mod error;
 pub mod host;
 pub mod inventory;
+pub mod journal;
 pub mod report;
 pub mod secret;
 pub mod sim;
@@ -30,11 +31,12 @@ pub mod transport;
 pub use error::{Error, FaultKind, Located, Result, SourcePos};
 pub use host::{Host, HostBuilder, Params, Playbook, PlaybookInfo};
 pub use inventory::Inventory;
+pub use journal::Journal;
 pub use report::RunReport;
 pub use sim::Scenario;
 
 /// How a run treats actions (DESIGN.md principle 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Perform every action.

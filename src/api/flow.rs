@@ -6,8 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, NativeCallContext};
 
-use super::{def, fault, finish_step, ConfirmPolicy, RunCtx};
+use super::persist::{from_json, to_json};
+use super::{def, fault, finish_step, ConfirmPolicy, Replay, RunCtx};
 use crate::action::{current_step, set_current_step};
+use crate::engine::ROLLBACK_TOKEN;
 use crate::error::{FaultKind, SourcePos};
 use crate::report::{Event, StepRecord, StepStatus};
 use crate::Mode;
@@ -30,9 +32,12 @@ pub(super) fn register(engine: &mut Engine, run: &Arc<RunCtx>) {
         "step",
         &["name: String", "body: FnPtr", "?"],
         r#"
-Runs `body` as a named step: the unit of progress in reports and events. Returns what the body
-returns. Step names must be unique within a run (include the host in names inside loops); a
-duplicate is an error naming both places.
+Runs `body` as a named step: the unit of progress. Its start, end and result are journaled before
+the playbook moves on; a resumed run skips steps the journal records as done and returns their
+recorded result instead. Step names are the journal's keys: unique and deterministic (include the
+host in names inside loops; no times or random values); a duplicate is an error naming both
+places. Bodies must be safe to run twice: the step a crash interrupted runs again on resume.
+A first Ctrl-C lets the running step finish and stops before the next one.
 
 ```rhai
 let h = cluster().host("web1");
@@ -40,44 +45,7 @@ let v = step("read version on web1", || h.read_file("/srv/app/VERSION").trimmed(
 step("log it", || log(`web1 runs ${v}`));
 ```"#,
         move |ctx: NativeCallContext, name: &str, body: FnPtr| -> R<Dynamic> {
-            let here = call_pos(&ctx);
-            let index = {
-                let mut book = r.steps.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(first) = book.keys.get(name) {
-                    let first = first
-                        .as_ref()
-                        .map_or("an earlier call".to_string(), |p| p.to_string());
-                    return Err(fault(
-                    FaultKind::Script,
-                    None,
-                    format!("duplicate step name `{name}` (first used at {first}); step names must be unique"),
-                ));
-                }
-                book.keys.insert(name.to_string(), here);
-                book.records.push(StepRecord {
-                    name: name.to_string(),
-                    status: StepStatus::Running,
-                    at_ms: r.exec.now().as_millis() as u64,
-                    duration_ms: 0,
-                    hosts: Vec::new(),
-                    actions: 0,
-                    error: None,
-                });
-                book.records.len() - 1
-            };
-            r.events.emit(&Event::StepStarted {
-                step: name.to_string(),
-                at_ms: r.exec.now().as_millis() as u64,
-            });
-            let prev = set_current_step(Some(name.to_string()));
-            let result = body.call_within_context::<Dynamic>(&ctx, ());
-            set_current_step(prev);
-            let err_text = result.as_ref().err().map(|e| {
-                let (_, located) = crate::engine::eval_error(e, "", "");
-                located.message
-            });
-            finish_step(&r, index, err_text);
-            result
+            run_step(&r, &ctx, name, body)
         },
     );
 
@@ -257,4 +225,117 @@ warn("web2 has less than 10% free space");
 ```"#,
         move |m: Dynamic| r.log("warn", &m.to_string()),
     );
+}
+
+/// `step(name, body)`: journal lookup (resume), the stop check, the body, the journal write.
+fn run_step(r: &Arc<RunCtx>, ctx: &NativeCallContext, name: &str, body: FnPtr) -> R<Dynamic> {
+    let here = call_pos(ctx);
+    // Every step call leaves its context behind: journaled closures are rebuilt and run in it.
+    r.recovery.remember_context(ctx);
+    if r.replay == Replay::Rollback {
+        // `capstan rollback`: the top-level code has run up to here; the rollback takes over.
+        return Err(Box::new(EvalAltResult::ErrorTerminated(
+            ROLLBACK_TOKEN.into(),
+            ctx.call_position(),
+        )));
+    }
+    {
+        let mut book = r.steps.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(first) = book.keys.get(name) {
+            let first = first
+                .as_ref()
+                .map_or("an earlier call".to_string(), |p| p.to_string());
+            return Err(fault(
+                FaultKind::Script,
+                None,
+                format!("duplicate step name `{name}` (first used at {first}); step names must be unique"),
+            ));
+        }
+        book.keys.insert(name.to_string(), here);
+    }
+    if r.exec.cancel().is_stopping() {
+        let id = r.exec.journal().map_or(String::new(), |j| j.run_id.clone());
+        return Err(fault(
+            FaultKind::Interrupted,
+            None,
+            format!(
+                "stopped before step `{name}` (Ctrl-C); `capstan resume {id}` goes on from here"
+            ),
+        ));
+    }
+    if r.replay == Replay::Resume {
+        r.recheck_guards(ctx)?;
+    }
+    let journal = r.exec.journal().cloned();
+    if let (Replay::Resume, Some(j)) = (r.replay, &journal) {
+        let done = j
+            .journal
+            .step(&j.run_id, name)
+            .map_err(|e| fault(FaultKind::Action, None, e.to_string()))?
+            .filter(|s| s.status == StepStatus::Ok);
+        if let Some(s) = done {
+            r.events.emit(&Event::StepSkipped {
+                step: name.to_string(),
+                done_in_attempt: s.attempt,
+            });
+            let value = s.result.unwrap_or(serde_json::Value::Null);
+            return from_json(&value, r).map_err(|m| {
+                fault(
+                    FaultKind::Script,
+                    None,
+                    format!(
+                        "step `{name}` is done, but its journaled result cannot be read back: {m}"
+                    ),
+                )
+            });
+        }
+    }
+    let at_ms = r.exec.now().as_millis() as u64;
+    let index = {
+        let mut book = r.steps.lock().unwrap_or_else(|e| e.into_inner());
+        book.records.push(StepRecord {
+            name: name.to_string(),
+            status: StepStatus::Running,
+            at_ms,
+            duration_ms: 0,
+            hosts: Vec::new(),
+            actions: 0,
+            error: None,
+            attempt: journal.as_ref().map_or(1, |j| j.attempt),
+        });
+        book.records.len() - 1
+    };
+    if let Some(j) = &journal {
+        // Journaled before the body runs: a crash inside it leaves the step marked running.
+        j.journal
+            .step_started(&j.run_id, name, j.attempt, at_ms)
+            .map_err(|e| {
+                r.exec.journal_failed(&e);
+                fault(FaultKind::Action, None, e.to_string())
+            })?;
+    }
+    r.events.emit(&Event::StepStarted {
+        step: name.to_string(),
+        at_ms,
+    });
+    let prev = set_current_step(Some(name.to_string()));
+    let result = body.call_within_context::<Dynamic>(ctx, ());
+    set_current_step(prev);
+    match &result {
+        Ok(v) => {
+            let p = to_json(v, r);
+            if let Some(why) = &p.lossy {
+                r.log(
+                    "warn",
+                    &format!("step `{name}`: its result is journaled inexactly ({why}); a resume reads back that form"),
+                );
+            }
+            finish_step(r, index, None, Some(&p.value));
+        }
+        Err(e) => {
+            let (_, located) = crate::engine::eval_error(e, "", "");
+            finish_step(r, index, Some(located.message), None);
+        }
+    }
+    result
 }

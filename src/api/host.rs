@@ -51,6 +51,45 @@ impl HostHandle {
         self.perform(action).map_err(Into::into)
     }
 
+    fn exists_now(&self, path: &str) -> R<bool> {
+        match self.act(Action::Exists {
+            path: path.to_string(),
+        })? {
+            Outcome::Bool(b) => Ok(b),
+            _ => Ok(false),
+        }
+    }
+
+    /// Makes a change to `path` undoable before `change` runs: when `path` exists, its old
+    /// content is copied aside first and the undo puts it back; when it does not, the undo
+    /// removes it. The undo is journaled before the change, and is safe to run whether or not
+    /// the change happened. Without a journal or under `--check` the change just runs.
+    fn undoable(&self, what: &str, path: &str, change: impl FnOnce() -> R<()>) -> R<()> {
+        let Some(keep) = self.run.undo_keep_path(path) else {
+            return change();
+        };
+        let undo = if self.exists_now(path)? {
+            self.act(Action::Copy {
+                from: path.to_string(),
+                to: keep.clone(),
+            })?;
+            Action::Restore {
+                target: path.to_string(),
+                saved: keep,
+            }
+        } else {
+            Action::Remove {
+                path: path.to_string(),
+            }
+        };
+        self.run.register_action_undo(
+            &self.name,
+            format!("{}: undo {what}", self.name),
+            vec![undo],
+        );
+        change()
+    }
+
     fn fail(&self, kind: FaultKind, m: String) -> Box<rhai::EvalAltResult> {
         fault(kind, Some(&self.name), format!("{}: {m}", self.name))
     }
@@ -500,12 +539,14 @@ h.write_file("/srv/app/secret.conf", "k=v\n", #{ mode: 0o600 });
         write_doc,
         |h: &mut HostHandle, p: &str, c: &str| -> R<()> {
             let path = h.abs("write_file", p)?;
-            h.act(Action::WriteFile {
-                path,
-                content: c.as_bytes().to_vec(),
-                mode: 0o644,
+            h.undoable(&format!("write {path}"), &path, || {
+                h.act(Action::WriteFile {
+                    path: path.clone(),
+                    content: c.as_bytes().to_vec(),
+                    mode: 0o644,
+                })
+                .map(|_| ())
             })
-            .map(|_| ())
         },
     );
     def(
@@ -523,12 +564,14 @@ h.write_file("/srv/app/secret.conf", "k=v\n", #{ mode: 0o600 });
             let path = h.abs("write_file", p)?;
             let o = Opts::new("write_file", o, &["mode"])?;
             let mode = o.int("mode")?.unwrap_or(0o644) as i32;
-            h.act(Action::WriteFile {
-                path,
-                content: c.as_bytes().to_vec(),
-                mode,
+            h.undoable(&format!("write {path}"), &path, || {
+                h.act(Action::WriteFile {
+                    path: path.clone(),
+                    content: c.as_bytes().to_vec(),
+                    mode,
+                })
+                .map(|_| ())
             })
-            .map(|_| ())
         },
     );
 
@@ -544,6 +587,14 @@ cluster().host("web1").mkdir("/srv/app/backup");
 ```"#,
         |h: &mut HostHandle, p: &str| -> R<()> {
             let path = h.abs("mkdir", p)?;
+            if h.run.undo_keep_path(&path).is_some() && !h.exists_now(&path)? {
+                let undo = Action::Remove { path: path.clone() };
+                h.run.register_action_undo(
+                    &h.name,
+                    format!("{}: undo mkdir {path}", h.name),
+                    vec![undo],
+                );
+            }
             h.act(Action::Mkdir { path }).map(|_| ())
         },
     );
@@ -560,7 +611,13 @@ cluster().host("web1").copy("/srv/app/VERSION", "/srv/app/VERSION.bak");
 ```"#,
         |h: &mut HostHandle, from: &str, to: &str| -> R<()> {
             let (from, to) = (h.abs("copy", from)?, h.abs("copy", to)?);
-            h.act(Action::Copy { from, to }).map(|_| ())
+            h.undoable(&format!("copy to {to}"), &to, || {
+                h.act(Action::Copy {
+                    from,
+                    to: to.clone(),
+                })
+                .map(|_| ())
+            })
         },
     );
 
@@ -578,6 +635,28 @@ h.move("/srv/app/VERSION.tmp", "/srv/app/VERSION.old");
 ```"#,
         |h: &mut HostHandle, from: &str, to: &str| -> R<()> {
             let (from, to) = (h.abs("move", from)?, h.abs("move", to)?);
+            if h.run.undo_keep_path(&to).is_some() {
+                if h.exists_now(&to)? {
+                    h.run.log(
+                        "warn",
+                        &format!(
+                            "{}: move onto existing {to}: no automatic undo (back it up first)",
+                            h.name
+                        ),
+                    );
+                } else {
+                    // Moves it back; does nothing if the move never happened.
+                    let undo = Action::Restore {
+                        target: from.clone(),
+                        saved: to.clone(),
+                    };
+                    h.run.register_action_undo(
+                        &h.name,
+                        format!("{}: undo move {from} -> {to}", h.name),
+                        vec![undo],
+                    );
+                }
+            }
             h.act(Action::Move { from, to }).map(|_| ())
         },
     );
@@ -615,7 +694,32 @@ h.replace_dir("/srv/app/bin", "/srv/app/releases/1.1.0/bin");
         |h: &mut HostHandle, target: &str, source: &str| -> R<()> {
             let (target, source) = (h.abs("replace_dir", target)?, h.abs("replace_dir", source)?);
             check_removable(&target).map_err(|m| h.fail(FaultKind::BadInput, m))?;
-            h.act(Action::ReplaceDir { target, source }).map(|_| ())
+            let mut keep = h.run.undo_keep_path(&target);
+            if let Some(k) = &keep {
+                // The old directory is renamed aside (not copied) by the swap itself.
+                let undo = if h.exists_now(&target)? {
+                    Action::Restore {
+                        target: target.clone(),
+                        saved: k.clone(),
+                    }
+                } else {
+                    keep = None;
+                    Action::Remove {
+                        path: target.clone(),
+                    }
+                };
+                h.run.register_action_undo(
+                    &h.name,
+                    format!("{}: undo replace_dir {target}", h.name),
+                    vec![undo],
+                );
+            }
+            h.act(Action::ReplaceDir {
+                target,
+                source,
+                keep,
+            })
+            .map(|_| ())
         },
     );
 
@@ -673,12 +777,14 @@ h.upload("README.md", "/srv/app/README.md");
         upload_doc,
         |h: &mut HostHandle, local: &str, remote: &str| -> R<()> {
             let remote = h.abs("upload", remote)?;
-            h.act(Action::Upload {
-                local: local.into(),
-                remote,
-                mode: 0o644,
+            h.undoable(&format!("upload to {remote}"), &remote, || {
+                h.act(Action::Upload {
+                    local: local.into(),
+                    remote: remote.clone(),
+                    mode: 0o644,
+                })
+                .map(|_| ())
             })
-            .map(|_| ())
         },
     );
     def(
@@ -696,12 +802,14 @@ h.upload("README.md", "/srv/app/README.md");
             let remote = h.abs("upload", remote)?;
             let o = Opts::new("upload", o, &["mode"])?;
             let mode = o.int("mode")?.unwrap_or(0o644) as i32;
-            h.act(Action::Upload {
-                local: local.into(),
-                remote,
-                mode,
+            h.undoable(&format!("upload to {remote}"), &remote, || {
+                h.act(Action::Upload {
+                    local: local.into(),
+                    remote: remote.clone(),
+                    mode,
+                })
+                .map(|_| ())
             })
-            .map(|_| ())
         },
     );
 

@@ -4,6 +4,9 @@ mod flow;
 mod host;
 mod opts;
 mod params;
+pub(crate) mod persist;
+pub(crate) mod recovery;
+mod secrets;
 mod text;
 mod wait;
 
@@ -28,6 +31,18 @@ pub enum ConfirmPolicy {
     Ask,
 }
 
+/// Why the playbook is being evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// A new run.
+    Fresh,
+    /// `--resume`: steps the journal records as done return their recorded result.
+    Resume,
+    /// `capstan rollback`: the top-level code runs (writes held) up to the first `step`, whose
+    /// script context then runs the journaled undos.
+    Rollback,
+}
+
 /// Step bookkeeping: records in order, and where each key was first used (keys must be unique).
 #[derive(Debug, Default)]
 pub(crate) struct StepBook {
@@ -47,6 +62,8 @@ pub struct RunCtx {
     pub(crate) parallelism: usize,
     pub(crate) confirm: ConfirmPolicy,
     pub(crate) describe_only: bool,
+    pub(crate) replay: Replay,
+    pub(crate) recovery: recovery::Recovery,
 }
 
 impl std::fmt::Debug for RunCtx {
@@ -74,6 +91,8 @@ impl RunCtx {
             parallelism: parallelism.max(1),
             confirm,
             describe_only: false,
+            replay: Replay::Fresh,
+            recovery: recovery::Recovery::default(),
         }
     }
 
@@ -94,6 +113,11 @@ impl RunCtx {
             "warn" | "error" => tracing::warn!(target: "playbook", "{}", line.message),
             "debug" => tracing::debug!(target: "playbook", "{}", line.message),
             _ => tracing::info!(target: "playbook", "{}", line.message),
+        }
+        if let Some(j) = self.exec.journal() {
+            if let Err(e) = j.journal.record_log(&j.run_id, j.attempt, &line) {
+                self.exec.journal_failed(&e);
+            }
         }
         self.events.emit(&Event::Log(line.clone()));
         self.logs
@@ -207,12 +231,19 @@ pub(crate) fn register_all(engine: &mut Engine, run: &Arc<RunCtx>) {
     host::register(engine, run);
     flow::register(engine, run);
     params::register(engine, run);
+    recovery::register(engine, run);
+    secrets::register(engine, run);
     wait::register(engine, run);
     text::register(engine);
 }
 
-/// Marks a step finished and emits its event.
-pub(crate) fn finish_step(run: &RunCtx, index: usize, error: Option<String>) {
+/// Marks a step finished, journals it (with its result, for resume) and emits its event.
+pub(crate) fn finish_step(
+    run: &RunCtx,
+    index: usize,
+    error: Option<String>,
+    result: Option<&serde_json::Value>,
+) {
     let mut book = run.steps.lock().unwrap_or_else(|e| e.into_inner());
     let rec = &mut book.records[index];
     let (hosts, count) = run.exec.step_summary(&rec.name);
@@ -228,6 +259,11 @@ pub(crate) fn finish_step(run: &RunCtx, index: usize, error: Option<String>) {
     rec.error = error
         .clone()
         .map(|e| run.exec.inventory().redactor.redact(&e));
+    if let Some(j) = run.exec.journal() {
+        if let Err(e) = j.journal.step_finished(&j.run_id, rec, result) {
+            run.exec.journal_failed(&e);
+        }
+    }
     let ev = Event::StepFinished {
         step: rec.name.clone(),
         ok: error.is_none(),

@@ -5,17 +5,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use capstan::engine::Severity;
+use capstan::host::OnFailure;
+use capstan::journal::{format_unix_ms, Journal, RunRow, RunStatus};
 use capstan::report::{render_text, EventSink, JsonLines, Outcome, ProgressPrinter};
 use capstan::{Error, HostBuilder, Inventory, Mode, Params, Playbook, RunReport, Scenario};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 const EXIT_CODES: &str = "\
 Exit codes:
   0   done
   1   the playbook failed (a command, a check, a wait or fail())
   2   bad input: usage, inventory, scenario, params, or a playbook that does not compile
-  3   interrupted (Ctrl-C)
+  3   interrupted (Ctrl-C): resumable with `capstan resume RUN`
   4   a confirmation was declined, or needed with no terminal and no --yes
+  5   refused: another run holds some of the hosts (the message names it)
+  6   the run journal cannot be opened or written
   70  internal error (a bug in capstan)";
 
 #[derive(Debug, Parser)]
@@ -26,6 +30,40 @@ pub struct Cli {
     /// Print every action as it happens, not only failures.
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// The run journal (SQLite). Default: $XDG_STATE_HOME/capstan/journal.db, else
+    /// ~/.local/state/capstan/journal.db.
+    #[arg(long, global = true, env = "CAPSTAN_JOURNAL", value_name = "FILE")]
+    journal: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OnFailureArg {
+    /// Leave the changes; resume or roll back later.
+    Stop,
+    /// Run every undo the run registered, newest first.
+    Rollback,
+    /// Ask on the terminal (`--yes` grants it).
+    Ask,
+}
+
+/// Options shared by the commands that act on real hosts.
+#[derive(Debug, Args)]
+struct RealOpts {
+    /// How many hosts `parallel` works on at once.
+    #[arg(long, default_value_t = 16)]
+    parallelism: usize,
+    /// Grant every confirm() without asking.
+    #[arg(long)]
+    yes: bool,
+    /// JSON lines on stdout: one event per line, then the report.
+    #[arg(long)]
+    json: bool,
+    /// What a failure does with the changes made so far.
+    #[arg(long, value_enum, default_value = "stop")]
+    on_failure: OnFailureArg,
+    /// Take over host locks left by a run whose process is gone (killed).
+    #[arg(long)]
+    take_over_lock: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,13 +81,60 @@ enum Cmd {
         /// Perform read-only actions for real; record the others and report what would change.
         #[arg(long)]
         check: bool,
-        /// How many hosts `parallel` works on at once.
-        #[arg(long, default_value_t = 16)]
-        parallelism: usize,
-        /// Grant every confirm() without asking.
+        /// Continue this stopped run: steps it finished are skipped.
+        #[arg(long, value_name = "RUN")]
+        resume: Option<String>,
+        /// With --resume: go on even though the playbook or inventory changed.
+        #[arg(long, requires = "resume")]
+        force: bool,
+        #[command(flatten)]
+        opts: RealOpts,
+    },
+    /// Continue a stopped run (killed, interrupted or failed) from the step that stopped it.
+    Resume {
+        run: String,
+        /// The playbook, if not the file the run recorded.
+        #[arg(long)]
+        playbook: Option<String>,
+        /// The inventory, if not the file the run recorded.
+        #[arg(short, long)]
+        inventory: Option<PathBuf>,
+        /// Params to change; the others are the ones the run recorded.
+        #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Go on even though the playbook or inventory changed (the differences are shown without it).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        opts: RealOpts,
+    },
+    /// Undo what a stopped run changed: its undos, newest first, then its guards.
+    Rollback {
+        run: String,
+        /// The inventory, if not the file the run recorded.
+        #[arg(short, long)]
+        inventory: Option<PathBuf>,
+        /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
-        /// JSON lines on stdout: one event per line, then the report.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        take_over_lock: bool,
+    },
+    /// Past runs from the journal, newest first; guards still set are shown in red.
+    Runs {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run from the journal: steps, actions per host, undos, guards, errors.
+    Report {
+        run: String,
+        /// List every action, in order, grouped by step.
+        #[arg(long)]
+        plan: bool,
         #[arg(long)]
         json: bool,
     },
@@ -122,8 +207,65 @@ fn sink(json: bool, verbose: bool) -> Arc<dyn EventSink> {
     }
 }
 
+fn open_journal(path: Option<PathBuf>) -> Result<Arc<Journal>, Error> {
+    Ok(Arc::new(Journal::open(
+        path.unwrap_or_else(Journal::default_path),
+    )?))
+}
+
+fn on_failure(a: OnFailureArg) -> OnFailure {
+    match a {
+        OnFailureArg::Stop => OnFailure::Stop,
+        OnFailureArg::Rollback => OnFailure::Rollback,
+        OnFailureArg::Ask => OnFailure::Ask,
+    }
+}
+
+fn real_host(
+    inv: Inventory,
+    mode: Mode,
+    o: &RealOpts,
+    journal: Arc<Journal>,
+    verbose: bool,
+) -> Result<capstan::Host, Error> {
+    HostBuilder::new()
+        .inventory(inv)
+        .mode(mode)
+        .parallelism(o.parallelism)
+        .yes(o.yes)
+        .on_failure(on_failure(o.on_failure))
+        .take_over_lock(o.take_over_lock)
+        .journal(journal)
+        .events(sink(o.json, verbose))
+        .build()
+}
+
+/// The inventory a journaled run used: `-i`, else the file it recorded.
+fn run_inventory(given: Option<PathBuf>, row: &RunRow) -> Result<Inventory, Error> {
+    match (given, &row.inventory_path) {
+        (Some(p), _) => Inventory::from_file(p),
+        (None, Some(p)) => Inventory::from_file(p),
+        (None, None) if row.inventory_id == Inventory::localhost().identity() => {
+            Ok(Inventory::localhost())
+        }
+        (None, None) => Err(Error::Usage(format!(
+            "run {} recorded no inventory file; give it with -i",
+            row.id
+        ))),
+    }
+}
+
 /// Runs the playbook on a blocking thread while this one answers Ctrl-C.
 fn execute(host: capstan::Host, pb: Playbook, params: Params) -> Result<RunReport, Error> {
+    in_background(move |h: &capstan::Host| h.run(&pb, &params), host)
+}
+
+/// Runs `job` on a blocking thread while this one answers Ctrl-C: the first stops at the next
+/// step boundary, the second aborts running commands.
+fn in_background(
+    job: impl FnOnce(&capstan::Host) -> Result<RunReport, Error> + Send + 'static,
+    host: capstan::Host,
+) -> Result<RunReport, Error> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -131,7 +273,7 @@ fn execute(host: capstan::Host, pb: Playbook, params: Params) -> Result<RunRepor
         .map_err(|e| Error::Internal(format!("cannot start the runtime: {e}")))?;
     let cancel = host.cancel_handle();
     rt.block_on(async move {
-        let job = tokio::task::spawn_blocking(move || host.run(&pb, &params));
+        let job = tokio::task::spawn_blocking(move || job(&host));
         tokio::pin!(job);
         loop {
             tokio::select! {
@@ -140,7 +282,7 @@ fn execute(host: capstan::Host, pb: Playbook, params: Params) -> Result<RunRepor
                     let first = !cancel.is_stopping();
                     cancel.cancel();
                     if first {
-                        eprintln!("capstan: stopping at the next safe point; press Ctrl-C again to abort running commands");
+                        eprintln!("capstan: stopping after the current step (guards are restored); press Ctrl-C again to abort running commands");
                     } else {
                         eprintln!("capstan: aborting running commands");
                     }
@@ -158,6 +300,7 @@ fn finish(report: &RunReport, json: bool, plan: bool) -> i32 {
         print!("{}", render_text(report, plan));
     }
     match &report.outcome {
+        Outcome::Succeeded if report.status == RunStatus::RollbackIncomplete => 1,
         Outcome::Succeeded => 0,
         Outcome::Interrupted { .. } => 3,
         Outcome::Failed { kind, error } => Error::Script {
@@ -171,15 +314,16 @@ fn finish(report: &RunReport, json: bool, plan: bool) -> i32 {
 /// Runs the command; returns the exit code.
 pub fn main(cli: Cli) -> Result<i32, Error> {
     let verbose = cli.verbose;
+    let journal_path = cli.journal;
     match cli.cmd {
         Cmd::Run {
             playbook,
             inventory,
             params,
             check,
-            parallelism,
-            yes,
-            json,
+            resume,
+            force,
+            opts,
         } => {
             let params = parse_params(&params)?;
             let pb = Playbook::load(&playbook)?;
@@ -187,15 +331,88 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
                 Some(p) => Inventory::from_file(p)?,
                 None => Inventory::localhost(),
             };
-            let host = HostBuilder::new()
-                .inventory(inv)
-                .mode(if check { Mode::Check } else { Mode::Run })
-                .parallelism(parallelism)
-                .yes(yes)
-                .events(sink(json, verbose))
-                .build()?;
-            let report = execute(host, pb, params)?;
-            Ok(finish(&report, json, check))
+            let mode = if check { Mode::Check } else { Mode::Run };
+            let host = real_host(inv, mode, &opts, open_journal(journal_path)?, verbose)?;
+            let report = match resume {
+                Some(id) => in_background(move |h| h.resume(&id, &pb, &params, force), host)?,
+                None => execute(host, pb, params)?,
+            };
+            Ok(finish(&report, opts.json, check))
+        }
+        Cmd::Resume {
+            run,
+            playbook,
+            inventory,
+            params,
+            force,
+            opts,
+        } => {
+            let params = parse_params(&params)?;
+            let journal = open_journal(journal_path)?;
+            let row = journal.run(&run)?;
+            let pb = match playbook {
+                Some(p) => Playbook::load(&p)?,
+                None => Playbook::reload(&row)?,
+            };
+            let inv = run_inventory(inventory, &row)?;
+            let host = real_host(inv, row.mode, &opts, journal, verbose)?;
+            let report = in_background(move |h| h.resume(&run, &pb, &params, force), host)?;
+            Ok(finish(&report, opts.json, false))
+        }
+        Cmd::Rollback {
+            run,
+            inventory,
+            yes,
+            json,
+            take_over_lock,
+        } => {
+            let journal = open_journal(journal_path)?;
+            let row = journal.run(&run)?;
+            let question = format!(
+                "Roll back run {run} ({}, {}): {} undo(s) pending, guards set: {}?",
+                row.playbook,
+                row.status.as_str(),
+                row.undos_pending,
+                if row.guards_set.is_empty() {
+                    "none".to_string()
+                } else {
+                    row.guards_set.join(", ")
+                }
+            );
+            if !yes && !ask(&question)? {
+                return Ok(4);
+            }
+            let inv = run_inventory(inventory, &row)?;
+            let opts = RealOpts {
+                parallelism: 1,
+                yes: true,
+                json,
+                on_failure: OnFailureArg::Stop,
+                take_over_lock,
+            };
+            let host = real_host(inv, Mode::Run, &opts, journal, verbose)?;
+            let report = in_background(move |h| h.rollback(&run), host)?;
+            Ok(finish(&report, json, true))
+        }
+        Cmd::Runs { limit, json } => {
+            let journal = open_journal(journal_path)?;
+            let runs = journal.runs(limit)?;
+            if json {
+                println!("{}", serde_json::to_string(&runs).unwrap_or_default());
+            } else {
+                print!("{}", render_runs(&runs, std::io::stdout().is_terminal()));
+            }
+            Ok(0)
+        }
+        Cmd::Report { run, plan, json } => {
+            let journal = open_journal(journal_path)?;
+            let report = journal.report(&run)?;
+            if json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            } else {
+                print!("{}", render_text(&report, plan));
+            }
+            Ok(0)
         }
         Cmd::Simulate {
             playbook,
@@ -227,6 +444,7 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
                     eprintln!("scenario: {d}");
                 }
             }
+            // A simulation is a rehearsal: it is journaled in memory only.
             let host = HostBuilder::new()
                 .scenario(sc)
                 .parallelism(parallelism)
@@ -322,4 +540,77 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
             Ok(0)
         }
     }
+}
+
+/// Asks a yes/no question on the terminal; `Err` when there is none to ask.
+fn ask(question: &str) -> Result<bool, Error> {
+    use std::io::{BufRead, Write};
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Script {
+            kind: capstan::FaultKind::Declined,
+            located: capstan::Located::new(
+                format!("confirmation needed: {question} (no terminal to ask; rerun with --yes)"),
+                None,
+            ),
+        });
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+}
+
+/// `capstan runs`: one line a run; a guard still set is the loudest thing on it.
+fn render_runs(runs: &[RunRow], color: bool) -> String {
+    let paint = |code: &str, t: &str| {
+        if color {
+            format!("\x1b[{code}m{t}\x1b[0m")
+        } else {
+            t.to_string()
+        }
+    };
+    if runs.is_empty() {
+        return "no runs in the journal\n".into();
+    }
+    let mut s = format!(
+        "{:<21} {:<20} {:<10} {:<19} {:>3}  {}\n",
+        "RUN", "STARTED", "OPERATOR", "STATUS", "TRY", "PLAYBOOK"
+    );
+    for r in runs {
+        let mut status = r.status.as_str().to_string();
+        if r.mode != Mode::Run {
+            status = format!(
+                "{status} ({})",
+                if r.mode == Mode::Check {
+                    "check"
+                } else {
+                    "sim"
+                }
+            );
+        }
+        s.push_str(&format!(
+            "{:<21} {:<20} {:<10} {:<19} {:>3}  {}",
+            r.id,
+            format_unix_ms(r.started_unix_ms),
+            r.operator,
+            status,
+            r.attempts,
+            r.playbook
+        ));
+        if !r.guards_set.is_empty() {
+            s.push_str(&format!(
+                "  {}",
+                paint(
+                    "1;31",
+                    &format!("GUARD STILL SET: {}", r.guards_set.join(", "))
+                )
+            ));
+        }
+        if r.undos_pending > 0 && r.status != RunStatus::Succeeded {
+            s.push_str(&format!("  ({} undo(s) pending)", r.undos_pending));
+        }
+        s.push('\n');
+    }
+    s
 }

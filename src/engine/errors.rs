@@ -7,6 +7,8 @@ use crate::error::{FaultKind, Located, SourcePos};
 
 /// `params()` in describe mode stops the script with this token once it has the param spec.
 pub(crate) const DESCRIBE_TOKEN: &str = "capstan:describe";
+/// Ends a rollback's replay of the playbook at its first `step` (see `api::recovery`).
+pub(crate) const ROLLBACK_TOKEN: &str = "capstan:rollback";
 
 fn pos_in(file: &str, pos: Position) -> Option<SourcePos> {
     match (pos.line(), pos.position()) {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rhai::module_resolvers::{FileModuleResolver, ModuleResolversCollection};
 use rhai::{Engine, OptimizationLevel};
 
-pub(crate) use errors::{compile_error, eval_error, DESCRIBE_TOKEN};
+pub(crate) use errors::{compile_error, eval_error, DESCRIBE_TOKEN, ROLLBACK_TOKEN};
 pub(crate) use lint::lint;
 pub use lint::{Diagnostic, Severity};
 pub use stdlib::{stdlib_modules, StdlibResolver};
@@ -48,6 +48,28 @@ impl Default for Limits {
     }
 }
 
+/// Rhai names a closure `anon$<hash of its body>`; the journal keeps undo and guard closures by
+/// that name, so another process (resume, `capstan rollback`) must compute the same hash. Rhai's
+/// default hasher is seeded randomly per process, so capstan fixes the seed before the first
+/// engine exists. An embedder that set a seed of its own keeps it (and must keep it the same
+/// across processes for journaled closures to be found).
+fn stable_hashing() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        const SEED: [u64; 4] = [
+            0x6361_7073_7461_6e21,
+            0x6a6f_7572_6e61_6c73,
+            0x756e_646f_7321,
+            0x6775_6172_6473,
+        ];
+        if let Err(Some(other)) = rhai::config::hashing::set_hashing_seed(Some(SEED)) {
+            if other != SEED {
+                tracing::debug!("rhai hashing seed already set by the embedder: {other:?}");
+            }
+        }
+    });
+}
+
 /// An embedder's addition to every engine capstan builds (natives, modules, types).
 pub type Extension = Arc<dyn Fn(&mut Engine) + Send + Sync>;
 
@@ -59,6 +81,7 @@ pub(crate) fn build(
     playbook_dir: Option<&Path>,
     extensions: &[Extension],
 ) -> Engine {
+    stable_hashing();
     let mut engine = Engine::new();
     engine
         .set_max_operations(limits.max_operations)
@@ -72,8 +95,9 @@ pub(crate) fn build(
         // `Full` may evaluate natives with constant arguments at compile time: fatal for h.run.
         .set_optimization_level(OptimizationLevel::Simple);
 
+    // A first Ctrl-C stops only outside steps (a step runs to its end); a second stops anywhere.
     let cancel = run.exec.cancel().clone();
-    engine.on_progress(move |_| cancel.is_stopping().then(|| "interrupted".into()));
+    engine.on_progress(move |_| cancel.should_stop().then(|| "interrupted".into()));
     let r = run.clone();
     engine.on_print(move |s| r.log("info", s));
     let r = run.clone();

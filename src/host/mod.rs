@@ -5,7 +5,6 @@ mod playbook;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rhai::{Dynamic, Engine, EvalAltResult, Module, Scope, AST};
 
@@ -13,13 +12,27 @@ pub use docs::{doc_examples, reference_markdown, write_definitions, DocExample};
 pub use playbook::{shipped_playbooks, Playbook, PlaybookInfo};
 
 use crate::action::{Cancel, Executor};
-use crate::api::{ConfirmPolicy, RunCtx};
-use crate::engine::{self, Diagnostic, Extension, Limits, DESCRIBE_TOKEN};
-use crate::error::{Error, FaultKind, Result};
-use crate::inventory::Inventory;
+use crate::api::{ConfirmPolicy, Replay, RunCtx};
+use crate::engine::{self, Diagnostic, Extension, Limits, DESCRIBE_TOKEN, ROLLBACK_TOKEN};
+use crate::error::{Error, FaultKind, Located, Result};
+use crate::inventory::{HostEntry, Inventory, TransportKind};
+use crate::journal::{self, Journal, RunJournal, RunRow, RunStart, RunStatus};
 use crate::report::{Event, EventSink, NoEvents, Outcome, RunReport};
+use crate::secret::Redactor;
 use crate::sim::Scenario;
 use crate::Mode;
+
+/// What a failed run does with the changes it made (`--on-failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// Leave everything as it is; `capstan resume` or `capstan rollback` decide later.
+    #[default]
+    Stop,
+    /// Run every registered undo of the run, newest first.
+    Rollback,
+    /// Ask on the terminal (granted by `--yes`); with no one to ask, stop.
+    Ask,
+}
 
 /// Params given to a run: strings from `-p k=v`, or any JSON value.
 pub type Params = BTreeMap<String, serde_json::Value>;
@@ -34,6 +47,9 @@ pub struct HostBuilder {
     confirm: ConfirmPolicy,
     events: Arc<dyn EventSink>,
     extensions: Vec<Extension>,
+    journal: Option<Arc<Journal>>,
+    on_failure: OnFailure,
+    take_over_lock: bool,
 }
 
 impl Default for HostBuilder {
@@ -47,6 +63,9 @@ impl Default for HostBuilder {
             confirm: ConfirmPolicy::Ask,
             events: Arc::new(NoEvents),
             extensions: Vec::new(),
+            journal: None,
+            on_failure: OnFailure::Stop,
+            take_over_lock: false,
         }
     }
 }
@@ -98,6 +117,22 @@ impl HostBuilder {
         self.events = sink;
         self
     }
+    /// Where runs are journaled. Without one, a journal in memory: resume and rollback then
+    /// work only within this process (the CLI always gives a file, see `Journal::default_path`).
+    pub fn journal(mut self, j: Arc<Journal>) -> Self {
+        self.journal = Some(j);
+        self
+    }
+    /// What a failed run does with the changes it made.
+    pub fn on_failure(mut self, f: OnFailure) -> Self {
+        self.on_failure = f;
+        self
+    }
+    /// Take over host locks whose holder's process is gone (a killed run).
+    pub fn take_over_lock(mut self, yes: bool) -> Self {
+        self.take_over_lock = yes;
+        self
+    }
     /// Adds natives, types or modules to every engine this host builds.
     pub fn register(mut self, f: impl Fn(&mut Engine) + Send + Sync + 'static) -> Self {
         self.extensions.push(Arc::new(f));
@@ -133,6 +168,11 @@ impl HostBuilder {
             events: self.events,
             extensions: self.extensions,
             cancel: Arc::new(Cancel::default()),
+            journal: self
+                .journal
+                .unwrap_or_else(|| Arc::new(Journal::in_memory())),
+            on_failure: self.on_failure,
+            take_over_lock: self.take_over_lock,
         })
     }
 }
@@ -148,6 +188,9 @@ pub struct Host {
     events: Arc<dyn EventSink>,
     extensions: Vec<Extension>,
     cancel: Arc<Cancel>,
+    journal: Arc<Journal>,
+    on_failure: OnFailure,
+    take_over_lock: bool,
 }
 
 impl std::fmt::Debug for Host {
@@ -188,6 +231,7 @@ impl Host {
         exec: Executor,
         params: Params,
         describe: bool,
+        replay: Replay,
     ) -> Result<Prepared> {
         let mut ctx = RunCtx::new(
             exec,
@@ -197,15 +241,119 @@ impl Host {
             self.confirm,
         );
         ctx.describe_only = describe;
+        ctx.replay = replay;
         let run = Arc::new(ctx);
         let engine = engine::build(&run, &self.limits, pb.dir.as_deref(), &self.extensions);
         let ast = compile(&engine, pb)?;
         Ok(Prepared { engine, run, ast })
     }
 
-    /// Runs a playbook in this host's mode. `Err` only when it cannot start (compile error);
-    /// a playbook that fails still yields a report, with the failure as its outcome.
+    /// The journal this host records runs in.
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+
+    /// Runs a playbook in this host's mode. `Err` only when it cannot start (compile error,
+    /// hosts locked by another run, journal unusable); a playbook that fails still yields a
+    /// report, with the failure as its outcome.
     pub fn run(&self, pb: &Playbook, params: &Params) -> Result<RunReport> {
+        self.execute(pb, params.clone(), Replay::Fresh, None, false)
+    }
+
+    /// Continues a stopped run: the script runs again from the top, steps the journal records
+    /// as done are skipped (their recorded result is returned), the interrupted step runs again.
+    /// A playbook or inventory that changed since is refused unless `force`, with the changes.
+    /// `params` override the ones the run recorded.
+    pub fn resume(
+        &self,
+        run_id: &str,
+        pb: &Playbook,
+        params: &Params,
+        force: bool,
+    ) -> Result<RunReport> {
+        let row = self.journal.run(run_id)?;
+        self.check_continuable(&row, "resume")?;
+        if row.mode != self.mode {
+            return Err(Error::Usage(format!(
+                "run {run_id} was a {:?} run; it cannot be resumed as {:?}",
+                row.mode, self.mode
+            )));
+        }
+        if row.mode == Mode::Check {
+            return Err(Error::Usage(format!(
+                "run {run_id} was a --check run: it changed nothing; run it again instead"
+            )));
+        }
+        let mut problems = Vec::new();
+        if row.inventory_id != self.inventory.identity() {
+            problems.push(format!(
+                "the inventory's hosts changed:\n  then: {}\n  now:  {}",
+                row.inventory_id,
+                self.inventory.identity()
+            ));
+        }
+        let changed = journal::source_hash(&pb.source) != row.playbook_hash;
+        if changed {
+            problems.push(format!(
+                "the playbook changed since run {run_id} started:\n{}",
+                source_diff(&row.playbook_source, &pb.source)
+            ));
+        }
+        if !problems.is_empty() && !force {
+            return Err(Error::Changed(format!(
+                "refusing to resume run {run_id}: {}\n(--force resumes anyway; steps already done are still skipped)",
+                problems.join("\n")
+            )));
+        }
+        let params = recorded_params(&row, params)?;
+        self.execute(pb, params, Replay::Resume, Some(row), changed)
+    }
+
+    /// Runs the undos a stopped run registered, newest first, and restores its guards. The
+    /// playbook is the one the run journaled; its top-level code runs again with writes held,
+    /// up to its first `step`, so closures run with the playbook's imports in scope.
+    pub fn rollback(&self, run_id: &str) -> Result<RunReport> {
+        let row = self.journal.run(run_id)?;
+        self.check_continuable(&row, "roll back")?;
+        if row.mode == Mode::Check {
+            return Err(Error::Usage(format!(
+                "run {run_id} was a --check run: it changed nothing to roll back"
+            )));
+        }
+        let pb = Playbook::from_journal(&row);
+        let params = recorded_params(&row, &Params::new())?;
+        self.execute(&pb, params, Replay::Rollback, Some(row), false)
+    }
+
+    fn check_continuable(&self, row: &RunRow, what: &str) -> Result<()> {
+        let id = &row.id;
+        match row.status {
+            RunStatus::Succeeded if what == "resume" => Err(Error::Usage(format!(
+                "run {id} already succeeded: nothing to resume"
+            ))),
+            RunStatus::RolledBack => Err(Error::Usage(format!("run {id} was rolled back already"))),
+            RunStatus::Running
+                if row.controller == journal::controller()
+                    && journal::process_alive(row.pid)
+                    && row.pid != std::process::id() =>
+            {
+                Err(Error::Usage(format!(
+                    "run {id} is still running (pid {} on {}); stop it first",
+                    row.pid, row.controller
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn execute(
+        &self,
+        pb: &Playbook,
+        params: Params,
+        replay: Replay,
+        existing: Option<RunRow>,
+        new_source: bool,
+    ) -> Result<RunReport> {
         let world = self
             .scenario
             .as_ref()
@@ -222,24 +370,87 @@ impl Host {
             .as_ref()
             .map(|s| s.params.clone())
             .unwrap_or_default();
-        given.extend(params.clone());
-        let p = self.prepare(pb, exec, given, false)?;
-        let started_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        given.extend(params);
+        let redactor = &self.inventory.redactor;
+        let recorded_params =
+            redact_json(&serde_json::to_value(&given).unwrap_or_default(), redactor);
+        let p = self.prepare(pb, exec, given, false, replay)?;
+        let (run_id, attempt) = match &existing {
+            None => {
+                let id = self.journal.begin_run(&RunStart {
+                    playbook: pb.name.clone(),
+                    playbook_path: pb.path.as_ref().map(|p| p.display().to_string()),
+                    source: pb.source.clone(),
+                    inventory_id: self.inventory.identity(),
+                    inventory_path: self
+                        .inventory
+                        .path
+                        .as_ref()
+                        .map(|p| p.display().to_string()),
+                    hosts: self.inventory.host_names(),
+                    params: recorded_params,
+                    mode: self.mode,
+                })?;
+                (id, 1)
+            }
+            Some(row) => {
+                let a = self
+                    .journal
+                    .reopen_run(&row.id, new_source.then_some(pb.source.as_str()))?;
+                (row.id.clone(), a)
+            }
+        };
+        if self.mode == Mode::Run {
+            let keys: Vec<String> = self.inventory.hosts.iter().map(lock_key).collect();
+            if let Err(e) = self
+                .journal
+                .acquire_locks(&run_id, &keys, self.take_over_lock)
+            {
+                match &existing {
+                    None => self.journal.forget_run(&run_id)?,
+                    Some(_) => {
+                        let outcome = Outcome::Failed {
+                            kind: FaultKind::Action,
+                            error: Located::new(e.to_string(), None),
+                        };
+                        self.journal.finish_run(
+                            &run_id,
+                            RunStatus::Interrupted,
+                            &outcome,
+                            0,
+                            &serde_json::Value::Null,
+                        )?;
+                    }
+                }
+                return Err(e);
+            }
+        }
+        let run = p.run.clone();
+        run.exec.attach_journal(RunJournal {
+            journal: self.journal.clone(),
+            run_id: run_id.clone(),
+            attempt,
+        });
         self.events.emit(&Event::RunStarted {
+            run_id: run_id.clone(),
+            attempt,
             playbook: pb.name.clone(),
             mode: self.mode,
             hosts: self.inventory.host_names(),
         });
+        run.exec.hold_writes(replay == Replay::Rollback);
         let result = p
             .engine
             .eval_ast_with_scope::<Dynamic>(&mut Scope::new(), &p.ast);
-        let outcome = match &result {
+        run.exec.hold_writes(false);
+
+        let replay_stop = matches!(&result, Err(e) if is_token(e, ROLLBACK_TOKEN));
+        let mut outcome = match &result {
             Ok(_) => Outcome::Succeeded,
+            Err(_) if replay_stop => Outcome::Succeeded,
             Err(e) => {
                 let (kind, mut located) = engine::eval_error(e, &pb.name, &pb.source);
-                located.message = self.inventory.redactor.redact(&located.message);
+                located.message = redactor.redact(&located.message);
                 match kind {
                     FaultKind::Interrupted => Outcome::Interrupted { error: located },
                     kind => Outcome::Failed {
@@ -249,46 +460,106 @@ impl Host {
                 }
             }
         };
-        let run = &p.run;
+        if replay == Replay::Rollback && !replay_stop && !matches!(outcome, Outcome::Succeeded) {
+            run.log(
+                "warn",
+                "the playbook failed before its first step while replaying it for the rollback: closure undos cannot run, action undos still do",
+            );
+        }
+
+        // Cleanup: a first Ctrl-C does not stop it; a second one does.
+        self.cancel.set_cleanup(true);
+        let rollback = match (&outcome, replay) {
+            (_, Replay::Rollback) => Some(run.rollback(&p.engine)),
+            (Outcome::Failed { .. }, _) if self.mode != Mode::Check => {
+                if self.wants_rollback(&run) {
+                    Some(run.rollback(&p.engine))
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        let guards_left = run.restore_guards(&p.engine);
+        self.cancel.set_cleanup(false);
+
+        let status = match (&outcome, rollback) {
+            (_, Some(r)) if r.failed > 0 => RunStatus::RollbackIncomplete,
+            (_, Some(_)) => RunStatus::RolledBack,
+            (Outcome::Succeeded, None) => RunStatus::Succeeded,
+            (Outcome::Failed { .. }, None) => RunStatus::Failed,
+            (Outcome::Interrupted { .. }, None) => RunStatus::Interrupted,
+        };
+        if guards_left > 0 && matches!(outcome, Outcome::Succeeded) && replay != Replay::Rollback {
+            outcome = Outcome::Failed {
+                kind: FaultKind::Action,
+                error: Located::new(
+                    format!("{guards_left} guard(s) could not be restored and are still in effect (see the log)"),
+                    None,
+                ),
+            };
+        }
+        let status = if guards_left > 0 && status == RunStatus::Succeeded {
+            RunStatus::Failed
+        } else {
+            status
+        };
         let duration_ms = run.exec.now().as_millis() as u64;
         self.events.emit(&Event::RunFinished {
             outcome: outcome.clone(),
             duration_ms,
         });
-        let value = result.ok().map_or(serde_json::Value::Null, |v| {
-            rhai::serde::from_dynamic::<serde_json::Value>(&v)
-                .unwrap_or_else(|_| serde_json::Value::String(v.to_string()))
-        });
-        let report = RunReport {
-            playbook: pb.name.clone(),
-            mode: self.mode,
-            outcome,
-            started_unix_ms,
-            duration_ms,
-            hosts: self.inventory.host_names(),
-            params: run
-                .params_out
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-                .unwrap_or_default(),
-            steps: run
-                .steps
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .records
-                .clone(),
-            actions: run.exec.records(),
-            logs: run.logs.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-            result: value,
+        let value = match (&result, replay) {
+            (Ok(v), _) => redact_json(&super::api::persist::to_json(v, &run).value, redactor),
+            _ => serde_json::Value::Null,
         };
+        if let Some(params_out) = run
+            .params_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            self.journal
+                .set_params(&run_id, &redact_json(&params_out, redactor))?;
+        }
+        self.journal
+            .finish_run(&run_id, status, &outcome, duration_ms, &value)?;
+        if self.mode == Mode::Run {
+            self.journal.release_locks(&run_id)?;
+        }
+        let mut report = self.journal.report(&run_id)?;
+        // The error as this process saw it: with the source line, also inside imported modules.
+        report.outcome = outcome;
         Ok(report)
+    }
+
+    /// `--on-failure`: whether this failure rolls back.
+    fn wants_rollback(&self, run: &RunCtx) -> bool {
+        use std::io::{BufRead, IsTerminal, Write};
+        match self.on_failure {
+            OnFailure::Stop => false,
+            OnFailure::Rollback => true,
+            OnFailure::Ask if self.confirm == ConfirmPolicy::Yes || self.mode == Mode::Simulate => {
+                true
+            }
+            OnFailure::Ask => {
+                if !std::io::stdin().is_terminal() {
+                    run.log("warn", "--on-failure ask: no terminal to ask; not rolling back (`capstan rollback RUN` does it later)");
+                    return false;
+                }
+                eprint!("capstan: the run failed. Roll back every change it made? [y/N] ");
+                let _ = std::io::stderr().flush();
+                let mut line = String::new();
+                let _ = std::io::stdin().lock().read_line(&mut line);
+                matches!(line.trim(), "y" | "Y" | "yes")
+            }
+        }
     }
 
     /// The playbook's header and params, found by running it up to `params()` with no host access.
     pub fn describe(&self, pb: &Playbook) -> Result<PlaybookInfo> {
         let exec = Executor::inert(self.inventory.clone());
-        let p = self.prepare(pb, exec, Params::new(), true)?;
+        let p = self.prepare(pb, exec, Params::new(), true, Replay::Fresh)?;
         let result = p
             .engine
             .eval_ast_with_scope::<Dynamic>(&mut Scope::new(), &p.ast);
@@ -318,7 +589,7 @@ impl Host {
     /// Compiles and lints a playbook; touches no host.
     pub fn check(&self, pb: &Playbook) -> Result<Vec<Diagnostic>> {
         let exec = Executor::inert(self.inventory.clone());
-        let p = self.prepare(pb, exec, Params::new(), true)?;
+        let p = self.prepare(pb, exec, Params::new(), true, Replay::Fresh)?;
         Ok(engine::lint(&p.engine, &p.ast, &pb.name, &pb.source))
     }
 
@@ -344,7 +615,66 @@ impl Host {
 }
 
 fn is_describe_stop(e: &EvalAltResult) -> bool {
-    matches!(e.unwrap_inner(), EvalAltResult::ErrorTerminated(t, _) if t.to_string() == DESCRIBE_TOKEN)
+    is_token(e, DESCRIBE_TOKEN)
+}
+
+fn is_token(e: &EvalAltResult, token: &str) -> bool {
+    matches!(e.unwrap_inner(), EvalAltResult::ErrorTerminated(t, _) if t.to_string() == token)
+}
+
+/// How a host is named in locks: the same machine under two inventory names is one lock.
+fn lock_key(h: &HostEntry) -> String {
+    match h.transport {
+        TransportKind::Local => format!("local:{}", h.name),
+        TransportKind::Ssh => format!("{}@{}:{}", h.user, h.address, h.port),
+    }
+}
+
+/// Every string in `v` with secrets replaced.
+fn redact_json(v: &serde_json::Value, r: &Redactor) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        J::String(s) => J::String(r.redact(s)),
+        J::Array(a) => J::Array(a.iter().map(|x| redact_json(x, r)).collect()),
+        J::Object(o) => J::Object(
+            o.iter()
+                .map(|(k, x)| (k.clone(), redact_json(x, r)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The params a run recorded, with `given` on top. A recorded value that held a secret
+/// (`***`) must be given again.
+fn recorded_params(row: &RunRow, given: &Params) -> Result<Params> {
+    let mut out = Params::new();
+    if let serde_json::Value::Object(o) = &row.params {
+        for (k, v) in o {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    for (k, v) in given {
+        out.insert(k.clone(), v.clone());
+    }
+    for (k, v) in &out {
+        if v.to_string().contains("***") && !given.contains_key(k) {
+            return Err(Error::Usage(format!(
+                "param `{k}` held a secret when run {} started and was not journaled; give it again with -p {k}=...",
+                row.id
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// A unified diff of two playbook versions, for `--resume` of a changed playbook.
+fn source_diff(old: &str, new: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(2)
+        .header("journaled", "now")
+        .to_string()
 }
 
 fn compile(engine: &Engine, pb: &Playbook) -> Result<AST> {

@@ -21,6 +21,8 @@ pub struct Playbook {
     pub source: String,
     /// Where `import "x"` looks for `x.rhai` after the stdlib.
     pub dir: Option<PathBuf>,
+    /// Where to read it again (resume): a file's absolute path, or `shipped:NAME`.
+    pub path: Option<PathBuf>,
 }
 
 /// What `capstan describe` shows.
@@ -42,7 +44,38 @@ impl Playbook {
                 path.parent()
                     .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
             ),
+            path: Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())),
         })
+    }
+
+    /// The playbook a journaled run ran, as it ran (imports resolve beside its file, if any).
+    pub fn from_journal(row: &crate::journal::RunRow) -> Self {
+        let path = row
+            .playbook_path
+            .as_deref()
+            .filter(|p| !p.starts_with("shipped:"))
+            .map(PathBuf::from);
+        Playbook {
+            name: row.playbook.clone(),
+            source: row.playbook_source.clone(),
+            dir: path
+                .as_ref()
+                .and_then(|p| p.parent().map(Path::to_path_buf)),
+            path: row.playbook_path.as_deref().map(PathBuf::from),
+        }
+    }
+
+    /// The playbook a journaled run names, read again now: its file, or the shipped one.
+    pub fn reload(row: &crate::journal::RunRow) -> Result<Self> {
+        match row.playbook_path.as_deref() {
+            Some(p) if p.starts_with("shipped:") => Self::shipped(&p["shipped:".len()..])
+                .ok_or_else(|| Error::Usage(format!("this capstan ships no playbook `{p}`"))),
+            Some(p) => Self::from_file(p),
+            None => Err(Error::Usage(format!(
+                "run {} ran a playbook given as text; give it again (PLAYBOOK)",
+                row.id
+            ))),
+        }
     }
 
     pub fn from_source(name: &str, source: &str) -> Self {
@@ -50,6 +83,7 @@ impl Playbook {
             name: name.to_string(),
             source: source.to_string(),
             dir: None,
+            path: None,
         }
     }
 
@@ -62,6 +96,7 @@ impl Playbook {
                 name: format!("playbooks/{n}.rhai"),
                 source: s.to_string(),
                 dir: None,
+                path: Some(PathBuf::from(format!("shipped:{n}"))),
             })
     }
 

@@ -117,6 +117,9 @@ pub struct InventorySpec {
     #[serde(default)]
     groups: BTreeMap<String, GroupSpec>,
     hosts: Spanned<BTreeMap<String, Spanned<HostFields>>>,
+    /// Named secrets scripts read with `secret("name")`: references only, never inline values.
+    #[serde(default)]
+    secrets: BTreeMap<String, Spanned<SecretRef>>,
 }
 
 /// A host's authentication, secrets resolved.
@@ -160,6 +163,10 @@ pub struct Inventory {
     pub hosts: Vec<HostEntry>,
     /// Group name → member host names, in inventory order.
     pub groups: BTreeMap<String, Vec<String>>,
+    /// Named secrets from `[secrets]`, resolved; every value is also known to the redactor.
+    pub secrets: BTreeMap<String, Secret>,
+    /// The file it was read from, when it was read from a file (resume and rollback reread it).
+    pub path: Option<PathBuf>,
     pub redactor: Redactor,
 }
 
@@ -190,7 +197,17 @@ impl Inventory {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_str_at(&text, &path.display().to_string(), base)
+        let mut inv = Self::from_str_at(&text, &path.display().to_string(), base)?;
+        inv.path = Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()));
+        Ok(inv)
+    }
+
+    /// The name of the `[secrets]` entry whose value is exactly `value`, if any.
+    pub fn secret_name(&self, value: &str) -> Option<&str> {
+        self.secrets
+            .iter()
+            .find(|(_, s)| s.expose() == value)
+            .map(|(n, _)| n.as_str())
     }
 
     /// Parses inventory TOML; `file` names it in errors, `base` anchors relative paths.
@@ -351,10 +368,22 @@ impl InventorySpec {
             }
             hosts.push(entry);
         }
+        let mut secrets = BTreeMap::new();
+        for (name, r) in &self.secrets {
+            check_name("secret", name).map_err(|m| err(r.span(), m))?;
+            let s = r
+                .get_ref()
+                .resolve(base)
+                .map_err(|m| err(r.span(), format!("secrets.{name}: {m}")))?;
+            redactor.add(&s);
+            secrets.insert(name.clone(), s);
+        }
         Ok(Inventory {
             source: file.to_string(),
             hosts,
             groups: group_members,
+            secrets,
+            path: None,
             redactor,
         })
     }

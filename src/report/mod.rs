@@ -4,14 +4,15 @@ mod render;
 
 use std::sync::Mutex;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{FaultKind, Located};
+use crate::journal::{GuardStatus, RunStatus, UndoStatus};
 
 pub use render::{render_text, ProgressPrinter};
 
 /// How an action was handled by the executor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Disposition {
     /// Performed for real through a transport.
@@ -25,11 +26,13 @@ pub enum Disposition {
 /// One action as the report and the events show it. Texts are already redacted.
 #[derive(Debug, Clone, Serialize)]
 pub struct ActionRecord {
+    /// Which attempt of the run performed it (1, then one more per resume or rollback).
+    pub attempt: u32,
     pub seq: u64,
     pub host: String,
     pub step: Option<String>,
     /// Short operation name: `exec`, `write_file`, `copy`, ...
-    pub op: &'static str,
+    pub op: String,
     pub read_only: bool,
     /// The action as a person reads it: `run: systemctl stop x`, `write /etc/x (120 bytes)`.
     pub description: String,
@@ -42,7 +45,7 @@ pub struct ActionRecord {
     pub result: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     Running,
@@ -61,10 +64,34 @@ pub struct StepRecord {
     pub hosts: Vec<String>,
     pub actions: usize,
     pub error: Option<String>,
+    /// The attempt that ran it last (a step done before a resume keeps its first attempt).
+    pub attempt: u32,
+}
+
+/// A registered undo and what became of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct UndoRecord {
+    pub id: u64,
+    pub step: Option<String>,
+    pub host: Option<String>,
+    pub description: String,
+    pub status: UndoStatus,
+    pub error: Option<String>,
+}
+
+/// A guard and whether it is still in effect.
+#[derive(Debug, Clone, Serialize)]
+pub struct GuardRecord {
+    pub name: String,
+    pub step: Option<String>,
+    pub status: GuardStatus,
+    /// How many times a resume set it again before going on.
+    pub rechecks: u32,
+    pub error: Option<String>,
 }
 
 /// How the run ended.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Outcome {
     Succeeded,
@@ -73,7 +100,7 @@ pub enum Outcome {
 }
 
 /// A log line from the script (`log`, `print`) or from capstan itself.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogLine {
     pub at_ms: u64,
     pub level: String,
@@ -84,16 +111,26 @@ pub struct LogLine {
 /// Everything a finished run has to say, for people (`render_text`) and machines (JSON).
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
+    /// The run's id in the journal (`capstan report ID`, `--resume ID`, `capstan rollback ID`).
+    pub run_id: String,
     pub playbook: String,
     pub mode: crate::Mode,
+    /// The run's state in the journal: also says whether a rollback ran.
+    pub status: RunStatus,
+    /// How the last attempt ended.
     pub outcome: Outcome,
     pub started_unix_ms: u64,
+    /// Time spent over all attempts.
     pub duration_ms: u64,
+    pub attempts: u32,
     pub hosts: Vec<String>,
     /// Params after defaults, secrets redacted.
     pub params: serde_json::Value,
     pub steps: Vec<StepRecord>,
     pub actions: Vec<ActionRecord>,
+    /// Undos registered, oldest first, with what became of each.
+    pub undos: Vec<UndoRecord>,
+    pub guards: Vec<GuardRecord>,
     pub logs: Vec<LogLine>,
     /// The value the playbook's last statement evaluated to, as JSON.
     pub result: serde_json::Value,
@@ -116,6 +153,8 @@ impl RunReport {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     RunStarted {
+        run_id: String,
+        attempt: u32,
         playbook: String,
         mode: crate::Mode,
         hosts: Vec<String>,
@@ -123,6 +162,36 @@ pub enum Event {
     StepStarted {
         step: String,
         at_ms: u64,
+    },
+    /// A resumed run reached a step the journal records as done: its body does not run again.
+    StepSkipped {
+        step: String,
+        done_in_attempt: u32,
+    },
+    /// Output of a command that has run for a while, as it arrives (redacted).
+    Output {
+        host: String,
+        step: Option<String>,
+        stream: String,
+        text: String,
+    },
+    Undo {
+        id: u64,
+        phase: UndoPhase,
+        step: Option<String>,
+        host: Option<String>,
+        description: String,
+        error: Option<String>,
+    },
+    Guard {
+        name: String,
+        phase: GuardPhase,
+        error: Option<String>,
+    },
+    Rollback {
+        phase: RollbackPhase,
+        undone: usize,
+        failed: usize,
     },
     StepFinished {
         step: String,
@@ -138,6 +207,31 @@ pub enum Event {
         outcome: Outcome,
         duration_ms: u64,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UndoPhase {
+    Registered,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardPhase {
+    Set,
+    /// A resume found it set by an earlier attempt and set it again before going on.
+    Rechecked,
+    Restored,
+    RestoreFailed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackPhase {
+    Started,
+    Finished,
 }
 
 /// Receives events. Implementations must be cheap: they run on the script's thread.

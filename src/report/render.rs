@@ -3,7 +3,11 @@
 use std::io::Write;
 use std::sync::Mutex;
 
-use super::{ActionRecord, Disposition, Event, EventSink, Outcome, RunReport, StepStatus};
+use super::{
+    ActionRecord, Disposition, Event, EventSink, GuardPhase, Outcome, RollbackPhase, RunReport,
+    StepStatus, UndoPhase,
+};
+use crate::journal::{GuardStatus, RunStatus, UndoStatus};
 use crate::Mode;
 
 fn secs(ms: u64) -> String {
@@ -18,17 +22,26 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
         Mode::Check => "check (reads real, writes skipped)",
         Mode::Simulate => "simulation (no network)",
     };
-    let verdict = match &r.outcome {
-        Outcome::Succeeded => "succeeded".to_string(),
-        Outcome::Failed { .. } => "FAILED".to_string(),
-        Outcome::Interrupted { .. } => "INTERRUPTED".to_string(),
+    let verdict = match (r.status, &r.outcome) {
+        (RunStatus::RolledBack, Outcome::Failed { .. }) => "FAILED, ROLLED BACK",
+        (RunStatus::RolledBack, _) => "ROLLED BACK",
+        (RunStatus::RollbackIncomplete, Outcome::Failed { .. }) => "FAILED, ROLLBACK INCOMPLETE",
+        (RunStatus::RollbackIncomplete, _) => "ROLLBACK INCOMPLETE",
+        (RunStatus::Running, _) => "NOT FINISHED (killed, or still running)",
+        (_, Outcome::Succeeded) => "succeeded",
+        (_, Outcome::Failed { .. }) => "FAILED",
+        (_, Outcome::Interrupted { .. }) => "INTERRUPTED",
     };
     s.push_str(&format!(
         "{} — {verdict} in {} — {mode}\n",
         r.playbook,
         secs(r.duration_ms)
     ));
-    s.push_str(&format!("hosts: {}\n", r.hosts.join(", ")));
+    s.push_str(&format!("run: {}", r.run_id));
+    if r.attempts > 1 {
+        s.push_str(&format!(" ({} attempts)", r.attempts));
+    }
+    s.push_str(&format!("\nhosts: {}\n", r.hosts.join(", ")));
 
     if !r.steps.is_empty() {
         s.push_str("\nsteps\n");
@@ -45,9 +58,14 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
                 StepStatus::Failed => "FAIL",
                 StepStatus::Running => "... ",
             };
+            let name = if r.attempts > 1 {
+                format!("{} (attempt {})", st.name, st.attempt)
+            } else {
+                st.name.clone()
+            };
             s.push_str(&format!(
                 "  {mark} {:<width$}  {:>6}  {} action(s) on {}\n",
-                st.name,
+                name,
                 secs(st.duration_ms),
                 st.actions,
                 if st.hosts.is_empty() {
@@ -92,6 +110,47 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
         }
     }
 
+    if !r.undos.is_empty() {
+        s.push_str("\nundos (registered oldest first; a rollback runs them newest first)\n");
+        for u in &r.undos {
+            let mark = match u.status {
+                UndoStatus::Pending => "pending",
+                UndoStatus::Done => "undone ",
+                UndoStatus::Failed => "FAILED ",
+            };
+            s.push_str(&format!(
+                "  #{:<3} {mark} {}  [{}]\n",
+                u.id,
+                u.description,
+                u.step.as_deref().unwrap_or("-")
+            ));
+            if let Some(e) = &u.error {
+                s.push_str(&format!("        {}\n", e.lines().next().unwrap_or("")));
+            }
+        }
+    }
+
+    if !r.guards.is_empty() {
+        s.push_str("\nguards\n");
+        for g in &r.guards {
+            let state = match g.status {
+                GuardStatus::Restored => "restored".to_string(),
+                GuardStatus::Released => "released by the script".to_string(),
+                GuardStatus::Set => "STILL SET".to_string(),
+                GuardStatus::RestoreFailed => format!(
+                    "STILL SET (restore failed: {})",
+                    g.error.as_deref().unwrap_or("")
+                ),
+            };
+            let again = if g.rechecks > 0 {
+                format!(", set again by {} resume(s)", g.rechecks)
+            } else {
+                String::new()
+            };
+            s.push_str(&format!("  {:<24} {state}{again}\n", g.name));
+        }
+    }
+
     if !r.logs.is_empty() {
         s.push_str("\nlog\n");
         for l in &r.logs {
@@ -108,6 +167,19 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
         Outcome::Succeeded => {}
         Outcome::Failed { error, .. } | Outcome::Interrupted { error } => {
             s.push_str(&format!("\nerror: {}\n", error.render()));
+        }
+    }
+    if r.mode == Mode::Run {
+        match r.status {
+            RunStatus::Failed | RunStatus::Interrupted | RunStatus::Running => s.push_str(&format!(
+                "\nnext: `capstan resume {id}` goes on from the step that stopped; `capstan rollback {id}` undoes what the run changed\n",
+                id = r.run_id
+            )),
+            RunStatus::RollbackIncomplete => s.push_str(&format!(
+                "\nnext: fix what the failed undos name, then `capstan rollback {}` runs the ones still pending\n",
+                r.run_id
+            )),
+            _ => {}
         }
     }
     s
@@ -157,14 +229,82 @@ impl EventSink for ProgressPrinter {
     fn emit(&self, event: &Event) {
         let line = match event {
             Event::RunStarted {
+                run_id,
+                attempt,
                 playbook,
                 mode,
                 hosts,
             } => {
+                let again = if *attempt > 1 {
+                    format!(", attempt {attempt}")
+                } else {
+                    String::new()
+                };
                 format!(
-                    "{} {playbook} ({mode:?}) on {} host(s)",
+                    "{} {playbook} ({mode:?}) on {} host(s) — run {run_id}{again}",
                     self.paint("1", "capstan"),
                     hosts.len()
+                )
+            }
+            Event::StepSkipped {
+                step,
+                done_in_attempt,
+            } => format!(
+                "{} {step} (done in attempt {done_in_attempt}; skipped)",
+                self.paint("2", "↷")
+            ),
+            Event::Undo {
+                id,
+                phase,
+                description,
+                error,
+                ..
+            } => match phase {
+                UndoPhase::Registered if !self.verbose => return,
+                UndoPhase::Registered => format!("    undo #{id} registered: {description}"),
+                UndoPhase::Done => format!("  {} undo #{id}: {description}", self.paint("33", "↶")),
+                UndoPhase::Failed => format!(
+                    "  {} undo #{id}: {description}: {}",
+                    self.paint("31", "✗"),
+                    error.as_deref().unwrap_or("")
+                ),
+            },
+            Event::Guard { name, phase, error } => match phase {
+                GuardPhase::Set => format!("  guard `{name}` set"),
+                GuardPhase::Rechecked => {
+                    format!("  guard `{name}` set again (left set by an earlier attempt)")
+                }
+                GuardPhase::Restored => format!("  guard `{name}` restored"),
+                GuardPhase::RestoreFailed => self.paint(
+                    "31",
+                    &format!(
+                        "  guard `{name}` NOT restored: {}",
+                        error.as_deref().unwrap_or("")
+                    ),
+                ),
+            },
+            Event::Rollback {
+                phase,
+                undone,
+                failed,
+            } => match phase {
+                RollbackPhase::Started => format!("{} rolling back", self.paint("33", "↶")),
+                RollbackPhase::Finished if *failed == 0 => {
+                    format!(
+                        "{} rolled back: {undone} undo(s) ran",
+                        self.paint("33", "↶")
+                    )
+                }
+                RollbackPhase::Finished => self.paint(
+                    "31",
+                    &format!("rollback incomplete: {undone} undone, {failed} FAILED"),
+                ),
+            },
+            Event::Output { host, text, .. } if self.verbose => {
+                let t = text.trim_end();
+                format!(
+                    "    {host}| {}",
+                    t.replace('\n', &format!("\n    {host}| "))
                 )
             }
             Event::StepStarted { step, .. } => format!("{} {step}", self.paint("36", "▶")),

@@ -493,12 +493,28 @@ impl World {
                     h.remove(path);
                     Outcome::Unit
                 }
-                Action::ReplaceDir { target, source } => {
+                Action::ReplaceDir {
+                    target,
+                    source,
+                    keep,
+                } => {
                     if !h.dirs.contains(&norm(source)) {
                         return Err(fail(format!("replace {target} failed: cp: cannot stat '{source}': No such file or directory")));
                     }
+                    if let Some(k) = keep.as_ref().filter(|_| h.exists(target)) {
+                        h.remove(k);
+                        h.copy(target, k).map_err(fail)?;
+                    }
                     h.remove(target);
                     h.copy(source, target).map_err(fail)?;
+                    Outcome::Unit
+                }
+                Action::Restore { target, saved } => {
+                    if h.exists(saved) {
+                        h.remove(target);
+                        h.copy(saved, target).map_err(fail)?;
+                        h.remove(saved);
+                    }
                     Outcome::Unit
                 }
                 Action::Upload { local, remote, .. } => {
@@ -600,10 +616,20 @@ mod tests {
             &Action::ReplaceDir {
                 target: "/opt/bin".into(),
                 source: "/r/new/bin".into(),
+                keep: Some("/opt/bin.old".into()),
             },
         )
         .unwrap();
         assert_eq!(w.hosts["a"].files["/opt/bin/x"], b"2");
         assert!(w.hosts["a"].files.contains_key("/r/new/bin/x"));
+        let restore = Action::Restore {
+            target: "/opt/bin".into(),
+            saved: "/opt/bin.old".into(),
+        };
+        w.apply("a", &restore).unwrap();
+        assert_eq!(w.hosts["a"].files["/opt/bin/x"], b"1");
+        // A second restore finds nothing saved and leaves the target alone.
+        w.apply("a", &restore).unwrap();
+        assert_eq!(w.hosts["a"].files["/opt/bin/x"], b"1");
     }
 }

@@ -15,7 +15,7 @@ pub use ssh::SshTransport;
 use crate::inventory::{HostEntry, TransportKind};
 
 /// A command as the script gave it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Command {
     /// Program and arguments; each reaches the program unchanged (quoted for remote shells).

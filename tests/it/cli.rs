@@ -259,7 +259,7 @@ fn simulate_with_no_arguments_runs_the_readme_example() {
     );
     for line in [
         "  [app1: upgrade 1.0.0 -> 1.1.0]",
-        "app1         replace dir /srv/hello/bin with a copy of /srv/releases/hello-1.1.0/bin  [ok]",
+        "app1         replace dir /srv/hello/bin with a copy of /srv/releases/hello-1.1.0/bin (old kept at /srv/hello/bin.capstan-undo-",
         "info  app3: already at 1.1.0, skipped",
     ] {
         assert!(out.stdout.contains(line), "missing {line:?} in\n{}", out.stdout);
@@ -389,7 +389,7 @@ fn interrupt(
     times: usize,
 ) -> (Option<i32>, String) {
     use std::time::{Duration, Instant};
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_capstan"))
+    let child = capstan_cmd()
         .args(["run", "p.rhai"])
         .current_dir(dir)
         .stdout(std::process::Stdio::piped())

@@ -5,5 +5,6 @@ mod support;
 mod cli;
 mod docs;
 mod embed;
+mod journal;
 mod modes;
 mod ssh;

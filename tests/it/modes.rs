@@ -278,7 +278,7 @@ fn readme_example_runs_over_ssh_and_matches_its_simulation_per_host() {
         r.actions
             .iter()
             .filter(|a| a.host == h)
-            .map(|a| (a.step.clone(), a.description.clone()))
+            .map(|a| (a.step.clone(), without_run_id(&a.description)))
             .collect()
     };
     for h in ["app1", "app2", "app3"] {
@@ -470,4 +470,21 @@ fn captured_values_in_parallel_bodies_do_not_race() {
     );
     ok(&r);
     assert_eq!(r.result, 64);
+}
+
+/// Undo copies are named by run id (`x.capstan-undo-<run id>-1-3`); two runs differ only there.
+fn without_run_id(text: &str) -> String {
+    const MARK: &str = "capstan-undo-";
+    match text.find(MARK) {
+        Some(i) => {
+            let id_len = "20261122-215334-3c8f".len();
+            let rest = &text[i + MARK.len()..];
+            format!(
+                "{}{MARK}RUN{}",
+                &text[..i],
+                without_run_id(rest.get(id_len..).unwrap_or(""))
+            )
+        }
+        None => text.to_string(),
+    }
 }

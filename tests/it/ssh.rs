@@ -389,17 +389,22 @@ fn one_session_per_host_serves_every_command() {
     let lab = Lab::start(1);
     let proxy = Proxy::new(lab.ports[0]);
     let inv = proxied_inventory(&lab, &proxy);
+    let target = lab.path("one-session");
     let r = run(
         &inv,
-        r#"
+        &format!(
+            r#"
         let h = cluster().host("h1");
-        for i in 0..10 { h.read(["true"]); }
-        h.write_file("/tmp/capstan-one-session", "x");
+        for i in 0..10 {{ h.read(["true"]); }}
+        h.write_file("{}", "x");
         parallel([h, h, h], |x| x.read(["echo", "hi"]).stdout)
         "#,
+            target.display()
+        ),
     );
     ok(&r);
-    assert_eq!(r.actions.len(), 14);
+    // 10 reads, write_file (after its undo's probe: does the file exist? no), 3 parallel reads.
+    assert_eq!(r.actions.len(), 15);
     // The proxy keeps both ends of every connection it carried.
     assert_eq!(
         proxy.conns.lock().unwrap().len(),
@@ -538,10 +543,11 @@ fn upload_and_write_file_over_sftp_and_over_scp() {
         let meta = std::fs::metadata(remote.path().join(format!("{h}.bin"))).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{h}");
     }
-    // No temporary files are left behind.
+    // No temporary files are left behind (only the copies kept for the undos of overwrites).
     let names: Vec<String> = std::fs::read_dir(remote.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.contains(".capstan-undo-"))
         .collect();
     assert_eq!(names.len(), 4, "{names:?}");
 }

@@ -191,12 +191,21 @@ pub fn capstan(args: &[&str]) -> Out {
     capstan_in(&repo(), args)
 }
 
+/// The capstan binary with a journal of its own (tests run in parallel: a shared journal would
+/// make their runs on `localhost` hold each other's lock). Tests that read the journal back
+/// pass `--journal` themselves.
+pub fn capstan_cmd() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_capstan"));
+    let dir = std::env::temp_dir().join(format!("capstan-it-journals-{}", std::process::id()));
+    let n = JOURNALS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    c.env("CAPSTAN_JOURNAL", dir.join(format!("j{n}.db")));
+    c
+}
+
+static JOURNALS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 pub fn capstan_in(dir: &Path, args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_capstan"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
+    let out = capstan_cmd().current_dir(dir).args(args).output().unwrap();
     Out {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

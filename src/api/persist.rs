@@ -1,0 +1,202 @@
+//! Script values to and from the journal's JSON: hosts and secrets by reference, never by value.
+
+use std::sync::Arc;
+
+use rhai::{Dynamic, FnPtr, Map, NativeCallContext};
+use serde_json::{json, Value};
+
+use super::{HostHandle, RunCtx};
+use crate::journal::ClosureSpec;
+
+/// A value made fit for the journal. `lossy` says why it could not be kept exactly (a secret
+/// inside a longer text, a value with no JSON form); such a value reads back different.
+pub(crate) struct Persisted {
+    pub value: Value,
+    pub lossy: Option<String>,
+}
+
+/// Converts a script value for the journal: hosts become `{"$host": name}`, a `[secrets]` value
+/// becomes `{"$secret": name}`, other text is redacted.
+pub(crate) fn to_json(v: &Dynamic, run: &RunCtx) -> Persisted {
+    let mut lossy = None;
+    let value = convert(v, run, &mut lossy);
+    Persisted { value, lossy }
+}
+
+fn convert(v: &Dynamic, run: &RunCtx, lossy: &mut Option<String>) -> Value {
+    let v = if v.is_shared() {
+        v.flatten_clone()
+    } else {
+        v.clone()
+    };
+    let inv = run.exec.inventory();
+    if v.is_unit() {
+        return Value::Null;
+    }
+    if let Ok(b) = v.as_bool() {
+        return Value::Bool(b);
+    }
+    if let Ok(i) = v.as_int() {
+        return json!(i);
+    }
+    if let Ok(f) = v.as_float() {
+        return serde_json::Number::from_f64(f).map_or_else(
+            || {
+                lossy.get_or_insert_with(|| format!("the number {f} has no JSON form"));
+                Value::Null
+            },
+            Value::Number,
+        );
+    }
+    if let Ok(c) = v.as_char() {
+        return Value::String(c.to_string());
+    }
+    if v.is_string() {
+        let s = v.into_immutable_string().unwrap_or_default();
+        if let Some(name) = inv.secret_name(&s) {
+            return json!({ "$secret": name });
+        }
+        let red = inv.redactor.redact(&s);
+        if red != s.as_str() {
+            lossy.get_or_insert_with(|| "a text that contains a secret".into());
+        }
+        return Value::String(red);
+    }
+    if v.is_array() {
+        let a = v.into_array().unwrap_or_default();
+        return Value::Array(a.iter().map(|x| convert(x, run, lossy)).collect());
+    }
+    if v.is_map() {
+        let m = v.cast::<Map>();
+        return Value::Object(
+            m.iter()
+                .map(|(k, x)| (k.to_string(), convert(x, run, lossy)))
+                .collect(),
+        );
+    }
+    if let Some(h) = v.read_lock::<HostHandle>() {
+        return json!({ "$host": h.name.as_str() });
+    }
+    lossy.get_or_insert_with(|| format!("a value of type {} has no JSON form", v.type_name()));
+    Value::String(inv.redactor.redact(&v.to_string()))
+}
+
+/// Reads a journaled value back: `{"$host": ..}` is a host of this run's inventory and
+/// `{"$secret": ..}` the secret's current value.
+pub(crate) fn from_json(v: &Value, run: &Arc<RunCtx>) -> Result<Dynamic, String> {
+    Ok(match v {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => (*b).into(),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Dynamic::from_int(i),
+            None => Dynamic::from_float(n.as_f64().unwrap_or_default()),
+        },
+        Value::String(s) => s.clone().into(),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| from_json(x, run))
+            .collect::<Result<rhai::Array, _>>()?
+            .into(),
+        Value::Object(o) => {
+            if let (1, Some(Value::String(name))) = (o.len(), o.get("$host")) {
+                if run.exec.inventory().host(name).is_none() {
+                    return Err(format!("host `{name}` is no longer in the inventory"));
+                }
+                return Ok(Dynamic::from(HostHandle {
+                    name: name.as_str().into(),
+                    run: run.clone(),
+                }));
+            }
+            if let (1, Some(Value::String(name))) = (o.len(), o.get("$secret")) {
+                let s = run.exec.inventory().secrets.get(name).ok_or_else(|| {
+                    format!("secret `{name}` is no longer in the inventory's [secrets]")
+                })?;
+                return Ok(s.expose().to_string().into());
+            }
+            let mut m = Map::new();
+            for (k, x) in o {
+                m.insert(k.as_str().into(), from_json(x, run)?);
+            }
+            m.into()
+        }
+    })
+}
+
+/// A closure as the journal keeps it: its name and the values it captured, taken now (an undo
+/// sees captured variables as they were when it was registered, in this process and after a crash).
+pub(crate) fn closure_spec(f: &FnPtr, run: &RunCtx, ctx: &NativeCallContext) -> ClosureSpec {
+    let mut lossy = None;
+    let captured = f
+        .iter_curry()
+        .map(|v| convert(v, run, &mut lossy))
+        .collect();
+    if !f.is_anonymous() && lossy.is_none() && f.fn_name().is_empty() {
+        lossy = Some("the function has no name".into());
+    }
+    let pos = ctx.call_position();
+    ClosureSpec {
+        function: f.fn_name().to_string(),
+        captured,
+        not_restorable: lossy.map(|why| format!("it captures {why}")),
+        at: pos.line().map(|l| {
+            format!(
+                "{}:{l}:{}",
+                ctx.call_source().unwrap_or("<playbook>"),
+                pos.position().unwrap_or(1)
+            )
+        }),
+    }
+}
+
+/// Copies a closure's captured values so later changes to the variables do not reach it.
+pub(crate) fn freeze(f: &FnPtr) -> FnPtr {
+    let mut f = f.clone();
+    for v in f.iter_curry_mut() {
+        if v.is_shared() {
+            *v = v.flatten_clone();
+        }
+    }
+    f
+}
+
+/// Rebuilds a journaled closure: the same function of the same playbook (found in the script
+/// context `store`: the playbook's own functions, then its imported modules), the same captured
+/// values.
+#[allow(deprecated)] // NativeCallContextStore is volatile (rhai `internals`), not deprecated.
+pub(crate) fn closure_from_spec(
+    spec: &ClosureSpec,
+    run: &Arc<RunCtx>,
+    store: &rhai::NativeCallContextStore,
+) -> Result<FnPtr, String> {
+    if let Some(why) = &spec.not_restorable {
+        return Err(format!("it cannot be rebuilt from the journal: {why}"));
+    }
+    let n = spec.captured.len();
+    let name = spec.function.as_str();
+    let def = store
+        .global
+        .lib
+        .iter()
+        .rev()
+        .find_map(|m| m.get_script_fn(name, n).cloned())
+        .or_else(|| {
+            store
+                .global
+                .iter_imports()
+                .find_map(|(_, m)| m.get_script_fn(name, n).cloned())
+        })
+        .ok_or_else(|| {
+            format!(
+                "its function ({}) is not in the playbook any more (was the playbook changed?)",
+                spec.at.as_deref().unwrap_or(name)
+            )
+        })?;
+    let mut f = FnPtr::from(def);
+    let captured = spec
+        .captured
+        .iter()
+        .map(|v| from_json(v, run))
+        .collect::<Result<Vec<_>, _>>()?;
+    f.set_curry(captured);
+    Ok(f)
+}

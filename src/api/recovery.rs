@@ -1,0 +1,595 @@
+//! The way back: `undo`, `guard`, `restore_guard`, and the rollback and guard-restore runners.
+//!
+//! Every undo and guard is journaled the moment it is registered, as data (`UndoSpec`): actions
+//! for primitives, a closure's name and captured values for scripts. In the process that
+//! registered them the live closure runs in the script context it was made in; a later process
+//! (resume, `capstan rollback`) rebuilds it from the journal and runs it in the context of the
+//! replayed playbook's first `step` call, where the playbook's imports are in scope.
+#![allow(deprecated)] // NativeCallContextStore is volatile (rhai `internals`), not deprecated.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, NativeCallContext, NativeCallContextStore};
+
+use super::persist::{closure_from_spec, closure_spec, freeze};
+use super::{def, fault, RunCtx};
+use crate::action::{current_step, set_current_step, Action};
+use crate::error::FaultKind;
+use crate::journal::{ClosureSpec, GuardStatus, NewUndo, UndoSpec, UndoStatus};
+use crate::report::{Event, GuardPhase, RollbackPhase, UndoPhase};
+use crate::Mode;
+
+type R<T> = Result<T, Box<EvalAltResult>>;
+
+/// A closure and the script context to call it in.
+struct Live {
+    f: FnPtr,
+    ctx: NativeCallContextStore,
+}
+
+/// The live side of undos and guards for one process.
+#[derive(Default)]
+pub(crate) struct Recovery {
+    undos: Mutex<HashMap<u64, Live>>,
+    guards: Mutex<HashMap<String, (Live, Live)>>,
+    /// The context of the latest `step` call: journaled closures are rebuilt and run in it.
+    context: Mutex<Option<NativeCallContextStore>>,
+    /// A resumed run sets the guards an earlier attempt left set again, once, at its first step.
+    rechecked: Mutex<bool>,
+    /// Numbers the copies primitives keep for their undos.
+    keep_seq: std::sync::atomic::AtomicU64,
+}
+
+/// What a rollback did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RollbackSummary {
+    pub undone: usize,
+    pub failed: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[allow(deprecated)] // volatile, not deprecated: the store is how a context outlives its call
+fn store(ctx: &NativeCallContext) -> NativeCallContextStore {
+    ctx.store_data()
+}
+
+#[allow(deprecated)]
+fn call(engine: &Engine, live: &Live) -> R<Dynamic> {
+    let c = live.ctx.create_context(engine);
+    live.f.call_within_context::<Dynamic>(&c, ())
+}
+
+/// The message of a script error, without Rhai's wrapping.
+fn message(e: &EvalAltResult) -> String {
+    crate::engine::eval_error(e, "", "").1.message
+}
+
+impl Recovery {
+    /// Remembers the context of a `step` call (see the module doc).
+    pub(crate) fn remember_context(&self, ctx: &NativeCallContext) {
+        *lock(&self.context) = Some(store(ctx));
+    }
+
+    /// The live closure, or one rebuilt from the journal and bound to the remembered context.
+    fn rebuild(&self, spec: &ClosureSpec, run: &Arc<RunCtx>) -> Result<Live, String> {
+        let ctx = lock(&self.context).clone().ok_or_else(|| {
+            "no script context to run it in (the replayed playbook reached no step)".to_string()
+        })?;
+        let f = closure_from_spec(spec, run, &ctx)?;
+        Ok(Live { f, ctx })
+    }
+}
+
+impl RunCtx {
+    /// Where a primitive keeps the old content of `path` for its undo: beside it, named by run,
+    /// attempt and a counter. `None` when no undo is registered (check mode, no journal).
+    pub(crate) fn undo_keep_path(&self, path: &str) -> Option<String> {
+        if self.exec.mode() == Mode::Check {
+            return None;
+        }
+        let j = self.exec.journal()?;
+        let n = self
+            .recovery
+            .keep_seq
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some(format!(
+            "{}.capstan-undo-{}-{}-{n}",
+            path.trim_end_matches('/'),
+            j.run_id,
+            j.attempt
+        ))
+    }
+
+    /// Journals an undo made of actions on one host (mutating primitives call this after their
+    /// change is made). Nothing is registered under `--check`: nothing changed.
+    pub(crate) fn register_action_undo(
+        &self,
+        host: &str,
+        description: String,
+        actions: Vec<Action>,
+    ) {
+        if self.exec.mode() == Mode::Check {
+            return;
+        }
+        let spec = UndoSpec::Actions {
+            host: host.to_string(),
+            actions,
+        };
+        self.journal_undo(Some(host), description, &spec);
+    }
+
+    fn journal_undo(
+        &self,
+        host: Option<&str>,
+        description: String,
+        spec: &UndoSpec,
+    ) -> Option<u64> {
+        let j = self.exec.journal()?;
+        let description = self.exec.inventory().redactor.redact(&description);
+        let step = current_step();
+        let at = self.exec.now().as_millis() as u64;
+        match j.journal.add_undo(
+            &j.run_id,
+            j.attempt,
+            &NewUndo {
+                step: step.as_deref(),
+                host,
+                description: &description,
+                spec,
+                at_ms: at,
+            },
+        ) {
+            Ok(id) => {
+                self.events.emit(&Event::Undo {
+                    id,
+                    phase: UndoPhase::Registered,
+                    step,
+                    host: host.map(str::to_string),
+                    description,
+                    error: None,
+                });
+                Some(id)
+            }
+            Err(e) => {
+                self.exec.journal_failed(&e);
+                None
+            }
+        }
+    }
+
+    /// Runs every pending undo of the run, newest first, across hosts; journals each. An undo
+    /// that fails is reported and the rest still run.
+    pub(crate) fn rollback(self: &Arc<Self>, engine: &Engine) -> RollbackSummary {
+        let mut sum = RollbackSummary::default();
+        let Some(j) = self.exec.journal().cloned() else {
+            return sum;
+        };
+        let undos = match j.journal.undos(&j.run_id) {
+            Ok(u) => u,
+            Err(e) => {
+                self.exec.journal_failed(&e);
+                return sum;
+            }
+        };
+        let pending: Vec<_> = undos
+            .into_iter()
+            .filter(|u| u.status == UndoStatus::Pending)
+            .collect();
+        self.events.emit(&Event::Rollback {
+            phase: RollbackPhase::Started,
+            undone: 0,
+            failed: 0,
+        });
+        self.log(
+            "warn",
+            &format!("rolling back: {} undo(s), newest first", pending.len()),
+        );
+        for u in pending.iter().rev() {
+            let prev = set_current_step(Some(format!("undo #{}: {}", u.id, u.description)));
+            let result: Result<(), String> = match &u.spec {
+                UndoSpec::Actions { host, actions } => actions
+                    .iter()
+                    .try_for_each(|a| self.exec.perform(host, a.clone()).map(|_| ()))
+                    .map_err(|f| f.message),
+                UndoSpec::Closure(spec) => {
+                    let live = lock(&self.recovery.undos).remove(&u.id);
+                    let live = match live {
+                        Some(l) => Ok(l),
+                        None => self.recovery.rebuild(spec, self),
+                    };
+                    live.and_then(|l| call(engine, &l).map(|_| ()).map_err(|e| message(&e)))
+                }
+            };
+            set_current_step(prev);
+            let (status, phase, error) = match &result {
+                Ok(()) => {
+                    sum.undone += 1;
+                    (UndoStatus::Done, UndoPhase::Done, None)
+                }
+                Err(m) => {
+                    sum.failed += 1;
+                    let m = self.exec.inventory().redactor.redact(m);
+                    self.log(
+                        "error",
+                        &format!("could not undo #{} ({}): {m}", u.id, u.description),
+                    );
+                    (UndoStatus::Failed, UndoPhase::Failed, Some(m))
+                }
+            };
+            if let Err(e) = j
+                .journal
+                .undo_finished(&j.run_id, u.id, status, error.as_deref())
+            {
+                self.exec.journal_failed(&e);
+            }
+            self.events.emit(&Event::Undo {
+                id: u.id,
+                phase,
+                step: u.step.clone(),
+                host: u.host.clone(),
+                description: u.description.clone(),
+                error,
+            });
+        }
+        self.events.emit(&Event::Rollback {
+            phase: RollbackPhase::Finished,
+            undone: sum.undone,
+            failed: sum.failed,
+        });
+        sum
+    }
+
+    /// Restores every guard still set, newest first. Returns how many could not be restored.
+    pub(crate) fn restore_guards(self: &Arc<Self>, engine: &Engine) -> usize {
+        let Some(j) = self.exec.journal().cloned() else {
+            return 0;
+        };
+        let guards = j.journal.guards(&j.run_id).unwrap_or_else(|e| {
+            self.exec.journal_failed(&e);
+            Vec::new()
+        });
+        let mut failed = 0;
+        for g in guards
+            .iter()
+            .rev()
+            .filter(|g| matches!(g.status, GuardStatus::Set | GuardStatus::RestoreFailed))
+        {
+            if self
+                .restore_one(engine, &g.name, &g.restore_fn, GuardStatus::Restored)
+                .is_err()
+            {
+                failed += 1;
+            }
+        }
+        failed
+    }
+
+    fn restore_one(
+        self: &Arc<Self>,
+        engine: &Engine,
+        name: &str,
+        spec: &ClosureSpec,
+        done: GuardStatus,
+    ) -> Result<(), String> {
+        let live = lock(&self.recovery.guards).remove(name).map(|(_, r)| r);
+        let live = match live {
+            Some(l) => Ok(l),
+            None => self.recovery.rebuild(spec, self),
+        };
+        let prev = set_current_step(Some(format!("guard restore: {name}")));
+        let result = live.and_then(|l| call(engine, &l).map(|_| ()).map_err(|e| message(&e)));
+        set_current_step(prev);
+        let (status, phase, error) = match &result {
+            Ok(()) => (done, GuardPhase::Restored, None),
+            Err(m) => {
+                let m = self.exec.inventory().redactor.redact(m);
+                self.log(
+                    "error",
+                    &format!("guard `{name}` could not be restored: {m}; it is still in effect"),
+                );
+                (
+                    GuardStatus::RestoreFailed,
+                    GuardPhase::RestoreFailed,
+                    Some(m),
+                )
+            }
+        };
+        if let Some(j) = self.exec.journal() {
+            if let Err(e) = j
+                .journal
+                .guard_finished(&j.run_id, name, status, error.as_deref())
+            {
+                self.exec.journal_failed(&e);
+            }
+        }
+        self.events.emit(&Event::Guard {
+            name: name.to_string(),
+            phase,
+            error,
+        });
+        result
+    }
+
+    /// On resume, at the first step: every guard an earlier attempt set (and did not release
+    /// with `restore_guard`) is set again before anything else, whether that attempt was killed
+    /// with it set (it may have been flipped back meanwhile) or restored it on its way out (the
+    /// steps that set it are done and will not run again).
+    pub(crate) fn recheck_guards(self: &Arc<Self>, ctx: &NativeCallContext) -> R<()> {
+        {
+            let mut done = lock(&self.recovery.rechecked);
+            if *done {
+                return Ok(());
+            }
+            *done = true;
+        }
+        let Some(j) = self.exec.journal().cloned() else {
+            return Ok(());
+        };
+        let guards = j
+            .journal
+            .guards(&j.run_id)
+            .map_err(|e| fault(FaultKind::Action, None, e.to_string()))?;
+        for g in guards.iter().filter(|g| g.status != GuardStatus::Released) {
+            let here = store(ctx);
+            let (set, restore) = match (
+                closure_from_spec(&g.set_fn, self, &here),
+                closure_from_spec(&g.restore_fn, self, &here),
+            ) {
+                (Ok(s), Ok(r)) => (s, r),
+                (Err(m), _) | (_, Err(m)) => {
+                    return Err(fault(
+                        FaultKind::Script,
+                        None,
+                        format!(
+                            "guard `{}` left set by an earlier attempt cannot be checked: {m}",
+                            g.name
+                        ),
+                    ))
+                }
+            };
+            if let Err(e) = j.journal.guard_set(
+                &j.run_id,
+                &g.name,
+                g.step.as_deref(),
+                &g.set_fn,
+                &g.restore_fn,
+            ) {
+                self.exec.journal_failed(&e);
+            }
+            let _ = set.call_within_context::<Dynamic>(ctx, ())?;
+            lock(&self.recovery.guards).insert(
+                g.name.clone(),
+                (
+                    Live {
+                        f: set,
+                        ctx: store(ctx),
+                    },
+                    Live {
+                        f: restore,
+                        ctx: store(ctx),
+                    },
+                ),
+            );
+            if let Err(e) = j.journal.guard_rechecked(&j.run_id, &g.name) {
+                self.exec.journal_failed(&e);
+            }
+            self.log(
+                "info",
+                &format!("guard `{}` (set by an earlier attempt) set again", g.name),
+            );
+            self.events.emit(&Event::Guard {
+                name: g.name.clone(),
+                phase: GuardPhase::Rechecked,
+                error: None,
+            });
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn register(engine: &mut Engine, run: &Arc<RunCtx>) {
+    let r = run.clone();
+    let undo_doc = r#"
+Registers a way back for what the current step just changed. Rollback (`--on-failure rollback`,
+`capstan rollback RUN`) runs every undo of the run, newest first, across all hosts. The closure is
+journaled with the values it captured (as they are now), so a later process can still run it after
+a crash; hosts and `secret(..)` values are kept by name. Undos must be safe to run twice. Only
+inside a step; not registered under `--check`, where nothing changed.
+
+```rhai
+let h = cluster().host("web1");
+step("stop web1", || {
+    h.run(["app-ctl", "stop"]);
+    undo(|| h.run(["app-ctl", "start"]));
+});
+```"#;
+    def(
+        engine,
+        "undo",
+        &["body: FnPtr", "()"],
+        undo_doc,
+        move |ctx: NativeCallContext, body: FnPtr| -> R<()> { register_undo(&r, &ctx, None, body) },
+    );
+    let r = run.clone();
+    def(
+        engine,
+        "undo",
+        &["description: String", "body: FnPtr", "()"],
+        undo_doc,
+        move |ctx: NativeCallContext, what: &str, body: FnPtr| -> R<()> {
+            register_undo(&r, &ctx, Some(what), body)
+        },
+    );
+
+    let r = run.clone();
+    def(
+        engine,
+        "guard",
+        &["name: String", "set: FnPtr", "restore: FnPtr", "()"],
+        r#"
+Turns a dangerous toggle on for the rest of the run (`auto_failover` off, OMS HA off, OceanBase
+upgrade mode) and promises it is turned back: `restore` runs when the run ends, whether it
+succeeds, fails, rolls back or is stopped with Ctrl-C. Both closures are journaled: after a
+`kill -9`, the resumed run calls `set` again before its first step (the toggle may have been
+flipped meanwhile) and restores it at the end, and `capstan rollback` restores it too. A guard
+still set is shown in red by `capstan runs`. A resume sets every guard of the run again before
+its first step (the steps that set them are done), unless the script released it with
+`restore_guard`. Calling `guard` again with the same name sets it again. Both closures must be
+safe to run twice.
+
+```rhai
+let h = cluster().host("web1");
+step("maintenance on", || {
+    guard("maintenance",
+        || h.run(["app-ctl", "maintenance", "on"]),
+        || h.run(["app-ctl", "maintenance", "off"]));
+});
+```"#,
+        move |ctx: NativeCallContext, name: &str, set: FnPtr, restore: FnPtr| -> R<()> {
+            if r.exec.mode() == Mode::Check {
+                r.log(
+                    "info",
+                    &format!("guard `{name}`: would be set (check mode)"),
+                );
+                return Ok(());
+            }
+            let (set, restore) = (freeze(&set), freeze(&restore));
+            let (s_spec, r_spec) = (
+                closure_spec(&set, &r, &ctx),
+                closure_spec(&restore, &r, &ctx),
+            );
+            if let Some(why) = s_spec
+                .not_restorable
+                .as_ref()
+                .or(r_spec.not_restorable.as_ref())
+            {
+                r.log(
+                    "warn",
+                    &format!("guard `{name}` cannot be restored by another process: {why}"),
+                );
+            }
+            // Journaled before `set` runs: a set that fails halfway is still restored.
+            if let Some(j) = r.exec.journal() {
+                if let Err(e) = j.journal.guard_set(
+                    &j.run_id,
+                    name,
+                    current_step().as_deref(),
+                    &s_spec,
+                    &r_spec,
+                ) {
+                    r.exec.journal_failed(&e);
+                    return Err(fault(FaultKind::Action, None, e.to_string()));
+                }
+            }
+            lock(&r.recovery.guards).insert(
+                name.to_string(),
+                (
+                    Live {
+                        f: set.clone(),
+                        ctx: store(&ctx),
+                    },
+                    Live {
+                        f: restore,
+                        ctx: store(&ctx),
+                    },
+                ),
+            );
+            r.events.emit(&Event::Guard {
+                name: name.to_string(),
+                phase: GuardPhase::Set,
+                error: None,
+            });
+            set.call_within_context::<Dynamic>(&ctx, ()).map(|_| ())
+        },
+    );
+
+    let r = run.clone();
+    def(
+        engine,
+        "restore_guard",
+        &["name: String", "()"],
+        r#"
+Restores a guard now, before the run ends (for a toggle needed only by some steps).
+
+```rhai
+let h = cluster().host("web1");
+step("maintenance window", || {
+    guard("maintenance",
+        || h.run(["app-ctl", "maintenance", "on"]),
+        || h.run(["app-ctl", "maintenance", "off"]));
+    h.run(["app-ctl", "reindex"]);
+    restore_guard("maintenance");
+});
+```"#,
+        move |ctx: NativeCallContext, name: &str| -> R<()> {
+            if r.exec.mode() == Mode::Check {
+                return Ok(());
+            }
+            let spec = r
+                .exec
+                .journal()
+                .and_then(|j| j.journal.guards(&j.run_id).ok())
+                .and_then(|g| {
+                    g.into_iter().find(|g| {
+                        g.name == name
+                            && matches!(g.status, GuardStatus::Set | GuardStatus::RestoreFailed)
+                    })
+                });
+            let Some(g) = spec else {
+                return Err(fault(
+                    FaultKind::Script,
+                    None,
+                    format!("no guard `{name}` is set"),
+                ));
+            };
+            r.recovery.remember_context(&ctx);
+            r.restore_one(ctx.engine(), name, &g.restore_fn, GuardStatus::Released)
+                .map_err(|m| fault(FaultKind::Action, None, format!("guard `{name}`: {m}")))
+        },
+    );
+}
+
+fn register_undo(
+    r: &Arc<RunCtx>,
+    ctx: &NativeCallContext,
+    what: Option<&str>,
+    body: FnPtr,
+) -> R<()> {
+    if current_step().is_none() {
+        return Err(fault(
+            FaultKind::Script,
+            None,
+            "undo() belongs inside a step: it undoes what that step changed",
+        ));
+    }
+    if r.exec.mode() == Mode::Check {
+        return Ok(());
+    }
+    let body = freeze(&body);
+    let spec = closure_spec(&body, r, ctx);
+    if let Some(why) = &spec.not_restorable {
+        r.log(
+            "warn",
+            &format!("this undo cannot be run by another process after a crash: {why}"),
+        );
+    }
+    let description = match (what, &spec.at) {
+        (Some(w), _) => w.to_string(),
+        (None, Some(at)) => format!("undo at {at}"),
+        (None, None) => "undo".to_string(),
+    };
+    if let Some(id) = r.journal_undo(None, description, &UndoSpec::Closure(spec)) {
+        lock(&r.recovery.undos).insert(
+            id,
+            Live {
+                f: body,
+                ctx: store(ctx),
+            },
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! Run locks: a host is held by at most one running run of this journal; stale holders are found.
+
+use rusqlite::{params, TransactionBehavior};
+use serde::Serialize;
+
+use super::{controller, format_unix_ms, operator, unix_ms, Journal};
+use crate::error::{Error, Result};
+
+/// A host held by a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostLock {
+    /// The host's identity (`user@address:port`, or `local:NAME`).
+    pub host: String,
+    pub run_id: String,
+    pub operator: String,
+    pub controller: String,
+    pub pid: u32,
+    pub started_unix_ms: u64,
+    /// The holder's process is gone from this machine: the run was killed.
+    pub stale: bool,
+}
+
+/// Why a run could not take its hosts: who holds them.
+#[derive(Debug, Clone)]
+pub struct LockConflict {
+    pub held: Vec<HostLock>,
+}
+
+impl std::fmt::Display for LockConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let first = &self.held[0];
+        let hosts: Vec<&str> = self.held.iter().map(|l| l.host.as_str()).collect();
+        write!(
+            f,
+            "refused: {} held by run {} (started {} by {} on {}, pid {})",
+            hosts.join(", "),
+            first.run_id,
+            format_unix_ms(first.started_unix_ms),
+            first.operator,
+            first.controller,
+            first.pid
+        )?;
+        if self.held.iter().all(|l| l.stale) {
+            write!(
+                f,
+                "; that run's process is gone (killed?): resume it with `capstan resume {}`, or take its lock over with --take-over-lock",
+                first.run_id
+            )
+        } else {
+            write!(f, "; wait for it to finish, or stop it first")
+        }
+    }
+}
+
+/// Whether process `pid` still exists on this machine.
+#[allow(unsafe_code)]
+pub fn process_alive(pid: u32) -> bool {
+    // SAFETY: kill(2) with signal 0 only checks that the process exists; nothing is sent.
+    let r = unsafe { libc::kill(pid as i32, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+impl Journal {
+    /// Takes `hosts` for run `run`. A lock held by another run is refused with its holder; one
+    /// whose process is gone from this machine is taken over only when `take_over` is set.
+    /// A lock already held by `run` itself (resume after a kill) is simply taken back.
+    pub fn acquire_locks(&self, run: &str, hosts: &[String], take_over: bool) -> Result<()> {
+        let here = controller();
+        let conflict = self.with(|c| {
+            // IMMEDIATE: two capstans starting together serialize here instead of both winning.
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut held = Vec::new();
+            {
+                let mut st = tx.prepare(
+                    "SELECT run_id, operator, controller, pid, started_ms FROM locks WHERE host = ?1",
+                )?;
+                for h in hosts {
+                    let row = st
+                        .query_row([h], |r| {
+                            Ok(HostLock {
+                                host: h.clone(),
+                                run_id: r.get(0)?,
+                                operator: r.get(1)?,
+                                controller: r.get(2)?,
+                                pid: r.get(3)?,
+                                started_unix_ms: r.get::<_, i64>(4)? as u64,
+                                stale: false,
+                            })
+                        })
+                        .ok();
+                    if let Some(mut l) = row {
+                        if l.run_id == run {
+                            continue;
+                        }
+                        l.stale = l.controller == here && !process_alive(l.pid);
+                        held.push(l);
+                    }
+                }
+            }
+            let blocking: Vec<HostLock> = held
+                .iter()
+                .filter(|l| !(take_over && l.stale))
+                .cloned()
+                .collect();
+            if !blocking.is_empty() {
+                return Ok(Some(LockConflict { held: blocking }));
+            }
+            for h in hosts {
+                tx.execute(
+                    "INSERT INTO locks (host, run_id, operator, controller, pid, started_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (host) DO UPDATE SET run_id = ?2, operator = ?3,
+                        controller = ?4, pid = ?5, started_ms = ?6",
+                    params![
+                        h,
+                        run,
+                        operator(),
+                        here,
+                        std::process::id(),
+                        unix_ms() as i64
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(None)
+        })?;
+        match conflict {
+            None => Ok(()),
+            Some(c) => Err(Error::Locked(c.to_string())),
+        }
+    }
+
+    /// Lets go of every host `run` holds.
+    pub fn release_locks(&self, run: &str) -> Result<()> {
+        self.with(|c| c.execute("DELETE FROM locks WHERE run_id = ?1", [run]))?;
+        Ok(())
+    }
+
+    /// Every lock held now.
+    pub fn locks(&self) -> Result<Vec<HostLock>> {
+        let here = controller();
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT host, run_id, operator, controller, pid, started_ms FROM locks ORDER BY host",
+            )?;
+            let rows = st
+                .query_map([], |r| {
+                    let controller: String = r.get(3)?;
+                    let pid: u32 = r.get(4)?;
+                    Ok(HostLock {
+                        host: r.get(0)?,
+                        run_id: r.get(1)?,
+                        operator: r.get(2)?,
+                        stale: controller == here && !process_alive(pid),
+                        controller,
+                        pid,
+                        started_unix_ms: r.get::<_, i64>(5)? as u64,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_run_is_refused_and_a_dead_holder_can_be_taken_over() {
+        let j = Journal::in_memory();
+        let hosts = vec!["root@127.0.0.1:22".to_string()];
+        j.acquire_locks("run-a", &hosts, false).unwrap();
+        let e = j
+            .acquire_locks("run-b", &hosts, true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("held by run run-a"), "{e}");
+        // The same run takes its own lock back (resume).
+        j.acquire_locks("run-a", &hosts, false).unwrap();
+        // A holder whose process is gone is stale: refused without, taken with --take-over-lock.
+        j.with(|c| c.execute("UPDATE locks SET pid = 999999999", []))
+            .unwrap();
+        let e = j
+            .acquire_locks("run-b", &hosts, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("process is gone"), "{e}");
+        j.acquire_locks("run-b", &hosts, true).unwrap();
+        assert_eq!(j.locks().unwrap()[0].run_id, "run-b");
+        j.release_locks("run-b").unwrap();
+        assert!(j.locks().unwrap().is_empty());
+    }
+}

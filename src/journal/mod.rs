@@ -1,0 +1,1158 @@
+//! The run journal: every run, step, action, undo, guard and log line in one SQLite file.
+//!
+//! Writes are durable before the playbook moves on (WAL, `synchronous = FULL`, one transaction
+//! per write), so a `kill -9` at any point leaves a journal that says exactly where the run stood.
+//! Every text that reaches this module is already redacted by its caller.
+
+mod lock;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+
+pub use lock::{process_alive, HostLock, LockConflict};
+
+use crate::action::Action;
+use crate::error::{Error, Located, Result};
+use crate::report::{
+    ActionRecord, Disposition, GuardRecord, LogLine, Outcome, RunReport, StepRecord, StepStatus,
+    UndoRecord,
+};
+use crate::Mode;
+
+/// The schema this build writes. Older files are migrated forward on open; newer ones refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = r#"
+CREATE TABLE runs (
+    id              TEXT PRIMARY KEY,
+    playbook        TEXT NOT NULL,
+    playbook_path   TEXT,
+    playbook_hash   TEXT NOT NULL,
+    playbook_source TEXT NOT NULL,
+    inventory_id    TEXT NOT NULL,
+    inventory_path  TEXT,
+    hosts           TEXT NOT NULL,
+    params          TEXT NOT NULL,
+    mode            TEXT NOT NULL,
+    operator        TEXT NOT NULL,
+    controller      TEXT NOT NULL,
+    pid             INTEGER NOT NULL,
+    started_ms      INTEGER NOT NULL,
+    ended_ms        INTEGER,
+    duration_ms     INTEGER NOT NULL DEFAULT 0,
+    status          TEXT NOT NULL,
+    outcome         TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 1,
+    result          TEXT
+);
+CREATE TABLE steps (
+    run_id      TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    attempt     INTEGER NOT NULL,
+    status      TEXT NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL DEFAULT 0,
+    hosts       TEXT NOT NULL DEFAULT '[]',
+    actions     INTEGER NOT NULL DEFAULT 0,
+    result      TEXT,
+    error       TEXT,
+    PRIMARY KEY (run_id, key)
+);
+CREATE TABLE actions (
+    run_id      TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    step        TEXT,
+    host        TEXT NOT NULL,
+    op          TEXT NOT NULL,
+    read_only   INTEGER NOT NULL,
+    description TEXT NOT NULL,
+    disposition TEXT NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    ok          INTEGER NOT NULL,
+    result      TEXT NOT NULL,
+    PRIMARY KEY (run_id, attempt, seq)
+);
+CREATE TABLE undos (
+    run_id      TEXT NOT NULL,
+    id          INTEGER NOT NULL,
+    attempt     INTEGER NOT NULL,
+    step        TEXT,
+    host        TEXT,
+    description TEXT NOT NULL,
+    spec        TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    error       TEXT,
+    PRIMARY KEY (run_id, id)
+);
+CREATE TABLE guards (
+    run_id      TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    step        TEXT,
+    set_fn      TEXT NOT NULL,
+    restore_fn  TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    rechecks    INTEGER NOT NULL DEFAULT 0,
+    error       TEXT,
+    PRIMARY KEY (run_id, name)
+);
+CREATE TABLE logs (
+    run_id  TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    at_ms   INTEGER NOT NULL,
+    level   TEXT NOT NULL,
+    step    TEXT,
+    message TEXT NOT NULL
+);
+CREATE TABLE locks (
+    host       TEXT PRIMARY KEY,
+    run_id     TEXT NOT NULL,
+    operator   TEXT NOT NULL,
+    controller TEXT NOT NULL,
+    pid        INTEGER NOT NULL,
+    started_ms INTEGER NOT NULL
+);
+CREATE INDEX actions_by_step ON actions (run_id, step);
+CREATE INDEX logs_by_run ON logs (run_id);
+"#;
+
+/// One run's place in a journal: what the executor and the script API write through.
+#[derive(Debug, Clone)]
+pub struct RunJournal {
+    pub journal: std::sync::Arc<Journal>,
+    pub run_id: String,
+    /// 1 for the first attempt; each resume or rollback adds one.
+    pub attempt: u32,
+}
+
+/// A run's state in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Interrupted,
+    /// Failed (or stopped), then every registered undo ran.
+    RolledBack,
+    /// A rollback ran and some undos failed or could not be restored.
+    RollbackIncomplete,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::RolledBack => "rolled_back",
+            RunStatus::RollbackIncomplete => "rollback_incomplete",
+        }
+    }
+    fn parse(s: &str) -> RunStatus {
+        match s {
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            "interrupted" => RunStatus::Interrupted,
+            "rolled_back" => RunStatus::RolledBack,
+            "rollback_incomplete" => RunStatus::RollbackIncomplete,
+            _ => RunStatus::Running,
+        }
+    }
+}
+
+/// What an undo does, as data: it survives the process that registered it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum UndoSpec {
+    /// Actions on one host, performed in order (registered by mutating primitives).
+    Actions { host: String, actions: Vec<Action> },
+    /// A script closure: its function name and the values it captured (see `api::persist`).
+    Closure(ClosureSpec),
+}
+
+/// A script closure as the journal keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClosureSpec {
+    /// Rhai's name for it (`anon$…`): a hash of its body, the same for the same playbook.
+    pub function: String,
+    /// Captured values in order, as JSON with hosts and secrets by reference.
+    pub captured: Vec<serde_json::Value>,
+    /// Why it cannot be rebuilt by another process, when it cannot (a value with no JSON form).
+    pub not_restorable: Option<String>,
+    /// Where it was written, for messages.
+    pub at: Option<String>,
+}
+
+/// The state of one registered undo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UndoStatus {
+    Pending,
+    Done,
+    Failed,
+}
+
+/// The state of one guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardStatus {
+    /// Set and not yet restored: the dangerous toggle is in effect.
+    Set,
+    /// Restored when an attempt ended: a resume sets it again (the steps that set it are done).
+    Restored,
+    /// Restored by the script (`restore_guard`): it stays restored.
+    Released,
+    /// Its restore failed: the toggle is still in effect.
+    RestoreFailed,
+}
+
+fn status_str<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn parse_status<T: for<'a> Deserialize<'a>>(s: &str, fallback: T) -> T {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).unwrap_or(fallback)
+}
+
+/// What `begin_run` records about a new run.
+#[derive(Debug, Clone)]
+pub struct RunStart {
+    pub playbook: String,
+    pub playbook_path: Option<String>,
+    pub source: String,
+    pub inventory_id: String,
+    pub inventory_path: Option<String>,
+    pub hosts: Vec<String>,
+    /// Already redacted.
+    pub params: serde_json::Value,
+    pub mode: Mode,
+}
+
+/// One run as `capstan runs` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    pub id: String,
+    pub playbook: String,
+    pub playbook_path: Option<String>,
+    pub playbook_hash: String,
+    #[serde(skip)]
+    pub playbook_source: String,
+    pub inventory_id: String,
+    pub inventory_path: Option<String>,
+    pub hosts: Vec<String>,
+    pub params: serde_json::Value,
+    pub mode: Mode,
+    pub operator: String,
+    pub controller: String,
+    pub pid: u32,
+    pub started_unix_ms: u64,
+    pub ended_unix_ms: Option<u64>,
+    pub status: RunStatus,
+    pub attempts: u32,
+    /// Guards still in effect (set and not restored): the operator must act on these.
+    pub guards_set: Vec<String>,
+    /// Undos registered and not yet run.
+    pub undos_pending: usize,
+}
+
+/// An undo as it is registered.
+#[derive(Debug, Clone, Copy)]
+pub struct NewUndo<'a> {
+    pub step: Option<&'a str>,
+    pub host: Option<&'a str>,
+    pub description: &'a str,
+    pub spec: &'a UndoSpec,
+    /// Milliseconds since the attempt started.
+    pub at_ms: u64,
+}
+
+/// A registered undo as the journal holds it.
+#[derive(Debug, Clone)]
+pub struct UndoRow {
+    pub id: u64,
+    pub step: Option<String>,
+    pub host: Option<String>,
+    pub description: String,
+    pub spec: UndoSpec,
+    pub status: UndoStatus,
+}
+
+/// A guard as the journal holds it.
+#[derive(Debug, Clone)]
+pub struct GuardRow {
+    pub name: String,
+    pub step: Option<String>,
+    pub set_fn: ClosureSpec,
+    pub restore_fn: ClosureSpec,
+    pub status: GuardStatus,
+}
+
+/// A step as the journal holds it.
+#[derive(Debug, Clone)]
+pub struct StepRow {
+    pub key: String,
+    pub status: StepStatus,
+    pub attempt: u32,
+    pub result: Option<serde_json::Value>,
+}
+
+/// The journal: a SQLite database, shared by the threads of one run.
+pub struct Journal {
+    conn: Mutex<Connection>,
+    path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.path {
+            Some(p) => write!(f, "Journal({})", p.display()),
+            None => f.write_str("Journal(:memory:)"),
+        }
+    }
+}
+
+fn db_err(path: Option<&Path>, e: rusqlite::Error) -> Error {
+    let at = path.map_or(":memory:".to_string(), |p| p.display().to_string());
+    Error::Journal(format!("{at}: {e}"))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Who runs capstan: `$USER`, `$LOGNAME`, or the numeric uid.
+pub fn operator() -> String {
+    #[allow(unsafe_code)]
+    // SAFETY: getuid(2) has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid {uid}"))
+}
+
+/// The machine capstan runs on, for locks and `capstan runs`.
+pub fn controller() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+/// A content hash of a playbook's source, as the journal records it.
+pub fn source_hash(source: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(source.as_bytes());
+    d.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+fn new_run_id() -> String {
+    use sha2::{Digest, Sha256};
+    let now = unix_ms();
+    let secs = now / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let days = secs / 86_400;
+    let (y, mo, d) = civil_from_days(days as i64);
+    let salt = Sha256::digest(format!(
+        "{now}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    format!(
+        "{y:04}{mo:02}{d:02}-{h:02}{m:02}{s:02}-{:02x}{:02x}",
+        salt[0], salt[1]
+    )
+}
+
+/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// A UTC timestamp for people: `2026-11-22 21:40:39Z`.
+pub fn format_unix_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
+    format!(
+        "{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}Z",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+impl Journal {
+    /// Where the CLI keeps the journal unless `--journal` or `CAPSTAN_JOURNAL` says otherwise:
+    /// `$XDG_STATE_HOME/capstan/journal.db`, else `~/.local/state/capstan/journal.db`.
+    pub fn default_path() -> PathBuf {
+        if let Some(p) = std::env::var_os("CAPSTAN_JOURNAL") {
+            return PathBuf::from(p);
+        }
+        let base = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        base.join("capstan").join("journal.db")
+    }
+
+    /// Opens (creating it and its directory if needed) the journal at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Journal> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let conn = Connection::open(path).map_err(|e| db_err(Some(path), e))?;
+        let j = Journal {
+            conn: Mutex::new(conn),
+            path: Some(path.to_path_buf()),
+        };
+        j.init()?;
+        Ok(j)
+    }
+
+    /// A journal that lives as long as the process: simulations, and embedders that keep none.
+    pub fn in_memory() -> Journal {
+        let conn = Connection::open_in_memory().expect("SQLite can always open a memory database");
+        let j = Journal {
+            conn: Mutex::new(conn),
+            path: None,
+        };
+        j.init().expect("a new memory database takes the schema");
+        j
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    fn err(&self, e: rusqlite::Error) -> Error {
+        db_err(self.path.as_deref(), e)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let mut c = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut c).map_err(|e| self.err(e))
+    }
+
+    fn init(&self) -> Result<()> {
+        let version = self.with(|c| {
+            // Another capstan may hold the write lock for a moment: wait rather than fail.
+            c.busy_timeout(std::time::Duration::from_secs(10))?;
+            c.pragma_update(None, "journal_mode", "WAL")?;
+            c.pragma_update(None, "synchronous", "FULL")?;
+            c.pragma_update(None, "foreign_keys", "ON")?;
+            c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+        })?;
+        match version {
+            0 => self.with(|c| {
+                let tx = c.transaction()?;
+                tx.execute_batch(SCHEMA_V1)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+                tx.commit()
+            }),
+            SCHEMA_VERSION => Ok(()),
+            v => Err(Error::Journal(format!(
+                "{}: journal schema version {v} is newer than this capstan understands ({SCHEMA_VERSION}); use a newer capstan or another --journal",
+                self.path.as_deref().map_or(":memory:".into(), |p| p.display().to_string())
+            ))),
+        }
+    }
+
+    /// Records a new run and returns its id.
+    pub fn begin_run(&self, s: &RunStart) -> Result<String> {
+        let id = new_run_id();
+        let hosts = serde_json::to_string(&s.hosts).unwrap_or_default();
+        let mode = status_str(&s.mode);
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO runs (id, playbook, playbook_path, playbook_hash, playbook_source,
+                    inventory_id, inventory_path, hosts, params, mode, operator, controller, pid,
+                    started_ms, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'running')",
+                params![
+                    id,
+                    s.playbook,
+                    s.playbook_path,
+                    source_hash(&s.source),
+                    s.source,
+                    s.inventory_id,
+                    s.inventory_path,
+                    hosts,
+                    s.params.to_string(),
+                    mode,
+                    operator(),
+                    controller(),
+                    std::process::id(),
+                    unix_ms() as i64,
+                ],
+            )
+        })?;
+        Ok(id)
+    }
+
+    /// Marks a stopped run as running again (resume or rollback) and returns the new attempt number.
+    pub fn reopen_run(&self, id: &str, source: Option<&str>) -> Result<u32> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE runs SET status = 'running', attempts = attempts + 1, pid = ?2,
+                    operator = ?3, controller = ?4, ended_ms = NULL WHERE id = ?1",
+                params![id, std::process::id(), operator(), controller()],
+            )?;
+            if let Some(src) = source {
+                tx.execute(
+                    "UPDATE runs SET playbook_source = ?2, playbook_hash = ?3 WHERE id = ?1",
+                    params![id, src, source_hash(src)],
+                )?;
+            }
+            let n: u32 = tx.query_row("SELECT attempts FROM runs WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })?;
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
+    /// Records how the run (this attempt) ended.
+    pub fn finish_run(
+        &self,
+        id: &str,
+        status: RunStatus,
+        outcome: &Outcome,
+        duration_ms: u64,
+        result: &serde_json::Value,
+    ) -> Result<()> {
+        let outcome = serde_json::to_string(outcome).unwrap_or_default();
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET status = ?2, outcome = ?3, ended_ms = ?4,
+                    duration_ms = duration_ms + ?5, result = ?6 WHERE id = ?1",
+                params![
+                    id,
+                    status.as_str(),
+                    outcome,
+                    unix_ms() as i64,
+                    duration_ms as i64,
+                    result.to_string()
+                ],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Replaces the recorded params (once `params()` has applied defaults; already redacted).
+    pub fn set_params(&self, id: &str, params: &serde_json::Value) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET params = ?2 WHERE id = ?1",
+                params![id, params.to_string()],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Deletes a run that never started (its hosts were locked by another run).
+    pub fn forget_run(&self, id: &str) -> Result<()> {
+        self.with(|c| c.execute("DELETE FROM runs WHERE id = ?1", [id]))?;
+        Ok(())
+    }
+
+    /// Sets only the status (after a rollback of a finished run).
+    pub fn set_status(&self, id: &str, status: RunStatus) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET status = ?2, ended_ms = ?3 WHERE id = ?1",
+                params![id, status.as_str(), unix_ms() as i64],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
+        let hosts: String = r.get("hosts")?;
+        let params: String = r.get("params")?;
+        let mode: String = r.get("mode")?;
+        let status: String = r.get("status")?;
+        Ok(RunRow {
+            id: r.get("id")?,
+            playbook: r.get("playbook")?,
+            playbook_path: r.get("playbook_path")?,
+            playbook_hash: r.get("playbook_hash")?,
+            playbook_source: r.get("playbook_source")?,
+            inventory_id: r.get("inventory_id")?,
+            inventory_path: r.get("inventory_path")?,
+            hosts: serde_json::from_str(&hosts).unwrap_or_default(),
+            params: serde_json::from_str(&params).unwrap_or_default(),
+            mode: parse_status(&mode, Mode::Run),
+            operator: r.get("operator")?,
+            controller: r.get("controller")?,
+            pid: r.get("pid")?,
+            started_unix_ms: r.get::<_, i64>("started_ms")? as u64,
+            ended_unix_ms: r.get::<_, Option<i64>>("ended_ms")?.map(|v| v as u64),
+            status: RunStatus::parse(&status),
+            attempts: r.get("attempts")?,
+            guards_set: Vec::new(),
+            undos_pending: 0,
+        })
+    }
+
+    fn decorate(&self, c: &Connection, row: &mut RunRow) -> rusqlite::Result<()> {
+        let mut st =
+            c.prepare_cached("SELECT name FROM guards WHERE run_id = ?1 AND status IN ('set', 'restore_failed') ORDER BY rowid")?;
+        row.guards_set = st
+            .query_map([&row.id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        row.undos_pending = c.query_row(
+            "SELECT count(*) FROM undos WHERE run_id = ?1 AND status = 'pending'",
+            [&row.id],
+            |r| r.get::<_, i64>(0),
+        )? as usize;
+        Ok(())
+    }
+
+    /// One run, or an error that says the id is unknown.
+    pub fn run(&self, id: &str) -> Result<RunRow> {
+        let row = self.with(|c| {
+            let mut row = c
+                .query_row("SELECT * FROM runs WHERE id = ?1", [id], Self::run_row)
+                .optional()?;
+            if let Some(r) = row.as_mut() {
+                self.decorate(c, r)?;
+            }
+            Ok(row)
+        })?;
+        row.ok_or_else(|| {
+            Error::Usage(format!(
+                "no run `{id}` in the journal{} (see `capstan runs`)",
+                self.path
+                    .as_deref()
+                    .map_or(String::new(), |p| format!(" {}", p.display()))
+            ))
+        })
+    }
+
+    /// The newest runs first.
+    pub fn runs(&self, limit: usize) -> Result<Vec<RunRow>> {
+        self.with(|c| {
+            let mut st =
+                c.prepare("SELECT * FROM runs ORDER BY started_ms DESC, rowid DESC LIMIT ?1")?;
+            let mut rows: Vec<RunRow> = st
+                .query_map([limit as i64], Self::run_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            for r in rows.iter_mut() {
+                self.decorate(c, r)?;
+            }
+            Ok(rows)
+        })
+    }
+
+    /// Records that a step started (or started again, on resume).
+    pub fn step_started(&self, run: &str, key: &str, attempt: u32, at_ms: u64) -> Result<()> {
+        self.with(|c| {
+            let seq: i64 = c.query_row(
+                "SELECT coalesce((SELECT seq FROM steps WHERE run_id = ?1 AND key = ?2),
+                                 (SELECT count(*) FROM steps WHERE run_id = ?1))",
+                params![run, key],
+                |r| r.get(0),
+            )?;
+            c.execute(
+                "INSERT INTO steps (run_id, key, seq, attempt, status, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, 'running', ?5)
+                 ON CONFLICT (run_id, key) DO UPDATE SET attempt = ?4, status = 'running',
+                    at_ms = ?5, error = NULL, result = NULL",
+                params![run, key, seq, attempt, at_ms as i64],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Records how a step ended; its result is kept for resume.
+    pub fn step_finished(
+        &self,
+        run: &str,
+        rec: &StepRecord,
+        result: Option<&serde_json::Value>,
+    ) -> Result<()> {
+        let hosts = serde_json::to_string(&rec.hosts).unwrap_or_default();
+        self.with(|c| {
+            c.execute(
+                "UPDATE steps SET status = ?3, duration_ms = ?4, hosts = ?5, actions = ?6,
+                    result = ?7, error = ?8 WHERE run_id = ?1 AND key = ?2",
+                params![
+                    run,
+                    rec.name,
+                    status_str(&rec.status),
+                    rec.duration_ms as i64,
+                    hosts,
+                    rec.actions as i64,
+                    result.map(|v| v.to_string()),
+                    rec.error,
+                ],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// A step of the run, if it was started.
+    pub fn step(&self, run: &str, key: &str) -> Result<Option<StepRow>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT key, status, attempt, result FROM steps WHERE run_id = ?1 AND key = ?2",
+                params![run, key],
+                |r| {
+                    let status: String = r.get(1)?;
+                    let result: Option<String> = r.get(3)?;
+                    Ok(StepRow {
+                        key: r.get(0)?,
+                        status: parse_status(&status, StepStatus::Running),
+                        attempt: r.get(2)?,
+                        result: result.and_then(|t| serde_json::from_str(&t).ok()),
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    pub fn record_action(&self, run: &str, attempt: u32, a: &ActionRecord) -> Result<()> {
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO actions (run_id, attempt, seq, step, host, op, read_only,
+                    description, disposition, at_ms, duration_ms, ok, result)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?
+            .execute(params![
+                run,
+                attempt,
+                a.seq as i64,
+                a.step,
+                a.host,
+                a.op,
+                a.read_only,
+                a.description,
+                status_str(&a.disposition),
+                a.at_ms as i64,
+                a.duration_ms as i64,
+                a.ok,
+                a.result,
+            ])
+        })?;
+        Ok(())
+    }
+
+    pub fn record_log(&self, run: &str, attempt: u32, l: &LogLine) -> Result<()> {
+        self.with(|c| {
+            c.prepare_cached(
+                "INSERT INTO logs (run_id, attempt, at_ms, level, step, message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                run,
+                attempt,
+                l.at_ms as i64,
+                l.level,
+                l.step,
+                l.message
+            ])
+        })?;
+        Ok(())
+    }
+
+    /// Registers an undo and returns its id (ids grow: rollback runs them from the highest down).
+    pub fn add_undo(&self, run: &str, attempt: u32, u: &NewUndo<'_>) -> Result<u64> {
+        let NewUndo {
+            step,
+            host,
+            description,
+            spec,
+            at_ms,
+        } = *u;
+        let spec = serde_json::to_string(spec).unwrap_or_default();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let id: i64 = tx.query_row(
+                "SELECT coalesce(max(id), 0) + 1 FROM undos WHERE run_id = ?1",
+                [run],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "INSERT INTO undos (run_id, id, attempt, step, host, description, spec, status, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8)",
+                params![run, id, attempt, step, host, description, spec, at_ms as i64],
+            )?;
+            tx.commit()?;
+            Ok(id as u64)
+        })
+    }
+
+    pub fn undo_finished(
+        &self,
+        run: &str,
+        id: u64,
+        status: UndoStatus,
+        error: Option<&str>,
+    ) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE undos SET status = ?3, error = ?4 WHERE run_id = ?1 AND id = ?2",
+                params![run, id as i64, status_str(&status), error],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Every undo of the run, oldest first.
+    pub fn undos(&self, run: &str) -> Result<Vec<UndoRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, step, host, description, spec, status FROM undos
+                 WHERE run_id = ?1 ORDER BY id",
+            )?;
+            let rows = st
+                .query_map([run], |r| {
+                    let spec: String = r.get(4)?;
+                    let status: String = r.get(5)?;
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        spec,
+                        status,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows
+                .into_iter()
+                .map(|(id, step, host, description, spec, status)| UndoRow {
+                    id,
+                    step,
+                    host,
+                    description,
+                    spec: serde_json::from_str(&spec).unwrap_or(UndoSpec::Closure(ClosureSpec {
+                        function: String::new(),
+                        captured: Vec::new(),
+                        not_restorable: Some("the journal entry is unreadable".into()),
+                        at: None,
+                    })),
+                    status: parse_status(&status, UndoStatus::Pending),
+                })
+                .collect())
+        })
+    }
+
+    /// Records a guard that was just set (or re-set on resume: the count of re-checks grows).
+    pub fn guard_set(
+        &self,
+        run: &str,
+        name: &str,
+        step: Option<&str>,
+        set_fn: &ClosureSpec,
+        restore_fn: &ClosureSpec,
+    ) -> Result<()> {
+        let (s, r) = (
+            serde_json::to_string(set_fn).unwrap_or_default(),
+            serde_json::to_string(restore_fn).unwrap_or_default(),
+        );
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO guards (run_id, name, step, set_fn, restore_fn, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'set')
+                 ON CONFLICT (run_id, name) DO UPDATE SET status = 'set', error = NULL,
+                    set_fn = ?4, restore_fn = ?5",
+                params![run, name, step, s, r],
+            )
+        })?;
+        Ok(())
+    }
+
+    pub fn guard_rechecked(&self, run: &str, name: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE guards SET rechecks = rechecks + 1 WHERE run_id = ?1 AND name = ?2",
+                params![run, name],
+            )
+        })?;
+        Ok(())
+    }
+
+    pub fn guard_finished(
+        &self,
+        run: &str,
+        name: &str,
+        status: GuardStatus,
+        error: Option<&str>,
+    ) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE guards SET status = ?3, error = ?4 WHERE run_id = ?1 AND name = ?2",
+                params![run, name, status_str(&status), error],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Every guard of the run, in the order they were first set.
+    pub fn guards(&self, run: &str) -> Result<Vec<GuardRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT name, step, set_fn, restore_fn, status FROM guards WHERE run_id = ?1 ORDER BY rowid",
+            )?;
+            let rows = st
+                .query_map([run], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(name, step, s, r, status)| {
+                    Some(GuardRow {
+                        name,
+                        step,
+                        set_fn: serde_json::from_str(&s).ok()?,
+                        restore_fn: serde_json::from_str(&r).ok()?,
+                        status: parse_status(&status, GuardStatus::Set),
+                    })
+                })
+                .collect())
+        })
+    }
+
+    /// The whole run as a report: every attempt's steps, actions and logs, undos and guards.
+    pub fn report(&self, id: &str) -> Result<RunReport> {
+        let run = self.run(id)?;
+        self.with(|c| {
+            let (outcome, duration_ms, result): (Option<String>, i64, Option<String>) = c.query_row(
+                "SELECT outcome, duration_ms, result FROM runs WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            let outcome = outcome
+                .and_then(|o| serde_json::from_str::<Outcome>(&o).ok())
+                .map(|o| with_source_line(o, &run))
+                .unwrap_or_else(|| Outcome::Interrupted {
+                    error: Located::new(
+                        "the run did not finish: it was killed, or is still running",
+                        None,
+                    ),
+                });
+            let mut st = c.prepare(
+                "SELECT key, status, at_ms, duration_ms, hosts, actions, error, attempt
+                 FROM steps WHERE run_id = ?1 ORDER BY seq",
+            )?;
+            let steps = st
+                .query_map([id], |r| {
+                    let status: String = r.get(1)?;
+                    let hosts: String = r.get(4)?;
+                    Ok(StepRecord {
+                        name: r.get(0)?,
+                        status: parse_status(&status, StepStatus::Running),
+                        at_ms: r.get::<_, i64>(2)? as u64,
+                        duration_ms: r.get::<_, i64>(3)? as u64,
+                        hosts: serde_json::from_str(&hosts).unwrap_or_default(),
+                        actions: r.get::<_, i64>(5)? as usize,
+                        error: r.get(6)?,
+                        attempt: r.get(7)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut st = c.prepare(
+                "SELECT attempt, seq, step, host, op, read_only, description, disposition, at_ms,
+                    duration_ms, ok, result FROM actions WHERE run_id = ?1 ORDER BY attempt, seq",
+            )?;
+            let actions = st
+                .query_map([id], |r| {
+                    let disp: String = r.get(7)?;
+                    Ok(ActionRecord {
+                        attempt: r.get(0)?,
+                        seq: r.get::<_, i64>(1)? as u64,
+                        step: r.get(2)?,
+                        host: r.get(3)?,
+                        op: r.get(4)?,
+                        read_only: r.get(5)?,
+                        description: r.get(6)?,
+                        disposition: parse_status(&disp, Disposition::Performed),
+                        at_ms: r.get::<_, i64>(8)? as u64,
+                        duration_ms: r.get::<_, i64>(9)? as u64,
+                        ok: r.get(10)?,
+                        result: r.get(11)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut st = c.prepare(
+                "SELECT at_ms, level, step, message FROM logs WHERE run_id = ?1 ORDER BY rowid",
+            )?;
+            let logs = st
+                .query_map([id], |r| {
+                    Ok(LogLine {
+                        at_ms: r.get::<_, i64>(0)? as u64,
+                        level: r.get(1)?,
+                        step: r.get(2)?,
+                        message: r.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut st = c.prepare(
+                "SELECT id, step, host, description, status, error FROM undos WHERE run_id = ?1 ORDER BY id",
+            )?;
+            let undos = st
+                .query_map([id], |r| {
+                    let status: String = r.get(4)?;
+                    Ok(UndoRecord {
+                        id: r.get::<_, i64>(0)? as u64,
+                        step: r.get(1)?,
+                        host: r.get(2)?,
+                        description: r.get(3)?,
+                        status: parse_status(&status, UndoStatus::Pending),
+                        error: r.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut st = c.prepare(
+                "SELECT name, step, status, rechecks, error FROM guards WHERE run_id = ?1 ORDER BY rowid",
+            )?;
+            let guards = st
+                .query_map([id], |r| {
+                    let status: String = r.get(2)?;
+                    Ok(GuardRecord {
+                        name: r.get(0)?,
+                        step: r.get(1)?,
+                        status: parse_status(&status, GuardStatus::Set),
+                        rechecks: r.get(3)?,
+                        error: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(RunReport {
+                run_id: run.id.clone(),
+                playbook: run.playbook.clone(),
+                mode: run.mode,
+                status: run.status,
+                outcome,
+                started_unix_ms: run.started_unix_ms,
+                duration_ms: duration_ms as u64,
+                attempts: run.attempts,
+                hosts: run.hosts.clone(),
+                params: run.params.clone(),
+                steps,
+                actions,
+                undos,
+                guards,
+                logs,
+                result: result
+                    .and_then(|r| serde_json::from_str(&r).ok())
+                    .unwrap_or(serde_json::Value::Null),
+            })
+        })
+    }
+}
+
+/// Puts the playbook's source line back on an error that points into it (the line is not stored).
+fn with_source_line(o: Outcome, run: &RunRow) -> Outcome {
+    let fix = |l: Located| match &l.pos {
+        Some(p) if p.file == run.playbook => l.with_source_text(&run.playbook_source),
+        _ => l,
+    };
+    match o {
+        Outcome::Failed { kind, error } => Outcome::Failed {
+            kind,
+            error: fix(error),
+        },
+        Outcome::Interrupted { error } => Outcome::Interrupted { error: fix(error) },
+        o => o,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_from_day_counts() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_414), (2025, 11, 22));
+        assert_eq!(format_unix_ms(1_763_847_639_000), "2025-11-22 21:40:39Z");
+    }
+
+    #[test]
+    fn schema_is_created_once_and_version_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/j.db");
+        drop(Journal::open(&p).unwrap());
+        let j = Journal::open(&p).unwrap();
+        let v: i64 = j
+            .with(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        j.with(|c| c.pragma_update(None, "user_version", 99))
+            .unwrap();
+        drop(j);
+        let e = Journal::open(&p).unwrap_err().to_string();
+        assert!(e.contains("schema version 99 is newer"), "{e}");
+    }
+
+    #[test]
+    fn undos_come_back_in_order_with_their_specs() {
+        let j = Journal::in_memory();
+        let id = j
+            .begin_run(&RunStart {
+                playbook: "p".into(),
+                playbook_path: None,
+                source: "x".into(),
+                inventory_id: "i".into(),
+                inventory_path: None,
+                hosts: vec!["a".into()],
+                params: serde_json::json!({}),
+                mode: Mode::Run,
+            })
+            .unwrap();
+        let spec = UndoSpec::Actions {
+            host: "a".into(),
+            actions: vec![Action::Remove {
+                path: "/x/y".into(),
+            }],
+        };
+        let u = NewUndo {
+            step: Some("s"),
+            host: Some("a"),
+            description: "rm",
+            spec: &spec,
+            at_ms: 0,
+        };
+        assert_eq!(j.add_undo(&id, 1, &u).unwrap(), 1);
+        assert_eq!(j.add_undo(&id, 1, &u).unwrap(), 2);
+        j.undo_finished(&id, 2, UndoStatus::Done, None).unwrap();
+        let u = j.undos(&id).unwrap();
+        assert_eq!(u.len(), 2);
+        assert_eq!(u[1].status, UndoStatus::Done);
+        assert!(matches!(&u[0].spec, UndoSpec::Actions { actions, .. } if actions.len() == 1));
+        assert_eq!(j.run(&id).unwrap().undos_pending, 1);
+    }
+}

@@ -605,6 +605,22 @@ impl Executor {
         timeout: Option<Duration>,
         max_output: usize,
     ) -> Result<ExecOutput, Fault> {
+        self.exec_with(host, t, command, env, cwd, stdin, timeout, max_output, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn exec_with(
+        &self,
+        host: &HostEntry,
+        t: &dyn Transport,
+        command: &Command,
+        env: &BTreeMap<String, String>,
+        cwd: Option<&str>,
+        stdin: Option<&[u8]>,
+        timeout: Option<Duration>,
+        max_output: usize,
+        on_output: Option<transport::OutputSink>,
+    ) -> Result<ExecOutput, Fault> {
         t.exec(&ExecRequest {
             command,
             env,
@@ -613,6 +629,7 @@ impl Executor {
             timeout: timeout.unwrap_or(host.command_timeout),
             max_output,
             abort: self.cancel.abort_flag(),
+            on_output,
         })
         .map_err(|e| self.transport_fault(host, e))
     }
@@ -638,8 +655,16 @@ impl Executor {
                 stdin,
                 timeout,
                 ..
-            } => self
-                .exec_on(
+            } => {
+                let live = Arc::new(LiveOutput::new(
+                    &host.name,
+                    self.events.clone(),
+                    self.inventory.redactor.clone(),
+                ));
+                let l = live.clone();
+                let sink: transport::OutputSink =
+                    Arc::new(move |stream, bytes| l.push(stream, bytes));
+                let out = self.exec_with(
                     host,
                     t,
                     command,
@@ -648,8 +673,11 @@ impl Executor {
                     stdin.as_deref(),
                     *timeout,
                     MAX_OUTPUT,
-                )
-                .map(Outcome::Exec),
+                    Some(sink),
+                );
+                live.finish();
+                out.map(Outcome::Exec)
+            }
             Action::ReadFile { path } => {
                 let out = self.helper(host, t, &["cat", "--", path], &format!("read {path}"))?;
                 if out.truncated {
@@ -820,6 +848,92 @@ impl Executor {
                 ));
             }
             self.sleep(Duration::from_millis(250).min(timeout.saturating_sub(start.elapsed())))?;
+        }
+    }
+}
+
+/// How long a command runs before its output is also sent as `output` events.
+const LIVE_AFTER: Duration = Duration::from_secs(1);
+/// The longest line one `output` event carries; longer lines are cut into pieces.
+const LIVE_LINE_MAX: usize = 16 * 1024;
+
+/// A command's output as `output` events, for long commands: lines seen in its first second are
+/// held (short commands stay quiet; their output is in the script's result), then every complete
+/// line is sent as it arrives. Whole lines only, so a secret split across two reads is still
+/// redacted.
+struct LiveOutput {
+    host: String,
+    step: Option<String>,
+    events: Arc<dyn EventSink>,
+    redactor: crate::secret::Redactor,
+    start: Instant,
+    state: Mutex<LiveState>,
+}
+
+#[derive(Default)]
+struct LiveState {
+    partial: [Vec<u8>; 2],
+    held: Vec<(&'static str, String)>,
+}
+
+impl LiveOutput {
+    fn new(host: &str, events: Arc<dyn EventSink>, redactor: crate::secret::Redactor) -> Self {
+        LiveOutput {
+            host: host.to_string(),
+            step: current_step(),
+            events,
+            redactor,
+            start: Instant::now(),
+            state: Mutex::new(LiveState::default()),
+        }
+    }
+
+    fn push(&self, stream: &'static str, bytes: &[u8]) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let buf = &mut st.partial[usize::from(stream == "stderr")];
+        buf.extend_from_slice(bytes);
+        let mut lines = Vec::new();
+        while let Some(i) = buf
+            .iter()
+            .position(|b| *b == b'\n')
+            .or_else(|| (buf.len() >= LIVE_LINE_MAX).then_some(LIVE_LINE_MAX - 1))
+        {
+            let line: Vec<u8> = buf.drain(..=i).collect();
+            lines.push((stream, String::from_utf8_lossy(&line).into_owned()));
+        }
+        st.held.extend(lines);
+        if self.start.elapsed() >= LIVE_AFTER {
+            let out = std::mem::take(&mut st.held);
+            drop(st);
+            self.send(out);
+        }
+    }
+
+    /// The command ended: a long one sends what is left, a short one nothing.
+    fn finish(&self) {
+        if self.start.elapsed() < LIVE_AFTER {
+            return;
+        }
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = std::mem::take(&mut st.held);
+        for (i, name) in ["stdout", "stderr"].into_iter().enumerate() {
+            let rest = std::mem::take(&mut st.partial[i]);
+            if !rest.is_empty() {
+                out.push((name, String::from_utf8_lossy(&rest).into_owned()));
+            }
+        }
+        drop(st);
+        self.send(out);
+    }
+
+    fn send(&self, lines: Vec<(&'static str, String)>) {
+        for (stream, text) in lines {
+            self.events.emit(&Event::Output {
+                host: self.host.clone(),
+                step: self.step.clone(),
+                stream: stream.to_string(),
+                text: self.redactor.redact(&text),
+            });
         }
     }
 }

@@ -525,7 +525,8 @@ let v = cluster().host("web1").read_file("/srv/app/VERSION").trimmed();
 
     let write_doc = r#"
 Writes a file atomically (a temporary file, then a rename), mode 0o644 unless `#{mode: 0o600}`.
-Mutating.
+Mutating. Undoable: the old file is copied aside first (`PATH.capstan-undo-..`) and put back by a
+rollback; a file that did not exist is removed.
 
 ```rhai
 let h = cluster().host("web1");
@@ -580,7 +581,8 @@ h.write_file("/srv/app/secret.conf", "k=v\n", #{ mode: 0o600 });
         "mkdir",
         &["host: Host", "path: String", "()"],
         r#"
-Creates a directory and its parents (`mkdir -p`). Mutating.
+Creates a directory and its parents (`mkdir -p`). Mutating. Undoable: a directory that did not
+exist is removed by a rollback (with what was put in it; its parents stay).
 
 ```rhai
 cluster().host("web1").mkdir("/srv/app/backup");
@@ -605,6 +607,7 @@ cluster().host("web1").mkdir("/srv/app/backup");
         &["host: Host", "from: String", "to: String", "()"],
         r#"
 Copies a file or directory on the host (`cp -a`: modes, times and links kept). Mutating.
+Undoable: what was at the target is copied aside first and put back by a rollback.
 
 ```rhai
 cluster().host("web1").copy("/srv/app/VERSION", "/srv/app/VERSION.bak");
@@ -626,7 +629,8 @@ cluster().host("web1").copy("/srv/app/VERSION", "/srv/app/VERSION.bak");
         "move",
         &["host: Host", "from: String", "to: String", "()"],
         r#"
-Moves or renames a file or directory on the host. Mutating.
+Moves or renames a file or directory on the host. Mutating. Undoable (moved back) unless the
+target existed, which is logged: back it up first.
 
 ```rhai
 let h = cluster().host("web1");
@@ -667,7 +671,7 @@ h.move("/srv/app/VERSION.tmp", "/srv/app/VERSION.old");
         &["host: Host", "path: String", "()"],
         r#"
 Removes a file or a directory tree (`rm -rf`). Refuses `/`, top-level directories and paths with `..`.
-Mutating.
+Mutating, and not undoable: take a backup first if it may need to come back.
 
 ```rhai
 cluster().host("web1").remove("/srv/app/tmp");
@@ -685,7 +689,8 @@ cluster().host("web1").remove("/srv/app/tmp");
         &["host: Host", "target: String", "source: String", "()"],
         r#"
 Replaces directory `target` with a copy of `source`: the copy is made beside the target first, then
-swapped in with renames, so a failed copy leaves the old directory in place. Mutating.
+swapped in with renames, so a failed copy leaves the old directory in place. Mutating. Undoable:
+the old directory is kept (renamed, not copied) and put back by a rollback.
 
 ```rhai
 let h = cluster().host("web1");
@@ -764,7 +769,7 @@ if h.free_space("/srv") < 1024 * 1024 * 1024 { fail("less than 1 GiB free on web
 
     let upload_doc = r#"
 Copies a file from the machine capstan runs on to the host (SFTP, or scp where SFTP is missing),
-atomically, mode 0o644 unless `#{mode: ..}`. Mutating.
+atomically, mode 0o644 unless `#{mode: ..}`. Mutating. Undoable, like `write_file`.
 
 ```rhai
 let h = cluster().host("web1");

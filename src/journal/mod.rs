@@ -1020,16 +1020,25 @@ impl Journal {
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut st = c.prepare(
-                "SELECT id, step, host, description, status, error FROM undos WHERE run_id = ?1 ORDER BY id",
+                "SELECT id, step, host, description, status, error, spec FROM undos WHERE run_id = ?1 ORDER BY id",
             )?;
             let undos = st
                 .query_map([id], |r| {
                     let status: String = r.get(4)?;
+                    let spec: String = r.get(6)?;
+                    let saved = match serde_json::from_str::<UndoSpec>(&spec) {
+                        Ok(UndoSpec::Actions { actions, .. }) => actions.iter().find_map(|a| match a {
+                            Action::Restore { saved, .. } => Some(saved.clone()),
+                            _ => None,
+                        }),
+                        _ => None,
+                    };
                     Ok(UndoRecord {
                         id: r.get::<_, i64>(0)? as u64,
                         step: r.get(1)?,
                         host: r.get(2)?,
                         description: r.get(3)?,
+                        saved,
                         status: parse_status(&status, UndoStatus::Pending),
                         error: r.get(5)?,
                     })

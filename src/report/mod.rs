@@ -75,6 +75,8 @@ pub struct UndoRecord {
     pub step: Option<String>,
     pub host: Option<String>,
     pub description: String,
+    /// The copy of the old content it restores from, when it keeps one (a backup on the host).
+    pub saved: Option<String>,
     pub status: UndoStatus,
     pub error: Option<String>,
 }

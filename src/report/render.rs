@@ -45,23 +45,28 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
 
     if !r.steps.is_empty() {
         s.push_str("\nsteps\n");
-        let width = r
+        let names: Vec<String> = r
             .steps
             .iter()
-            .map(|st| st.name.chars().count())
+            .map(|st| {
+                if r.attempts > 1 {
+                    format!("{} (attempt {})", st.name, st.attempt)
+                } else {
+                    st.name.clone()
+                }
+            })
+            .collect();
+        let width = names
+            .iter()
+            .map(|n| n.chars().count())
             .max()
             .unwrap_or(0)
-            .min(48);
-        for st in &r.steps {
+            .min(56);
+        for (st, name) in r.steps.iter().zip(&names) {
             let mark = match st.status {
                 StepStatus::Ok => "ok  ",
                 StepStatus::Failed => "FAIL",
                 StepStatus::Running => "... ",
-            };
-            let name = if r.attempts > 1 {
-                format!("{} (attempt {})", st.name, st.attempt)
-            } else {
-                st.name.clone()
             };
             s.push_str(&format!(
                 "  {mark} {:<width$}  {:>6}  {} action(s) on {}\n",
@@ -77,6 +82,20 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
             if let Some(e) = &st.error {
                 s.push_str(&format!("       {}\n", e.lines().next().unwrap_or("")));
             }
+        }
+    }
+
+    if r.hosts.len() > 1 && !r.actions.is_empty() {
+        s.push_str("\nper host (actions, of which changes, failed)\n");
+        for h in &r.hosts {
+            let mine = r.actions.iter().filter(|a| &a.host == h);
+            let (mut n, mut changes, mut failed) = (0, 0, 0);
+            for a in mine {
+                n += 1;
+                changes += usize::from(!a.read_only && a.disposition != Disposition::Skipped);
+                failed += usize::from(!a.ok);
+            }
+            s.push_str(&format!("  {h:<12} {n:>4} {changes:>4} {failed:>4}\n"));
         }
     }
 
@@ -127,6 +146,23 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
             if let Some(e) = &u.error {
                 s.push_str(&format!("        {}\n", e.lines().next().unwrap_or("")));
             }
+        }
+    }
+
+    let backups: Vec<_> = r
+        .undos
+        .iter()
+        .filter_map(|u| Some((u.host.as_deref()?, u.saved.as_deref()?, u.status)))
+        .collect();
+    if !backups.is_empty() {
+        s.push_str("\nbackups (old content kept on the host for the undos)\n");
+        for (h, saved, status) in backups {
+            let note = if status == UndoStatus::Done {
+                "  (put back by the rollback)"
+            } else {
+                ""
+            };
+            s.push_str(&format!("  {h:<12} {saved}{note}\n"));
         }
     }
 

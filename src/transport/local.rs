@@ -9,7 +9,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{signal_name, Command, ExecOutput, ExecRequest, Tail, Transport, TransportError};
+use super::{
+    signal_name, Command, ExecOutput, ExecRequest, OutputSink, Tail, Transport, TransportError,
+};
 
 /// Runs commands as child processes of capstan.
 #[derive(Debug, Default)]
@@ -33,7 +35,12 @@ struct Reader {
 }
 
 impl Reader {
-    fn start(mut r: impl Read + Send + 'static, max: usize) -> Reader {
+    fn start(
+        mut r: impl Read + Send + 'static,
+        max: usize,
+        stream: &'static str,
+        sink: Option<OutputSink>,
+    ) -> Reader {
         let tail = Arc::new(Mutex::new(Tail::new(max)));
         let (tx, done) = mpsc::channel();
         let t = tail.clone();
@@ -42,7 +49,12 @@ impl Reader {
             loop {
                 match r.read(&mut buf) {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => t.lock().unwrap_or_else(|e| e.into_inner()).push(&buf[..n]),
+                    Ok(n) => {
+                        if let Some(s) = &sink {
+                            s(stream, &buf[..n]);
+                        }
+                        t.lock().unwrap_or_else(|e| e.into_inner()).push(&buf[..n])
+                    }
                 }
             }
             let _ = tx.send(());
@@ -110,10 +122,14 @@ impl Transport for LocalTransport {
         let out_r = Reader::start(
             child.stdout.take().expect("stdout is piped"),
             req.max_output,
+            "stdout",
+            req.on_output.clone(),
         );
         let err_r = Reader::start(
             child.stderr.take().expect("stderr is piped"),
             req.max_output,
+            "stderr",
+            req.on_output.clone(),
         );
         let (done_tx, done_rx) = mpsc::channel();
         thread::spawn(move || {

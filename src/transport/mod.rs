@@ -37,7 +37,6 @@ impl Command {
 }
 
 /// Everything a transport needs to run one command.
-#[derive(Debug)]
 pub struct ExecRequest<'a> {
     pub command: &'a Command,
     pub env: &'a BTreeMap<String, String>,
@@ -48,7 +47,24 @@ pub struct ExecRequest<'a> {
     pub max_output: usize,
     /// Set on a second Ctrl-C: stop the running command now.
     pub abort: &'a AtomicBool,
+    /// Receives output as it arrives (`stdout` or `stderr`, the bytes), for live events.
+    pub on_output: Option<OutputSink>,
 }
+
+impl std::fmt::Debug for ExecRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecRequest")
+            .field("command", &self.command)
+            .field("cwd", &self.cwd)
+            .field("timeout", &self.timeout)
+            .field("max_output", &self.max_output)
+            .field("streams_output", &self.on_output.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a transport hands output as it arrives. Called from reader threads.
+pub type OutputSink = std::sync::Arc<dyn Fn(&'static str, &[u8]) + Send + Sync>;
 
 /// What a finished command left.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -257,6 +273,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             max_output: 1 << 20,
             abort: &abort,
+            on_output: None,
         };
         let line = remote_command_line(&req).unwrap();
         let out = std::process::Command::new("sh")

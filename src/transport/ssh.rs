@@ -408,6 +408,9 @@ impl Conn {
                         Ok(0) => break,
                         Ok(n) => {
                             progressed = true;
+                            if let Some(sink) = &req.on_output {
+                                sink(if stream_id == 0 { "stdout" } else { "stderr" }, &buf[..n]);
+                            }
                             if stream_id == 0 {
                                 out.push(&buf[..n])
                             } else {
@@ -601,6 +604,7 @@ impl Transport for SshTransport {
             timeout: self.io_timeout(),
             max_output: 64 * 1024,
             abort: &abort,
+            on_output: None,
         })?;
         if out.code != Some(0) {
             return Err(TransportError::Other(format!(

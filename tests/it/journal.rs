@@ -592,6 +592,7 @@ let t = step("use the token", || {
     let t = secret("token");
     h.run(["sh", "-c", "printf %s \"$1\" > \"$2\"", "sh", t, h.path("used")]);
     log(`logged ${t}`);
+    h.run(["sh", "-c", "echo first; sleep 1.2; echo \"then $1\"; printf last", "sh", t]);
     undo(|| h.run(["sh", "-c", "printf %s \"$1\" > \"$2\"", "sh", t, h.path("undone")]));
     t
 });
@@ -619,6 +620,20 @@ step("fail with it", || h.run(["sh", "-c", "echo \"$1\" >&2; echo \"$1\"; exit 3
     assert_eq!(c.read("h1", "undone"), TOKEN);
     let events = events.join("\n");
     assert!(events.contains("logged ***"), "{events}");
+    // A long command's output arrives as events while the step runs, whole lines, redacted.
+    let first = events
+        .find(r#""stream":"stdout","text":"first\n""#)
+        .expect("no output event");
+    let then = events
+        .find(r#""text":"then ***\n""#)
+        .expect("no redacted output line");
+    let last = events
+        .find(r#""text":"last""#)
+        .expect("no final partial line");
+    let done = events
+        .find(r#""event":"step_finished","step":"use the token""#)
+        .unwrap();
+    assert!(first < then && then < last && last < done, "{events}");
     let text = c.capstan(&["report", &run, "--plan"]);
     let json = c.capstan(&["report", &run, "--json"]);
     let runs = c.capstan(&["runs", "--json"]);

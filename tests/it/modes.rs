@@ -199,10 +199,12 @@ fn readme_example_runs_on_local_hosts_and_a_second_run_skips_them() {
     );
     ok(&r);
     assert_eq!(versions(d.path()), ["1.1.0"; 3]);
-    assert!(
-        d.path().join("app2/bin.1.0.0/app-ctl").exists(),
-        "the old bin/ is kept"
-    );
+    let kept: Vec<String> = std::fs::read_dir(d.path().join("app2"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("bin.capstan-undo-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the old bin/ is kept for the undo");
     assert!(
         d.path().join("app2/running").exists(),
         "the app was started"
@@ -487,4 +489,54 @@ fn without_run_id(text: &str) -> String {
         }
         None => text.to_string(),
     }
+}
+
+#[test]
+fn readme_example_rolls_back_on_local_hosts_from_the_journal() {
+    let d = tempfile::tempdir().unwrap();
+    hello_lab(d.path());
+    let inv = std::fs::read_to_string(repo().join("examples/hello/inventory-local.toml"))
+        .unwrap()
+        .replace("/tmp/capstan-hello", &d.path().display().to_string());
+    let release = d.path().join("release").display().to_string();
+    let journal = std::sync::Arc::new(capstan::Journal::open(d.path().join("j.db")).unwrap());
+    let host = || {
+        capstan::HostBuilder::new()
+            .inventory(inventory(&inv))
+            .journal(journal.clone())
+            .yes(true)
+            .build()
+            .unwrap()
+    };
+    let mut params = capstan::Params::new();
+    params.insert("release".into(), release.into());
+    let pb = capstan::Playbook::from_source("hello.rhai", capstan::demo::PLAYBOOK);
+    let r = host().run(&pb, &params).unwrap();
+    ok(&r);
+    assert_eq!(versions(d.path()), ["1.1.0"; 3]);
+    // A later process (a new Host on the same journal) regrets the upgrade.
+    let back = host().rollback(&r.run_id).unwrap();
+    assert_eq!(back.status, capstan::journal::RunStatus::RolledBack);
+    assert_eq!(versions(d.path()), ["1.0.0"; 3]);
+    for a in ["app1", "app2", "app3"] {
+        let app = d.path().join(a);
+        // The old app-ctl is back, and the script's undos restarted the old version.
+        let ctl = std::process::Command::new(app.join("bin/app-ctl"))
+            .arg("version")
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&ctl.stdout).trim(), "1.0.0");
+        assert!(app.join("running").exists(), "{a} was not started again");
+        let left: Vec<_> = std::fs::read_dir(&app)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("capstan"))
+            .collect();
+        assert!(left.is_empty(), "{a}: {left:?}");
+    }
+    let done = back
+        .undos
+        .iter()
+        .filter(|u| u.status == capstan::journal::UndoStatus::Done);
+    assert_eq!(done.count(), 12); // per host: start old, bin, VERSION, stop new
 }

@@ -577,7 +577,7 @@ impl Executor {
         what: &str,
     ) -> Result<ExecOutput, Fault> {
         let cmd = Command::Argv(argv.iter().map(|s| s.to_string()).collect());
-        let out = self.exec_on(host, t, &cmd, &BTreeMap::new(), None, None, None, MAX_READ)?;
+        let out = self.exec_plain(host, t, &cmd, MAX_READ)?;
         if out.code == Some(0) {
             Ok(out)
         } else {
@@ -593,23 +593,29 @@ impl Executor {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn exec_on(
+    /// A helper command: no env, cwd, stdin or live output; the host's command timeout.
+    fn exec_plain(
         &self,
         host: &HostEntry,
         t: &dyn Transport,
-        command: &Command,
-        env: &BTreeMap<String, String>,
-        cwd: Option<&str>,
-        stdin: Option<&[u8]>,
-        timeout: Option<Duration>,
+        cmd: &Command,
         max_output: usize,
     ) -> Result<ExecOutput, Fault> {
-        self.exec_with(host, t, command, env, cwd, stdin, timeout, max_output, None)
+        self.exec_on(
+            host,
+            t,
+            cmd,
+            &BTreeMap::new(),
+            None,
+            None,
+            None,
+            max_output,
+            None,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn exec_with(
+    fn exec_on(
         &self,
         host: &HostEntry,
         t: &dyn Transport,
@@ -664,7 +670,7 @@ impl Executor {
                 let l = live.clone();
                 let sink: transport::OutputSink =
                     Arc::new(move |stream, bytes| l.push(stream, bytes));
-                let out = self.exec_with(
+                let out = self.exec_on(
                     host,
                     t,
                     command,
@@ -690,7 +696,7 @@ impl Executor {
             }
             Action::Exists { path } => {
                 let cmd = Command::Argv(vec!["test".into(), "-e".into(), path.clone()]);
-                let out = self.exec_on(host, t, &cmd, &BTreeMap::new(), None, None, None, 4096)?;
+                let out = self.exec_plain(host, t, &cmd, 4096)?;
                 Ok(Outcome::Bool(out.code == Some(0)))
             }
             Action::Checksum { path } => {

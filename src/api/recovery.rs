@@ -39,6 +39,25 @@ pub(crate) struct Recovery {
     rechecked: Mutex<bool>,
     /// Numbers the copies primitives keep for their undos.
     keep_seq: std::sync::atomic::AtomicU64,
+    /// Set while undos or guard restores run: what they change registers no undo of its own
+    /// (a second rollback must not undo the first).
+    cleaning: std::sync::atomic::AtomicBool,
+}
+
+/// Sets `Recovery::cleaning` for as long as it lives.
+struct Cleaning<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl<'a> Cleaning<'a> {
+    fn start(flag: &'a std::sync::atomic::AtomicBool) -> Self {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        Cleaning(flag)
+    }
+}
+
+impl Drop for Cleaning<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// What a rollback did.
@@ -88,7 +107,12 @@ impl RunCtx {
     /// Where a primitive keeps the old content of `path` for its undo: beside it, named by run,
     /// attempt and a counter. `None` when no undo is registered (check mode, no journal).
     pub(crate) fn undo_keep_path(&self, path: &str) -> Option<String> {
-        if self.exec.mode() == Mode::Check {
+        if self.exec.mode() == Mode::Check
+            || self
+                .recovery
+                .cleaning
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
             return None;
         }
         let j = self.exec.journal()?;
@@ -128,6 +152,13 @@ impl RunCtx {
         description: String,
         spec: &UndoSpec,
     ) -> Option<u64> {
+        if self
+            .recovery
+            .cleaning
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return None;
+        }
         let j = self.exec.journal()?;
         let description = self.exec.inventory().redactor.redact(&description);
         let step = current_step();
@@ -164,6 +195,7 @@ impl RunCtx {
     /// Runs every pending undo of the run, newest first, across hosts; journals each. An undo
     /// that fails is reported and the rest still run.
     pub(crate) fn rollback(self: &Arc<Self>, engine: &Engine) -> RollbackSummary {
+        let _cleaning = Cleaning::start(&self.recovery.cleaning);
         let mut sum = RollbackSummary::default();
         let Some(j) = self.exec.journal().cloned() else {
             return sum;
@@ -245,6 +277,7 @@ impl RunCtx {
 
     /// Restores every guard still set, newest first. Returns how many could not be restored.
     pub(crate) fn restore_guards(self: &Arc<Self>, engine: &Engine) -> usize {
+        let _cleaning = Cleaning::start(&self.recovery.cleaning);
         let Some(j) = self.exec.journal().cloned() else {
             return 0;
         };

@@ -375,6 +375,13 @@ impl Host {
         let recorded_params =
             redact_json(&serde_json::to_value(&given).unwrap_or_default(), redactor);
         let p = self.prepare(pb, exec, given, false, replay)?;
+        let keys: Vec<String> = self.inventory.hosts.iter().map(lock_key).collect();
+        let lock = |id: &str| -> Result<()> {
+            if self.mode == Mode::Run {
+                self.journal.acquire_locks(id, &keys, self.take_over_lock)?;
+            }
+            Ok(())
+        };
         let (run_id, attempt) = match &existing {
             None => {
                 let id = self.journal.begin_run(&RunStart {
@@ -391,40 +398,21 @@ impl Host {
                     params: recorded_params,
                     mode: self.mode,
                 })?;
+                if let Err(e) = lock(&id) {
+                    // Refused before it started: it leaves nothing in the journal.
+                    self.journal.forget_run(&id)?;
+                    return Err(e);
+                }
                 (id, 1)
             }
             Some(row) => {
+                lock(&row.id)?;
                 let a = self
                     .journal
                     .reopen_run(&row.id, new_source.then_some(pb.source.as_str()))?;
                 (row.id.clone(), a)
             }
         };
-        if self.mode == Mode::Run {
-            let keys: Vec<String> = self.inventory.hosts.iter().map(lock_key).collect();
-            if let Err(e) = self
-                .journal
-                .acquire_locks(&run_id, &keys, self.take_over_lock)
-            {
-                match &existing {
-                    None => self.journal.forget_run(&run_id)?,
-                    Some(_) => {
-                        let outcome = Outcome::Failed {
-                            kind: FaultKind::Action,
-                            error: Located::new(e.to_string(), None),
-                        };
-                        self.journal.finish_run(
-                            &run_id,
-                            RunStatus::Interrupted,
-                            &outcome,
-                            0,
-                            &serde_json::Value::Null,
-                        )?;
-                    }
-                }
-                return Err(e);
-            }
-        }
         let run = p.run.clone();
         run.exec.attach_journal(RunJournal {
             journal: self.journal.clone(),

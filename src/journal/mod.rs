@@ -310,9 +310,27 @@ pub struct StepRow {
 
 /// The journal: a SQLite database, shared by the threads of one run.
 pub struct Journal {
-    conn: Mutex<Connection>,
+    conn: Mutex<Db>,
     path: Option<PathBuf>,
 }
+
+/// The connection and the rows not yet written.
+struct Db {
+    conn: Connection,
+    /// Action and log rows wait here and go to disk with the next write that must be durable
+    /// (a step's start or end, an undo, a guard, the end of the run) or when `BATCH` are waiting:
+    /// one fsync for many rows. A `kill -9` can lose the action rows of the step that was
+    /// running, never a step's state or an undo.
+    pending: Vec<Pending>,
+}
+
+enum Pending {
+    Action(String, u32, ActionRecord),
+    Log(String, u32, LogLine),
+}
+
+/// Rows written at once, at most, before a durable write forces them out.
+const BATCH: usize = 256;
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -424,7 +442,10 @@ impl Journal {
         }
         let conn = Connection::open(path).map_err(|e| db_err(Some(path), e))?;
         let j = Journal {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(Db {
+                conn,
+                pending: Vec::new(),
+            }),
             path: Some(path.to_path_buf()),
         };
         j.init()?;
@@ -435,7 +456,10 @@ impl Journal {
     pub fn in_memory() -> Journal {
         let conn = Connection::open_in_memory().expect("SQLite can always open a memory database");
         let j = Journal {
-            conn: Mutex::new(conn),
+            conn: Mutex::new(Db {
+                conn,
+                pending: Vec::new(),
+            }),
             path: None,
         };
         j.init().expect("a new memory database takes the schema");
@@ -450,9 +474,22 @@ impl Journal {
         db_err(self.path.as_deref(), e)
     }
 
+    /// Runs `f` on the connection after writing the rows that wait (see `Db::pending`).
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let mut c = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut c).map_err(|e| self.err(e))
+        let mut db = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let db = &mut *db;
+        flush(&mut db.conn, &mut db.pending).map_err(|e| self.err(e))?;
+        f(&mut db.conn).map_err(|e| self.err(e))
+    }
+
+    fn queue(&self, row: Pending) -> Result<()> {
+        let mut db = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let db = &mut *db;
+        db.pending.push(row);
+        if db.pending.len() >= BATCH {
+            flush(&mut db.conn, &mut db.pending).map_err(|e| self.err(e))?;
+        }
+        Ok(())
     }
 
     fn init(&self) -> Result<()> {
@@ -735,48 +772,19 @@ impl Journal {
         })
     }
 
+    /// Records an action (batched: see `Db::pending`).
     pub fn record_action(&self, run: &str, attempt: u32, a: &ActionRecord) -> Result<()> {
-        self.with(|c| {
-            c.prepare_cached(
-                "INSERT OR REPLACE INTO actions (run_id, attempt, seq, step, host, op, read_only,
-                    description, disposition, at_ms, duration_ms, ok, result)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-            )?
-            .execute(params![
-                run,
-                attempt,
-                a.seq as i64,
-                a.step,
-                a.host,
-                a.op,
-                a.read_only,
-                a.description,
-                status_str(&a.disposition),
-                a.at_ms as i64,
-                a.duration_ms as i64,
-                a.ok,
-                a.result,
-            ])
-        })?;
-        Ok(())
+        self.queue(Pending::Action(run.to_string(), attempt, a.clone()))
     }
 
+    /// Records a log line (batched like actions).
     pub fn record_log(&self, run: &str, attempt: u32, l: &LogLine) -> Result<()> {
-        self.with(|c| {
-            c.prepare_cached(
-                "INSERT INTO logs (run_id, attempt, at_ms, level, step, message)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                run,
-                attempt,
-                l.at_ms as i64,
-                l.level,
-                l.step,
-                l.message
-            ])
-        })?;
-        Ok(())
+        self.queue(Pending::Log(run.to_string(), attempt, l.clone()))
+    }
+
+    /// Writes the rows that wait now (the end of a run does it too).
+    pub fn flush(&self) -> Result<()> {
+        self.with(|_| Ok(()))
     }
 
     /// Registers an undo and returns its id (ids grow: rollback runs them from the highest down).
@@ -1081,6 +1089,55 @@ impl Journal {
             })
         })
     }
+}
+
+/// Writes waiting action and log rows in one transaction.
+fn flush(c: &mut Connection, pending: &mut Vec<Pending>) -> rusqlite::Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let tx = c.transaction()?;
+    {
+        let mut act = tx.prepare_cached(
+            "INSERT OR REPLACE INTO actions (run_id, attempt, seq, step, host, op, read_only,
+                description, disposition, at_ms, duration_ms, ok, result)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?;
+        let mut log = tx.prepare_cached(
+            "INSERT INTO logs (run_id, attempt, at_ms, level, step, message)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for p in pending.iter() {
+            match p {
+                Pending::Action(run, attempt, a) => act.execute(params![
+                    run,
+                    attempt,
+                    a.seq as i64,
+                    a.step,
+                    a.host,
+                    a.op,
+                    a.read_only,
+                    a.description,
+                    status_str(&a.disposition),
+                    a.at_ms as i64,
+                    a.duration_ms as i64,
+                    a.ok,
+                    a.result,
+                ])?,
+                Pending::Log(run, attempt, l) => log.execute(params![
+                    run,
+                    attempt,
+                    l.at_ms as i64,
+                    l.level,
+                    l.step,
+                    l.message
+                ])?,
+            };
+        }
+    }
+    tx.commit()?;
+    pending.clear();
+    Ok(())
 }
 
 /// Puts the playbook's source line back on an error that points into it (the line is not stored).

@@ -694,14 +694,15 @@ mod refusals {
             .unwrap();
         assert!(!r.succeeded());
         let changed = src.replace("step(\"one\", || 1);", "step(\"one\", || 2);");
-        let e = host(&j)
-            .resume(
+        let resume = |force: bool| {
+            host(&j).resume(
                 &r.run_id,
                 &Playbook::from_source("p.rhai", &changed),
                 &Params::new(),
-                false,
+                force,
             )
-            .unwrap_err();
+        };
+        let e = resume(false).unwrap_err();
         let msg = e.to_string();
         assert_eq!(e.exit_code(), 2);
         assert!(
@@ -709,24 +710,10 @@ mod refusals {
             "{msg}"
         );
         std::fs::write(&f, "").unwrap();
-        let r2 = host(&j)
-            .resume(
-                &r.run_id,
-                &Playbook::from_source("p.rhai", &changed),
-                &Params::new(),
-                true,
-            )
-            .unwrap();
+        let r2 = resume(true).unwrap();
         assert!(r2.succeeded(), "{:?}", r2.outcome);
         assert_eq!(r2.attempts, 2);
-        let e = host(&j)
-            .resume(
-                &r.run_id,
-                &Playbook::from_source("p.rhai", &changed),
-                &Params::new(),
-                false,
-            )
-            .unwrap_err();
+        let e = resume(false).unwrap_err();
         assert!(e.to_string().contains("already succeeded"), "{e}");
     }
 
@@ -761,5 +748,31 @@ mod refusals {
         assert!(r.succeeded());
         assert!(r.undos.is_empty(), "{:?}", r.undos);
         assert!(!d.path().join("f").exists());
+    }
+
+    #[test]
+    fn what_an_undo_changes_registers_no_undo_of_its_own() {
+        // Otherwise a second rollback would undo the first.
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        let src = format!(
+            "let h = cluster().host(\"localhost\");\nstep(\"s\", || {{\n    undo(|| h.write_file(\"{f}\", \"undone\"));\n    fail(\"boom\");\n}});\n",
+            f = f.display()
+        );
+        let j = Arc::new(Journal::in_memory());
+        let h = HostBuilder::new()
+            .journal(j.clone())
+            .on_failure(capstan::host::OnFailure::Rollback)
+            .build()
+            .unwrap();
+        let r = h
+            .run(&Playbook::from_source("p.rhai", &src), &Params::new())
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "undone");
+        assert_eq!(r.status, capstan::journal::RunStatus::RolledBack);
+        assert_eq!(r.undos.len(), 1, "{:?}", r.undos);
+        assert_eq!(j.run(&r.run_id).unwrap().undos_pending, 0);
+        let files = std::fs::read_dir(d.path()).unwrap().count();
+        assert_eq!(files, 1, "the undo's write kept a copy it will never use");
     }
 }

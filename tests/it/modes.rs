@@ -171,6 +171,15 @@ fn hello_lab(dir: &Path) {
     assert!(st.status.success());
 }
 
+/// The hello lab in `dir`, and the local inventory and release path that point at it.
+fn hello_local(dir: &Path) -> (String, String) {
+    hello_lab(dir);
+    let inv = std::fs::read_to_string(repo().join("examples/hello/inventory-local.toml"))
+        .unwrap()
+        .replace("/tmp/capstan-hello", &dir.display().to_string());
+    (inv, dir.join("release").display().to_string())
+}
+
 fn versions(dir: &Path) -> Vec<String> {
     ["app1", "app2", "app3"]
         .iter()
@@ -186,11 +195,7 @@ fn versions(dir: &Path) -> Vec<String> {
 #[test]
 fn readme_example_runs_on_local_hosts_and_a_second_run_skips_them() {
     let d = tempfile::tempdir().unwrap();
-    hello_lab(d.path());
-    let inv = std::fs::read_to_string(repo().join("examples/hello/inventory-local.toml"))
-        .unwrap()
-        .replace("/tmp/capstan-hello", &d.path().display().to_string());
-    let release = d.path().join("release").display().to_string();
+    let (inv, release) = hello_local(d.path());
     let r = run_playbook(
         inventory(&inv),
         Mode::Run,
@@ -494,11 +499,7 @@ fn without_run_id(text: &str) -> String {
 #[test]
 fn readme_example_rolls_back_on_local_hosts_from_the_journal() {
     let d = tempfile::tempdir().unwrap();
-    hello_lab(d.path());
-    let inv = std::fs::read_to_string(repo().join("examples/hello/inventory-local.toml"))
-        .unwrap()
-        .replace("/tmp/capstan-hello", &d.path().display().to_string());
-    let release = d.path().join("release").display().to_string();
+    let (inv, release) = hello_local(d.path());
     let journal = std::sync::Arc::new(capstan::Journal::open(d.path().join("j.db")).unwrap());
     let host = || {
         capstan::HostBuilder::new()

@@ -7,6 +7,8 @@
 # DIR receives: id_ed25519 (a client key authorised on every instance), known_hosts (every
 # instance's host key, as [127.0.0.1]:PORT), and hPORT/ (host key, sshd_config, pid, log).
 # `:nosftp` starts that instance without the SFTP subsystem (uploads fall back to scp).
+# LAB_SSHD_EXTRA: lines appended to every instance's sshd_config (the benchmarks pin the key
+# exchange with "KexAlgorithms curve25519-sha256", so every client negotiates the same one).
 # Needs openssh-server (scripts/test.sh installs it) and root, as sshd needs to switch users.
 set -eu
 cmd=${1:?usage: sshd-lab.sh start DIR PORT... | stop DIR}
@@ -54,6 +56,7 @@ MaxStartups 200
 MaxSessions 200
 LogLevel ERROR
 $subsystem
+${LAB_SSHD_EXTRA:-}
 CONF
         "$sshd_bin" -f "$h/sshd_config" -E "$h/sshd.log"
         echo "[127.0.0.1]:$port $(cut -d' ' -f1,2 "$h/host_key.pub")" >> "$dir/known_hosts"

@@ -282,6 +282,9 @@ pub struct Executor {
     started: Instant,
     seq: AtomicU64,
     records: Mutex<Vec<ActionRecord>>,
+    /// Per step: the hosts its actions touched (first-touch order) and how many actions ran.
+    /// Kept as actions are recorded, so a step's summary costs nothing however long the run.
+    per_step: Mutex<HashMap<String, (Vec<String>, usize)>>,
     journal: std::sync::OnceLock<RunJournal>,
     /// Set while a rollback replays a playbook's prologue: mutating actions are skipped.
     hold_writes: AtomicBool,
@@ -319,6 +322,7 @@ impl Executor {
             started: Instant::now(),
             seq: AtomicU64::new(0),
             records: Mutex::new(Vec::new()),
+            per_step: Mutex::new(HashMap::new()),
             journal: std::sync::OnceLock::new(),
             hold_writes: AtomicBool::new(false),
             journal_error: Mutex::new(None),
@@ -404,16 +408,12 @@ impl Executor {
 
     /// The hosts (in first-touch order) and the number of actions recorded for `step`.
     pub fn step_summary(&self, step: &str) -> (Vec<String>, usize) {
-        let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
-        let mut hosts: Vec<String> = Vec::new();
-        let mut count = 0;
-        for a in records.iter().filter(|a| a.step.as_deref() == Some(step)) {
-            count += 1;
-            if !hosts.contains(&a.host) {
-                hosts.push(a.host.clone());
-            }
-        }
-        (hosts, count)
+        self.per_step
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(step)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Every action performed, skipped or simulated so far.
@@ -542,6 +542,14 @@ impl Executor {
         if let Some(j) = self.journal.get() {
             if let Err(e) = j.journal.record_action(&j.run_id, j.attempt, &rec) {
                 self.journal_failed(&e);
+            }
+        }
+        if let Some(step) = &rec.step {
+            let mut per = self.per_step.lock().unwrap_or_else(|e| e.into_inner());
+            let (hosts, n) = per.entry(step.clone()).or_default();
+            *n += 1;
+            if !hosts.contains(&rec.host) {
+                hosts.push(rec.host.clone());
             }
         }
         self.events.emit(&Event::Action(rec.clone()));

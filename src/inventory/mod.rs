@@ -168,6 +168,8 @@ pub struct Inventory {
     /// The file it was read from, when it was read from a file (resume and rollback reread it).
     pub path: Option<PathBuf>,
     pub redactor: Redactor,
+    /// Host name → position in `hosts`: every action looks its host up.
+    index: std::collections::HashMap<String, usize>,
 }
 
 /// Expands `~/` and makes a relative path relative to `base`.
@@ -225,7 +227,11 @@ impl Inventory {
     }
 
     pub fn host(&self, name: &str) -> Option<&HostEntry> {
-        self.hosts.iter().find(|h| h.name == name)
+        // `hosts` is public: trust the index only when it still points at that name.
+        match self.index.get(name).and_then(|&i| self.hosts.get(i)) {
+            Some(h) if h.name == name => Some(h),
+            _ => self.hosts.iter().find(|h| h.name == name),
+        }
     }
 
     pub fn host_names(&self) -> Vec<String> {
@@ -378,6 +384,11 @@ impl InventorySpec {
             redactor.add(&s);
             secrets.insert(name.clone(), s);
         }
+        let index = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.name.clone(), i))
+            .collect();
         Ok(Inventory {
             source: file.to_string(),
             hosts,
@@ -385,6 +396,7 @@ impl InventorySpec {
             secrets,
             path: None,
             redactor,
+            index,
         })
     }
 }

@@ -120,6 +120,7 @@ CREATE TABLE locks (
     started_ms INTEGER NOT NULL
 );
 CREATE INDEX actions_by_step ON actions (run_id, step);
+CREATE INDEX steps_by_seq ON steps (run_id, seq);
 CREATE INDEX logs_by_run ON logs (run_id);
 "#;
 
@@ -707,19 +708,19 @@ impl Journal {
     /// Records that a step started (or started again, on resume).
     pub fn step_started(&self, run: &str, key: &str, attempt: u32, at_ms: u64) -> Result<()> {
         self.with(|c| {
-            let seq: i64 = c.query_row(
-                "SELECT coalesce((SELECT seq FROM steps WHERE run_id = ?1 AND key = ?2),
-                                 (SELECT count(*) FROM steps WHERE run_id = ?1))",
-                params![run, key],
-                |r| r.get(0),
-            )?;
-            c.execute(
+            let seq: i64 = c
+                .prepare_cached(
+                    "SELECT coalesce((SELECT seq FROM steps WHERE run_id = ?1 AND key = ?2),
+                                 (SELECT max(seq) + 1 FROM steps WHERE run_id = ?1), 0)",
+                )?
+                .query_row(params![run, key], |r| r.get(0))?;
+            c.prepare_cached(
                 "INSERT INTO steps (run_id, key, seq, attempt, status, at_ms)
                  VALUES (?1, ?2, ?3, ?4, 'running', ?5)
                  ON CONFLICT (run_id, key) DO UPDATE SET attempt = ?4, status = 'running',
                     at_ms = ?5, error = NULL, result = NULL",
-                params![run, key, seq, attempt, at_ms as i64],
-            )
+            )?
+            .execute(params![run, key, seq, attempt, at_ms as i64])
         })?;
         Ok(())
     }
@@ -733,20 +734,20 @@ impl Journal {
     ) -> Result<()> {
         let hosts = serde_json::to_string(&rec.hosts).unwrap_or_default();
         self.with(|c| {
-            c.execute(
+            c.prepare_cached(
                 "UPDATE steps SET status = ?3, duration_ms = ?4, hosts = ?5, actions = ?6,
                     result = ?7, error = ?8 WHERE run_id = ?1 AND key = ?2",
-                params![
-                    run,
-                    rec.name,
-                    status_str(&rec.status),
-                    rec.duration_ms as i64,
-                    hosts,
-                    rec.actions as i64,
-                    result.map(|v| v.to_string()),
-                    rec.error,
-                ],
-            )
+            )?
+            .execute(params![
+                run,
+                rec.name,
+                status_str(&rec.status),
+                rec.duration_ms as i64,
+                hosts,
+                rec.actions as i64,
+                result.map(|v| v.to_string()),
+                rec.error,
+            ])
         })?;
         Ok(())
     }
@@ -754,20 +755,19 @@ impl Journal {
     /// A step of the run, if it was started.
     pub fn step(&self, run: &str, key: &str) -> Result<Option<StepRow>> {
         self.with(|c| {
-            c.query_row(
+            c.prepare_cached(
                 "SELECT key, status, attempt, result FROM steps WHERE run_id = ?1 AND key = ?2",
-                params![run, key],
-                |r| {
-                    let status: String = r.get(1)?;
-                    let result: Option<String> = r.get(3)?;
-                    Ok(StepRow {
-                        key: r.get(0)?,
-                        status: parse_status(&status, StepStatus::Running),
-                        attempt: r.get(2)?,
-                        result: result.and_then(|t| serde_json::from_str(&t).ok()),
-                    })
-                },
-            )
+            )?
+            .query_row(params![run, key], |r| {
+                let status: String = r.get(1)?;
+                let result: Option<String> = r.get(3)?;
+                Ok(StepRow {
+                    key: r.get(0)?,
+                    status: parse_status(&status, StepStatus::Running),
+                    attempt: r.get(2)?,
+                    result: result.and_then(|t| serde_json::from_str(&t).ok()),
+                })
+            })
             .optional()
         })
     }
@@ -799,14 +799,18 @@ impl Journal {
         let spec = serde_json::to_string(spec).unwrap_or_default();
         self.with(|c| {
             let tx = c.transaction()?;
-            let id: i64 = tx.query_row(
+            let id: i64 = tx.prepare_cached(
                 "SELECT coalesce(max(id), 0) + 1 FROM undos WHERE run_id = ?1",
+            )?
+            .query_row(
                 [run],
                 |r| r.get(0),
             )?;
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO undos (run_id, id, attempt, step, host, description, spec, status, at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8)",
+            )?
+            .execute(
                 params![run, id, attempt, step, host, description, spec, at_ms as i64],
             )?;
             tx.commit()?;
@@ -822,10 +826,10 @@ impl Journal {
         error: Option<&str>,
     ) -> Result<()> {
         self.with(|c| {
-            c.execute(
+            c.prepare_cached(
                 "UPDATE undos SET status = ?3, error = ?4 WHERE run_id = ?1 AND id = ?2",
-                params![run, id as i64, status_str(&status), error],
-            )
+            )?
+            .execute(params![run, id as i64, status_str(&status), error])
         })?;
         Ok(())
     }

@@ -1,0 +1,376 @@
+#!/usr/bin/env python3
+"""capstan beside the tools people use: SSH fan-out, warm per-command cost, engine overhead and
+simulation scale. Run through bench/run.sh, which installs the peers and builds capstan.
+
+  bench.py fanout [--hosts 20,50] [--cmds 1,10] [--reps 3] [--tools capstan,asyncssh,...]
+  bench.py warm [--n 1000] [--reps 3]
+  bench.py engine [--reps 5]
+  bench.py sim [--hosts 10,100,1000] [--reps 3]
+
+Every figure is the median of --reps runs, with the client's CPU time (user + system of the
+measured process and everything it waited for) and, where it matters, its peak memory. Each tool
+runs as its own process, started inside the timing, so connection set-up is always counted.
+Traffic goes only to sshd instances on 127.0.0.1 that this script starts (lab/sshd-lab.sh), all
+pinned to one key exchange (KEX below) so every client does the same cryptographic work.
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CAPSTAN = os.environ.get("CAPSTAN", os.path.join(REPO, "target", "release", "capstan"))
+KEX = "curve25519-sha256"
+# A user whose login shell is /bin/sh: root's shell startup on these machines costs ~85 ms per
+# command (pyenv in .bashrc), which would measure the shell, not the tools.
+USER = os.environ.get("BENCH_USER", "capstan-test")
+PY = sys.executable
+
+
+def run_measured(argv, env=None, cwd=None):
+    """Like measure, with the child's own CPU and peak memory (os.wait4)."""
+    start = time.perf_counter()
+    p = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Drain the pipes on threads so a chatty child never blocks, then wait4 for its usage.
+    import threading
+    bufs = {"out": b"", "err": b""}
+
+    def drain(name, f):
+        bufs[name] = f.read()
+    ts = [threading.Thread(target=drain, args=("out", p.stdout)),
+          threading.Thread(target=drain, args=("err", p.stderr))]
+    for t in ts:
+        t.start()
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - start
+    for t in ts:
+        t.join()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed ({p.returncode}):\n{bufs['err'].decode()[-2000:]}\n{bufs['out'].decode()[-1000:]}")
+    cpu = ru.ru_utime + ru.ru_stime
+    return wall, cpu, ru.ru_maxrss / 1024.0, bufs["out"]
+
+
+def median_of(reps, f):
+    """Runs f reps times; the median wall time, and the CPU, memory and output of that run."""
+    rows = [f() for _ in range(reps)]
+    walls = [r[0] for r in rows]
+    i = walls.index(statistics.median_low(walls))
+    return statistics.median(walls), rows[i][1], rows[i][2], rows[i][3], (min(walls), max(walls))
+
+
+class Lab:
+    """N sshd instances on 127.0.0.1, each with its own host key, KEX pinned."""
+
+    def __init__(self, n):
+        self.dir = tempfile.mkdtemp(prefix="capstan-bench-")
+        os.chmod(self.dir, 0o755)  # sshd reads authorized_keys as the bench user
+        self.ports = free_ports(n)
+        env = dict(os.environ, LAB_SSHD_EXTRA=f"KexAlgorithms {KEX}\nMaxStartups 500")
+        subprocess.run([os.path.join(REPO, "lab", "sshd-lab.sh"), "start", self.dir]
+                       + [str(p) for p in self.ports], check=True, env=env)
+        self.key = os.path.join(self.dir, "id_ed25519")
+        self.known = os.path.join(self.dir, "known_hosts")
+        for f in (self.key, self.known):
+            os.chmod(f, 0o644 if f == self.known else 0o600)
+
+    def stop(self):
+        subprocess.run([os.path.join(REPO, "lab", "sshd-lab.sh"), "stop", self.dir], check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+
+def free_ports(n):
+    import socket
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+# ---------------------------------------------------------------- the tools, one command each
+
+def capstan_fanout(lab, n, k):
+    inv = lab.path(f"inv-{n}.toml")
+    with open(inv, "w") as f:
+        f.write(textwrap.dedent(f"""\
+            [defaults]
+            transport = "ssh"
+            address = "127.0.0.1"
+            user = "{USER}"
+            known_hosts = "{lab.known}"
+            auth = {{ key = "{lab.key}" }}
+            """))
+        for i, p in enumerate(lab.ports[:n]):
+            f.write(f"\n[hosts.h{i + 1}]\nport = {p}\n")
+    pb = lab.path("fanout.rhai")
+    with open(pb, "w") as f:
+        f.write(textwrap.dedent("""\
+            let k = params(#{ k: param::optional(1, "commands per host") }).k;
+            step("fan-out", || parallel(cluster().hosts(), |h| {
+                for i in 0..k { h.run(["echo", "hi"]); }
+            }));
+            """))
+    journal = lab.path("journal.db")
+    return [CAPSTAN, "run", pb, "-i", inv, "-p", f"k={k}", "--parallelism", str(n),
+            "--journal", journal]
+
+
+def asyncssh_fanout(lab, n, k):
+    code = textwrap.dedent(f"""\
+        import asyncio, asyncssh
+        async def host(port):
+            async with asyncssh.connect("127.0.0.1", port, username={USER!r},
+                    client_keys=[{lab.key!r}], known_hosts={lab.known!r},
+                    kex_algs=[{KEX!r}]) as c:
+                for _ in range({k}):
+                    r = await c.run("echo hi", check=True)
+        async def main():
+            await asyncio.gather(*(host(p) for p in {lab.ports[:n]!r}))
+        asyncio.run(main())
+        """)
+    return [PY, "-c", code]
+
+
+def pssh_fanout(lab, n, k):
+    code = textwrap.dedent(f"""\
+        from pssh.clients import ParallelSSHClient
+        from pssh.config import HostConfig
+        ports = {lab.ports[:n]!r}
+        c = ParallelSSHClient(["127.0.0.1"] * len(ports), user={USER!r}, pkey={lab.key!r},
+                              host_config=[HostConfig(port=p) for p in ports], pool_size={n})
+        for _ in range({k}):
+            out = c.run_command("echo hi")
+            c.join(out)
+            for o in out:
+                list(o.stdout)
+                assert o.exit_code == 0, o
+        """)
+    return [PY, "-c", code]
+
+
+def ssh_base(lab, control=None):
+    opts = ["-i", lab.key, "-l", USER, "-o", f"UserKnownHostsFile={lab.known}",
+            "-o", "StrictHostKeyChecking=yes", "-o", f"KexAlgorithms={KEX}",
+            "-o", "BatchMode=yes", "-F", "/dev/null"]
+    if control:
+        opts += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control}",
+                 "-o", "ControlPersist=60"]
+    return ["ssh"] + opts
+
+
+def shell_fanout(lab, n, k, multiplexed):
+    """One shell job per host, in parallel: K sequential ssh commands (through a master)."""
+    lines = ["pids="]
+    for i, p in enumerate(lab.ports[:n]):
+        base = ssh_base(lab, lab.path(f"cm-{p}") if multiplexed else None)
+        base = " ".join(base)
+        cmds = [f"{base} -p {p} 127.0.0.1 echo hi >/dev/null" for _ in range(k)]
+        if multiplexed:
+            cmds.append(f"{base} -p {p} -O exit 127.0.0.1 2>/dev/null")
+        lines.append("( " + " && ".join(cmds) + " ) &")
+        lines.append('pids="$pids $!"')
+    lines.append("fail=0; for p in $pids; do wait $p || fail=1; done; exit $fail")
+    script = lab.path(f"{'cm' if multiplexed else 'ssh'}-{n}-{k}.sh")
+    with open(script, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return ["sh", script]
+
+
+def ansible_fanout(lab, n, k):
+    inv = lab.path(f"ansible-{n}.ini")
+    with open(inv, "w") as f:
+        f.write("[lab]\n")
+        for i, p in enumerate(lab.ports[:n]):
+            f.write(f"h{i + 1} ansible_host=127.0.0.1 ansible_port={p}\n")
+        f.write(textwrap.dedent(f"""\
+            [lab:vars]
+            ansible_user={USER}
+            ansible_ssh_private_key_file={lab.key}
+            ansible_python_interpreter=/usr/bin/python3
+            ansible_ssh_common_args=-o UserKnownHostsFile={lab.known} -o KexAlgorithms={KEX}
+            """))
+    pb = lab.path(f"ansible-{k}.yml")
+    with open(pb, "w") as f:
+        f.write("- hosts: lab\n  gather_facts: false\n  tasks:\n")
+        for i in range(k):
+            f.write(f"    - command: echo hi\n")
+    cfg = lab.path("ansible.cfg")
+    with open(cfg, "w") as f:
+        f.write(textwrap.dedent(f"""\
+            [defaults]
+            forks = {n}
+            host_key_checking = True
+            [ssh_connection]
+            pipelining = True
+            control_path_dir = {lab.path("ansible-cp")}
+            """))
+    bindir = os.path.dirname(PY)
+    return [os.path.join(bindir, "ansible-playbook"), "-i", inv, pb], dict(
+        os.environ, ANSIBLE_CONFIG=cfg, ANSIBLE_LOCAL_TEMP=lab.path("ansible-tmp"))
+
+
+TOOLS = {
+    "capstan": lambda lab, n, k: (capstan_fanout(lab, n, k), None),
+    "asyncssh": lambda lab, n, k: (asyncssh_fanout(lab, n, k), None),
+    "parallel-ssh": lambda lab, n, k: (pssh_fanout(lab, n, k), None),
+    "ssh ControlMaster": lambda lab, n, k: (shell_fanout(lab, n, k, True), None),
+    "ssh per command": lambda lab, n, k: (shell_fanout(lab, n, k, False), None),
+    "ansible": lambda lab, n, k: ansible_fanout(lab, n, k),
+}
+
+
+def fanout(args):
+    hosts = [int(x) for x in args.hosts.split(",")]
+    cmds = [int(x) for x in args.cmds.split(",")]
+    tools = args.tools.split(",") if args.tools else list(TOOLS)
+    lab = Lab(max(hosts))
+    try:
+        print(f"## SSH fan-out (KEX {KEX}, user {USER}, median of {args.reps})\n")
+        print("| hosts × cmds | " + " | ".join(tools) + " |")
+        print("|---|" + "---|" * len(tools))
+        for n in hosts:
+            for k in cmds:
+                cells = []
+                for t in tools:
+                    argv, env = TOOLS[t](lab, n, k)
+                    if t == "ansible" and args.ansible_reps is not None:
+                        reps = args.ansible_reps
+                    else:
+                        reps = args.reps
+                    wall, cpu, _, _, (lo, hi) = median_of(reps, lambda: run_measured(argv, env=env))
+                    cells.append(f"{wall:.2f} s (cpu {cpu:.2f} s)")
+                    print(f"  {t} {n}x{k}: {wall:.3f} s [{lo:.3f}-{hi:.3f}], cpu {cpu:.3f} s",
+                          file=sys.stderr)
+                print(f"| {n} × {k} | " + " | ".join(cells) + " |", flush=True)
+    finally:
+        lab.stop()
+
+
+def warm(args):
+    lab = Lab(1)
+    n = args.n
+    port = lab.ports[0]
+    try:
+        inv = lab.path("inv-1.toml")
+        with open(inv, "w") as f:
+            f.write(f'[hosts.h1]\ntransport = "ssh"\naddress = "127.0.0.1"\nport = {port}\nuser = "{USER}"\n'
+                    f'known_hosts = "{lab.known}"\nauth = {{ key = "{lab.key}" }}\n')
+        pb = lab.path("warm.rhai")
+        with open(pb, "w") as f:
+            f.write(f'let h = cluster().host("h1");\nh.run(["true"]);\n'
+                    f'step("loop", || {{ for i in 0..{n} {{ h.run(["true"]); }} }});\n')
+        capstan = [CAPSTAN, "run", pb, "-i", inv, "--journal", lab.path("j.db")]
+        ssh2 = [PY, "-c", textwrap.dedent(f"""\
+            import socket
+            from ssh2.session import Session
+            s = socket.create_connection(("127.0.0.1", {port}))
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sess = Session(); sess.handshake(s)
+            sess.userauth_publickey_fromfile({USER!r}, {lab.key!r})
+            for _ in range({n + 1}):
+                ch = sess.open_session(); ch.execute("true")
+                while ch.read()[0] > 0: pass
+                ch.wait_eof(); ch.close(); ch.wait_closed()
+                assert ch.get_exit_status() == 0
+            """)]
+        local = ["sh", "-c", f"i=0; while [ $i -lt {n} ]; do sh -c true; i=$((i+1)); done"]
+        print(f"## Warm session: {n} sequential `true` on one host (median of {args.reps})\n")
+        print("| client | total | per command | cpu |")
+        print("|---|---|---|---|")
+        for name, argv in [("capstan", capstan), ("ssh2-python loop", ssh2),
+                           ("local fork+exec (`sh -c true`)", local)]:
+            wall, cpu, _, _, _ = median_of(args.reps, lambda: run_measured(argv))
+            print(f"| {name} | {wall:.2f} s | {wall / n * 1000:.2f} ms | {cpu:.2f} s |", flush=True)
+    finally:
+        lab.stop()
+
+
+def engine(args):
+    print(f"## Engine overhead (median of {args.reps})\n")
+    print("| what | time | peak memory |")
+    print("|---|---|---|")
+    wall, _, rss, _, _ = median_of(args.reps, lambda: run_measured([CAPSTAN, "--version"]))
+    print(f"| `capstan --version` | {wall * 1000:.1f} ms | {rss:.1f} MiB |")
+    out = subprocess.run([CAPSTAN, "list", "--json"], capture_output=True, check=True).stdout
+    import json
+    for p in json.loads(out):
+        wall, _, rss, _, _ = median_of(args.reps, lambda: run_measured([CAPSTAN, "check", p["name"]]))
+        print(f"| `capstan check {p['name']}` | {wall * 1000:.1f} ms | {rss:.1f} MiB |")
+    lab = Lab(50)
+    try:
+        argv = capstan_fanout(lab, 50, 10)
+        wall, cpu, rss, _, _ = median_of(args.reps, lambda: run_measured(argv))
+        print(f"| a run over 50 SSH hosts × 10 commands | {wall:.2f} s (cpu {cpu:.2f} s) | {rss:.1f} MiB |",
+              flush=True)
+    finally:
+        lab.stop()
+
+
+def sim(args):
+    hosts = [int(x) for x in args.hosts.split(",")]
+    d = tempfile.mkdtemp(prefix="capstan-sim-")
+    try:
+        print(f"## Simulation scale: the hello playbook (median of {args.reps})\n")
+        print("| hosts | time | cpu | peak memory | actions |")
+        print("|---|---|---|---|---|")
+        for n in hosts:
+            sc = os.path.join(d, f"s{n}.toml")
+            with open(sc, "w") as f:
+                f.write('[params]\nrelease = "/srv/releases/hello-1.1.0"\n\n')
+                f.write('[inventory.defaults]\ntransport = "ssh"\ngroups = ["app"]\nvars = { root = "/srv/hello" }\n')
+                for i in range(n):
+                    f.write(f'\n[inventory.hosts.app{i}]\naddress = "10.1.{i // 250}.{i % 250 + 1}"\n')
+                f.write('\n[defaults]\nfree_space = "20GiB"\n')
+                for i in range(n):
+                    f.write(f'\n[hosts.app{i}]\nfiles = {{ "/srv/hello/VERSION" = "1.0.0\\n", '
+                            '"/srv/hello/bin/app-ctl" = "x", "/srv/releases/hello-1.1.0/VERSION" = "1.1.0\\n", '
+                            '"/srv/releases/hello-1.1.0/bin/app-ctl" = "y" }\n')
+                f.write('\n[[rules]]\ncommand = "*/bin/app-ctl version"\nstdout = "1.1.0\\n"\n')
+            argv = [CAPSTAN, "simulate", os.path.join(REPO, "examples/hello/playbook.rhai"),
+                    "--scenario", sc, "--json"]
+            wall, cpu, rss, out, _ = median_of(args.reps, lambda: run_measured(argv))
+            actions = out.decode().count('"event":"action"') if isinstance(out, bytes) else 0
+            print(f"| {n} | {wall:.2f} s | {cpu:.2f} s | {rss:.1f} MiB | {actions} |", flush=True)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("fanout")
+    f.add_argument("--hosts", default="20,50")
+    f.add_argument("--cmds", default="1,10")
+    f.add_argument("--reps", type=int, default=3)
+    f.add_argument("--ansible-reps", type=int, default=None)
+    f.add_argument("--tools", default="")
+    w = sub.add_parser("warm")
+    w.add_argument("--n", type=int, default=1000)
+    w.add_argument("--reps", type=int, default=3)
+    e = sub.add_parser("engine")
+    e.add_argument("--reps", type=int, default=5)
+    s = sub.add_parser("sim")
+    s.add_argument("--hosts", default="10,100,1000")
+    s.add_argument("--reps", type=int, default=3)
+    a = ap.parse_args()
+    {"fanout": fanout, "warm": warm, "engine": engine, "sim": sim}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()

@@ -281,7 +281,6 @@ pub struct Executor {
     events: Arc<dyn EventSink>,
     started: Instant,
     seq: AtomicU64,
-    records: Mutex<Vec<ActionRecord>>,
     /// Per step: the hosts its actions touched (first-touch order) and how many actions ran.
     /// Kept as actions are recorded, so a step's summary costs nothing however long the run.
     per_step: Mutex<HashMap<String, (Vec<String>, usize)>>,
@@ -321,7 +320,6 @@ impl Executor {
             events,
             started: Instant::now(),
             seq: AtomicU64::new(0),
-            records: Mutex::new(Vec::new()),
             per_step: Mutex::new(HashMap::new()),
             journal: std::sync::OnceLock::new(),
             hold_writes: AtomicBool::new(false),
@@ -414,14 +412,6 @@ impl Executor {
             .get(step)
             .cloned()
             .unwrap_or_default()
-    }
-
-    /// Every action performed, skipped or simulated so far.
-    pub fn records(&self) -> Vec<ActionRecord> {
-        self.records
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
     }
 
     fn host_entry(&self, host: &str) -> Result<&HostEntry, Fault> {
@@ -552,11 +542,8 @@ impl Executor {
                 hosts.push(rec.host.clone());
             }
         }
-        self.events.emit(&Event::Action(rec.clone()));
-        self.records
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(rec);
+        // The journal keeps the records (reports are read from it); nothing else holds them.
+        self.events.emit(&Event::Action(rec));
     }
 
     fn transport_fault(&self, host: &HostEntry, e: TransportError) -> Fault {

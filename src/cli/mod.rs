@@ -294,8 +294,21 @@ fn in_background(
 
 fn finish(report: &RunReport, json: bool, plan: bool) -> i32 {
     if json {
-        let line = serde_json::json!({ "event": "report", "report": report });
-        println!("{line}");
+        // Streamed, not built as a `serde_json::Value` first: a report of a large run is big.
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            event: &'static str,
+            report: &'a RunReport,
+        }
+        let mut out = std::io::stdout().lock();
+        let line = Line {
+            event: "report",
+            report,
+        };
+        if serde_json::to_writer(&mut out, &line).is_ok() {
+            use std::io::Write;
+            let _ = writeln!(out);
+        }
     } else {
         print!("{}", render_text(report, plan));
     }

@@ -439,7 +439,8 @@ impl Journal {
     pub fn open(path: impl AsRef<Path>) -> Result<Journal> {
         let path = path.as_ref();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Journal(format!("cannot create {}: {e}", dir.display())))?;
         }
         let conn = Connection::open(path).map_err(|e| db_err(Some(path), e))?;
         let j = Journal {

@@ -476,3 +476,57 @@ fn stdlib_modules_win_over_files_beside_the_playbook() {
     let last: serde_json::Value = serde_json::from_str(out.stdout.lines().last().unwrap()).unwrap();
     assert_eq!(last["report"]["result"], serde_json::json!([true, 42]));
 }
+
+#[test]
+fn journal_commands_name_what_is_wrong() {
+    let d = tempfile::tempdir().unwrap();
+    let j = d.path().join("j.db");
+    let j = j.to_str().unwrap();
+    let out = capstan(&["runs", "--journal", j]);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "no runs in the journal\n")
+    );
+    let out = capstan(&["report", "nosuch", "--journal", j]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains(&format!(
+            "error: no run `nosuch` in the journal {j} (see `capstan runs`)"
+        )),
+        "{}",
+        out.stderr
+    );
+    let out = capstan(&["resume", "nosuch", "--journal", j]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    // A journal that cannot be written: exit 6, before anything runs.
+    std::fs::write(d.path().join("file"), "").unwrap();
+    let bad = d.path().join("file/j.db");
+    let out = capstan(&[
+        "run",
+        "examples/hello/playbook.rhai",
+        "--journal",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 6, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with("error: journal: cannot create "),
+        "{}",
+        out.stderr
+    );
+    // Rolling back asks first; with no terminal and no --yes it refuses (exit 4).
+    write(d.path(), "p.rhai", "step(\"s\", || 1);\n");
+    let out = capstan_in(d.path(), &["run", "p.rhai", "--journal", j]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let run = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run: "))
+        .unwrap()
+        .to_string();
+    let out = capstan(&["rollback", &run, "--journal", j]);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert!(out.stderr.contains("rerun with --yes"), "{}", out.stderr);
+    let out = capstan(&["runs", "--journal", j]);
+    assert!(out.stdout.contains(&format!("{run}  ")), "{}", out.stdout);
+    assert!(out.stdout.contains(" succeeded "), "{}", out.stdout);
+}

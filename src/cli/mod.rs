@@ -114,6 +114,9 @@ enum Cmd {
         /// The inventory, if not the file the run recorded.
         #[arg(short, long)]
         inventory: Option<PathBuf>,
+        /// Params to change (one that held a secret must be given again).
+        #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
@@ -375,6 +378,7 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
         Cmd::Rollback {
             run,
             inventory,
+            params,
             yes,
             json,
             take_over_lock,
@@ -403,8 +407,9 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
                 on_failure: OnFailureArg::Stop,
                 take_over_lock,
             };
+            let params = parse_params(&params)?;
             let host = real_host(inv, Mode::Run, &opts, journal, verbose)?;
-            let report = in_background(move |h| h.rollback(&run), host)?;
+            let report = in_background(move |h| h.rollback(&run, &params), host)?;
             Ok(finish(&report, json, true))
         }
         Cmd::Runs { limit, json } => {

@@ -311,8 +311,9 @@ impl Host {
 
     /// Runs the undos a stopped run registered, newest first, and restores its guards. The
     /// playbook is the one the run journaled; its top-level code runs again with writes held,
-    /// up to its first `step`, so closures run with the playbook's imports in scope.
-    pub fn rollback(&self, run_id: &str) -> Result<RunReport> {
+    /// up to its first `step`, so closures run with the playbook's imports in scope. `params`
+    /// override the ones the run recorded (one that held a secret must be given again).
+    pub fn rollback(&self, run_id: &str, params: &Params) -> Result<RunReport> {
         let row = self.journal.run(run_id)?;
         self.check_continuable(&row, "roll back")?;
         if row.mode == Mode::Check {
@@ -321,7 +322,7 @@ impl Host {
             )));
         }
         let pb = Playbook::from_journal(&row);
-        let params = recorded_params(&row, &Params::new())?;
+        let params = recorded_params(&row, params)?;
         self.execute(&pb, params, Replay::Rollback, Some(row), false)
     }
 

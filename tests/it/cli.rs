@@ -530,3 +530,37 @@ fn journal_commands_name_what_is_wrong() {
     assert!(out.stdout.contains(&format!("{run}  ")), "{}", out.stdout);
     assert!(out.stdout.contains(" succeeded "), "{}", out.stdout);
 }
+
+#[test]
+fn on_failure_ask_rolls_back_with_yes_and_stops_with_no_one_to_ask() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("conf");
+    std::fs::write(&f, "old").unwrap();
+    write(
+        d.path(),
+        "p.rhai",
+        &format!(
+            "step(\"change\", || {{\n    cluster().host(\"localhost\").write_file(\"{}\", \"new\");\n    fail(\"boom\");\n}});\n",
+            f.display()
+        ),
+    );
+    let out = capstan_in(d.path(), &["run", "p.rhai", "--on-failure", "ask"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "new");
+    assert!(
+        out.stdout
+            .contains("--on-failure ask: no terminal to ask; not rolling back"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("next: `capstan resume "),
+        "{}",
+        out.stdout
+    );
+    std::fs::write(&f, "old").unwrap();
+    let out = capstan_in(d.path(), &["run", "p.rhai", "--on-failure", "ask", "--yes"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stdout.contains("FAILED, ROLLED BACK"), "{}", out.stdout);
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "old");
+}

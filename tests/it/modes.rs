@@ -516,7 +516,7 @@ fn readme_example_rolls_back_on_local_hosts_from_the_journal() {
     ok(&r);
     assert_eq!(versions(d.path()), ["1.1.0"; 3]);
     // A later process (a new Host on the same journal) regrets the upgrade.
-    let back = host().rollback(&r.run_id).unwrap();
+    let back = host().rollback(&r.run_id, &capstan::Params::new()).unwrap();
     assert_eq!(back.status, capstan::journal::RunStatus::RolledBack);
     assert_eq!(versions(d.path()), ["1.0.0"; 3]);
     for a in ["app1", "app2", "app3"] {

@@ -9,15 +9,8 @@ cd "$(dirname "$0")/.."
 what=${1:-all}
 [ $# -gt 0 ] && shift
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-missing=""
-for p in build-essential pkg-config libssl-dev zlib1g-dev openssh-server openssh-client python3-venv python3 procps; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
-fi
+. scripts/packages.sh
+ensure_packages build-essential pkg-config libssl-dev zlib1g-dev openssh-server openssh-client python3-venv python3 procps
 as_root mkdir -p /run/sshd
 # The SSH user of the benchmarks: a plain /bin/sh login, so no shell start-up is measured.
 id capstan-test >/dev/null 2>&1 || as_root useradd -m -s /bin/sh capstan-test

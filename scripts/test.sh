@@ -4,18 +4,11 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-
-# Build deps of the ssh2 crate (OpenSSL, zlib, pkg-config); openssh-server for the sshd lab;
-# util-linux for `unshare -n` (simulation with no network); procps (pgrep) and passwd for tests.
-missing=""
-for p in build-essential pkg-config libssl-dev zlib1g-dev openssh-server openssh-client util-linux procps passwd; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
-fi
+. scripts/packages.sh
+# Build deps of the ssh2 crate (OpenSSL, zlib, pkg-config) and of the bundled SQLite (a C
+# compiler); openssh-server for the sshd lab; util-linux for `unshare -n` (simulation with no
+# network); procps (pgrep) and passwd for tests.
+ensure_packages build-essential pkg-config libssl-dev zlib1g-dev openssh-server openssh-client util-linux procps passwd
 # sshd refuses to start without its privilege-separation directory.
 as_root mkdir -p /run/sshd
 # A user with a password, for the password-authentication tests.

@@ -873,6 +873,8 @@ struct LiveOutput {
 
 #[derive(Default)]
 struct LiveState {
+    /// The command has ended: a daemon it started may still hold its pipes; that is not its output.
+    ended: bool,
     partial: [Vec<u8>; 2],
     held: Vec<(&'static str, String)>,
 }
@@ -891,6 +893,9 @@ impl LiveOutput {
 
     fn push(&self, stream: &'static str, bytes: &[u8]) {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.ended {
+            return;
+        }
         let buf = &mut st.partial[usize::from(stream == "stderr")];
         buf.extend_from_slice(bytes);
         let mut lines = Vec::new();
@@ -912,10 +917,11 @@ impl LiveOutput {
 
     /// The command ended: a long one sends what is left, a short one nothing.
     fn finish(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.ended = true;
         if self.start.elapsed() < LIVE_AFTER {
             return;
         }
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = std::mem::take(&mut st.held);
         for (i, name) in ["stdout", "stderr"].into_iter().enumerate() {
             let rest = std::mem::take(&mut st.partial[i]);

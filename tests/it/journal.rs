@@ -548,7 +548,7 @@ fn a_second_run_on_overlapping_hosts_is_refused_with_the_first_runs_id() {
     let inv_b = c.inventory("b.toml", &[2, 3], "");
     let pb = c.write(
         "slow.rhai",
-        "step(\"wait\", || cluster().host(\"h2\").run([\"sleep\", \"2\"]));\n",
+        "step(\"wait\", || cluster().host(\"h2\").run([\"sleep\", \"4\"]));\n",
     );
     let mut a = c.spawn(&["run", pb.to_str().unwrap(), "-i", inv_a.to_str().unwrap()]);
     a.wait_for("step start", |v| v["event"] == "step_started");

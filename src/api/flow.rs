@@ -164,22 +164,17 @@ confirm("Stop the primary now?");
                 r.log("info", &format!("confirm: {q} (granted by --yes)"));
                 return Ok(true);
             }
-            if !std::io::stdin().is_terminal() {
-                return Err(fault(
-                FaultKind::Declined,
-                None,
-                format!("confirmation needed: {q} (no terminal to ask; rerun with --yes to grant it)"),
-            ));
-            }
-            eprint!("{q} [y/N] ");
-            let _ = std::io::stderr().flush();
-            let mut line = String::new();
-            let _ = std::io::stdin().lock().read_line(&mut line);
-            if matches!(line.trim(), "y" | "Y" | "yes") {
-                r.log("info", &format!("confirm: {q} (granted by the operator)"));
-                Ok(true)
-            } else {
-                Err(fault(FaultKind::Declined, None, format!("declined: {q}")))
+            match ask_terminal(q) {
+                None => Err(fault(
+                    FaultKind::Declined,
+                    None,
+                    format!("confirmation needed: {q} (no terminal to ask; rerun with --yes to grant it)"),
+                )),
+                Some(true) => {
+                    r.log("info", &format!("confirm: {q} (granted by the operator)"));
+                    Ok(true)
+                }
+                Some(false) => Err(fault(FaultKind::Declined, None, format!("declined: {q}"))),
             }
         },
     );
@@ -227,11 +222,27 @@ warn("web2 has less than 10% free space");
     );
 }
 
+/// Asks `question [y/N]` on the terminal: `None` when there is no terminal to ask.
+pub fn ask_terminal(question: &str) -> Option<bool> {
+    if !std::io::stdin().is_terminal() {
+        return None;
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    Some(matches!(line.trim(), "y" | "Y" | "yes"))
+}
+
 /// `step(name, body)`: journal lookup (resume), the stop check, the body, the journal write.
 fn run_step(r: &Arc<RunCtx>, ctx: &NativeCallContext, name: &str, body: FnPtr) -> R<Dynamic> {
     let here = call_pos(ctx);
-    // Every step call leaves its context behind: journaled closures are rebuilt and run in it.
-    r.recovery.remember_context(ctx);
+    // A resume or a rollback rebuilds journaled closures and runs them in the context of the
+    // replayed playbook's first step (its top-level imports are in scope there). A fresh run
+    // holds its closures live, each with its own context, and needs none.
+    if r.replay != Replay::Fresh {
+        r.recovery.remember_context(ctx);
+    }
     if r.replay == Replay::Rollback {
         // `capstan rollback`: the top-level code has run up to here; the rollback takes over.
         return Err(Box::new(EvalAltResult::ErrorTerminated(

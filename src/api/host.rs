@@ -589,7 +589,7 @@ cluster().host("web1").mkdir("/srv/app/backup");
 ```"#,
         |h: &mut HostHandle, p: &str| -> R<()> {
             let path = h.abs("mkdir", p)?;
-            if h.run.undo_keep_path(&path).is_some() && !h.exists_now(&path)? {
+            if h.run.registers_undos() && !h.exists_now(&path)? {
                 let undo = Action::Remove { path: path.clone() };
                 h.run.register_action_undo(
                     &h.name,
@@ -639,7 +639,7 @@ h.move("/srv/app/VERSION.tmp", "/srv/app/VERSION.old");
 ```"#,
         |h: &mut HostHandle, from: &str, to: &str| -> R<()> {
             let (from, to) = (h.abs("move", from)?, h.abs("move", to)?);
-            if h.run.undo_keep_path(&to).is_some() {
+            if h.run.registers_undos() {
                 if h.exists_now(&to)? {
                     h.run.log(
                         "warn",

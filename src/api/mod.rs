@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use rhai::{Dynamic, Engine, EvalAltResult, FuncRegistration, Position, RhaiNativeFunc, Variant};
 
+pub use flow::ask_terminal;
 pub use host::{ClusterHandle, HostHandle};
 pub use params::{ParamInfo, ParamSpec};
 
@@ -58,7 +59,6 @@ pub struct RunCtx {
     pub(crate) params_spec: Mutex<Option<Vec<ParamInfo>>>,
     pub(crate) params_out: Mutex<Option<serde_json::Value>>,
     pub(crate) steps: Mutex<StepBook>,
-    pub(crate) logs: Mutex<Vec<LogLine>>,
     pub(crate) parallelism: usize,
     pub(crate) confirm: ConfirmPolicy,
     pub(crate) describe_only: bool,
@@ -87,7 +87,6 @@ impl RunCtx {
             params_spec: Mutex::new(None),
             params_out: Mutex::new(None),
             steps: Mutex::new(StepBook::default()),
-            logs: Mutex::new(Vec::new()),
             parallelism: parallelism.max(1),
             confirm,
             describe_only: false,
@@ -119,11 +118,8 @@ impl RunCtx {
                 self.exec.journal_failed(&e);
             }
         }
-        self.events.emit(&Event::Log(line.clone()));
-        self.logs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(line);
+        // The journal keeps the lines (reports are read from it).
+        self.events.emit(&Event::Log(line));
     }
 }
 

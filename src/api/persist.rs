@@ -130,9 +130,6 @@ pub(crate) fn closure_spec(f: &FnPtr, run: &RunCtx, ctx: &NativeCallContext) -> 
         .iter_curry()
         .map(|v| convert(v, run, &mut lossy))
         .collect();
-    if !f.is_anonymous() && lossy.is_none() && f.fn_name().is_empty() {
-        lossy = Some("the function has no name".into());
-    }
     let pos = ctx.call_position();
     ClosureSpec {
         function: f.fn_name().to_string(),

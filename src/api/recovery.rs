@@ -8,6 +8,7 @@
 #![allow(deprecated)] // NativeCallContextStore is volatile (rhai `internals`), not deprecated.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, NativeCallContext, NativeCallContextStore};
@@ -32,31 +33,33 @@ struct Live {
 #[derive(Default)]
 pub(crate) struct Recovery {
     undos: Mutex<HashMap<u64, Live>>,
-    guards: Mutex<HashMap<String, (Live, Live)>>,
-    /// The context of the latest `step` call: journaled closures are rebuilt and run in it.
+    /// Each guard's restore closure (its `set` is needed again only by a resume, which rebuilds it).
+    guards: Mutex<HashMap<String, Live>>,
+    /// The context of the first `step` call of a resume or rollback: journaled closures are
+    /// rebuilt and run in it.
     context: Mutex<Option<NativeCallContextStore>>,
     /// A resumed run sets the guards an earlier attempt left set again, once, at its first step.
-    rechecked: Mutex<bool>,
+    rechecked: AtomicBool,
     /// Numbers the copies primitives keep for their undos.
-    keep_seq: std::sync::atomic::AtomicU64,
+    keep_seq: AtomicU64,
     /// Set while undos or guard restores run: what they change registers no undo of its own
     /// (a second rollback must not undo the first).
-    cleaning: std::sync::atomic::AtomicBool,
+    cleaning: AtomicBool,
 }
 
 /// Sets `Recovery::cleaning` for as long as it lives.
-struct Cleaning<'a>(&'a std::sync::atomic::AtomicBool);
+struct Cleaning<'a>(&'a AtomicBool);
 
 impl<'a> Cleaning<'a> {
-    fn start(flag: &'a std::sync::atomic::AtomicBool) -> Self {
-        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    fn start(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::SeqCst);
         Cleaning(flag)
     }
 }
 
 impl Drop for Cleaning<'_> {
     fn drop(&mut self) {
-        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 
@@ -71,12 +74,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-#[allow(deprecated)] // volatile, not deprecated: the store is how a context outlives its call
+/// The store is how a script context outlives the call it was made in.
 fn store(ctx: &NativeCallContext) -> NativeCallContextStore {
     ctx.store_data()
 }
 
-#[allow(deprecated)]
 fn call(engine: &Engine, live: &Live) -> R<Dynamic> {
     let c = live.ctx.create_context(engine);
     live.f.call_within_context::<Dynamic>(&c, ())
@@ -88,12 +90,12 @@ fn message(e: &EvalAltResult) -> String {
 }
 
 impl Recovery {
-    /// Remembers the context of a `step` call (see the module doc).
+    /// Remembers the context of the first `step` call (see the module doc).
     pub(crate) fn remember_context(&self, ctx: &NativeCallContext) {
-        *lock(&self.context) = Some(store(ctx));
+        lock(&self.context).get_or_insert_with(|| store(ctx));
     }
 
-    /// The live closure, or one rebuilt from the journal and bound to the remembered context.
+    /// A journaled closure rebuilt and bound to the remembered context.
     fn rebuild(&self, spec: &ClosureSpec, run: &Arc<RunCtx>) -> Result<Live, String> {
         let ctx = lock(&self.context).clone().ok_or_else(|| {
             "no script context to run it in (the replayed playbook reached no step)".to_string()
@@ -101,25 +103,40 @@ impl Recovery {
         let f = closure_from_spec(spec, run, &ctx)?;
         Ok(Live { f, ctx })
     }
+
+    /// Runs `live`, the closure this process registered, or else the journaled `spec` rebuilt.
+    fn run_closure(
+        &self,
+        engine: &Engine,
+        run: &Arc<RunCtx>,
+        live: Option<Live>,
+        spec: &ClosureSpec,
+    ) -> Result<(), String> {
+        let live = match live {
+            Some(l) => l,
+            None => self.rebuild(spec, run)?,
+        };
+        call(engine, &live).map(|_| ()).map_err(|e| message(&e))
+    }
 }
 
 impl RunCtx {
+    /// Whether changes made now register undos: not under `--check` (nothing changes), not while
+    /// undos or guard restores run, not without a journal.
+    pub(crate) fn registers_undos(&self) -> bool {
+        self.exec.mode() != Mode::Check
+            && !self.recovery.cleaning.load(Ordering::SeqCst)
+            && self.exec.journal().is_some()
+    }
+
     /// Where a primitive keeps the old content of `path` for its undo: beside it, named by run,
-    /// attempt and a counter. `None` when no undo is registered (check mode, no journal).
+    /// attempt and a counter. `None` when no undo is registered (see `registers_undos`).
     pub(crate) fn undo_keep_path(&self, path: &str) -> Option<String> {
-        if self.exec.mode() == Mode::Check
-            || self
-                .recovery
-                .cleaning
-                .load(std::sync::atomic::Ordering::SeqCst)
-        {
+        if !self.registers_undos() {
             return None;
         }
         let j = self.exec.journal()?;
-        let n = self
-            .recovery
-            .keep_seq
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let n = self.recovery.keep_seq.fetch_add(1, Ordering::SeqCst);
         Some(format!(
             "{}.capstan-undo-{}-{}-{n}",
             path.trim_end_matches('/'),
@@ -128,17 +145,14 @@ impl RunCtx {
         ))
     }
 
-    /// Journals an undo made of actions on one host (mutating primitives call this after their
-    /// change is made). Nothing is registered under `--check`: nothing changed.
+    /// Journals an undo made of actions on one host. Mutating primitives call this before their
+    /// change, with an undo that is safe whether or not the change then happens.
     pub(crate) fn register_action_undo(
         &self,
         host: &str,
         description: String,
         actions: Vec<Action>,
     ) {
-        if self.exec.mode() == Mode::Check {
-            return;
-        }
         let spec = UndoSpec::Actions {
             host: host.to_string(),
             actions,
@@ -152,11 +166,7 @@ impl RunCtx {
         description: String,
         spec: &UndoSpec,
     ) -> Option<u64> {
-        if self
-            .recovery
-            .cleaning
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
+        if !self.registers_undos() {
             return None;
         }
         let j = self.exec.journal()?;
@@ -229,11 +239,7 @@ impl RunCtx {
                     .map_err(|f| f.message),
                 UndoSpec::Closure(spec) => {
                     let live = lock(&self.recovery.undos).remove(&u.id);
-                    let live = match live {
-                        Some(l) => Ok(l),
-                        None => self.recovery.rebuild(spec, self),
-                    };
-                    live.and_then(|l| call(engine, &l).map(|_| ()).map_err(|e| message(&e)))
+                    self.recovery.run_closure(engine, self, live, spec)
                 }
             };
             set_current_step(prev);
@@ -286,11 +292,7 @@ impl RunCtx {
             Vec::new()
         });
         let mut failed = 0;
-        for g in guards
-            .iter()
-            .rev()
-            .filter(|g| matches!(g.status, GuardStatus::Set | GuardStatus::RestoreFailed))
-        {
+        for g in guards.iter().rev().filter(|g| g.status.in_effect()) {
             if self
                 .restore_one(engine, &g.name, &g.restore_fn, GuardStatus::Restored)
                 .is_err()
@@ -308,13 +310,9 @@ impl RunCtx {
         spec: &ClosureSpec,
         done: GuardStatus,
     ) -> Result<(), String> {
-        let live = lock(&self.recovery.guards).remove(name).map(|(_, r)| r);
-        let live = match live {
-            Some(l) => Ok(l),
-            None => self.recovery.rebuild(spec, self),
-        };
+        let live = lock(&self.recovery.guards).remove(name);
         let prev = set_current_step(Some(format!("guard restore: {name}")));
-        let result = live.and_then(|l| call(engine, &l).map(|_| ()).map_err(|e| message(&e)));
+        let result = self.recovery.run_closure(engine, self, live, spec);
         set_current_step(prev);
         let (status, phase, error) = match &result {
             Ok(()) => (done, GuardPhase::Restored, None),
@@ -352,12 +350,8 @@ impl RunCtx {
     /// with it set (it may have been flipped back meanwhile) or restored it on its way out (the
     /// steps that set it are done and will not run again).
     pub(crate) fn recheck_guards(self: &Arc<Self>, ctx: &NativeCallContext) -> R<()> {
-        {
-            let mut done = lock(&self.recovery.rechecked);
-            if *done {
-                return Ok(());
-            }
-            *done = true;
+        if self.recovery.rechecked.swap(true, Ordering::SeqCst) {
+            return Ok(());
         }
         let Some(j) = self.exec.journal().cloned() else {
             return Ok(());
@@ -396,16 +390,10 @@ impl RunCtx {
             let _ = set.call_within_context::<Dynamic>(ctx, ())?;
             lock(&self.recovery.guards).insert(
                 g.name.clone(),
-                (
-                    Live {
-                        f: set,
-                        ctx: store(ctx),
-                    },
-                    Live {
-                        f: restore,
-                        ctx: store(ctx),
-                    },
-                ),
+                Live {
+                    f: restore,
+                    ctx: here,
+                },
             );
             if let Err(e) = j.journal.guard_rechecked(&j.run_id, &g.name) {
                 self.exec.journal_failed(&e);
@@ -466,13 +454,11 @@ step("stop web1", || {
         r#"
 Turns a dangerous toggle on for the rest of the run (`auto_failover` off, OMS HA off, OceanBase
 upgrade mode) and promises it is turned back: `restore` runs when the run ends, whether it
-succeeds, fails, rolls back or is stopped with Ctrl-C. Both closures are journaled: after a
-`kill -9`, the resumed run calls `set` again before its first step (the toggle may have been
-flipped meanwhile) and restores it at the end, and `capstan rollback` restores it too. A guard
-still set is shown in red by `capstan runs`. A resume sets every guard of the run again before
-its first step (the steps that set them are done), unless the script released it with
-`restore_guard`. Calling `guard` again with the same name sets it again. Both closures must be
-safe to run twice.
+succeeds, fails, rolls back or is stopped with Ctrl-C. Both closures are journaled. A resume calls
+`set` again before its first step (the steps that set it are done, and after a `kill -9` the toggle
+may have been flipped meanwhile), unless the script released it with `restore_guard`;
+`capstan rollback` restores it. A guard still set is shown in red by `capstan runs`. Calling
+`guard` again with the same name sets it again. Both closures must be safe to run twice.
 
 ```rhai
 let h = cluster().host("web1");
@@ -520,16 +506,10 @@ step("maintenance on", || {
             }
             lock(&r.recovery.guards).insert(
                 name.to_string(),
-                (
-                    Live {
-                        f: set.clone(),
-                        ctx: store(&ctx),
-                    },
-                    Live {
-                        f: restore,
-                        ctx: store(&ctx),
-                    },
-                ),
+                Live {
+                    f: restore,
+                    ctx: store(&ctx),
+                },
             );
             r.events.emit(&Event::Guard {
                 name: name.to_string(),
@@ -567,10 +547,8 @@ step("maintenance window", || {
                 .journal()
                 .and_then(|j| j.journal.guards(&j.run_id).ok())
                 .and_then(|g| {
-                    g.into_iter().find(|g| {
-                        g.name == name
-                            && matches!(g.status, GuardStatus::Set | GuardStatus::RestoreFailed)
-                    })
+                    g.into_iter()
+                        .find(|g| g.name == name && g.status.in_effect())
                 });
             let Some(g) = spec else {
                 return Err(fault(
@@ -579,7 +557,6 @@ step("maintenance window", || {
                     format!("no guard `{name}` is set"),
                 ));
             };
-            r.recovery.remember_context(&ctx);
             r.restore_one(ctx.engine(), name, &g.restore_fn, GuardStatus::Released)
                 .map_err(|m| fault(FaultKind::Action, None, format!("guard `{name}`: {m}")))
         },

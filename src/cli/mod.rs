@@ -562,21 +562,13 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
 
 /// Asks a yes/no question on the terminal; `Err` when there is none to ask.
 fn ask(question: &str) -> Result<bool, Error> {
-    use std::io::{BufRead, Write};
-    if !std::io::stdin().is_terminal() {
-        return Err(Error::Script {
-            kind: capstan::FaultKind::Declined,
-            located: capstan::Located::new(
-                format!("confirmation needed: {question} (no terminal to ask; rerun with --yes)"),
-                None,
-            ),
-        });
-    }
-    eprint!("{question} [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut line);
-    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+    capstan::api::ask_terminal(question).ok_or_else(|| Error::Script {
+        kind: capstan::FaultKind::Declined,
+        located: capstan::Located::new(
+            format!("confirmation needed: {question} (no terminal to ask; rerun with --yes)"),
+            None,
+        ),
+    })
 }
 
 /// `capstan runs`: one line a run; a guard still set is the loudest thing on it.

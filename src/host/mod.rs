@@ -34,6 +34,13 @@ pub enum OnFailure {
     Ask,
 }
 
+/// How a stopped run is taken up again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Continue {
+    Resume,
+    Rollback,
+}
+
 /// Params given to a run: strings from `-p k=v`, or any JSON value.
 pub type Params = BTreeMap<String, serde_json::Value>;
 
@@ -272,7 +279,7 @@ impl Host {
         force: bool,
     ) -> Result<RunReport> {
         let row = self.journal.run(run_id)?;
-        self.check_continuable(&row, "resume")?;
+        self.check_continuable(&row, Continue::Resume)?;
         if row.mode != self.mode {
             return Err(Error::Usage(format!(
                 "run {run_id} was a {:?} run; it cannot be resumed as {:?}",
@@ -315,7 +322,7 @@ impl Host {
     /// override the ones the run recorded (one that held a secret must be given again).
     pub fn rollback(&self, run_id: &str, params: &Params) -> Result<RunReport> {
         let row = self.journal.run(run_id)?;
-        self.check_continuable(&row, "roll back")?;
+        self.check_continuable(&row, Continue::Rollback)?;
         if row.mode == Mode::Check {
             return Err(Error::Usage(format!(
                 "run {run_id} was a --check run: it changed nothing to roll back"
@@ -326,10 +333,12 @@ impl Host {
         self.execute(&pb, params, Replay::Rollback, Some(row), false)
     }
 
-    fn check_continuable(&self, row: &RunRow, what: &str) -> Result<()> {
+    /// Refuses to go on with a run that is finished for that purpose, or still running here.
+    fn check_continuable(&self, row: &RunRow, how: Continue) -> Result<()> {
         let id = &row.id;
         match row.status {
-            RunStatus::Succeeded if what == "resume" => Err(Error::Usage(format!(
+            // A run that succeeded can still be regretted (rolled back), not resumed.
+            RunStatus::Succeeded if how == Continue::Resume => Err(Error::Usage(format!(
                 "run {id} already succeeded: nothing to resume"
             ))),
             RunStatus::RolledBack => Err(Error::Usage(format!("run {id} was rolled back already"))),
@@ -472,13 +481,6 @@ impl Host {
         let guards_left = run.restore_guards(&p.engine);
         self.cancel.set_cleanup(false);
 
-        let status = match (&outcome, rollback) {
-            (_, Some(r)) if r.failed > 0 => RunStatus::RollbackIncomplete,
-            (_, Some(_)) => RunStatus::RolledBack,
-            (Outcome::Succeeded, None) => RunStatus::Succeeded,
-            (Outcome::Failed { .. }, None) => RunStatus::Failed,
-            (Outcome::Interrupted { .. }, None) => RunStatus::Interrupted,
-        };
         if guards_left > 0 && matches!(outcome, Outcome::Succeeded) && replay != Replay::Rollback {
             outcome = Outcome::Failed {
                 kind: FaultKind::Action,
@@ -488,19 +490,22 @@ impl Host {
                 ),
             };
         }
-        let status = if guards_left > 0 && status == RunStatus::Succeeded {
-            RunStatus::Failed
-        } else {
-            status
+        let status = match (&outcome, rollback) {
+            (_, Some(r)) if r.failed > 0 => RunStatus::RollbackIncomplete,
+            (_, Some(_)) => RunStatus::RolledBack,
+            (Outcome::Succeeded, None) => RunStatus::Succeeded,
+            (Outcome::Failed { .. }, None) => RunStatus::Failed,
+            (Outcome::Interrupted { .. }, None) => RunStatus::Interrupted,
         };
         let duration_ms = run.exec.now().as_millis() as u64;
         self.events.emit(&Event::RunFinished {
             outcome: outcome.clone(),
             duration_ms,
         });
-        let value = match (&result, replay) {
-            (Ok(v), _) => redact_json(&super::api::persist::to_json(v, &run).value, redactor),
-            _ => serde_json::Value::Null,
+        // `to_json` redacts as it converts.
+        let value = match &result {
+            Ok(v) => crate::api::persist::to_json(v, &run).value,
+            Err(_) => serde_json::Value::Null,
         };
         if let Some(params_out) = run
             .params_out
@@ -524,7 +529,6 @@ impl Host {
 
     /// `--on-failure`: whether this failure rolls back.
     fn wants_rollback(&self, run: &RunCtx) -> bool {
-        use std::io::{BufRead, IsTerminal, Write};
         match self.on_failure {
             OnFailure::Stop => false,
             OnFailure::Rollback => true,
@@ -532,15 +536,13 @@ impl Host {
                 true
             }
             OnFailure::Ask => {
-                if !std::io::stdin().is_terminal() {
+                let answer = crate::api::ask_terminal(
+                    "capstan: the run failed. Roll back every change it made?",
+                );
+                if answer.is_none() {
                     run.log("warn", "--on-failure ask: no terminal to ask; not rolling back (`capstan rollback RUN` does it later)");
-                    return false;
                 }
-                eprint!("capstan: the run failed. Roll back every change it made? [y/N] ");
-                let _ = std::io::stderr().flush();
-                let mut line = String::new();
-                let _ = std::io::stdin().lock().read_line(&mut line);
-                matches!(line.trim(), "y" | "Y" | "yes")
+                answer == Some(true)
             }
         }
     }

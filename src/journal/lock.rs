@@ -1,6 +1,6 @@
 //! Run locks: a host is held by at most one running run of this journal; stale holders are found.
 
-use rusqlite::{params, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 use super::{controller, format_unix_ms, operator, unix_ms, Journal};
@@ -71,28 +71,10 @@ impl Journal {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut held = Vec::new();
             {
-                let mut st = tx.prepare(
-                    "SELECT run_id, operator, controller, pid, started_ms FROM locks WHERE host = ?1",
-                )?;
+                let mut st = tx.prepare(&format!("{LOCK_COLUMNS} WHERE host = ?1"))?;
                 for h in hosts {
-                    let row = st
-                        .query_row([h], |r| {
-                            Ok(HostLock {
-                                host: h.clone(),
-                                run_id: r.get(0)?,
-                                operator: r.get(1)?,
-                                controller: r.get(2)?,
-                                pid: r.get(3)?,
-                                started_unix_ms: r.get::<_, i64>(4)? as u64,
-                                stale: false,
-                            })
-                        })
-                        .ok();
-                    if let Some(mut l) = row {
-                        if l.run_id == run {
-                            continue;
-                        }
-                        l.stale = l.controller == here && !process_alive(l.pid);
+                    let row = st.query_row([h], |r| lock_row(r, &here)).optional()?;
+                    if let Some(l) = row.filter(|l| l.run_id != run) {
                         held.push(l);
                     }
                 }
@@ -140,27 +122,30 @@ impl Journal {
     pub fn locks(&self) -> Result<Vec<HostLock>> {
         let here = controller();
         self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT host, run_id, operator, controller, pid, started_ms FROM locks ORDER BY host",
-            )?;
+            let mut st = c.prepare(&format!("{LOCK_COLUMNS} ORDER BY host"))?;
             let rows = st
-                .query_map([], |r| {
-                    let controller: String = r.get(3)?;
-                    let pid: u32 = r.get(4)?;
-                    Ok(HostLock {
-                        host: r.get(0)?,
-                        run_id: r.get(1)?,
-                        operator: r.get(2)?,
-                        stale: controller == here && !process_alive(pid),
-                        controller,
-                        pid,
-                        started_unix_ms: r.get::<_, i64>(5)? as u64,
-                    })
-                })?
+                .query_map([], |r| lock_row(r, &here))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })
     }
+}
+
+const LOCK_COLUMNS: &str = "SELECT host, run_id, operator, controller, pid, started_ms FROM locks";
+
+/// A row of `LOCK_COLUMNS`; stale when its process is gone from this machine (`here`).
+fn lock_row(r: &rusqlite::Row<'_>, here: &str) -> rusqlite::Result<HostLock> {
+    let controller: String = r.get(3)?;
+    let pid: u32 = r.get(4)?;
+    Ok(HostLock {
+        host: r.get(0)?,
+        run_id: r.get(1)?,
+        operator: r.get(2)?,
+        stale: controller == here && !process_alive(pid),
+        controller,
+        pid,
+        started_unix_ms: r.get::<_, i64>(5)? as u64,
+    })
 }
 
 #[cfg(test)]

@@ -216,6 +216,13 @@ pub enum GuardStatus {
     RestoreFailed,
 }
 
+impl GuardStatus {
+    /// Whether the dangerous toggle is on now (set, or its restore failed).
+    pub fn in_effect(self) -> bool {
+        matches!(self, GuardStatus::Set | GuardStatus::RestoreFailed)
+    }
+}
+
 fn status_str<T: Serialize>(v: &T) -> String {
     serde_json::to_value(v)
         .ok()

@@ -6,9 +6,12 @@ cd "$(dirname "$0")/.."
 
 . scripts/packages.sh
 # Build deps of the ssh2 crate (OpenSSL, zlib, pkg-config) and of the bundled SQLite (a C
-# compiler); openssh-server for the sshd lab; util-linux for `unshare -n` (simulation with no
-# network); procps (pgrep) and passwd for tests.
-ensure_packages build-essential pkg-config libssl-dev zlib1g-dev openssh-server openssh-client util-linux procps passwd
+# compiler); openssh-server for the sshd lab; mariadb-server and mariadb-client for the SQL and
+# backup tests (lab/mariadb-lab.sh starts a private server; mysqldump and mysql run on the hosts);
+# util-linux for `unshare -n` (simulation with no network) and `mount`; procps (pgrep, ps) and
+# passwd for tests.
+ensure_packages build-essential pkg-config libssl-dev zlib1g-dev openssh-server openssh-client \
+    mariadb-server mariadb-client util-linux procps passwd
 # sshd refuses to start without its privilege-separation directory.
 as_root mkdir -p /run/sshd
 # A user with a password, for the password-authentication tests.

@@ -6,11 +6,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::backup::{BackupInfo, HostShell};
 use crate::error::FaultKind;
 use crate::inventory::{HostEntry, Inventory};
 use crate::journal::RunJournal;
 use crate::report::{ActionRecord, Disposition, Event, EventSink};
 use crate::sim::World;
+use crate::sql::{SqlClient, SqlKind, SqlParams, SqlResult, SqlTarget};
 use crate::transport::{self, Command, ExecOutput, ExecRequest, Transport, TransportError};
 use crate::Mode;
 
@@ -37,6 +39,10 @@ pub enum Action {
         path: String,
     },
     FreeSpace {
+        path: String,
+    },
+    /// Bytes a file or directory tree takes on disk (`du -sk`).
+    DiskUsage {
         path: String,
     },
     WriteFile {
@@ -83,6 +89,43 @@ pub enum Action {
         port: u16,
         timeout: Duration,
     },
+    /// One statement (or session operation) on a SQL server, from the machine capstan runs on.
+    Sql {
+        target: SqlTarget,
+        kind: SqlKind,
+        #[serde(default)]
+        statement: String,
+        #[serde(default)]
+        params: SqlParams,
+    },
+    /// A snapshot of directory `source` at `to`, with its manifest (refused up front when the
+    /// copy would not fit).
+    Snapshot {
+        source: String,
+        to: String,
+    },
+    /// Checks a backup (snapshot or dump) against its manifest.
+    VerifyBackup {
+        path: String,
+    },
+    /// `mysqldump` of `db` on the host into `path`, complete or not at all, with its manifest.
+    MysqlDump {
+        target: SqlTarget,
+        db: String,
+        path: String,
+        flags: Vec<String>,
+    },
+    /// Loads a verified dump into `db` with the `mysql` client on the host.
+    MysqlLoad {
+        target: SqlTarget,
+        db: String,
+        path: String,
+    },
+    /// Puts a verified directory snapshot back at `target` (the snapshot stays).
+    RestoreSnapshot {
+        snapshot: String,
+        target: String,
+    },
 }
 
 impl Action {
@@ -94,7 +137,10 @@ impl Action {
             | Action::Exists { .. }
             | Action::Checksum { .. }
             | Action::FreeSpace { .. }
+            | Action::DiskUsage { .. }
+            | Action::VerifyBackup { .. }
             | Action::WaitPort { .. } => true,
+            Action::Sql { kind, .. } => matches!(kind, SqlKind::Query | SqlKind::Connect),
             _ => false,
         }
     }
@@ -109,6 +155,7 @@ impl Action {
             Action::Exists { .. } => "exists",
             Action::Checksum { .. } => "checksum",
             Action::FreeSpace { .. } => "free_space",
+            Action::DiskUsage { .. } => "disk_usage",
             Action::WriteFile { .. } => "write_file",
             Action::Mkdir { .. } => "mkdir",
             Action::Copy { .. } => "copy",
@@ -118,6 +165,24 @@ impl Action {
             Action::Restore { .. } => "restore",
             Action::Upload { .. } => "upload",
             Action::WaitPort { .. } => "wait_port",
+            Action::Sql { kind, .. } => match kind {
+                SqlKind::Connect => "sql_connect",
+                SqlKind::Query => "sql_query",
+                _ => "sql_exec",
+            },
+            Action::Snapshot { .. } => "snapshot",
+            Action::VerifyBackup { .. } => "verify_backup",
+            Action::MysqlDump { .. } => "mysqldump",
+            Action::MysqlLoad { .. } => "mysql_load",
+            Action::RestoreSnapshot { .. } => "restore_snapshot",
+        }
+    }
+
+    /// The SQL server an action talks to, when it is a SQL action.
+    pub fn sql_target(&self) -> Option<&SqlTarget> {
+        match self {
+            Action::Sql { target, .. } => Some(target),
+            _ => None,
         }
     }
 
@@ -135,6 +200,7 @@ impl Action {
             Action::Exists { path } => format!("test exists {path}"),
             Action::Checksum { path } => format!("sha256 {path}"),
             Action::FreeSpace { path } => format!("free space at {path}"),
+            Action::DiskUsage { path } => format!("disk usage of {path}"),
             Action::WriteFile {
                 path,
                 content,
@@ -161,6 +227,46 @@ impl Action {
             Action::WaitPort { port, timeout } => {
                 format!("wait for port {port} (up to {}s)", timeout.as_secs())
             }
+            Action::Sql {
+                target,
+                kind,
+                statement,
+                params,
+            } => {
+                let server = target.server();
+                match kind {
+                    SqlKind::Connect => format!("sql connect {server}"),
+                    SqlKind::Begin => format!("sql {server}: START TRANSACTION"),
+                    SqlKind::Commit => format!("sql {server}: COMMIT"),
+                    SqlKind::Rollback => format!("sql {server}: ROLLBACK"),
+                    SqlKind::Query | SqlKind::Exec => {
+                        let p = params.display();
+                        let p = if p.is_empty() { p } else { format!(" [{p}]") };
+                        format!("sql {server}: {}{p}", crate::sql::one_line(statement))
+                    }
+                }
+            }
+            Action::Snapshot { source, to } => format!("snapshot {source} -> {to}"),
+            Action::VerifyBackup { path } => format!("verify backup {path}"),
+            Action::MysqlDump {
+                target,
+                db,
+                path,
+                flags,
+            } => {
+                let f = if flags.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", flags.join(" "))
+                };
+                format!("mysqldump{f} {db} from {} -> {path}", target.server())
+            }
+            Action::MysqlLoad { target, db, path } => {
+                format!("mysql {db} on {} < {path}", target.server())
+            }
+            Action::RestoreSnapshot { snapshot, target } => {
+                format!("restore {target} from snapshot {snapshot}")
+            }
         }
     }
 }
@@ -174,6 +280,9 @@ pub enum Outcome {
     Int(i64),
     Text(String),
     Unit,
+    Sql(SqlResult),
+    /// A backup taken, verified or restored.
+    Backup(BackupInfo),
     /// `--check` did not perform this mutating action.
     Skipped,
 }
@@ -184,6 +293,11 @@ pub struct Fault {
     pub kind: FaultKind,
     pub host: Option<String>,
     pub message: String,
+    /// A finer cause scripts can branch on (`e.reason`): for SQL `connect`, `auth`, `timeout`,
+    /// `lost`, `server`; for docker `no_such_container`, `name_in_use`, `daemon`, ...
+    pub reason: Option<String>,
+    /// The server's or tool's own error code, when it gave one (`e.code`).
+    pub code: Option<i64>,
 }
 
 impl Fault {
@@ -192,7 +306,14 @@ impl Fault {
             kind,
             host: host.map(str::to_string),
             message: message.into(),
+            reason: None,
+            code: None,
         }
+    }
+
+    pub fn with_reason(mut self, reason: &str) -> Self {
+        self.reason = Some(reason.to_string());
+        self
     }
 }
 
@@ -250,6 +371,7 @@ const MAX_OUTPUT: usize = 16 * 1024 * 1024;
 enum Backend {
     Real {
         transports: Mutex<HashMap<String, Arc<dyn Transport>>>,
+        sql: SqlClient,
     },
     Sim(Arc<Mutex<World>>),
     /// `describe`: a playbook is evaluated only up to `params()`; any action is a mistake.
@@ -310,6 +432,7 @@ impl Executor {
             (Mode::Simulate, None) => Backend::Inert,
             _ => Backend::Real {
                 transports: Mutex::new(HashMap::new()),
+                sql: SqlClient::default(),
             },
         };
         Executor {
@@ -426,7 +549,7 @@ impl Executor {
 
     fn transport(&self, host: &HostEntry) -> Arc<dyn Transport> {
         match &self.backend {
-            Backend::Real { transports } => {
+            Backend::Real { transports, .. } => {
                 let mut t = transports.lock().unwrap_or_else(|e| e.into_inner());
                 t.entry(host.name.clone())
                     .or_insert_with(|| transport::open(host))
@@ -458,7 +581,12 @@ impl Executor {
             ));
         }
         let held = self.hold_writes.load(Ordering::SeqCst) && !action.is_read_only();
-        let entry = self.host_entry(host)?;
+        // A SQL server may be named by address only; every other action needs an inventory host.
+        let entry = match action.sql_target() {
+            Some(t) => t.host.as_deref().map(|h| self.host_entry(h)).transpose()?,
+            None => Some(self.host_entry(host)?),
+        };
+        let name = entry.map_or_else(|| host.to_string(), |e| e.name.clone());
         let at = self.now();
         let wall = Instant::now();
         let (disposition, result) = match &self.backend {
@@ -475,20 +603,43 @@ impl Executor {
                 let r = w
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .apply(&entry.name, &action);
+                    .apply(&name, &action);
                 (Disposition::Simulated, r)
             }
             Backend::Real { .. } if self.mode == Mode::Check && !action.is_read_only() => {
                 (Disposition::Skipped, Ok(Outcome::Skipped))
             }
-            Backend::Real { .. } => (Disposition::Performed, self.perform_real(entry, &action)),
+            Backend::Real { sql, .. } => {
+                let r = match (&action, entry) {
+                    (
+                        Action::Sql {
+                            target,
+                            kind,
+                            statement,
+                            params,
+                        },
+                        _,
+                    ) => sql
+                        .perform(&self.inventory, target, *kind, statement, params)
+                        .map(Outcome::Sql)
+                        .map_err(|f| self.redacted(f)),
+                    (_, Some(entry)) => self.perform_real(entry, &action),
+                    (_, None) => unreachable!("only SQL actions run without an inventory host"),
+                };
+                (Disposition::Performed, r)
+            }
         };
         let duration = match &self.backend {
             Backend::Sim(_) => self.now().saturating_sub(at),
             _ => wall.elapsed(),
         };
-        self.record(&entry.name, &action, disposition, at, duration, &result);
+        self.record(&name, &action, disposition, at, duration, &result);
         result
+    }
+
+    fn redacted(&self, mut f: Fault) -> Fault {
+        f.message = self.inventory.redactor.redact(&f.message);
+        f
     }
 
     fn record(
@@ -513,6 +664,14 @@ impl Executor {
             Ok(Outcome::Text(t)) => t.clone(),
             Ok(Outcome::Bytes(b)) => format!("{} bytes", b.len()),
             Ok(Outcome::Unit) => "ok".into(),
+            Ok(Outcome::Sql(r)) if r.columns.is_empty() => format!("{} affected", r.affected),
+            Ok(Outcome::Sql(r)) => format!("{} rows", r.rows.len()),
+            Ok(Outcome::Backup(b)) => format!(
+                "{} files, {} bytes, sha256 {}",
+                b.files,
+                b.bytes,
+                &b.sha256[..b.sha256.len().min(12)]
+            ),
             Err(f) => f.message.clone(),
         };
         let rec = ActionRecord {
@@ -720,6 +879,16 @@ impl Executor {
                     .map(Outcome::Int)
                     .ok_or_else(|| fault(format!("unexpected df output: {text}")))
             }
+            Action::DiskUsage { path } => {
+                let out =
+                    self.helper(host, t, &["du", "-sk", "--", path], &format!("du {path}"))?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                text.split_whitespace()
+                    .next()
+                    .and_then(|k| k.parse::<i64>().ok())
+                    .map(|k| Outcome::Int(k * 1024))
+                    .ok_or_else(|| fault(format!("unexpected du output: {text}")))
+            }
             Action::WriteFile {
                 path,
                 content,
@@ -812,6 +981,57 @@ impl Executor {
                     .map_err(|e| self.transport_fault(host, e))
             }
             Action::WaitPort { .. } => unreachable!("handled above"),
+            Action::Sql { .. } => unreachable!("SQL goes to the SQL client"),
+            Action::Snapshot { source, to } => {
+                let sh = self.shell(host, t);
+                let run = self.journal.get().map(|j| j.run_id.as_str());
+                crate::backup::snapshot(&sh, source, to, run)
+                    .map(|m| Outcome::Backup(BackupInfo::from_manifest(&host.name, &m, true)))
+            }
+            Action::VerifyBackup { path } => crate::backup::verify(&self.shell(host, t), path)
+                .map(|m| Outcome::Backup(BackupInfo::from_manifest(&host.name, &m, false))),
+            Action::MysqlDump {
+                target,
+                db,
+                path,
+                flags,
+            } => {
+                let pw = target
+                    .resolve_password(&self.inventory)
+                    .map_err(|m| fault(format!("mysqldump of {db}: {m}")))?;
+                let run = self.journal.get().map(|j| j.run_id.as_str());
+                crate::backup::mysqldump(
+                    &self.shell(host, t),
+                    target,
+                    pw.as_ref(),
+                    db,
+                    path,
+                    flags,
+                    run,
+                )
+                .map(|m| Outcome::Backup(BackupInfo::from_manifest(&host.name, &m, true)))
+                .map_err(|f| self.redacted(f))
+            }
+            Action::MysqlLoad { target, db, path } => {
+                let pw = target
+                    .resolve_password(&self.inventory)
+                    .map_err(|m| fault(format!("loading {path} into {db}: {m}")))?;
+                crate::backup::mysql_load(&self.shell(host, t), target, pw.as_ref(), db, path)
+                    .map(|m| Outcome::Backup(BackupInfo::from_manifest(&host.name, &m, false)))
+                    .map_err(|f| self.redacted(f))
+            }
+            Action::RestoreSnapshot { snapshot, target } => {
+                crate::backup::restore_dir(&self.shell(host, t), snapshot, target)
+                    .map(|m| Outcome::Backup(BackupInfo::from_manifest(&host.name, &m, false)))
+            }
+        }
+    }
+
+    fn shell<'a>(&'a self, host: &'a HostEntry, t: &'a dyn Transport) -> ExecShell<'a> {
+        ExecShell {
+            exec: self,
+            host,
+            t,
         }
     }
 
@@ -850,6 +1070,46 @@ impl Executor {
             }
             self.sleep(Duration::from_millis(250).min(timeout.saturating_sub(start.elapsed())))?;
         }
+    }
+}
+
+/// A host's shell for the backup module: helper scripts and file writes through the transport.
+struct ExecShell<'a> {
+    exec: &'a Executor,
+    host: &'a HostEntry,
+    t: &'a dyn Transport,
+}
+
+impl HostShell for ExecShell<'_> {
+    fn sh(&self, script: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<ExecOutput, Fault> {
+        let mut argv = vec![
+            "sh".to_string(),
+            "-c".into(),
+            script.into(),
+            "capstan".into(),
+        ];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        self.exec.exec_on(
+            self.host,
+            self.t,
+            &Command::Argv(argv),
+            &BTreeMap::new(),
+            None,
+            stdin,
+            None,
+            MAX_READ,
+            None,
+        )
+    }
+
+    fn put(&self, path: &str, data: &[u8], mode: i32) -> Result<(), Fault> {
+        self.t
+            .put(path, &mut &data[..], data.len() as u64, mode)
+            .map_err(|e| self.exec.transport_fault(self.host, e))
+    }
+
+    fn name(&self) -> &str {
+        &self.host.name
     }
 }
 

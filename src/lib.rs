@@ -18,6 +18,7 @@
 
 pub mod action;
 pub mod api;
+pub mod backup;
 pub mod engine;
 pub mod error;
 pub mod host;
@@ -26,6 +27,7 @@ pub mod journal;
 pub mod report;
 pub mod secret;
 pub mod sim;
+pub mod sql;
 pub mod transport;
 
 pub use error::{Error, FaultKind, Located, Result, SourcePos};

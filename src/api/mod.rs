@@ -1,5 +1,6 @@
 //! What scripts call: the per-run context natives share, and registration of every script module.
 
+mod backup;
 mod flow;
 mod host;
 mod opts;
@@ -7,6 +8,7 @@ mod params;
 pub(crate) mod persist;
 pub(crate) mod recovery;
 mod secrets;
+mod sql;
 mod text;
 mod wait;
 
@@ -18,6 +20,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, FuncRegistration, Position, RhaiNativ
 pub use flow::ask_terminal;
 pub use host::{ClusterHandle, HostHandle};
 pub use params::{ParamInfo, ParamSpec};
+pub use sql::SqlConn;
 
 use crate::action::{Executor, Fault};
 use crate::error::{FaultKind, SourcePos};
@@ -224,11 +227,21 @@ pub(crate) fn register_all(engine: &mut Engine, run: &Arc<RunCtx>) {
         Some(h) => Dynamic::from(h.clone()),
         None => Dynamic::UNIT,
     });
+    engine.register_get("reason", |f: &mut Fault| match &f.reason {
+        Some(r) => Dynamic::from(r.clone()),
+        None => Dynamic::UNIT,
+    });
+    engine.register_get("code", |f: &mut Fault| match f.code {
+        Some(c) => Dynamic::from_int(c),
+        None => Dynamic::UNIT,
+    });
     host::register(engine, run);
+    backup::register(engine);
     flow::register(engine, run);
     params::register(engine, run);
     recovery::register(engine, run);
     secrets::register(engine, run);
+    sql::register(engine, run);
     wait::register(engine, run);
     text::register(engine);
 }

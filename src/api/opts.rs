@@ -58,6 +58,24 @@ impl Opts {
             .map_err(|m| bad_input(format!("{}: option `{key}`: {m}", self.func)))
     }
 
+    /// The value as given (not `()`), for options that take more than one type.
+    pub fn raw(&self, key: &str) -> Option<&Dynamic> {
+        self.get(key)
+    }
+
+    pub fn string_list(&self, key: &str) -> R<Option<Vec<String>>> {
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        let a = v
+            .read_lock::<Array>()
+            .ok_or_else(|| self.wrong(key, "an array of strings", v))?;
+        a.iter()
+            .map(|x| scalar_string(x).ok_or_else(|| self.wrong(key, "an array of strings", x)))
+            .collect::<R<Vec<_>>>()
+            .map(Some)
+    }
+
     pub fn bool(&self, key: &str) -> R<Option<bool>> {
         match self.get(key) {
             None => Ok(None),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use rhai::{Dynamic, FnPtr, Map, NativeCallContext};
 use serde_json::{json, Value};
 
+use super::sql::SqlConn;
 use super::{HostHandle, RunCtx};
 use crate::journal::ClosureSpec;
 
@@ -77,6 +78,15 @@ fn convert(v: &Dynamic, run: &RunCtx, lossy: &mut Option<String>) -> Value {
     if let Some(h) = v.read_lock::<HostHandle>() {
         return json!({ "$host": h.name.as_str() });
     }
+    if let Some(c) = v.read_lock::<SqlConn>() {
+        if matches!(c.target.password, Some(crate::sql::Password::Inline(_))) {
+            lossy.get_or_insert_with(|| {
+                "a SQL connection whose password is not a secret of the inventory".into()
+            });
+        }
+        // The password is kept by secret name only (SqlTarget never serializes an inline one).
+        return json!({ "$sql": serde_json::to_value(&*c.target).unwrap_or(Value::Null) });
+    }
     lossy.get_or_insert_with(|| format!("a value of type {} has no JSON form", v.type_name()));
     Value::String(inv.redactor.redact(&v.to_string()))
 }
@@ -104,6 +114,21 @@ pub(crate) fn from_json(v: &Value, run: &Arc<RunCtx>) -> Result<Dynamic, String>
                 }
                 return Ok(Dynamic::from(HostHandle {
                     name: name.as_str().into(),
+                    run: run.clone(),
+                }));
+            }
+            if let (1, Some(spec)) = (o.len(), o.get("$sql")) {
+                let mut target: crate::sql::SqlTarget = serde_json::from_value(spec.clone())
+                    .map_err(|e| format!("a journaled SQL connection cannot be read: {e}"))?;
+                if let Some(h) = &target.host {
+                    if run.exec.inventory().host(h).is_none() {
+                        return Err(format!("host `{h}` is no longer in the inventory"));
+                    }
+                }
+                // A new session: the old process's session is gone.
+                target.id = super::sql::new_session_id();
+                return Ok(Dynamic::from(SqlConn {
+                    target: Arc::new(target),
                     run: run.clone(),
                 }));
             }

@@ -63,6 +63,7 @@ wait::sleep(1);
                 .map_err(|f| at(f.into(), ctx.call_position()))
         },
     );
+    super::sql::register_wait(&mut m, run);
     engine.register_static_module("wait", m.into());
 }
 

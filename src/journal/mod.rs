@@ -18,13 +18,13 @@ pub use lock::{process_alive, HostLock, LockConflict};
 use crate::action::Action;
 use crate::error::{Error, Located, Result};
 use crate::report::{
-    ActionRecord, Disposition, GuardRecord, LogLine, Outcome, RunReport, StepRecord, StepStatus,
-    UndoRecord,
+    ActionRecord, BackupRecord, Disposition, GuardRecord, LogLine, Outcome, RunReport, StepRecord,
+    StepStatus, UndoRecord,
 };
 use crate::Mode;
 
 /// The schema this build writes. Older files are migrated forward on open; newer ones refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = r#"
 CREATE TABLE runs (
@@ -123,6 +123,28 @@ CREATE INDEX actions_by_step ON actions (run_id, step);
 CREATE INDEX steps_by_seq ON steps (run_id, seq);
 CREATE INDEX logs_by_run ON logs (run_id);
 "#;
+
+/// Version 2: the backups a run took or reused (`capstan report` lists them).
+const SCHEMA_V2: &str = r#"
+CREATE TABLE backups (
+    run_id  TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    step    TEXT,
+    at_ms   INTEGER NOT NULL,
+    host    TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    source  TEXT NOT NULL,
+    path    TEXT NOT NULL,
+    files   INTEGER NOT NULL,
+    bytes   INTEGER NOT NULL,
+    sha256  TEXT NOT NULL,
+    taken   INTEGER NOT NULL,
+    PRIMARY KEY (run_id, host, path)
+);
+"#;
+
+/// Migrations in order: entry `i` takes a journal from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
 
 /// One run's place in a journal: what the executor and the script API write through.
 #[derive(Debug, Clone)]
@@ -511,9 +533,11 @@ impl Journal {
             c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
         })?;
         match version {
-            0 => self.with(|c| {
+            v if (0..SCHEMA_VERSION).contains(&v) => self.with(|c| {
                 let tx = c.transaction()?;
-                tx.execute_batch(SCHEMA_V1)?;
+                for m in &MIGRATIONS[v as usize..] {
+                    tx.execute_batch(m)?;
+                }
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
                 tx.commit()
             }),
@@ -788,6 +812,38 @@ impl Journal {
     /// Records a log line (batched like actions).
     pub fn record_log(&self, run: &str, attempt: u32, l: &LogLine) -> Result<()> {
         self.queue(Pending::Log(run.to_string(), attempt, l.clone()))
+    }
+
+    /// Records a backup the run took or reused (one row per host and path). A reused backup
+    /// keeps the row of the attempt that took it.
+    pub fn record_backup(&self, run: &str, attempt: u32, b: &BackupRecord) -> Result<()> {
+        let verb = if b.backup.taken {
+            "INSERT OR REPLACE"
+        } else {
+            "INSERT OR IGNORE"
+        };
+        self.with(|c| {
+            c.prepare_cached(&format!(
+                "{verb} INTO backups (run_id, attempt, step, at_ms, host, kind, source,
+                    path, files, bytes, sha256, taken)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ))?
+            .execute(rusqlite::params![
+                run,
+                attempt,
+                b.step,
+                b.at_ms as i64,
+                b.backup.host,
+                b.backup.kind,
+                b.backup.source,
+                b.backup.path,
+                b.backup.files as i64,
+                b.backup.bytes as i64,
+                b.backup.sha256,
+                b.backup.taken,
+            ])
+            .map(|_| ())
+        })
     }
 
     /// Writes the rows that wait now (the end of a run does it too).
@@ -1079,6 +1135,28 @@ impl Journal {
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut st = c.prepare(
+                "SELECT step, at_ms, host, kind, source, path, files, bytes, sha256, taken
+                 FROM backups WHERE run_id = ?1 ORDER BY at_ms, rowid",
+            )?;
+            let backups = st
+                .query_map([id], |r| {
+                    Ok(BackupRecord {
+                        step: r.get(0)?,
+                        at_ms: r.get::<_, i64>(1)? as u64,
+                        backup: crate::backup::BackupInfo {
+                            host: r.get(2)?,
+                            kind: r.get(3)?,
+                            source: r.get(4)?,
+                            path: r.get(5)?,
+                            files: r.get::<_, i64>(6)? as u64,
+                            bytes: r.get::<_, i64>(7)? as u64,
+                            sha256: r.get(8)?,
+                            taken: r.get(9)?,
+                        },
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(RunReport {
                 run_id: run.id.clone(),
                 playbook: run.playbook.clone(),
@@ -1094,6 +1172,7 @@ impl Journal {
                 actions,
                 undos,
                 guards,
+                backups,
                 logs,
                 result: result
                     .and_then(|r| serde_json::from_str(&r).ok())

@@ -133,9 +133,21 @@ pub struct RunReport {
     /// Undos registered, oldest first, with what became of each.
     pub undos: Vec<UndoRecord>,
     pub guards: Vec<GuardRecord>,
+    /// Backups taken (or reused on resume) by the run, with where they are and their checksums.
+    #[serde(default)]
+    pub backups: Vec<BackupRecord>,
     pub logs: Vec<LogLine>,
     /// The value the playbook's last statement evaluated to, as JSON.
     pub result: serde_json::Value,
+}
+
+/// A backup of a run: the step that took it, and the backup.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BackupRecord {
+    pub step: Option<String>,
+    pub at_ms: u64,
+    #[serde(flatten)]
+    pub backup: crate::backup::BackupInfo,
 }
 
 impl RunReport {

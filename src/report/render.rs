@@ -149,13 +149,37 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
         }
     }
 
+    if !r.backups.is_empty() {
+        s.push_str(
+            "\nbackups (verify with backup::verify; each has PATH.manifest.json beside it)\n",
+        );
+        for b in &r.backups {
+            let b2 = &b.backup;
+            s.push_str(&format!(
+                "  {:<12} {:<9} {}  <- {}\n               {} file(s), {}, sha256 {}{}\n",
+                b2.host,
+                b2.kind,
+                b2.path,
+                b2.source,
+                b2.files,
+                human_bytes(b2.bytes),
+                b2.sha256,
+                if b2.taken {
+                    ""
+                } else {
+                    "  (existing backup, verified and reused)"
+                }
+            ));
+        }
+    }
+
     let backups: Vec<_> = r
         .undos
         .iter()
         .filter_map(|u| Some((u.host.as_deref()?, u.saved.as_deref()?, u.status)))
         .collect();
     if !backups.is_empty() {
-        s.push_str("\nbackups (old content kept on the host for the undos)\n");
+        s.push_str("\nkept copies (old content kept on the host for the undos)\n");
         for (h, saved, status) in backups {
             let note = if status == UndoStatus::Done {
                 "  (put back by the rollback)"
@@ -407,5 +431,21 @@ impl EventSink for ProgressPrinter {
         let _g = self.lock.lock();
         let mut err = std::io::stderr().lock();
         let _ = writeln!(err, "{line}");
+    }
+}
+
+/// Bytes for people: `512 B`, `1.5 KiB`, `3.2 GiB`.
+fn human_bytes(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < units.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[i])
     }
 }

@@ -9,8 +9,10 @@ use sha2::Digest;
 use toml::Spanned;
 
 use crate::action::{Action, Fault, Outcome};
+use crate::backup::{manifest_path, BackupInfo, Manifest, ManifestFile};
 use crate::error::{Error, FaultKind, Result};
 use crate::inventory::{config_error, Dur, Inventory, InventorySpec};
+use crate::sql::{SqlKind, SqlResult, SqlValue};
 use crate::transport::{Command, ExecOutput};
 
 /// A byte count written as `"10GiB"`, `"500MB"` or a plain number of bytes.
@@ -126,6 +128,77 @@ struct ScenarioSpec {
     hosts: BTreeMap<String, Spanned<HostState>>,
     #[serde(default)]
     rules: Vec<Spanned<RuleSpec>>,
+    /// Answers of simulated SQL servers.
+    #[serde(default)]
+    sql: Vec<Spanned<SqlRuleSpec>>,
+}
+
+/// `[[sql]]`: how a simulated SQL server answers statements that match.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlRuleSpec {
+    /// The server: an inventory host pattern, or `address:port`; every server when absent.
+    host: Option<String>,
+    /// Statement pattern (`*` and `?` wildcards), matched against the statement on one line.
+    statement: String,
+    /// Rows of a query, as tables of column = value.
+    #[serde(default)]
+    rows: Vec<toml::Table>,
+    /// Rows a change affected.
+    #[serde(default)]
+    affected: u64,
+    /// Answer with this server error instead.
+    error_code: Option<u16>,
+    error_message: Option<String>,
+    /// Answer only this many times, then let later rules answer.
+    times: Option<u32>,
+}
+
+impl SqlRuleSpec {
+    fn rows_checked(&self) -> std::result::Result<(), String> {
+        for (i, row) in self.rows.iter().enumerate() {
+            for (k, v) in row {
+                if matches!(v, toml::Value::Array(_) | toml::Value::Table(_)) {
+                    return Err(format!("rows[{i}].{k}: a column value must be a scalar"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn result(&self) -> SqlResult {
+        let mut columns: Vec<String> = Vec::new();
+        for row in &self.rows {
+            for k in row.keys() {
+                if !columns.contains(k) {
+                    columns.push(k.clone());
+                }
+            }
+        }
+        let rows = self
+            .rows
+            .iter()
+            .map(|row| {
+                columns
+                    .iter()
+                    .map(|c| match row.get(c) {
+                        None => SqlValue::Null,
+                        Some(toml::Value::Integer(i)) => SqlValue::Int(*i),
+                        Some(toml::Value::Float(f)) => SqlValue::Float(*f),
+                        Some(toml::Value::Boolean(b)) => SqlValue::Int(i64::from(*b)),
+                        Some(toml::Value::String(s)) => SqlValue::Text(s.clone()),
+                        Some(other) => SqlValue::Text(other.to_string()),
+                    })
+                    .collect()
+            })
+            .collect();
+        SqlResult {
+            columns,
+            rows,
+            affected: self.affected,
+            last_insert_id: None,
+        }
+    }
 }
 
 /// A scenario: the inventory, params and starting state of a simulated world.
@@ -139,6 +212,22 @@ pub struct Scenario {
     defaults: Defaults,
     hosts: BTreeMap<String, HostState>,
     rules: Vec<(RuleSpec, glob::Pattern, Option<glob::Pattern>)>,
+    sql_rules: Vec<(SqlRuleSpec, glob::Pattern, Option<glob::Pattern>)>,
+}
+
+/// A host pattern of a rule, which must match some inventory host.
+fn host_pattern(
+    inventory: &Inventory,
+    pattern: Option<&str>,
+) -> std::result::Result<Option<glob::Pattern>, String> {
+    let Some(h) = pattern else { return Ok(None) };
+    let p = glob::Pattern::new(h).map_err(|e| format!("bad host pattern: {e}"))?;
+    if !inventory.hosts.iter().any(|x| p.matches(&x.name)) {
+        return Err(format!(
+            "host pattern `{h}` matches no host in the inventory"
+        ));
+    }
+    Ok(Some(p))
 }
 
 impl Scenario {
@@ -211,20 +300,26 @@ impl Scenario {
             };
             let cmd = glob::Pattern::new(&r.command)
                 .map_err(|e| bad(format!("bad command pattern: {e}")))?;
-            let host = match &r.host {
-                Some(h) => {
-                    let p =
-                        glob::Pattern::new(h).map_err(|e| bad(format!("bad host pattern: {e}")))?;
-                    if !inventory.hosts.iter().any(|x| p.matches(&x.name)) {
-                        return Err(bad(format!(
-                            "host pattern `{h}` matches no host in the inventory"
-                        )));
-                    }
-                    Some(p)
-                }
-                None => None,
-            };
+            let host = host_pattern(&inventory, r.host.as_deref()).map_err(bad)?;
             rules.push((r, cmd, host));
+        }
+        let mut sql_rules = Vec::new();
+        for (i, r) in spec.sql.into_iter().enumerate() {
+            let span = r.span();
+            let r = r.into_inner();
+            let bad =
+                |m: String| config_error(file, text, Some(span.clone()), &format!("sql[{i}]: {m}"));
+            let pat = glob::Pattern::new(&r.statement)
+                .map_err(|e| bad(format!("bad statement pattern: {e}")))?;
+            let host = match r.host.as_deref() {
+                // A server named by address (`127.0.0.1:3306`) is not an inventory host.
+                Some(h) if h.contains(':') => {
+                    Some(glob::Pattern::new(h).map_err(|e| bad(format!("bad host pattern: {e}")))?)
+                }
+                h => host_pattern(&inventory, h).map_err(bad)?,
+            };
+            r.rows_checked().map_err(bad)?;
+            sql_rules.push((r, pat, host));
         }
         let params = spec
             .params
@@ -239,6 +334,7 @@ impl Scenario {
             defaults: spec.defaults,
             hosts,
             rules,
+            sql_rules,
         })
     }
 
@@ -273,6 +369,11 @@ impl Scenario {
                 .iter()
                 .map(|(r, c, h)| (r.clone(), c.clone(), h.clone(), 0))
                 .collect(),
+            sql_rules: self
+                .sql_rules
+                .iter()
+                .map(|(r, c, h)| (r.clone(), c.clone(), h.clone(), 0))
+                .collect(),
             durations: self
                 .defaults
                 .durations
@@ -285,7 +386,7 @@ impl Scenario {
 }
 
 /// One simulated host: a file tree, free space and listening ports.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SimHost {
     pub files: BTreeMap<String, Vec<u8>>,
     pub dirs: BTreeSet<String>,
@@ -342,6 +443,63 @@ impl SimHost {
         self.files.retain(|k, _| !under(k, &p));
         self.dirs.retain(|k| !under(k, &p));
     }
+    /// Bytes of the files at or under `p`.
+    fn size_under(&self, p: &str) -> u64 {
+        let p = norm(p);
+        self.files
+            .iter()
+            .filter(|(k, _)| under(k, &p))
+            .map(|(_, v)| v.len() as u64)
+            .sum()
+    }
+
+    /// A manifest of what is at `path` now, as the real snapshot would write it.
+    fn manifest_of(&self, kind: &str, source: &str, path: &str) -> Manifest {
+        let root = norm(path);
+        let files = self
+            .files
+            .iter()
+            .filter(|(k, _)| under(k, &root))
+            .map(|(k, v)| ManifestFile {
+                path: if *k == root {
+                    String::new()
+                } else {
+                    format!(".{}", &k[root.len()..])
+                },
+                size: v.len() as u64,
+                sha256: format!("{:x}", sha2::Sha256::digest(v)),
+            })
+            .collect();
+        Manifest {
+            capstan_backup: 1,
+            kind: kind.into(),
+            source: source.into(),
+            path: path.into(),
+            run: None,
+            files,
+        }
+    }
+
+    /// Compares the backup at `path` with its manifest.
+    fn verify(&self, path: &str) -> std::result::Result<Manifest, String> {
+        let mp = manifest_path(path);
+        let m: Manifest = self
+            .files
+            .get(&norm(&mp))
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .ok_or_else(|| format!("no backup at {path} (no manifest {mp})"))?;
+        let mut now = self.manifest_of(&m.kind, &m.source, path);
+        if m.kind == "mysqldump" {
+            for f in &mut now.files {
+                f.path.clear();
+            }
+        }
+        if now.files != m.files {
+            return Err(format!("backup {path} does not match its manifest"));
+        }
+        Ok(m)
+    }
+
     /// Copies a file or a tree; `to` names the copy (like `cp -a src dst` with no existing dst).
     fn copy(&mut self, from: &str, to: &str) -> std::result::Result<(), String> {
         let (from, to) = (norm(from), norm(to));
@@ -378,6 +536,7 @@ impl SimHost {
 pub struct World {
     pub hosts: BTreeMap<String, SimHost>,
     rules: Vec<(RuleSpec, glob::Pattern, Option<glob::Pattern>, u32)>,
+    sql_rules: Vec<(SqlRuleSpec, glob::Pattern, Option<glob::Pattern>, u32)>,
     durations: BTreeMap<String, Duration>,
     clock: Duration,
 }
@@ -394,6 +553,7 @@ impl World {
         self.durations.get(op).copied().unwrap_or(match op {
             "exec" | "read" => Duration::from_millis(500),
             "replace_dir" | "copy" | "upload" => Duration::from_secs(2),
+            "snapshot" | "mysqldump" | "mysql_load" | "restore_snapshot" => Duration::from_secs(5),
             _ => Duration::from_millis(50),
         })
     }
@@ -404,10 +564,14 @@ impl World {
         let mut took = self.duration_of(action.op());
         let outcome = {
             let rules = &mut self.rules;
-            let h = self
-                .hosts
-                .get_mut(host)
-                .ok_or_else(|| fail("not in the simulated world".into()))?;
+            let sql_rules = &mut self.sql_rules;
+            let mut scratch = SimHost::default();
+            // A SQL server named by address only has no simulated host of its own.
+            let h = match self.hosts.get_mut(host) {
+                Some(h) => h,
+                None if matches!(action, Action::Sql { .. }) => &mut scratch,
+                None => return Err(fail("not in the simulated world".into())),
+            };
             match action {
                 Action::Exec { command, .. } => {
                     let line = command.display();
@@ -471,6 +635,7 @@ impl World {
                     }
                 },
                 Action::FreeSpace { .. } => Outcome::Int(h.free_space as i64),
+                Action::DiskUsage { path } => Outcome::Int(h.size_under(path) as i64),
                 Action::WriteFile { path, content, .. } => {
                     h.write(path, content.clone());
                     Outcome::Unit
@@ -527,6 +692,92 @@ impl World {
                     })?;
                     h.write(remote, data);
                     Outcome::Unit
+                }
+                Action::Sql {
+                    kind, statement, ..
+                } => {
+                    let line = crate::sql::one_line(statement);
+                    let rule = sql_rules.iter_mut().find(|(r, pat, hp, used)| {
+                        hp.as_ref().is_none_or(|p| p.matches(host))
+                            && pat.matches(&line)
+                            && r.times.is_none_or(|t| *used < t)
+                    });
+                    match (rule, kind) {
+                        (Some((r, _, _, used)), SqlKind::Query | SqlKind::Exec) => {
+                            *used += 1;
+                            if let Some(code) = r.error_code {
+                                let mut f = fail(format!(
+                                    "sql: server error {code}: {}\n  statement: {}",
+                                    r.error_message.as_deref().unwrap_or("simulated error"),
+                                    crate::sql::first_line(statement)
+                                ))
+                                .with_reason("server");
+                                f.code = Some(i64::from(code));
+                                return Err(f);
+                            }
+                            Outcome::Sql(r.result())
+                        }
+                        // No rule: reads find nothing, changes change nothing (the plan shows them).
+                        _ => Outcome::Sql(SqlResult::default()),
+                    }
+                }
+                Action::Snapshot { source, to } => {
+                    if !h.dirs.contains(&norm(source)) {
+                        return Err(fail(format!(
+                            "copy of {source} failed: cp: cannot stat '{source}': No such file or directory"
+                        )));
+                    }
+                    let need = h.size_under(source);
+                    if need >= h.free_space {
+                        return Err(fail(format!(
+                            "not enough free space for a snapshot of {source} at {to}: it needs {need} bytes and {} are free; nothing was copied",
+                            h.free_space
+                        ))
+                        .with_reason("no_space"));
+                    }
+                    h.remove(to);
+                    h.copy(source, to).map_err(fail)?;
+                    let m = h.manifest_of("dir", source, to);
+                    h.write(
+                        &manifest_path(to),
+                        serde_json::to_vec(&m).unwrap_or_default(),
+                    );
+                    Outcome::Backup(BackupInfo::from_manifest(host, &m, true))
+                }
+                Action::VerifyBackup { path } => {
+                    let m = h.verify(path).map_err(|m| fail(m).with_reason("missing"))?;
+                    Outcome::Backup(BackupInfo::from_manifest(host, &m, false))
+                }
+                Action::MysqlDump {
+                    target, db, path, ..
+                } => {
+                    let body = format!(
+                        "-- MariaDB dump (simulated) of {db} from {}\n-- Dump completed\n",
+                        target.server()
+                    );
+                    h.write(path, body.into_bytes());
+                    let mut m =
+                        h.manifest_of("mysqldump", &format!("{db}@{}", target.server()), path);
+                    for f in &mut m.files {
+                        f.path.clear();
+                    }
+                    h.write(
+                        &manifest_path(path),
+                        serde_json::to_vec(&m).unwrap_or_default(),
+                    );
+                    Outcome::Backup(BackupInfo::from_manifest(host, &m, true))
+                }
+                Action::MysqlLoad { path, .. } => {
+                    let m = h.verify(path).map_err(|m| fail(m).with_reason("missing"))?;
+                    Outcome::Backup(BackupInfo::from_manifest(host, &m, false))
+                }
+                Action::RestoreSnapshot { snapshot, target } => {
+                    let m = h
+                        .verify(snapshot)
+                        .map_err(|m| fail(m).with_reason("missing"))?;
+                    h.remove(target);
+                    h.copy(snapshot, target).map_err(fail)?;
+                    Outcome::Backup(BackupInfo::from_manifest(host, &m, false))
                 }
                 Action::WaitPort { port, timeout } => {
                     if h.ports.contains(port) {

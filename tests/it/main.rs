@@ -7,4 +7,5 @@ mod docs;
 mod embed;
 mod journal;
 mod modes;
+mod sql;
 mod ssh;

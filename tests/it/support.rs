@@ -212,3 +212,84 @@ pub fn capstan_in(dir: &Path, args: &[&str]) -> Out {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// A private MariaDB server on 127.0.0.1 (lab/mariadb-lab.sh): user `capstan`, password
+/// [`DB_PASSWORD`], every privilege.
+pub struct MariaDb {
+    pub dir: PathBuf,
+    pub port: u16,
+    owned: bool,
+}
+
+pub const DB_PASSWORD: &str = "capstan-db-pw";
+
+impl MariaDb {
+    /// The server the whole test process shares; it stops when the process ends.
+    pub fn shared() -> &'static MariaDb {
+        static SHARED: std::sync::OnceLock<MariaDb> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let dir =
+                std::env::temp_dir().join(format!("capstan-it-mariadb-{}", std::process::id()));
+            MariaDb::start_at(dir, false)
+        })
+    }
+
+    /// A server of the caller's own (one it may stop or kill), stopped on drop.
+    pub fn start_own() -> MariaDb {
+        let dir = tempfile::Builder::new()
+            .prefix("capstan-mariadb")
+            .tempdir()
+            .unwrap()
+            .keep();
+        MariaDb::start_at(dir, true)
+    }
+
+    fn start_at(dir: PathBuf, owned: bool) -> MariaDb {
+        let port = free_port();
+        let out = Command::new(repo().join("lab/mariadb-lab.sh"))
+            .arg("start")
+            .arg(&dir)
+            .arg(port.to_string())
+            .arg(std::process::id().to_string())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mariadb-lab start failed (scripts/test.sh installs mariadb-server): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        MariaDb { dir, port, owned }
+    }
+
+    /// A session as `capstan` over TCP, for the tests' own setup and checks.
+    pub fn conn(&self) -> mysql::Conn {
+        let opts = mysql::OptsBuilder::new()
+            .ip_or_hostname(Some("127.0.0.1"))
+            .tcp_port(self.port)
+            .user(Some("capstan"))
+            .pass(Some(DB_PASSWORD))
+            .prefer_socket(false);
+        mysql::Conn::new(opts).unwrap()
+    }
+
+    /// Kills the server at once (SIGKILL).
+    pub fn kill(&self) {
+        let _ = Command::new(repo().join("lab/mariadb-lab.sh"))
+            .arg("kill")
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        if self.owned {
+            let _ = Command::new(repo().join("lab/mariadb-lab.sh"))
+                .arg("stop")
+                .arg(&self.dir)
+                .output();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

@@ -1259,6 +1259,33 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_journal_is_migrated_forward_with_its_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j.db");
+        {
+            let c = Connection::open(&p).unwrap();
+            c.execute_batch(SCHEMA_V1).unwrap();
+            c.execute(
+                "INSERT INTO logs (run_id, attempt, at_ms, level, message) VALUES ('r', 1, 0, 'info', 'kept')",
+                [],
+            )
+            .unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let j = Journal::open(&p).unwrap();
+        let (v, logs, backups): (i64, i64, i64) = j
+            .with(|c| {
+                Ok((
+                    c.query_row("PRAGMA user_version", [], |r| r.get(0))?,
+                    c.query_row("SELECT COUNT(*) FROM logs", [], |r| r.get(0))?,
+                    c.query_row("SELECT COUNT(*) FROM backups", [], |r| r.get(0))?,
+                ))
+            })
+            .unwrap();
+        assert_eq!((v, logs, backups), (SCHEMA_VERSION, 1, 0));
+    }
+
+    #[test]
     fn schema_is_created_once_and_version_checked() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("sub/j.db");

@@ -369,6 +369,7 @@ step("wipe", || {{
         db.exec("UPDATE t SET v = ? WHERE id = 1", ["zzz"]);
     }});
     db.exec("DROP TABLE t");
+    db.exec("SET @pw = ?", [secret("db_pw")]);
 }});
 n
 "#

@@ -8,10 +8,28 @@ cd "$(dirname "$0")/.."
 # Build deps of the ssh2 crate (OpenSSL, zlib, pkg-config) and of the bundled SQLite (a C
 # compiler); openssh-server for the sshd lab; mariadb-server and mariadb-client for the SQL and
 # backup tests (lab/mariadb-lab.sh starts a private server; mysqldump and mysql run on the hosts);
+# busybox-static, the root of the docker tests' images (built with `docker import`: no registry);
 # util-linux for `unshare -n` (simulation with no network) and `mount`; procps (pgrep, ps) and
 # passwd for tests.
 ensure_packages build-essential pkg-config libssl-dev zlib1g-dev openssh-server openssh-client \
-    mariadb-server mariadb-client util-linux procps passwd
+    mariadb-server mariadb-client busybox-static util-linux procps passwd
+# The docker tests drive the machine's Docker engine. Machines of this project's kind come with it
+# running; elsewhere, install Debian's and start the daemon.
+if ! command -v docker >/dev/null 2>&1; then
+    ensure_packages docker.io
+fi
+if ! docker info >/dev/null 2>&1; then
+    as_root sh -c 'nohup dockerd >/tmp/capstan-dockerd.log 2>&1 &'
+    i=0
+    until docker info >/dev/null 2>&1; do
+        i=$((i + 1))
+        if [ $i -gt 60 ]; then
+            echo "test.sh: the Docker daemon did not start (see /tmp/capstan-dockerd.log)" >&2
+            exit 1
+        fi
+        sleep 1
+    done
+fi
 # sshd refuses to start without its privilege-separation directory.
 as_root mkdir -p /run/sshd
 # A user with a password, for the password-authentication tests.

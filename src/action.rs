@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::backup::{BackupInfo, HostShell};
+use crate::docker::DockerOp;
 use crate::error::FaultKind;
 use crate::inventory::{HostEntry, Inventory};
 use crate::journal::RunJournal;
@@ -126,6 +127,13 @@ pub enum Action {
         snapshot: String,
         target: String,
     },
+    /// A docker operation through the host's `docker` CLI.
+    Docker {
+        call: DockerOp,
+        /// Longer or shorter than the host's command timeout (`docker load`, an init script).
+        #[serde(default)]
+        timeout: Option<Duration>,
+    },
 }
 
 impl Action {
@@ -141,6 +149,7 @@ impl Action {
             | Action::VerifyBackup { .. }
             | Action::WaitPort { .. } => true,
             Action::Sql { kind, .. } => matches!(kind, SqlKind::Query | SqlKind::Connect),
+            Action::Docker { call, .. } => call.is_read_only(),
             _ => false,
         }
     }
@@ -175,6 +184,7 @@ impl Action {
             Action::MysqlDump { .. } => "mysqldump",
             Action::MysqlLoad { .. } => "mysql_load",
             Action::RestoreSnapshot { .. } => "restore_snapshot",
+            Action::Docker { call, .. } => call.op(),
         }
     }
 
@@ -267,6 +277,7 @@ impl Action {
             Action::RestoreSnapshot { snapshot, target } => {
                 format!("restore {target} from snapshot {snapshot}")
             }
+            Action::Docker { call, .. } => call.describe(),
         }
     }
 }
@@ -719,7 +730,11 @@ impl Executor {
                 msg.push_str(&format!("; last stderr:\n{tail}"));
             }
         }
-        Fault::new(kind, Some(&host.name), self.inventory.redactor.redact(&msg))
+        let f = Fault::new(kind, Some(&host.name), self.inventory.redactor.redact(&msg));
+        match e {
+            TransportError::Spawn { .. } => f.with_reason("spawn"),
+            _ => f,
+        }
     }
 
     /// Runs a helper command (argv) for a file primitive and returns its output when it exits 0.
@@ -1024,7 +1039,51 @@ impl Executor {
                 crate::backup::restore_dir(&self.shell(host, t), snapshot, target)
                     .map(|m| Outcome::Backup(BackupInfo::from_manifest(&host.name, &m, false)))
             }
+            Action::Docker { call, timeout } => self.docker_real(host, t, call, *timeout),
         }
+    }
+
+    /// Runs a docker operation; a failure carries docker's own message and its reason.
+    fn docker_real(
+        &self,
+        host: &HostEntry,
+        t: &dyn Transport,
+        op: &DockerOp,
+        timeout: Option<Duration>,
+    ) -> Result<Outcome, Fault> {
+        let live = Arc::new(LiveOutput::new(
+            &host.name,
+            self.events.clone(),
+            self.inventory.redactor.clone(),
+        ));
+        let l = live.clone();
+        let sink: transport::OutputSink = Arc::new(move |stream, bytes| l.push(stream, bytes));
+        let out = self.exec_on(
+            host,
+            t,
+            &Command::Argv(op.argv()),
+            &BTreeMap::new(),
+            None,
+            None,
+            timeout,
+            MAX_OUTPUT,
+            Some(sink),
+        );
+        live.finish();
+        let out = out.map_err(|mut f| {
+            if matches!(f.reason.as_deref(), Some("spawn")) {
+                // The local transport runs argv directly: no shell to say "not found".
+                f.message = format!(
+                    "{}: `{}` failed: the docker CLI is not installed ({})",
+                    host.name,
+                    op.describe(),
+                    f.message
+                );
+                f.reason = Some("no_cli".into());
+            }
+            f
+        })?;
+        crate::docker::judge(&host.name, op, out).map_err(|f| self.redacted(f))
     }
 
     fn shell<'a>(&'a self, host: &'a HostEntry, t: &'a dyn Transport) -> ExecShell<'a> {

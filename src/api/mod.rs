@@ -1,6 +1,7 @@
 //! What scripts call: the per-run context natives share, and registration of every script module.
 
 mod backup;
+mod docker;
 mod flow;
 mod host;
 mod opts;
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use rhai::{Dynamic, Engine, EvalAltResult, FuncRegistration, Position, RhaiNativeFunc, Variant};
 
+pub use docker::DockerHandle;
 pub use flow::ask_terminal;
 pub use host::{ClusterHandle, HostHandle};
 pub use params::{ParamInfo, ParamSpec};
@@ -237,6 +239,7 @@ pub(crate) fn register_all(engine: &mut Engine, run: &Arc<RunCtx>) {
     });
     host::register(engine, run);
     backup::register(engine);
+    docker::register(engine);
     flow::register(engine, run);
     params::register(engine, run);
     recovery::register(engine, run);

@@ -1,5 +1,7 @@
 //! The simulated world: scenario files, and hosts with files, ports and scripted command answers.
 
+mod docker;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
@@ -10,6 +12,7 @@ use toml::Spanned;
 
 use crate::action::{Action, Fault, Outcome};
 use crate::backup::{manifest_path, BackupInfo, Manifest, ManifestFile};
+use crate::docker::DockerOp;
 use crate::error::{Error, FaultKind, Result};
 use crate::inventory::{config_error, Dur, Inventory, InventorySpec};
 use crate::sql::{SqlKind, SqlResult, SqlValue};
@@ -75,6 +78,8 @@ struct HostState {
     /// Ports accepting connections at the start.
     #[serde(default)]
     ports: Vec<u16>,
+    /// The host's docker engine: images, containers (absent: an engine with nothing in it).
+    docker: Option<docker::DockerSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -99,6 +104,9 @@ struct RuleSpec {
     write: BTreeMap<String, String>,
     #[serde(default)]
     remove: Vec<String>,
+    /// For `docker exec` commands: lines the container logs (what `wait_log` waits for).
+    #[serde(default)]
+    log: Vec<String>,
     /// How long the command takes in simulated time.
     duration: Option<Dur>,
     /// Answer only this many times, then let later rules answer.
@@ -352,6 +360,7 @@ impl Scenario {
                     dirs: BTreeSet::new(),
                     free_space: st.free_space.map_or(default_free, |s| s.0),
                     ports: st.ports.iter().copied().collect(),
+                    docker: docker::SimDocker::from_spec(st.docker.as_ref()),
                 };
                 for d in &st.dirs {
                     host.mkdir_p(d);
@@ -392,6 +401,7 @@ pub struct SimHost {
     pub dirs: BTreeSet<String>,
     pub free_space: u64,
     pub ports: BTreeSet<u16>,
+    pub docker: docker::SimDocker,
 }
 
 fn norm(p: &str) -> String {
@@ -554,6 +564,9 @@ impl World {
             "exec" | "read" => Duration::from_millis(500),
             "replace_dir" | "copy" | "upload" => Duration::from_secs(2),
             "snapshot" | "mysqldump" | "mysql_load" | "restore_snapshot" => Duration::from_secs(5),
+            "docker_load" | "docker_save" => Duration::from_secs(20),
+            "docker_stop" | "docker_restart" => Duration::from_secs(10),
+            "docker_run" | "docker_start" | "docker_exec" => Duration::from_secs(2),
             _ => Duration::from_millis(50),
         })
     }
@@ -778,6 +791,30 @@ impl World {
                     h.remove(target);
                     h.copy(snapshot, target).map_err(fail)?;
                     Outcome::Backup(BackupInfo::from_manifest(host, &m, false))
+                }
+                Action::Docker { call, .. } => {
+                    let mut out = h.docker.apply(call, &mut h.files);
+                    if let (DockerOp::Exec { name, .. }, Some(0)) = (call, out.code) {
+                        // What the command inside prints: the scenario's rules answer.
+                        let line = action.describe();
+                        if let Some((r, _, _, used)) =
+                            rules.iter_mut().find(|(r, cmd, hp, used)| {
+                                hp.as_ref().is_none_or(|p| p.matches(host))
+                                    && cmd.matches(&line)
+                                    && r.times.is_none_or(|t| *used < t)
+                            })
+                        {
+                            *used += 1;
+                            out.code = Some(r.code);
+                            out.stdout = r.stdout.clone().into_bytes();
+                            out.stderr = r.stderr.clone().into_bytes();
+                            h.docker.append_log(name, &r.log);
+                            if let Some(d) = r.duration {
+                                took = d.0;
+                            }
+                        }
+                    }
+                    crate::docker::judge(host, call, out)?
                 }
                 Action::WaitPort { port, timeout } => {
                     if h.ports.contains(port) {

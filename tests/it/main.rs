@@ -3,6 +3,7 @@
 mod support;
 
 mod cli;
+mod docker;
 mod docs;
 mod embed;
 mod journal;

@@ -11,35 +11,25 @@ use serde_json::Value;
 
 use crate::support::*;
 
-/// A scratch directory with an inventory (`localhost` local, `h1` on an sshd of the lab when
-/// asked), the password as a secret file, and a journal.
+/// A scratch directory (local `localhost`, and `h1` over SSH when asked) whose inventory has the
+/// server's password as the secret `db_pw`, and the shared server.
 struct Env {
-    dir: tempfile::TempDir,
+    scratch: Scratch,
     db: &'static MariaDb,
-    _lab: Option<Lab>,
 }
 
 impl Env {
     fn new(with_ssh: bool) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let db = MariaDb::shared();
-        std::fs::write(dir.path().join("db_pw"), format!("{DB_PASSWORD}\n")).unwrap();
-        let lab = with_ssh.then(|| Lab::start(1));
-        let mut inv = String::from("[hosts.localhost]\ntransport = \"local\"\n");
-        if let Some(lab) = &lab {
-            inv.push_str(&format!(
-                "\n[hosts.h1]\n{}port = {}\n",
-                lab.defaults(),
-                lab.ports[0]
-            ));
+        let scratch = Scratch::new(with_ssh, "\n[secrets]\ndb_pw = { file = \"db_pw\" }\n");
+        scratch.write("db_pw", &format!("{DB_PASSWORD}\n"));
+        Env {
+            scratch,
+            db: MariaDb::shared(),
         }
-        inv.push_str("\n[secrets]\ndb_pw = { file = \"db_pw\" }\n");
-        std::fs::write(dir.path().join("inv.toml"), inv).unwrap();
-        Env { dir, db, _lab: lab }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.scratch.path(name)
     }
 
     /// A fresh database on the shared server, named after the test.
@@ -52,56 +42,27 @@ impl Env {
         db
     }
 
-    /// The playbook with `PORT` and `DB` replaced, written to `name`.
+    /// The playbook with `PORT`, `DBNAME` and `SCRATCH` replaced, written to `name`.
     fn playbook(&self, name: &str, db: &str, text: &str) -> PathBuf {
-        let p = self.path(name);
-        std::fs::write(
-            &p,
-            text.replace("PORT", &self.db.port.to_string())
+        self.scratch.write(
+            name,
+            &text
+                .replace("PORT", &self.db.port.to_string())
                 .replace("DBNAME", db)
-                .replace("SCRATCH", &self.dir.path().display().to_string()),
+                .replace("SCRATCH", &self.scratch.dir.path().display().to_string()),
         )
-        .unwrap();
-        p
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_capstan"));
-        c.current_dir(self.dir.path())
-            .args(args)
-            .arg("--journal")
-            .arg(self.path("journal.db"));
-        c
+        self.scratch.cmd(args)
     }
 
     fn capstan(&self, args: &[&str]) -> Out {
-        let out = self.cmd(args).stdin(Stdio::null()).output().unwrap();
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        self.scratch.capstan(args)
     }
 
-    /// `run PLAYBOOK -i inv.toml --json ARGS`: the output and the final report.
     fn run(&self, playbook: &Path, args: &[&str]) -> (Out, Value) {
-        let mut a = vec![
-            "run",
-            playbook.to_str().unwrap(),
-            "-i",
-            "inv.toml",
-            "--json",
-            "--yes",
-        ];
-        a.extend_from_slice(args);
-        let out = self.capstan(&a);
-        assert!(
-            out.stdout.contains("\"event\":\"report\""),
-            "no report; stderr:\n{}",
-            out.stderr
-        );
-        let report = last_json(&out.stdout);
-        (out, report)
+        self.scratch.run(playbook, args)
     }
 
     /// The checksums of these tables, as the server computes them (NULL for a missing table).
@@ -126,34 +87,6 @@ impl Env {
             })
             .collect()
     }
-}
-
-fn last_json(stdout: &str) -> Value {
-    stdout
-        .lines()
-        .rev()
-        .find_map(|l| {
-            let v = serde_json::from_str::<Value>(l).ok()?;
-            (v["event"] == "report").then(|| v["report"].clone())
-        })
-        .unwrap_or_else(|| panic!("no report in the output:\n{stdout}"))
-}
-
-fn outcome_error(report: &Value) -> String {
-    report["outcome"]["error"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn ok_run(out: &Out, report: &Value) {
-    assert_eq!(
-        report["outcome"]["status"],
-        "succeeded",
-        "run failed:\n{}\nstderr: {}",
-        outcome_error(report),
-        out.stderr
-    );
 }
 
 const CONNECT: &str = r#"let db = sql::connect(#{ host: "127.0.0.1", port: PORT, user: "capstan", password: secret("db_pw"), db: "DBNAME" });"#;
@@ -308,7 +241,6 @@ r
     );
     let child = env
         .cmd(&["run", pb.to_str().unwrap(), "-i", "inv.toml", "--json"])
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -332,7 +264,7 @@ r
     drop(c);
     own.kill();
     let out = child.wait_with_output().unwrap();
-    let report = last_json(&String::from_utf8_lossy(&out.stdout));
+    let report = last_report(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(report["result"]["reason"], "lost", "{}", report["result"]);
     assert_eq!(report["result"]["kind"], "unreachable");
     assert!(report["result"]["message"]
@@ -543,7 +475,6 @@ step("upgrade", || fail("the upgrade went wrong"));
             "--on-failure",
             "rollback",
         ])
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -575,7 +506,7 @@ step("upgrade", || fail("the upgrade went wrong"));
         "the password is in ps:\n{seen}"
     );
 
-    let report = last_json(&stdout);
+    let report = last_report(&stdout);
     assert_eq!(report["outcome"]["status"], "failed", "{stderr}");
     assert_eq!(report["status"], "rolled_back", "{}", report["undos"]);
     assert_eq!(
@@ -877,7 +808,7 @@ step("upgrade", || {
     let run = report["run_id"].as_str().unwrap().to_string();
     std::fs::write(env.path("go"), "").unwrap();
     let out = env.capstan(&["resume", &run, "--json"]);
-    let report = last_json(&out.stdout);
+    let report = last_report(&out.stdout);
     assert_eq!(report["outcome"]["status"], "succeeded", "{}", out.stderr);
     let snapshots: Vec<&Value> = report["actions"]
         .as_array()

@@ -293,3 +293,217 @@ impl Drop for MariaDb {
         }
     }
 }
+
+/// The test images, built once per test process with `docker import` from a root made of Debian's
+/// static busybox (no registry is reachable): `capstan-it/app:v1` and `:v2` (an OMS-like pair: v2
+/// has `/root/docker_init.sh`, which prints "init: ok" and puts the success line in the container
+/// log) and `:crash` (exits at once, saying why).
+pub fn docker_images() -> &'static str {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        assert!(
+            Path::new("/bin/busybox").exists(),
+            "busybox-static is not installed: run scripts/test.sh"
+        );
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for d in [
+            "bin", "proc", "dev", "sys", "tmp", "etc", "root", "home/admin/conf",
+            "home/admin/logs", "home/ds/store", "home/ds/run",
+        ] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        std::fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
+        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+        for applet in String::from_utf8_lossy(&list.stdout).lines() {
+            if applet != "busybox" {
+                let _ = std::os::unix::fs::symlink("busybox", r.join("bin").join(applet));
+            }
+        }
+        std::fs::write(r.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+        let images = [
+            (
+                "v1",
+                "trap 'echo app v1 stopping; exit 0' TERM\necho \"app v1 starting\"\necho v1 >> /home/ds/store/boots\necho \"app v1 started\"\nwhile :; do sleep 1; done\n",
+            ),
+            (
+                "v2",
+                "trap 'echo app v2 stopping; exit 0' TERM\necho \"app v2 starting, IS_UPGRADE=$IS_UPGRADE\"\necho v2 >> /home/ds/store/boots\nwhile :; do sleep 1; done\n",
+            ),
+            ("crash", "echo 'fatal: /home/admin/conf/config.yaml is missing' >&2\nexit 3\n"),
+        ];
+        std::fs::write(
+            r.join("root/docker_init.sh"),
+            "set -e\necho \"init: reading config\"\ncat /home/admin/conf/config.yaml\n[ -f /home/ds/store/data ] || { echo 'init: no data in the store' >&2; exit 1; }\necho 'init: ok'\necho 'OMS service start successfully' > /proc/1/fd/1\n",
+        )
+        .unwrap();
+        for (tag, script) in images {
+            std::fs::write(r.join("start.sh"), script).unwrap();
+            let tar = Command::new("tar")
+                .arg("-C")
+                .arg(r)
+                .args(["-cf", "-", "."])
+                .output()
+                .unwrap();
+            assert!(tar.status.success());
+            let mut import = Command::new("docker")
+                .args([
+                    "import",
+                    "--change",
+                    "ENV PATH=/bin",
+                    "--change",
+                    r#"ENTRYPOINT ["/bin/sh", "/start.sh"]"#,
+                    "-",
+                    &format!("capstan-it/app:{tag}"),
+                ])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("the docker CLI is missing (scripts/test.sh checks for it)");
+            {
+                use std::io::Write;
+                import.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
+            }
+            assert!(import.wait().unwrap().success(), "docker import failed: is the daemon running?");
+        }
+    });
+    "capstan-it/app"
+}
+
+/// Runs the docker CLI here and returns its stdout (panics with stderr on failure).
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Containers and images a test made, removed on drop.
+#[derive(Default)]
+pub struct DockerJunk {
+    pub containers: Vec<String>,
+    pub images: Vec<String>,
+}
+
+impl Drop for DockerJunk {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = Command::new("docker").args(["rm", "-f", c]).output();
+        }
+        for i in &self.images {
+            let _ = Command::new("docker").args(["rmi", "-f", i]).output();
+        }
+    }
+}
+
+/// A scratch directory with `inv.toml` (host `localhost` on the local transport, and `h1` on an
+/// sshd of the lab when asked, then `extra`) and its own journal, for runs of the binary.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+    /// Kept for the sshd's lifetime.
+    _lab: Option<Lab>,
+}
+
+impl Scratch {
+    pub fn new(with_ssh: bool, extra: &str) -> Scratch {
+        let dir = tempfile::tempdir().unwrap();
+        let lab = with_ssh.then(|| Lab::start(1));
+        let mut inv = String::from("[hosts.localhost]\ntransport = \"local\"\n");
+        if let Some(lab) = &lab {
+            inv.push_str(&format!(
+                "\n[hosts.h1]\n{}port = {}\n",
+                lab.defaults(),
+                lab.ports[0]
+            ));
+        }
+        inv.push_str(extra);
+        std::fs::write(dir.path().join("inv.toml"), inv).unwrap();
+        Scratch { dir, _lab: lab }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes a file of the scratch directory and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// The binary in the scratch directory with its journal.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_capstan"));
+        c.current_dir(self.dir.path())
+            .args(args)
+            .arg("--journal")
+            .arg(self.path("journal.db"))
+            .stdin(std::process::Stdio::null());
+        c
+    }
+
+    pub fn capstan(&self, args: &[&str]) -> Out {
+        let out = self.cmd(args).output().unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `run PLAYBOOK -i inv.toml --json --yes ARGS`: the output and the final report.
+    pub fn run(&self, playbook: &Path, args: &[&str]) -> (Out, serde_json::Value) {
+        let mut a = vec![
+            "run",
+            playbook.to_str().unwrap(),
+            "-i",
+            "inv.toml",
+            "--json",
+            "--yes",
+        ];
+        a.extend_from_slice(args);
+        let out = self.capstan(&a);
+        assert!(
+            out.stdout.contains("\"event\":\"report\""),
+            "no report; stderr:\n{}",
+            out.stderr
+        );
+        let report = last_report(&out.stdout);
+        (out, report)
+    }
+}
+
+/// The report at the end of `--json` output.
+pub fn last_report(stdout: &str) -> serde_json::Value {
+    stdout
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let v = serde_json::from_str::<serde_json::Value>(l).ok()?;
+            (v["event"] == "report").then(|| v["report"].clone())
+        })
+        .unwrap_or_else(|| panic!("no report in the output:\n{stdout}"))
+}
+
+/// The error message of a failed run's report.
+pub fn outcome_error(report: &serde_json::Value) -> String {
+    report["outcome"]["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Panics with the error and stderr unless the run succeeded.
+pub fn ok_run(out: &Out, report: &serde_json::Value) {
+    assert_eq!(
+        report["outcome"]["status"],
+        "succeeded",
+        "run failed:\n{}\nstderr: {}",
+        outcome_error(report),
+        out.stderr
+    );
+}

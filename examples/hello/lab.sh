@@ -14,11 +14,13 @@ case "\$1" in
   start) date > "\$here/running" ;;
   stop) rm -f "\$here/running" ;;
   status) test -f "\$here/running" ;;
-  version) echo $2 ;;
+  version) cat "\$here/bin/VERSION" ;;
   *) echo "usage: app-ctl start|stop|status|version" >&2; exit 2 ;;
 esac
 SCRIPT
     chmod +x "$1/bin/app-ctl"
+    # The binaries' own version: what `app-ctl version` reports (a botched swap shows).
+    printf '%s\n' "$2" > "$1/bin/VERSION"
     printf '%s\n' "$2" > "$1/VERSION"
 }
 for a in app1 app2 app3; do make_app "$dir/$a" 1.0.0; done

@@ -154,6 +154,18 @@ enum Cmd {
         parallelism: usize,
         #[arg(long)]
         json: bool,
+        /// Make an action fail: `[HOST:]PATTERN[#N]`, the Nth (default first) action on HOST
+        /// whose plan line matches PATTERN (`tablet2:start`, `app2:*app-ctl start*`). Repeatable;
+        /// adds to the scenario's [[faults]].
+        #[arg(long = "fail", value_name = "[HOST:]PATTERN[#N]")]
+        fail: Vec<String>,
+        /// What a failure does: rehearse the rollback (default) or stop and show the state left.
+        #[arg(long, value_enum, default_value = "rollback")]
+        on_failure: OnFailureArg,
+        /// Also write a self-contained HTML report (timeline per host, availability, fault and
+        /// rollback) to this file.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// Compile and lint a playbook; touches nothing.
     Check {
@@ -438,6 +450,9 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
             params,
             parallelism,
             json,
+            fail,
+            on_failure: fail_mode,
+            html,
         } => {
             let params = parse_params(&params)?;
             let (pb, sc) = match (playbook, scenario) {
@@ -457,6 +472,10 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
                 }
                 (None, Some(_)) => return Err(Error::Usage("--scenario needs a PLAYBOOK".into())),
             };
+            let mut sc = sc;
+            for f in &fail {
+                sc.add_fault(f)?;
+            }
             if !json {
                 if let Some(d) = &sc.description {
                     eprintln!("scenario: {d}");
@@ -466,9 +485,18 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
             let host = HostBuilder::new()
                 .scenario(sc)
                 .parallelism(parallelism)
+                .on_failure(on_failure(fail_mode))
+                .yes(true)
                 .events(sink(json, verbose))
                 .build()?;
             let report = execute(host, pb, params)?;
+            if let Some(path) = html {
+                std::fs::write(&path, capstan::report::render_html(&report))
+                    .map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))?;
+                if !json {
+                    eprintln!("capstan: HTML report written to {}", path.display());
+                }
+            }
             Ok(finish(&report, json, true))
         }
         Cmd::Check { playbook, json } => {

@@ -371,7 +371,7 @@ impl Host {
         let exec = Executor::new(
             self.mode,
             self.inventory.clone(),
-            world,
+            world.clone(),
             self.cancel.clone(),
             self.events.clone(),
         );
@@ -465,6 +465,12 @@ impl Host {
             );
         }
 
+        // A simulation tells what the run left changed before anything is put back.
+        let lock_world = |w: &Arc<Mutex<crate::sim::World>>| {
+            w.lock().unwrap_or_else(|e| e.into_inner()).changes()
+        };
+        let changed_at_stop = world.as_ref().map(lock_world).unwrap_or_default();
+
         // Cleanup: a first Ctrl-C does not stop it; a second one does.
         self.cancel.set_cleanup(true);
         let rollback = match (&outcome, replay) {
@@ -480,6 +486,12 @@ impl Host {
         };
         let guards_left = run.restore_guards(&p.engine);
         self.cancel.set_cleanup(false);
+        let simulation = world.as_ref().map(|w| {
+            let mut r = w.lock().unwrap_or_else(|e| e.into_inner()).report();
+            r.changed_after_rollback = rollback.as_ref().map(|_| lock_world(w));
+            r.changed_at_stop = changed_at_stop;
+            r
+        });
 
         if guards_left > 0 && matches!(outcome, Outcome::Succeeded) && replay != Replay::Rollback {
             outcome = Outcome::Failed {
@@ -524,6 +536,7 @@ impl Host {
         let mut report = self.journal.report(&run_id)?;
         // The error as this process saw it: with the source line, also inside imported modules.
         report.outcome = outcome;
+        report.simulation = simulation;
         Ok(report)
     }
 

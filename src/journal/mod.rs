@@ -1173,6 +1173,7 @@ impl Journal {
                 undos,
                 guards,
                 backups,
+                simulation: None,
                 logs,
                 result: result
                     .and_then(|r| serde_json::from_str(&r).ok())

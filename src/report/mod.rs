@@ -1,5 +1,6 @@
 //! What a run tells the world: events as they happen (`EventSink`) and the `RunReport` at the end.
 
+mod html;
 mod render;
 
 use std::sync::Mutex;
@@ -9,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{FaultKind, Located};
 use crate::journal::{GuardStatus, RunStatus, UndoStatus};
 
+pub use html::render_html;
 pub use render::{render_text, ProgressPrinter};
 
 /// How an action was handled by the executor.
@@ -136,9 +138,54 @@ pub struct RunReport {
     /// Backups taken (or reused on resume) by the run, with where they are and their checksums.
     #[serde(default)]
     pub backups: Vec<BackupRecord>,
+    /// Simulations only: faults, availability, what the run left changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulation: Option<SimReport>,
     pub logs: Vec<LogLine>,
     /// The value the playbook's last statement evaluated to, as JSON.
     pub result: serde_json::Value,
+}
+
+/// What a simulation adds to a report: the faults that fired, availability over time, and what
+/// the run left changed (when it stopped, and after its rollback).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct SimReport {
+    pub faults: Vec<FiredFault>,
+    /// Every component the products' models know, in order.
+    pub components: Vec<String>,
+    /// A sample at the start and at every change of what is down or which rule is broken.
+    pub availability: Vec<AvailabilitySample>,
+    /// What differed from the starting state when the run stopped (before any rollback).
+    pub changed_at_stop: Vec<HostChange>,
+    /// What still differs after the rollback (empty: everything was put back). `None`: no
+    /// rollback ran.
+    pub changed_after_rollback: Option<Vec<HostChange>>,
+}
+
+/// A fault of the scenario (or `--fail`) that took an action.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FiredFault {
+    pub at_ms: u64,
+    pub host: String,
+    pub step: Option<String>,
+    pub action: String,
+    pub fault: String,
+}
+
+/// What was down, and which availability rules were broken, from `at_ms` on.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AvailabilitySample {
+    pub at_ms: u64,
+    pub step: Option<String>,
+    pub down: Vec<String>,
+    pub violations: Vec<String>,
+}
+
+/// One difference of a simulated host from its starting state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostChange {
+    pub host: String,
+    pub change: String,
 }
 
 /// A backup of a run: the step that took it, and the backup.

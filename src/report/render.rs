@@ -129,6 +129,10 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
         }
     }
 
+    if let Some(sim) = &r.simulation {
+        s.push_str(&render_simulation(r, sim));
+    }
+
     if !r.undos.is_empty() {
         s.push_str("\nundos (registered oldest first; a rollback runs them newest first)\n");
         for u in &r.undos {
@@ -448,4 +452,159 @@ fn human_bytes(b: u64) -> String {
     } else {
         format!("{v:.1} {}", units[i])
     }
+}
+
+/// What was down (and which rules were broken) at any time in `[from, to]`.
+pub fn availability_during(
+    sim: &super::SimReport,
+    from: u64,
+    to: u64,
+) -> (Vec<String>, Vec<String>) {
+    let mut down: Vec<String> = Vec::new();
+    let mut broken: Vec<String> = Vec::new();
+    for (i, a) in sim.availability.iter().enumerate() {
+        let end = sim.availability.get(i + 1).map_or(u64::MAX, |n| n.at_ms);
+        // A sample holds from its time until the next one.
+        let overlaps = a.at_ms <= to && end > from || (a.at_ms == from && end == from);
+        if !overlaps {
+            continue;
+        }
+        for d in &a.down {
+            if !down.contains(d) {
+                down.push(d.clone());
+            }
+        }
+        for v in &a.violations {
+            if !broken.contains(v) {
+                broken.push(v.clone());
+            }
+        }
+    }
+    (down, broken)
+}
+
+fn render_simulation(r: &RunReport, sim: &super::SimReport) -> String {
+    let mut s = String::new();
+    if !sim.components.is_empty() {
+        s.push_str(&format!(
+            "\navailability ({} component(s): {})\n",
+            sim.components.len(),
+            sim.components.join(" ")
+        ));
+        let width = r
+            .steps
+            .iter()
+            .map(|st| st.name.chars().count())
+            .max()
+            .unwrap_or(0)
+            .min(56);
+        let mut any_broken = false;
+        for st in &r.steps {
+            let (down, broken) = availability_during(sim, st.at_ms, st.at_ms + st.duration_ms);
+            let what = if down.is_empty() {
+                "all up".to_string()
+            } else {
+                format!("down: {}", down.join(" "))
+            };
+            s.push_str(&format!("  {:<width$}  {what}\n", st.name));
+            for b in broken {
+                any_broken = true;
+                s.push_str(&format!("  {:<width$}  !! RULE BROKEN: {b}\n", ""));
+            }
+        }
+        let undo_start = r
+            .actions
+            .iter()
+            .find(|a| a.step.as_deref().is_some_and(|s| s.starts_with("undo #")))
+            .map(|a| a.at_ms);
+        if let Some(from) = undo_start {
+            let (down, broken) = availability_during(sim, from, r.duration_ms);
+            s.push_str(&format!(
+                "  {:<width$}  {}\n",
+                "(rollback)",
+                if down.is_empty() {
+                    "all up".to_string()
+                } else {
+                    format!("down: {}", down.join(" "))
+                }
+            ));
+            for b in broken {
+                any_broken = true;
+                s.push_str(&format!("  {:<width$}  !! RULE BROKEN: {b}\n", ""));
+            }
+        }
+        if let Some(last) = sim.availability.last() {
+            if !last.down.is_empty() {
+                s.push_str(&format!("  at the end: down: {}\n", last.down.join(" ")));
+            }
+        }
+        if any_broken {
+            s.push_str("  !! an availability rule was broken during this run: the cluster would not have served\n");
+        }
+    }
+    if !sim.faults.is_empty() {
+        s.push_str("\nfaults that fired\n");
+        for f in &sim.faults {
+            s.push_str(&format!(
+                "  +{:<7} {:<12} {}  [{}]\n          took: {}\n",
+                secs(f.at_ms),
+                f.host,
+                f.fault,
+                f.step.as_deref().unwrap_or("-"),
+                f.action
+            ));
+        }
+    }
+    if let Outcome::Failed { error, .. } | Outcome::Interrupted { error } = &r.outcome {
+        let step = r
+            .steps
+            .iter()
+            .rev()
+            .find(|st| st.status != StepStatus::Ok)
+            .map_or("(outside any step)".to_string(), |st| {
+                format!("step \"{}\"", st.name)
+            });
+        s.push_str(&format!(
+            "\nstopped in {step}: {}\n",
+            error.message.lines().next().unwrap_or("")
+        ));
+        if sim.changed_at_stop.is_empty() {
+            s.push_str("  nothing had changed yet\n");
+        } else {
+            s.push_str("  changed from the starting state when it stopped:\n");
+            for c in &sim.changed_at_stop {
+                s.push_str(&format!("    {:<12} {}\n", c.host, c.change));
+            }
+        }
+    }
+    if let Some(after) = &sim.changed_after_rollback {
+        s.push_str("\nrollback path (undos run newest first)\n");
+        let mut ran: Vec<&super::UndoRecord> = r.undos.iter().collect();
+        ran.reverse();
+        for u in ran {
+            let mark = match u.status {
+                UndoStatus::Pending => "not run",
+                UndoStatus::Done => "undone ",
+                UndoStatus::Failed => "FAILED ",
+            };
+            s.push_str(&format!("  #{:<3} {mark} {}\n", u.id, u.description));
+            let prefix = format!("undo #{}: ", u.id);
+            for a in r
+                .actions
+                .iter()
+                .filter(|a| a.step.as_deref().is_some_and(|st| st.starts_with(&prefix)))
+            {
+                s.push_str(&format!("         {:<12} {}\n", a.host, a.description));
+            }
+        }
+        if after.is_empty() {
+            s.push_str("  after the rollback every host is as it was at the start\n");
+        } else {
+            s.push_str("  still different from the starting state after the rollback:\n");
+            for c in after {
+                s.push_str(&format!("    {:<12} {}\n", c.host, c.change));
+            }
+        }
+    }
+    s
 }

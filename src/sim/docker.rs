@@ -181,6 +181,35 @@ impl SimDocker {
         format!("{:064x}", 0x5ca1ab1e_u64 * 1_000_003 + self.next_id)
     }
 
+    /// How the engine differs from an earlier state of it, one sentence each.
+    pub(crate) fn differences(&self, was: &SimDocker) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, c) in &self.containers {
+            let state = if c.running { "running" } else { "stopped" };
+            match was.containers.get(name) {
+                None => out.push(format!(
+                    "container {name} ({}) created, {state}",
+                    c.spec.image
+                )),
+                Some(w) if w.id != c.id => out.push(format!(
+                    "container {name} replaced ({} -> {}), {state}",
+                    w.spec.image, c.spec.image
+                )),
+                Some(w) if w.running != c.running => out.push(format!("container {name} {state}")),
+                _ => {}
+            }
+        }
+        for (name, w) in &was.containers {
+            if !self.containers.contains_key(name) {
+                out.push(format!("container {name} ({}) removed", w.spec.image));
+            }
+        }
+        for i in self.images.keys().filter(|i| !was.images.contains_key(*i)) {
+            out.push(format!("image {i} loaded"));
+        }
+        out
+    }
+
     /// Lines appended to a container's log (a simulated `docker exec` that prints to it).
     pub(crate) fn append_log(&mut self, name: &str, lines: &[String]) {
         if let Some(c) = self.containers.get_mut(name) {

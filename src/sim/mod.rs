@@ -1,6 +1,8 @@
 //! The simulated world: scenario files, and hosts with files, ports and scripted command answers.
 
 mod docker;
+pub mod faults;
+pub mod model;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -15,6 +17,7 @@ use crate::backup::{manifest_path, BackupInfo, Manifest, ManifestFile};
 use crate::docker::DockerOp;
 use crate::error::{Error, FaultKind, Result};
 use crate::inventory::{config_error, Dur, Inventory, InventorySpec};
+use crate::report::{AvailabilitySample, FiredFault, HostChange, SimReport};
 use crate::sql::{SqlKind, SqlResult, SqlValue};
 use crate::transport::{Command, ExecOutput};
 
@@ -139,6 +142,24 @@ struct ScenarioSpec {
     /// Answers of simulated SQL servers.
     #[serde(default)]
     sql: Vec<Spanned<SqlRuleSpec>>,
+    /// Products running on the hosts (their models answer their commands and say what is up).
+    #[serde(default)]
+    products: Vec<Spanned<ProductSpec>>,
+    /// Failures to inject.
+    #[serde(default)]
+    faults: Vec<Spanned<faults::FaultSpec>>,
+}
+
+/// `[[products]]`: a model over some hosts, with the model's own settings beside.
+#[derive(Debug, Clone, Deserialize)]
+struct ProductSpec {
+    model: String,
+    /// Host name pattern; every host when absent.
+    hosts: Option<String>,
+    /// Or an inventory group.
+    group: Option<String>,
+    #[serde(flatten)]
+    settings: toml::Table,
 }
 
 /// `[[sql]]`: how a simulated SQL server answers statements that match.
@@ -221,6 +242,8 @@ pub struct Scenario {
     hosts: BTreeMap<String, HostState>,
     rules: Vec<(RuleSpec, glob::Pattern, Option<glob::Pattern>)>,
     sql_rules: Vec<(SqlRuleSpec, glob::Pattern, Option<glob::Pattern>)>,
+    models: Vec<Box<dyn model::ProductModel>>,
+    faults: Vec<faults::ActiveFault>,
 }
 
 /// A host pattern of a rule, which must match some inventory host.
@@ -329,6 +352,51 @@ impl Scenario {
             r.rows_checked().map_err(bad)?;
             sql_rules.push((r, pat, host));
         }
+        let mut models = Vec::new();
+        for (i, p) in spec.products.into_iter().enumerate() {
+            let span = p.span();
+            let p = p.into_inner();
+            let bad = |m: String| {
+                config_error(
+                    file,
+                    text,
+                    Some(span.clone()),
+                    &format!("products[{i}]: {m}"),
+                )
+            };
+            let hosts: Vec<String> = match (&p.hosts, &p.group) {
+                (Some(_), Some(_)) => return Err(bad("give `hosts` or `group`, not both".into())),
+                (None, Some(g)) => inventory.groups.get(g).cloned().ok_or_else(|| {
+                    bad(format!(
+                        "no group `{g}` in the inventory (groups: {})",
+                        inventory
+                            .groups
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })?,
+                (h, None) => {
+                    let pat = host_pattern(&inventory, h.as_deref()).map_err(bad)?;
+                    inventory
+                        .host_names()
+                        .into_iter()
+                        .filter(|n| pat.as_ref().is_none_or(|p| p.matches(n)))
+                        .collect()
+                }
+            };
+            models.push(model::build(&p.model, hosts, &p.settings).map_err(bad)?);
+        }
+        let mut active = Vec::new();
+        for (i, f) in spec.faults.into_iter().enumerate() {
+            let span = f.span();
+            active.push(
+                faults::ActiveFault::new(f.into_inner(), &inventory).map_err(|m| {
+                    config_error(file, text, Some(span), &format!("faults[{i}]: {m}"))
+                })?,
+            );
+        }
         let params = spec
             .params
             .iter()
@@ -343,7 +411,17 @@ impl Scenario {
             hosts,
             rules,
             sql_rules,
+            models,
+            faults: active,
         })
+    }
+
+    /// Adds a fault given on the command line (`simulate --fail [HOST:]PATTERN[#N]`).
+    pub fn add_fault(&mut self, spec: &str) -> Result<()> {
+        let f = faults::ActiveFault::from_cli(spec, &self.inventory)
+            .map_err(|m| Error::Usage(format!("--fail {spec:?}: {m}")))?;
+        self.faults.push(f);
+        Ok(())
     }
 
     /// A fresh world in this scenario's starting state.
@@ -361,7 +439,13 @@ impl Scenario {
                     free_space: st.free_space.map_or(default_free, |s| s.0),
                     ports: st.ports.iter().copied().collect(),
                     docker: docker::SimDocker::from_spec(st.docker.as_ref()),
+                    held_down: BTreeSet::new(),
                 };
+                host.held_down = self
+                    .faults
+                    .iter()
+                    .filter_map(|f| f.held_port(&h.name))
+                    .collect();
                 for d in &st.dirs {
                     host.mkdir_p(d);
                 }
@@ -371,7 +455,8 @@ impl Scenario {
                 (h.name.clone(), host)
             })
             .collect();
-        World {
+        let mut world = World {
+            initial: None,
             hosts,
             rules: self
                 .rules
@@ -390,7 +475,15 @@ impl Scenario {
                 .map(|(k, v)| (k.clone(), v.0))
                 .collect(),
             clock: Duration::ZERO,
-        }
+            models: self.models.clone(),
+            faults: self.faults.clone(),
+            fired: Vec::new(),
+            steps_seen: Vec::new(),
+            availability: Vec::new(),
+        };
+        world.initial = Some(world.hosts.clone());
+        world.sample_availability(true);
+        world
     }
 }
 
@@ -402,6 +495,8 @@ pub struct SimHost {
     pub free_space: u64,
     pub ports: BTreeSet<u16>,
     pub docker: docker::SimDocker,
+    /// Ports a `stays_down` fault keeps closed.
+    pub held_down: BTreeSet<u16>,
 }
 
 fn norm(p: &str) -> String {
@@ -429,6 +524,13 @@ fn under(p: &str, dir: &str) -> bool {
 }
 
 impl SimHost {
+    /// Opens a port (a service came up), unless a `stays_down` fault keeps it closed.
+    pub fn open_port(&mut self, port: u16) {
+        if !self.held_down.contains(&port) {
+            self.ports.insert(port);
+        }
+    }
+
     fn mkdir_p(&mut self, d: &str) {
         let mut cur = Some(norm(d));
         while let Some(c) = cur {
@@ -545,6 +647,14 @@ impl SimHost {
 #[derive(Debug, Clone)]
 pub struct World {
     pub hosts: BTreeMap<String, SimHost>,
+    /// The hosts as the scenario started them, to tell what a run changed.
+    initial: Option<BTreeMap<String, SimHost>>,
+    models: Vec<Box<dyn model::ProductModel>>,
+    faults: Vec<faults::ActiveFault>,
+    fired: Vec<FiredFault>,
+    /// Step names in the order the world first saw them (faults count steps from 1).
+    steps_seen: Vec<String>,
+    availability: Vec<AvailabilitySample>,
     rules: Vec<(RuleSpec, glob::Pattern, Option<glob::Pattern>, u32)>,
     sql_rules: Vec<(SqlRuleSpec, glob::Pattern, Option<glob::Pattern>, u32)>,
     durations: BTreeMap<String, Duration>,
@@ -571,13 +681,177 @@ impl World {
         })
     }
 
-    /// Applies one action to host `host` and answers as the real host would.
+    /// Applies one action to host `host` and answers as the real host would, unless a fault of
+    /// the scenario takes it.
     pub fn apply(&mut self, host: &str, action: &Action) -> std::result::Result<Outcome, Fault> {
+        let step = crate::action::current_step();
+        let step_no = self.step_number(step.as_deref());
+        let mut fired = None;
+        for f in &mut self.faults {
+            if let Some(hit) = f.fire(host, action, step_no, step.as_deref()) {
+                fired = Some(hit);
+                break;
+            }
+        }
+        if let Some((result, what)) = fired {
+            let rec = FiredFault {
+                at_ms: self.clock.as_millis() as u64,
+                host: host.to_string(),
+                step,
+                action: action.describe(),
+                fault: what,
+            };
+            // An unreachable host takes every later action: the first is the news.
+            if !self.fired.iter().any(|x| {
+                x.host == rec.host && x.fault == rec.fault && x.fault.ends_with("unreachable")
+            }) {
+                self.fired.push(rec);
+            }
+            self.clock += self.duration_of(action.op());
+            return result;
+        }
+        let r = self.apply_inner(host, action);
+        if !action.is_read_only() {
+            self.sample_availability(false);
+        }
+        r
+    }
+
+    /// The number (from 1) of the step `name` among the playbook's steps seen so far; undo and
+    /// guard work during a rollback counts as the last step.
+    fn step_number(&mut self, name: Option<&str>) -> usize {
+        let Some(n) = name else {
+            return self.steps_seen.len();
+        };
+        if n.starts_with("undo #") || n.starts_with("guard ") {
+            return self.steps_seen.len();
+        }
+        match self.steps_seen.iter().position(|s| s == n) {
+            Some(i) => i + 1,
+            None => {
+                self.steps_seen.push(n.to_string());
+                self.steps_seen.len()
+            }
+        }
+    }
+
+    /// Records what is down and which rules are broken, when it changed (always when `force`).
+    fn sample_availability(&mut self, force: bool) {
+        if self.models.is_empty() {
+            return;
+        }
+        let mut down = Vec::new();
+        let mut violations = Vec::new();
+        for m in &self.models {
+            let comps = m.components(&self.hosts);
+            down.extend(comps.iter().filter(|c| !c.up).map(|c| c.name.clone()));
+            violations.extend(m.violations(&comps));
+        }
+        if !force {
+            if let Some(last) = self.availability.last() {
+                if last.down == down && last.violations == violations {
+                    return;
+                }
+            }
+        }
+        self.availability.push(AvailabilitySample {
+            at_ms: self.clock.as_millis() as u64,
+            step: crate::action::current_step(),
+            down,
+            violations,
+        });
+    }
+
+    /// Every component of the products, in model order.
+    pub fn components(&self) -> Vec<model::Component> {
+        self.models
+            .iter()
+            .flat_map(|m| m.components(&self.hosts))
+            .collect()
+    }
+
+    /// What differs now from the starting state, host by host.
+    pub fn changes(&self) -> Vec<HostChange> {
+        let Some(initial) = &self.initial else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (name, now) in &self.hosts {
+            let Some(was) = initial.get(name) else {
+                continue;
+            };
+            let mut add = |c: String| {
+                out.push(HostChange {
+                    host: name.clone(),
+                    change: c,
+                })
+            };
+            // Files inside a directory the run created are told by that directory.
+            let new_dirs: Vec<&String> = now.dirs.difference(&was.dirs).collect();
+            let in_new_dir = |p: &str| new_dirs.iter().any(|d| under(p, d) && p != d.as_str());
+            for (p, v) in &now.files {
+                match was.files.get(p) {
+                    None if in_new_dir(p) => {}
+                    None => add(format!("file {p} created")),
+                    Some(w) if w != v => add(format!("file {p} changed")),
+                    _ => {}
+                }
+            }
+            let gone_dirs: Vec<&String> = was.dirs.difference(&now.dirs).collect();
+            for p in was.files.keys().filter(|p| !now.files.contains_key(*p)) {
+                if !gone_dirs.iter().any(|d| under(p, d) && p != d.as_str()) {
+                    add(format!("file {p} removed"));
+                }
+            }
+            for d in now.dirs.difference(&was.dirs) {
+                if !now
+                    .dirs
+                    .iter()
+                    .any(|x| x != d && d.starts_with(&format!("{x}/")) && !was.dirs.contains(x))
+                {
+                    add(format!("directory {d} created"));
+                }
+            }
+            for d in was.dirs.difference(&now.dirs) {
+                if !was
+                    .dirs
+                    .iter()
+                    .any(|x| x != d && d.starts_with(&format!("{x}/")) && !now.dirs.contains(x))
+                {
+                    add(format!("directory {d} removed"));
+                }
+            }
+            for p in now.ports.difference(&was.ports) {
+                add(format!("port {p} open"));
+            }
+            for p in was.ports.difference(&now.ports) {
+                add(format!("port {p} closed"));
+            }
+            for c in now.docker.differences(&was.docker) {
+                add(c);
+            }
+        }
+        out
+    }
+
+    /// The simulation's part of the report.
+    pub fn report(&self) -> SimReport {
+        SimReport {
+            faults: self.fired.clone(),
+            components: self.components().into_iter().map(|c| c.name).collect(),
+            availability: self.availability.clone(),
+            changed_at_stop: Vec::new(),
+            changed_after_rollback: None,
+        }
+    }
+
+    fn apply_inner(&mut self, host: &str, action: &Action) -> std::result::Result<Outcome, Fault> {
         let fail = |m: String| Fault::new(FaultKind::Action, Some(host), format!("{host}: {m}"));
         let mut took = self.duration_of(action.op());
         let outcome = {
             let rules = &mut self.rules;
             let sql_rules = &mut self.sql_rules;
+            let models = &mut self.models;
             let mut scratch = SimHost::default();
             // A SQL server named by address only has no simulated host of its own.
             let h = match self.hosts.get_mut(host) {
@@ -585,7 +859,17 @@ impl World {
                 None if matches!(action, Action::Sql { .. }) => &mut scratch,
                 None => return Err(fail("not in the simulated world".into())),
             };
+            let mut model_out = match action {
+                Action::Exec { command, .. } => {
+                    models.iter_mut().find_map(|m| m.exec(host, command, h))
+                }
+                _ => None,
+            };
             match action {
+                // A product's own command: its model answers.
+                Action::Exec { .. } if model_out.is_some() => {
+                    Outcome::Exec(model_out.take().unwrap_or_default())
+                }
                 Action::Exec { command, .. } => {
                     let line = command.display();
                     let argv0 = match command {
@@ -601,7 +885,7 @@ impl World {
                         Some((r, _, _, used)) => {
                             *used += 1;
                             for p in &r.open_ports {
-                                h.ports.insert(*p);
+                                h.open_port(*p);
                             }
                             for p in &r.close_ports {
                                 h.ports.remove(p);

@@ -8,5 +8,6 @@ mod docs;
 mod embed;
 mod journal;
 mod modes;
+mod simulation;
 mod sql;
 mod ssh;

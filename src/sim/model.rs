@@ -1,0 +1,255 @@
+//! Product models: a product running on some simulated hosts, answering its commands and saying what is up.
+
+use std::collections::BTreeMap;
+
+use crate::transport::{Command, ExecOutput};
+
+use super::SimHost;
+
+/// One component of a product (a process on a host) and whether it serves.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Component {
+    /// `product/role@host`, as reports show it.
+    pub name: String,
+    pub host: String,
+    pub up: bool,
+}
+
+/// A product in the simulated world. It interprets the product's commands on the hosts it runs
+/// on (changing their state: files, ports), says which of its components serve, and which of the
+/// product's availability rules (quorum, replicas) the current state breaks.
+pub trait ProductModel: Send + Sync + std::fmt::Debug {
+    /// The product's name in reports.
+    fn name(&self) -> &str;
+
+    /// Answers `command` on `host` when it is one of this product's commands (`None`: not
+    /// mine; the scenario's rules or the default answer it).
+    fn exec(&mut self, host: &str, command: &Command, state: &mut SimHost) -> Option<ExecOutput>;
+
+    /// Every component and whether it is up, read from the hosts' state.
+    fn components(&self, hosts: &BTreeMap<String, SimHost>) -> Vec<Component>;
+
+    /// The availability rules the components break now, one sentence each.
+    fn violations(&self, components: &[Component]) -> Vec<String>;
+
+    /// A copy for a fresh world (each simulation starts from the scenario's state).
+    fn box_clone(&self) -> Box<dyn ProductModel>;
+}
+
+impl Clone for Box<dyn ProductModel> {
+    fn clone(&self) -> Self {
+        self.box_clone()
+    }
+}
+
+fn settings_int(settings: &toml::Table, key: &str, default: i64) -> Result<i64, String> {
+    match settings.get(key) {
+        None => Ok(default),
+        Some(toml::Value::Integer(i)) => Ok(*i),
+        Some(v) => Err(format!("`{key}` must be an integer, not {}", v.type_str())),
+    }
+}
+
+fn check_keys(model: &str, settings: &toml::Table, allowed: &[&str]) -> Result<(), String> {
+    for k in settings.keys() {
+        if !allowed.contains(&k.as_str()) {
+            return Err(format!(
+                "the `{model}` model has no setting `{k}` (settings: {})",
+                allowed.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The models a scenario can name in `[[products]]`.
+pub const MODELS: &[&str] = &["service", "hello"];
+
+/// Builds the model `name` over `hosts` with the scenario's settings.
+pub fn build(
+    name: &str,
+    hosts: Vec<String>,
+    settings: &toml::Table,
+) -> Result<Box<dyn ProductModel>, String> {
+    match name {
+        "service" => Ok(Box::new(PortService::from_settings(hosts, settings)?)),
+        "hello" => Ok(Box::new(Hello::from_settings(hosts, settings)?)),
+        other => Err(format!(
+            "unknown product model `{other}` (models: {})",
+            MODELS.join(", ")
+        )),
+    }
+}
+
+/// The generic model: a service is up on a host while its port accepts connections; at least
+/// `min_up` of them must be (default: a majority).
+#[derive(Debug, Clone)]
+pub struct PortService {
+    pub label: String,
+    pub hosts: Vec<String>,
+    pub port: u16,
+    pub min_up: usize,
+}
+
+impl PortService {
+    fn from_settings(hosts: Vec<String>, s: &toml::Table) -> Result<Self, String> {
+        check_keys("service", s, &["name", "port", "min_up"])?;
+        let label = match s.get("name") {
+            None => "service".to_string(),
+            Some(toml::Value::String(n)) => n.clone(),
+            Some(_) => return Err("`name` must be a string".into()),
+        };
+        let port = settings_int(s, "port", 0)?;
+        if !(1..=65535).contains(&port) {
+            return Err("the `service` model needs `port` (1-65535)".into());
+        }
+        let majority = hosts.len() / 2 + 1;
+        let min_up = settings_int(s, "min_up", majority as i64)?.max(0) as usize;
+        Ok(PortService {
+            label,
+            hosts,
+            port: port as u16,
+            min_up,
+        })
+    }
+
+    fn components_of(&self, hosts: &BTreeMap<String, SimHost>) -> Vec<Component> {
+        self.hosts
+            .iter()
+            .map(|h| Component {
+                name: format!("{}@{h}", self.label),
+                host: h.clone(),
+                up: hosts.get(h).is_some_and(|s| s.ports.contains(&self.port)),
+            })
+            .collect()
+    }
+
+    fn violations_of(&self, components: &[Component]) -> Vec<String> {
+        let up = components.iter().filter(|c| c.up).count();
+        if up < self.min_up {
+            vec![format!(
+                "{}: {up} of {} up, the rule needs at least {}",
+                self.label,
+                components.len(),
+                self.min_up
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+impl ProductModel for PortService {
+    fn name(&self) -> &str {
+        &self.label
+    }
+    fn exec(&mut self, _: &str, _: &Command, _: &mut SimHost) -> Option<ExecOutput> {
+        None
+    }
+    fn components(&self, hosts: &BTreeMap<String, SimHost>) -> Vec<Component> {
+        self.components_of(hosts)
+    }
+    fn violations(&self, components: &[Component]) -> Vec<String> {
+        self.violations_of(components)
+    }
+    fn box_clone(&self) -> Box<dyn ProductModel> {
+        Box::new(self.clone())
+    }
+}
+
+/// The README example's app: `BIN/app-ctl start|stop|status|version`. It serves on `port`
+/// (default 8080) while started; `version` prints `BIN/VERSION`, the version of the binaries
+/// in that directory, so a botched swap shows. At least `min_up` hosts (default a majority) must
+/// serve.
+#[derive(Debug, Clone)]
+pub struct Hello {
+    service: PortService,
+}
+
+impl Hello {
+    fn from_settings(hosts: Vec<String>, s: &toml::Table) -> Result<Self, String> {
+        check_keys("hello", s, &["port", "min_up"])?;
+        let mut t = s.clone();
+        t.entry("port").or_insert(toml::Value::Integer(8080));
+        t.insert("name".into(), toml::Value::String("hello".into()));
+        Ok(Hello {
+            service: PortService::from_settings(hosts, &t)?,
+        })
+    }
+}
+
+fn output(code: i32, stdout: &str, stderr: &str) -> ExecOutput {
+    ExecOutput {
+        code: Some(code),
+        signal: None,
+        stdout: stdout.as_bytes().to_vec(),
+        stderr: stderr.as_bytes().to_vec(),
+        truncated: false,
+    }
+}
+
+impl ProductModel for Hello {
+    fn name(&self) -> &str {
+        "hello"
+    }
+
+    fn exec(&mut self, host: &str, command: &Command, state: &mut SimHost) -> Option<ExecOutput> {
+        if !self.service.hosts.iter().any(|h| h == host) {
+            return None;
+        }
+        let Command::Argv(argv) = command else {
+            return None;
+        };
+        let ctl = argv.first()?;
+        let bin = ctl.strip_suffix("/app-ctl")?;
+        if !state.files.contains_key(ctl.as_str()) {
+            return Some(output(
+                127,
+                "",
+                &format!("sh: {ctl}: No such file or directory\n"),
+            ));
+        }
+        let version = state
+            .files
+            .get(&format!("{bin}/VERSION"))
+            .map(|v| String::from_utf8_lossy(v).trim().to_string());
+        let port = self.service.port;
+        Some(match argv.get(1).map(String::as_str) {
+            Some("start") => {
+                state.open_port(port);
+                output(
+                    0,
+                    &format!("hello {} started\n", version.as_deref().unwrap_or("?")),
+                    "",
+                )
+            }
+            Some("stop") => {
+                state.ports.remove(&port);
+                output(0, "hello stopped\n", "")
+            }
+            Some("status") if state.ports.contains(&port) => output(0, "running\n", ""),
+            Some("status") => output(3, "stopped\n", ""),
+            Some("version") => match version {
+                Some(v) => output(0, &format!("{v}\n"), ""),
+                None => output(
+                    1,
+                    "",
+                    &format!("{bin}/VERSION: No such file or directory\n"),
+                ),
+            },
+            _ => output(2, "", "usage: app-ctl start|stop|status|version\n"),
+        })
+    }
+
+    fn components(&self, hosts: &BTreeMap<String, SimHost>) -> Vec<Component> {
+        self.service.components_of(hosts)
+    }
+
+    fn violations(&self, components: &[Component]) -> Vec<String> {
+        self.service.violations_of(components)
+    }
+
+    fn box_clone(&self) -> Box<dyn ProductModel> {
+        Box::new(self.clone())
+    }
+}

@@ -1,0 +1,351 @@
+//! The simulated world: faults from the scenario and `--fail`, availability and broken rules, the
+//! state a failure leaves and the rollback path, the HTML report in a real browser.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+fn hello() -> (String, String) {
+    (
+        repo()
+            .join("examples/hello/playbook.rhai")
+            .display()
+            .to_string(),
+        repo()
+            .join("examples/hello/scenario.toml")
+            .display()
+            .to_string(),
+    )
+}
+
+fn simulate_json(args: &[&str]) -> (Out, Value) {
+    let mut a = vec!["simulate"];
+    a.extend_from_slice(args);
+    a.push("--json");
+    let out = capstan(&a);
+    let report = last_report(&out.stdout);
+    (out, report)
+}
+
+#[test]
+fn the_readme_example_without_and_with_a_fault() {
+    let (pb, sc) = hello();
+    // Without: app1 and app2 upgraded one at a time, app3 skipped; one host down at a time.
+    let out = capstan(&["simulate", &pb, "--scenario", &sc]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("app1: upgrade 1.0.0 -> 1.1.0  down: hello@app1"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("preflight                     all up"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("RULE BROKEN"));
+
+    // With app2's start failing: the run stops there, says what it left, and rolls back.
+    let out = capstan(&[
+        "simulate",
+        &pb,
+        "--scenario",
+        &sc,
+        "--fail",
+        "app2:app-ctl start",
+    ]);
+    assert_eq!(out.code, 1);
+    let t = &out.stdout;
+    assert!(
+        t.contains("faults that fired") && t.contains("fail: the first `*app-ctl start*` on app2"),
+        "{t}"
+    );
+    assert!(
+        t.contains("stopped in step \"app2: upgrade 1.0.0 -> 1.1.0\""),
+        "{t}"
+    );
+    assert!(t.contains("app2         port 8080 closed"), "{t}");
+    assert!(
+        t.contains("app1         file /srv/hello/bin/VERSION changed"),
+        "{t}"
+    );
+    let path = t
+        .split("rollback path (undos run newest first)\n")
+        .nth(1)
+        .unwrap()
+        .split("\n\n")
+        .next()
+        .unwrap();
+    let order: Vec<&str> = path
+        .lines()
+        .filter(|l| l.trim_start().starts_with('#'))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(order, ["#7", "#6", "#5", "#4", "#3", "#2", "#1"]);
+    assert!(
+        path.contains("after the rollback every host is as it was at the start"),
+        "{path}"
+    );
+
+    // The same in JSON.
+    let (_, r) = simulate_json(&[&pb, "--scenario", &sc, "--fail", "app2:app-ctl start"]);
+    assert_eq!(r["status"], "rolled_back");
+    let sim = &r["simulation"];
+    assert_eq!(sim["faults"][0]["host"], "app2");
+    assert_eq!(sim["changed_after_rollback"], serde_json::json!([]));
+    assert!(!sim["changed_at_stop"].as_array().unwrap().is_empty());
+
+    // --on-failure stop shows the state left and no rollback.
+    let (_, r) = simulate_json(&[
+        &pb,
+        "--scenario",
+        &sc,
+        "--fail",
+        "app2:app-ctl start",
+        "--on-failure",
+        "stop",
+    ]);
+    assert_eq!(r["status"], "failed");
+    assert_eq!(r["simulation"]["changed_after_rollback"], Value::Null);
+}
+
+#[test]
+fn a_broken_availability_rule_is_flagged_loudly() {
+    let (pb, sc) = hello();
+    let dir = tempfile::tempdir().unwrap();
+    let strict = std::fs::read_to_string(&sc)
+        .unwrap()
+        .replace("min_up = 2", "min_up = 3");
+    let strict_path = dir.path().join("strict.toml");
+    std::fs::write(&strict_path, strict).unwrap();
+    let out = capstan(&["simulate", &pb, "--scenario", strict_path.to_str().unwrap()]);
+    assert!(
+        out.stdout
+            .contains("!! RULE BROKEN: hello: 2 of 3 up, the rule needs at least 3"),
+        "{}",
+        out.stdout
+    );
+    assert!(out
+        .stdout
+        .contains("an availability rule was broken during this run"));
+    let (_, r) = simulate_json(&[&pb, "--scenario", strict_path.to_str().unwrap()]);
+    let broken: Vec<&Value> = r["simulation"]["availability"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| !a["violations"].as_array().unwrap().is_empty())
+        .collect();
+    assert_eq!(broken.len(), 2, "one window per upgraded host");
+    assert_eq!(broken[0]["down"], serde_json::json!(["hello@app1"]));
+}
+
+const WORLD: &str = r#"
+[inventory.defaults]
+transport = "ssh"
+groups = ["kv"]
+
+[inventory.hosts.kv1]
+address = "10.0.0.1"
+[inventory.hosts.kv2]
+address = "10.0.0.2"
+[inventory.hosts.kv3]
+address = "10.0.0.3"
+
+[hosts.kv1]
+ports = [7000]
+[hosts.kv2]
+ports = [7000]
+[hosts.kv3]
+ports = [7000]
+
+[[products]]
+model = "service"
+name = "kv"
+group = "kv"
+port = 7000
+
+[[rules]]
+command = "kvctl stop"
+close_ports = [7000]
+[[rules]]
+command = "kvctl start"
+open_ports = [7000]
+[[rules]]
+command = "kvctl health"
+stdout = "healthy\n"
+"#;
+
+const ROLL: &str = r#"
+let out = [];
+for h in cluster().group("kv") {
+    step(`${h}: restart`, || {
+        h.run(["kvctl", "stop"]);
+        h.run(["kvctl", "start"]);
+        h.wait_port(7000, #{ timeout: 30 });
+        let health = h.read(["kvctl", "health"]).stdout.trimmed();
+        if health != "healthy" { fail(`${h} is ${health}`) }
+        out.push(health);
+    });
+}
+out
+"#;
+
+#[test]
+fn scenario_faults_fail_an_action_cut_a_host_keep_a_service_down_or_answer_unhealthy() {
+    let with = |fault: &str| simulate(&format!("{WORLD}\n[[faults]]\n{fault}\n"), ROLL);
+
+    let r = with("action = \"*kvctl start*\"\nnth = 2\nmessage = \"address already in use\"");
+    let (_, e) = failure(&r);
+    assert!(
+        e.message.contains("address already in use") && e.message.contains("kv2"),
+        "{}",
+        e.message
+    );
+
+    let r = with("kind = \"unreachable\"\nhost = \"kv3\"\nfrom_step = 3");
+    let (kind, e) = failure(&r);
+    assert_eq!(kind, capstan::FaultKind::Unreachable);
+    assert!(
+        e.message.contains("kv3") && e.message.contains("unreachable"),
+        "{}",
+        e.message
+    );
+    assert_eq!(r.steps.iter().filter(|s| s.error.is_none()).count(), 2);
+
+    let r = with("kind = \"stays_down\"\nhost = \"kv2\"\nport = 7000");
+    let (kind, e) = failure(&r);
+    assert_eq!(kind, capstan::FaultKind::Timeout);
+    assert!(e.message.contains("port 7000"), "{}", e.message);
+    let sim = r.simulation.as_ref().unwrap();
+    let last = sim.availability.last().unwrap();
+    assert_eq!(last.down, ["kv@kv2"]);
+
+    let r = with("kind = \"unhealthy\"\nhost = \"kv1\"\naction = \"*kvctl health*\"\nstdout = \"degraded\\n\"");
+    let (_, e) = failure(&r);
+    assert!(e.message.contains("kv1 is degraded"), "{}", e.message);
+}
+
+#[test]
+fn scenario_errors_name_the_field_and_line() {
+    let err = |extra: &str| {
+        let text = format!("{WORLD}\n{extra}\n");
+        capstan::Scenario::from_str_at(&text, "bad.toml", Path::new("."))
+            .unwrap_err()
+            .render()
+    };
+    let e = err("[[faults]]\nkind = \"unreachable\"\nhost = \"kv9\"");
+    assert!(
+        e.contains("faults[0]: host pattern `kv9` matches no host") && e.contains("bad.toml:"),
+        "{e}"
+    );
+    let e = err("[[faults]]\naction = \"[oops\"");
+    assert!(e.contains("faults[0]: bad action pattern"), "{e}");
+    let e = err("[[faults]]\naction = \"x\"\nwhen = 3");
+    assert!(e.contains("unknown field `when`"), "{e}");
+    let e = err("[[products]]\nmodel = \"nosuch\"");
+    assert!(
+        e.contains("products[1]: unknown product model `nosuch`"),
+        "{e}"
+    );
+    let e = err("[[products]]\nmodel = \"hello\"\nquorum = 2");
+    assert!(
+        e.contains("the `hello` model has no setting `quorum`"),
+        "{e}"
+    );
+    let line = WORLD.lines().count() + 2;
+    let e = err("[[faults]]\nkind = \"stays_down\"\nhost = \"kv1\"");
+    assert!(
+        e.contains(&format!("bad.toml:{line}:")),
+        "want line {line}: {e}"
+    );
+
+    // --fail is checked against the inventory too.
+    let (pb, sc) = hello();
+    let out = capstan(&["simulate", &pb, "--scenario", &sc, "--fail", "app9:start"]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("`app9` matches no host"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn the_html_report_renders_the_timeline_in_a_browser() {
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| {
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {c}"))
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("chromium is not installed: run scripts/test.sh");
+    let (pb, sc) = hello();
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("report.html");
+    let out = capstan(&[
+        "simulate",
+        &pb,
+        "--scenario",
+        &sc,
+        "--fail",
+        "app2:app-ctl start",
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let text = std::fs::read_to_string(&html).unwrap();
+    // Self-contained: nothing to fetch (the SVG namespace is a name, not a request).
+    assert!(!text.contains("<script") && !text.contains("<link") && !text.contains("src="));
+
+    let url = format!("file://{}", html.display());
+    let browser = |extra: &[&str]| {
+        Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--window-size=1200,900",
+            ])
+            .args(extra)
+            .arg(&url)
+            .env("HOME", dir.path())
+            .output()
+            .unwrap()
+    };
+    // The DOM as the browser built it.
+    let dom = String::from_utf8_lossy(&browser(&["--dump-dom"]).stdout).into_owned();
+    assert!(
+        dom.contains("<svg id=\"timeline\""),
+        "no timeline in the rendered DOM"
+    );
+    for h in ["app1", "app2", "app3"] {
+        assert!(
+            dom.contains(&format!("data-host=\"{h}\"")),
+            "no row for {h}"
+        );
+    }
+    let actions = dom.matches("class=\"action\"").count();
+    assert!(actions >= 30, "only {actions} action bars");
+    assert!(dom.contains("id=\"availability\"") && dom.matches("class=\"avail\"").count() >= 4);
+    assert!(dom.contains("class=\"fault\""));
+    assert!(dom.contains("id=\"rollback\"") && dom.contains("Rollback path"));
+    assert!(dom.contains("every host is as it was at the start"));
+    // And a picture of it.
+    let png = dir.path().join("shot.png");
+    let shot = browser(&[&format!("--screenshot={}", png.display())]);
+    assert!(png.exists(), "{}", String::from_utf8_lossy(&shot.stderr));
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[1..4], b"PNG");
+    assert!(
+        bytes.len() > 20_000,
+        "the screenshot looks blank ({} bytes)",
+        bytes.len()
+    );
+}

@@ -338,10 +338,13 @@ def sim(args):
                     f.write(f'\n[inventory.hosts.app{i}]\naddress = "10.1.{i // 250}.{i % 250 + 1}"\n')
                 f.write('\n[defaults]\nfree_space = "20GiB"\n')
                 for i in range(n):
-                    f.write(f'\n[hosts.app{i}]\nfiles = {{ "/srv/hello/VERSION" = "1.0.0\\n", '
-                            '"/srv/hello/bin/app-ctl" = "x", "/srv/releases/hello-1.1.0/VERSION" = "1.1.0\\n", '
-                            '"/srv/releases/hello-1.1.0/bin/app-ctl" = "y" }\n')
-                f.write('\n[[rules]]\ncommand = "*/bin/app-ctl version"\nstdout = "1.1.0\\n"\n')
+                    f.write(f'\n[hosts.app{i}]\nports = [8080]\nfiles = {{ "/srv/hello/VERSION" = "1.0.0\\n", '
+                            '"/srv/hello/bin/app-ctl" = "x", "/srv/hello/bin/VERSION" = "1.0.0\\n", '
+                            '"/srv/releases/hello-1.1.0/VERSION" = "1.1.0\\n", '
+                            '"/srv/releases/hello-1.1.0/bin/app-ctl" = "y", '
+                            '"/srv/releases/hello-1.1.0/bin/VERSION" = "1.1.0\\n" }\n')
+                # The app's model: availability is sampled after every change on every host.
+                f.write(f'\n[[products]]\nmodel = "hello"\ngroup = "app"\nmin_up = {max(n - 1, 1)}\n')
             argv = [CAPSTAN, "simulate", os.path.join(REPO, "examples/hello/playbook.rhai"),
                     "--scenario", sc, "--json"]
             wall, cpu, rss, out, _ = median_of(args.reps, lambda: run_measured(argv))

@@ -831,14 +831,7 @@ impl Executor {
                 timeout,
                 ..
             } => {
-                let live = Arc::new(LiveOutput::new(
-                    &host.name,
-                    self.events.clone(),
-                    self.inventory.redactor.clone(),
-                ));
-                let l = live.clone();
-                let sink: transport::OutputSink =
-                    Arc::new(move |stream, bytes| l.push(stream, bytes));
+                let (live, sink) = self.live_output(host);
                 let out = self.exec_on(
                     host,
                     t,
@@ -1051,13 +1044,7 @@ impl Executor {
         op: &DockerOp,
         timeout: Option<Duration>,
     ) -> Result<Outcome, Fault> {
-        let live = Arc::new(LiveOutput::new(
-            &host.name,
-            self.events.clone(),
-            self.inventory.redactor.clone(),
-        ));
-        let l = live.clone();
-        let sink: transport::OutputSink = Arc::new(move |stream, bytes| l.push(stream, bytes));
+        let (live, sink) = self.live_output(host);
         let out = self.exec_on(
             host,
             t,
@@ -1084,6 +1071,18 @@ impl Executor {
             f
         })?;
         crate::docker::judge(&host.name, op, out).map_err(|f| self.redacted(f))
+    }
+
+    /// A long command's output as `output` events: the collector, and the sink the transport
+    /// feeds (call `finish` on the collector when the command ends).
+    fn live_output(&self, host: &HostEntry) -> (Arc<LiveOutput>, transport::OutputSink) {
+        let live = Arc::new(LiveOutput::new(
+            &host.name,
+            self.events.clone(),
+            self.inventory.redactor.clone(),
+        ));
+        let l = live.clone();
+        (live, Arc::new(move |stream, bytes| l.push(stream, bytes)))
     }
 
     fn shell<'a>(&'a self, host: &'a HostEntry, t: &'a dyn Transport) -> ExecShell<'a> {

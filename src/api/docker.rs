@@ -381,99 +381,89 @@ impl DockerHandle {
     }
 
     fn wait_log(&self, name: &str, text: &str, o: Opts) -> R<String> {
-        let timeout = o.duration("timeout")?.unwrap_or(Duration::from_secs(300));
-        let every = o
-            .duration("every")?
-            .unwrap_or(Duration::from_secs(2))
-            .max(Duration::from_millis(10));
+        let pace = super::wait::Pace::from_opts(&o, Duration::from_secs(300))?;
         let tail = o
             .int("tail")?
             .map(|t| t.clamp(1, 1_000_000) as u32)
             .or(Some(500));
-        let exec = &self.host.run.exec;
-        let start = exec.now();
-        loop {
-            let logs = self.logs_text(name, tail)?;
-            if let Some(line) = logs.lines().find(|l| l.contains(text)) {
-                return Ok(line.to_string());
-            }
-            if exec.mode() == crate::Mode::Check && logs.is_empty() {
-                // Under --check the container a playbook started was not started.
-                return Ok(String::new());
-            }
-            if self.is_running(name)? == Some(false) {
-                return Err(self.fail(
-                    "exited",
-                    format!(
-                        "container `{name}` stopped before logging {text:?}; its last log lines:\n{}",
-                        last_lines(logs.as_bytes(), 10)
-                    ),
-                ));
-            }
-            let waited = exec.now().saturating_sub(start);
-            if waited >= timeout {
-                return Err(Fault::new(
+        let check = self.host.run.exec.mode() == crate::Mode::Check;
+        super::wait::until(
+            &self.host.run,
+            &pace,
+            || {
+                let logs = self.logs_text(name, tail)?;
+                if let Some(line) = logs.lines().find(|l| l.contains(text)) {
+                    return Ok(Ok(line.to_string()));
+                }
+                if check && logs.is_empty() {
+                    // Under --check the container a playbook started was not started.
+                    return Ok(Ok(String::new()));
+                }
+                if self.is_running(name)? == Some(false) {
+                    return Err(self.fail(
+                        "exited",
+                        format!(
+                            "container `{name}` stopped before logging {text:?}; its last log lines:\n{}",
+                            last_lines(logs.as_bytes(), 10)
+                        ),
+                    ));
+                }
+                Ok(Err(last_lines(logs.as_bytes(), 5)))
+            },
+            |last| {
+                Fault::new(
                     FaultKind::Timeout,
                     Some(self.name()),
                     format!(
-                        "{}: gave up waiting for {text:?} in the logs of `{name}` after {}s; last log lines:\n{}",
+                        "{}: gave up waiting for {text:?} in the logs of `{name}` after {}s; last log lines:\n{last}",
                         self.name(),
-                        timeout.as_secs_f64(),
-                        last_lines(logs.as_bytes(), 5)
+                        pace.timeout.as_secs_f64()
                     ),
                 )
-                .into());
-            }
-            exec.sleep(every.min(timeout - waited))?;
-        }
+                .into()
+            },
+        )
     }
 
     fn wait_running(&self, name: &str, o: Opts) -> R<()> {
-        let timeout = o.duration("timeout")?.unwrap_or(Duration::from_secs(120));
-        let every = o
-            .duration("every")?
-            .unwrap_or(Duration::from_secs(2))
-            .max(Duration::from_millis(10));
-        let exec = &self.host.run.exec;
-        let start = exec.now();
-        loop {
-            let state = self.inspect_value(name)?;
-            let (running, health) = match &state {
-                Some(v) => (
-                    v["State"]["Running"].as_bool().unwrap_or(false),
-                    v["State"]["Health"]["Status"].as_str().map(str::to_string),
-                ),
-                None => (false, None),
-            };
-            if running && health.as_deref().is_none_or(|h| h == "healthy") {
-                return Ok(());
-            }
-            if exec.mode() == crate::Mode::Check && state.is_none() {
-                return Ok(());
-            }
-            let waited = exec.now().saturating_sub(start);
-            if waited >= timeout {
-                let what = match (&state, health) {
-                    (None, _) => "it does not exist".to_string(),
-                    (Some(_), Some(h)) if running => format!("its health is {h}"),
-                    (Some(v), _) => format!(
+        let pace = super::wait::Pace::from_opts(&o, Duration::from_secs(120))?;
+        let check = self.host.run.exec.mode() == crate::Mode::Check;
+        super::wait::until(
+            &self.host.run,
+            &pace,
+            || {
+                let state = self.inspect_value(name)?;
+                let Some(v) = state else {
+                    return Ok(if check {
+                        Ok(())
+                    } else {
+                        Err("it does not exist".into())
+                    });
+                };
+                let running = v["State"]["Running"].as_bool().unwrap_or(false);
+                let health = v["State"]["Health"]["Status"].as_str();
+                Ok(match health {
+                    _ if !running => Err(format!(
                         "it is {}",
                         v["State"]["Status"].as_str().unwrap_or("not running")
-                    ),
-                };
-                return Err(Fault::new(
+                    )),
+                    Some(h) if h != "healthy" => Err(format!("its health is {h}")),
+                    _ => Ok(()),
+                })
+            },
+            |last| {
+                Fault::new(
                     FaultKind::Timeout,
                     Some(self.name()),
                     format!(
-                        "{}: container `{name}` was not running after {}s: {what}",
+                        "{}: container `{name}` was not running after {}s: {last}",
                         self.name(),
-                        timeout.as_secs_f64()
+                        pace.timeout.as_secs_f64()
                     ),
                 )
-                .into());
-            }
-            exec.sleep(every.min(timeout - waited))?;
-        }
+                .into()
+            },
+        )
     }
 }
 

@@ -486,46 +486,37 @@ fn wait_sql(
         opts,
         &["timeout", "every", "what", "ignore_errors"],
     )?;
-    let timeout = o.duration("timeout")?.unwrap_or(Duration::from_secs(300));
-    let every = o
-        .duration("every")?
-        .unwrap_or(Duration::from_secs(2))
-        .max(Duration::from_millis(10));
+    let pace = super::wait::Pace::from_opts(&o, Duration::from_secs(300))?;
     let what = o
         .string("what")?
         .unwrap_or_else(|| format!("`{}`", crate::sql::first_line(sql)));
     let ignore_errors = o.bool("ignore_errors")?.unwrap_or(false);
-    let start = r.exec.now();
-    let mut last;
-    loop {
-        match conn.query(sql, params) {
+    super::wait::until(
+        r,
+        &pace,
+        || match conn.query(sql, params) {
+            Ok(rows) if matches_expect(ctx, &rows, expect)? => Ok(Ok(rows)),
             Ok(rows) => {
-                if matches_expect(ctx, &rows, expect)? {
-                    return Ok(rows);
-                }
-                last = format!("{rows:?}");
-                if last.chars().count() > 300 {
-                    last = format!("{}...", last.chars().take(300).collect::<String>());
-                }
+                let seen = format!("{rows:?}");
+                Ok(Err(if seen.chars().count() > 300 {
+                    format!("{}...", seen.chars().take(300).collect::<String>())
+                } else {
+                    seen
+                }))
             }
-            Err(e) if ignore_errors => {
-                let (_, l) = crate::engine::eval_error(&e, "", "");
-                last = format!("error: {}", l.message);
-            }
-            Err(e) => return Err(e),
-        }
-        let waited = r.exec.now().saturating_sub(start);
-        if waited >= timeout {
-            return Err(fault(
+            Err(e) if ignore_errors => Ok(Err(super::wait::seen_error(&e))),
+            Err(e) => Err(e),
+        },
+        |last| {
+            fault(
                 FaultKind::Timeout,
                 conn.target.host.as_deref(),
                 format!(
                     "gave up waiting for {what} on {} after {}s; last result: {last}",
                     conn.target.server(),
-                    timeout.as_secs_f64()
+                    pace.timeout.as_secs_f64()
                 ),
-            ));
-        }
-        r.exec.sleep(every.min(timeout - waited))?;
-    }
+            )
+        },
+    )
 }

@@ -67,42 +67,81 @@ wait::sleep(1);
     engine.register_static_module("wait", m.into());
 }
 
+/// How a bounded wait is paced: `timeout` in all, a try every `every` (options of the same names).
+pub(super) struct Pace {
+    pub timeout: Duration,
+    pub every: Duration,
+}
+
+impl Pace {
+    /// Reads `timeout` (default `timeout`) and `every` (default 2 s, at least 10 ms).
+    pub fn from_opts(o: &Opts, timeout: Duration) -> R<Pace> {
+        Ok(Pace {
+            timeout: o.duration("timeout")?.unwrap_or(timeout),
+            every: o
+                .duration("every")?
+                .unwrap_or(Duration::from_secs(2))
+                .max(Duration::from_millis(10)),
+        })
+    }
+}
+
+/// Tries until `attempt` gives a value (`Ok(Ok(v))`) or the time is up: then the error
+/// `timed_out` makes from what the last try saw (`Ok(Err(seen))`). An error stops the wait.
+/// Waits move the simulated clock in simulation.
+pub(super) fn until<T>(
+    r: &RunCtx,
+    pace: &Pace,
+    mut attempt: impl FnMut() -> R<Result<T, String>>,
+    timed_out: impl FnOnce(String) -> Box<EvalAltResult>,
+) -> R<T> {
+    let start = r.exec.now();
+    loop {
+        let last = match attempt()? {
+            Ok(v) => return Ok(v),
+            Err(seen) => seen,
+        };
+        let waited = r.exec.now().saturating_sub(start);
+        if waited >= pace.timeout {
+            return Err(timed_out(last));
+        }
+        r.exec.sleep(pace.every.min(pace.timeout - waited))?;
+    }
+}
+
+/// What a failed try shows on timeout, when errors are waited through (`ignore_errors`).
+pub(super) fn seen_error(e: &EvalAltResult) -> String {
+    let (_, l) = crate::engine::eval_error(e, "", "");
+    format!("error: {}", l.message)
+}
+
 fn poll(r: &RunCtx, ctx: &NativeCallContext, opts: Map, cond: FnPtr) -> R<Dynamic> {
     let o = Opts::new(
         "wait::poll",
         opts,
         &["timeout", "every", "what", "ignore_errors"],
     )?;
-    let timeout = o.duration("timeout")?.unwrap_or(Duration::from_secs(300));
-    let every = o
-        .duration("every")?
-        .unwrap_or(Duration::from_secs(2))
-        .max(Duration::from_millis(10));
+    let pace = Pace::from_opts(&o, Duration::from_secs(300))?;
     let what = o.string("what")?.unwrap_or_else(|| "the condition".into());
     let ignore_errors = o.bool("ignore_errors")?.unwrap_or(false);
-    let start = r.exec.now();
-    let mut last;
-    loop {
-        match cond.call_within_context::<Dynamic>(ctx, ()) {
-            Ok(v) if truthy(&v) => return Ok(v),
-            Ok(v) => last = format!("{v:?}"),
-            Err(e) if ignore_errors => {
-                let (_, l) = crate::engine::eval_error(&e, "", "");
-                last = format!("error: {}", l.message);
-            }
-            Err(e) => return Err(e),
-        }
-        let waited = r.exec.now().saturating_sub(start);
-        if waited >= timeout {
-            return Err(fault(
+    until(
+        r,
+        &pace,
+        || match cond.call_within_context::<Dynamic>(ctx, ()) {
+            Ok(v) if truthy(&v) => Ok(Ok(v)),
+            Ok(v) => Ok(Err(format!("{v:?}"))),
+            Err(e) if ignore_errors => Ok(Err(seen_error(&e))),
+            Err(e) => Err(e),
+        },
+        |last| {
+            fault(
                 FaultKind::Timeout,
                 None,
                 format!(
                     "gave up waiting for {what} after {}s; last seen: {last}",
-                    timeout.as_secs_f64()
+                    pace.timeout.as_secs_f64()
                 ),
-            ));
-        }
-        r.exec.sleep(every.min(timeout - waited))?;
-    }
+            )
+        },
+    )
 }

@@ -3,6 +3,7 @@
 mod docker;
 pub mod faults;
 pub mod model;
+pub mod sqlstore;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -83,6 +84,9 @@ struct HostState {
     ports: Vec<u16>,
     /// The host's docker engine: images, containers (absent: an engine with nothing in it).
     docker: Option<docker::DockerSpec>,
+    /// Command lines of the processes running at the start (`pgrep -f`/`pkill -f` see them).
+    #[serde(default)]
+    processes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -148,6 +152,17 @@ struct ScenarioSpec {
     /// Failures to inject.
     #[serde(default)]
     faults: Vec<Spanned<faults::FaultSpec>>,
+    /// Simulated SQL servers with a plain store (an inventory host, or `address:port`).
+    #[serde(default)]
+    sql_servers: BTreeMap<String, Spanned<SqlServerSpec>>,
+}
+
+/// `[sql_servers.NAME]`: the statements that build the server's tables and rows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlServerSpec {
+    #[serde(default)]
+    init: Vec<String>,
 }
 
 /// `[[products]]`: a model over some hosts, with the model's own settings beside.
@@ -244,6 +259,7 @@ pub struct Scenario {
     sql_rules: Vec<(SqlRuleSpec, glob::Pattern, Option<glob::Pattern>)>,
     models: Vec<Box<dyn model::ProductModel>>,
     faults: Vec<faults::ActiveFault>,
+    sql_servers: BTreeMap<String, Vec<String>>,
 }
 
 /// A host pattern of a rule, which must match some inventory host.
@@ -388,6 +404,27 @@ impl Scenario {
             };
             models.push(model::build(&p.model, hosts, &p.settings).map_err(bad)?);
         }
+        let mut sql_servers = BTreeMap::new();
+        for (name, spec) in spec.sql_servers {
+            let span = spec.span();
+            let spec = spec.into_inner();
+            let bad = |m: String| {
+                config_error(
+                    file,
+                    text,
+                    Some(span.clone()),
+                    &format!("sql_servers.{name}: {m}"),
+                )
+            };
+            if !name.contains(':') && inventory.host(&name).is_none() {
+                return Err(bad(format!(
+                    "`{name}` is neither an inventory host nor an address:port"
+                )));
+            }
+            // Built once here so a bad statement is reported with the scenario's position.
+            sqlstore::SqlStore::new(&spec.init).map_err(bad)?;
+            sql_servers.insert(name, spec.init);
+        }
         let mut active = Vec::new();
         for (i, f) in spec.faults.into_iter().enumerate() {
             let span = f.span();
@@ -413,6 +450,7 @@ impl Scenario {
             sql_rules,
             models,
             faults: active,
+            sql_servers,
         })
     }
 
@@ -440,7 +478,12 @@ impl Scenario {
                     ports: st.ports.iter().copied().collect(),
                     docker: docker::SimDocker::from_spec(st.docker.as_ref()),
                     held_down: BTreeSet::new(),
+                    processes: BTreeMap::new(),
+                    next_pid: 0,
                 };
+                for p in &st.processes {
+                    host.spawn(p);
+                }
                 host.held_down = self
                     .faults
                     .iter()
@@ -456,6 +499,11 @@ impl Scenario {
             })
             .collect();
         let mut world = World {
+            sql_stores: self
+                .sql_servers
+                .iter()
+                .filter_map(|(k, init)| Some((k.clone(), sqlstore::SqlStore::new(init).ok()?)))
+                .collect(),
             initial: None,
             hosts,
             rules: self
@@ -478,8 +526,10 @@ impl Scenario {
             models: self.models.clone(),
             faults: self.faults.clone(),
             fired: Vec::new(),
-            steps_seen: Vec::new(),
+            steps_seen: Default::default(),
             availability: Vec::new(),
+            comps: Vec::new(),
+            comp_index: Default::default(),
         };
         world.initial = Some(world.hosts.clone());
         world.sample_availability(true);
@@ -497,6 +547,9 @@ pub struct SimHost {
     pub docker: docker::SimDocker,
     /// Ports a `stays_down` fault keeps closed.
     pub held_down: BTreeSet<u16>,
+    /// Running processes: pid → command line.
+    pub processes: BTreeMap<u32, String>,
+    next_pid: u32,
 }
 
 fn norm(p: &str) -> String {
@@ -524,6 +577,53 @@ fn under(p: &str, dir: &str) -> bool {
 }
 
 impl SimHost {
+    /// Starts a process (a model starting its daemon); returns its pid.
+    pub fn spawn(&mut self, cmdline: &str) -> u32 {
+        self.next_pid = self.next_pid.max(1000) + 1;
+        self.processes.insert(self.next_pid, cmdline.to_string());
+        self.next_pid
+    }
+
+    /// Ends the processes whose command line contains `pattern`; returns how many.
+    pub fn kill_matching(&mut self, pattern: &str) -> usize {
+        let before = self.processes.len();
+        self.processes.retain(|_, c| !c.contains(pattern));
+        before - self.processes.len()
+    }
+
+    /// `pgrep [-f] PATTERN` and `pkill [-f] PATTERN` against the process table (a substring
+    /// match on the command line), answered as procps does: exit 1 when nothing matches.
+    fn process_command(&mut self, command: &Command) -> Option<ExecOutput> {
+        let Command::Argv(argv) = command else {
+            return None;
+        };
+        let prog = argv.first()?.rsplit('/').next()?;
+        if prog != "pgrep" && prog != "pkill" {
+            return None;
+        }
+        let pattern = argv[1..].iter().rfind(|a| !a.starts_with('-'))?;
+        let found: Vec<u32> = self
+            .processes
+            .iter()
+            .filter(|(_, c)| c.contains(pattern.as_str()))
+            .map(|(p, _)| *p)
+            .collect();
+        let code = if found.is_empty() { 1 } else { 0 };
+        let stdout = if prog == "pgrep" {
+            found.iter().map(|p| format!("{p}\n")).collect()
+        } else {
+            self.kill_matching(pattern);
+            String::new()
+        };
+        Some(ExecOutput {
+            code: Some(code),
+            signal: None,
+            stdout: stdout.into_bytes(),
+            stderr: Vec::new(),
+            truncated: false,
+        })
+    }
+
     /// Opens a port (a service came up), unless a `stays_down` fault keeps it closed.
     pub fn open_port(&mut self, port: u16) {
         if !self.held_down.contains(&port) {
@@ -644,17 +744,24 @@ impl SimHost {
 }
 
 /// The simulated world a playbook runs against in `simulate` mode. No network, no sleeping.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct World {
+    /// Plain SQL stores of simulated servers, by inventory host or `address:port`.
+    sql_stores: BTreeMap<String, sqlstore::SqlStore>,
     pub hosts: BTreeMap<String, SimHost>,
     /// The hosts as the scenario started them, to tell what a run changed.
     initial: Option<BTreeMap<String, SimHost>>,
     models: Vec<Box<dyn model::ProductModel>>,
     faults: Vec<faults::ActiveFault>,
     fired: Vec<FiredFault>,
-    /// Step names in the order the world first saw them (faults count steps from 1).
-    steps_seen: Vec<String>,
+    /// Step names and their numbers (from 1) in the order the world first saw them (faults
+    /// count steps).
+    steps_seen: std::collections::HashMap<String, usize>,
     availability: Vec<AvailabilitySample>,
+    /// Each model's components as last read (availability is updated host by host), and where
+    /// each host's components are in them.
+    comps: Vec<Vec<model::Component>>,
+    comp_index: std::collections::HashMap<String, Vec<(usize, usize)>>,
     rules: Vec<(RuleSpec, glob::Pattern, Option<glob::Pattern>, u32)>,
     sql_rules: Vec<(SqlRuleSpec, glob::Pattern, Option<glob::Pattern>, u32)>,
     durations: BTreeMap<String, Duration>,
@@ -712,7 +819,7 @@ impl World {
         }
         let r = self.apply_inner(host, action);
         if !action.is_read_only() {
-            self.sample_availability(false);
+            self.sample_availability_on(host);
         }
         r
     }
@@ -726,26 +833,65 @@ impl World {
         if n.starts_with("undo #") || n.starts_with("guard ") {
             return self.steps_seen.len();
         }
-        match self.steps_seen.iter().position(|s| s == n) {
-            Some(i) => i + 1,
-            None => {
-                self.steps_seen.push(n.to_string());
-                self.steps_seen.len()
-            }
-        }
+        let next = self.steps_seen.len() + 1;
+        *self.steps_seen.entry(n.to_string()).or_insert(next)
     }
 
-    /// Records what is down and which rules are broken, when it changed (always when `force`).
+    /// Re-reads every component (the start of a run) and records a sample.
     fn sample_availability(&mut self, force: bool) {
         if self.models.is_empty() {
             return;
         }
+        self.comps = self
+            .models
+            .iter()
+            .map(|m| m.components(&self.hosts))
+            .collect();
+        self.comp_index.clear();
+        for (mi, comps) in self.comps.iter().enumerate() {
+            for (ci, c) in comps.iter().enumerate() {
+                self.comp_index
+                    .entry(c.host.clone())
+                    .or_default()
+                    .push((mi, ci));
+            }
+        }
+        self.push_sample(force);
+    }
+
+    /// After a change on `host`: re-reads that host's components only, and records a sample when
+    /// what is up changed. (A run over a thousand hosts makes thousands of changes.)
+    fn sample_availability_on(&mut self, host: &str) {
+        let Some(slots) = self.comp_index.get(host) else {
+            return;
+        };
+        let mut changed = false;
+        for (mi, m) in self.models.iter().enumerate() {
+            for c in m.components_on(host, &self.hosts) {
+                let slot = slots
+                    .iter()
+                    .find(|(i, ci)| *i == mi && self.comps[mi][*ci].name == c.name);
+                if let Some((_, ci)) = slot {
+                    let x = &mut self.comps[mi][*ci];
+                    if x.up != c.up {
+                        x.up = c.up;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if changed {
+            self.push_sample(false);
+        }
+    }
+
+    /// Records what is down and which rules are broken, when it changed (always when `force`).
+    fn push_sample(&mut self, force: bool) {
         let mut down = Vec::new();
         let mut violations = Vec::new();
-        for m in &self.models {
-            let comps = m.components(&self.hosts);
+        for (m, comps) in self.models.iter().zip(&self.comps) {
             down.extend(comps.iter().filter(|c| !c.up).map(|c| c.name.clone()));
-            violations.extend(m.violations(&comps));
+            violations.extend(m.violations(comps));
         }
         if !force {
             if let Some(last) = self.availability.last() {
@@ -827,6 +973,25 @@ impl World {
             for p in was.ports.difference(&now.ports) {
                 add(format!("port {p} closed"));
             }
+            // By command line: a restarted process (new pid) is the same process.
+            let count = |m: &BTreeMap<u32, String>| {
+                let mut c: BTreeMap<String, usize> = BTreeMap::new();
+                for v in m.values() {
+                    *c.entry(v.clone()).or_default() += 1;
+                }
+                c
+            };
+            let (now_p, was_p) = (count(&now.processes), count(&was.processes));
+            for (c, n) in &now_p {
+                if was_p.get(c).copied().unwrap_or(0) < *n {
+                    add(format!("process `{c}` running"));
+                }
+            }
+            for (c, n) in &was_p {
+                if now_p.get(c).copied().unwrap_or(0) < *n {
+                    add(format!("process `{c}` gone"));
+                }
+            }
             for c in now.docker.differences(&was.docker) {
                 add(c);
             }
@@ -851,6 +1016,7 @@ impl World {
         let outcome = {
             let rules = &mut self.rules;
             let sql_rules = &mut self.sql_rules;
+            let stores = &self.sql_stores;
             let models = &mut self.models;
             let mut scratch = SimHost::default();
             // A SQL server named by address only has no simulated host of its own.
@@ -907,11 +1073,12 @@ impl World {
                                 truncated: false,
                             })
                         }
-                        // No rule: the command is taken to succeed silently (the plan still shows it).
-                        None => Outcome::Exec(ExecOutput {
+                        // No rule: `pgrep`/`pkill` read the process table; anything else is taken
+                        // to succeed silently (the plan still shows it).
+                        None => Outcome::Exec(h.process_command(command).unwrap_or(ExecOutput {
                             code: Some(0),
                             ..Default::default()
-                        }),
+                        })),
                     }
                 }
                 Action::ReadFile { path } => match h.files.get(&norm(path)) {
@@ -991,7 +1158,10 @@ impl World {
                     Outcome::Unit
                 }
                 Action::Sql {
-                    kind, statement, ..
+                    kind,
+                    statement,
+                    params,
+                    ..
                 } => {
                     let line = crate::sql::one_line(statement);
                     let rule = sql_rules.iter_mut().find(|(r, pat, hp, used)| {
@@ -1014,8 +1184,30 @@ impl World {
                             }
                             Outcome::Sql(r.result())
                         }
-                        // No rule: reads find nothing, changes change nothing (the plan shows them).
-                        _ => Outcome::Sql(SqlResult::default()),
+                        // No rule: the server's plain store answers, if it has one.
+                        _ => match stores.get(host) {
+                            Some(store) => match store.run(*kind, statement, params) {
+                                Ok(r) => Outcome::Sql(r),
+                                Err(m) => {
+                                    let code = if m.contains("no such table") {
+                                        1146
+                                    } else if m.contains("syntax error") {
+                                        1064
+                                    } else {
+                                        1105
+                                    };
+                                    let mut f = fail(format!(
+                                        "sql: server error {code}: {m}\n  statement: {}",
+                                        crate::sql::first_line(statement)
+                                    ))
+                                    .with_reason("server");
+                                    f.code = Some(code);
+                                    return Err(f);
+                                }
+                            },
+                            // Reads find nothing, changes change nothing (the plan shows them).
+                            None => Outcome::Sql(SqlResult::default()),
+                        },
                     }
                 }
                 Action::Snapshot { source, to } => {

@@ -29,6 +29,15 @@ pub trait ProductModel: Send + Sync + std::fmt::Debug {
     /// Every component and whether it is up, read from the hosts' state.
     fn components(&self, hosts: &BTreeMap<String, SimHost>) -> Vec<Component>;
 
+    /// The components on one host (after an action there). Models should answer without
+    /// walking every host: the world calls this after every change.
+    fn components_on(&self, host: &str, hosts: &BTreeMap<String, SimHost>) -> Vec<Component> {
+        self.components(hosts)
+            .into_iter()
+            .filter(|c| c.host == host)
+            .collect()
+    }
+
     /// The availability rules the components break now, one sentence each.
     fn violations(&self, components: &[Component]) -> Vec<String>;
 
@@ -87,6 +96,8 @@ pub fn build(
 pub struct PortService {
     pub label: String,
     pub hosts: Vec<String>,
+    /// The same hosts, for the per-change lookup.
+    member: std::collections::HashSet<String>,
     pub port: u16,
     pub min_up: usize,
 }
@@ -107,6 +118,7 @@ impl PortService {
         let min_up = settings_int(s, "min_up", majority as i64)?.max(0) as usize;
         Ok(PortService {
             label,
+            member: hosts.iter().cloned().collect(),
             hosts,
             port: port as u16,
             min_up,
@@ -116,12 +128,24 @@ impl PortService {
     fn components_of(&self, hosts: &BTreeMap<String, SimHost>) -> Vec<Component> {
         self.hosts
             .iter()
-            .map(|h| Component {
-                name: format!("{}@{h}", self.label),
-                host: h.clone(),
-                up: hosts.get(h).is_some_and(|s| s.ports.contains(&self.port)),
-            })
+            .map(|h| self.component(h, hosts))
             .collect()
+    }
+
+    fn component(&self, h: &str, hosts: &BTreeMap<String, SimHost>) -> Component {
+        Component {
+            name: format!("{}@{h}", self.label),
+            host: h.to_string(),
+            up: hosts.get(h).is_some_and(|s| s.ports.contains(&self.port)),
+        }
+    }
+
+    fn components_on_host(&self, h: &str, hosts: &BTreeMap<String, SimHost>) -> Vec<Component> {
+        if self.member.contains(h) {
+            vec![self.component(h, hosts)]
+        } else {
+            Vec::new()
+        }
     }
 
     fn violations_of(&self, components: &[Component]) -> Vec<String> {
@@ -148,6 +172,9 @@ impl ProductModel for PortService {
     }
     fn components(&self, hosts: &BTreeMap<String, SimHost>) -> Vec<Component> {
         self.components_of(hosts)
+    }
+    fn components_on(&self, host: &str, hosts: &BTreeMap<String, SimHost>) -> Vec<Component> {
+        self.components_on_host(host, hosts)
     }
     fn violations(&self, components: &[Component]) -> Vec<String> {
         self.violations_of(components)
@@ -194,7 +221,7 @@ impl ProductModel for Hello {
     }
 
     fn exec(&mut self, host: &str, command: &Command, state: &mut SimHost) -> Option<ExecOutput> {
-        if !self.service.hosts.iter().any(|h| h == host) {
+        if !self.service.member.contains(host) {
             return None;
         }
         let Command::Argv(argv) = command else {
@@ -243,6 +270,10 @@ impl ProductModel for Hello {
 
     fn components(&self, hosts: &BTreeMap<String, SimHost>) -> Vec<Component> {
         self.service.components_of(hosts)
+    }
+
+    fn components_on(&self, host: &str, hosts: &BTreeMap<String, SimHost>) -> Vec<Component> {
+        self.service.components_on_host(host, hosts)
     }
 
     fn violations(&self, components: &[Component]) -> Vec<String> {

@@ -409,6 +409,15 @@ const LOST_CODES: &[u16] = &[1053, 1927, 2006, 2013];
 /// Access denied (user, database, no password).
 const AUTH_CODES: &[u16] = &[1044, 1045, 1698];
 
+/// The I/O error under a driver error, directly or inside the packet codec.
+fn io_of(e: &mysql::Error) -> Option<&std::io::Error> {
+    use mysql::mysql_common::proto::codec::error::PacketCodecError;
+    match e {
+        mysql::Error::IoError(io) | mysql::Error::CodecError(PacketCodecError::Io(io)) => Some(io),
+        _ => None,
+    }
+}
+
 /// Turns a driver error into a fault: connect failure, authentication failure, timeout, lost
 /// connection and server errors are distinct (`reason`), and each names the server and statement.
 fn classify(e: &mysql::Error, target: &SqlTarget, sql: &str, connecting: bool) -> Fault {
@@ -463,31 +472,24 @@ fn classify(e: &mysql::Error, target: &SqlTarget, sql: &str, connecting: bool) -
             None,
             format!("cannot connect: {io}"),
         ),
-        mysql::Error::IoError(io) if matches!(io.kind(), K::TimedOut | K::WouldBlock) => (
-            FaultKind::Timeout,
-            "timeout",
-            None,
-            format!(
-                "no answer within {}s (the statement may still be running on the server)",
-                target.timeout().as_secs_f64()
-            ),
-        ),
+        _ if !connecting
+            && io_of(e).is_some_and(|io| matches!(io.kind(), K::TimedOut | K::WouldBlock)) =>
+        {
+            (
+                FaultKind::Timeout,
+                "timeout",
+                None,
+                format!(
+                    "no answer within {}s (the statement may still be running on the server)",
+                    target.timeout().as_secs_f64()
+                ),
+            )
+        }
         mysql::Error::IoError(io) => (
             FaultKind::Unreachable,
             "lost",
             None,
             format!("connection lost: {io}"),
-        ),
-        mysql::Error::CodecError(
-            mysql::mysql_common::proto::codec::error::PacketCodecError::Io(io),
-        ) if !connecting && matches!(io.kind(), K::TimedOut | K::WouldBlock) => (
-            FaultKind::Timeout,
-            "timeout",
-            None,
-            format!(
-                "no answer within {}s (the statement may still be running on the server)",
-                target.timeout().as_secs_f64()
-            ),
         ),
         mysql::Error::CodecError(c) => (
             FaultKind::Unreachable,

@@ -8,6 +8,7 @@ mod docs;
 mod embed;
 mod journal;
 mod modes;
+mod parity;
 mod simulation;
 mod sql;
 mod ssh;

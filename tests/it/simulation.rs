@@ -349,3 +349,88 @@ fn the_html_report_renders_the_timeline_in_a_browser() {
         bytes.len()
     );
 }
+
+#[test]
+fn a_simulated_server_keeps_what_the_playbook_writes() {
+    let scenario = r#"
+[inventory.hosts.db1]
+transport = "ssh"
+address = "10.0.0.3"
+
+[sql_servers.db1]
+init = [
+    "CREATE TABLE oms_version (version TEXT PRIMARY KEY)",
+    "INSERT INTO oms_version VALUES ('4.2.5-CE')",
+]
+
+[[sql]]
+host = "db1"
+statement = "SHOW *"
+rows = [{ Variable_name = "version", Value = "5.7.25-OceanBase" }]
+"#;
+    let report = simulate(
+        scenario,
+        r#"
+let db = sql::connect(#{ host: "db1", user: "root" });
+let before = db.value("SELECT version FROM oms_version");
+db.exec("REPLACE INTO oms_version (version) VALUES (?)", ["4.2.9-CE"]);
+db.exec("DELETE FROM oms_version WHERE version = ?", [before]);
+let rows = wait::sql(db, "SELECT version FROM oms_version", (), "4.2.9-CE", #{ timeout: 5 });
+let shown = db.query("SHOW VARIABLES LIKE 'version'")[0].Value;
+let code = 0;
+try { db.query("SELEC nonsense"); } catch (e) { code = e.code; }
+#{ before: before, after: rows[0].version, shown: shown, code: code }
+"#,
+    );
+    ok(&report);
+    let r = &report.result;
+    assert_eq!(r["before"], "4.2.5-CE");
+    assert_eq!(r["after"], "4.2.9-CE");
+    assert_eq!(r["shown"], "5.7.25-OceanBase", "rules answer first");
+    assert_eq!(r["code"], 1064);
+
+    let e = capstan::Scenario::from_str_at(
+        "[inventory.hosts.db1]\ntransport = \"local\"\n\n[sql_servers.db1]\ninit = [\"CREATE TABL x\"]\n",
+        "s.toml",
+        Path::new("."),
+    )
+    .unwrap_err()
+    .render();
+    assert!(
+        e.contains("sql_servers.db1: init[0] `CREATE TABL x`") && e.contains("s.toml:4:"),
+        "{e}"
+    );
+}
+
+#[test]
+fn simulated_processes_answer_pgrep_and_pkill() {
+    let scenario = r#"
+[inventory.hosts.t1]
+transport = "ssh"
+address = "10.0.0.1"
+
+[hosts.t1]
+processes = ["java -cp openmldb.jar com._4paradigm.openmldb.tablet", "sshd: /usr/sbin/sshd"]
+"#;
+    let report = simulate(
+        scenario,
+        r#"
+let h = cluster().host("t1");
+let before = h.read(["pgrep", "-f", "openmldb.tablet"]).stdout.trimmed();
+h.run(["pkill", "-f", "openmldb.tablet"]);
+let after = h.read(["pgrep", "-f", "openmldb.tablet"], #{ allow_fail: true }).code;
+#{ before: before, after: after }
+"#,
+    );
+    ok(&report);
+    assert_eq!(report.result["before"], "1001");
+    assert_eq!(report.result["after"], 1);
+    let changed = &report.simulation.as_ref().unwrap().changed_at_stop;
+    assert_eq!(
+        changed
+            .iter()
+            .map(|c| c.change.as_str())
+            .collect::<Vec<_>>(),
+        ["process `java -cp openmldb.jar com._4paradigm.openmldb.tablet` gone"]
+    );
+}

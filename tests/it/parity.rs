@@ -1,0 +1,314 @@
+//! The trace parity harness: a playbook run on the lab's real SSH hosts and simulated from the same
+//! starting state must act alike: the same actions on each host, in the same order, with the same
+//! outcomes, the same branches, and, after a failure, the same rollback path. Product issues use
+//! it for their playbooks (`Parity::new`, `scenario_of`, `compare`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::support::*;
+
+/// Hosts on the lab's sshd instances, each with its own directory tree under a scratch dir.
+pub struct Parity {
+    pub scratch: Scratch,
+    pub lab: Lab,
+    pub hosts: Vec<String>,
+}
+
+impl Parity {
+    pub fn new(hosts: &[&str]) -> Parity {
+        Parity {
+            scratch: Scratch::new(false, ""),
+            lab: Lab::start(hosts.len()),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.scratch.dir.path()
+    }
+
+    /// The lab inventory: host `name` on sshd `i`, with `vars` (TOML inline table body) and groups.
+    pub fn inventory(&self, groups: &str, vars: impl Fn(&str) -> String) -> PathBuf {
+        let mut s = format!("[defaults]\n{}groups = [{groups}]\n", self.lab.defaults());
+        for (i, h) in self.hosts.iter().enumerate() {
+            s.push_str(&format!(
+                "\n[hosts.{h}]\nport = {}\nvars = {{ {} }}\n",
+                self.lab.ports[i],
+                vars(h)
+            ));
+        }
+        self.scratch.write("lab.toml", &s)
+    }
+
+    /// A scenario whose world is what the lab hosts have now: the same inventory (hosts at
+    /// addresses that are never used), every file under `trees` on every host, `ports` open on
+    /// every host, and `extra`.
+    pub fn scenario_of(
+        &self,
+        groups: &str,
+        vars: impl Fn(&str) -> String,
+        trees: &[&Path],
+        ports: &[u16],
+        extra: &str,
+    ) -> PathBuf {
+        let mut files = BTreeMap::new();
+        for t in trees {
+            collect(t, &mut files);
+        }
+        let body: Vec<String> = files
+            .iter()
+            .map(|(p, c)| format!("{} = {}", toml_str(p), toml_str(c)))
+            .collect();
+        let mut s = format!("[inventory.defaults]\ntransport = \"ssh\"\ngroups = [{groups}]\n");
+        for (i, h) in self.hosts.iter().enumerate() {
+            s.push_str(&format!(
+                "\n[inventory.hosts.{h}]\naddress = \"10.99.0.{}\"\nvars = {{ {} }}\n",
+                i + 1,
+                vars(h)
+            ));
+        }
+        for h in &self.hosts {
+            s.push_str(&format!(
+                "\n[hosts.{h}]\nports = [{}]\nfiles = {{ {} }}\n",
+                ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                body.join(", ")
+            ));
+        }
+        s.push_str(extra);
+        self.scratch.write("parity.toml", &s)
+    }
+}
+
+fn toml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+fn collect(dir: &Path, out: &mut BTreeMap<String, String>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            collect(&p, out);
+        } else {
+            out.insert(
+                p.display().to_string(),
+                std::fs::read_to_string(&p).unwrap_or_default(),
+            );
+        }
+    }
+}
+
+/// A report's actions per host, in order, as comparable lines: step, operation, what it did,
+/// whether it succeeded and what it answered. Run ids in kept copies' names and the values that
+/// depend on the machine (free space, disk usage) are masked.
+pub fn trace(report: &Value) -> BTreeMap<String, Vec<String>> {
+    let run = report["run_id"].as_str().unwrap_or_default().to_string();
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for a in report["actions"].as_array().unwrap() {
+        let op = a["op"].as_str().unwrap();
+        let mask = |s: &str| s.replace(&run, "RUN");
+        let result = match op {
+            "free_space" | "disk_usage" => "N".to_string(),
+            _ => mask(a["result"].as_str().unwrap_or_default()),
+        };
+        out.entry(a["host"].as_str().unwrap().to_string())
+            .or_default()
+            .push(format!(
+                "[{}] {op}: {} -> {} {}",
+                mask(a["step"].as_str().unwrap_or("-")),
+                mask(a["description"].as_str().unwrap()),
+                if a["ok"].as_bool().unwrap() {
+                    "ok"
+                } else {
+                    "FAILED"
+                },
+                result
+            ));
+    }
+    out
+}
+
+/// Panics with the first difference, host by host.
+pub fn compare(lab: &BTreeMap<String, Vec<String>>, sim: &BTreeMap<String, Vec<String>>) {
+    assert_eq!(
+        lab.keys().collect::<Vec<_>>(),
+        sim.keys().collect::<Vec<_>>(),
+        "different hosts acted on"
+    );
+    for (host, l) in lab {
+        let s = &sim[host];
+        for (i, (a, b)) in l.iter().zip(s).enumerate() {
+            assert_eq!(a, b, "{host}: action {i} differs (lab, then simulation)");
+        }
+        assert_eq!(
+            l.len(),
+            s.len(),
+            "{host}: the lab made {} actions, the simulation {}:\nlab: {:#?}\nsim: {:#?}",
+            l.len(),
+            s.len(),
+            &l[s.len().min(l.len())..],
+            &s[s.len().min(l.len())..]
+        );
+    }
+}
+
+/// The hello example, laid out by its own lab.sh under the scratch dir, with app3 already at
+/// 1.1.0 (the playbook must skip it, on the lab and in the simulation).
+fn hello_lab(p: &Parity) -> PathBuf {
+    let root = p.dir().join("hello");
+    let out = std::process::Command::new(repo().join("examples/hello/lab.sh"))
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app3 = root.join("app3");
+    std::fs::write(app3.join("VERSION"), "1.1.0\n").unwrap();
+    std::fs::write(app3.join("bin/VERSION"), "1.1.0\n").unwrap();
+    // The apps run before the upgrade (the simulation's hello model: port 8080 open).
+    for h in ["app1", "app2", "app3"] {
+        let ctl = root.join(h).join("bin/app-ctl");
+        assert!(std::process::Command::new(ctl)
+            .arg("start")
+            .status()
+            .unwrap()
+            .success());
+    }
+    root
+}
+
+fn hello_scenario(p: &Parity, root: &Path) -> PathBuf {
+    let vars = |h: &str| format!("root = {}", toml_str(&root.join(h).display().to_string()));
+    let trees: Vec<PathBuf> = ["app1", "app2", "app3", "release"]
+        .iter()
+        .map(|d| root.join(d))
+        .collect();
+    let trees: Vec<&Path> = trees.iter().map(PathBuf::as_path).collect();
+    p.scenario_of(
+        "\"app\"",
+        vars,
+        &trees,
+        &[8080],
+        "\n[[products]]\nmodel = \"hello\"\ngroup = \"app\"\n",
+    )
+}
+
+fn run_both(p: &Parity, root: &Path, lab_args: &[&str], sim_args: &[&str]) -> (Value, Value) {
+    let vars = |h: &str| format!("root = {}", toml_str(&root.join(h).display().to_string()));
+    let inv = p.inventory("\"app\"", vars);
+    let scenario = hello_scenario(p, root);
+    let pb = repo().join("examples/hello/playbook.rhai");
+    let release = format!("release={}", root.join("release").display());
+    let mut a = vec![
+        "run",
+        pb.to_str().unwrap(),
+        "-i",
+        inv.to_str().unwrap(),
+        "-p",
+        &release,
+        "--json",
+        "--yes",
+    ];
+    a.extend_from_slice(lab_args);
+    let lab = p.scratch.capstan(&a);
+    let lab_report = last_report(&lab.stdout);
+    let mut a = vec![
+        "simulate",
+        pb.to_str().unwrap(),
+        "--scenario",
+        scenario.to_str().unwrap(),
+        "-p",
+        &release,
+        "--json",
+    ];
+    a.extend_from_slice(sim_args);
+    let sim = p.scratch.capstan(&a);
+    let sim_report = last_report(&sim.stdout);
+    (lab_report, sim_report)
+}
+
+#[test]
+fn the_readme_example_acts_alike_on_the_lab_and_in_simulation() {
+    let p = Parity::new(&["app1", "app2", "app3"]);
+    let root = hello_lab(&p);
+    let (lab, sim) = run_both(&p, &root, &[], &[]);
+    assert_eq!(
+        lab["outcome"]["status"],
+        "succeeded",
+        "{}",
+        outcome_error(&lab)
+    );
+    assert_eq!(
+        sim["outcome"]["status"],
+        "succeeded",
+        "{}",
+        outcome_error(&sim)
+    );
+    let (l, s) = (trace(&lab), trace(&sim));
+    compare(&l, &s);
+    // The branch on what the host answered: app3, already at 1.1.0, is only read.
+    assert!(
+        l["app3"].iter().all(|a| !a.contains("upgrade")),
+        "{:#?}",
+        l["app3"]
+    );
+    let skipped = |r: &Value| {
+        r["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["message"] == "app3: already at 1.1.0, skipped")
+    };
+    assert!(skipped(&lab) && skipped(&sim));
+}
+
+#[test]
+fn a_failure_rolls_back_the_same_way_on_the_lab_and_in_simulation() {
+    let p = Parity::new(&["app1", "app2", "app3"]);
+    let root = hello_lab(&p);
+    // On the lab, the new app-ctl really fails to start on app2 (and only there).
+    let ctl = root.join("release/bin/app-ctl");
+    let script = std::fs::read_to_string(&ctl).unwrap().replace(
+        "  start) date",
+        "  start) case \"$here\" in */app2) echo 'simulated failure' >&2; exit 1 ;; esac; date",
+    );
+    std::fs::write(&ctl, script).unwrap();
+    let before = std::fs::read_to_string(root.join("app2/VERSION")).unwrap();
+    let (lab, sim) = run_both(
+        &p,
+        &root,
+        &["--on-failure", "rollback"],
+        &["--fail", "app2:app-ctl start", "--on-failure", "rollback"],
+    );
+    assert_eq!(lab["status"], "rolled_back", "{}", outcome_error(&lab));
+    assert_eq!(sim["status"], "rolled_back", "{}", outcome_error(&sim));
+    compare(&trace(&lab), &trace(&sim));
+    // The printed rollback paths are the same: the undos, newest first, and what became of them.
+    let undos = |r: &Value| -> Vec<String> {
+        r["undos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .map(|u| format!("#{} {} {}", u["id"], u["status"], u["description"]))
+            .collect()
+    };
+    assert_eq!(undos(&lab), undos(&sim));
+    assert_eq!(
+        std::fs::read_to_string(root.join("app2/VERSION")).unwrap(),
+        before
+    );
+    assert_eq!(
+        sim["simulation"]["changed_after_rollback"],
+        serde_json::json!([])
+    );
+}

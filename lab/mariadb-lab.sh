@@ -7,8 +7,9 @@
 #   lab/mariadb-lab.sh kill DIR                     kill it at once (a server that dies mid-query)
 #
 # The server has a user `capstan`@`%` with password `capstan-db-pw` and every privilege, reached
-# over TCP at 127.0.0.1:PORT; root is reached through DIR/sock. With WATCH_PID the server is
-# stopped when that process ends, so a test run that dies leaves no server behind.
+# over TCP at 127.0.0.1:PORT; root is reached through DIR/sock. It offers TLS with a certificate for
+# 127.0.0.1 signed by the lab's own CA (DIR/tls/ca.pem). With WATCH_PID the server is stopped when
+# that process ends, so a test run that dies leaves no server behind.
 # Needs mariadb-server (scripts/test.sh installs it). Run as root (the server runs as root too).
 set -eu
 cmd=${1:?usage: mariadb-lab.sh start DIR PORT [WATCH_PID] | stop DIR | kill DIR}
@@ -45,7 +46,21 @@ start)
             exit 1
         }
     fi
+    if [ ! -f "$dir/tls/server.pem" ]; then
+        mkdir -p "$dir/tls"
+        (
+            cd "$dir/tls"
+            openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=capstan lab CA" \
+                -keyout ca.key -out ca.pem >/dev/null 2>&1
+            openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+                -keyout server.key -out server.csr >/dev/null 2>&1
+            printf 'subjectAltName=IP:127.0.0.1\n' > san.ext
+            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
+                -extfile san.ext -out server.pem >/dev/null 2>&1
+        )
+    fi
     "$server" --no-defaults --datadir="$dir/data" --port="$port" --bind-address=127.0.0.1 \
+        --ssl-ca="$dir/tls/ca.pem" --ssl-cert="$dir/tls/server.pem" --ssl-key="$dir/tls/server.key" \
         --socket="$dir/sock" --pid-file="$dir/pid" --user=root --skip-name-resolve \
         --log-error="$dir/error.log" --innodb-buffer-pool-size=16M --innodb-log-file-size=8M \
         --performance-schema=OFF --skip-log-bin >/dev/null 2>&1 &

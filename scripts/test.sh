@@ -7,13 +7,14 @@ cd "$(dirname "$0")/.."
 . scripts/packages.sh
 # Build deps of the ssh2 crate (OpenSSL, zlib, pkg-config) and of the bundled SQLite (a C
 # compiler); openssh-server for the sshd lab; mariadb-server and mariadb-client for the SQL and
-# backup tests (lab/mariadb-lab.sh starts a private server; mysqldump and mysql run on the hosts);
+# backup tests (lab/mariadb-lab.sh starts a private server, with TLS certificates made by openssl;
+# mysqldump and mysql run on the hosts);
 # chromium, headless, renders the simulation's HTML report in a test;
 # busybox-static, the root of the docker tests' images (built with `docker import`: no registry);
 # util-linux for `unshare -n` (simulation with no network) and `mount`; procps (pgrep, ps) and
 # passwd for tests.
 ensure_packages build-essential pkg-config libssl-dev zlib1g-dev openssh-server openssh-client \
-    mariadb-server mariadb-client busybox-static chromium util-linux procps passwd
+    mariadb-server mariadb-client openssl busybox-static chromium util-linux procps passwd
 # The docker tests drive the machine's Docker engine. Machines of this project's kind come with it
 # running; elsewhere, install Debian's and start the daemon.
 if ! command -v docker >/dev/null 2>&1; then

@@ -159,7 +159,9 @@ fn to_params(p: &Dynamic) -> R<SqlParams> {
     )))
 }
 
-const CONNECT_OPTS: &[&str] = &["host", "port", "user", "password", "db", "timeout", "tls"];
+const CONNECT_OPTS: &[&str] = &[
+    "host", "port", "user", "password", "db", "timeout", "tls", "tls_ca",
+];
 
 fn connect(run: &Arc<RunCtx>, opts: Map) -> R<SqlConn> {
     let o = Opts::new("sql::connect", opts, CONNECT_OPTS)?;
@@ -217,7 +219,8 @@ fn connect(run: &Arc<RunCtx>, opts: Map) -> R<SqlConn> {
         password,
         db,
         timeout_ms: timeout.as_millis().max(1) as u64,
-        tls: o.bool("tls")?.unwrap_or(false),
+        tls: o.bool("tls")?.unwrap_or(false) || o.string("tls_ca")?.is_some(),
+        tls_ca: o.string("tls_ca")?,
     };
     let conn = SqlConn {
         target: Arc::new(target),
@@ -247,7 +250,9 @@ Opens a session with a SQL server over the MySQL protocol (MySQL, MariaDB, Ocean
 mode), from the machine capstan runs on, over TCP (never a local socket). Options: `host` (an
 inventory host or an address, required), `port` (3306), `user` (required), `password` (give it as
 `secret("name")`: it is never printed and the journal keeps only the name), `db`, `timeout`
-(connect and per-statement, default 30 s), `tls` (false). Read-only: it runs under `--check`.
+(connect and per-statement, default 30 s), `tls` (false; the server's certificate is verified
+against the system's roots), `tls_ca` (a CA certificate file to verify it against instead; implies
+`tls`). Read-only: it runs under `--check`.
 Errors say which of these happened (`e.reason`): `connect` (nothing answers), `auth` (access
 denied), `timeout`, `lost` (connection dropped mid-statement), `server` (an SQL error; `e.code` is
 the server's error number).

@@ -38,6 +38,10 @@ pub struct SqlTarget {
     /// Connect timeout, and the longest one statement may take.
     pub timeout_ms: u64,
     pub tls: bool,
+    /// The CA certificate (PEM, on the machine capstan runs on) the server's certificate must
+    /// chain to; the system's roots when absent.
+    #[serde(default)]
+    pub tls_ca: Option<String>,
 }
 
 impl SqlTarget {
@@ -295,7 +299,11 @@ impl SqlClient {
             .read_timeout(Some(target.timeout()))
             .write_timeout(Some(target.timeout()));
         if target.tls {
-            opts = opts.ssl_opts(Some(mysql::SslOpts::default()));
+            let ca = target
+                .tls_ca
+                .clone()
+                .map(|p| std::borrow::Cow::Owned(std::path::PathBuf::from(p)));
+            opts = opts.ssl_opts(Some(mysql::SslOpts::default().with_root_cert_path(ca)));
         }
         let conn = mysql::Conn::new(opts).map_err(|e| classify(&e, target, "", true))?;
         let conn = Arc::new(Mutex::new(conn));
@@ -569,6 +577,7 @@ mod tests {
             db: None,
             timeout_ms: 1000,
             tls: false,
+            tls_ca: None,
         };
         let j = serde_json::to_string(&t).unwrap();
         assert!(!j.contains("hunter2"), "{j}");

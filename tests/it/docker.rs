@@ -437,3 +437,67 @@ let r = d.exec("OLD-new", ["sh", "/root/docker_init.sh"]);
         ["docker_stop", "docker_rename", "docker_run", "docker_exec"]
     );
 }
+
+#[test]
+fn reads_copies_and_restarts_on_the_real_engine() {
+    let images = docker_images();
+    let s = Scratch::new(false, "");
+    let m = Mounts::new(&s);
+    let name = unique("reads");
+    let _junk = DockerJunk {
+        containers: vec![name.clone()],
+        images: vec![],
+    };
+    start_v1(&name, &m);
+    let pb = s.write(
+        "reads.rhai",
+        &r#"
+let d = docker::on(cluster().host("localhost"));
+d.wait_log("NAME", "app v1 started", #{ timeout: 20, every: "200ms" });
+let listed = d.ps(#{ name: "NAME" });
+let mounts = d.mounts("NAME");
+let refs = d.images().map(|i| i.ref);
+d.cp("NAME:/home/ds/store/boots", "SCRATCH/boots-copy");
+d.restart("NAME");
+d.wait_running("NAME", #{ timeout: 20, every: "200ms" });
+d.wait_log("NAME", "app v1 stopping", #{ timeout: 20, every: "200ms" });
+let inside = d.exec("NAME", ["cat", "/home/ds/store/data"], #{ read_only: true }).stdout;
+let failed = d.exec("NAME", ["sh", "-c", "exit 7"], #{ allow_fail: true }).code;
+#{
+    listed: listed.map(|c| c.name), state: listed[0].state, mounts: mounts.map(|x| x.destination),
+    has_v1: refs.contains("IMAGES:v1"), tail: d.logs("NAME", #{ tail: 1 }), inside: inside, failed: failed,
+}
+"#
+        .replace("NAME", &name)
+        .replace("IMAGES", images)
+        .replace("SCRATCH", s.dir.path().to_str().unwrap()),
+    );
+    let (out, report) = s.run(&pb, &[]);
+    ok_run(&out, &report);
+    let r = &report["result"];
+    assert_eq!(r["listed"], serde_json::json!([name]));
+    assert_eq!(r["state"], "running");
+    let mut mounts: Vec<String> = serde_json::from_value(r["mounts"].clone()).unwrap();
+    mounts.sort();
+    assert_eq!(
+        mounts,
+        [
+            "/home/admin/conf/config.yaml",
+            "/home/admin/logs",
+            "/home/ds/store"
+        ]
+    );
+    assert_eq!(r["has_v1"], true);
+    assert_eq!(r["inside"], "migration task 42\n");
+    assert_eq!(r["failed"], 7);
+    assert!(r["tail"].as_str().unwrap().starts_with("app v1"), "{r}");
+    assert_eq!(
+        std::fs::read_to_string(s.path("boots-copy")).unwrap(),
+        "v1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(m.store.join("boots")).unwrap(),
+        "v1\nv1\n",
+        "restarted once"
+    );
+}

@@ -886,3 +886,46 @@ backup::verify(h, d.path);
         "{ops:?}"
     );
 }
+
+#[test]
+fn tls_on_request_verified_against_a_ca_and_a_server_named_by_an_inventory_host() {
+    let env = Env::new(true);
+    let ca = env.db.dir.join("tls/ca.pem");
+    let pb = env.playbook(
+        "tls.rhai",
+        "mysql",
+        &format!(
+            r#"
+let h = cluster().host("h1");
+let db = sql::connect(#{{ host: h, port: PORT, user: "capstan", password: secret("db_pw"), tls_ca: "{}" }});
+let cipher = db.query("SHOW SESSION STATUS LIKE 'Ssl_cipher'")[0].Value;
+let plain = sql::connect(#{{ host: h, port: PORT, user: "capstan", password: secret("db_pw") }});
+let none = plain.query("SHOW SESSION STATUS LIKE 'Ssl_cipher'")[0].Value;
+let unverified = "";
+try {{
+    sql::connect(#{{ host: h, port: PORT, user: "capstan", password: secret("db_pw"), tls: true }});
+}} catch (e) {{ unverified = e.reason; }}
+#{{ cipher: cipher, none: none, unverified: unverified }}
+"#,
+            ca.display()
+        ),
+    );
+    let (out, report) = env.run(&pb, &[]);
+    ok_run(&out, &report);
+    let r = &report["result"];
+    assert!(!r["cipher"].as_str().unwrap().is_empty(), "{r}");
+    assert_eq!(r["none"], "", "{r}");
+    assert_eq!(
+        r["unverified"], "connect",
+        "a certificate from an unknown CA is refused"
+    );
+    // Statements are recorded under the inventory host that named the server.
+    let hosts: Vec<&str> = report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["op"] == "sql_query")
+        .map(|a| a["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, ["h1", "h1"]);
+}

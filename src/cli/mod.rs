@@ -140,6 +140,9 @@ enum Cmd {
         plan: bool,
         #[arg(long)]
         json: bool,
+        /// Also write the run as a self-contained HTML page (timeline per host, steps, undos).
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// Run a playbook against a simulated world: no network. With no arguments, the README example.
     Simulate {
@@ -271,6 +274,13 @@ fn run_inventory(given: Option<PathBuf>, row: &RunRow) -> Result<Inventory, Erro
 }
 
 /// Runs the playbook on a blocking thread while this one answers Ctrl-C.
+fn write_html(path: &std::path::Path, report: &RunReport) -> Result<(), Error> {
+    std::fs::write(path, capstan::report::render_html(report))
+        .map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))?;
+    eprintln!("capstan: HTML report written to {}", path.display());
+    Ok(())
+}
+
 fn execute(host: capstan::Host, pb: Playbook, params: Params) -> Result<RunReport, Error> {
     in_background(move |h: &capstan::Host| h.run(&pb, &params), host)
 }
@@ -434,9 +444,17 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
             }
             Ok(0)
         }
-        Cmd::Report { run, plan, json } => {
+        Cmd::Report {
+            run,
+            plan,
+            json,
+            html,
+        } => {
             let journal = open_journal(journal_path)?;
             let report = journal.report(&run)?;
+            if let Some(path) = html {
+                write_html(&path, &report)?;
+            }
             if json {
                 println!("{}", serde_json::to_string(&report).unwrap_or_default());
             } else {
@@ -491,11 +509,7 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
                 .build()?;
             let report = execute(host, pb, params)?;
             if let Some(path) = html {
-                std::fs::write(&path, capstan::report::render_html(&report))
-                    .map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))?;
-                if !json {
-                    eprintln!("capstan: HTML report written to {}", path.display());
-                }
+                write_html(&path, &report)?;
             }
             Ok(finish(&report, json, true))
         }

@@ -434,3 +434,32 @@ let after = h.read(["pgrep", "-f", "openmldb.tablet"], #{ allow_fail: true }).co
         ["process `java -cp openmldb.jar com._4paradigm.openmldb.tablet` gone"]
     );
 }
+
+#[test]
+fn a_real_runs_report_renders_as_html_too() {
+    let s = Scratch::new(false, "");
+    let pb = s.write(
+        "pb.rhai",
+        "let h = cluster().host(\"localhost\");\nstep(\"say\", || h.run([\"echo\", \"hi\"]));\n",
+    );
+    let (out, report) = s.run(&pb, &[]);
+    ok_run(&out, &report);
+    let html = s.path("run.html");
+    let r = s.capstan(&[
+        "report",
+        report["run_id"].as_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<svg id=\"timeline\"") && page.contains("data-host=\"localhost\""));
+    assert!(
+        page.contains("run: echo hi"),
+        "the action is on the timeline"
+    );
+    assert!(
+        !page.contains("id=\"availability\""),
+        "no availability band outside simulation"
+    );
+}

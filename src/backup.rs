@@ -218,8 +218,9 @@ fn human_kib(k: u64) -> String {
     }
 }
 
-/// Copies `source` to `to` (complete or not at all: a partial copy never takes the name) and
-/// writes the manifest. An existing `to` is replaced.
+/// Copies `source` to `to` (complete or not at all: a partial copy never takes the name), checks
+/// the copy holds what `source` holds, file by file, and writes the manifest. An existing `to` is
+/// replaced.
 pub(crate) fn snapshot(
     sh: &dyn HostShell,
     source: &str,
@@ -231,6 +232,23 @@ pub(crate) fn snapshot(
     sh.sh_ok(COPY_SH, &[source, &partial], &format!("copy of {source}"))?;
     let listing = sh.sh_ok(LIST_SH, &[&partial], "listing the snapshot")?;
     let files = parse_listing(&listing).map_err(|m| sh.fail("failed", m))?;
+    // The copy is only a backup if it is what the directory holds: a directory something
+    // writes to while it is copied (a service still running) gives a copy of no moment.
+    let original = sh.sh_ok(LIST_SH, &[source], &format!("listing {source}"))?;
+    let original = parse_listing(&original).map_err(|m| sh.fail("failed", m))?;
+    let differences = compare(&original, &files);
+    if !differences.is_empty() {
+        let _ = sh.sh(r#"rm -rf -- "$1""#, &[&partial], None);
+        let n = differences.len();
+        return Err(sh.fail(
+            "changed_during_copy",
+            format!(
+                "{source} changed while it was copied ({n} difference{}: {}); is something still writing to it? Stop it, then snapshot again",
+                if n == 1 { "" } else { "s" },
+                differences.into_iter().take(3).collect::<Vec<_>>().join("; ")
+            ),
+        ));
+    }
     let manifest = Manifest {
         capstan_backup: 1,
         kind: "dir".into(),

@@ -257,7 +257,9 @@ pub(super) fn register(engine: &mut Engine) {
 Snapshots a directory on its own host: a copy (`cp -a`) at `to` (default `PATH.capstan-backup-RUN`)
 with a manifest `TO.manifest.json` listing every file's size and sha256. Refused before anything is
 copied when the copy would not fit (also under `--check`, which measures and skips the copy). The
-copy becomes the snapshot only once complete. Registers an undo that puts the snapshot back at
+copy becomes the snapshot only once complete and equal, file by file, to the directory (one that
+changed while it was copied, because something still writes to it, fails: reason
+`changed_during_copy`). Registers an undo that puts the snapshot back at
 `path`. A snapshot already at `to` of the same directory that verifies is reused (a resumed run
 keeps the first one: the directory may have changed since). Returns `#{path, manifest, files,
 bytes, sha256, taken, skipped}`.

@@ -929,3 +929,40 @@ try {{
         .collect();
     assert_eq!(hosts, ["h1", "h1"]);
 }
+
+#[test]
+fn a_directory_written_to_while_it_is_copied_is_not_taken_for_a_snapshot() {
+    let env = Env::new(false);
+    let data = env.path("live");
+    make_tree(&data);
+    // A "service" still appending to its log while the snapshot runs.
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "while :; do echo line >> '{}/conf/app.log'; done",
+            data.display()
+        ))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let pb = env.playbook(
+        "live.rhai",
+        "",
+        r#"backup::dir(cluster().host("localhost"), "SCRATCH/live")"#,
+    );
+    let (_, report) = env.run(&pb, &[]);
+    let _ = writer.kill();
+    let _ = writer.wait();
+    let e = outcome_error(&report);
+    assert!(
+        e.contains("changed while it was copied") && e.contains("app.log"),
+        "{e}"
+    );
+    let left: Vec<String> = std::fs::read_dir(env.path(""))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("live.capstan"))
+        .collect();
+    assert!(left.is_empty(), "a partial copy was left: {left:?}");
+}

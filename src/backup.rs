@@ -438,9 +438,12 @@ fn option_file(target: &SqlTarget, password: Option<&Secret>) -> Vec<u8> {
 /// `$2` = file for stdin (`-` for none), `$3` = the tool, the rest its arguments.
 const CLIENT_SH: &str = r#"set -e
 umask 077
-cnf=$(mktemp "${TMPDIR:-/tmp}/capstan-my.XXXXXX")
+cnf="${TMPDIR:-/tmp}/capstan-my.$$.$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
 trap 'rm -f -- "$cnf"' EXIT
+# noclobber: created here and now (O_EXCL), never an existing file or a planted link.
+set -C
 cat > "$cnf"
+set +C
 out=$1; in=$2; tool=$3; shift 3
 command -v "$tool" >/dev/null 2>&1 || { echo "$tool: command not found on this host" >&2; exit 127; }
 if [ "$out" != - ]; then exec 1>"$out"; fi

@@ -454,6 +454,11 @@ impl Scenario {
         })
     }
 
+    /// Adds a product model of the embedder's own (beside the scenario's `[[products]]`).
+    pub fn add_model(&mut self, model: Box<dyn model::ProductModel>) {
+        self.models.push(model);
+    }
+
     /// Adds a fault given on the command line (`simulate --fail [HOST:]PATTERN[#N]`).
     pub fn add_fault(&mut self, spec: &str) -> Result<()> {
         let f = faults::ActiveFault::from_cli(spec, &self.inventory)
@@ -817,11 +822,53 @@ impl World {
             self.clock += self.duration_of(action.op());
             return result;
         }
-        let r = self.apply_inner(host, action);
+        let r = match self.model_sql(host, action) {
+            Some(r) => r,
+            None => self.apply_inner(host, action),
+        };
         if !action.is_read_only() {
             self.sample_availability_on(host);
         }
         r
+    }
+
+    /// A product model's answer to a SQL action, when one of them takes it.
+    fn model_sql(
+        &mut self,
+        server: &str,
+        action: &Action,
+    ) -> Option<std::result::Result<Outcome, Fault>> {
+        let Action::Sql {
+            kind,
+            statement,
+            params,
+            ..
+        } = action
+        else {
+            return None;
+        };
+        let hosts = &mut self.hosts;
+        let answer = self
+            .models
+            .iter_mut()
+            .find_map(|m| m.sql(server, *kind, statement, params, hosts))?;
+        self.clock += self.duration_of(action.op());
+        Some(match answer {
+            Ok(r) => Ok(Outcome::Sql(r)),
+            Err((code, message)) => {
+                let mut f = Fault::new(
+                    FaultKind::Action,
+                    Some(server),
+                    format!(
+                        "{server}: sql: server error {code}: {message}\n  statement: {}",
+                        crate::sql::first_line(statement)
+                    ),
+                )
+                .with_reason("server");
+                f.code = Some(i64::from(code));
+                Err(f)
+            }
+        })
     }
 
     /// The number (from 1) of the step `name` among the playbook's steps seen so far; undo and
@@ -1319,6 +1366,94 @@ mod tests {
     use super::*;
 
     const INV: &str = "[inventory.hosts.a]\ntransport = \"local\"\n";
+
+    /// A model that owns the SQL of server `a`: it answers its status query and refuses DDL.
+    #[derive(Debug, Clone)]
+    struct SqlModel;
+
+    impl model::ProductModel for SqlModel {
+        fn name(&self) -> &str {
+            "sqlmodel"
+        }
+        fn exec(&mut self, _: &str, _: &Command, _: &mut SimHost) -> Option<ExecOutput> {
+            None
+        }
+        fn sql(
+            &mut self,
+            server: &str,
+            _: SqlKind,
+            statement: &str,
+            _: &crate::sql::SqlParams,
+            _: &mut BTreeMap<String, SimHost>,
+        ) -> Option<std::result::Result<SqlResult, (u16, String)>> {
+            if server != "a" {
+                return None;
+            }
+            if statement.starts_with("ALTER") {
+                return Some(Err((1235, "not supported".into())));
+            }
+            statement.starts_with("SELECT status").then(|| {
+                Ok(SqlResult {
+                    columns: vec!["status".into()],
+                    rows: vec![vec![SqlValue::Text("ACTIVE".into())]],
+                    ..Default::default()
+                })
+            })
+        }
+        fn components(&self, _: &BTreeMap<String, SimHost>) -> Vec<model::Component> {
+            Vec::new()
+        }
+        fn violations(&self, _: &[model::Component]) -> Vec<String> {
+            Vec::new()
+        }
+        fn box_clone(&self) -> Box<dyn model::ProductModel> {
+            Box::new(self.clone())
+        }
+    }
+
+    #[test]
+    fn a_model_answers_its_products_sql_before_the_rules() {
+        let mut sc = Scenario::from_str_at(
+            &format!(
+                "{INV}\n[[sql]]\nstatement = \"SELECT*\"\nrows = [{{ status = \"FROM RULE\" }}]\n"
+            ),
+            "s.toml",
+            Path::new("."),
+        )
+        .unwrap();
+        sc.add_model(Box::new(SqlModel));
+        let mut w = sc.world();
+        let target = crate::sql::SqlTarget {
+            id: 1,
+            host: Some("a".into()),
+            address: "127.0.0.1".into(),
+            port: 3306,
+            user: "root".into(),
+            password: None,
+            db: None,
+            timeout_ms: 1000,
+            tls: false,
+            tls_ca: None,
+        };
+        let sql = |kind, statement: &str| Action::Sql {
+            target: target.clone(),
+            kind,
+            statement: statement.into(),
+            params: Default::default(),
+        };
+        match w.apply("a", &sql(SqlKind::Query, "SELECT status FROM zones")) {
+            Ok(Outcome::Sql(r)) => assert_eq!(r.rows[0][0], SqlValue::Text("ACTIVE".into())),
+            other => panic!("{other:?}"),
+        }
+        let e = w
+            .apply("a", &sql(SqlKind::Exec, "ALTER SYSTEM x"))
+            .unwrap_err();
+        assert_eq!((e.code, e.reason.as_deref()), (Some(1235), Some("server")));
+        match w.apply("a", &sql(SqlKind::Query, "SELECT 1")) {
+            Ok(Outcome::Sql(r)) => assert_eq!(r.rows[0][0], SqlValue::Text("FROM RULE".into())),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn sizes() {

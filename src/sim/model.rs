@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::sql::{SqlKind, SqlParams, SqlResult};
 use crate::transport::{Command, ExecOutput};
 
 use super::SimHost;
@@ -25,6 +26,21 @@ pub trait ProductModel: Send + Sync + std::fmt::Debug {
     /// Answers `command` on `host` when it is one of this product's commands (`None`: not
     /// mine; the scenario's rules or the default answer it).
     fn exec(&mut self, host: &str, command: &Command, state: &mut SimHost) -> Option<ExecOutput>;
+
+    /// Answers a SQL statement sent to `server` (an inventory host, or `address:port`) when it
+    /// is this product's (`None`: not mine; the scenario's rules or the plain store answer). An
+    /// error is the server's code and message.
+    fn sql(
+        &mut self,
+        server: &str,
+        kind: SqlKind,
+        statement: &str,
+        params: &SqlParams,
+        hosts: &mut BTreeMap<String, SimHost>,
+    ) -> Option<Result<SqlResult, (u16, String)>> {
+        let _ = (server, kind, statement, params, hosts);
+        None
+    }
 
     /// Every component and whether it is up, read from the hosts' state.
     fn components(&self, hosts: &BTreeMap<String, SimHost>) -> Vec<Component>;

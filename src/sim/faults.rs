@@ -260,7 +260,7 @@ impl ActiveFault {
         match action {
             Action::Exec { .. } | Action::Docker { .. } => {
                 let code = self.spec.code.unwrap_or(if unhealthy { 0 } else { 1 });
-                Ok(Outcome::Exec(ExecOutput {
+                let out = ExecOutput {
                     code: Some(code),
                     signal: None,
                     stdout: self.spec.stdout.clone().into_bytes(),
@@ -270,7 +270,12 @@ impl ActiveFault {
                         format!("{message}\n").into_bytes()
                     },
                     truncated: false,
-                }))
+                };
+                match action {
+                    // A docker call that fails is judged as the real CLI's answer would be.
+                    Action::Docker { call, .. } => crate::docker::judge(host, call, out),
+                    _ => Ok(Outcome::Exec(out)),
+                }
             }
             Action::Sql { statement, .. } => {
                 let mut f = Fault::new(

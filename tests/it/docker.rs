@@ -386,6 +386,19 @@ try { d.run(spec) } catch (e) { conflict = e.reason; }
     assert_eq!(r["conflict"], "name_in_use");
     let spec: &Value = &r["spec"];
     assert_eq!(spec["volumes"].as_array().unwrap().len(), 3);
+
+    // A fault on a docker call fails it as the CLI would.
+    let faulty = format!("{scenario}\n[[faults]]\naction = \"docker stop*\"\nmessage = \"Error response from daemon: cannot stop container: oms: permission denied\"\n");
+    let report = simulate(
+        &faulty,
+        "let d = docker::on(cluster().host(\"oms1\"));\nd.stop(\"oms\");\n",
+    );
+    let (_, e) = failure(&report);
+    assert!(
+        e.message.contains("docker stop oms") && e.message.contains("permission denied"),
+        "{}",
+        e.message
+    );
     assert_eq!(spec["env"]["IS_UPGRADE"], "true");
     assert_eq!(spec["net"], "host");
     assert_eq!(spec["privileged"], true);

@@ -336,48 +336,10 @@ impl DockerHandle {
             read_only: o.bool("read_only")?.unwrap_or(false),
         };
         let shown = call.describe();
-        let mut m = Map::new();
-        match self.act_with(call, o.duration("timeout")?)? {
-            Outcome::Exec(out) => {
-                let ok = out.signal.is_none()
-                    && out.code.is_some_and(|c| ok_codes.contains(&i64::from(c)));
-                if !ok && !allow_fail {
-                    let mut msg = format!(
-                        "`{shown}` exited with code {}",
-                        out.code.map_or("?".into(), |c| c.to_string())
-                    );
-                    let tail = last_lines(&out.stderr, 5);
-                    if !tail.is_empty() {
-                        msg.push_str(&format!("\nstderr: {tail}"));
-                    }
-                    let msg = self.host.run.exec.inventory().redactor.redact(&msg);
-                    return Err(self.fail("exit_code", msg));
-                }
-                m.insert(
-                    "code".into(),
-                    out.code
-                        .map_or(Dynamic::UNIT, |c| Dynamic::from_int(i64::from(c))),
-                );
-                m.insert(
-                    "stdout".into(),
-                    String::from_utf8_lossy(&out.stdout).into_owned().into(),
-                );
-                m.insert(
-                    "stderr".into(),
-                    String::from_utf8_lossy(&out.stderr).into_owned().into(),
-                );
-                m.insert("ok".into(), ok.into());
-                m.insert("skipped".into(), false.into());
-            }
-            _ => {
-                m.insert("code".into(), Dynamic::from_int(0));
-                m.insert("stdout".into(), "".into());
-                m.insert("stderr".into(), "".into());
-                m.insert("ok".into(), true.into());
-                m.insert("skipped".into(), true.into());
-            }
-        }
-        Ok(m)
+        let outcome = self.act_with(call, o.duration("timeout")?)?;
+        let redactor = &self.host.run.exec.inventory().redactor;
+        super::host::command_result(outcome, &shown, &ok_codes, allow_fail, redactor)
+            .map_err(|msg| self.fail("exit_code", msg))
     }
 
     fn wait_log(&self, name: &str, text: &str, o: Opts) -> R<String> {
@@ -1038,7 +1000,7 @@ if d.exists("app") { d.rename("app", "app-1.0.0"); }
 
     let exec_doc = r#"
 Runs a command in a running container (`docker exec`, argv, no shell unless you ask for one) and
-returns `#{ code, stdout, stderr, ok, skipped }`. A non-zero exit fails unless `allow_fail` (or
+returns `#{ code, signal, stdout, stderr, ok, skipped }`. A non-zero exit fails unless `allow_fail` (or
 `ok_codes`). Options: `user`, `env`, `timeout`, `read_only: true` (runs under `--check`; say so
 only for commands that change nothing). Mutating otherwise.
 

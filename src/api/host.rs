@@ -117,56 +117,68 @@ impl HostHandle {
             stdin: opts.string("stdin")?.map(String::into_bytes),
             timeout: opts.duration("timeout")?,
         };
-        let mut m = Map::new();
-        match self.act(action)? {
-            Outcome::Exec(o) => {
-                let ok =
-                    o.signal.is_none() && o.code.is_some_and(|c| ok_codes.contains(&i64::from(c)));
-                if !ok && !allow_fail {
-                    let how = match (&o.signal, o.code) {
-                        (Some(s), _) => format!("was killed by SIG{s}"),
-                        (None, Some(c)) => format!("exited with code {c}"),
-                        (None, None) => "ended without an exit status".into(),
-                    };
-                    let mut msg = format!("`{shown}` {how}");
-                    let tail = last_lines(&o.stderr, 5);
-                    if !tail.is_empty() {
-                        msg.push_str(&format!("\nstderr: {tail}"));
-                    }
-                    let msg = self.run.exec.inventory().redactor.redact(&msg);
-                    return Err(self.fail(FaultKind::Action, msg));
-                }
-                m.insert(
-                    "code".into(),
-                    o.code
-                        .map_or(Dynamic::UNIT, |c| Dynamic::from_int(i64::from(c))),
-                );
-                m.insert(
-                    "signal".into(),
-                    o.signal.map_or(Dynamic::UNIT, Dynamic::from),
-                );
-                m.insert(
-                    "stdout".into(),
-                    String::from_utf8_lossy(&o.stdout).into_owned().into(),
-                );
-                m.insert(
-                    "stderr".into(),
-                    String::from_utf8_lossy(&o.stderr).into_owned().into(),
-                );
-                m.insert("ok".into(), ok.into());
-                m.insert("skipped".into(), false.into());
-            }
-            _ => {
-                m.insert("code".into(), Dynamic::from_int(0));
-                m.insert("signal".into(), Dynamic::UNIT);
-                m.insert("stdout".into(), "".into());
-                m.insert("stderr".into(), "".into());
-                m.insert("ok".into(), true.into());
-                m.insert("skipped".into(), true.into());
-            }
-        }
-        Ok(m)
+        let outcome = self.act(action)?;
+        let redactor = &self.run.exec.inventory().redactor;
+        command_result(outcome, &shown, &ok_codes, allow_fail, redactor)
+            .map_err(|msg| self.fail(FaultKind::Action, msg))
     }
+}
+
+/// What a command returned, as scripts see it: `#{code, signal, stdout, stderr, ok, skipped}`.
+/// An exit code outside `ok_codes` (or a signal) is an error, with the last lines of stderr,
+/// unless `allow_fail`; `Err` is that message, redacted, for the caller's fault. A command
+/// `--check` skipped reads as a success that printed nothing.
+pub(super) fn command_result(
+    outcome: Outcome,
+    shown: &str,
+    ok_codes: &[i64],
+    allow_fail: bool,
+    redactor: &crate::secret::Redactor,
+) -> Result<Map, String> {
+    let mut m = Map::new();
+    let Outcome::Exec(o) = outcome else {
+        m.insert("code".into(), Dynamic::from_int(0));
+        m.insert("signal".into(), Dynamic::UNIT);
+        m.insert("stdout".into(), "".into());
+        m.insert("stderr".into(), "".into());
+        m.insert("ok".into(), true.into());
+        m.insert("skipped".into(), true.into());
+        return Ok(m);
+    };
+    let ok = o.signal.is_none() && o.code.is_some_and(|c| ok_codes.contains(&i64::from(c)));
+    if !ok && !allow_fail {
+        let how = match (&o.signal, o.code) {
+            (Some(s), _) => format!("was killed by SIG{s}"),
+            (None, Some(c)) => format!("exited with code {c}"),
+            (None, None) => "ended without an exit status".into(),
+        };
+        let mut msg = format!("`{shown}` {how}");
+        let tail = last_lines(&o.stderr, 5);
+        if !tail.is_empty() {
+            msg.push_str(&format!("\nstderr: {tail}"));
+        }
+        return Err(redactor.redact(&msg));
+    }
+    m.insert(
+        "code".into(),
+        o.code
+            .map_or(Dynamic::UNIT, |c| Dynamic::from_int(i64::from(c))),
+    );
+    m.insert(
+        "signal".into(),
+        o.signal.map_or(Dynamic::UNIT, Dynamic::from),
+    );
+    m.insert(
+        "stdout".into(),
+        String::from_utf8_lossy(&o.stdout).into_owned().into(),
+    );
+    m.insert(
+        "stderr".into(),
+        String::from_utf8_lossy(&o.stderr).into_owned().into(),
+    );
+    m.insert("ok".into(), ok.into());
+    m.insert("skipped".into(), false.into());
+    Ok(m)
 }
 
 /// The inventory as scripts see it: `cluster()`.

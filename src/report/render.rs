@@ -498,36 +498,28 @@ fn render_simulation(r: &RunReport, sim: &super::SimReport) -> String {
             .max()
             .unwrap_or(0)
             .min(56);
+        // Windows to report: every step, then the rollback (from its first undo action).
+        let mut windows: Vec<(&str, u64, u64)> = r
+            .steps
+            .iter()
+            .map(|st| (st.name.as_str(), st.at_ms, st.at_ms + st.duration_ms))
+            .collect();
+        if let Some(a) = r
+            .actions
+            .iter()
+            .find(|a| a.step.as_deref().is_some_and(|s| s.starts_with("undo #")))
+        {
+            windows.push(("(rollback)", a.at_ms, r.duration_ms));
+        }
         let mut any_broken = false;
-        for st in &r.steps {
-            let (down, broken) = availability_during(sim, st.at_ms, st.at_ms + st.duration_ms);
+        for (name, from, to) in windows {
+            let (down, broken) = availability_during(sim, from, to);
             let what = if down.is_empty() {
                 "all up".to_string()
             } else {
                 format!("down: {}", down.join(" "))
             };
-            s.push_str(&format!("  {:<width$}  {what}\n", st.name));
-            for b in broken {
-                any_broken = true;
-                s.push_str(&format!("  {:<width$}  !! RULE BROKEN: {b}\n", ""));
-            }
-        }
-        let undo_start = r
-            .actions
-            .iter()
-            .find(|a| a.step.as_deref().is_some_and(|s| s.starts_with("undo #")))
-            .map(|a| a.at_ms);
-        if let Some(from) = undo_start {
-            let (down, broken) = availability_during(sim, from, r.duration_ms);
-            s.push_str(&format!(
-                "  {:<width$}  {}\n",
-                "(rollback)",
-                if down.is_empty() {
-                    "all up".to_string()
-                } else {
-                    format!("down: {}", down.join(" "))
-                }
-            ));
+            s.push_str(&format!("  {name:<width$}  {what}\n"));
             for b in broken {
                 any_broken = true;
                 s.push_str(&format!("  {:<width$}  !! RULE BROKEN: {b}\n", ""));

@@ -748,6 +748,56 @@ impl SimHost {
     }
 }
 
+type Rule = (RuleSpec, glob::Pattern, Option<glob::Pattern>, u32);
+
+/// What a scenario rule answered a command with.
+struct RuleAnswer {
+    out: ExecOutput,
+    took: Option<Duration>,
+    /// Lines for the container's log (`docker exec`).
+    log: Vec<String>,
+}
+
+/// The first rule (with answers left) that matches `line` (or the program `argv0`) on `host`:
+/// its effects applied to the host, its answer returned.
+fn answer_by_rule(
+    rules: &mut [Rule],
+    host: &str,
+    line: &str,
+    argv0: Option<&str>,
+    h: &mut SimHost,
+) -> Option<RuleAnswer> {
+    let (r, _, _, used) = rules.iter_mut().find(|(r, cmd, hp, used)| {
+        hp.as_ref().is_none_or(|p| p.matches(host))
+            && (cmd.matches(line) || argv0.is_some_and(|a| cmd.matches(a)))
+            && r.times.is_none_or(|t| *used < t)
+    })?;
+    *used += 1;
+    for p in &r.open_ports {
+        h.open_port(*p);
+    }
+    for p in &r.close_ports {
+        h.ports.remove(p);
+    }
+    for (p, c) in &r.write {
+        h.write(p, c.as_bytes().to_vec());
+    }
+    for p in &r.remove {
+        h.remove(p);
+    }
+    Some(RuleAnswer {
+        out: ExecOutput {
+            code: Some(r.code),
+            signal: None,
+            stdout: r.stdout.clone().into_bytes(),
+            stderr: r.stderr.clone().into_bytes(),
+            truncated: false,
+        },
+        took: r.duration.map(|d| d.0),
+        log: r.log.clone(),
+    })
+}
+
 /// The simulated world a playbook runs against in `simulate` mode. No network, no sleeping.
 #[derive(Debug)]
 pub struct World {
@@ -767,7 +817,7 @@ pub struct World {
     /// each host's components are in them.
     comps: Vec<Vec<model::Component>>,
     comp_index: std::collections::HashMap<String, Vec<(usize, usize)>>,
-    rules: Vec<(RuleSpec, glob::Pattern, Option<glob::Pattern>, u32)>,
+    rules: Vec<Rule>,
     sql_rules: Vec<(SqlRuleSpec, glob::Pattern, Option<glob::Pattern>, u32)>,
     durations: BTreeMap<String, Duration>,
     clock: Duration,
@@ -880,8 +930,12 @@ impl World {
         if n.starts_with("undo #") || n.starts_with("guard ") {
             return self.steps_seen.len();
         }
+        if let Some(&i) = self.steps_seen.get(n) {
+            return i;
+        }
         let next = self.steps_seen.len() + 1;
-        *self.steps_seen.entry(n.to_string()).or_insert(next)
+        self.steps_seen.insert(n.to_string(), next);
+        next
     }
 
     /// Re-reads every component (the start of a run) and records a sample.
@@ -1084,41 +1138,14 @@ impl World {
                     Outcome::Exec(model_out.take().unwrap_or_default())
                 }
                 Action::Exec { command, .. } => {
-                    let line = command.display();
                     let argv0 = match command {
-                        Command::Argv(a) => a.first().cloned().unwrap_or_default(),
-                        Command::Shell(_) => String::new(),
+                        Command::Argv(a) => a.first().map(String::as_str),
+                        Command::Shell(_) => None,
                     };
-                    let rule = rules.iter_mut().find(|(r, cmd, hp, used)| {
-                        hp.as_ref().is_none_or(|p| p.matches(host))
-                            && (cmd.matches(&line) || cmd.matches(&argv0))
-                            && r.times.is_none_or(|t| *used < t)
-                    });
-                    match rule {
-                        Some((r, _, _, used)) => {
-                            *used += 1;
-                            for p in &r.open_ports {
-                                h.open_port(*p);
-                            }
-                            for p in &r.close_ports {
-                                h.ports.remove(p);
-                            }
-                            for (p, c) in &r.write {
-                                h.write(p, c.as_bytes().to_vec());
-                            }
-                            for p in &r.remove {
-                                h.remove(p);
-                            }
-                            if let Some(d) = r.duration {
-                                took = d.0;
-                            }
-                            Outcome::Exec(ExecOutput {
-                                code: Some(r.code),
-                                signal: None,
-                                stdout: r.stdout.clone().into_bytes(),
-                                stderr: r.stderr.clone().into_bytes(),
-                                truncated: false,
-                            })
+                    match answer_by_rule(rules, host, &command.display(), argv0, h) {
+                        Some(a) => {
+                            took = a.took.unwrap_or(took);
+                            Outcome::Exec(a.out)
                         }
                         // No rule: `pgrep`/`pkill` read the process table; anything else is taken
                         // to succeed silently (the plan still shows it).
@@ -1319,22 +1346,10 @@ impl World {
                     let mut out = h.docker.apply(call, &mut h.files);
                     if let (DockerOp::Exec { name, .. }, Some(0)) = (call, out.code) {
                         // What the command inside prints: the scenario's rules answer.
-                        let line = action.describe();
-                        if let Some((r, _, _, used)) =
-                            rules.iter_mut().find(|(r, cmd, hp, used)| {
-                                hp.as_ref().is_none_or(|p| p.matches(host))
-                                    && cmd.matches(&line)
-                                    && r.times.is_none_or(|t| *used < t)
-                            })
-                        {
-                            *used += 1;
-                            out.code = Some(r.code);
-                            out.stdout = r.stdout.clone().into_bytes();
-                            out.stderr = r.stderr.clone().into_bytes();
-                            h.docker.append_log(name, &r.log);
-                            if let Some(d) = r.duration {
-                                took = d.0;
-                            }
+                        if let Some(a) = answer_by_rule(rules, host, &action.describe(), None, h) {
+                            out = a.out;
+                            took = a.took.unwrap_or(took);
+                            h.docker.append_log(name, &a.log);
                         }
                     }
                     crate::docker::judge(host, call, out)?

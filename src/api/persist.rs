@@ -183,36 +183,44 @@ pub(crate) fn freeze(f: &FnPtr) -> FnPtr {
 
 /// Rebuilds a journaled closure: the same function of the same playbook (found in the script
 /// context `store`: the playbook's own functions, then its imported modules), the same captured
-/// values.
+/// values. A closure made inside an imported module (a stdlib function's undo) is called by
+/// name, so that module joins the context's function libraries.
 #[allow(deprecated)] // NativeCallContextStore is volatile (rhai `internals`), not deprecated.
 pub(crate) fn closure_from_spec(
     spec: &ClosureSpec,
     run: &Arc<RunCtx>,
-    store: &rhai::NativeCallContextStore,
+    store: &mut rhai::NativeCallContextStore,
 ) -> Result<FnPtr, String> {
     if let Some(why) = &spec.not_restorable {
         return Err(format!("it cannot be rebuilt from the journal: {why}"));
     }
     let n = spec.captured.len();
     let name = spec.function.as_str();
-    let def = store
+    let own = store
         .global
         .lib
         .iter()
         .rev()
-        .find_map(|m| m.get_script_fn(name, n).cloned())
-        .or_else(|| {
-            store
+        .find_map(|m| m.get_script_fn(name, n).cloned());
+    let def = match own {
+        Some(d) => d,
+        None => {
+            let (module, d) = store
                 .global
-                .iter_imports()
-                .find_map(|(_, m)| m.get_script_fn(name, n).cloned())
-        })
-        .ok_or_else(|| {
-            format!(
-                "its function ({}) is not in the playbook any more (was the playbook changed?)",
-                spec.at.as_deref().unwrap_or(name)
-            )
-        })?;
+                .iter_imports_raw()
+                .find_map(|(_, m)| m.get_script_fn(name, n).cloned().map(|d| (m.clone(), d)))
+                .ok_or_else(|| {
+                    format!(
+                        "its function ({}) is not in the playbook any more (was the playbook changed?)",
+                        spec.at.as_deref().unwrap_or(name)
+                    )
+                })?;
+            if !store.global.lib.iter().any(|m| Arc::ptr_eq(m, &module)) {
+                store.global.lib.push(module);
+            }
+            d
+        }
+    };
     let mut f = FnPtr::from(def);
     let captured = spec
         .captured

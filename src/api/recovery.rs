@@ -97,10 +97,10 @@ impl Recovery {
 
     /// A journaled closure rebuilt and bound to the remembered context.
     fn rebuild(&self, spec: &ClosureSpec, run: &Arc<RunCtx>) -> Result<Live, String> {
-        let ctx = lock(&self.context).clone().ok_or_else(|| {
+        let mut ctx = lock(&self.context).clone().ok_or_else(|| {
             "no script context to run it in (the replayed playbook reached no step)".to_string()
         })?;
-        let f = closure_from_spec(spec, run, &ctx)?;
+        let f = closure_from_spec(spec, run, &mut ctx)?;
         Ok(Live { f, ctx })
     }
 
@@ -361,10 +361,10 @@ impl RunCtx {
             .guards(&j.run_id)
             .map_err(|e| fault(FaultKind::Action, None, e.to_string()))?;
         for g in guards.iter().filter(|g| g.status != GuardStatus::Released) {
-            let here = store(ctx);
+            let mut here = store(ctx);
             let (set, restore) = match (
-                closure_from_spec(&g.set_fn, self, &here),
-                closure_from_spec(&g.restore_fn, self, &here),
+                closure_from_spec(&g.set_fn, self, &mut here),
+                closure_from_spec(&g.restore_fn, self, &mut here),
             ) {
                 (Ok(s), Ok(r)) => (s, r),
                 (Err(m), _) | (_, Err(m)) => {
@@ -387,7 +387,7 @@ impl RunCtx {
             ) {
                 self.exec.journal_failed(&e);
             }
-            let _ = set.call_within_context::<Dynamic>(ctx, ())?;
+            let _ = set.call_within_context::<Dynamic>(&here.create_context(ctx.engine()), ())?;
             lock(&self.recovery.guards).insert(
                 g.name.clone(),
                 Live {

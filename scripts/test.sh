@@ -12,9 +12,11 @@ cd "$(dirname "$0")/.."
 # chromium, headless, renders the simulation's HTML report in a test;
 # busybox-static, the root of the docker tests' images (built with `docker import`: no registry);
 # util-linux for `unshare -n` (simulation with no network) and `mount`; procps (pgrep, ps) and
-# passwd for tests.
+# passwd for tests; python3 and curl for the OpenMLDB double (lab/openmldb: its binary, ops tool
+# and start.sh, which polls the components' status pages with curl).
 ensure_packages build-essential pkg-config libssl-dev zlib1g-dev openssh-server openssh-client \
-    mariadb-server mariadb-client openssl busybox-static chromium util-linux procps passwd
+    mariadb-server mariadb-client openssl busybox-static chromium util-linux procps passwd \
+    python3 curl
 # The docker tests drive the machine's Docker engine. Machines of this project's kind come with it
 # running; elsewhere, install Debian's and start the daemon.
 if ! command -v docker >/dev/null 2>&1; then

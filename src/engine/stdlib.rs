@@ -24,6 +24,10 @@ impl StdlibModule {
 
 const MODULES: &[StdlibModule] = &[
     StdlibModule {
+        name: "openmldb",
+        source: include_str!("../../stdlib/openmldb.rhai"),
+    },
+    StdlibModule {
         name: "rolling",
         source: include_str!("../../stdlib/rolling.rhai"),
     },

@@ -6,7 +6,10 @@ use crate::api::ParamInfo;
 use crate::error::{Error, Result};
 
 /// The playbooks shipped in the binary: (name, source).
-const SHIPPED: &[(&str, &str)] = &[("preflight", include_str!("../../playbooks/preflight.rhai"))];
+const SHIPPED: &[(&str, &str)] = &[
+    ("openmldb", include_str!("../../playbooks/openmldb.rhai")),
+    ("preflight", include_str!("../../playbooks/preflight.rhai")),
+];
 
 /// Names and sources of the shipped playbooks.
 pub fn shipped_playbooks() -> &'static [(&'static str, &'static str)] {

@@ -3,6 +3,7 @@
 mod docker;
 pub mod faults;
 pub mod model;
+pub mod openmldb;
 pub mod sqlstore;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -402,7 +403,7 @@ impl Scenario {
                         .collect()
                 }
             };
-            models.push(model::build(&p.model, hosts, &p.settings).map_err(bad)?);
+            models.push(model::build(&p.model, hosts, &p.settings, &inventory).map_err(bad)?);
         }
         let mut sql_servers = BTreeMap::new();
         for (name, spec) in spec.sql_servers {
@@ -645,17 +646,20 @@ impl SimHost {
             cur = parent(&c).filter(|p| p != &c);
         }
     }
-    fn write(&mut self, p: &str, data: Vec<u8>) {
+    /// Writes a file (and its parent directories).
+    pub fn write(&mut self, p: &str, data: Vec<u8>) {
         if let Some(d) = parent(p) {
             self.mkdir_p(&d);
         }
         self.files.insert(norm(p), data);
     }
-    fn exists(&self, p: &str) -> bool {
+    /// Whether a file or directory exists.
+    pub fn exists(&self, p: &str) -> bool {
         let p = norm(p);
         self.files.contains_key(&p) || self.dirs.contains(&p)
     }
-    fn remove(&mut self, p: &str) {
+    /// Removes a file or a directory tree.
+    pub fn remove(&mut self, p: &str) {
         let p = norm(p);
         self.files.retain(|k, _| !under(k, &p));
         self.dirs.retain(|k| !under(k, &p));

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::inventory::Inventory;
 use crate::sql::{SqlKind, SqlParams, SqlResult};
 use crate::transport::{Command, ExecOutput};
 
@@ -67,7 +68,7 @@ impl Clone for Box<dyn ProductModel> {
     }
 }
 
-fn settings_int(settings: &toml::Table, key: &str, default: i64) -> Result<i64, String> {
+pub(super) fn settings_int(settings: &toml::Table, key: &str, default: i64) -> Result<i64, String> {
     match settings.get(key) {
         None => Ok(default),
         Some(toml::Value::Integer(i)) => Ok(*i),
@@ -75,7 +76,11 @@ fn settings_int(settings: &toml::Table, key: &str, default: i64) -> Result<i64, 
     }
 }
 
-fn check_keys(model: &str, settings: &toml::Table, allowed: &[&str]) -> Result<(), String> {
+pub(super) fn check_keys(
+    model: &str,
+    settings: &toml::Table,
+    allowed: &[&str],
+) -> Result<(), String> {
     for k in settings.keys() {
         if !allowed.contains(&k.as_str()) {
             return Err(format!(
@@ -88,15 +93,20 @@ fn check_keys(model: &str, settings: &toml::Table, allowed: &[&str]) -> Result<(
 }
 
 /// The models a scenario can name in `[[products]]`.
-pub const MODELS: &[&str] = &["service", "hello"];
+pub const MODELS: &[&str] = &["service", "hello", "openmldb"];
 
-/// Builds the model `name` over `hosts` with the scenario's settings.
+/// Builds the model `name` over `hosts` with the scenario's settings (a model may read the
+/// hosts' groups and vars from the inventory).
 pub fn build(
     name: &str,
     hosts: Vec<String>,
     settings: &toml::Table,
+    inventory: &Inventory,
 ) -> Result<Box<dyn ProductModel>, String> {
     match name {
+        "openmldb" => Ok(Box::new(super::openmldb::OpenMldb::from_settings(
+            hosts, settings, inventory,
+        )?)),
         "service" => Ok(Box::new(PortService::from_settings(hosts, settings)?)),
         "hello" => Ok(Box::new(Hello::from_settings(hosts, settings)?)),
         other => Err(format!(
@@ -221,7 +231,7 @@ impl Hello {
     }
 }
 
-fn output(code: i32, stdout: &str, stderr: &str) -> ExecOutput {
+pub(super) fn output(code: i32, stdout: &str, stderr: &str) -> ExecOutput {
     ExecOutput {
         code: Some(code),
         signal: None,

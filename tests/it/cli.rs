@@ -313,7 +313,15 @@ fn list_describe_docs_and_defs() {
     assert_eq!(out.code, 0);
     assert!(
         out.stdout
-            .starts_with("preflight        preflight: a read-only look at every host"),
+            .lines()
+            .any(|l| l.starts_with("preflight        preflight: a read-only look at every host")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.starts_with(
+            "openmldb         openmldb: upgrade an OpenMLDB cluster in place, component by component"
+        ),
         "{}",
         out.stdout
     );
@@ -335,7 +343,7 @@ fn list_describe_docs_and_defs() {
     );
 
     let out = capstan(&["describe", "nosuch"]);
-    assert_eq!((out.code, out.stderr.as_str()), (2, "error: no playbook file `nosuch` and no shipped playbook of that name (shipped: preflight)\n"));
+    assert_eq!((out.code, out.stderr.as_str()), (2, "error: no playbook file `nosuch` and no shipped playbook of that name (shipped: openmldb, preflight)\n"));
 
     let out = capstan(&["docs"]);
     assert_eq!(out.code, 0);

@@ -86,11 +86,12 @@ impl Parity {
     }
 }
 
-fn toml_str(s: &str) -> String {
+pub fn toml_str(s: &str) -> String {
     serde_json::to_string(s).unwrap()
 }
 
-fn collect(dir: &Path, out: &mut BTreeMap<String, String>) {
+/// Every file under `dir`, by path, with its text.
+pub fn collect(dir: &Path, out: &mut BTreeMap<String, String>) {
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         if p.is_dir() {

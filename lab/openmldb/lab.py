@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+# Stands up the OpenMLDB double on this machine (lab/openmldb/README.md).
+#
+#   lab.py install SPEC.json        lay out every component's install, the release and ZooKeeper's data
+#   lab.py start SPEC.json          start every component with its bin/start.sh (tablets first)
+#   lab.py stop SPEC.json           stop them, and remove ZooKeeper's data
+#   lab.py state ZK_CLUSTER ROOT    print the cluster metadata (JSON)
+#   lab.py knob ZK_CLUSTER ROOT NAME JSON   set a failure knob (fail_start, ops_error, ops_crash)
+#
+# SPEC: {"zk_cluster", "zk_root_path", "from", "to", "release", "spark_release",
+#        "auto_failover", "tables": [{"db", "name", "partitions", "replicas"}],
+#        "components": [{"name", "role", "root", "endpoint", "spark_home"?}], "knobs"?}
+# Tables are placed as the simulation's openmldb model places them: partition p of table i is
+# led by tablet (i + p) mod n, its followers are the next tablets in inventory order.
+import sys
+
+# No __pycache__ beside the binary (it is part of bin/, which the playbook snapshots).
+sys.dont_write_bytecode = True
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import openmldb as ob  # noqa: E402
+
+
+def banner(version):
+    return "%s-%s" % (version, hashlib.sha1(version.encode()).hexdigest()[:7])
+
+
+def write(path, text, mode=0o644):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+
+
+def lay_bin(root, version):
+    src = open(os.path.join(HERE, "openmldb.py")).read().replace("@VERSION@", banner(version))
+    write(os.path.join(root, "bin/openmldb"), src, 0o755)
+    shutil.copy(os.path.join(HERE, "start.sh"), os.path.join(root, "bin/start.sh"))
+    write(os.path.join(root, "tools/openmldb_ops.py"), open(os.path.join(HERE, "openmldb_ops.py")).read(), 0o755)
+
+
+def lay_taskmanager_dir(root, version):
+    write(os.path.join(root, "taskmanager/bin/taskmanager.sh"),
+          "#!/bin/sh\n# The TaskManager stand-in (the real one starts the Java server).\n"
+          "cd \"$(dirname \"$0\")/../..\" || exit 1\n"
+          "exec python3 ./bin/openmldb --role=taskmanager --conf=./conf/taskmanager.properties "
+          "--taskmanager_root=./taskmanager\n", 0o755)
+    write(os.path.join(root, "taskmanager/lib/openmldb-taskmanager-%s.jar" % version),
+          "openmldb-taskmanager %s\n" % version)
+
+
+def lay_spark(path, version):
+    write(os.path.join(path, "jars/openmldb-spark-core.jar"), "openmldb spark for %s\n" % version)
+    write(os.path.join(path, "RELEASE"), "Spark 3.2.1 (OpenMLDB Spark distribution for %s)\n" % version)
+
+
+def install(spec):
+    zk = ob.ZkStore(spec["zk_cluster"], spec["zk_root_path"])
+    os.makedirs(zk.dir, exist_ok=True)
+    tablets = [c["endpoint"] for c in spec["components"] if c["role"] == "tablet"]
+    for c in spec["components"]:
+        root = c["root"]
+        lay_bin(root, spec["from"])
+        if c["role"] == "taskmanager":
+            host, port = c["endpoint"].rsplit(":", 1)
+            write(os.path.join(root, "conf/taskmanager.properties"),
+                  "server.host=%s\nserver.port=%s\nzookeeper.cluster=%s\nzookeeper.root_path=%s\n"
+                  "spark.home=%s\njob.log.path=./logs\n"
+                  % (host, port, spec["zk_cluster"], spec["zk_root_path"], c["spark_home"]))
+            lay_taskmanager_dir(root, spec["from"])
+            lay_spark(c["spark_home"], spec["from"])
+        else:
+            flags = ["--role=%s" % c["role"], "--endpoint=%s" % c["endpoint"],
+                     "--zk_cluster=%s" % spec["zk_cluster"], "--zk_root_path=%s" % spec["zk_root_path"],
+                     "--log_dir=./logs"]
+            if c["role"] == "tablet":
+                flags.append("--db_root_path=./db")
+            write(os.path.join(root, "conf/%s.flags" % c["role"]), "\n".join(flags) + "\n")
+    rel = spec["release"]
+    lay_bin(rel, spec["to"])
+    lay_taskmanager_dir(rel, spec["to"])
+    if spec.get("spark_release"):
+        lay_spark(spec["spark_release"], spec["to"])
+    tables = []
+    n = len(tablets)
+    for i, t in enumerate(spec.get("tables", [])):
+        r = min(t.get("replicas", 1), n)
+        parts = []
+        for p in range(t.get("partitions", 1)):
+            lead = (i + p) % n
+            parts.append({"pid": p, "replicas": [
+                {"ep": tablets[(lead + k) % n], "leader": k == 0, "alive": True} for k in range(r)]})
+        tables.append({"db": t["db"], "name": t["name"], "tid": i + 1, "replicanum": r,
+                       "rows": 100 * (i + 1), "storage": "memory", "partitions": parts})
+    state = {"auto_failover": spec.get("auto_failover", True), "nodes": {}, "tablets": tablets,
+             "tables": tables, "ops": [], "next_op": 1, "knobs": spec.get("knobs", {})}
+    with open(zk.path, "w") as f:
+        json.dump(state, f, indent=1, sort_keys=True)
+
+
+ORDER = ["tablet", "nameserver", "apiserver", "taskmanager"]
+
+
+def ctl(spec, op):
+    comps = sorted(spec["components"], key=lambda c: ORDER.index(c["role"]))
+    if op == "stop":
+        comps.reverse()
+    for c in comps:
+        out = subprocess.run(["bash", os.path.join(c["root"], "bin/start.sh"), op, c["role"]],
+                             capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        token = "Start %s success" % c["role"] if op == "start" else "Stop"
+        if op == "start" and token not in out.stdout:
+            sys.exit("lab.py: %s did not start:\n%s" % (c["name"], out.stdout + out.stderr))
+    if op == "stop":
+        zk = ob.ZkStore(spec["zk_cluster"], spec["zk_root_path"])
+        shutil.rmtree(zk.dir, ignore_errors=True)
+
+
+def main(argv):
+    if len(argv) >= 2 and argv[0] in ("install", "start", "stop"):
+        spec = json.load(open(argv[1]))
+        if argv[0] == "install":
+            install(spec)
+        else:
+            ctl(spec, argv[0])
+    elif len(argv) == 3 and argv[0] == "state":
+        print(json.dumps(ob.ZkStore(argv[1], argv[2]).read(), indent=1, sort_keys=True))
+    elif len(argv) == 5 and argv[0] == "knob":
+        value = json.loads(argv[4])
+        def put(st):
+            st.setdefault("knobs", {})[argv[3]] = value
+        ob.ZkStore(argv[1], argv[2]).update(put)
+    else:
+        sys.exit(__doc__ or "usage: see the header of lab/openmldb/lab.py")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

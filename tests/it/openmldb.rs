@@ -1,0 +1,655 @@
+//! OpenMLDB: the shipped playbook on the lab double (lab/openmldb) over SSH, its faults, kill -9
+//! and resume, and trace parity with the simulation's `openmldb` model.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::parity::{collect, compare, toml_str, trace, Parity};
+use crate::support::*;
+
+const NAMES: &[(&str, &str)] = &[
+    ("ns1", "nameserver"),
+    ("ns2", "nameserver"),
+    ("tablet1", "tablet"),
+    ("tablet2", "tablet"),
+    ("tablet3", "tablet"),
+    ("api1", "apiserver"),
+    ("tm1", "taskmanager"),
+];
+
+/// A lab cluster: seven sshd hosts, each the install of one component (0.9.1), the 0.9.2
+/// release and Spark distribution, and the double's ZooKeeper data; stopped on drop.
+struct OmLab {
+    p: Parity,
+    spec: Value,
+    spec_file: PathBuf,
+    endpoints: BTreeMap<String, String>,
+}
+
+fn lab_py(args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg(repo().join("lab/openmldb/lab.py"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3 is missing: run scripts/test.sh");
+    assert!(
+        out.status.success(),
+        "lab.py {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl OmLab {
+    fn new(auto_failover: bool, knobs: Value) -> OmLab {
+        let names: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
+        let p = Parity::new(&names);
+        let d = p.dir().to_path_buf();
+        let mut endpoints = BTreeMap::new();
+        let comps: Vec<Value> = NAMES
+            .iter()
+            .map(|(n, role)| {
+                let ep = format!("127.0.0.1:{}", free_port());
+                endpoints.insert(n.to_string(), ep.clone());
+                let mut c = json!({"name": n, "role": role, "root": d.join(n), "endpoint": ep});
+                if *role == "taskmanager" {
+                    c["spark_home"] = json!(d.join("spark"));
+                }
+                c
+            })
+            .collect();
+        let spec = json!({
+            "zk_cluster": format!("127.0.0.1:{}", free_port()),
+            "zk_root_path": "/openmldb",
+            "from": "0.9.1",
+            "to": "0.9.2",
+            "release": d.join("release"),
+            "spark_release": d.join("spark-0.9.2"),
+            "auto_failover": auto_failover,
+            "tables": [
+                {"db": "demo", "name": "orders", "partitions": 4, "replicas": 3},
+                {"db": "demo", "name": "users", "partitions": 2, "replicas": 2},
+                {"db": "demo", "name": "cache", "partitions": 1, "replicas": 1},
+            ],
+            "components": comps,
+            "knobs": knobs,
+        });
+        let spec_file = p.scratch.write("spec.json", &spec.to_string());
+        lab_py(&["install", spec_file.to_str().unwrap()]);
+        lab_py(&["start", spec_file.to_str().unwrap()]);
+        OmLab {
+            p,
+            spec,
+            spec_file,
+            endpoints,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.p.dir()
+    }
+
+    fn zk(&self) -> (&str, &str) {
+        (
+            self.spec["zk_cluster"].as_str().unwrap(),
+            self.spec["zk_root_path"].as_str().unwrap(),
+        )
+    }
+
+    fn state(&self) -> Value {
+        let (zk, root) = self.zk();
+        serde_json::from_str(&lab_py(&["state", zk, root])).unwrap()
+    }
+
+    /// Which tablet leads each partition (`db.table/pid` → endpoint).
+    fn leaders(&self) -> BTreeMap<String, String> {
+        let st = self.state();
+        let mut out = BTreeMap::new();
+        for t in st["tables"].as_array().unwrap() {
+            for part in t["partitions"].as_array().unwrap() {
+                let lead = part["replicas"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|r| r["leader"] == true)
+                    .map(|r| r["ep"].as_str().unwrap().to_string())
+                    .unwrap_or_default();
+                out.insert(format!("{}.{}/{}", t["db"], t["name"], part["pid"]), lead);
+            }
+        }
+        out
+    }
+
+    /// The version each component's endpoint reports (`/version`, brpc's page).
+    fn versions(&self) -> BTreeMap<String, String> {
+        self.endpoints
+            .iter()
+            .map(|(n, ep)| {
+                let out = Command::new("curl")
+                    .args(["-s", "-m", "5", &format!("http://{ep}/version")])
+                    .output()
+                    .unwrap();
+                let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                (
+                    n.clone(),
+                    v.split('-').next().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn host_vars(&self, name: &str) -> String {
+        let mut v = format!(
+            "root = {}, endpoint = {}",
+            toml_str(&self.dir().join(name).display().to_string()),
+            toml_str(&self.endpoints[name])
+        );
+        if name == "tm1" {
+            v.push_str(&format!(
+                ", spark_home = {}",
+                toml_str(&self.dir().join("spark").display().to_string())
+            ));
+        }
+        v
+    }
+
+    fn inventory(&self) -> PathBuf {
+        let mut s = format!("[defaults]\n{}", self.p.lab.defaults());
+        for (i, (n, role)) in NAMES.iter().enumerate() {
+            s.push_str(&format!(
+                "\n[hosts.{n}]\nport = {}\ngroups = [\"{role}\"]\nvars = {{ {} }}\n",
+                self.p.lab.ports[i],
+                self.host_vars(n)
+            ));
+        }
+        self.p.scratch.write("lab.toml", &s)
+    }
+
+    /// A scenario of the lab as it is now: each host holds its own install, the release and the
+    /// Spark distributions; its endpoint port is open; the model has the same tables.
+    fn scenario(&self, model_extra: &str) -> PathBuf {
+        let mut s = String::from("[inventory.defaults]\ntransport = \"ssh\"\n");
+        for (i, (n, role)) in NAMES.iter().enumerate() {
+            s.push_str(&format!(
+                "\n[inventory.hosts.{n}]\naddress = \"10.99.0.{}\"\ngroups = [\"{role}\"]\nvars = {{ {} }}\n",
+                i + 1,
+                self.host_vars(n)
+            ));
+        }
+        for (n, _) in NAMES {
+            let mut files = BTreeMap::new();
+            let mut trees = vec![self.dir().join(n), self.dir().join("release")];
+            trees.push(self.dir().join("spark-0.9.2"));
+            if *n == "tm1" {
+                trees.push(self.dir().join("spark"));
+            }
+            for t in &trees {
+                collect(t, &mut files);
+            }
+            let body: Vec<String> = files
+                .iter()
+                .map(|(p, c)| format!("{} = {}", toml_str(p), toml_str(c)))
+                .collect();
+            let port = self.endpoints[*n].rsplit(':').next().unwrap();
+            s.push_str(&format!(
+                "\n[hosts.{n}]\nports = [{port}]\nfiles = {{ {} }}\n",
+                body.join(", ")
+            ));
+        }
+        s.push_str(&format!(
+            "\n[[products]]\nmodel = \"openmldb\"\nzk_cluster = {}\nauto_failover = {}\ntables = [\n  {{ db = \"demo\", name = \"orders\", partitions = 4, replicas = 3 }},\n  {{ db = \"demo\", name = \"users\", partitions = 2, replicas = 2 }},\n  {{ db = \"demo\", name = \"cache\", partitions = 1, replicas = 1 }},\n]\n{model_extra}",
+            toml_str(self.zk().0),
+            self.spec["auto_failover"]
+        ));
+        self.p.scratch.write("openmldb-scenario.toml", &s)
+    }
+
+    fn params(&self) -> Vec<String> {
+        vec![
+            "-p".into(),
+            format!("release={}", self.dir().join("release").display()),
+            "-p".into(),
+            format!("zk_cluster={}", self.zk().0),
+            "-p".into(),
+            format!("spark_release={}", self.dir().join("spark-0.9.2").display()),
+        ]
+    }
+
+    /// `capstan VERB playbooks/openmldb.rhai HOW.. --json` with the lab's params and `extra`.
+    fn capstan(&self, verb: &str, how: &[&str], extra: &[&str]) -> (Out, Value) {
+        let pb = repo().join("playbooks/openmldb.rhai");
+        let params = self.params();
+        let mut a: Vec<&str> = vec![verb, pb.to_str().unwrap()];
+        a.extend_from_slice(how);
+        a.push("--json");
+        a.extend(params.iter().map(String::as_str));
+        a.extend_from_slice(extra);
+        let out = self.p.scratch.capstan(&a);
+        let report = last_report(&out.stdout);
+        (out, report)
+    }
+
+    fn run(&self, extra: &[&str]) -> (Out, Value) {
+        let inv = self.inventory();
+        self.capstan("run", &["-i", inv.to_str().unwrap(), "--yes"], extra)
+    }
+
+    fn simulate(&self, scenario: &Path, extra: &[&str]) -> Value {
+        self.capstan(
+            "simulate",
+            &["--scenario", scenario.to_str().unwrap()],
+            extra,
+        )
+        .1
+    }
+}
+
+impl Drop for OmLab {
+    fn drop(&mut self) {
+        let _ = Command::new("python3")
+            .arg(repo().join("lab/openmldb/lab.py"))
+            .arg("stop")
+            .arg(&self.spec_file)
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+/// The report's trace with the pids (and pid files' sizes) masked: a process started during the run has the pid its
+/// machine gave it, in the lab and in the simulation alike.
+fn om_trace(r: &Value) -> BTreeMap<String, Vec<String>> {
+    let mut t = trace(r);
+    for lines in t.values_mut() {
+        for l in lines.iter_mut() {
+            if let Some(at) = l.find("\" sh ") {
+                let start = at + 5;
+                let end = l[start..]
+                    .find(|c: char| !c.is_ascii_digit())
+                    .map_or(l.len(), |e| start + e);
+                l.replace_range(start..end, "PID");
+            }
+            // A pid file's size is its pid's number of digits.
+            if l.contains(".pid -> ok ") && l.ends_with(" bytes") {
+                let at = l.rfind(".pid -> ok ").unwrap() + 11;
+                l.replace_range(at.., "N bytes");
+            }
+        }
+    }
+    t
+}
+
+fn failed_step(r: &Value) -> String {
+    r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["status"] == "failed")
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// The rollback path, newest first, with the run id in kept copies' names masked.
+fn undo_path(r: &Value) -> Vec<String> {
+    let run = r["run_id"].as_str().unwrap();
+    r["undos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|u| format!("#{} {} {}", u["id"], u["status"], u["description"]).replace(run, "RUN"))
+        .collect()
+}
+
+#[test]
+fn openmldb_upgrades_on_the_lab_and_the_simulation_acts_alike() {
+    let lab = OmLab::new(true, json!({}));
+    let scenario = lab.scenario("");
+    let leaders = lab.leaders();
+    assert!(lab.versions().values().all(|v| v == "0.9.1"));
+
+    let (out, report) = lab.run(&[]);
+    ok_run(&out, &report);
+    assert!(
+        lab.versions().values().all(|v| v == "0.9.2"),
+        "{:?}",
+        lab.versions()
+    );
+    assert_eq!(
+        lab.leaders(),
+        leaders,
+        "leaders did not end where they began"
+    );
+    let st = lab.state();
+    assert_eq!(st["auto_failover"], true);
+    // The temporary replica of the single-replica table is gone again.
+    assert_eq!(
+        st["tables"][2]["partitions"][0]["replicas"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // One statfile per tablet, each deleted by its post-upgrade.
+    assert!(!std::fs::read_dir(lab.dir().join("ns1")).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".stat")));
+    // Tablets strictly one at a time: each tablet's actions sit in its own step.
+    let order: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "precheck",
+            "hold auto_failover",
+            "nameserver ns1: 0.9.1 -> 0.9.2",
+            "nameserver ns2: 0.9.1 -> 0.9.2",
+            "tablet tablet1: 0.9.1 -> 0.9.2",
+            "tablet tablet2: 0.9.1 -> 0.9.2",
+            "tablet tablet3: 0.9.1 -> 0.9.2",
+            "apiserver api1: 0.9.1 -> 0.9.2",
+            "taskmanager tm1: 0.9.1 -> 0.9.2",
+            "verify"
+        ]
+    );
+
+    let sim = lab.simulate(&scenario, &[]);
+    assert_eq!(
+        sim["outcome"]["status"],
+        "succeeded",
+        "{}",
+        outcome_error(&sim)
+    );
+    compare(&om_trace(&report), &om_trace(&sim));
+
+    // A second run finds everything at 0.9.2 and changes nothing.
+    let (out, again) = lab.run(&[]);
+    ok_run(&out, &again);
+    assert!(
+        again["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["read_only"] == true),
+        "a second run changed something"
+    );
+}
+
+#[test]
+fn a_tablet_that_fails_to_start_stops_the_run_and_rolls_back_alike_in_simulation() {
+    let lab = OmLab::new(true, json!({}));
+    let scenario = lab.scenario("fail_start = { tablet2 = \"0.9.2\" }\n");
+    let leaders = lab.leaders();
+    // The new version fails to start on tablet2 only (start.sh prints the failure, exits 0).
+    let (zk, root) = lab.zk();
+    lab_py(&[
+        "knob",
+        zk,
+        root,
+        "fail_start",
+        &json!({ lab.endpoints["tablet2"].clone(): "0.9.2" }).to_string(),
+    ]);
+    let (_, report) = lab.run(&["--on-failure", "rollback"]);
+    assert_eq!(
+        report["status"],
+        "rolled_back",
+        "{}",
+        outcome_error(&report)
+    );
+    let err = outcome_error(&report);
+    assert!(
+        err.contains("tablet2: tablet did not start") && err.contains("Start tablet failed!"),
+        "{err}"
+    );
+    // The run stopped before the next tablet: tablet3 was only read.
+    assert!(report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["host"] == "tablet3")
+        .all(|a| a["read_only"] == true));
+    // tablet2's bin/ is the old one again, and it runs; every component is back at 0.9.1.
+    let bin = std::fs::read_to_string(lab.dir().join("tablet2/bin/openmldb")).unwrap();
+    assert!(bin.contains("openmldb version 0.9.1-"));
+    assert!(
+        lab.versions().values().all(|v| v == "0.9.1"),
+        "{:?}",
+        lab.versions()
+    );
+    assert_eq!(lab.leaders(), leaders);
+    assert_eq!(lab.state()["auto_failover"], true);
+
+    let sim = lab.simulate(&scenario, &["--on-failure", "rollback"]);
+    assert_eq!(sim["status"], "rolled_back", "{}", outcome_error(&sim));
+    compare(&om_trace(&report), &om_trace(&sim));
+    assert_eq!(undo_path(&report), undo_path(&sim));
+}
+
+#[test]
+fn an_error_line_from_the_ops_tool_is_a_failure_and_a_crash_leaves_auto_failover_to_the_guard() {
+    let lab = OmLab::new(
+        true,
+        json!({"ops_error": {"cmd": "post-upgrade", "message": "changeleader failed, check log for detail"}}),
+    );
+    let (out, report) = lab.run(&["--on-failure", "stop"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let err = outcome_error(&report);
+    assert!(
+        err.contains("--cmd=post-upgrade")
+            && err.contains("exited 0 but logged errors")
+            && err.contains("ERROR: changeleader failed"),
+        "{err}"
+    );
+    assert_eq!(failed_step(&report), "tablet tablet1: 0.9.1 -> 0.9.2");
+
+    // The ops tool crashes in pre-upgrade after turning auto_failover off; the guard turns it
+    // back on when the run ends.
+    let (zk, root) = lab.zk();
+    lab_py(&["knob", zk, root, "ops_error", "{}"]);
+    lab_py(&["knob", zk, root, "ops_crash", "\"pre-upgrade\""]);
+    // The failed run above left tablet1's leaders moved: put them back first.
+    let pb = lab.dir().join("fix.rhai");
+    std::fs::write(
+        &pb,
+        "let p = params(#{ zk_cluster: param::required(\"zk\") });\nimport \"openmldb\" as ob;\nlet c = cluster();\nlet ops = ob::ops_tool(c.group(\"nameserver\")[0], #{ zk_cluster: p.zk_cluster });\nstep(\"post\", || ob::post_upgrade(ops, c.host(\"tablet1\"), false));\n",
+    )
+    .unwrap();
+    let inv = lab.inventory();
+    let zkp = format!("zk_cluster={zk}");
+    let out = lab.p.scratch.capstan(&[
+        "run",
+        pb.to_str().unwrap(),
+        "-i",
+        inv.to_str().unwrap(),
+        "-p",
+        &zkp,
+        "--yes",
+    ]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let (out, report) = lab.run(&["--on-failure", "stop"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let err = outcome_error(&report);
+    assert!(
+        err.contains("crashed (exit 1)") && err.contains("RuntimeError"),
+        "{err}"
+    );
+    assert_eq!(
+        lab.state()["auto_failover"],
+        true,
+        "the guard did not restore auto_failover"
+    );
+    assert!(report["guards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| g["name"] == "openmldb auto_failover"));
+}
+
+#[test]
+fn kill_9_in_the_tablet_loop_then_resume_completes_without_repeating_done_steps() {
+    let lab = OmLab::new(false, json!({}));
+    let leaders = lab.leaders();
+    let inv = lab.inventory();
+    let pb = repo().join("playbooks/openmldb.rhai");
+    let params = lab.params();
+    let mut cmd = lab.p.scratch.cmd(&[
+        "run",
+        pb.to_str().unwrap(),
+        "-i",
+        inv.to_str().unwrap(),
+        "--json",
+        "--yes",
+    ]);
+    cmd.args(&params)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut run_id = String::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // Kill once tablet2's step has stopped the tablet (its leaders are moved, bin/ not yet new).
+    for line in std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+    {
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if v["event"] == "run_started" {
+            run_id = v["run_id"].as_str().unwrap().to_string();
+        }
+        if v["event"] == "action"
+            && v["step"] == "tablet tablet2: 0.9.1 -> 0.9.2"
+            && v["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("start.sh stop tablet"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "tablet2's stop never came");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!run_id.is_empty());
+
+    let out = lab
+        .p
+        .scratch
+        .capstan(&["resume", &run_id, "--json", "--yes"]);
+    let report = last_report(&out.stdout);
+    ok_run(&out, &report);
+    let second: Vec<&Value> = report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["attempt"] == 2)
+        .collect();
+    for done in [
+        "precheck",
+        "nameserver ns1: 0.9.1 -> 0.9.2",
+        "nameserver ns2: 0.9.1 -> 0.9.2",
+        "tablet tablet1: 0.9.1 -> 0.9.2",
+    ] {
+        assert!(
+            second.iter().all(|a| a["step"] != done),
+            "`{done}` was done before the kill and ran again"
+        );
+    }
+    assert!(second
+        .iter()
+        .any(|a| a["step"] == "tablet tablet3: 0.9.1 -> 0.9.2"));
+    assert!(lab.versions().values().all(|v| v == "0.9.2"));
+    assert_eq!(lab.leaders(), leaders);
+    // auto_failover was off at the start: recoverdata ran after each tablet, and it is off still.
+    assert_eq!(lab.state()["auto_failover"], false);
+    assert!(report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["description"]
+            .as_str()
+            .unwrap()
+            .contains("--cmd=recoverdata")));
+}
+
+#[test]
+fn the_openmldb_example_simulates_with_its_availability_and_rollback() {
+    let pb = repo().join("playbooks/openmldb.rhai");
+    let sc = repo().join("examples/openmldb/scenario.toml");
+    let out = capstan(&[
+        "simulate",
+        pb.to_str().unwrap(),
+        "--scenario",
+        sc.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out
+        .stdout
+        .contains("tablet tablet2: 0.9.1 -> 0.9.2   down: openmldb/tablet@tablet2"));
+    assert!(!out.stdout.contains("RULE BROKEN"), "{}", out.stdout);
+
+    // With --allow_single_replica the single-replica table is down while its tablet restarts.
+    let out = capstan(&[
+        "simulate",
+        pb.to_str().unwrap(),
+        "--scenario",
+        sc.to_str().unwrap(),
+        "-p",
+        "allow_single_replica=true",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("!! RULE BROKEN: openmldb: single-replica table ops.feature_cache is down"),
+        "{}",
+        out.stdout
+    );
+
+    // A tablet whose start fails: the run stops there and the rollback brings everything back.
+    let out = capstan(&[
+        "simulate",
+        pb.to_str().unwrap(),
+        "--scenario",
+        sc.to_str().unwrap(),
+        "--fail",
+        "tablet2:*start.sh start tablet*",
+        "--json",
+    ]);
+    let r = last_report(&out.stdout);
+    assert_eq!(r["status"], "rolled_back");
+    assert_eq!(failed_step(&r), "tablet tablet2: 0.9.1 -> 0.9.2");
+    let actions = r["actions"].as_array().unwrap();
+    assert!(actions
+        .iter()
+        .filter(|a| a["host"] == "tablet3")
+        .all(|a| a["read_only"] == true));
+    // tablet1 (done) is rolled back with its leaders moved off first: a pre-upgrade in the rollback.
+    assert!(actions
+        .iter()
+        .any(|a| a["step"] == "undo #13: tablet1: stop the new tablet"
+            && a["description"]
+                .as_str()
+                .unwrap()
+                .contains("--cmd=pre-upgrade")));
+    let left: Vec<String> = r["simulation"]["changed_after_rollback"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert!(
+        left.iter()
+            .all(|c| !c.contains("file /work/openmldb/bin/openmldb")),
+        "a binary still differs after the rollback: {left:?}"
+    );
+}

@@ -79,13 +79,17 @@ fn sections(engine: &Engine) -> Vec<(String, Vec<(String, String)>)> {
             _ => global.push(entry),
         }
     }
+    // Rhai lists overloads of one name (`exec` of SQL and of docker) in no fixed order.
+    for v in [&mut global, &mut cluster, &mut host] {
+        v.sort();
+    }
     let mut out = vec![
         ("Flow and params (global functions)".to_string(), global),
         ("Cluster: `cluster()`".to_string(), cluster),
         ("Host: methods on a host".to_string(), host),
     ];
     for (name, m) in &meta.modules {
-        let fns: Vec<_> = m
+        let mut fns: Vec<_> = m
             .functions
             .iter()
             .filter(|f| !f.doc_comments.is_empty())
@@ -96,6 +100,7 @@ fn sections(engine: &Engine) -> Vec<(String, Vec<(String, String)>)> {
                 )
             })
             .collect();
+        fns.sort();
         if !fns.is_empty() {
             out.push((format!("Module `{name}`"), fns));
         }

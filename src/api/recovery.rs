@@ -217,9 +217,12 @@ impl RunCtx {
                 return sum;
             }
         };
+        // A barrier stops every rollback, the first and any later one.
         let pending: Vec<_> = undos
             .into_iter()
-            .filter(|u| u.status == UndoStatus::Pending)
+            .filter(|u| {
+                u.status == UndoStatus::Pending || matches!(u.spec, UndoSpec::Barrier { .. })
+            })
             .collect();
         self.events.emit(&Event::Rollback {
             phase: RollbackPhase::Started,
@@ -230,7 +233,32 @@ impl RunCtx {
             "warn",
             &format!("rolling back: {} undo(s), newest first", pending.len()),
         );
-        for u in pending.iter().rev() {
+        for (k, u) in pending.iter().enumerate().rev() {
+            if let UndoSpec::Barrier { reason } = &u.spec {
+                sum.failed += 1;
+                let m = format!(
+                    "no way back past this point: {reason}; the rollback stops here and {k} older undo(s) stay pending"
+                );
+                self.log(
+                    "error",
+                    &format!("rollback stopped at #{} ({}): {m}", u.id, u.description),
+                );
+                if let Err(e) =
+                    j.journal
+                        .undo_finished(&j.run_id, u.id, UndoStatus::Failed, Some(&m))
+                {
+                    self.exec.journal_failed(&e);
+                }
+                self.events.emit(&Event::Undo {
+                    id: u.id,
+                    phase: UndoPhase::Failed,
+                    step: u.step.clone(),
+                    host: u.host.clone(),
+                    description: u.description.clone(),
+                    error: Some(m),
+                });
+                break;
+            }
             let prev = set_current_step(Some(format!("undo #{}: {}", u.id, u.description)));
             let result: Result<(), String> = match &u.spec {
                 UndoSpec::Actions { host, actions } => actions
@@ -241,6 +269,7 @@ impl RunCtx {
                     let live = lock(&self.recovery.undos).remove(&u.id);
                     self.recovery.run_closure(engine, self, live, spec)
                 }
+                UndoSpec::Barrier { .. } => Ok(()),
             };
             set_current_step(prev);
             let (status, phase, error) = match &result {
@@ -443,6 +472,45 @@ step("stop web1", || {
         undo_doc,
         move |ctx: NativeCallContext, what: &str, body: FnPtr| -> R<()> {
             register_undo(&r, &ctx, Some(what), body)
+        },
+    );
+
+    let r = run.clone();
+    def(
+        engine,
+        "no_way_back",
+        &["reason: String", "()"],
+        r#"
+Marks a point of no return: what the current step just did cannot be undone (OceanBase's `end
+rolling upgrade` moves `min_observer_version`, after which no binary goes back). A rollback
+runs the undos registered after this point, newest first, then stops here with `reason` (the
+plan and the report say so), and the undos registered before it stay pending: undoing them now
+would do harm. Only inside a step; not registered under `--check`.
+
+```rhai
+step("commit the upgrade", || {
+    no_way_back("the cluster version moved to 4.2.1.8: restore from a backup or a standby instead");
+});
+```"#,
+        move |reason: &str| -> R<()> {
+            if current_step().is_none() {
+                return Err(fault(
+                    FaultKind::Script,
+                    None,
+                    "no_way_back() belongs inside a step: it marks what that step did",
+                ));
+            }
+            if r.exec.mode() == Mode::Check {
+                return Ok(());
+            }
+            r.journal_undo(
+                None,
+                format!("no way back: {reason}"),
+                &UndoSpec::Barrier {
+                    reason: reason.to_string(),
+                },
+            );
+            Ok(())
         },
     );
 

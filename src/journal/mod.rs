@@ -200,6 +200,9 @@ pub enum UndoSpec {
     Actions { host: String, actions: Vec<Action> },
     /// A script closure: its function name and the values it captured (see `api::persist`).
     Closure(ClosureSpec),
+    /// A point of no return (`no_way_back`): a rollback stops here, and the undos registered
+    /// before it stay pending.
+    Barrier { reason: String },
 }
 
 /// A script closure as the journal keeps it.

@@ -24,6 +24,10 @@ impl StdlibModule {
 
 const MODULES: &[StdlibModule] = &[
     StdlibModule {
+        name: "oceanbase",
+        source: include_str!("../../stdlib/oceanbase.rhai"),
+    },
+    StdlibModule {
         name: "openmldb",
         source: include_str!("../../stdlib/openmldb.rhai"),
     },

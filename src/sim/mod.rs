@@ -3,6 +3,7 @@
 mod docker;
 pub mod faults;
 pub mod model;
+pub mod oceanbase;
 pub mod openmldb;
 pub mod sqlstore;
 
@@ -876,12 +877,19 @@ impl World {
             self.clock += self.duration_of(action.op());
             return result;
         }
-        let r = match self.model_sql(host, action) {
+        let by_model = self.model_sql(host, action);
+        let product_sql = by_model.is_some();
+        let r = match by_model {
             Some(r) => r,
             None => self.apply_inner(host, action),
         };
         if !action.is_read_only() {
-            self.sample_availability_on(host);
+            if product_sql {
+                // A product's SQL (`ALTER SYSTEM STOP ZONE`) changes components on other hosts.
+                self.sample_availability(false);
+            } else {
+                self.sample_availability_on(host);
+            }
         }
         r
     }

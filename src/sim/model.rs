@@ -93,7 +93,7 @@ pub(super) fn check_keys(
 }
 
 /// The models a scenario can name in `[[products]]`.
-pub const MODELS: &[&str] = &["service", "hello", "openmldb"];
+pub const MODELS: &[&str] = &["service", "hello", "openmldb", "oceanbase"];
 
 /// Builds the model `name` over `hosts` with the scenario's settings (a model may read the
 /// hosts' groups and vars from the inventory).
@@ -105,6 +105,9 @@ pub fn build(
 ) -> Result<Box<dyn ProductModel>, String> {
     match name {
         "openmldb" => Ok(Box::new(super::openmldb::OpenMldb::from_settings(
+            hosts, settings, inventory,
+        )?)),
+        "oceanbase" => Ok(Box::new(super::oceanbase::ObModel::from_settings(
             hosts, settings, inventory,
         )?)),
         "service" => Ok(Box::new(PortService::from_settings(hosts, settings)?)),

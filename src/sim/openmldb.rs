@@ -1115,11 +1115,8 @@ impl ProductModel for OpenMldb {
                 Some(self.version_page(url))
             }
             // The stdlib's `alive`: `ps -o stat= -p PID | grep -qv '^Z'`, exit 0 while it runs.
-            "sh" if argv
-                .get(2)
-                .is_some_and(|c| c.starts_with("ps -o stat= -p ")) =>
-            {
-                let pid = argv.get(4)?;
+            "sh" if super::oceanbase::alive_check_pid(argv).is_some() => {
+                let pid = super::oceanbase::alive_check_pid(argv)?;
                 let alive = self.running.get(host).is_some_and(|r| match r.pid {
                     Some(p) => p.to_string() == *pid,
                     // Running since the start: the pid file's pid is the process.

@@ -47,6 +47,11 @@ impl SqlStore {
         Ok(SqlStore { db: Mutex::new(db) })
     }
 
+    /// A store over tables built elsewhere (a product model's catalog).
+    pub fn from_connection(db: rusqlite::Connection) -> SqlStore {
+        SqlStore { db: Mutex::new(db) }
+    }
+
     /// Runs one statement; an error is the store's message (the caller makes it a server error).
     pub fn run(
         &self,

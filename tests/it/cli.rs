@@ -318,13 +318,16 @@ fn list_describe_docs_and_defs() {
         "{}",
         out.stdout
     );
-    assert!(
-        out.stdout.starts_with(
-            "openmldb         openmldb: upgrade an OpenMLDB cluster in place, component by component"
-        ),
-        "{}",
-        out.stdout
-    );
+    for shipped in [
+        "openmldb         openmldb: upgrade an OpenMLDB cluster in place, component by component",
+        "oceanbase        oceanbase: rolling (zone by zone) upgrade of an OceanBase 4.x cluster",
+    ] {
+        assert!(
+            out.stdout.lines().any(|l| l.starts_with(shipped)),
+            "{}",
+            out.stdout
+        );
+    }
 
     let out = capstan(&["describe", "preflight", "--json"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -343,7 +346,7 @@ fn list_describe_docs_and_defs() {
     );
 
     let out = capstan(&["describe", "nosuch"]);
-    assert_eq!((out.code, out.stderr.as_str()), (2, "error: no playbook file `nosuch` and no shipped playbook of that name (shipped: openmldb, preflight)\n"));
+    assert_eq!((out.code, out.stderr.as_str()), (2, "error: no playbook file `nosuch` and no shipped playbook of that name (shipped: oceanbase, openmldb, preflight)\n"));
 
     let out = capstan(&["docs"]);
     assert_eq!(out.code, 0);

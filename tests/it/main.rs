@@ -8,6 +8,7 @@ mod docs;
 mod embed;
 mod journal;
 mod modes;
+mod oceanbase;
 mod openmldb;
 mod parity;
 mod simulation;

@@ -2,14 +2,12 @@
 //! and resume, and trace parity with the simulation's `openmldb` model.
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::parity::{collect, compare, toml_str, trace, Parity};
+use crate::parity::*;
 use crate::support::*;
 
 const NAMES: &[(&str, &str)] = &[
@@ -31,20 +29,8 @@ struct OmLab {
     endpoints: BTreeMap<String, String>,
 }
 
-fn lab_py(args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg(repo().join("lab/openmldb/lab.py"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("python3 is missing: run scripts/test.sh");
-    assert!(
-        out.status.success(),
-        "lab.py {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+fn lab_script(args: &[&str]) -> String {
+    lab_py("openmldb", args)
 }
 
 impl OmLab {
@@ -82,8 +68,8 @@ impl OmLab {
             "knobs": knobs,
         });
         let spec_file = p.scratch.write("spec.json", &spec.to_string());
-        lab_py(&["install", spec_file.to_str().unwrap()]);
-        lab_py(&["start", spec_file.to_str().unwrap()]);
+        lab_script(&["install", spec_file.to_str().unwrap()]);
+        lab_script(&["start", spec_file.to_str().unwrap()]);
         OmLab {
             p,
             spec,
@@ -105,7 +91,7 @@ impl OmLab {
 
     fn state(&self) -> Value {
         let (zk, root) = self.zk();
-        serde_json::from_str(&lab_py(&["state", zk, root])).unwrap()
+        serde_json::from_str(&lab_script(&["state", zk, root])).unwrap()
     }
 
     /// Which tablet leads each partition (`db.table/pid` → endpoint).
@@ -224,16 +210,7 @@ impl OmLab {
 
     /// `capstan VERB playbooks/openmldb.rhai HOW.. --json` with the lab's params and `extra`.
     fn capstan(&self, verb: &str, how: &[&str], extra: &[&str]) -> (Out, Value) {
-        let pb = repo().join("playbooks/openmldb.rhai");
-        let params = self.params();
-        let mut a: Vec<&str> = vec![verb, pb.to_str().unwrap()];
-        a.extend_from_slice(how);
-        a.push("--json");
-        a.extend(params.iter().map(String::as_str));
-        a.extend_from_slice(extra);
-        let out = self.p.scratch.capstan(&a);
-        let report = last_report(&out.stdout);
-        (out, report)
+        self.p.shipped("openmldb", verb, how, &self.params(), extra)
     }
 
     fn run(&self, extra: &[&str]) -> (Out, Value) {
@@ -260,39 +237,6 @@ impl Drop for OmLab {
             .stdin(Stdio::null())
             .output();
     }
-}
-
-/// The report's trace with the pids (and pid files' sizes) masked: a process started during the run has the pid its
-/// machine gave it, in the lab and in the simulation alike.
-fn om_trace(r: &Value) -> BTreeMap<String, Vec<String>> {
-    let mut t = trace(r);
-    for lines in t.values_mut() {
-        for l in lines.iter_mut() {
-            if let Some(at) = l.find("\" sh ") {
-                let start = at + 5;
-                let end = l[start..]
-                    .find(|c: char| !c.is_ascii_digit())
-                    .map_or(l.len(), |e| start + e);
-                l.replace_range(start..end, "PID");
-            }
-            // A pid file's size is its pid's number of digits.
-            if l.contains(".pid -> ok ") && l.ends_with(" bytes") {
-                let at = l.rfind(".pid -> ok ").unwrap() + 11;
-                l.replace_range(at.., "N bytes");
-            }
-        }
-    }
-    t
-}
-
-fn failed_step(r: &Value) -> String {
-    r["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["status"] == "failed")
-        .map(|s| s["name"].as_str().unwrap().to_string())
-        .unwrap_or_default()
 }
 
 /// The rollback path, newest first, with the run id in kept copies' names masked.
@@ -372,7 +316,7 @@ fn openmldb_upgrades_on_the_lab_and_the_simulation_acts_alike() {
         "{}",
         outcome_error(&sim)
     );
-    compare(&om_trace(&report), &om_trace(&sim));
+    compare(&mask_pids(trace(&report)), &mask_pids(trace(&sim)));
 
     // A second run finds everything at 0.9.2 and changes nothing.
     let (out, again) = lab.run(&[]);
@@ -394,7 +338,7 @@ fn a_tablet_that_fails_to_start_stops_the_run_and_rolls_back_alike_in_simulation
     let leaders = lab.leaders();
     // The new version fails to start on tablet2 only (start.sh prints the failure, exits 0).
     let (zk, root) = lab.zk();
-    lab_py(&[
+    lab_script(&[
         "knob",
         zk,
         root,
@@ -433,7 +377,7 @@ fn a_tablet_that_fails_to_start_stops_the_run_and_rolls_back_alike_in_simulation
 
     let sim = lab.simulate(&scenario, &["--on-failure", "rollback"]);
     assert_eq!(sim["status"], "rolled_back", "{}", outcome_error(&sim));
-    compare(&om_trace(&report), &om_trace(&sim));
+    compare(&mask_pids(trace(&report)), &mask_pids(trace(&sim)));
     assert_eq!(undo_path(&report), undo_path(&sim));
 }
 
@@ -457,8 +401,8 @@ fn an_error_line_from_the_ops_tool_is_a_failure_and_a_crash_leaves_auto_failover
     // The ops tool crashes in pre-upgrade after turning auto_failover off; the guard turns it
     // back on when the run ends.
     let (zk, root) = lab.zk();
-    lab_py(&["knob", zk, root, "ops_error", "{}"]);
-    lab_py(&["knob", zk, root, "ops_crash", "\"pre-upgrade\""]);
+    lab_script(&["knob", zk, root, "ops_error", "{}"]);
+    lab_script(&["knob", zk, root, "ops_crash", "\"pre-upgrade\""]);
     // The failed run above left tablet1's leaders moved: put them back first.
     let pb = lab.dir().join("fix.rhai");
     std::fs::write(
@@ -502,72 +446,30 @@ fn kill_9_in_the_tablet_loop_then_resume_completes_without_repeating_done_steps(
     let lab = OmLab::new(false, json!({}));
     let leaders = lab.leaders();
     let inv = lab.inventory();
-    let pb = repo().join("playbooks/openmldb.rhai");
-    let params = lab.params();
-    let mut cmd = lab.p.scratch.cmd(&[
-        "run",
-        pb.to_str().unwrap(),
-        "-i",
-        inv.to_str().unwrap(),
-        "--json",
-        "--yes",
-    ]);
-    cmd.args(&params)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut run_id = String::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    // Kill once tablet2's step has stopped the tablet (its leaders are moved, bin/ not yet new).
-    for line in std::io::BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-    {
-        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-        if v["event"] == "run_started" {
-            run_id = v["run_id"].as_str().unwrap().to_string();
-        }
-        if v["event"] == "action"
-            && v["step"] == "tablet tablet2: 0.9.1 -> 0.9.2"
-            && v["description"]
-                .as_str()
-                .is_some_and(|d| d.contains("start.sh stop tablet"))
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "tablet2's stop never came");
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(!run_id.is_empty());
+    // Killed once tablet2's step has stopped the tablet (its leaders moved, bin/ not yet new).
+    let run_id = kill_9_at(
+        &lab.p,
+        "openmldb",
+        &inv,
+        &lab.params(),
+        ("tablet tablet2: 0.9.1 -> 0.9.2", "start.sh stop tablet"),
+    );
 
-    let out = lab
-        .p
-        .scratch
-        .capstan(&["resume", &run_id, "--json", "--yes"]);
-    let report = last_report(&out.stdout);
-    ok_run(&out, &report);
-    let second: Vec<&Value> = report["actions"]
+    let report = resume_skipping(
+        &lab.p,
+        &run_id,
+        &[
+            "precheck",
+            "nameserver ns1: 0.9.1 -> 0.9.2",
+            "nameserver ns2: 0.9.1 -> 0.9.2",
+            "tablet tablet1: 0.9.1 -> 0.9.2",
+        ],
+    );
+    assert!(report["actions"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|a| a["attempt"] == 2)
-        .collect();
-    for done in [
-        "precheck",
-        "nameserver ns1: 0.9.1 -> 0.9.2",
-        "nameserver ns2: 0.9.1 -> 0.9.2",
-        "tablet tablet1: 0.9.1 -> 0.9.2",
-    ] {
-        assert!(
-            second.iter().all(|a| a["step"] != done),
-            "`{done}` was done before the kill and ran again"
-        );
-    }
-    assert!(second
-        .iter()
-        .any(|a| a["step"] == "tablet tablet3: 0.9.1 -> 0.9.2"));
+        .any(|a| a["attempt"] == 2 && a["step"] == "tablet tablet3: 0.9.1 -> 0.9.2"));
     assert!(lab.versions().values().all(|v| v == "0.9.2"));
     assert_eq!(lab.leaders(), leaders);
     // auto_failover was off at the start: recoverdata ran after each tablet, and it is off still.

@@ -30,6 +30,27 @@ impl Parity {
         self.scratch.dir.path()
     }
 
+    /// `capstan VERB playbooks/PLAYBOOK.rhai HOW.. --json PARAMS.. EXTRA..` in the scratch dir:
+    /// the output and the final report.
+    pub fn shipped(
+        &self,
+        playbook: &str,
+        verb: &str,
+        how: &[&str],
+        params: &[String],
+        extra: &[&str],
+    ) -> (Out, Value) {
+        let pb = repo().join(format!("playbooks/{playbook}.rhai"));
+        let mut a: Vec<&str> = vec![verb, pb.to_str().unwrap()];
+        a.extend_from_slice(how);
+        a.push("--json");
+        a.extend(params.iter().map(String::as_str));
+        a.extend_from_slice(extra);
+        let out = self.scratch.capstan(&a);
+        let report = last_report(&out.stdout);
+        (out, report)
+    }
+
     /// The lab inventory: host `name` on sshd `i`, with `vars` (TOML inline table body) and groups.
     pub fn inventory(&self, groups: &str, vars: impl Fn(&str) -> String) -> PathBuf {
         let mut s = format!("[defaults]\n{}groups = [{groups}]\n", self.lab.defaults());
@@ -133,6 +154,130 @@ pub fn trace(report: &Value) -> BTreeMap<String, Vec<String>> {
             ));
     }
     out
+}
+
+/// A trace with the pids masked (and pid files' sizes, which are their pids' lengths): a process
+/// started during a run has the pid its machine gave it, in the lab and in the simulation alike.
+pub fn mask_pids(mut t: BTreeMap<String, Vec<String>>) -> BTreeMap<String, Vec<String>> {
+    for lines in t.values_mut() {
+        for l in lines.iter_mut() {
+            for marker in ["\" sh ", "kill -9 "] {
+                if let Some(at) = l.find(marker) {
+                    let start = at + marker.len();
+                    let end = l[start..]
+                        .find(|c: char| !c.is_ascii_digit())
+                        .map_or(l.len(), |e| start + e);
+                    l.replace_range(start..end, "PID");
+                }
+            }
+            if l.contains(".pid -> ok ") && l.ends_with(" bytes") {
+                let at = l.rfind(".pid -> ok ").unwrap() + 11;
+                l.replace_range(at.., "N bytes");
+            }
+        }
+    }
+    t
+}
+
+/// The name of the step a report says failed ("" when none did).
+pub fn failed_step(r: &Value) -> String {
+    r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["status"] == "failed")
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// `capstan run playbooks/PLAYBOOK.rhai -i INV --json --yes PARAMS..`, killed with SIGKILL at
+/// its first action in step `step` whose description contains `action` (two minutes at most).
+/// Returns the run's id.
+pub fn kill_9_at(
+    p: &Parity,
+    playbook: &str,
+    inv: &Path,
+    params: &[String],
+    (step, action): (&str, &str),
+) -> String {
+    use std::io::BufRead;
+    let pb = repo().join(format!("playbooks/{playbook}.rhai"));
+    let mut cmd = p.scratch.cmd(&[
+        "run",
+        pb.to_str().unwrap(),
+        "-i",
+        inv.to_str().unwrap(),
+        "--json",
+        "--yes",
+    ]);
+    cmd.args(params)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut run_id = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    for line in std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+    {
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if v["event"] == "run_started" {
+            run_id = v["run_id"].as_str().unwrap().to_string();
+        }
+        if v["event"] == "action"
+            && v["step"] == step
+            && v["description"]
+                .as_str()
+                .is_some_and(|d| d.contains(action))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "`{action}` in `{step}` never came"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!run_id.is_empty(), "the run never started");
+    run_id
+}
+
+/// `capstan resume RUN` in `p`'s scratch dir: it must succeed, and run no action in the steps
+/// `done` (finished before the kill). Returns the report.
+pub fn resume_skipping(p: &Parity, run_id: &str, done: &[&str]) -> Value {
+    let out = p.scratch.capstan(&["resume", run_id, "--json", "--yes"]);
+    let report = last_report(&out.stdout);
+    ok_run(&out, &report);
+    for a in report["actions"].as_array().unwrap() {
+        if a["attempt"] == 2 {
+            assert!(
+                !done.iter().any(|d| a["step"] == *d),
+                "`{}` was done before the kill and ran again",
+                a["step"]
+            );
+        }
+    }
+    report
+}
+
+/// `python3 lab/PRODUCT/lab.py ARGS..` (a product double's set-up script): its stdout, or a
+/// panic with what it printed.
+pub fn lab_py(product: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("python3")
+        .arg(repo().join(format!("lab/{product}/lab.py")))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("python3 is missing: run scripts/test.sh");
+    assert!(
+        out.status.success(),
+        "lab/{product}/lab.py {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Panics with the first difference, host by host.

@@ -233,9 +233,12 @@ struct ObLab {
     sys: SysTenant,
     sql_port: u16,
     rpc: BTreeMap<String, u16>,
+    hosts: &'static [(&'static str, &'static str)],
 }
 
 const HOSTS: &[(&str, &str)] = &[("ob1", "zone1"), ("ob2", "zone2"), ("ob3", "zone3")];
+/// The same three hosts in two zones.
+const TWO_ZONES: &[(&str, &str)] = &[("ob1", "zone1"), ("ob2", "zone2"), ("ob3", "zone2")];
 
 fn lab_script(args: &[&str]) -> String {
     lab_py("oceanbase", args)
@@ -243,11 +246,15 @@ fn lab_script(args: &[&str]) -> String {
 
 impl ObLab {
     fn new() -> ObLab {
-        let names: Vec<&str> = HOSTS.iter().map(|(n, _)| *n).collect();
+        Self::with_zones(HOSTS)
+    }
+
+    fn with_zones(hosts: &'static [(&'static str, &'static str)]) -> ObLab {
+        let names: Vec<&str> = hosts.iter().map(|(n, _)| *n).collect();
         let p = Parity::new(&names);
         let d = p.dir().to_path_buf();
         let registry = d.join("registry");
-        let rpc: BTreeMap<String, u16> = HOSTS
+        let rpc: BTreeMap<String, u16> = hosts
             .iter()
             .map(|(n, _)| (n.to_string(), free_port()))
             .collect();
@@ -256,7 +263,7 @@ impl ObLab {
             registry: registry.clone(),
         };
         let sql_port = sys_placeholder.serve();
-        let observers: Vec<Value> = HOSTS
+        let observers: Vec<Value> = hosts
             .iter()
             .map(|(n, z)| {
                 json!({"name": n, "home": d.join(n), "ip": "127.0.0.1", "rpc_port": rpc[*n],
@@ -270,7 +277,7 @@ impl ObLab {
         let spec_file = p.scratch.write("spec.json", &spec.to_string());
         lab_script(&["install", spec_file.to_str().unwrap()]);
         lab_script(&["start", spec_file.to_str().unwrap()]);
-        let servers = HOSTS
+        let servers = hosts
             .iter()
             .map(|(n, z)| ObServer {
                 host: n.to_string(),
@@ -288,7 +295,7 @@ impl ObLab {
         *sys_placeholder.cluster.lock().unwrap() = ObCluster::new(servers, FROM.0, &["tpcc"]);
         // Every observer registered before the first statement.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::fs::read_dir(&registry).unwrap().count() < HOSTS.len() {
+        while std::fs::read_dir(&registry).unwrap().count() < hosts.len() {
             assert!(Instant::now() < deadline, "the observers did not register");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -298,6 +305,7 @@ impl ObLab {
             sys: sys_placeholder,
             sql_port,
             rpc,
+            hosts,
         }
     }
 
@@ -319,7 +327,7 @@ impl ObLab {
             "[defaults]\n{}groups = [\"observer\"]\n",
             self.p.lab.defaults()
         );
-        for (i, (n, z)) in HOSTS.iter().enumerate() {
+        for (i, (n, z)) in self.hosts.iter().enumerate() {
             s.push_str(&format!(
                 "\n[hosts.{n}]\nport = {}\nvars = {{ {} }}\n",
                 self.p.lab.ports[i],
@@ -333,13 +341,13 @@ impl ObLab {
     fn scenario(&self, model_extra: &str) -> PathBuf {
         let mut s =
             String::from("[inventory.defaults]\ntransport = \"ssh\"\ngroups = [\"observer\"]\n");
-        for (n, z) in HOSTS {
+        for (n, z) in self.hosts {
             s.push_str(&format!(
                 "\n[inventory.hosts.{n}]\naddress = \"127.0.0.1\"\nvars = {{ {} }}\n",
                 self.vars(n, z)
             ));
         }
-        for (n, _) in HOSTS {
+        for (n, _) in self.hosts {
             let mut files = BTreeMap::new();
             for t in [self.dir().join(n), self.dir().join("release")] {
                 collect(&t, &mut files);
@@ -499,6 +507,24 @@ fn each_precheck_knob_stops_the_run_before_any_change_and_lists_every_reason() {
 }
 
 #[test]
+fn a_cluster_of_two_zones_is_refused_on_the_lab_before_any_change() {
+    let lab = ObLab::with_zones(TWO_ZONES);
+    let (out, report) = lab.run(&[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let err = outcome_error(&report);
+    assert!(
+        err.contains("the cluster has 2 zone(s): a rolling upgrade needs at least 3"),
+        "{err}"
+    );
+    assert!(report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["read_only"] == true));
+    assert_eq!(lab.param("enable_upgrade_mode"), "False");
+}
+
+#[test]
 fn two_zones_are_refused_and_a_route_through_a_barrier_is_named() {
     let sc = repo().join("examples/oceanbase/scenario.toml");
     let text = std::fs::read_to_string(&sc).unwrap();
@@ -540,6 +566,13 @@ fn two_zones_are_refused_and_a_route_through_a_barrier_is_named() {
     assert!(out
         .stdout
         .contains("every zone: 4.2.1.6 -> 4.2.1.8 (whole cluster stopped)"));
+    // Every zone down at once breaks the majority, and the report flags it.
+    assert!(
+        out.stdout
+            .contains("!! RULE BROKEN: oceanbase: 0 of 2 zones serve: no majority"),
+        "{}",
+        out.stdout
+    );
 
     // 4.1.0.1 -> 4.2.3.1 must stop at the 4.2.1.2 barrier.
     let script = "import \"oceanbase\" as ob;\nob::check_route(\"4.1.0.1\", \"4.2.3.1\");\n";

@@ -31,9 +31,16 @@ def main(argv):
     knobs = json.load(open(knobs_file)) if os.path.exists(knobs_file) else {}
     os.makedirs(os.path.join(home, "run"), exist_ok=True)
     os.makedirs(os.path.join(home, "log"), exist_ok=True)
-    # Daemonise as the real observer does: the command returns at once, the server runs on.
+    # Daemonise as the real observer does: the command returns, the server runs on. It returns
+    # once the server has registered or died (a pipe from the daemon says which), so that what
+    # the caller reads next does not depend on how loaded the machine is.
+    ready_r, ready_w = os.pipe()
     if os.fork() > 0:
+        os.close(ready_w)
+        import select
+        select.select([ready_r], [], [], 10)
         return 0
+    os.close(ready_r)
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
@@ -46,6 +53,7 @@ def main(argv):
         f.write("%d\n" % os.getpid())
     if knobs.get("no_restart", {}).get(me) == VERSION:
         print("[%s] ERROR observer %s failed to start (knob no_restart)" % (time.ctime(), VERSION), flush=True)
+        os.write(ready_w, b"died")
         os._exit(1)
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -53,6 +61,7 @@ def main(argv):
         srv.bind((conf["ip"], conf["rpc_port"]))
     except OSError as e:
         print("[%s] ERROR bind %s: %s" % (time.ctime(), me, e), flush=True)
+        os.write(ready_w, b"died")
         os._exit(1)
     srv.listen(16)
     reg = os.path.join(conf["registry"], "%s_%d.json" % (conf["ip"], conf["rpc_port"]))
@@ -61,6 +70,8 @@ def main(argv):
         json.dump({"ip": conf["ip"], "rpc_port": conf["rpc_port"], "pid": os.getpid(), "build_version": BUILD}, f)
     os.replace(tmp, reg)
     print("[%s] INFO observer %s serving on %s" % (time.ctime(), BUILD, me), flush=True)
+    os.write(ready_w, b"ok")
+    os.close(ready_w)
     while True:
         c, _ = srv.accept()
         c.close()

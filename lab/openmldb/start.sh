@@ -2,8 +2,8 @@
 # The OpenMLDB double's `bin/start.sh`: release/bin/start.sh as it behaves (PRODUCTS.md §1.2).
 # `start.sh start|stop|restart <component> [mon]`. A failed start prints `Start <c> failed!` and
 # still exits 0, as the real script does: the success token is the only signal. Waits are
-# shorter than the real ones (status polls 0.2 s apart instead of 1 s, a stop waits 0.3 s
-# instead of 3 s, a Java start 1 s instead of 10 s) to keep the tests fast.
+# shorter than the real ones (status polls 0.2 s apart instead of 1 s, a stop waits until the
+# process has gone, at most 3 s, instead of 3 s, a Java start 1 s instead of 10 s).
 COMPONENTS="tablet tablet2 nameserver apiserver taskmanager standalone_tablet standalone_nameserver standalone_apiserver data_collector synctool"
 if [ $# -lt 2 ]; then
     echo "Usage: start.sh start/stop/restart <component> [mon]"
@@ -69,8 +69,15 @@ stop() {
     if [ ! -f "$PID_FILE" ]; then
         echo "no $COMPONENT to stop (could not find file $PID_FILE)"
     else
-        kill "$(cat "$PID_FILE")" 2>/dev/null
-        sleep 0.3
+        PID=$(cat "$PID_FILE")
+        kill "$PID" 2>/dev/null
+        # The real script sleeps 3 s, time enough for the process to exit; the double waits at
+        # most that long, and no longer than the process takes (a zombie counts as gone).
+        for _ in $(seq 1 30); do
+            [ -e "/proc/$PID" ] || break
+            grep -q '^State:[[:space:]]*Z' "/proc/$PID/status" 2>/dev/null && break
+            sleep 0.1
+        done
         rm -f "$PID_FILE"
         echo "Stop $COMPONENT success"
     fi

@@ -179,6 +179,27 @@ confirm("Stop the primary now?");
         },
     );
 
+    let r = run.clone();
+    def(
+        engine,
+        "checking",
+        &["bool"],
+        r#"
+Whether this is a `--check` run: reads are real, changes are recorded and skipped. What a step
+verifies about its own changes (the version a restarted service reports, a wait for a parameter
+it just set) is not there to read then; skip those checks and waits when `checking()`. False in
+`run` and in `simulate` (where every change is applied to the simulated world).
+
+```rhai
+let h = cluster().host("web1");
+step("restart web1", || {
+    h.run(["app-ctl", "restart"]);
+    if !checking() { h.wait_port(8080, #{ timeout: 60 }); }
+});
+```"#,
+        move || r.exec.mode() == Mode::Check,
+    );
+
     def(
         engine,
         "fail",

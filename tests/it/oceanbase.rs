@@ -443,6 +443,19 @@ fn oceanbase_rolls_zone_by_zone_on_the_lab_and_the_simulation_acts_alike() {
         "zone1\tACTIVE\nzone2\tACTIVE\nzone3\tACTIVE\n"
     );
 
+    // --check reads the real cluster and walks every step, changing nothing.
+    let (out, check) = lab.run(&["--check"]);
+    ok_run(&out, &check);
+    assert!(check["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["read_only"] == true || a["result"] == "skipped (check mode)"));
+    let c = lab.cluster();
+    assert!(c.servers.iter().all(|s| s.build_version == FROM.1));
+    assert!(c.zones.values().all(|z| z == "ACTIVE"));
+    assert_eq!(c.params["enable_upgrade_mode"], "False");
+
     let (out, report) = lab.run(&[]);
     ok_run(&out, &report);
     let c = lab.cluster();

@@ -258,6 +258,18 @@ fn openmldb_upgrades_on_the_lab_and_the_simulation_acts_alike() {
     let leaders = lab.leaders();
     assert!(lab.versions().values().all(|v| v == "0.9.1"));
 
+    // --check reads the real cluster and walks every step, changing nothing.
+    let (out, check) = lab.run(&["--check"]);
+    ok_run(&out, &check);
+    assert_eq!(check["steps"].as_array().unwrap().len(), 10);
+    assert!(check["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["read_only"] == true || a["result"] == "skipped (check mode)"));
+    assert!(lab.versions().values().all(|v| v == "0.9.1"));
+    assert_eq!(lab.leaders(), leaders);
+
     let (out, report) = lab.run(&[]);
     ok_run(&out, &report);
     assert!(

@@ -563,7 +563,7 @@ fn the_openmldb_example_simulates_with_its_availability_and_rollback() {
         .collect();
     assert!(
         left.iter()
-            .all(|c| !c.contains("file /work/openmldb/bin/openmldb")),
+            .all(|c| !c.contains("file /opt/openmldb/bin/openmldb")),
         "a binary still differs after the rollback: {left:?}"
     );
 }

@@ -32,6 +32,10 @@ const MODULES: &[StdlibModule] = &[
         source: include_str!("../../stdlib/openmldb.rhai"),
     },
     StdlibModule {
+        name: "process",
+        source: include_str!("../../stdlib/process.rhai"),
+    },
+    StdlibModule {
         name: "rolling",
         source: include_str!("../../stdlib/rolling.rhai"),
     },

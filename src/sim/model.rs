@@ -92,6 +92,13 @@ pub(super) fn check_keys(
     Ok(())
 }
 
+/// The pid that the stdlib's `process::alive` asks about (`sh -c 'ps -o stat= -p "$1" | grep
+/// -qv ^Z' sh PID`), so that a model answers it for the daemons it runs.
+pub(super) fn process_check_pid(argv: &[String]) -> Option<&str> {
+    (argv.first()? == "sh" && argv.get(2)?.starts_with("ps -o stat= -p "))
+        .then_some(argv.get(4)?.as_str())
+}
+
 /// The models a scenario can name in `[[products]]`.
 pub const MODELS: &[&str] = &["service", "hello", "openmldb", "oceanbase"];
 

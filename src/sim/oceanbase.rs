@@ -254,22 +254,6 @@ impl ObCluster {
             .find(|s| s.ip == ip && s.rpc_port == rpc_port)
     }
 
-    /// The zones that serve: ACTIVE, with every server alive.
-    pub fn serving_zones(&self) -> Vec<String> {
-        self.zones
-            .iter()
-            .filter(|(z, st)| {
-                *st == "ACTIVE"
-                    && self
-                        .servers
-                        .iter()
-                        .filter(|s| &s.zone == *z)
-                        .all(|s| s.alive)
-            })
-            .map(|(z, _)| z.clone())
-            .collect()
-    }
-
     /// Runs one statement as the sys tenant does; an error is OceanBase's code and message.
     pub fn sql(
         &mut self,
@@ -414,9 +398,6 @@ impl ObCluster {
                         reads_left: if upgrade { 1 } else { 0 },
                         fails: upgrade && self.knobs.job_fails,
                     });
-                    if !upgrade {
-                        self.finish_jobs(true);
-                    }
                 } else {
                     return Err((
                         PARSE_ERROR,
@@ -452,30 +433,25 @@ impl ObCluster {
         }
     }
 
-    /// Jobs move on each time the job table is read; a successful upgrade job moves every
-    /// tenant's `compatible` to the cluster version.
-    fn finish_jobs(&mut self, now: bool) {
-        let v = self.params["min_observer_version"].clone();
+    /// Jobs move on each time the job table is read: one still to wait for counts down, one
+    /// with none left finishes. A successful upgrade job moves every tenant's `compatible` to
+    /// the cluster version.
+    fn advance_jobs(&mut self) {
         let mut upgraded = false;
         for j in self
             .jobs
             .iter_mut()
             .filter(|j| j.job_status == "INPROGRESS")
         {
-            if j.reads_left > 0 && !now {
+            if j.reads_left > 0 {
                 j.reads_left -= 1;
                 continue;
             }
-            if j.reads_left == 0 || now {
-                j.job_status = if j.fails {
-                    "FAILED".into()
-                } else {
-                    "SUCCESS".into()
-                };
-                upgraded |= j.job_type == "UPGRADE_ALL" && !j.fails;
-            }
+            j.job_status = if j.fails { "FAILED" } else { "SUCCESS" }.into();
+            upgraded |= j.job_type == "UPGRADE_ALL" && !j.fails;
         }
         if upgraded {
+            let v = self.params["min_observer_version"].clone();
             for t in &mut self.tenants {
                 t.compatible = v.clone();
             }
@@ -485,7 +461,7 @@ impl ObCluster {
     fn select(&mut self, s: &str, params: &SqlParams) -> Result<SqlResult, (u16, String)> {
         let lower = s.to_ascii_lowercase();
         if lower.contains("__all_rootservice_job") {
-            self.finish_jobs(false);
+            self.advance_jobs();
         }
         let reads_params = lower.contains("ob_parameters") || lower.contains("sys_parameter_stat");
         let db = self.materialise().map_err(|e| (4016, e))?;
@@ -857,23 +833,12 @@ impl ObModel {
         })
     }
 
+    /// The sys tenant answers on every observer: by its inventory name or `ip:sql_port`.
     fn serves(&self, server: &str) -> bool {
         self.observers
             .iter()
             .any(|o| server == o.host || server == format!("{}:{}", o.ip, o.sql_port))
-            || inv_addr_match(&self.observers, server)
     }
-}
-
-fn inv_addr_match(obs: &[Observer], server: &str) -> bool {
-    obs.iter()
-        .any(|o| server.split(':').next() == Some(o.ip.as_str()))
-}
-
-/// The pid of the stdlib's process check (`sh -c 'ps -o stat= -p "$1" | grep -qv ^Z' sh PID`).
-pub(super) fn alive_check_pid(argv: &[String]) -> Option<&str> {
-    (argv.first()? == "sh" && argv.get(2)?.starts_with("ps -o stat= -p "))
-        .then_some(argv.get(4)?.as_str())
 }
 
 impl ProductModel for ObModel {
@@ -906,7 +871,7 @@ impl ProductModel for ObModel {
                     .map(|b| String::from_utf8_lossy(b).trim().to_string()),
             }
         };
-        if let Some(pid) = alive_check_pid(argv) {
+        if let Some(pid) = super::model::process_check_pid(argv) {
             return Some(output(
                 if running_pid().as_deref() == Some(pid) {
                     0

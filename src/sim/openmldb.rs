@@ -413,7 +413,7 @@ impl OpenMldb {
                 let version = if comp == "taskmanager" {
                     taskmanager_version(state, &node.root)
                 } else {
-                    banner_version(state, &format!("{}/bin/openmldb", node.root))
+                    banner_of(state, &format!("{}/bin/openmldb", node.root))
                 };
                 let spark_ok = comp != "taskmanager" || spark_home_ok(state, &node.root);
                 let knob = self.fail_start.get(&node.host);
@@ -924,10 +924,6 @@ fn banner_of(state: &SimHost, bin: &str) -> Option<String> {
     (!v.is_empty()).then_some(v)
 }
 
-fn banner_version(state: &SimHost, bin: &str) -> Option<String> {
-    banner_of(state, bin)
-}
-
 fn short(v: &str) -> &str {
     v.split('-').next().unwrap_or(v)
 }
@@ -1115,8 +1111,8 @@ impl ProductModel for OpenMldb {
                 Some(self.version_page(url))
             }
             // The stdlib's `alive`: `ps -o stat= -p PID | grep -qv '^Z'`, exit 0 while it runs.
-            "sh" if super::oceanbase::alive_check_pid(argv).is_some() => {
-                let pid = super::oceanbase::alive_check_pid(argv)?;
+            "sh" if super::model::process_check_pid(argv).is_some() => {
+                let pid = super::model::process_check_pid(argv)?;
                 let alive = self.running.get(host).is_some_and(|r| match r.pid {
                     Some(p) => p.to_string() == *pid,
                     // Running since the start: the pid file's pid is the process.

@@ -258,11 +258,12 @@ impl ObLab {
             .iter()
             .map(|(n, _)| (n.to_string(), free_port()))
             .collect();
-        let sys_placeholder = SysTenant {
+        // Served before the cluster is filled in: the observers need its port in their config.
+        let sys = SysTenant {
             cluster: Arc::new(Mutex::new(ObCluster::new(Vec::new(), FROM.0, &[]))),
             registry: registry.clone(),
         };
-        let sql_port = sys_placeholder.serve();
+        let sql_port = sys.serve();
         let observers: Vec<Value> = hosts
             .iter()
             .map(|(n, z)| {
@@ -292,7 +293,7 @@ impl ObLab {
                 params: BTreeMap::new(),
             })
             .collect();
-        *sys_placeholder.cluster.lock().unwrap() = ObCluster::new(servers, FROM.0, &["tpcc"]);
+        *sys.cluster.lock().unwrap() = ObCluster::new(servers, FROM.0, &["tpcc"]);
         // Every observer registered before the first statement.
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::fs::read_dir(&registry).unwrap().count() < hosts.len() {
@@ -302,7 +303,7 @@ impl ObLab {
         ObLab {
             p,
             spec_file,
-            sys: sys_placeholder,
+            sys,
             sql_port,
             rpc,
             hosts,

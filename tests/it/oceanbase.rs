@@ -323,21 +323,6 @@ impl ObLab {
         )
     }
 
-    fn inventory(&self) -> PathBuf {
-        let mut s = format!(
-            "[defaults]\n{}groups = [\"observer\"]\n",
-            self.p.lab.defaults()
-        );
-        for (i, (n, z)) in self.hosts.iter().enumerate() {
-            s.push_str(&format!(
-                "\n[hosts.{n}]\nport = {}\nvars = {{ {} }}\n",
-                self.p.lab.ports[i],
-                self.vars(n, z)
-            ));
-        }
-        self.p.scratch.write("lab.toml", &s)
-    }
-
     /// The lab now, as a scenario: each host's install and the release, the same cluster.
     fn scenario(&self, model_extra: &str) -> PathBuf {
         let mut s =
@@ -369,6 +354,23 @@ impl ObLab {
         self.p.scratch.write("ob-scenario.toml", &s)
     }
 
+    fn cluster(&self) -> ObCluster {
+        self.sys.refresh();
+        self.sys.cluster.lock().unwrap().clone()
+    }
+
+    fn param(&self, name: &str) -> String {
+        self.cluster().params[name].clone()
+    }
+}
+
+impl ProductLab for ObLab {
+    fn parity(&self) -> &Parity {
+        &self.p
+    }
+    fn playbook(&self) -> &'static str {
+        "oceanbase"
+    }
     fn params(&self) -> Vec<String> {
         vec![
             "-p".into(),
@@ -377,33 +379,19 @@ impl ObLab {
             format!("sql_port={}", self.sql_port),
         ]
     }
-
-    fn capstan(&self, verb: &str, how: &[&str], extra: &[&str]) -> (Out, Value) {
-        self.p
-            .shipped("oceanbase", verb, how, &self.params(), extra)
-    }
-
-    fn run(&self, extra: &[&str]) -> (Out, Value) {
-        let inv = self.inventory();
-        self.capstan("run", &["-i", inv.to_str().unwrap(), "--yes"], extra)
-    }
-
-    fn simulate(&self, scenario: &Path, extra: &[&str]) -> Value {
-        self.capstan(
-            "simulate",
-            &["--scenario", scenario.to_str().unwrap()],
-            extra,
-        )
-        .1
-    }
-
-    fn cluster(&self) -> ObCluster {
-        self.sys.refresh();
-        self.sys.cluster.lock().unwrap().clone()
-    }
-
-    fn param(&self, name: &str) -> String {
-        self.cluster().params[name].clone()
+    fn inventory(&self) -> PathBuf {
+        let mut s = format!(
+            "[defaults]\n{}groups = [\"observer\"]\n",
+            self.p.lab.defaults()
+        );
+        for (i, (n, z)) in self.hosts.iter().enumerate() {
+            s.push_str(&format!(
+                "\n[hosts.{n}]\nport = {}\nvars = {{ {} }}\n",
+                self.p.lab.ports[i],
+                self.vars(n, z)
+            ));
+        }
+        self.p.scratch.write("lab.toml", &s)
     }
 }
 

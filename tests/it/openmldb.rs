@@ -146,18 +146,6 @@ impl OmLab {
         v
     }
 
-    fn inventory(&self) -> PathBuf {
-        let mut s = format!("[defaults]\n{}", self.p.lab.defaults());
-        for (i, (n, role)) in NAMES.iter().enumerate() {
-            s.push_str(&format!(
-                "\n[hosts.{n}]\nport = {}\ngroups = [\"{role}\"]\nvars = {{ {} }}\n",
-                self.p.lab.ports[i],
-                self.host_vars(n)
-            ));
-        }
-        self.p.scratch.write("lab.toml", &s)
-    }
-
     /// A scenario of the lab as it is now: each host holds its own install, the release and the
     /// Spark distributions; its endpoint port is open; the model has the same tables.
     fn scenario(&self, model_extra: &str) -> PathBuf {
@@ -196,7 +184,15 @@ impl OmLab {
         ));
         self.p.scratch.write("openmldb-scenario.toml", &s)
     }
+}
 
+impl ProductLab for OmLab {
+    fn parity(&self) -> &Parity {
+        &self.p
+    }
+    fn playbook(&self) -> &'static str {
+        "openmldb"
+    }
     fn params(&self) -> Vec<String> {
         vec![
             "-p".into(),
@@ -207,24 +203,16 @@ impl OmLab {
             format!("spark_release={}", self.dir().join("spark-0.9.2").display()),
         ]
     }
-
-    /// `capstan VERB playbooks/openmldb.rhai HOW.. --json` with the lab's params and `extra`.
-    fn capstan(&self, verb: &str, how: &[&str], extra: &[&str]) -> (Out, Value) {
-        self.p.shipped("openmldb", verb, how, &self.params(), extra)
-    }
-
-    fn run(&self, extra: &[&str]) -> (Out, Value) {
-        let inv = self.inventory();
-        self.capstan("run", &["-i", inv.to_str().unwrap(), "--yes"], extra)
-    }
-
-    fn simulate(&self, scenario: &Path, extra: &[&str]) -> Value {
-        self.capstan(
-            "simulate",
-            &["--scenario", scenario.to_str().unwrap()],
-            extra,
-        )
-        .1
+    fn inventory(&self) -> PathBuf {
+        let mut s = format!("[defaults]\n{}", self.p.lab.defaults());
+        for (i, (n, role)) in NAMES.iter().enumerate() {
+            s.push_str(&format!(
+                "\n[hosts.{n}]\nport = {}\ngroups = [\"{role}\"]\nvars = {{ {} }}\n",
+                self.p.lab.ports[i],
+                self.host_vars(n)
+            ));
+        }
+        self.p.scratch.write("lab.toml", &s)
     }
 }
 

@@ -10,6 +10,42 @@ use serde_json::Value;
 
 use crate::support::*;
 
+/// A product's lab (its double on the sshd hosts) that runs and simulates its shipped playbook.
+pub trait ProductLab {
+    fn parity(&self) -> &Parity;
+    /// The shipped playbook's name.
+    fn playbook(&self) -> &'static str;
+    /// `-p NAME=VALUE` pairs for this lab.
+    fn params(&self) -> Vec<String>;
+    /// The lab's inventory file.
+    fn inventory(&self) -> PathBuf;
+
+    /// `capstan run` on the lab, with `extra` arguments: the output and the report.
+    fn run(&self, extra: &[&str]) -> (Out, Value) {
+        let inv = self.inventory();
+        self.parity().shipped(
+            self.playbook(),
+            "run",
+            &["-i", inv.to_str().unwrap(), "--yes"],
+            &self.params(),
+            extra,
+        )
+    }
+
+    /// `capstan simulate` of `scenario`, with the lab's params and `extra`: the report.
+    fn simulate(&self, scenario: &Path, extra: &[&str]) -> Value {
+        self.parity()
+            .shipped(
+                self.playbook(),
+                "simulate",
+                &["--scenario", scenario.to_str().unwrap()],
+                &self.params(),
+                extra,
+            )
+            .1
+    }
+}
+
 /// Hosts on the lab's sshd instances, each with its own directory tree under a scratch dir.
 pub struct Parity {
     pub scratch: Scratch,

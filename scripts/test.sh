@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 # busybox-static, the root of the docker tests' images (built with `docker import`: no registry);
 # util-linux for `unshare -n` (simulation with no network) and `mount`; procps (pgrep, ps) and
 # passwd for tests; python3 and curl for the OpenMLDB double (lab/openmldb: its binary, ops tool
-# and start.sh, which polls the components' status pages with curl).
+# and start.sh, which polls the components' status pages with curl) and python3 for the DolphinDB
+# double (lab/dolphindb: every node and its API-protocol server).
 ensure_packages build-essential pkg-config libssl-dev zlib1g-dev openssh-server openssh-client \
     mariadb-server mariadb-client openssl busybox-static chromium util-linux procps passwd \
     python3 curl

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::backup::{BackupInfo, HostShell};
+use crate::ddb::{DdbClient, DdbKind, DdbTarget, DdbValue};
 use crate::docker::DockerOp;
 use crate::error::FaultKind;
 use crate::inventory::{HostEntry, Inventory};
@@ -127,6 +128,13 @@ pub enum Action {
         snapshot: String,
         target: String,
     },
+    /// One script on a DolphinDB node (or opening the session), from the machine capstan runs on.
+    Ddb {
+        target: DdbTarget,
+        kind: DdbKind,
+        #[serde(default)]
+        script: String,
+    },
     /// A docker operation through the host's `docker` CLI.
     Docker {
         call: DockerOp,
@@ -149,6 +157,7 @@ impl Action {
             | Action::VerifyBackup { .. }
             | Action::WaitPort { .. } => true,
             Action::Sql { kind, .. } => matches!(kind, SqlKind::Query | SqlKind::Connect),
+            Action::Ddb { kind, .. } => matches!(kind, DdbKind::Query | DdbKind::Connect),
             Action::Docker { call, .. } => call.is_read_only(),
             _ => false,
         }
@@ -179,12 +188,27 @@ impl Action {
                 SqlKind::Query => "sql_query",
                 _ => "sql_exec",
             },
+            Action::Ddb { kind, .. } => match kind {
+                DdbKind::Connect => "ddb_connect",
+                DdbKind::Query => "ddb_query",
+                DdbKind::Exec => "ddb_exec",
+            },
             Action::Snapshot { .. } => "snapshot",
             Action::VerifyBackup { .. } => "verify_backup",
             Action::MysqlDump { .. } => "mysqldump",
             Action::MysqlLoad { .. } => "mysql_load",
             Action::RestoreSnapshot { .. } => "restore_snapshot",
             Action::Docker { call, .. } => call.op(),
+        }
+    }
+
+    /// For an action that talks to a server from the machine capstan runs on (SQL,
+    /// DolphinDB): the inventory host it was named by, if any.
+    pub fn server_host(&self) -> Option<Option<&str>> {
+        match self {
+            Action::Sql { target, .. } => Some(target.host.as_deref()),
+            Action::Ddb { target, .. } => Some(target.host.as_deref()),
+            _ => None,
         }
     }
 
@@ -256,6 +280,18 @@ impl Action {
                     }
                 }
             }
+            Action::Ddb {
+                target,
+                kind,
+                script,
+            } => match kind {
+                DdbKind::Connect => format!("dolphindb connect {}", target.server()),
+                _ => format!(
+                    "dolphindb {}: {}",
+                    target.server(),
+                    crate::sql::one_line(script)
+                ),
+            },
             Action::Snapshot { source, to } => format!("snapshot {source} -> {to}"),
             Action::VerifyBackup { path } => format!("verify backup {path}"),
             Action::MysqlDump {
@@ -292,6 +328,7 @@ pub enum Outcome {
     Text(String),
     Unit,
     Sql(SqlResult),
+    Ddb(DdbValue),
     /// A backup taken, verified or restored.
     Backup(BackupInfo),
     /// `--check` did not perform this mutating action.
@@ -383,6 +420,8 @@ enum Backend {
     Real {
         transports: Mutex<HashMap<String, Arc<dyn Transport>>>,
         sql: SqlClient,
+        // Boxed: its runtime slot is large, and `Sim` is the common variant in tests.
+        ddb: Box<DdbClient>,
     },
     Sim(Arc<Mutex<World>>),
     /// `describe`: a playbook is evaluated only up to `params()`; any action is a mistake.
@@ -406,6 +445,14 @@ pub fn set_current_step(step: Option<String>) -> Option<String> {
 }
 
 /// Performs, skips or simulates actions according to the mode, and records every one.
+/// Work the simulation runs after each action of the run (a probe's writes).
+pub(crate) type Ticker = Arc<dyn Fn() + Send + Sync>;
+
+thread_local! {
+    /// Set while a ticker runs, so its own actions do not tick again.
+    static TICKING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 pub struct Executor {
     mode: Mode,
     inventory: Arc<Inventory>,
@@ -422,6 +469,8 @@ pub struct Executor {
     hold_writes: AtomicBool,
     /// The first journal write that failed: no action runs after it (the journal is the way back).
     journal_error: Mutex<Option<String>>,
+    /// Simulation only: run after each action (see `Ticker`).
+    tickers: Mutex<Vec<Ticker>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -444,6 +493,7 @@ impl Executor {
             _ => Backend::Real {
                 transports: Mutex::new(HashMap::new()),
                 sql: SqlClient::default(),
+                ddb: Box::default(),
             },
         };
         Executor {
@@ -458,6 +508,7 @@ impl Executor {
             journal: std::sync::OnceLock::new(),
             hold_writes: AtomicBool::new(false),
             journal_error: Mutex::new(None),
+            tickers: Mutex::new(Vec::new()),
         }
     }
 
@@ -538,6 +589,25 @@ impl Executor {
         }
     }
 
+    /// True when this executor acts on a simulated world.
+    pub fn is_simulated(&self) -> bool {
+        matches!(self.backend, Backend::Sim(_))
+    }
+
+    pub(crate) fn add_ticker(&self, t: Ticker) {
+        self.tickers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(t);
+    }
+
+    pub(crate) fn clear_tickers(&self) {
+        self.tickers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// The hosts (in first-touch order) and the number of actions recorded for `step`.
     pub fn step_summary(&self, step: &str) -> (Vec<String>, usize) {
         self.per_step
@@ -593,8 +663,8 @@ impl Executor {
         }
         let held = self.hold_writes.load(Ordering::SeqCst) && !action.is_read_only();
         // A SQL server may be named by address only; every other action needs an inventory host.
-        let entry = match action.sql_target() {
-            Some(t) => t.host.as_deref().map(|h| self.host_entry(h)).transpose()?,
+        let entry = match action.server_host() {
+            Some(h) => h.map(|h| self.host_entry(h)).transpose()?,
             None => Some(self.host_entry(host)?),
         };
         let name = entry.map_or_else(|| host.to_string(), |e| e.name.clone());
@@ -620,7 +690,7 @@ impl Executor {
             Backend::Real { .. } if self.mode == Mode::Check && !action.is_read_only() => {
                 (Disposition::Skipped, Ok(Outcome::Skipped))
             }
-            Backend::Real { sql, .. } => {
+            Backend::Real { sql, ddb, .. } => {
                 let r = match (&action, entry) {
                     (
                         Action::Sql {
@@ -634,6 +704,17 @@ impl Executor {
                         .perform(&self.inventory, target, *kind, statement, params)
                         .map(Outcome::Sql)
                         .map_err(|f| self.redacted(f)),
+                    (
+                        Action::Ddb {
+                            target,
+                            kind,
+                            script,
+                        },
+                        _,
+                    ) => ddb
+                        .perform(&self.inventory, target, *kind, script)
+                        .map(Outcome::Ddb)
+                        .map_err(|f| self.redacted(f)),
                     (_, Some(entry)) => self.perform_real(entry, &action),
                     (_, None) => unreachable!("only SQL actions run without an inventory host"),
                 };
@@ -645,6 +726,20 @@ impl Executor {
             _ => wall.elapsed(),
         };
         self.record(&name, &action, disposition, at, duration, &result);
+        if matches!(self.backend, Backend::Sim(_)) && !TICKING.with(|t| t.get()) {
+            let tickers = self
+                .tickers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            if !tickers.is_empty() {
+                TICKING.with(|t| t.set(true));
+                for t in &tickers {
+                    t();
+                }
+                TICKING.with(|t| t.set(false));
+            }
+        }
         result
     }
 
@@ -677,6 +772,7 @@ impl Executor {
             Ok(Outcome::Unit) => "ok".into(),
             Ok(Outcome::Sql(r)) if r.columns.is_empty() => format!("{} affected", r.affected),
             Ok(Outcome::Sql(r)) => format!("{} rows", r.rows.len()),
+            Ok(Outcome::Ddb(v)) => v.summary(),
             Ok(Outcome::Backup(b)) => format!(
                 "{} files, {} bytes, sha256 {}",
                 b.files,
@@ -990,6 +1086,7 @@ impl Executor {
             }
             Action::WaitPort { .. } => unreachable!("handled above"),
             Action::Sql { .. } => unreachable!("SQL goes to the SQL client"),
+            Action::Ddb { .. } => unreachable!("DolphinDB goes to its client"),
             Action::Snapshot { source, to } => {
                 let sh = self.shell(host, t);
                 let run = self.journal.get().map(|j| j.run_id.as_str());

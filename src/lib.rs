@@ -19,6 +19,7 @@
 pub mod action;
 pub mod api;
 pub mod backup;
+pub mod ddb;
 pub mod docker;
 pub mod engine;
 pub mod error;

@@ -112,7 +112,10 @@ fn default_to(run: &RunCtx, path: &str) -> String {
 }
 
 fn dir(h: &HostHandle, path: &str, opts: Map) -> R<Dynamic> {
-    let o = Opts::new("backup::dir", opts, &["to"])?;
+    let o = Opts::new("backup::dir", opts, &["to", "undo"])?;
+    // `undo: false`: the caller restores the snapshot itself, in an undo of its own that
+    // orders it with other work (stop first, restore, start after).
+    let with_undo = o.bool("undo")?.unwrap_or(true);
     let source = abs("backup::dir", path)?;
     let to = match o.string("to")? {
         Some(t) => abs("backup::dir", &t)?,
@@ -128,7 +131,9 @@ fn dir(h: &HostHandle, path: &str, opts: Map) -> R<Dynamic> {
             "info",
             &format!("{}: reusing the verified snapshot {to} of {source}", h.name),
         );
-        register_dir_undo(h, &to, &source);
+        if with_undo {
+            register_dir_undo(h, &to, &source);
+        }
         record(&h.run, &b);
         return Ok(info_map(&b, false));
     }
@@ -141,7 +146,9 @@ fn dir(h: &HostHandle, path: &str, opts: Map) -> R<Dynamic> {
         to: to.clone(),
     })? {
         Outcome::Backup(b) => {
-            register_dir_undo(h, &to, &source);
+            if with_undo {
+                register_dir_undo(h, &to, &source);
+            }
             record(&h.run, &b);
             Ok(info_map(&b, false))
         }
@@ -260,7 +267,8 @@ copied when the copy would not fit (also under `--check`, which measures and ski
 copy becomes the snapshot only once complete and equal, file by file, to the directory (one that
 changed while it was copied, because something still writes to it, fails: reason
 `changed_during_copy`). Registers an undo that puts the snapshot back at
-`path`. A snapshot already at `to` of the same directory that verifies is reused (a resumed run
+`path`, unless `undo: false` (the playbook restores it with `backup::restore` in an undo of its
+own, ordered with the work around it). A snapshot already at `to` of the same directory that verifies is reused (a resumed run
 keeps the first one: the directory may have changed since). Returns `#{path, manifest, files,
 bytes, sha256, taken, skipped}`.
 

@@ -1,12 +1,14 @@
 //! What scripts call: the per-run context natives share, and registration of every script module.
 
 mod backup;
+mod ddb;
 mod docker;
 mod flow;
 mod host;
 mod opts;
 mod params;
 pub(crate) mod persist;
+pub(crate) mod probe;
 pub(crate) mod recovery;
 mod secrets;
 mod sql;
@@ -18,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use rhai::{Dynamic, Engine, EvalAltResult, FuncRegistration, Position, RhaiNativeFunc, Variant};
 
+pub use ddb::DdbConn;
 pub use docker::DockerHandle;
 pub use flow::ask_terminal;
 pub use host::{ClusterHandle, HostHandle};
@@ -69,7 +72,15 @@ pub struct RunCtx {
     pub(crate) describe_only: bool,
     pub(crate) replay: Replay,
     pub(crate) recovery: recovery::Recovery,
+    /// Probes started by the script (stopped when the playbook ends).
+    pub(crate) probes: Mutex<Vec<Arc<probe::ProbeState>>>,
+    /// Builds another engine bound to this run, like the one the script runs in: for work on
+    /// threads that outlive a native call (a probe's writer).
+    pub(crate) engine_factory: std::sync::OnceLock<EngineFactory>,
 }
+
+/// See `RunCtx::engine_factory`.
+pub(crate) type EngineFactory = Box<dyn Fn() -> Option<Engine> + Send + Sync>;
 
 impl std::fmt::Debug for RunCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -97,7 +108,14 @@ impl RunCtx {
             describe_only: false,
             replay: Replay::Fresh,
             recovery: recovery::Recovery::default(),
+            probes: Mutex::new(Vec::new()),
+            engine_factory: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Another engine for this run (see `engine_factory`); `None` once the run is over.
+    pub(crate) fn build_engine(&self) -> Option<Engine> {
+        self.engine_factory.get().and_then(|f| f())
     }
 
     /// The executor: the only way from a script function to a host.
@@ -239,6 +257,8 @@ pub(crate) fn register_all(engine: &mut Engine, run: &Arc<RunCtx>) {
     });
     host::register(engine, run);
     backup::register(engine);
+    ddb::register(engine, run);
+    probe::register(engine, run);
     docker::register(engine);
     flow::register(engine, run);
     params::register(engine, run);

@@ -87,6 +87,14 @@ fn convert(v: &Dynamic, run: &RunCtx, lossy: &mut Option<String>) -> Value {
         // The password is kept by secret name only (SqlTarget never serializes an inline one).
         return json!({ "$sql": serde_json::to_value(&*c.target).unwrap_or(Value::Null) });
     }
+    if let Some(c) = v.read_lock::<super::ddb::DdbConn>() {
+        if matches!(c.target.password, Some(crate::sql::Password::Inline(_))) {
+            lossy.get_or_insert_with(|| {
+                "a DolphinDB connection whose password is not a secret of the inventory".into()
+            });
+        }
+        return json!({ "$ddb": serde_json::to_value(&*c.target).unwrap_or(Value::Null) });
+    }
     lossy.get_or_insert_with(|| format!("a value of type {} has no JSON form", v.type_name()));
     Value::String(inv.redactor.redact(&v.to_string()))
 }
@@ -128,6 +136,20 @@ pub(crate) fn from_json(v: &Value, run: &Arc<RunCtx>) -> Result<Dynamic, String>
                 // A new session: the old process's session is gone.
                 target.id = super::sql::new_session_id();
                 return Ok(Dynamic::from(SqlConn {
+                    target: Arc::new(target),
+                    run: run.clone(),
+                }));
+            }
+            if let (1, Some(spec)) = (o.len(), o.get("$ddb")) {
+                let mut target: crate::ddb::DdbTarget = serde_json::from_value(spec.clone())
+                    .map_err(|e| format!("a journaled DolphinDB connection cannot be read: {e}"))?;
+                if let Some(h) = &target.host {
+                    if run.exec.inventory().host(h).is_none() {
+                        return Err(format!("host `{h}` is no longer in the inventory"));
+                    }
+                }
+                target.id = super::sql::new_session_id();
+                return Ok(Dynamic::from(super::ddb::DdbConn {
                     target: Arc::new(target),
                     run: run.clone(),
                 }));
@@ -179,6 +201,38 @@ pub(crate) fn freeze(f: &FnPtr) -> FnPtr {
         }
     }
     f
+}
+
+/// Makes the closure `f` (called with `args` arguments beyond what it captured) callable through
+/// `store` from another context: a closure made inside an imported module is found by name,
+/// so that module joins the store's function libraries. False when it is nowhere.
+#[allow(deprecated)] // NativeCallContextStore is volatile (rhai `internals`), not deprecated.
+pub(crate) fn link_closure(
+    store: &mut rhai::NativeCallContextStore,
+    f: &FnPtr,
+    args: usize,
+) -> bool {
+    let (name, n) = (f.fn_name(), f.curry().len() + args);
+    if store
+        .global
+        .lib
+        .iter()
+        .any(|m| m.get_script_fn(name, n).is_some())
+    {
+        return true;
+    }
+    let found = store
+        .global
+        .iter_imports_raw()
+        .find_map(|(_, m)| m.get_script_fn(name, n).is_some().then(|| m.clone()));
+    match found {
+        Some(module) => {
+            store.global.lib.push(module);
+            true
+        }
+        // A native function's pointer (`Fn("log")`) needs no library.
+        None => true,
+    }
 }
 
 /// Rebuilds a journaled closure: the same function of the same playbook (found in the script

@@ -24,6 +24,10 @@ impl StdlibModule {
 
 const MODULES: &[StdlibModule] = &[
     StdlibModule {
+        name: "dolphindb",
+        source: include_str!("../../stdlib/dolphindb.rhai"),
+    },
+    StdlibModule {
         name: "oceanbase",
         source: include_str!("../../stdlib/oceanbase.rhai"),
     },

@@ -252,6 +252,13 @@ impl Host {
         let run = Arc::new(ctx);
         let engine = engine::build(&run, &self.limits, pb.dir.as_deref(), &self.extensions);
         let ast = compile(&engine, pb)?;
+        // Weak: the run context must not keep itself alive through its own factory.
+        let weak = Arc::downgrade(&run);
+        let (limits, dir, extensions) = (self.limits, pb.dir.clone(), self.extensions.clone());
+        let _ = run.engine_factory.set(Box::new(move || {
+            weak.upgrade()
+                .map(|r| engine::build(&r, &limits, dir.as_deref(), &extensions))
+        }));
         Ok(Prepared { engine, run, ast })
     }
 
@@ -441,6 +448,8 @@ impl Host {
             .engine
             .eval_ast_with_scope::<Dynamic>(&mut Scope::new(), &p.ast);
         run.exec.hold_writes(false);
+        // A probe writes for the length of the upgrade: not during a rollback.
+        crate::api::probe::stop_all(&run);
 
         let replay_stop = matches!(&result, Err(e) if is_token(e, ROLLBACK_TOKEN));
         let mut outcome = match &result {

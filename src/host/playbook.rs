@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 
 /// The playbooks shipped in the binary: (name, source).
 const SHIPPED: &[(&str, &str)] = &[
+    ("dolphindb", include_str!("../../playbooks/dolphindb.rhai")),
     ("oceanbase", include_str!("../../playbooks/oceanbase.rhai")),
     ("openmldb", include_str!("../../playbooks/openmldb.rhai")),
     ("preflight", include_str!("../../playbooks/preflight.rhai")),

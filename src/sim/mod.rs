@@ -1,6 +1,7 @@
 //! The simulated world: scenario files, and hosts with files, ports and scripted command answers.
 
 mod docker;
+mod dolphindb;
 pub mod faults;
 pub mod model;
 pub mod oceanbase;
@@ -877,7 +878,10 @@ impl World {
             self.clock += self.duration_of(action.op());
             return result;
         }
-        let by_model = self.model_sql(host, action);
+        let by_model = match self.model_ddb(host, action) {
+            Some(r) => Some(r),
+            None => self.model_sql(host, action),
+        };
         let product_sql = by_model.is_some();
         let r = match by_model {
             Some(r) => r,
@@ -892,6 +896,45 @@ impl World {
             }
         }
         r
+    }
+
+    /// A DolphinDB action: a product model answers for the node at its endpoint, and where no
+    /// model has a node there, nothing listens (as on a real network).
+    fn model_ddb(
+        &mut self,
+        label: &str,
+        action: &Action,
+    ) -> Option<std::result::Result<Outcome, Fault>> {
+        let Action::Ddb {
+            target,
+            kind,
+            script,
+        } = action
+        else {
+            return None;
+        };
+        let endpoint = target.endpoint();
+        let hosts = &mut self.hosts;
+        let answer = self
+            .models
+            .iter_mut()
+            .find_map(|m| m.ddb(&endpoint, *kind, script, hosts))
+            .unwrap_or_else(|| {
+                Err((
+                    "connect",
+                    "connect: Connection refused (os error 111)".into(),
+                ))
+            });
+        self.clock += self.duration_of(action.op());
+        Some(match answer {
+            Ok(v) => Ok(Outcome::Ddb(v)),
+            Err((reason, message)) => Err(Fault::new(
+                FaultKind::Action,
+                Some(label),
+                format!("{label}: dolphindb {}: {message}", target.server()),
+            )
+            .with_reason(reason)),
+        })
     }
 
     /// A product model's answer to a SQL action, when one of them takes it.
@@ -939,7 +982,8 @@ impl World {
         let Some(n) = name else {
             return self.steps_seen.len();
         };
-        if n.starts_with("undo #") || n.starts_with("guard ") {
+        // Undo and guard work, and a probe's writes between actions, are not steps of their own.
+        if n.starts_with("undo #") || n.starts_with("guard ") || n.starts_with("probe ") {
             return self.steps_seen.len();
         }
         if let Some(&i) = self.steps_seen.get(n) {
@@ -1145,6 +1189,8 @@ impl World {
                 _ => None,
             };
             match action {
+                // `model_ddb` answers every DolphinDB action before this.
+                Action::Ddb { .. } => return Err(fail("no DolphinDB node answers".into())),
                 // A product's own command: its model answers.
                 Action::Exec { .. } if model_out.is_some() => {
                     Outcome::Exec(model_out.take().unwrap_or_default())

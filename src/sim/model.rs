@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::ddb::{DdbKind, DdbValue};
 use crate::inventory::Inventory;
 use crate::sql::{SqlKind, SqlParams, SqlResult};
 use crate::transport::{Command, ExecOutput};
@@ -40,6 +41,20 @@ pub trait ProductModel: Send + Sync + std::fmt::Debug {
         hosts: &mut BTreeMap<String, SimHost>,
     ) -> Option<Result<SqlResult, (u16, String)>> {
         let _ = (server, kind, statement, params, hosts);
+        None
+    }
+
+    /// Answers a DolphinDB script (or a connect) sent to the node at `endpoint` (`address:port`)
+    /// when that node is this product's (`None`: not mine). An error is the text the node (or
+    /// the connection) fails with, and its reason (`connect`, `auth`, `server`).
+    fn ddb(
+        &mut self,
+        endpoint: &str,
+        kind: DdbKind,
+        script: &str,
+        hosts: &mut BTreeMap<String, SimHost>,
+    ) -> Option<Result<DdbValue, (&'static str, String)>> {
+        let _ = (endpoint, kind, script, hosts);
         None
     }
 
@@ -100,7 +115,7 @@ pub(super) fn process_check_pid(argv: &[String]) -> Option<&str> {
 }
 
 /// The models a scenario can name in `[[products]]`.
-pub const MODELS: &[&str] = &["service", "hello", "openmldb", "oceanbase"];
+pub const MODELS: &[&str] = &["service", "hello", "openmldb", "oceanbase", "dolphindb"];
 
 /// Builds the model `name` over `hosts` with the scenario's settings (a model may read the
 /// hosts' groups and vars from the inventory).
@@ -115,6 +130,9 @@ pub fn build(
             hosts, settings, inventory,
         )?)),
         "oceanbase" => Ok(Box::new(super::oceanbase::ObModel::from_settings(
+            hosts, settings, inventory,
+        )?)),
+        "dolphindb" => Ok(Box::new(super::dolphindb::DolphinDb::from_settings(
             hosts, settings, inventory,
         )?)),
         "service" => Ok(Box::new(PortService::from_settings(hosts, settings)?)),

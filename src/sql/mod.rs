@@ -69,21 +69,26 @@ impl SqlTarget {
 
     /// The password in clear, for the one place that hands it to a server or a client tool.
     pub fn resolve_password(&self, inv: &Inventory) -> Result<Option<Secret>, String> {
-        match &self.password {
-            None => Ok(None),
-            Some(Password::Secret(name)) => inv
-                .secrets
-                .get(name)
-                .cloned()
-                .map(Some)
-                .ok_or_else(|| format!("no secret `{name}` in the inventory's [secrets]")),
-            Some(Password::Inline(Some(s))) => Ok(Some(s.clone())),
-            Some(Password::Inline(None)) => Err(
-                "the password was given inline by the playbook, and this process does not have it: \
-                 give it as a secret (secret(\"name\")) so a later process can connect"
-                    .into(),
-            ),
-        }
+        resolve_password(&self.password, inv)
+    }
+}
+
+/// A password in clear, for the one place that hands it to a server or a client tool.
+pub fn resolve_password(p: &Option<Password>, inv: &Inventory) -> Result<Option<Secret>, String> {
+    match p {
+        None => Ok(None),
+        Some(Password::Secret(name)) => inv
+            .secrets
+            .get(name)
+            .cloned()
+            .map(Some)
+            .ok_or_else(|| format!("no secret `{name}` in the inventory's [secrets]")),
+        Some(Password::Inline(Some(s))) => Ok(Some(s.clone())),
+        Some(Password::Inline(None)) => Err(
+            "the password was given inline by the playbook, and this process does not have it: \
+             give it as a secret (secret(\"name\")) so a later process can connect"
+                .into(),
+        ),
     }
 }
 

@@ -5,6 +5,7 @@ mod support;
 mod cli;
 mod docker;
 mod docs;
+mod dolphindb;
 mod embed;
 mod journal;
 mod modes;

@@ -1,0 +1,424 @@
+#!/usr/bin/env python3
+# The DolphinDB double's `server/dolphindb`: one program for every node mode, as the real binary.
+#
+#   dolphindb -version                                   prints VERSION
+#   dolphindb -console 0 -mode controller -home data -config config/controller.cfg
+#             -logFile log/controller.log -nodesFile config/cluster.nodes -clusterConfig config/cluster.cfg
+#   dolphindb -console 0 -mode agent -home data -config config/agent.cfg -logFile log/agent.log
+#   dolphindb -console 0 -mode datanode -localSite HOST:PORT:ALIAS -home data -logFile log/ALIAS.log
+#             (started by the agent of its machine when the leader controller runs startDataNode)
+#
+# Every node serves DolphinDB's API protocol (shared/notes/dolphindb-protocol.md) on its port: the
+# real `dolphindb` Rust crate talks to it. The nodes share the cluster's state (nodes, Raft leader,
+# chunks and their replicas, the rows the write probe inserts) in one JSON file behind a lock, as
+# the controllers' Raft group and the data nodes' chunk metadata would hold it. It answers the
+# scripts capstan's stdlib sends (lab/dolphindb/README.md lists them) and errors on anything else.
+import fcntl
+import json
+import os
+import re
+import signal
+import socket
+import socketserver
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+VERSION = "@VERSION@"
+STATE = "@STATE@"
+
+MODES = {"datanode": 0, "agent": 1, "controller": 2}
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared state
+
+
+def read_state():
+    with open(STATE) as f:
+        return json.load(f)
+
+
+def update(fn):
+    """Runs fn(state) under the lock and writes the state back; returns fn's value."""
+    with open(STATE + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        st = read_state()
+        out = fn(st)
+        tmp = STATE + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(st, f, indent=1, sort_keys=True)
+        os.replace(tmp, STATE)
+        return out
+
+
+def pid_alive(pid):
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def alive(st, alias):
+    n = st["nodes"].get(alias)
+    return bool(n) and n.get("serving", False) and pid_alive(n.get("pid"))
+
+
+def of_mode(st, mode):
+    return [a for a in st["order"] if st["nodes"][a]["mode"] == mode]
+
+
+def leader(st):
+    """The Raft leader: the one recorded while it lives, else the first live controller when a
+    majority of the controllers lives (an election), else none."""
+    ctls = of_mode(st, "controller")
+    cur = st.get("leader")
+    if cur and alive(st, cur):
+        return cur
+    live = [c for c in ctls if alive(st, c)]
+    if len(live) * 2 > len(ctls):
+        st["leader"] = live[0]
+        return live[0]
+    return None
+
+
+def chunk_state(c, now):
+    return "RECOVERING" if now < c.get("recovering_until", 0) else "COMPLETE"
+
+
+# ---------------------------------------------------------------------------------------------
+# The protocol (little-endian; see shared/notes/dolphindb-protocol.md)
+
+T_VOID, T_BOOL, T_INT, T_LONG, T_STRING = 0, 1, 4, 5, 18
+
+
+class DdbError(Exception):
+    pass
+
+
+def enc_str(s):
+    return s.encode() + b"\0"
+
+
+def scalar(t, v):
+    head = struct.pack("<BB", t, 0)
+    if t == T_STRING:
+        return head + enc_str(v)
+    if t == T_INT:
+        return head + struct.pack("<i", v)
+    if t == T_LONG:
+        return head + struct.pack("<q", v)
+    if t == T_BOOL:
+        return head + struct.pack("<B", 1 if v else 0)
+    raise ValueError(t)
+
+
+def vector(t, values):
+    out = struct.pack("<BBii", t, 1, len(values), 1)
+    for v in values:
+        if t == T_STRING:
+            out += enc_str(v)
+        elif t == T_INT:
+            out += struct.pack("<i", v)
+        elif t == T_LONG:
+            out += struct.pack("<q", v)
+    return out
+
+
+def table(cols):
+    """cols: [(name, type, values)]"""
+    rows = len(cols[0][2]) if cols else 0
+    out = struct.pack("<BBii", 27, 6, rows, len(cols)) + b"\0"
+    for name, _, _ in cols:
+        out += enc_str(name)
+    for _, t, values in cols:
+        out += vector(t, values)
+    return out
+
+
+class Handler(socketserver.BaseRequestHandler):
+    def handle(self):
+        node = self.server.node
+        f = self.request.makefile("rb")
+        sid = str(int(time.time() * 1000) % 4000000000)
+        while True:
+            line = f.readline()
+            if not line:
+                return
+            parts = line.decode(errors="replace").split()
+            if len(parts) < 3:
+                return
+            n = int(parts[2])
+            payload = f.read(n).decode(errors="replace")
+            cmd, _, rest = payload.partition("\n")
+            if cmd == "connect":
+                fields = rest.split("\n")
+                if fields and fields[0] == "login":
+                    user, pwd = fields[1], fields[2]
+                    creds = read_state().get("users", {})
+                    if creds.get(user) != pwd:
+                        self.reply(sid, err="The user name or password is incorrect.")
+                        continue
+                self.reply(sid)
+            elif cmd == "script":
+                try:
+                    obj = node.answer(rest)
+                    self.reply(sid, obj=obj)
+                except DdbError as e:
+                    self.reply(sid, err=str(e))
+            else:
+                # `function` and `variable` frames do not count their arguments in LEN: the
+                # stream cannot be followed past them.
+                self.reply(sid, err="The lab double runs scripts only.")
+                return
+
+    def reply(self, sid, obj=None, err=None):
+        if err is not None:
+            data = ("%s 0 1\n%s\n" % (sid, err.replace("\n", " "))).encode()
+        elif obj is None:
+            data = ("%s 0 1\nOK\n" % sid).encode()
+        else:
+            data = ("%s 1 1\nOK\n" % sid).encode() + obj
+        self.request.sendall(data)
+
+
+class Server(socketserver.ThreadingTCPServer):
+    # SO_REUSEADDR: a node restarted at once binds its port again. (The real server can log
+    # "Failed to bind the socket ... error code 98" for ~30 s; the `no_return` knob plays that.)
+    allow_reuse_address = True
+    daemon_threads = True
+
+
+# ---------------------------------------------------------------------------------------------
+# The scripts a node answers (normalised: whitespace collapsed)
+
+RE_CONFIG = re.compile(r"^getConfig\(`(\w+)\)$")
+RE_START = re.compile(r"^startDataNode\(\[?((?:\"\w+\",? ?)+)\]?\)$")
+RE_INSERT = re.compile(r'^tableInsert\(loadTable\("([^"]+)", "(\w+)"\), now\(\), "(\w+)", (\d+)\)$')
+RE_IDS = re.compile(r'^exec id from loadTable\("([^"]+)", "(\w+)"\)$')
+
+CHUNKS = 'select string(chunkId) as chunkId, file, state from rpc(getControllerAlias(), getClusterChunksStatus) where state != "COMPLETE"'
+MARKER = "exec sum(version) from rpc(getControllerAlias(), getClusterChunksStatus)"
+PERF = "select name, mode, int(state) as state from rpc(getControllerAlias(), getClusterPerf, true)"
+
+
+class Node:
+    def __init__(self, mode, alias, port, home):
+        self.mode, self.alias, self.port, self.home = mode, alias, port, home
+
+    def need_leader(self, st):
+        ld = leader(st)
+        if ld is None:
+            raise DdbError("<UnknownLeader> The Raft group has no leader: fewer than a majority of the controllers are up.")
+        return ld
+
+    def answer(self, script):
+        s = " ".join(script.split())
+        now = time.time()
+        if s == "version()":
+            return scalar(T_STRING, VERSION)
+        if s == "getNodeAlias()":
+            return scalar(T_STRING, self.alias)
+        m = RE_CONFIG.match(s)
+        if m:
+            st = read_state()
+            key = m.group(1)
+            cfg = dict(st["config"])
+            cfg.update(st["nodes"][self.alias].get("config", {}))
+            if key not in cfg:
+                raise DdbError("getConfig: the configuration parameter %s is not set on %s." % (key, self.alias))
+            return scalar(T_STRING, cfg[key])
+        if s == "getActiveMaster()":
+            return scalar(T_STRING, update(self.need_leader))
+        if s in ("pnodeRun(version)", "pnodeRun(getConfig{`chunkMetaDir})"):
+            st = read_state()
+            names, values = [], []
+            for a in of_mode(st, "datanode"):
+                if not alive(st, a):
+                    raise DdbError("<DataNodeNotAvail>The data node %s is not available." % a)
+                names.append(a)
+                n = st["nodes"][a]
+                values.append(n["version"] if s == "pnodeRun(version)" else n["config"]["chunkMetaDir"])
+            return table([("node", T_STRING, names), ("value", T_STRING, values)])
+        if s == CHUNKS:
+            st = read_state()
+            update(self.need_leader)
+            bad = [c for c in st["chunks"] if chunk_state(c, now) != "COMPLETE"]
+            return table([
+                ("chunkId", T_STRING, [c["id"] for c in bad]),
+                ("file", T_STRING, [c["file"] for c in bad]),
+                ("state", T_STRING, [chunk_state(c, now) for c in bad]),
+            ])
+        if s == MARKER:
+            update(self.need_leader)
+            return scalar(T_LONG, sum(c["version"] for c in read_state()["chunks"]))
+        if s == PERF:
+            st = read_state()
+            update(self.need_leader)
+            names = list(st["order"])
+            return table([
+                ("name", T_STRING, names),
+                ("mode", T_INT, [MODES[st["nodes"][a]["mode"]] for a in names]),
+                ("state", T_INT, [1 if alive(st, a) else 0 for a in names]),
+            ])
+        m = RE_START.match(s)
+        if m:
+            aliases = re.findall(r'"(\w+)"', m.group(1))
+            if self.mode != "controller":
+                raise DdbError("startDataNode only runs on a controller.")
+
+            def start(st):
+                ld = self.need_leader(st)
+                if ld != self.alias:
+                    n = st["nodes"][ld]
+                    raise DdbError("<NotLeader>%s:%d" % (n["host"], n["port"]))
+                for a in aliases:
+                    n = st["nodes"].get(a)
+                    if not n or n["mode"] != "datanode":
+                        raise DdbError("startDataNode: %s is not a data node." % a)
+                    agent = [x for x in of_mode(st, "agent") if st["nodes"][x]["machine"] == n["machine"]]
+                    if not agent or not alive(st, agent[0]):
+                        raise DdbError("startDataNode: the agent of %s is not available." % a)
+                    if not alive(st, a) and a not in st["start_requests"]:
+                        st["start_requests"].append(a)
+            update(start)
+            return None
+        m = RE_INSERT.match(s)
+        if m:
+            if self.mode != "datanode":
+                raise DdbError("loadTable: only data nodes serve DFS tables.")
+            key, ident = "%s/%s" % (m.group(1), m.group(2)), int(m.group(4))
+
+            def insert(st):
+                if key not in st["tables"]:
+                    raise DdbError("loadTable: table %s does not exist." % key)
+                c = st["chunks"][ident % len(st["chunks"])]
+                if not any(alive(st, r) for r in c["replicas"]):
+                    raise DdbError("The chunk %s has no available replica." % c["id"])
+                c["version"] += 1
+                st["tables"][key].append(ident)
+            update(insert)
+            return scalar(T_INT, 1)
+        m = RE_IDS.match(s)
+        if m:
+            key = "%s/%s" % (m.group(1), m.group(2))
+            st = read_state()
+            if key not in st["tables"]:
+                raise DdbError("loadTable: table %s does not exist." % key)
+            return vector(T_INT, st["tables"][key])
+        raise DdbError("The lab double does not know this script: %s" % s[:200])
+
+
+# ---------------------------------------------------------------------------------------------
+# Node life
+
+
+def log(path, line):
+    with open(path, "a") as f:
+        f.write("%s %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), line))
+
+
+def config_site(path):
+    for line in open(path):
+        k, _, v = line.strip().partition("=")
+        if k == "localSite":
+            return v
+    raise SystemExit("%s has no localSite" % path)
+
+
+def agent_loop(node):
+    """The agent starts the data nodes of its machine that the leader was asked to start."""
+    while True:
+        time.sleep(0.1)
+        st = read_state()
+        me = st["nodes"][node.alias]["machine"]
+        mine = [a for a in st["start_requests"] if st["nodes"][a]["machine"] == me]
+        for a in mine:
+            n = st["nodes"][a]
+            site = "%s:%d:%s" % (n["host"], n["port"], a)
+            subprocess.Popen(
+                [os.path.abspath("../dolphindb"), "-console", "0", "-mode", "datanode", "-localSite", site,
+                 "-home", "data", "-logFile", "log/%s.log" % a],
+                stdin=subprocess.DEVNULL, stdout=open("%s.nohup" % a, "a"), stderr=subprocess.STDOUT,
+                start_new_session=True)
+
+            def done(st, a=a):
+                if a in st["start_requests"]:
+                    st["start_requests"].remove(a)
+            update(done)
+
+
+def main(argv):
+    if "-version" in argv:
+        print(VERSION)
+        return 0
+    args = {}
+    i = 0
+    while i < len(argv):
+        if argv[i].startswith("-") and i + 1 < len(argv):
+            args[argv[i][1:]] = argv[i + 1]
+            i += 2
+        else:
+            i += 1
+    mode = args.get("mode")
+    if mode not in MODES:
+        print("dolphindb: unknown mode %r" % mode, file=sys.stderr)
+        return 1
+    site = args.get("localSite") or config_site(args["config"])
+    host, port, alias = site.split(":")
+    port = int(port)
+    logfile = args.get("logFile", "log/%s.log" % alias)
+    os.makedirs(os.path.dirname(logfile) or ".", exist_ok=True)
+    st = read_state()
+    # no_return {alias: version}: that node does not start with that version (a port still
+    # taken, a release it cannot run).
+    if st.get("knobs", {}).get("no_return", {}).get(alias) == VERSION:
+        log(logfile, "<ERROR> Failed to bind the socket on port %d with error code 98" % port)
+        return 1
+    node = Node(mode, alias, port, os.getcwd())
+    try:
+        srv = Server((host, port), Handler)
+    except OSError as e:
+        log(logfile, "<ERROR> Failed to bind the socket on port %d with error code %d" % (port, e.errno or 98))
+        return 1
+    srv.node = node
+
+    def register(st):
+        n = st["nodes"][alias]
+        n["pid"], n["version"], n["serving"] = os.getpid(), VERSION, True
+        if mode == "datanode":
+            stuck = st.get("knobs", {}).get("stuck_recovering", [])
+            for c in st["chunks"]:
+                if alias in c["replicas"]:
+                    c["recovering_until"] = 1e18 if c["id"] in stuck else time.time() + st["recovery_s"]
+    update(register)
+    log(logfile, "<INFO> %s %s started (mode %s) on port %d" % (alias, VERSION, mode, port))
+
+    def term(*_):
+        # A graceful shutdown (kill -TERM) flushes the redo log first, since 2.00.5.
+        def down(st):
+            st["nodes"][alias]["serving"] = False
+        update(down)
+        time.sleep(0.2)
+        log(logfile, "<INFO> %s shut down" % alias)
+        os._exit(0)
+    signal.signal(signal.SIGTERM, term)
+    if mode == "agent":
+        # The data nodes it starts are its children: reaped as they end, never zombies.
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        threading.Thread(target=agent_loop, args=(node,), daemon=True).start()
+    srv.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

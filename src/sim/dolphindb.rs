@@ -1,0 +1,781 @@
+//! The `dolphindb` product model: an HA cluster's machines, nodes, Raft leader and chunks, answering the clusterDemo scripts and the API's scripts as the lab double does.
+//!
+//! It answers what `lab/dolphindb/` (the double) answers, with the same outputs: the machine
+//! scripts run from clusterDemo/ (`stopAllNodes.sh`, `startController.sh`, `startagent.sh`,
+//! `upgrade.sh` with its prompts answered, exiting 0 when it fails), the stdlib's process
+//! listing and file overlay, and the DolphinDB scripts of `stdlib/dolphindb.rhai` on each node's
+//! endpoint. A node runs the version its machine's `server/dolphindb` held when it started. A
+//! data node that starts sends its chunks RECOVERING; they are COMPLETE again after
+//! `recovery_polls` chunk-status queries (the double: after a few seconds). The Raft leader is
+//! re-elected among the live controllers when it goes, while a majority lives. Availability: a
+//! chunk with no live replica, and a Raft group without a majority, are violations.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::ddb::{DdbKind, DdbValue};
+use crate::inventory::Inventory;
+use crate::transport::{Command, ExecOutput};
+
+use super::model::{check_keys, output, settings_int, Component, ProductModel};
+use super::SimHost;
+
+/// The scripts `stdlib/dolphindb.rhai` runs on a machine (`sh -c SCRIPT sh SERVER ARGS..`).
+const STOP: &str = "cd \"$1/clusterDemo\" && sh stopAllNodes.sh";
+const START_CONTROLLER: &str = "cd \"$1/clusterDemo\" && sh startController.sh";
+const START_AGENT: &str = "cd \"$1/clusterDemo\" && sh startagent.sh";
+const UPGRADE: &str = "cd \"$1/clusterDemo\" && printf 'y\\n2\\n%s\\n' \"$2\" | bash upgrade.sh";
+const RUNNING: &str = "here=$(cd \"$1/clusterDemo\" && pwd -P) || exit 1; for p in /proc/[0-9]*; do [ \"$(readlink \"$p/cwd\" 2>/dev/null)\" = \"$here\" ] || continue; tr '\\0' ' ' < \"$p/cmdline\" 2>/dev/null | grep -q dolphindb || continue; [ \"$(sed 's/.*) //' \"$p/stat\" 2>/dev/null | cut -c1)\" = Z ] && continue; echo \"${p#/proc/}\"; done";
+const OVERLAY: &str = "set -e; mkdir -p \"$2\"; cd \"$1\"; for f in *; do case \"$f\" in clusterDemo|dolphindb.cfg|dolphindb.lic|config|data|log) continue;; esac; cp -rf \"$f\" \"$2/\"; done";
+/// Top-level entries of server/ that the overlay leaves alone.
+const KEPT: &[&str] = &[
+    "clusterDemo",
+    "dolphindb.cfg",
+    "dolphindb.lic",
+    "config",
+    "data",
+    "log",
+];
+
+/// The API scripts (whitespace collapsed).
+const CHUNKS: &str = "select string(chunkId) as chunkId, file, state from rpc(getControllerAlias(), getClusterChunksStatus) where state != \"COMPLETE\"";
+const MARKER: &str = "exec sum(version) from rpc(getControllerAlias(), getClusterChunksStatus)";
+const PERF: &str =
+    "select name, mode, int(state) as state from rpc(getControllerAlias(), getClusterPerf, true)";
+
+const MODES: &[&str] = &["datanode", "agent", "controller"];
+
+#[derive(Debug, Clone)]
+struct Node {
+    alias: String,
+    mode: &'static str,
+    host: String,
+    port: u16,
+    endpoint: String,
+    server: String,
+}
+
+#[derive(Debug, Clone)]
+struct Chunk {
+    id: String,
+    file: String,
+    replicas: Vec<String>,
+    version: i64,
+    /// Chunk-status queries left before it is COMPLETE again (`u32::MAX`: stuck).
+    recovering: u32,
+}
+
+/// The DolphinDB cluster of a scenario (`model = "dolphindb"`), over the hosts of a group (one
+/// machine each; host vars as the stdlib reads them). Settings: `chunks` (how many, default 6,
+/// placed as the lab places them), `tables` (DFS tables `"dfs://db/table"` the probe may write),
+/// `config` (`dfsHAMode`, `dfsReplicationFactor`, `dfsReplicaReliabilityLevel`; default Raft, 2,
+/// 1), `releases` (`{ "2.00.8.12" = "2.00.8.12 2023.01.10" }`: what each package's
+/// `version()` says), `recovery_polls` (default 1), `down` (aliases not running at the start),
+/// `upgrade_fail` (hosts whose package does not unzip), `no_return` (`{ alias = "version" }`:
+/// that node does not start with that version), `stuck_recovering` (chunk ids that stay
+/// RECOVERING).
+#[derive(Debug, Clone)]
+pub struct DolphinDb {
+    nodes: Vec<Node>,
+    /// alias → (pid, version) of the nodes that run.
+    running: BTreeMap<String, (u32, String)>,
+    leader: Option<String>,
+    chunks: Vec<Chunk>,
+    tables: BTreeMap<String, Vec<i64>>,
+    config: BTreeMap<String, String>,
+    releases: BTreeMap<String, String>,
+    recovery_polls: u32,
+    upgrade_fail: BTreeSet<String>,
+    /// alias → the version it does not start with.
+    no_return: BTreeMap<String, String>,
+    stuck: BTreeSet<String>,
+    /// Hosts whose nodes have not been read from their files yet (the start of the run).
+    unread: BTreeSet<String>,
+    down_at_start: BTreeSet<String>,
+    next_pid: u32,
+}
+
+fn strings(s: &toml::Table, key: &str) -> Result<Vec<String>, String> {
+    match s.get(key) {
+        None => Ok(Vec::new()),
+        Some(toml::Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("`{key}` must be an array of strings"))
+            })
+            .collect(),
+        Some(v) => Err(format!("`{key}` must be an array, not {}", v.type_str())),
+    }
+}
+
+fn string_table(s: &toml::Table, key: &str) -> Result<BTreeMap<String, String>, String> {
+    match s.get(key) {
+        None => Ok(BTreeMap::new()),
+        Some(toml::Value::Table(t)) => t
+            .iter()
+            .map(|(k, v)| match v {
+                toml::Value::String(x) => Ok((k.clone(), x.clone())),
+                toml::Value::Integer(i) => Ok((k.clone(), i.to_string())),
+                _ => Err(format!("`{key}.{k}` must be a string")),
+            })
+            .collect(),
+        Some(v) => Err(format!("`{key}` must be a table, not {}", v.type_str())),
+    }
+}
+
+fn var<'a>(inv: &'a Inventory, host: &str, key: &str) -> Result<&'a serde_json::Value, String> {
+    let h = inv.host(host).ok_or_else(|| format!("no host `{host}`"))?;
+    h.vars.get(key).ok_or_else(|| {
+        format!(
+            "host `{host}` has no var `{key}` (the dolphindb model reads server, controller, controller_port, agent, agent_port, datanode, datanode_port)"
+        )
+    })
+}
+
+fn var_str(inv: &Inventory, host: &str, key: &str) -> Result<String, String> {
+    match var(inv, host, key)? {
+        serde_json::Value::String(s) => Ok(s.clone()),
+        v => Err(format!(
+            "host `{host}`: var `{key}` must be a string, not {v}"
+        )),
+    }
+}
+
+fn var_port(inv: &Inventory, host: &str, key: &str) -> Result<u16, String> {
+    var(inv, host, key)?
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| format!("host `{host}`: var `{key}` must be a port number"))
+}
+
+/// The version a `server/dolphindb` of the lab holds (its `VERSION = "..."` line).
+fn binary_version(state: &SimHost, server: &str) -> Option<String> {
+    let text =
+        String::from_utf8_lossy(state.files.get(&format!("{server}/dolphindb"))?).to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix("VERSION = \"")?.strip_suffix('"'))
+        .map(str::to_string)
+}
+
+type Answer = Result<DdbValue, (&'static str, String)>;
+
+fn server_err(m: impl Into<String>) -> Answer {
+    Err(("server", m.into()))
+}
+
+fn table(cols: Vec<(&str, Vec<DdbValue>)>) -> DdbValue {
+    let n = cols.first().map_or(0, |c| c.1.len());
+    DdbValue::Table {
+        columns: cols.iter().map(|c| c.0.to_string()).collect(),
+        rows: (0..n)
+            .map(|i| cols.iter().map(|c| c.1[i].clone()).collect())
+            .collect(),
+    }
+}
+
+impl DolphinDb {
+    pub(super) fn from_settings(
+        hosts: Vec<String>,
+        s: &toml::Table,
+        inv: &Inventory,
+    ) -> Result<Self, String> {
+        check_keys(
+            "dolphindb",
+            s,
+            &[
+                "chunks",
+                "tables",
+                "config",
+                "releases",
+                "recovery_polls",
+                "down",
+                "upgrade_fail",
+                "no_return",
+                "stuck_recovering",
+            ],
+        )?;
+        let mut nodes = Vec::new();
+        for mode in ["controller", "agent", "datanode"] {
+            for h in &hosts {
+                let address = inv.host(h).map(|e| e.address.clone()).unwrap_or_default();
+                let server = var_str(inv, h, "server")?;
+                let port = var_port(inv, h, &format!("{mode}_port"))?;
+                let alias = var_str(inv, h, mode)?;
+                let mode: &'static str = MODES
+                    .iter()
+                    .find(|m| **m == mode)
+                    .copied()
+                    .unwrap_or("datanode");
+                nodes.push(Node {
+                    alias,
+                    mode,
+                    host: h.clone(),
+                    port,
+                    endpoint: format!("{address}:{port}"),
+                    server,
+                });
+            }
+        }
+        let mut config: BTreeMap<String, String> = [
+            ("dfsHAMode", "Raft"),
+            ("dfsReplicationFactor", "2"),
+            ("dfsReplicaReliabilityLevel", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        config.extend(string_table(s, "config")?);
+        let rf: usize = config["dfsReplicationFactor"]
+            .parse()
+            .map_err(|_| "`config.dfsReplicationFactor` must be a number".to_string())?;
+        let dns: Vec<String> = nodes
+            .iter()
+            .filter(|n| n.mode == "datanode")
+            .map(|n| n.alias.clone())
+            .collect();
+        let n_chunks = settings_int(s, "chunks", 6)?.max(0) as usize;
+        let chunks = (0..n_chunks)
+            .map(|i| Chunk {
+                id: format!("c0a8{i:04x}-0000-4000-8000-{i:012}"),
+                file: format!("/stock/2023010{}/Apple", i % 9 + 1),
+                replicas: (0..rf.min(dns.len()))
+                    .map(|k| dns[(i + k) % dns.len()].clone())
+                    .collect(),
+                version: 1,
+                recovering: 0,
+            })
+            .collect();
+        let leader = nodes
+            .iter()
+            .find(|n| n.mode == "controller")
+            .map(|n| n.alias.clone());
+        Ok(DolphinDb {
+            unread: hosts.iter().cloned().collect(),
+            nodes,
+            running: BTreeMap::new(),
+            leader,
+            chunks,
+            tables: strings(s, "tables")?
+                .into_iter()
+                .map(|t| (t, Vec::new()))
+                .collect(),
+            config,
+            releases: string_table(s, "releases")?,
+            recovery_polls: settings_int(s, "recovery_polls", 1)?.max(0) as u32,
+            upgrade_fail: strings(s, "upgrade_fail")?.into_iter().collect(),
+            no_return: string_table(s, "no_return")?,
+            stuck: strings(s, "stuck_recovering")?.into_iter().collect(),
+            down_at_start: strings(s, "down")?.into_iter().collect(),
+            next_pid: 20000,
+        })
+    }
+
+    /// At the first touch of a host, its nodes run what its install holds (unless `down`).
+    fn read_host(&mut self, host: &str, state: &SimHost) {
+        if !self.unread.remove(host) {
+            return;
+        }
+        let nodes: Vec<Node> = self
+            .nodes
+            .iter()
+            .filter(|n| n.host == host)
+            .cloned()
+            .collect();
+        for n in nodes {
+            if self.down_at_start.contains(&n.alias) {
+                continue;
+            }
+            if let Some(v) = binary_version(state, &n.server) {
+                self.next_pid += 1;
+                self.running.insert(n.alias.clone(), (self.next_pid, v));
+            }
+        }
+    }
+
+    fn read_all(&mut self, hosts: &BTreeMap<String, SimHost>) {
+        let all: Vec<String> = self.unread.iter().cloned().collect();
+        for h in all {
+            if let Some(state) = hosts.get(&h) {
+                self.read_host(&h, state);
+            }
+        }
+    }
+
+    fn up(&self, alias: &str) -> bool {
+        self.running.contains_key(alias)
+    }
+
+    fn of_mode<'a>(&'a self, mode: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+        self.nodes.iter().filter(move |n| n.mode == mode)
+    }
+
+    fn leader_now(&mut self) -> Result<String, (&'static str, String)> {
+        if let Some(l) = self.leader.clone().filter(|l| self.up(l)) {
+            return Ok(l);
+        }
+        let ctls: Vec<String> = self
+            .of_mode("controller")
+            .map(|n| n.alias.clone())
+            .collect();
+        let live: Vec<String> = ctls.iter().filter(|c| self.up(c)).cloned().collect();
+        if live.len() * 2 > ctls.len() {
+            self.leader = Some(live[0].clone());
+            return Ok(live[0].clone());
+        }
+        Err((
+            "server",
+            "<UnknownLeader> The Raft group has no leader: fewer than a majority of the controllers are up.".into(),
+        ))
+    }
+
+    /// Starts `node` on its machine from the binary its install holds now.
+    fn start(&mut self, node: &Node, state: &mut SimHost) {
+        if self.up(&node.alias) {
+            return;
+        }
+        let Some(v) = binary_version(state, &node.server) else {
+            return;
+        };
+        if self.no_return.get(&node.alias) == Some(&v) {
+            return;
+        }
+        self.next_pid += 1;
+        self.running.insert(node.alias.clone(), (self.next_pid, v));
+        state.open_port(node.port);
+        if node.mode == "datanode" {
+            for c in &mut self.chunks {
+                if c.replicas.contains(&node.alias) {
+                    c.recovering = if self.stuck.contains(&c.id) {
+                        u32::MAX
+                    } else {
+                        self.recovery_polls
+                    };
+                }
+            }
+        }
+    }
+
+    fn upgrade_sh(
+        &mut self,
+        host: &str,
+        server: &str,
+        version: &str,
+        state: &mut SimHost,
+    ) -> ExecOutput {
+        let mut out = String::from(
+            "Tips: please shut down all DolphinDB processes on this machine before upgrading.\n\
+             Tips: please back up the metadata (dfsMeta, raft, CHUNK_METADATA) before upgrading.\n\
+             1: OnlineUpgrade 2: OfflineUpgrade 3: EXIT\n",
+        );
+        let zip = format!("{server}/clusterDemo/DolphinDB_Linux64_V{version}.zip");
+        if !state.exists(&zip) {
+            out.push_str("DolphinDB package uploaded failed!  UpLoadFailure\n");
+            return output(0, &out, "");
+        }
+        out.push_str("DolphinDB package uploaded successfully!  UpLoadSuccess\n");
+        if self.upgrade_fail.contains(host) {
+            out.push_str("DolphinDB package unzipped failed!  UnzipFailure\n");
+            return output(0, &out, "");
+        }
+        out.push_str("DolphinDB package unzipped successfully!  UnzipSuccess\n");
+        let new = self
+            .releases
+            .get(version)
+            .cloned()
+            .unwrap_or_else(|| version.to_string());
+        let old = binary_version(state, server).unwrap_or_default();
+        // The release's files: what the lab's package holds, with the new version in them.
+        for f in [
+            "dolphindb",
+            "libDolphinDB.so",
+            "web/index.html",
+            "dolphindb.dos",
+        ] {
+            let p = format!("{server}/{f}");
+            if let Some(body) = state.files.get(&p) {
+                let text = String::from_utf8_lossy(body).replace(&old, &new);
+                state.write(&p, text.into_bytes());
+            }
+        }
+        state.remove(&zip);
+        out.push_str("DolphinDB upgraded successfully!  UpgradeSuccess\n");
+        output(0, &out, "")
+    }
+
+    fn overlay(from: &str, to: &str, state: &mut SimHost) -> ExecOutput {
+        let from = from.trim_end_matches('/');
+        let to = to.trim_end_matches('/');
+        if !state.exists(from) {
+            return output(2, "", &format!("sh: 1: cd: can't cd to {from}\n"));
+        }
+        let prefix = format!("{from}/");
+        let copies: Vec<(String, Vec<u8>)> = state
+            .files
+            .iter()
+            .filter_map(|(p, body)| {
+                let rel = p.strip_prefix(&prefix)?;
+                let top = rel.split('/').next().unwrap_or(rel);
+                (!KEPT.contains(&top)).then(|| (format!("{to}/{rel}"), body.clone()))
+            })
+            .collect();
+        state.dirs.insert(to.to_string());
+        for (p, body) in copies {
+            state.write(&p, body);
+        }
+        output(0, "", "")
+    }
+
+    fn node_at(&self, endpoint: &str) -> Option<Node> {
+        self.nodes.iter().find(|n| n.endpoint == endpoint).cloned()
+    }
+
+    fn answer(
+        &mut self,
+        node: &Node,
+        script: &str,
+        hosts: &mut BTreeMap<String, SimHost>,
+    ) -> Answer {
+        let s = script.split_whitespace().collect::<Vec<_>>().join(" ");
+        match s.as_str() {
+            "version()" => return Ok(DdbValue::Str(self.running[&node.alias].1.clone())),
+            "getNodeAlias()" => return Ok(DdbValue::Str(node.alias.clone())),
+            "getActiveMaster()" => return self.leader_now().map(DdbValue::Str),
+            "pnodeRun(version)" | "pnodeRun(getConfig{`chunkMetaDir})" => {
+                let mut names = Vec::new();
+                let mut values = Vec::new();
+                let dns: Vec<Node> = self.of_mode("datanode").cloned().collect();
+                for n in dns {
+                    if !self.up(&n.alias) {
+                        return server_err(format!(
+                            "<DataNodeNotAvail>The data node {} is not available.",
+                            n.alias
+                        ));
+                    }
+                    names.push(DdbValue::Str(n.alias.clone()));
+                    values.push(DdbValue::Str(if s == "pnodeRun(version)" {
+                        self.running[&n.alias].1.clone()
+                    } else {
+                        format!("{}/clusterDemo/data/{}/storage", n.server, n.alias)
+                    }));
+                }
+                return Ok(table(vec![("node", names), ("value", values)]));
+            }
+            CHUNKS => {
+                self.leader_now()?;
+                let bad: Vec<&Chunk> = self.chunks.iter().filter(|c| c.recovering > 0).collect();
+                let t = table(vec![
+                    (
+                        "chunkId",
+                        bad.iter().map(|c| DdbValue::Str(c.id.clone())).collect(),
+                    ),
+                    (
+                        "file",
+                        bad.iter().map(|c| DdbValue::Str(c.file.clone())).collect(),
+                    ),
+                    (
+                        "state",
+                        bad.iter()
+                            .map(|_| DdbValue::Str("RECOVERING".into()))
+                            .collect(),
+                    ),
+                ]);
+                for c in &mut self.chunks {
+                    if c.recovering > 0 && c.recovering != u32::MAX {
+                        c.recovering -= 1;
+                    }
+                }
+                return Ok(t);
+            }
+            MARKER => {
+                self.leader_now()?;
+                return Ok(DdbValue::Int(self.chunks.iter().map(|c| c.version).sum()));
+            }
+            PERF => {
+                self.leader_now()?;
+                let order: Vec<Node> = self.nodes.clone();
+                return Ok(table(vec![
+                    (
+                        "name",
+                        order
+                            .iter()
+                            .map(|n| DdbValue::Str(n.alias.clone()))
+                            .collect(),
+                    ),
+                    (
+                        "mode",
+                        order
+                            .iter()
+                            .map(|n| {
+                                DdbValue::Int(
+                                    MODES.iter().position(|m| *m == n.mode).unwrap_or(0) as i64
+                                )
+                            })
+                            .collect(),
+                    ),
+                    (
+                        "state",
+                        order
+                            .iter()
+                            .map(|n| DdbValue::Int(i64::from(self.up(&n.alias))))
+                            .collect(),
+                    ),
+                ]));
+            }
+            _ => {}
+        }
+        if let Some(key) = s
+            .strip_prefix("getConfig(`")
+            .and_then(|r| r.strip_suffix(')'))
+        {
+            let own = match (node.mode, key) {
+                ("controller", "dfsMetaDir") => Some(format!(
+                    "{}/clusterDemo/data/{}/dfsMeta",
+                    node.server, node.alias
+                )),
+                ("datanode", "chunkMetaDir") => Some(format!(
+                    "{}/clusterDemo/data/{}/storage",
+                    node.server, node.alias
+                )),
+                _ => None,
+            };
+            return match own.or_else(|| self.config.get(key).cloned()) {
+                Some(v) => Ok(DdbValue::Str(v)),
+                None => server_err(format!(
+                    "getConfig: the configuration parameter {key} is not set on {}.",
+                    node.alias
+                )),
+            };
+        }
+        if let Some(list) = s
+            .strip_prefix("startDataNode(")
+            .and_then(|r| r.strip_suffix(')'))
+        {
+            if node.mode != "controller" {
+                return server_err("startDataNode only runs on a controller.");
+            }
+            let l = self.leader_now()?;
+            if l != node.alias {
+                let ln = self.nodes.iter().find(|n| n.alias == l).cloned();
+                let at = ln.map(|n| n.endpoint).unwrap_or_default();
+                return server_err(format!("<NotLeader>{at}"));
+            }
+            let aliases: Vec<String> = list
+                .split('"')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect();
+            for a in aliases {
+                let Some(n) = self
+                    .nodes
+                    .iter()
+                    .find(|n| n.alias == a && n.mode == "datanode")
+                    .cloned()
+                else {
+                    return server_err(format!("startDataNode: {a} is not a data node."));
+                };
+                let agent = self
+                    .of_mode("agent")
+                    .find(|x| x.host == n.host)
+                    .map(|x| x.alias.clone());
+                if !agent.is_some_and(|x| self.up(&x)) {
+                    return server_err(format!(
+                        "startDataNode: the agent of {a} is not available."
+                    ));
+                }
+                if let Some(state) = hosts.get_mut(&n.host) {
+                    self.start(&n, state);
+                }
+            }
+            return Ok(DdbValue::Null);
+        }
+        if let Some(rest) = s.strip_prefix("tableInsert(loadTable(\"") {
+            if node.mode != "datanode" {
+                return server_err("loadTable: only data nodes serve DFS tables.");
+            }
+            // tableInsert(loadTable("DB", "T"), now(), "NAME", ID)
+            let parts: Vec<&str> = rest.split('"').collect();
+            let (db, t) = (
+                parts.first().copied().unwrap_or(""),
+                parts.get(2).copied().unwrap_or(""),
+            );
+            let id: i64 = rest
+                .rsplit(", ")
+                .next()
+                .and_then(|x| x.strip_suffix(')'))
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(0);
+            let key = format!("{db}/{t}");
+            if !self.tables.contains_key(&key) {
+                return server_err(format!("loadTable: table {key} does not exist."));
+            }
+            let n = self.chunks.len().max(1);
+            let i = usize::try_from(id).unwrap_or(0) % n;
+            if let Some(c) = self.chunks.get(i) {
+                if !c.replicas.iter().any(|r| self.up(r)) {
+                    return server_err(format!("The chunk {} has no available replica.", c.id));
+                }
+            }
+            if let Some(c) = self.chunks.get_mut(i) {
+                c.version += 1;
+            }
+            self.tables.entry(key).or_default().push(id);
+            return Ok(DdbValue::Int(1));
+        }
+        if let Some(rest) = s.strip_prefix("exec id from loadTable(\"") {
+            let parts: Vec<&str> = rest.split('"').collect();
+            let key = format!(
+                "{}/{}",
+                parts.first().copied().unwrap_or(""),
+                parts.get(2).copied().unwrap_or("")
+            );
+            return match self.tables.get(&key) {
+                Some(ids) => Ok(DdbValue::List(
+                    ids.iter().map(|i| DdbValue::Int(*i)).collect(),
+                )),
+                None => server_err(format!("loadTable: table {key} does not exist.")),
+            };
+        }
+        server_err(format!(
+            "The lab double does not know this script: {}",
+            s.chars().take(200).collect::<String>()
+        ))
+    }
+}
+
+impl ProductModel for DolphinDb {
+    fn name(&self) -> &str {
+        "dolphindb"
+    }
+
+    fn exec(&mut self, host: &str, command: &Command, state: &mut SimHost) -> Option<ExecOutput> {
+        let Command::Argv(argv) = command else {
+            return None;
+        };
+        if argv.len() < 5 || argv[0] != "sh" || argv[1] != "-c" {
+            return None;
+        }
+        let server = argv[4].trim_end_matches('/').to_string();
+        let machine: Vec<Node> = self
+            .nodes
+            .iter()
+            .filter(|n| n.host == host && n.server == server)
+            .cloned()
+            .collect();
+        let script = argv[2].as_str();
+        if script == OVERLAY {
+            return Some(Self::overlay(&argv[4], argv.get(5)?, state));
+        }
+        if machine.is_empty() {
+            return None;
+        }
+        self.read_host(host, state);
+        match script {
+            STOP => {
+                for n in &machine {
+                    self.running.remove(&n.alias);
+                    state.ports.remove(&n.port);
+                }
+                Some(output(0, "", ""))
+            }
+            START_CONTROLLER | START_AGENT => {
+                let mode = if script == START_CONTROLLER {
+                    "controller"
+                } else {
+                    "agent"
+                };
+                if let Some(n) = machine.iter().find(|n| n.mode == mode) {
+                    self.start(n, state);
+                }
+                Some(output(0, "", ""))
+            }
+            RUNNING => {
+                let pids: String = machine
+                    .iter()
+                    .filter_map(|n| self.running.get(&n.alias))
+                    .map(|(pid, _)| format!("{pid}\n"))
+                    .collect();
+                Some(output(0, &pids, ""))
+            }
+            UPGRADE => {
+                let version = argv.get(5)?.clone();
+                Some(self.upgrade_sh(host, &server, &version, state))
+            }
+            _ => None,
+        }
+    }
+
+    fn ddb(
+        &mut self,
+        endpoint: &str,
+        kind: DdbKind,
+        script: &str,
+        hosts: &mut BTreeMap<String, SimHost>,
+    ) -> Option<Answer> {
+        let node = self.node_at(endpoint)?;
+        self.read_all(hosts);
+        if !self.up(&node.alias) {
+            return Some(Err((
+                "connect",
+                "connect: Connection refused (os error 111)".into(),
+            )));
+        }
+        if kind == DdbKind::Connect {
+            return Some(Ok(DdbValue::Null));
+        }
+        Some(self.answer(&node, script, hosts))
+    }
+
+    fn components(&self, hosts: &BTreeMap<String, SimHost>) -> Vec<Component> {
+        let mut me = self.clone();
+        me.read_all(hosts);
+        me.nodes
+            .iter()
+            .map(|n| Component {
+                name: format!("dolphindb/{} {}@{}", n.mode, n.alias, n.host),
+                host: n.host.clone(),
+                up: me.up(&n.alias),
+            })
+            .collect()
+    }
+
+    fn violations(&self, components: &[Component]) -> Vec<String> {
+        let up = |alias: &str| {
+            components.iter().any(|c| {
+                c.up && c
+                    .name
+                    .split(' ')
+                    .nth(1)
+                    .is_some_and(|x| x.split('@').next() == Some(alias))
+            })
+        };
+        let mut out = Vec::new();
+        let ctls: Vec<&Node> = self.of_mode("controller").collect();
+        let live = ctls.iter().filter(|c| up(&c.alias)).count();
+        if live * 2 <= ctls.len() {
+            out.push(format!(
+                "dolphindb: the controllers' Raft group has no majority ({live} of {} up)",
+                ctls.len()
+            ));
+        }
+        let lost: Vec<&str> = self
+            .chunks
+            .iter()
+            .filter(|c| !c.replicas.iter().any(|r| up(r)))
+            .map(|c| c.id.as_str())
+            .collect();
+        if !lost.is_empty() {
+            out.push(format!(
+                "dolphindb: {} chunk(s) have no live replica: {}",
+                lost.len(),
+                lost.join(", ")
+            ));
+        }
+        out
+    }
+
+    fn box_clone(&self) -> Box<dyn ProductModel> {
+        Box::new(self.clone())
+    }
+}

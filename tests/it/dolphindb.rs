@@ -1,0 +1,662 @@
+//! DolphinDB: the shipped playbook on the lab double (lab/dolphindb, spoken to by the real
+//! `dolphindb` client) over SSH, with the write probe running throughout; its faults, kill -9 and
+//! resume, and trace parity with the simulation's `dolphindb` model.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+use crate::parity::*;
+use crate::support::*;
+
+const FROM: &str = "2.00.7.4 2022.12.08";
+const TO: &str = "2.00.8.12 2023.01.10";
+/// (host, controller, agent, data node), as in the vendor's tutorial.
+const MACHINES: &[(&str, &str, &str, &str)] = &[
+    ("ddb1", "HActl43", "agent43", "node43"),
+    ("ddb2", "HActl44", "agent44", "node44"),
+    ("ddb3", "HActl45", "agent45", "node45"),
+];
+const TABLE: &str = "dfs://stock/stock";
+
+/// Three machines on sshd hosts, each with its server/ install (2.00.7.4) and the 2.00.8.12
+/// package beside upgrade.sh, every node running; stopped on drop.
+struct DdbLab {
+    p: Parity,
+    spec_file: PathBuf,
+    ports: BTreeMap<String, u16>,
+    pw: PathBuf,
+}
+
+impl DdbLab {
+    fn new(knobs: Value) -> DdbLab {
+        let names: Vec<&str> = MACHINES.iter().map(|m| m.0).collect();
+        let p = Parity::new(&names);
+        let d = p.dir().to_path_buf();
+        let mut ports = BTreeMap::new();
+        let machines: Vec<Value> = MACHINES
+            .iter()
+            .map(|(h, c, a, n)| {
+                for alias in [c, a, n] {
+                    ports.insert(alias.to_string(), free_port());
+                }
+                json!({"name": h, "server": d.join(h).join("server"),
+                       "controller": [c, ports[*c]], "agent": [a, ports[*a]], "datanode": [n, ports[*n]]})
+            })
+            .collect();
+        let spec = json!({
+            "state": d.join("ddb-state.json"),
+            "from": FROM, "to": TO,
+            "users": {"admin": "123456"},
+            "config": {"dfsHAMode": "Raft", "dfsReplicationFactor": "2", "dfsReplicaReliabilityLevel": "1"},
+            // Long enough that the first status query after a data node is back sees its
+            // chunks RECOVERING (the simulation's recovery_polls = 1 does the same).
+            "recovery_s": 3.0,
+            "chunks": 6,
+            "tables": [TABLE],
+            "machines": machines,
+            "knobs": knobs,
+        });
+        let spec_file = p.scratch.write("ddb-spec.json", &spec.to_string());
+        lab_py("dolphindb", &["install", spec_file.to_str().unwrap()]);
+        lab_py("dolphindb", &["start", spec_file.to_str().unwrap()]);
+        let pw = p.scratch.write("ddb-admin-pw", "123456\n");
+        DdbLab {
+            p,
+            spec_file,
+            ports,
+            pw,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.p.dir()
+    }
+
+    fn server(&self, host: &str) -> PathBuf {
+        self.dir().join(host).join("server")
+    }
+
+    fn state(&self) -> Value {
+        serde_json::from_str(&lab_py(
+            "dolphindb",
+            &["state", self.spec_file.to_str().unwrap()],
+        ))
+        .unwrap()
+    }
+
+    fn knob(&self, name: &str, value: Value) {
+        lab_py(
+            "dolphindb",
+            &[
+                "knob",
+                self.spec_file.to_str().unwrap(),
+                name,
+                &value.to_string(),
+            ],
+        );
+    }
+
+    /// The version each node last started with, and whether it serves now (as the nodes
+    /// record it in the cluster state).
+    fn versions(&self) -> BTreeMap<String, String> {
+        let st = self.state();
+        st["nodes"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(a, n)| {
+                let v = n["version"].as_str().unwrap().to_string();
+                (
+                    a.clone(),
+                    if n["serving"] == true {
+                        v
+                    } else {
+                        format!("down ({v})")
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn vars(&self, host: &str) -> String {
+        let (_, c, a, n) = MACHINES.iter().find(|m| m.0 == host).unwrap();
+        format!(
+            "server = {}, controller = \"{c}\", controller_port = {}, agent = \"{a}\", agent_port = {}, datanode = \"{n}\", datanode_port = {}",
+            toml_str(&self.server(host).display().to_string()),
+            self.ports[*c],
+            self.ports[*a],
+            self.ports[*n]
+        )
+    }
+
+    fn secrets(&self) -> String {
+        format!(
+            "\n[secrets]\nddb_admin = {{ file = {} }}\n",
+            toml_str(&self.pw.display().to_string())
+        )
+    }
+
+    /// A scenario of the lab as it is now: each machine's tree, its nodes' ports open, the
+    /// same inventory (127.0.0.1, so the nodes' endpoints read the same in both traces).
+    fn scenario(&self, model_extra: &str) -> PathBuf {
+        let mut s =
+            String::from("[inventory.defaults]\ntransport = \"ssh\"\ngroups = [\"dolphindb\"]\n");
+        s.push_str(&self.secrets().replace("[secrets]", "[inventory.secrets]"));
+        for (h, ..) in MACHINES {
+            s.push_str(&format!(
+                "\n[inventory.hosts.{h}]\naddress = \"127.0.0.1\"\nvars = {{ {} }}\n",
+                self.vars(h)
+            ));
+        }
+        for (h, c, a, n) in MACHINES {
+            let mut files = BTreeMap::new();
+            collect(&self.dir().join(h), &mut files);
+            let body: Vec<String> = files
+                .iter()
+                .map(|(p, c)| format!("{} = {}", toml_str(p), toml_str(c)))
+                .collect();
+            s.push_str(&format!(
+                "\n[hosts.{h}]\nports = [{}, {}, {}]\nfiles = {{ {} }}\n",
+                self.ports[*c],
+                self.ports[*a],
+                self.ports[*n],
+                body.join(", ")
+            ));
+        }
+        s.push_str(&format!(
+            "\n[[products]]\nmodel = \"dolphindb\"\ngroup = \"dolphindb\"\nchunks = 6\ntables = [\"{TABLE}\"]\nreleases = {{ \"2.00.8.12\" = \"{TO}\" }}\nrecovery_polls = 1\n{model_extra}"
+        ));
+        self.p.scratch.write("ddb-scenario.toml", &s)
+    }
+
+    fn with(&self, extra: &[&str]) -> Vec<String> {
+        let mut v = self.params();
+        for e in extra {
+            v.push("-p".into());
+            v.push(e.to_string());
+        }
+        v
+    }
+}
+
+impl ProductLab for DdbLab {
+    fn parity(&self) -> &Parity {
+        &self.p
+    }
+    fn playbook(&self) -> &'static str {
+        "dolphindb"
+    }
+    fn params(&self) -> Vec<String> {
+        [
+            "version=2.00.8.12",
+            "compatibility_level=5",
+            "password_secret=ddb_admin",
+            &format!("probe_table={TABLE}"),
+            "probe_every=200ms",
+            "node_timeout=20",
+            "recovery_timeout=30",
+        ]
+        .iter()
+        .flat_map(|p| ["-p".to_string(), p.to_string()])
+        .collect()
+    }
+    fn inventory(&self) -> PathBuf {
+        let mut s = format!(
+            "[defaults]\n{}groups = [\"dolphindb\"]\n",
+            self.p.lab.defaults()
+        );
+        for (i, (h, ..)) in MACHINES.iter().enumerate() {
+            s.push_str(&format!(
+                "\n[hosts.{h}]\nport = {}\nvars = {{ {} }}\n",
+                self.p.lab.ports[i],
+                self.vars(h)
+            ));
+        }
+        s.push_str(&self.secrets());
+        self.p.scratch.write("lab.toml", &s)
+    }
+}
+
+impl Drop for DdbLab {
+    fn drop(&mut self) {
+        let _ = Command::new("python3")
+            .arg(repo().join("lab/dolphindb/lab.py"))
+            .arg("stop")
+            .arg(&self.spec_file)
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+/// A trace for comparing the lab with the simulation: the probe's writes left out (they run
+/// on a clock of their own, between the playbook's actions), the write marker's value masked
+/// (it counts those writes), and a poll's repeated lines (the same query with the same
+/// answer) kept once: the lab's waits take as many polls as its clock needs.
+fn comparable(r: &Value) -> BTreeMap<String, Vec<String>> {
+    let mut t = mask_pids(trace(r));
+    for lines in t.values_mut() {
+        lines.retain(|l| !l.starts_with("[probe "));
+        for l in lines.iter_mut() {
+            if l.contains("exec sum(version) from") {
+                if let Some(at) = l.rfind("-> ok ") {
+                    l.replace_range(at + 6.., "N");
+                }
+            }
+        }
+        collapse_repeats(lines);
+    }
+    t
+}
+
+/// Keeps one of each run of a repeated block of lines (a poll is a few actions: connect, ask
+/// the leader, query), for blocks of up to 8 lines.
+fn collapse_repeats(lines: &mut Vec<String>) {
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for k in 1..=8 {
+            let mut i = 0;
+            while i + 2 * k <= lines.len() {
+                if lines[i..i + k] == lines[i + k..i + 2 * k] {
+                    lines.drain(i + k..i + 2 * k);
+                    changed = true;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
+}
+
+fn undo_path(r: &Value) -> Vec<String> {
+    let run = r["run_id"].as_str().unwrap();
+    r["undos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|u| format!("#{} {} {}", u["id"], u["status"], u["description"]).replace(run, "RUN"))
+        .collect()
+}
+
+/// What the probe reported in the run's log: (attempted, failed, ids consecutive, first id).
+fn probe_report(r: &Value) -> (i64, i64, bool, i64) {
+    let logs: Vec<&str> = r["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    let prefix = format!("probe {TABLE}: ");
+    let summary = logs
+        .iter()
+        .rfind(|l| l.starts_with(&prefix) && l.contains("writes attempted"))
+        .unwrap_or_else(|| panic!("no probe report in {logs:#?}"));
+    let started = logs
+        .iter()
+        .rfind(|l| l.starts_with(&prefix) && l.contains(" from id "))
+        .unwrap();
+    let num = |text: &str, after: &str| -> i64 {
+        let at = text.find(after).unwrap() + after.len();
+        text[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap()
+    };
+    (
+        num(summary, &prefix),
+        num(summary, "attempted, "),
+        summary.ends_with("ids consecutive"),
+        num(started, " from id "),
+    )
+}
+
+/// The files of the metadata and the release on every machine, by path (what a rollback must
+/// put back).
+fn installed(lab: &DdbLab) -> BTreeMap<String, String> {
+    let mut all = BTreeMap::new();
+    for (h, c, _, n) in MACHINES {
+        let s = lab.server(h);
+        for d in [
+            s.join(format!("clusterDemo/data/{n}/storage/CHUNK_METADATA")),
+            s.join(format!("clusterDemo/data/{c}/dfsMeta")),
+            s.join(format!("clusterDemo/data/{c}/raft")),
+            s.join("web"),
+        ] {
+            collect(&d, &mut all);
+        }
+        for f in ["dolphindb", "libDolphinDB.so", "dolphindb.dos"] {
+            let p = s.join(f);
+            all.insert(
+                p.display().to_string(),
+                std::fs::read_to_string(&p).unwrap(),
+            );
+        }
+    }
+    all
+}
+
+#[test]
+fn dolphindb_upgrades_on_the_lab_with_writes_throughout_and_the_simulation_acts_alike() {
+    let lab = DdbLab::new(json!({}));
+    let scenario = lab.scenario("");
+    assert!(lab.versions().values().all(|v| v == FROM));
+
+    // --check reads the real cluster and walks every step, changing nothing.
+    let (out, check) = lab.run(&["--check"]);
+    ok_run(&out, &check);
+    assert!(check["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["read_only"] == true || a["result"] == "skipped (check mode)"));
+    assert!(lab.versions().values().all(|v| v == FROM));
+
+    let (out, report) = lab.run(&[]);
+    ok_run(&out, &report);
+    assert!(
+        lab.versions().values().all(|v| v == TO),
+        "{:?}",
+        lab.versions()
+    );
+    let order: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "precheck",
+            "machine ddb1: 2.00.7.4 -> 2.00.8.12",
+            "machine ddb2: 2.00.7.4 -> 2.00.8.12",
+            "machine ddb3: 2.00.7.4 -> 2.00.8.12",
+            "verify"
+        ]
+    );
+    // The probe wrote throughout: no failed write, ids consecutive, and the table holds them.
+    let (attempted, failed, consecutive, _) = probe_report(&report);
+    assert_eq!((failed, consecutive), (0, true));
+    let written = attempted;
+    assert!(written >= 20, "{attempted} writes");
+    let ids: Vec<i64> = lab.state()["tables"][TABLE]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, (1..=written).collect::<Vec<_>>());
+    // Every machine's nodes were down in its own step only, and every chunk kept a replica.
+    for (h, c, _, _) in MACHINES {
+        assert!(report["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["host"] == *h
+                && a["step"] == format!("machine {h}: 2.00.7.4 -> 2.00.8.12")
+                && a["description"]
+                    .as_str()
+                    .unwrap()
+                    .contains("stopAllNodes.sh")));
+        assert!(lab
+            .server(h)
+            .join(format!("clusterDemo/data/{c}/dfsMeta_capstan_bak"))
+            .is_dir());
+    }
+
+    let sim = lab.simulate(&scenario, &[]);
+    assert_eq!(
+        sim["outcome"]["status"],
+        "succeeded",
+        "{}",
+        outcome_error(&sim)
+    );
+    compare(&comparable(&report), &comparable(&sim));
+    // The simulation's timeline: each machine down in its step, no chunk without a replica.
+    let text = serde_json::to_string(&sim["simulation"]).unwrap();
+    assert!(!text.contains("no live replica"), "{text}");
+    assert!(text.contains("dolphindb/datanode node44@ddb2"), "{text}");
+
+    // A second run finds every node at 2.00.8.12 and changes nothing.
+    let (out, again) = lab.run(&["-p", "probe_table="]);
+    ok_run(&out, &again);
+    assert!(
+        again["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["read_only"] == true),
+        "a second run changed something"
+    );
+}
+
+#[test]
+fn chunks_stuck_recovering_stop_the_run_before_the_next_machine() {
+    let lab = DdbLab::new(json!({}));
+    // A chunk with a replica on node43 (ddb1's data node) never recovers once it restarts.
+    let stuck = lab.state()["chunks"][0]["id"].as_str().unwrap().to_string();
+    lab.knob("stuck_recovering", json!([stuck]));
+    let params = lab.with(&["recovery_timeout=4"]);
+    let inv = lab.inventory();
+    let (out, report) = lab.p.shipped(
+        "dolphindb",
+        "run",
+        &["-i", inv.to_str().unwrap(), "--yes"],
+        &params,
+        &[],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(failed_step(&report), "machine ddb1: 2.00.7.4 -> 2.00.8.12");
+    let err = outcome_error(&report);
+    assert!(
+        err.contains("still not COMPLETE after 4 s") && err.contains(&stuck),
+        "{err}"
+    );
+    // Nothing touched the next machine.
+    assert!(!report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["step"].as_str().unwrap_or("").starts_with("machine ddb2")));
+    assert!(lab.versions()["HActl44"] == FROM);
+}
+
+#[test]
+fn upgrade_sh_failing_with_exit_0_is_caught() {
+    let lab = DdbLab::new(json!({}));
+    // ddb2's package is damaged: upgrade.sh prints UnzipFailure and exits 0.
+    lab_py(
+        "dolphindb",
+        &["corrupt", lab.spec_file.to_str().unwrap(), "ddb2"],
+    );
+    let (out, report) = lab.run(&[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(failed_step(&report), "machine ddb2: 2.00.7.4 -> 2.00.8.12");
+    let err = outcome_error(&report);
+    assert!(
+        err.contains("upgrade.sh failed (exit 0") && err.contains("UnzipFailure"),
+        "{err}"
+    );
+    // The script's own exit status was 0: capstan went by its tokens.
+    assert!(report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["host"] == "ddb2"
+            && a["description"].as_str().unwrap().contains("upgrade.sh")
+            && a["result"] == "exit 0"));
+    let v = lab.versions();
+    assert_eq!(v["HActl43"], TO);
+    assert_eq!(v["HActl44"], format!("down ({FROM})"));
+}
+
+#[test]
+fn a_node_that_does_not_come_back_rolls_the_machine_back_on_the_lab_and_in_simulation() {
+    let lab = DdbLab::new(json!({"no_return": {"node44": TO}}));
+    let scenario = lab.scenario(&format!("no_return = {{ node44 = \"{TO}\" }}\n"));
+    let before = installed(&lab);
+    let params = lab.with(&["node_timeout=6"]);
+    let inv = lab.inventory();
+    let (out, report) = lab.p.shipped(
+        "dolphindb",
+        "run",
+        &[
+            "-i",
+            inv.to_str().unwrap(),
+            "--yes",
+            "--on-failure",
+            "rollback",
+        ],
+        &params,
+        &[],
+    );
+    assert_eq!(
+        report["status"],
+        "rolled_back",
+        "{}",
+        outcome_error(&report)
+    );
+    assert_eq!(out.code, 1);
+    assert_eq!(failed_step(&report), "machine ddb2: 2.00.7.4 -> 2.00.8.12");
+    assert!(
+        outcome_error(&report).contains("node44"),
+        "{}",
+        outcome_error(&report)
+    );
+    // Metadata and release files are back as they were, on ddb2 and on ddb1 (level 5 rolls
+    // back unconditionally), and every node runs the old version again.
+    assert_eq!(installed(&lab), before);
+    assert!(
+        lab.versions().values().all(|v| v == FROM),
+        "{:?}",
+        lab.versions()
+    );
+    let path = undo_path(&report);
+    assert!(path.iter().all(|u| u.contains(" \"done\" ")), "{path:#?}");
+
+    let (_, sim) = lab.p.shipped(
+        "dolphindb",
+        "simulate",
+        &[
+            "--scenario",
+            scenario.to_str().unwrap(),
+            "--on-failure",
+            "rollback",
+        ],
+        &params,
+        &[],
+    );
+    assert_eq!(sim["status"], "rolled_back", "{}", outcome_error(&sim));
+    compare(&comparable(&report), &comparable(&sim));
+    assert_eq!(undo_path(&report), undo_path(&sim));
+}
+
+#[test]
+fn compatibility_level_4_refuses_a_rollback_after_writes_in_simulation() {
+    // The plan says it, and the undo checks it: at level 4 a machine goes back only while
+    // nothing was written since its metadata backup. The probe writes, so it refuses.
+    let sc = repo().join("examples/dolphindb/scenario.toml");
+    let out = capstan(&[
+        "simulate",
+        repo().join("playbooks/dolphindb.rhai").to_str().unwrap(),
+        "--scenario",
+        sc.to_str().unwrap(),
+        "-p",
+        "compatibility_level=4",
+        "--fail",
+        "ddb2:*startagent.sh*",
+        "--on-failure",
+        "rollback",
+        "--json",
+    ]);
+    let r = last_report(&out.stdout);
+    let undos = r["undos"].as_array().unwrap();
+    let gate = undos
+        .iter()
+        .find(|u| {
+            u["description"]
+                .as_str()
+                .unwrap()
+                .starts_with("ddb2: stop its nodes, put back")
+        })
+        .unwrap();
+    assert!(gate["description"]
+        .as_str()
+        .unwrap()
+        .contains("compatibility level 4"));
+    assert_eq!(gate["status"], "failed", "{gate}");
+    assert!(
+        gate["error"]
+            .as_str()
+            .unwrap()
+            .contains("data was written since the metadata backup"),
+        "{gate}"
+    );
+    // Level 5 goes back unconditionally.
+    let out = capstan(&[
+        "simulate",
+        repo().join("playbooks/dolphindb.rhai").to_str().unwrap(),
+        "--scenario",
+        sc.to_str().unwrap(),
+        "--fail",
+        "ddb2:*startagent.sh*",
+        "--on-failure",
+        "rollback",
+        "--json",
+    ]);
+    let r = last_report(&out.stdout);
+    assert_eq!(r["status"], "rolled_back", "{}", outcome_error(&r));
+    // A level that does not roll is refused before anything changes.
+    let out = capstan(&[
+        "simulate",
+        repo().join("playbooks/dolphindb.rhai").to_str().unwrap(),
+        "--scenario",
+        sc.to_str().unwrap(),
+        "-p",
+        "compatibility_level=3",
+        "--json",
+    ]);
+    let r = last_report(&out.stdout);
+    assert_eq!(failed_step(&r), "precheck");
+    assert!(outcome_error(&r).contains("compatibility level 3 does not allow a rolling upgrade"));
+}
+
+#[test]
+fn kill_9_in_the_middle_of_a_machine_then_resume_completes() {
+    let lab = DdbLab::new(json!({}));
+    let inv = lab.inventory();
+    let run_id = kill_9_at(
+        &lab.p,
+        "dolphindb",
+        &inv,
+        &lab.params(),
+        ("machine ddb2: 2.00.7.4 -> 2.00.8.12", "upgrade.sh"),
+    );
+    // ddb2 is down mid-upgrade; the others serve.
+    let v = lab.versions();
+    assert_eq!(v["HActl43"], TO);
+    assert!(v["node44"].starts_with("down"), "{v:?}");
+    let report = resume_skipping(
+        &lab.p,
+        &run_id,
+        &["precheck", "machine ddb1: 2.00.7.4 -> 2.00.8.12"],
+    );
+    assert!(
+        lab.versions().values().all(|v| v == TO),
+        "{:?}",
+        lab.versions()
+    );
+    // The resumed probe continued the id sequence where the store left it.
+    let (_, failed, consecutive, first_id) = probe_report(&report);
+    assert_eq!((failed, consecutive), (0, true));
+    assert!(
+        first_id > 1,
+        "the resumed probe started again at id {first_id}"
+    );
+}

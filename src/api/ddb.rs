@@ -6,11 +6,9 @@ use std::time::Duration;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, Module, NativeCallContext};
 
 use super::opts::Opts;
-use super::{at, bad_input, def, def_in, HostHandle, RunCtx};
+use super::{at, bad_input, def, def_in, RunCtx};
 use crate::action::{Action, Outcome};
 use crate::ddb::{DdbKind, DdbTarget, DdbValue};
-use crate::secret::Secret;
-use crate::sql::Password;
 
 type R<T> = Result<T, Box<EvalAltResult>>;
 
@@ -77,29 +75,7 @@ const CONNECT_OPTS: &[&str] = &["host", "port", "user", "password", "timeout"];
 fn connect(run: &Arc<RunCtx>, opts: Map) -> R<DdbConn> {
     let o = Opts::new("ddb::connect", opts, CONNECT_OPTS)?;
     let inv = run.exec.inventory();
-    let (host, address) = match o.raw("host") {
-        None => {
-            return Err(bad_input(
-                "ddb::connect: option `host` is required (an inventory host or an address)",
-            ))
-        }
-        Some(v) => {
-            if let Some(h) = v.read_lock::<HostHandle>() {
-                (Some(h.name.to_string()), h.entry().address.clone())
-            } else if v.is_string() {
-                let s = v.to_string();
-                match inv.host(&s) {
-                    Some(e) => (Some(e.name.clone()), e.address.clone()),
-                    None => (None, s),
-                }
-            } else {
-                return Err(bad_input(format!(
-                    "ddb::connect: option `host` must be a Host or a string, got {}",
-                    v.type_name()
-                )));
-            }
-        }
-    };
+    let (host, address) = super::sql::server_host("ddb::connect", &o, inv)?;
     let port = match o.int("port")? {
         Some(p @ 1..=65535) => p as u16,
         Some(p) => return Err(bad_input(format!("ddb::connect: port {p} is out of range"))),
@@ -110,14 +86,9 @@ fn connect(run: &Arc<RunCtx>, opts: Map) -> R<DdbConn> {
         }
     };
     let user = o.string("user")?;
-    let password = o.string("password")?.map(|p| match inv.secret_name(&p) {
-        Some(name) => Password::Secret(name.to_string()),
-        None => {
-            let s = Secret::new(p);
-            inv.redactor.add(&s);
-            Password::Inline(Some(s))
-        }
-    });
+    let password = o
+        .string("password")?
+        .map(|p| super::sql::password_of(p, inv));
     if user.is_some() != password.is_some() {
         return Err(bad_input(
             "ddb::connect: give both `user` and `password`, or neither (a guest session)",

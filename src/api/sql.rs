@@ -159,6 +159,49 @@ fn to_params(p: &Dynamic) -> R<SqlParams> {
     )))
 }
 
+/// A server option `host`: an inventory host (a `Host`, or its name), or an address. Returns
+/// the inventory host's name (actions are recorded under it) and the address to connect to.
+pub(super) fn server_host(
+    func: &str,
+    o: &Opts,
+    inv: &crate::inventory::Inventory,
+) -> R<(Option<String>, String)> {
+    match o.raw("host") {
+        None => Err(bad_input(format!(
+            "{func}: option `host` is required (an inventory host or an address)"
+        ))),
+        Some(v) => {
+            if let Some(h) = v.read_lock::<HostHandle>() {
+                Ok((Some(h.name.to_string()), h.entry().address.clone()))
+            } else if v.is_string() {
+                let s = v.to_string();
+                Ok(match inv.host(&s) {
+                    Some(e) => (Some(e.name.clone()), e.address.clone()),
+                    None => (None, s),
+                })
+            } else {
+                Err(bad_input(format!(
+                    "{func}: option `host` must be a Host or a string, got {}",
+                    v.type_name()
+                )))
+            }
+        }
+    }
+}
+
+/// A password option: by secret name when it is one of the inventory's `[secrets]` (a later
+/// process can resolve it), inline otherwise (never printed, but only this process has it).
+pub(super) fn password_of(p: String, inv: &crate::inventory::Inventory) -> Password {
+    match inv.secret_name(&p) {
+        Some(name) => Password::Secret(name.to_string()),
+        None => {
+            let s = Secret::new(p);
+            inv.redactor.add(&s);
+            Password::Inline(Some(s))
+        }
+    }
+}
+
 const CONNECT_OPTS: &[&str] = &[
     "host", "port", "user", "password", "db", "timeout", "tls", "tls_ca",
 ];
@@ -166,29 +209,7 @@ const CONNECT_OPTS: &[&str] = &[
 fn connect(run: &Arc<RunCtx>, opts: Map) -> R<SqlConn> {
     let o = Opts::new("sql::connect", opts, CONNECT_OPTS)?;
     let inv = run.exec.inventory();
-    let (host, address) = match o.raw("host") {
-        None => {
-            return Err(bad_input(
-                "sql::connect: option `host` is required (an inventory host or an address)",
-            ))
-        }
-        Some(v) => {
-            if let Some(h) = v.read_lock::<HostHandle>() {
-                (Some(h.name.to_string()), h.entry().address.clone())
-            } else if v.is_string() {
-                let s = v.to_string();
-                match inv.host(&s) {
-                    Some(e) => (Some(e.name.clone()), e.address.clone()),
-                    None => (None, s),
-                }
-            } else {
-                return Err(bad_input(format!(
-                    "sql::connect: option `host` must be a Host or a string, got {}",
-                    v.type_name()
-                )));
-            }
-        }
-    };
+    let (host, address) = server_host("sql::connect", &o, inv)?;
     let port = match o.int("port")?.unwrap_or(3306) {
         p @ 1..=65535 => p as u16,
         p => return Err(bad_input(format!("sql::connect: port {p} is out of range"))),
@@ -196,15 +217,7 @@ fn connect(run: &Arc<RunCtx>, opts: Map) -> R<SqlConn> {
     let user = o
         .string("user")?
         .ok_or_else(|| bad_input("sql::connect: option `user` is required"))?;
-    let password = o.string("password")?.map(|p| match inv.secret_name(&p) {
-        Some(name) => Password::Secret(name.to_string()),
-        None => {
-            // Not from [secrets]: still never printed, but only this process knows it.
-            let s = Secret::new(p);
-            inv.redactor.add(&s);
-            Password::Inline(Some(s))
-        }
-    });
+    let password = o.string("password")?.map(|p| password_of(p, inv));
     let db = o.string("db")?;
     if let Some(d) = &db {
         crate::sql::quote_ident(d).map_err(|m| bad_input(format!("sql::connect: db {m}")))?;

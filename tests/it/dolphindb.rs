@@ -251,26 +251,6 @@ fn comparable(r: &Value) -> BTreeMap<String, Vec<String>> {
     t
 }
 
-/// Keeps one of each run of a repeated block of lines (a poll is a few actions: connect, ask
-/// the leader, query), for blocks of up to 8 lines.
-fn collapse_repeats(lines: &mut Vec<String>) {
-    let mut changed = true;
-    while changed {
-        changed = false;
-        for k in 1..=8 {
-            let mut i = 0;
-            while i + 2 * k <= lines.len() {
-                if lines[i..i + k] == lines[i + k..i + 2 * k] {
-                    lines.drain(i + k..i + 2 * k);
-                    changed = true;
-                } else {
-                    i += 1;
-                }
-            }
-        }
-    }
-}
-
 fn undo_path(r: &Value) -> Vec<String> {
     let run = r["run_id"].as_str().unwrap();
     r["undos"]
@@ -561,21 +541,27 @@ fn a_node_that_does_not_come_back_rolls_the_machine_back_on_the_lab_and_in_simul
 fn compatibility_level_4_refuses_a_rollback_after_writes_in_simulation() {
     // The plan says it, and the undo checks it: at level 4 a machine goes back only while
     // nothing was written since its metadata backup. The probe writes, so it refuses.
-    let sc = repo().join("examples/dolphindb/scenario.toml");
-    let out = capstan(&[
-        "simulate",
-        repo().join("playbooks/dolphindb.rhai").to_str().unwrap(),
-        "--scenario",
-        sc.to_str().unwrap(),
+    let simulate = |extra: &[&str]| -> Value {
+        let sc = repo().join("examples/dolphindb/scenario.toml");
+        let pb = repo().join("playbooks/dolphindb.rhai");
+        let mut a = vec![
+            "simulate",
+            pb.to_str().unwrap(),
+            "--scenario",
+            sc.to_str().unwrap(),
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        last_report(&capstan(&a).stdout)
+    };
+    let r = simulate(&[
         "-p",
         "compatibility_level=4",
         "--fail",
         "ddb2:*startagent.sh*",
         "--on-failure",
         "rollback",
-        "--json",
     ]);
-    let r = last_report(&out.stdout);
     let undos = r["undos"].as_array().unwrap();
     let gate = undos
         .iter()
@@ -599,30 +585,10 @@ fn compatibility_level_4_refuses_a_rollback_after_writes_in_simulation() {
         "{gate}"
     );
     // Level 5 goes back unconditionally.
-    let out = capstan(&[
-        "simulate",
-        repo().join("playbooks/dolphindb.rhai").to_str().unwrap(),
-        "--scenario",
-        sc.to_str().unwrap(),
-        "--fail",
-        "ddb2:*startagent.sh*",
-        "--on-failure",
-        "rollback",
-        "--json",
-    ]);
-    let r = last_report(&out.stdout);
+    let r = simulate(&["--fail", "ddb2:*startagent.sh*", "--on-failure", "rollback"]);
     assert_eq!(r["status"], "rolled_back", "{}", outcome_error(&r));
     // A level that does not roll is refused before anything changes.
-    let out = capstan(&[
-        "simulate",
-        repo().join("playbooks/dolphindb.rhai").to_str().unwrap(),
-        "--scenario",
-        sc.to_str().unwrap(),
-        "-p",
-        "compatibility_level=3",
-        "--json",
-    ]);
-    let r = last_report(&out.stdout);
+    let r = simulate(&["-p", "compatibility_level=3"]);
     assert_eq!(failed_step(&r), "precheck");
     assert!(outcome_error(&r).contains("compatibility level 3 does not allow a rolling upgrade"));
 }

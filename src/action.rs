@@ -116,6 +116,9 @@ pub enum Action {
         db: String,
         path: String,
         flags: Vec<String>,
+        /// The dump program on the host when it is not `mysqldump` on the PATH.
+        #[serde(default)]
+        tool: Option<String>,
     },
     /// Loads a verified dump into `db` with the `mysql` client on the host.
     MysqlLoad {
@@ -299,13 +302,15 @@ impl Action {
                 db,
                 path,
                 flags,
+                tool,
             } => {
+                let tool = tool.as_deref().unwrap_or("mysqldump");
                 let f = if flags.is_empty() {
                     String::new()
                 } else {
                     format!(" {}", flags.join(" "))
                 };
-                format!("mysqldump{f} {db} from {} -> {path}", target.server())
+                format!("{tool}{f} {db} from {} -> {path}", target.server())
             }
             Action::MysqlLoad { target, db, path } => {
                 format!("mysql {db} on {} < {path}", target.server())
@@ -1100,6 +1105,7 @@ impl Executor {
                 db,
                 path,
                 flags,
+                tool,
             } => {
                 let pw = target
                     .resolve_password(&self.inventory)
@@ -1109,9 +1115,12 @@ impl Executor {
                     &self.shell(host, t),
                     target,
                     pw.as_ref(),
-                    db,
-                    path,
-                    flags,
+                    &crate::backup::DumpJob {
+                        db,
+                        path,
+                        flags,
+                        tool: tool.as_deref().unwrap_or("mysqldump"),
+                    },
                     run,
                 )
                 .map(|m| Outcome::Backup(BackupInfo::from_manifest(&host.name, &m, true)))

@@ -465,6 +465,14 @@ pub(crate) fn check_dump_flags(flags: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// What to dump and how: the database, the file, the caller's flags and the dump program.
+pub(crate) struct DumpJob<'a> {
+    pub db: &'a str,
+    pub path: &'a str,
+    pub flags: &'a [String],
+    pub tool: &'a str,
+}
+
 /// `mysqldump` of `db` on the host into `path`: written to a partial file, accepted only when the
 /// tool exited 0 and the file is non-empty and ends with the completion line; then moved in place
 /// with its manifest.
@@ -472,14 +480,18 @@ pub(crate) fn mysqldump(
     sh: &dyn HostShell,
     target: &SqlTarget,
     password: Option<&Secret>,
-    db: &str,
-    path: &str,
-    flags: &[String],
+    job: &DumpJob<'_>,
     run: Option<&str>,
 ) -> Result<Manifest, Fault> {
+    let DumpJob {
+        db,
+        path,
+        flags,
+        tool,
+    } = *job;
     check_dump_flags(flags).map_err(|m| sh.fail("bad_flags", m))?;
     let partial = format!("{path}.capstan-partial");
-    let mut args: Vec<&str> = vec![&partial, "-", "mysqldump"];
+    let mut args: Vec<&str> = vec![&partial, "-", tool];
     args.extend(flags.iter().map(String::as_str));
     // `db` is a validated plain identifier (sql::quote_ident), so it cannot read as a flag.
     args.push(db);

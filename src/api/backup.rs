@@ -202,7 +202,10 @@ fn register_dir_undo(h: &HostHandle, to: &str, source: &str) {
 }
 
 fn mysqldump(h: &HostHandle, conn: &SqlConn, db: &str, path: &str, opts: Map) -> R<Dynamic> {
-    let o = Opts::new("backup::mysqldump", opts, &["flags"])?;
+    let o = Opts::new("backup::mysqldump", opts, &["flags", "tool", "undo"])?;
+    let tool = o.string("tool")?;
+    // `undo: false`: the playbook restores in an undo of its own (drop, recreate, load).
+    let with_undo = o.bool("undo")?.unwrap_or(true);
     crate::sql::quote_ident(db)
         .map_err(|m| super::bad_input(format!("backup::mysqldump: database {m}")))?;
     let path = abs("backup::mysqldump", path)?;
@@ -215,7 +218,9 @@ fn mysqldump(h: &HostHandle, conn: &SqlConn, db: &str, path: &str, opts: Map) ->
             "info",
             &format!("{}: reusing the verified dump {path} of {source}", h.name),
         );
-        register_dump_undo(h, conn, db, &path);
+        if with_undo {
+            register_dump_undo(h, conn, db, &path);
+        }
         record(&h.run, &b);
         return Ok(info_map(&b, false));
     }
@@ -224,9 +229,12 @@ fn mysqldump(h: &HostHandle, conn: &SqlConn, db: &str, path: &str, opts: Map) ->
         db: db.to_string(),
         path: path.clone(),
         flags,
+        tool,
     })? {
         Outcome::Backup(b) => {
-            register_dump_undo(h, conn, db, &path);
+            if with_undo {
+                register_dump_undo(h, conn, db, &path);
+            }
             record(&h.run, &b);
             Ok(info_map(&b, false))
         }
@@ -303,7 +311,9 @@ connection's; its password reaches mysqldump through a 0600 option file removed 
 a command line. The dump must exit 0, be non-empty and end with mysqldump's completion line, or it
 fails and nothing takes the name `path`; a manifest (size, sha256) is written beside it. Registers
 an undo that loads the dump back with the `mysql` client on the same host (tables created after
-the dump are left alone). A verified dump already at `path` of the same database is reused.
+the dump are left alone), unless `undo: false` (the playbook restores it itself, e.g. after
+dropping and recreating the database). `tool` names the dump program when it is not
+`mysqldump` on the host's PATH. A verified dump already at `path` of the same database is reused.
 
 ```rhai
 let h = cluster().host("db1");

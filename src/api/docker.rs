@@ -282,6 +282,14 @@ impl DockerHandle {
         .map(|_| ())
     }
 
+    fn stop_only(&self, name: &str, timeout_s: Option<u32>) -> R<()> {
+        self.act(DockerOp::Stop {
+            name: name.to_string(),
+            timeout_s,
+        })
+        .map(|_| ())
+    }
+
     fn start(&self, name: &str, settle: Duration) -> R<()> {
         if self.is_running(name)? == Some(false) {
             self.host.run.register_action_undo(
@@ -879,7 +887,8 @@ if d.exists("app") { let spec = d.spec_of("app"); log(`${spec.image} with ${spec
 
     let stop_doc = r#"
 Stops a container (`docker stop`, `timeout` seconds before SIGKILL). Mutating; when it was running
-its undo starts it again.
+its undo starts it again, unless `undo: false` (the playbook starts it in an undo of its own,
+after other work: OMS starts the old container only once its metadata is restored).
 
 ```rhai
 let d = docker::on(cluster().host("web1"));
@@ -898,8 +907,11 @@ if d.running("app") { d.stop("app", #{ timeout: 30 }); }
         &["docker: Docker", "name: String", "options: Map", "()"],
         stop_doc,
         |d: DockerHandle, name: &str, o: Map| {
-            let o = Opts::new("docker stop", o, &["timeout"])?;
+            let o = Opts::new("docker stop", o, &["timeout", "undo"])?;
             let t = o.duration("timeout")?.map(|t| t.as_secs() as u32);
+            if o.bool("undo")? == Some(false) {
+                return d.stop_only(name, t);
+            }
             d.stop(name, t)
         },
     );

@@ -32,6 +32,10 @@ const MODULES: &[StdlibModule] = &[
         source: include_str!("../../stdlib/oceanbase.rhai"),
     },
     StdlibModule {
+        name: "oms",
+        source: include_str!("../../stdlib/oms.rhai"),
+    },
+    StdlibModule {
         name: "openmldb",
         source: include_str!("../../stdlib/openmldb.rhai"),
     },

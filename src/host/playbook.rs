@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 const SHIPPED: &[(&str, &str)] = &[
     ("dolphindb", include_str!("../../playbooks/dolphindb.rhai")),
     ("oceanbase", include_str!("../../playbooks/oceanbase.rhai")),
+    ("oms", include_str!("../../playbooks/oms.rhai")),
     ("openmldb", include_str!("../../playbooks/openmldb.rhai")),
     ("preflight", include_str!("../../playbooks/preflight.rhai")),
 ];

@@ -69,6 +69,11 @@ pub(crate) struct ContainerSpec {
     ulimits: BTreeMap<String, String>,
     #[serde(default)]
     args: Vec<String>,
+    /// `-t` and `-i` (`docker run -dit`, as OMS is deployed).
+    #[serde(default)]
+    tty: bool,
+    #[serde(default)]
+    interactive: bool,
     #[serde(default)]
     logs: Vec<String>,
 }
@@ -165,6 +170,8 @@ impl SimDocker {
                         pids_limit: c.pids_limit,
                         ulimits: c.ulimits.clone(),
                         args: c.args.clone(),
+                        tty: c.tty,
+                        interactive: c.interactive,
                         ..Default::default()
                     },
                     running: c.running,
@@ -208,6 +215,15 @@ impl SimDocker {
             out.push(format!("image {i} loaded"));
         }
         out
+    }
+
+    /// The containers that run: name, image and the environment they were started with.
+    pub(crate) fn running(&self) -> Vec<(String, String, BTreeMap<String, String>)> {
+        self.containers
+            .iter()
+            .filter(|(_, c)| c.running)
+            .map(|(n, c)| (n.clone(), c.spec.image.clone(), c.spec.env.clone()))
+            .collect()
     }
 
     /// Lines appended to a container's log (a simulated `docker exec` that prints to it).
@@ -254,7 +270,8 @@ impl SimDocker {
             }
             DockerOp::Inspect { name } => match self.containers.get(name) {
                 Some(c) => ok(json!([self.inspect(name, c)]).to_string()),
-                None => out(1, "[]".into(), &format!("Error: No such container: {name}")),
+                // What docker 28 answers `docker container inspect` of a missing container.
+                None => out(1, "[]".into(), &format!("Error response from daemon: No such container: {name}")),
             },
             DockerOp::ImageInspect { image } => match self.images.get(&full_ref(image)) {
                 Some(i) => ok(json!([{

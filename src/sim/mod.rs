@@ -5,6 +5,7 @@ mod dolphindb;
 pub mod faults;
 pub mod model;
 pub mod oceanbase;
+mod oms;
 pub mod openmldb;
 pub mod sqlstore;
 
@@ -878,6 +879,17 @@ impl World {
             self.clock += self.duration_of(action.op());
             return result;
         }
+        if let Action::MysqlDump {
+            target, db, path, ..
+        }
+        | Action::MysqlLoad { target, db, path } = action
+        {
+            let load = matches!(action, Action::MysqlLoad { .. });
+            let server = target.label();
+            for m in &mut self.models {
+                m.mysql_backup(&server, db, path, load);
+            }
+        }
         let by_model = match self.model_ddb(host, action) {
             Some(r) => Some(r),
             None => self.model_sql(host, action),
@@ -1402,7 +1414,20 @@ impl World {
                 }
                 Action::Docker { call, .. } => {
                     let mut out = h.docker.apply(call, &mut h.files);
-                    if let (DockerOp::Exec { name, .. }, Some(0)) = (call, out.code) {
+                    let by_model = if out.code == Some(0) {
+                        models
+                            .iter_mut()
+                            .find_map(|m| m.docker(host, call, &out, h))
+                    } else {
+                        None
+                    };
+                    if let Some((o, log)) = by_model {
+                        // A product's own script in its container, its services: its model.
+                        out = o;
+                        for (c, line) in log {
+                            h.docker.append_log(&c, &[line]);
+                        }
+                    } else if let (DockerOp::Exec { name, .. }, Some(0)) = (call, out.code) {
                         // What the command inside prints: the scenario's rules answer.
                         if let Some(a) = answer_by_rule(rules, host, &action.describe(), None, h) {
                             out = a.out;

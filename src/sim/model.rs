@@ -58,6 +58,28 @@ pub trait ProductModel: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// After the simulated engine on `host` answered a docker operation (`out`): a product may
+    /// answer instead (its own script run by `docker exec`) and add lines to containers' logs
+    /// (`(container, line)`; its services starting). `None`: not mine (the scenario's rules answer
+    /// an exec).
+    fn docker(
+        &mut self,
+        host: &str,
+        op: &crate::docker::DockerOp,
+        out: &ExecOutput,
+        state: &mut SimHost,
+    ) -> Option<(ExecOutput, Vec<(String, String)>)> {
+        let _ = (host, op, out, state);
+        None
+    }
+
+    /// A `mysqldump` of database `db` on `server` (`address:port`) was taken (`load` false) or
+    /// loaded back (`load` true): a model that keeps the server's databases saves or restores
+    /// them.
+    fn mysql_backup(&mut self, server: &str, db: &str, path: &str, load: bool) {
+        let _ = (server, db, path, load);
+    }
+
     /// Every component and whether it is up, read from the hosts' state.
     fn components(&self, hosts: &BTreeMap<String, SimHost>) -> Vec<Component>;
 
@@ -115,7 +137,14 @@ pub(super) fn process_check_pid(argv: &[String]) -> Option<&str> {
 }
 
 /// The models a scenario can name in `[[products]]`.
-pub const MODELS: &[&str] = &["service", "hello", "openmldb", "oceanbase", "dolphindb"];
+pub const MODELS: &[&str] = &[
+    "service",
+    "hello",
+    "openmldb",
+    "oceanbase",
+    "dolphindb",
+    "oms",
+];
 
 /// Builds the model `name` over `hosts` with the scenario's settings (a model may read the
 /// hosts' groups and vars from the inventory).
@@ -133,6 +162,9 @@ pub fn build(
             hosts, settings, inventory,
         )?)),
         "dolphindb" => Ok(Box::new(super::dolphindb::DolphinDb::from_settings(
+            hosts, settings, inventory,
+        )?)),
+        "oms" => Ok(Box::new(super::oms::OmsModel::from_settings(
             hosts, settings, inventory,
         )?)),
         "service" => Ok(Box::new(PortService::from_settings(hosts, settings)?)),

@@ -319,6 +319,7 @@ fn list_describe_docs_and_defs() {
         out.stdout
     );
     for shipped in [
+        "oms              oms: upgrade OceanBase Migration Service",
         "dolphindb        dolphindb: grayscale (rolling) upgrade of a DolphinDB HA cluster",
         "openmldb         openmldb: upgrade an OpenMLDB cluster in place, component by component",
         "oceanbase        oceanbase: rolling (zone by zone) upgrade of an OceanBase 4.x cluster",
@@ -347,7 +348,7 @@ fn list_describe_docs_and_defs() {
     );
 
     let out = capstan(&["describe", "nosuch"]);
-    assert_eq!((out.code, out.stderr.as_str()), (2, "error: no playbook file `nosuch` and no shipped playbook of that name (shipped: dolphindb, oceanbase, openmldb, preflight)\n"));
+    assert_eq!((out.code, out.stderr.as_str()), (2, "error: no playbook file `nosuch` and no shipped playbook of that name (shipped: dolphindb, oceanbase, oms, openmldb, preflight)\n"));
 
     let out = capstan(&["docs"]);
     assert_eq!(out.code, 0);

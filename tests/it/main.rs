@@ -10,6 +10,7 @@ mod embed;
 mod journal;
 mod modes;
 mod oceanbase;
+mod oms;
 mod openmldb;
 mod parity;
 mod simulation;

@@ -316,6 +316,26 @@ pub fn lab_py(product: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Keeps one of each run of a repeated block of lines (a poll is a few actions: connect, ask
+/// the leader, query), for blocks of up to 8 lines.
+pub fn collapse_repeats(lines: &mut Vec<String>) {
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for k in 1..=8 {
+            let mut i = 0;
+            while i + 2 * k <= lines.len() {
+                if lines[i..i + k] == lines[i + k..i + 2 * k] {
+                    lines.drain(i + k..i + 2 * k);
+                    changed = true;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+    }
+}
+
 /// Panics with the first difference, host by host.
 pub fn compare(lab: &BTreeMap<String, Vec<String>>, sim: &BTreeMap<String, Vec<String>>) {
     assert_eq!(

@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+# Stands up the OMS double on this machine's Docker engine and MariaDB (lab/oms/README.md).
+#
+#   lab.py images OUTDIR                  build the OMS images (docker import: no registry) and
+#                                          save them as OUTDIR/oms-<version>.tar
+#   lab.py install SPEC.json              create the metadata databases and every node's mounts
+#                                          and config.yaml, and run the old version's containers
+#   lab.py stop SPEC.json                 remove the lab's containers and drop its databases
+#   lab.py checksums SPEC.json            CHECKSUM TABLE of every table of the metadata databases (JSON)
+#   lab.py knob SPEC.json NODE NAME on|off   init_fail / unhealthy for a node's next container
+#
+# SPEC: {"prefix", "image": "capstan-lab/oms", "from", "db": {host, port, user, password},
+#        "databases": {"rm", "cm", "cm_hb"}, "old_version_table": true, "region",
+#        "nodes": [{"name", "ip", "port", "dir", "container"}]}
+import sys
+
+sys.dont_write_bytecode = True
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VERSIONS = ["4.1.0-CE", "4.2.2-CE", "4.2.3-CE"]
+
+
+def run(argv, **kw):
+    out = subprocess.run(argv, capture_output=True, text=True, **kw)
+    if out.returncode != 0:
+        sys.exit("lab.py: %s failed:\n%s%s" % (" ".join(argv[:3]), out.stdout, out.stderr))
+    return out.stdout
+
+
+def libs_of(binary):
+    """The shared libraries `binary` loads (ldd), to copy into an image's root."""
+    paths = []
+    for line in run(["ldd", binary]).splitlines():
+        parts = line.split()
+        for p in parts:
+            if p.startswith("/") and os.path.exists(p):
+                paths.append(p)
+    return paths
+
+
+def images(outdir):
+    os.makedirs(outdir, exist_ok=True)
+    with tempfile.TemporaryDirectory() as root:
+        for d in ["bin", "usr/bin", "proc", "dev", "sys", "tmp", "etc", "root", "www/oms",
+                  "home/admin/conf", "home/admin/logs", "home/ds/store", "home/ds/run"]:
+            os.makedirs(os.path.join(root, d), exist_ok=True)
+        shutil.copy("/bin/busybox", os.path.join(root, "bin/busybox"))
+        for applet in run(["/bin/busybox", "--list"]).split():
+            if applet != "busybox":
+                os.symlink("busybox", os.path.join(root, "bin", applet))
+        # The metadata databases are MySQL: the image carries the host's client and its libraries.
+        client = shutil.which("mariadb") or shutil.which("mysql")
+        shutil.copy(client, os.path.join(root, "usr/bin/mariadb"))
+        for lib in libs_of(client):
+            dest = os.path.join(root, lib.lstrip("/"))
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            shutil.copy(lib, dest)
+        with open(os.path.join(root, "etc/passwd"), "w") as f:
+            f.write("root:x:0:0:root:/root:/bin/sh\n")
+        for v in VERSIONS:
+            with open(os.path.join(root, "start.sh"), "w") as f:
+                f.write(open(os.path.join(HERE, "start.sh")).read().replace("@VERSION@", v))
+            init = os.path.join(root, "root/docker_init.sh")
+            if os.path.exists(init):
+                os.remove(init)
+            if v != "4.1.0-CE":
+                with open(init, "w") as f:
+                    f.write(open(os.path.join(HERE, "docker_init.sh")).read().replace("@VERSION@", v))
+                os.chmod(init, 0o755)
+            tag = "capstan-lab/oms:%s" % v
+            tar = subprocess.run(["tar", "-C", root, "-cf", "-", "."], capture_output=True, check=True).stdout
+            imp = subprocess.run(["docker", "import", "--change", "ENV PATH=/bin:/usr/bin",
+                                  "--change", 'ENTRYPOINT ["/bin/sh", "/start.sh"]', "-", tag],
+                                 input=tar, capture_output=True)
+            if imp.returncode != 0:
+                sys.exit("lab.py: docker import failed: %s" % imp.stderr.decode())
+            run(["docker", "save", "-o", os.path.join(outdir, "oms-%s.tar" % v), tag])
+
+
+def mysql(spec, sql, db=None):
+    d = spec["db"]
+    argv = ["mariadb", "--protocol=TCP", "-h" + d["host"], "-P%d" % d["port"], "-u" + d["user"],
+            "-p" + d["password"], "-N", "-e", sql]
+    if db:
+        argv.append(db)
+    return run(argv)
+
+
+def config_yaml(spec, node):
+    d, dbs = spec["db"], spec["databases"]
+    return ("oms_meta_host: %s\noms_meta_port: %d\noms_meta_user: %s\noms_meta_password: %s\n"
+            "drc_rm_db: %s\ndrc_cm_db: %s\ndrc_cm_heartbeat_db: %s\ncm_region: %s\ncm_location: 0\n"
+            "cm_is_default: true\ncm_nodes:\n%sconsole_nodes:\n%snginx_server_port: %d\n"
+            % (d["host"], d["port"], d["user"], d["password"], dbs["rm"], dbs["cm"], dbs["cm_hb"],
+               spec["region"], "".join("  - %s\n" % n["ip"] for n in spec["nodes"]),
+               "".join("  - %s\n" % n["ip"] for n in spec["nodes"]), node["port"]))
+
+
+def install(spec):
+    dbs = spec["databases"]
+    for db in dbs.values():
+        mysql(spec, "DROP DATABASE IF EXISTS `%s`; CREATE DATABASE `%s`" % (db, db))
+    ha = json.dumps({"enable": True, "perceiveStoreClientCheckpoint": False,
+                     "refetchStoreIntervalMin": 120, "enableHandleBothDelayAndRestart": False})
+    rm = ("CREATE TABLE oms_normal_config (cfg_name VARCHAR(128) NOT NULL PRIMARY KEY, "
+          "cfg_value TEXT NOT NULL, gmt_modified TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP); "
+          "INSERT INTO oms_normal_config (cfg_name, cfg_value) VALUES ('ha.config', '%s'), "
+          "('oms.timezone', '+08:00'); "
+          "CREATE TABLE oms_project (id BIGINT NOT NULL PRIMARY KEY, name VARCHAR(128) NOT NULL, "
+          "status VARCHAR(32) NOT NULL); INSERT INTO oms_project VALUES (1, 'mysql_to_ob_orders', "
+          "'RUNNING'), (2, 'ob_to_kafka_events', 'RUNNING'), (3, 'pg_to_ob_archive', 'SUSPEND')"
+          % ha.replace("'", "''"))
+    if spec.get("old_version_table", True):
+        rm += ("; CREATE TABLE oms_version (version VARCHAR(64) NOT NULL, gmt_modified TIMESTAMP "
+               "NOT NULL DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (version)); "
+               "INSERT INTO oms_version (version) VALUES ('%s')" % spec["from"])
+    mysql(spec, rm, dbs["rm"])
+    mysql(spec, "CREATE TABLE cm_node (ip VARCHAR(64) NOT NULL PRIMARY KEY, region VARCHAR(64) NOT NULL, "
+                "status VARCHAR(32) NOT NULL); INSERT INTO cm_node VALUES %s"
+          % ", ".join("('%s', '%s', 'ONLINE')" % (n["ip"], spec["region"]) for n in spec["nodes"]),
+          dbs["cm"])
+    mysql(spec, "CREATE TABLE heatbeat_sequence (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, "
+                "gmt_created TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP); "
+                "INSERT INTO heatbeat_sequence (id) VALUES %s"
+          % ", ".join("(%d)" % i for i in range(1, 201)), dbs["cm_hb"])
+    for n in spec["nodes"]:
+        d = n["dir"]
+        for sub in ["oms_logs", "oms_store", "oms_run"]:
+            os.makedirs(os.path.join(d, sub), exist_ok=True)
+        with open(os.path.join(d, "config.yaml"), "w") as f:
+            f.write(config_yaml(spec, n))
+        subprocess.run(["docker", "rm", "-f", n["container"]], capture_output=True)
+        run(["docker", "run", "-dit", "--net", "host",
+             "-v", "%s/config.yaml:/home/admin/conf/config.yaml" % d,
+             "-v", "%s/oms_logs:/home/admin/logs" % d,
+             "-v", "%s/oms_store:/home/ds/store" % d,
+             "-v", "%s/oms_run:/home/ds/run" % d,
+             "-e", "OMS_HOST_IP=%s" % n["ip"],
+             # No --privileged: this engine (inside a container itself) refuses it ("unable to
+             # apply caps"); the playbook is run with -p privileged=false on the lab.
+             "--pids-limit", "-1", "--ulimit", "nproc=65535:65535",
+             "--name", n["container"], "%s:%s" % (spec["image"], spec["from"])])
+
+
+def stop(spec):
+    names = [n["container"] for n in spec["nodes"]]
+    listed = run(["docker", "ps", "-a", "--format", "{{.Names}}"]).split()
+    for c in listed:
+        if any(c == n or c.startswith(n + "_") or c.startswith(n + "-") for n in names):
+            subprocess.run(["docker", "rm", "-f", c], capture_output=True)
+    for db in spec["databases"].values():
+        subprocess.run(["mariadb", "--protocol=TCP", "-h" + spec["db"]["host"], "-P%d" % spec["db"]["port"],
+                        "-u" + spec["db"]["user"], "-p" + spec["db"]["password"], "-e",
+                        "DROP DATABASE IF EXISTS `%s`" % db], capture_output=True)
+
+
+def checksums(spec):
+    out = {}
+    for db in spec["databases"].values():
+        tables = mysql(spec, "SHOW TABLES", db).split()
+        for t in sorted(tables):
+            line = mysql(spec, "CHECKSUM TABLE `%s`.`%s`" % (db, t)).split()
+            cols = mysql(spec, "SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY ORDINAL_POSITION) FROM "
+                               "information_schema.COLUMNS WHERE TABLE_SCHEMA = '%s' AND TABLE_NAME = '%s'"
+                         % (db, t)).strip()
+            out["%s.%s" % (db, t)] = "%s %s" % (line[-1], cols)
+    print(json.dumps(out, indent=1, sort_keys=True))
+
+
+def knob(spec, node, name, on):
+    n = [x for x in spec["nodes"] if x["name"] == node][0]
+    path = os.path.join(n["dir"], "oms_store", "knob_" + name)
+    if on == "on":
+        open(path, "w").close()
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def main(argv):
+    if len(argv) == 2 and argv[0] == "images":
+        images(argv[1])
+        return
+    if len(argv) < 2:
+        sys.exit("usage: see the header of lab/oms/lab.py")
+    spec = json.load(open(argv[1]))
+    if argv[0] == "install":
+        install(spec)
+    elif argv[0] == "stop":
+        stop(spec)
+    elif argv[0] == "checksums":
+        checksums(spec)
+    elif argv[0] == "knob" and len(argv) == 5:
+        knob(spec, argv[2], argv[3], argv[4])
+    else:
+        sys.exit("lab.py: unknown command %s" % argv[0])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,534 @@
+//! OMS: the shipped playbook on the lab double (lab/oms: OMS images built locally, the
+//! machine's Docker engine, the metadata databases on the test MariaDB) through two sshd hosts;
+//! its faults, kill -9 and resume, and trace parity with the simulation's `oms` model.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+use crate::parity::*;
+use crate::support::*;
+
+const NODES: &[&str] = &["oms1", "oms2"];
+const NEW: &str = "capstan-lab/oms:4.2.3-CE";
+
+/// The OMS images (4.1.0, 4.2.2, 4.2.3), built once per test process and saved as tars.
+fn image_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("capstan-it-oms-{}", std::process::id()));
+        lab_py("oms", &["images", dir.to_str().unwrap()]);
+        dir
+    })
+}
+
+/// Two OMS nodes (containers of 4.2.2-CE on this machine's engine, mounts under the scratch
+/// dir) reached through two sshd hosts, and their metadata databases on the shared MariaDB.
+struct OmsLab {
+    p: Parity,
+    spec: Value,
+    spec_file: PathBuf,
+    ports: BTreeMap<String, u16>,
+    extra: Vec<String>,
+}
+
+impl OmsLab {
+    fn new(old_version_table: bool) -> OmsLab {
+        let db = MariaDb::shared();
+        let p = Parity::new(NODES);
+        let tag = free_port();
+        let mut ports = BTreeMap::new();
+        let nodes: Vec<Value> = NODES
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                ports.insert(n.to_string(), free_port());
+                json!({"name": n, "ip": format!("127.0.0.{}", i + 2), "port": ports[*n],
+                       "dir": p.dir().join(n), "container": format!("capstan_oms{tag}_{n}")})
+            })
+            .collect();
+        let spec = json!({
+            "prefix": format!("capstan_oms{tag}"),
+            "image": "capstan-lab/oms",
+            "from": "4.2.2-CE",
+            "db": {"host": "127.0.0.1", "port": db.port, "user": "capstan", "password": DB_PASSWORD},
+            "databases": {"rm": format!("rm_422_{tag}"), "cm": format!("cm_422_{tag}"), "cm_hb": format!("cm_hb_422_{tag}")},
+            "old_version_table": old_version_table,
+            "region": "cn-hangzhou",
+            "nodes": nodes,
+        });
+        image_dir();
+        let spec_file = p.scratch.write("oms-spec.json", &spec.to_string());
+        lab_py("oms", &["install", spec_file.to_str().unwrap()]);
+        p.scratch.write("meta-pw", &format!("{DB_PASSWORD}\n"));
+        std::fs::create_dir_all(p.dir().join("backup")).unwrap();
+        OmsLab {
+            p,
+            spec,
+            spec_file,
+            ports,
+            extra: Vec::new(),
+        }
+    }
+
+    fn db(&self, key: &str) -> String {
+        self.spec["databases"][key].as_str().unwrap().to_string()
+    }
+
+    fn container(&self, n: &str) -> String {
+        self.spec["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == n)
+            .unwrap()["container"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn ip(&self, i: usize) -> String {
+        format!("127.0.0.{}", i + 2)
+    }
+
+    fn vars(&self, i: usize, n: &str) -> String {
+        format!(
+            "container = \"{}\", ip = \"{}\", health_port = {}, region = \"cn-hangzhou\"",
+            self.container(n),
+            self.ip(i),
+            self.ports[n]
+        )
+    }
+
+    fn secrets(&self) -> String {
+        format!(
+            "\n[secrets]\nmeta = {{ file = {} }}\n",
+            toml_str(&self.p.dir().join("meta-pw").display().to_string())
+        )
+    }
+
+    fn checksums(&self) -> BTreeMap<String, String> {
+        serde_json::from_str(&lab_py(
+            "oms",
+            &["checksums", self.spec_file.to_str().unwrap()],
+        ))
+        .unwrap()
+    }
+
+    fn sql(&self, q: &str) -> Vec<String> {
+        use mysql::prelude::Queryable;
+        MariaDb::shared().conn().query::<String, _>(q).unwrap()
+    }
+
+    fn ha(&self) -> String {
+        self.sql(&format!(
+            "SELECT cfg_value FROM {}.oms_normal_config WHERE cfg_name = 'ha.config'",
+            self.db("rm")
+        ))
+        .remove(0)
+    }
+
+    fn versions(&self) -> Vec<String> {
+        self.sql(&format!(
+            "SELECT version FROM {}.oms_version ORDER BY version",
+            self.db("rm")
+        ))
+    }
+
+    fn inspect(&self, name: &str) -> Option<Value> {
+        let out = Command::new("docker")
+            .args(["inspect", name])
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap()[0].clone())
+    }
+
+    fn running(&self, name: &str) -> bool {
+        self.inspect(name)
+            .is_some_and(|v| v["State"]["Running"] == true)
+    }
+
+    /// The lab now, as a scenario: each host's engine with its old container (as `docker
+    /// inspect` shows it) and the image tar, the metadata server through the `oms` model.
+    fn scenario(&self, model_extra: &str) -> PathBuf {
+        let mut s = String::from("[inventory.defaults]\ntransport = \"ssh\"\ngroups = [\"oms\"]\n");
+        s.push_str(&self.secrets().replace("[secrets]", "[inventory.secrets]"));
+        for (i, n) in NODES.iter().enumerate() {
+            s.push_str(&format!(
+                "\n[inventory.hosts.{n}]\naddress = \"10.99.0.{}\"\nvars = {{ {} }}\n",
+                i + 1,
+                self.vars(i, n)
+            ));
+        }
+        let tar = image_dir().join("oms-4.2.3-CE.tar");
+        for (i, n) in NODES.iter().enumerate() {
+            let c = self.container(n);
+            let v = self.inspect(&c).unwrap();
+            let binds: Vec<String> = v["HostConfig"]["Binds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| toml_str(b.as_str().unwrap()))
+                .collect();
+            s.push_str(&format!(
+                "\n[hosts.{n}]\nfiles = {{ {} = \"{NEW}\\n\" }}\ndirs = [{}]\n\n[hosts.{n}.docker]\nimages = [\"capstan-lab/oms:4.2.2-CE\"]\n\n[[hosts.{n}.docker.containers]]\nname = \"{c}\"\nimage = \"capstan-lab/oms:4.2.2-CE\"\nnet = \"host\"\nvolumes = [{}]\nenv = {{ OMS_HOST_IP = \"{}\" }}\npids_limit = -1\nulimits = {{ nproc = \"65535:65535\" }}\ntty = true\ninteractive = true\nlogs = [\"OMS 4.2.2-CE starting\", \"OMS service start successfully\"]\n",
+                toml_str(&tar.display().to_string()),
+                toml_str(&self.p.dir().join("backup").display().to_string()),
+                binds.join(", "),
+                self.ip(i),
+            ));
+        }
+        s.push_str(&format!(
+            "\n[[products]]\nmodel = \"oms\"\ngroup = \"oms\"\nmetadb = \"127.0.0.1:{}\"\nrm = \"{}\"\ncm = \"{}\"\ncm_hb = [\"{}\"]\nha = {}\n{model_extra}",
+            MariaDb::shared().port,
+            self.db("rm"),
+            self.db("cm"),
+            self.db("cm_hb"),
+            toml_str(&self.ha()),
+        ));
+        self.p.scratch.write("oms-scenario.toml", &s)
+    }
+}
+
+impl ProductLab for OmsLab {
+    fn parity(&self) -> &Parity {
+        &self.p
+    }
+    fn playbook(&self) -> &'static str {
+        "oms"
+    }
+    fn params(&self) -> Vec<String> {
+        let mut v: Vec<String> = [
+            format!("image={NEW}"),
+            format!(
+                "image_tar={}",
+                image_dir().join("oms-4.2.3-CE.tar").display()
+            ),
+            "meta_host=127.0.0.1".into(),
+            format!("meta_port={}", MariaDb::shared().port),
+            "meta_user=capstan".into(),
+            "meta_password_secret=meta".into(),
+            format!("rm_db={}", self.db("rm")),
+            format!("cm_db={}", self.db("cm")),
+            format!("cm_hb_dbs={}", self.db("cm_hb")),
+            format!("backup_dir={}", self.p.dir().join("backup").display()),
+            // This machine's engine refuses privileged containers (it runs in a container).
+            "privileged=false".into(),
+            "health_timeout=30".into(),
+        ]
+        .into_iter()
+        .chain(self.extra.iter().cloned())
+        .collect();
+        v = v.into_iter().flat_map(|p| ["-p".to_string(), p]).collect();
+        v
+    }
+    fn inventory(&self) -> PathBuf {
+        let mut s = format!("[defaults]\n{}groups = [\"oms\"]\n", self.p.lab.defaults());
+        for (i, n) in NODES.iter().enumerate() {
+            s.push_str(&format!(
+                "\n[hosts.{n}]\nport = {}\nvars = {{ {} }}\n",
+                self.p.lab.ports[i],
+                self.vars(i, n)
+            ));
+        }
+        s.push_str(&self.secrets());
+        self.p.scratch.write("lab.toml", &s)
+    }
+}
+
+impl Drop for OmsLab {
+    fn drop(&mut self) {
+        let _ = Command::new("python3")
+            .arg(repo().join("lab/oms/lab.py"))
+            .arg("stop")
+            .arg(&self.spec_file)
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+/// A trace to compare with the simulation's: the dumps' sizes and sums (a simulated dump is a
+/// stand-in file) and image ids masked, and a poll's repeated lines kept once.
+fn comparable(r: &Value) -> BTreeMap<String, Vec<String>> {
+    let mut t = trace(r);
+    for lines in t.values_mut() {
+        for l in lines.iter_mut() {
+            if l.contains("] mysqldump:")
+                || l.contains("] verify_backup:")
+                || l.contains("] mysql_load:")
+            {
+                if let Some(at) = l.rfind(" -> ok ") {
+                    l.replace_range(at + 7.., "N");
+                }
+            }
+            // MariaDB counts the tables a DROP DATABASE removed; the model does not keep tables.
+            if l.contains(": DROP DATABASE IF EXISTS ") {
+                if let Some(at) = l.rfind(" -> ok ") {
+                    l.replace_range(at + 7.., "N affected");
+                }
+            }
+            if l.contains("] docker_load:") || l.contains("] docker_run:") {
+                if let Some(at) = l.rfind(" -> ok ") {
+                    l.replace_range(at + 7.., "ID");
+                }
+            }
+        }
+        // wait_log's poll is `docker logs`, then (not there yet) a check that the container
+        // still runs: the lab's container logs its success line a moment after docker_init.sh.
+        let mut i = 1;
+        while i + 1 < lines.len() {
+            if lines[i].contains("] docker_inspect: ")
+                && lines[i - 1].contains("] docker_logs: docker logs --tail 500 ")
+                && lines[i - 1] == lines[i + 1]
+            {
+                lines.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        collapse_repeats(lines);
+    }
+    t
+}
+
+fn undo_path(r: &Value) -> Vec<String> {
+    r["undos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|u| format!("#{} {} {}", u["id"], u["status"], u["description"]))
+        .collect()
+}
+
+#[test]
+fn oms_upgrades_two_nodes_on_the_lab_and_the_simulation_acts_alike() {
+    let lab = OmsLab::new(true);
+    let ha_before = lab.ha();
+    let scenario = lab.scenario("");
+    let binds = |v: &Value| -> Vec<String> {
+        let mut b: Vec<String> = v["HostConfig"]["Binds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect();
+        b.sort();
+        b
+    };
+    let old_binds: Vec<Vec<String>> = NODES
+        .iter()
+        .map(|n| binds(&lab.inspect(&lab.container(n)).unwrap()))
+        .collect();
+
+    let (out, report) = lab.run(&[]);
+    ok_run(&out, &report);
+    for (i, n) in NODES.iter().enumerate() {
+        let fresh = format!("{}_4.2.3", lab.container(n));
+        let v = lab.inspect(&fresh).expect("the new container");
+        assert_eq!(v["State"]["Running"], true);
+        assert_eq!(binds(&v), old_binds[i], "{n}: the mounts changed");
+        let env: Vec<&str> = v["Config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap())
+            .collect();
+        assert!(env.contains(&"IS_UPGRADE=true"), "{env:?}");
+        assert!(
+            env.contains(&format!("OMS_HOST_IP={}", lab.ip(i)).as_str()),
+            "{env:?}"
+        );
+        assert!(
+            !lab.running(&lab.container(n)),
+            "{n}: the old container still runs"
+        );
+    }
+    assert_eq!(lab.versions(), ["4.2.2-CE", "4.2.3-CE"]);
+    assert_eq!(lab.ha(), ha_before, "HA is not back as it was");
+    // The shared config file: docker_init.sh ran once in the region, on oms1.
+    let inits: Vec<&Value> = report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| {
+            a["description"]
+                .as_str()
+                .unwrap()
+                .contains("docker_init.sh")
+        })
+        .collect();
+    assert_eq!(inits.len(), 1, "{inits:?}");
+    assert_eq!(inits[0]["host"], "oms1");
+
+    let sim = lab.simulate(&scenario, &[]);
+    assert_eq!(
+        sim["outcome"]["status"],
+        "succeeded",
+        "{}",
+        outcome_error(&sim)
+    );
+    compare(&comparable(&report), &comparable(&sim));
+
+    // A second run finds both nodes on the new container and changes nothing on them.
+    let (out, again) = lab.run(&[]);
+    ok_run(&out, &again);
+    assert!(
+        !again["actions"].as_array().unwrap().iter().any(|a| a["op"]
+            .as_str()
+            .unwrap()
+            .starts_with("docker_")
+            && a["read_only"] == false),
+        "a second run touched a container"
+    );
+}
+
+#[test]
+fn docker_init_failing_on_the_second_node_rolls_everything_back() {
+    let mut lab = OmsLab::new(true);
+    // Each node has its own config file: docker_init.sh runs on every node, and fails on oms2.
+    lab.extra.push("shared_config=false".into());
+    lab_py(
+        "oms",
+        &[
+            "knob",
+            lab.spec_file.to_str().unwrap(),
+            "oms2",
+            "init_fail",
+            "on",
+        ],
+    );
+    let ha_before = lab.ha();
+    let scenario = lab.scenario("init_fail = [\"oms2\"]\n");
+    let before = lab.checksums();
+    let (out, report) = lab.run(&["--on-failure", "rollback"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(
+        report["status"],
+        "rolled_back",
+        "{}",
+        outcome_error(&report)
+    );
+    assert_eq!(failed_step(&report), "node oms2: 4.2.2-CE -> 4.2.3");
+    assert!(outcome_error(&report).contains("docker_init.sh failed"));
+    // The metadata is what it was: every table's checksum (the heartbeat table as the vendor's
+    // shrink left it, its newest row, before the dump).
+    let after = lab.checksums();
+    let hb = format!("{}.heatbeat_sequence", lab.db("cm_hb"));
+    for (t, sum) in &before {
+        if *t != hb {
+            assert_eq!(after.get(t), Some(sum), "{t} differs after the rollback");
+        }
+    }
+    assert_eq!(before.len(), after.len(), "{after:#?}");
+    assert_eq!(
+        lab.sql(&format!("SELECT CONCAT(COUNT(*), ' ', MAX(id)) FROM {hb}")),
+        ["1 200"]
+    );
+    for n in NODES {
+        assert!(
+            lab.running(&lab.container(n)),
+            "{n}: the old container is not running"
+        );
+        assert!(lab
+            .inspect(&format!("{}_4.2.3", lab.container(n)))
+            .is_none());
+    }
+    assert_eq!(lab.ha(), ha_before);
+
+    let (_, sim) = lab.p.shipped(
+        "oms",
+        "simulate",
+        &[
+            "--scenario",
+            scenario.to_str().unwrap(),
+            "--on-failure",
+            "rollback",
+        ],
+        &lab.params(),
+        &[],
+    );
+    assert_eq!(sim["status"], "rolled_back", "{}", outcome_error(&sim));
+    compare(&comparable(&report), &comparable(&sim));
+    assert_eq!(undo_path(&report), undo_path(&sim));
+}
+
+#[test]
+fn an_install_older_than_4_1_1_gets_the_documented_recovery() {
+    // No oms_version table: docker_init.sh says "Version before 4.1.1 is not allowed to upgrade."
+    let lab = OmsLab::new(false);
+    let (out, report) = lab.run(&["-p", "from_version=4.2.2-CE"]);
+    ok_run(&out, &report);
+    assert!(report["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["message"]
+            .as_str()
+            .unwrap()
+            .contains("recording 4.2.2-CE in oms_version and running it again")));
+    assert_eq!(lab.versions(), ["4.2.2-CE", "4.2.3-CE"]);
+}
+
+#[test]
+fn an_empty_dump_stops_the_run_before_any_container_is_touched() {
+    let mut lab = OmsLab::new(true);
+    // A dump program that exits 0 and writes nothing (a broken client wrapper, a full disk).
+    let fake = lab
+        .p
+        .scratch
+        .write("empty-mysqldump", "#!/bin/sh\nexit 0\n");
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    lab.extra.push(format!("mysqldump={}", fake.display()));
+    let ha_before = lab.ha();
+    let (out, report) = lab.run(&[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(failed_step(&report), "back up the metadata");
+    assert!(
+        outcome_error(&report).contains("empty"),
+        "{}",
+        outcome_error(&report)
+    );
+    assert!(
+        !report["actions"].as_array().unwrap().iter().any(|a| a["op"]
+            .as_str()
+            .unwrap()
+            .starts_with("docker_")
+            && a["read_only"] == false)
+    );
+    for n in NODES {
+        assert!(lab.running(&lab.container(n)));
+    }
+    assert_eq!(lab.ha(), ha_before, "the guard put HA back");
+}
+
+#[test]
+fn kill_9_between_the_two_nodes_then_resume_completes() {
+    let lab = OmsLab::new(true);
+    let inv = lab.inventory();
+    let run_id = kill_9_at(
+        &lab.p,
+        "oms",
+        &inv,
+        &lab.params(),
+        ("node oms2: 4.2.2-CE -> 4.2.3", ""),
+    );
+    resume_skipping(
+        &lab.p,
+        &run_id,
+        &[
+            "precheck",
+            "back up the metadata",
+            "node oms1: 4.2.2-CE -> 4.2.3",
+        ],
+    );
+    for n in NODES {
+        assert!(lab.running(&format!("{}_4.2.3", lab.container(n))));
+    }
+    assert_eq!(lab.versions(), ["4.2.2-CE", "4.2.3-CE"]);
+    assert!(lab.ha().contains("\"enable\": true"), "{}", lab.ha());
+}

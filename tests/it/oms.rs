@@ -532,3 +532,44 @@ fn kill_9_between_the_two_nodes_then_resume_completes() {
     assert_eq!(lab.versions(), ["4.2.2-CE", "4.2.3-CE"]);
     assert!(lab.ha().contains("\"enable\": true"), "{}", lab.ha());
 }
+
+#[test]
+fn the_route_refuses_what_does_not_reach_4_2_3_in_simulation() {
+    let simulate = |from: &str| -> Value {
+        let sc = repo().join("examples/oms/scenario.toml");
+        let pb = repo().join("playbooks/oms.rhai");
+        let v = format!("from_version={from}");
+        last_report(
+            &capstan(&[
+                "simulate",
+                pb.to_str().unwrap(),
+                "--scenario",
+                sc.to_str().unwrap(),
+                "-p",
+                &v,
+                "--json",
+            ])
+            .stdout,
+        )
+    };
+    // Older than 4.1.0: the route through 4.1.0 is named, and nothing changed.
+    let r = simulate("3.3.1-CE");
+    assert_eq!(failed_step(&r), "precheck");
+    let e = outcome_error(&r);
+    assert!(
+        e.contains("upgrade to 4.1.0 first (route: 3.3.1 -> 4.1.0 -> 4.2.3)"),
+        "{e}"
+    );
+    assert!(r["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["read_only"] == true));
+    // 4.1.0 goes by the guide's second procedure, which the playbook says it does not encode.
+    let r = simulate("4.1.0-CE");
+    assert_eq!(failed_step(&r), "precheck");
+    assert!(outcome_error(&r).contains("Upgrade from V4.1.0 to V4.2.3"));
+    // 4.2.1 is not on the route at all.
+    let r = simulate("4.2.1-CE");
+    assert!(outcome_error(&r).contains("only 4.2.2 and 4.1.0 can"));
+}

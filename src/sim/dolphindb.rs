@@ -16,7 +16,7 @@ use crate::ddb::{DdbKind, DdbValue};
 use crate::inventory::Inventory;
 use crate::transport::{Command, ExecOutput};
 
-use super::model::{check_keys, output, settings_int, Component, ProductModel};
+use super::model::{check_keys, output, settings_int, settings_strings, Component, ProductModel};
 use super::SimHost;
 
 /// The scripts `stdlib/dolphindb.rhai` runs on a machine (`sh -c SCRIPT sh SERVER ARGS..`).
@@ -92,21 +92,6 @@ pub struct DolphinDb {
     unread: BTreeSet<String>,
     down_at_start: BTreeSet<String>,
     next_pid: u32,
-}
-
-fn strings(s: &toml::Table, key: &str) -> Result<Vec<String>, String> {
-    match s.get(key) {
-        None => Ok(Vec::new()),
-        Some(toml::Value::Array(a)) => a
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| format!("`{key}` must be an array of strings"))
-            })
-            .collect(),
-        Some(v) => Err(format!("`{key}` must be an array, not {}", v.type_str())),
-    }
 }
 
 fn string_table(s: &toml::Table, key: &str) -> Result<BTreeMap<String, String>, String> {
@@ -256,17 +241,19 @@ impl DolphinDb {
             running: BTreeMap::new(),
             leader,
             chunks,
-            tables: strings(s, "tables")?
+            tables: settings_strings(s, "tables")?
                 .into_iter()
                 .map(|t| (t, Vec::new()))
                 .collect(),
             config,
             releases: string_table(s, "releases")?,
             recovery_polls: settings_int(s, "recovery_polls", 1)?.max(0) as u32,
-            upgrade_fail: strings(s, "upgrade_fail")?.into_iter().collect(),
+            upgrade_fail: settings_strings(s, "upgrade_fail")?.into_iter().collect(),
             no_return: string_table(s, "no_return")?,
-            stuck: strings(s, "stuck_recovering")?.into_iter().collect(),
-            down_at_start: strings(s, "down")?.into_iter().collect(),
+            stuck: settings_strings(s, "stuck_recovering")?
+                .into_iter()
+                .collect(),
+            down_at_start: settings_strings(s, "down")?.into_iter().collect(),
             next_pid: 20000,
         })
     }
@@ -299,6 +286,24 @@ impl DolphinDb {
             if let Some(state) = hosts.get(&h) {
                 self.read_host(&h, state);
             }
+        }
+    }
+
+    /// A node as a component: up while it runs (on a host not touched yet: while its install
+    /// holds a binary, as `read_host` will find it).
+    fn component(&self, n: &Node, hosts: &BTreeMap<String, SimHost>) -> Component {
+        let up = if self.unread.contains(&n.host) {
+            !self.down_at_start.contains(&n.alias)
+                && hosts
+                    .get(&n.host)
+                    .is_some_and(|h| binary_version(h, &n.server).is_some())
+        } else {
+            self.up(&n.alias)
+        };
+        Component {
+            name: format!("dolphindb/{} {}@{}", n.mode, n.alias, n.host),
+            host: n.host.clone(),
+            up,
         }
     }
 
@@ -728,15 +733,18 @@ impl ProductModel for DolphinDb {
     }
 
     fn components(&self, hosts: &BTreeMap<String, SimHost>) -> Vec<Component> {
-        let mut me = self.clone();
-        me.read_all(hosts);
-        me.nodes
+        self.nodes
             .iter()
-            .map(|n| Component {
-                name: format!("dolphindb/{} {}@{}", n.mode, n.alias, n.host),
-                host: n.host.clone(),
-                up: me.up(&n.alias),
-            })
+            .map(|n| self.component(n, hosts))
+            .collect()
+    }
+
+    // The world asks after every change on a host: answer from that host's nodes only.
+    fn components_on(&self, host: &str, hosts: &BTreeMap<String, SimHost>) -> Vec<Component> {
+        self.nodes
+            .iter()
+            .filter(|n| n.host == host)
+            .map(|n| self.component(n, hosts))
             .collect()
     }
 

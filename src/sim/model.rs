@@ -113,6 +113,32 @@ pub(super) fn settings_int(settings: &toml::Table, key: &str, default: i64) -> R
     }
 }
 
+/// A string setting, `None` when absent.
+pub(super) fn settings_str(settings: &toml::Table, key: &str) -> Result<Option<String>, String> {
+    match settings.get(key) {
+        None => Ok(None),
+        Some(toml::Value::String(v)) => Ok(Some(v.clone())),
+        Some(v) => Err(format!("`{key}` must be a string, not {}", v.type_str())),
+    }
+}
+
+/// A list of names (one string counts as a list of one), empty when absent.
+pub(super) fn settings_strings(settings: &toml::Table, key: &str) -> Result<Vec<String>, String> {
+    match settings.get(key) {
+        None => Ok(Vec::new()),
+        Some(toml::Value::String(v)) => Ok(vec![v.clone()]),
+        Some(toml::Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("`{key}` must be an array of strings"))
+            })
+            .collect(),
+        Some(v) => Err(format!("`{key}` must be an array, not {}", v.type_str())),
+    }
+}
+
 pub(super) fn check_keys(
     model: &str,
     settings: &toml::Table,

@@ -16,7 +16,9 @@ use crate::inventory::Inventory;
 use crate::sql::{SqlKind, SqlParams, SqlResult, SqlValue};
 use crate::transport::{Command, ExecOutput};
 
-use super::model::{check_keys, output, Component, ProductModel};
+use super::model::{
+    check_keys, output, settings_int, settings_str, settings_strings, Component, ProductModel,
+};
 use super::SimHost;
 
 const SUCCESS: &str = "OMS service start successfully";
@@ -68,30 +70,6 @@ pub struct OmsModel {
     dumps: BTreeMap<String, Db>,
     init_fail: BTreeSet<String>,
     unhealthy: BTreeSet<String>,
-}
-
-fn s_str(s: &toml::Table, key: &str) -> Result<Option<String>, String> {
-    match s.get(key) {
-        None => Ok(None),
-        Some(toml::Value::String(v)) => Ok(Some(v.clone())),
-        Some(v) => Err(format!("`{key}` must be a string, not {}", v.type_str())),
-    }
-}
-
-fn s_list(s: &toml::Table, key: &str) -> Result<Vec<String>, String> {
-    match s.get(key) {
-        None => Ok(Vec::new()),
-        Some(toml::Value::String(v)) => Ok(vec![v.clone()]),
-        Some(toml::Value::Array(a)) => a
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| format!("`{key}` must hold strings"))
-            })
-            .collect(),
-        Some(v) => Err(format!("`{key}` must be an array, not {}", v.type_str())),
-    }
 }
 
 /// x.y.z as a number for comparisons (`4.2.3-CE` → 4002003).
@@ -155,17 +133,17 @@ impl OmsModel {
             ],
         )?;
         let metadb =
-            s_str(s, "metadb")?.ok_or("the oms model needs `metadb` (\"address:port\")")?;
-        let rm = s_str(s, "rm")?.unwrap_or_else(|| "rm_422".into());
-        let cm = s_str(s, "cm")?.unwrap_or_else(|| "cm_422".into());
-        let mut hbs = s_list(s, "cm_hb")?;
+            settings_str(s, "metadb")?.ok_or("the oms model needs `metadb` (\"address:port\")")?;
+        let rm = settings_str(s, "rm")?.unwrap_or_else(|| "rm_422".into());
+        let cm = settings_str(s, "cm")?.unwrap_or_else(|| "cm_422".into());
+        let mut hbs = settings_strings(s, "cm_hb")?;
         if hbs.is_empty() {
             hbs.push("cm_hb_422".into());
         }
-        let version = s_str(s, "version")?.unwrap_or_else(|| "4.2.2-CE".into());
+        let version = settings_str(s, "version")?.unwrap_or_else(|| "4.2.2-CE".into());
         let no_table = matches!(s.get("no_version_table"), Some(toml::Value::Boolean(true)));
-        let ha = s_str(s, "ha")?.unwrap_or_else(|| "{\"enable\": true}".into());
-        let rows_n = super::model::settings_int(s, "heartbeat_rows", 200)?;
+        let ha = settings_str(s, "ha")?.unwrap_or_else(|| "{\"enable\": true}".into());
+        let rows_n = settings_int(s, "heartbeat_rows", 200)?;
         let mut nodes = Vec::new();
         for h in &hosts {
             let e = inv.host(h).ok_or_else(|| format!("no host `{h}`"))?;
@@ -221,8 +199,8 @@ impl OmsModel {
             nodes,
             dbs,
             dumps: BTreeMap::new(),
-            init_fail: s_list(s, "init_fail")?.into_iter().collect(),
-            unhealthy: s_list(s, "unhealthy")?.into_iter().collect(),
+            init_fail: settings_strings(s, "init_fail")?.into_iter().collect(),
+            unhealthy: settings_strings(s, "unhealthy")?.into_iter().collect(),
         })
     }
 

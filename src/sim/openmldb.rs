@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use crate::inventory::Inventory;
 use crate::transport::{Command, ExecOutput};
 
-use super::model::{check_keys, output, Component, ProductModel};
+use super::model::{check_keys, output, settings_str, Component, ProductModel};
 use super::SimHost;
 
 const ROLES: &[&str] = &["nameserver", "tablet", "apiserver", "taskmanager"];
@@ -89,14 +89,6 @@ pub struct OpenMldb {
     fail_start: BTreeMap<String, String>,
     ops_error: Option<(String, String)>,
     ops_crash: Option<String>,
-}
-
-fn str_setting(s: &toml::Table, key: &str) -> Result<Option<String>, String> {
-    match s.get(key) {
-        None => Ok(None),
-        Some(toml::Value::String(v)) => Ok(Some(v.clone())),
-        Some(v) => Err(format!("`{key}` must be a string, not {}", v.type_str())),
-    }
 }
 
 fn var(inv: &Inventory, host: &str, key: &str) -> Result<String, String> {
@@ -275,11 +267,11 @@ impl OpenMldb {
             tables,
             ops: Vec::new(),
             auto_failover,
-            zk_cluster: str_setting(s, "zk_cluster")?,
+            zk_cluster: settings_str(s, "zk_cluster")?,
             running,
             fail_start,
             ops_error,
-            ops_crash: str_setting(s, "ops_crash")?,
+            ops_crash: settings_str(s, "ops_crash")?,
         })
     }
 

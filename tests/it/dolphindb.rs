@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 
@@ -152,18 +151,10 @@ impl DdbLab {
             ));
         }
         for (h, c, a, n) in MACHINES {
-            let mut files = BTreeMap::new();
-            collect(&self.dir().join(h), &mut files);
-            let body: Vec<String> = files
-                .iter()
-                .map(|(p, c)| format!("{} = {}", toml_str(p), toml_str(c)))
-                .collect();
+            let body = files_body(&[self.dir().join(h)]);
             s.push_str(&format!(
                 "\n[hosts.{h}]\nports = [{}, {}, {}]\nfiles = {{ {} }}\n",
-                self.ports[*c],
-                self.ports[*a],
-                self.ports[*n],
-                body.join(", ")
+                self.ports[*c], self.ports[*a], self.ports[*n], body
             ));
         }
         s.push_str(&format!(
@@ -222,12 +213,7 @@ impl ProductLab for DdbLab {
 
 impl Drop for DdbLab {
     fn drop(&mut self) {
-        let _ = Command::new("python3")
-            .arg(repo().join("lab/dolphindb/lab.py"))
-            .arg("stop")
-            .arg(&self.spec_file)
-            .stdin(Stdio::null())
-            .output();
+        lab_stop("dolphindb", &self.spec_file);
     }
 }
 

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -334,18 +334,8 @@ impl ObLab {
             ));
         }
         for (n, _) in self.hosts {
-            let mut files = BTreeMap::new();
-            for t in [self.dir().join(n), self.dir().join("release")] {
-                collect(&t, &mut files);
-            }
-            let body: Vec<String> = files
-                .iter()
-                .map(|(p, c)| format!("{} = {}", toml_str(p), toml_str(c)))
-                .collect();
-            s.push_str(&format!(
-                "\n[hosts.{n}]\nfiles = {{ {} }}\n",
-                body.join(", ")
-            ));
+            let body = files_body(&[self.dir().join(n), self.dir().join("release")]);
+            s.push_str(&format!("\n[hosts.{n}]\nfiles = {{ {} }}\n", body));
         }
         s.push_str(&format!(
             "\n[[products]]\nmodel = \"oceanbase\"\ngroup = \"observer\"\nversion = \"{}\"\ntenants = [\"tpcc\"]\n{model_extra}",
@@ -397,12 +387,7 @@ impl ProductLab for ObLab {
 
 impl Drop for ObLab {
     fn drop(&mut self) {
-        let _ = Command::new("python3")
-            .arg(repo().join("lab/oceanbase/lab.py"))
-            .arg("stop")
-            .arg(&self.spec_file)
-            .stdin(Stdio::null())
-            .output();
+        lab_stop("oceanbase", &self.spec_file);
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{json, Value};
 
@@ -242,12 +242,7 @@ impl ProductLab for OmsLab {
 
 impl Drop for OmsLab {
     fn drop(&mut self) {
-        let _ = Command::new("python3")
-            .arg(repo().join("lab/oms/lab.py"))
-            .arg("stop")
-            .arg(&self.spec_file)
-            .stdin(Stdio::null())
-            .output();
+        lab_stop("oms", &self.spec_file);
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{json, Value};
 
@@ -158,23 +158,16 @@ impl OmLab {
             ));
         }
         for (n, _) in NAMES {
-            let mut files = BTreeMap::new();
             let mut trees = vec![self.dir().join(n), self.dir().join("release")];
             trees.push(self.dir().join("spark-0.9.2"));
             if *n == "tm1" {
                 trees.push(self.dir().join("spark"));
             }
-            for t in &trees {
-                collect(t, &mut files);
-            }
-            let body: Vec<String> = files
-                .iter()
-                .map(|(p, c)| format!("{} = {}", toml_str(p), toml_str(c)))
-                .collect();
+            let body = files_body(&trees);
             let port = self.endpoints[*n].rsplit(':').next().unwrap();
             s.push_str(&format!(
                 "\n[hosts.{n}]\nports = [{port}]\nfiles = {{ {} }}\n",
-                body.join(", ")
+                body
             ));
         }
         s.push_str(&format!(
@@ -218,12 +211,7 @@ impl ProductLab for OmLab {
 
 impl Drop for OmLab {
     fn drop(&mut self) {
-        let _ = Command::new("python3")
-            .arg(repo().join("lab/openmldb/lab.py"))
-            .arg("stop")
-            .arg(&self.spec_file)
-            .stdin(Stdio::null())
-            .output();
+        lab_stop("openmldb", &self.spec_file);
     }
 }
 

@@ -111,14 +111,7 @@ impl Parity {
         ports: &[u16],
         extra: &str,
     ) -> PathBuf {
-        let mut files = BTreeMap::new();
-        for t in trees {
-            collect(t, &mut files);
-        }
-        let body: Vec<String> = files
-            .iter()
-            .map(|(p, c)| format!("{} = {}", toml_str(p), toml_str(c)))
-            .collect();
+        let body = files_body(trees);
         let mut s = format!("[inventory.defaults]\ntransport = \"ssh\"\ngroups = [{groups}]\n");
         for (i, h) in self.hosts.iter().enumerate() {
             s.push_str(&format!(
@@ -135,7 +128,7 @@ impl Parity {
                     .map(u16::to_string)
                     .collect::<Vec<_>>()
                     .join(", "),
-                body.join(", ")
+                body
             ));
         }
         s.push_str(extra);
@@ -145,6 +138,19 @@ impl Parity {
 
 pub fn toml_str(s: &str) -> String {
     serde_json::to_string(s).unwrap()
+}
+
+/// The body of a scenario host's `files = { .. }`: every file under `trees`, by path, with its text.
+pub fn files_body<P: AsRef<Path>>(trees: &[P]) -> String {
+    let mut files = BTreeMap::new();
+    for t in trees {
+        collect(t.as_ref(), &mut files);
+    }
+    files
+        .iter()
+        .map(|(p, c)| format!("{} = {}", toml_str(p), toml_str(c)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Every file under `dir`, by path, with its text.
@@ -296,6 +302,16 @@ pub fn resume_skipping(p: &Parity, run_id: &str, done: &[&str]) -> Value {
         }
     }
     report
+}
+
+/// Stops a product double (`lab/PRODUCT/lab.py stop SPEC`), quietly: what a lab's `Drop` does.
+pub fn lab_stop(product: &str, spec: &Path) {
+    let _ = std::process::Command::new("python3")
+        .arg(repo().join(format!("lab/{product}/lab.py")))
+        .arg("stop")
+        .arg(spec)
+        .stdin(std::process::Stdio::null())
+        .output();
 }
 
 /// `python3 lab/PRODUCT/lab.py ARGS..` (a product double's set-up script): its stdout, or a

@@ -229,7 +229,9 @@ impl DockerHandle {
         })
     }
 
-    fn run(&self, spec: RunSpec, settle: Duration) -> R<String> {
+    /// `settle: None`: a one-shot container (one that exists for `docker cp`), not required to
+    /// keep running.
+    fn run(&self, spec: RunSpec, settle: Option<Duration>) -> R<String> {
         if self.inspect_value(&spec.name)?.is_some() {
             return Err(self.fail(
                 "name_in_use",
@@ -255,7 +257,9 @@ impl DockerHandle {
         let name = spec.name.clone();
         match self.act(DockerOp::Run { spec })? {
             Outcome::Exec(o) => {
-                self.settled(&name, settle)?;
+                if let Some(settle) = settle {
+                    self.settled(&name, settle)?;
+                }
                 Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
             }
             _ => Ok(String::new()),
@@ -839,7 +843,9 @@ Starts a container (`docker run -d`) from a spec `#{ image, name, net, volumes, 
 pids_limit, ulimits, restart, entrypoint, args, tty, interactive }` (`image` and `name` required),
 usually `spec_of` an existing one with a few changes. Refused when the name is taken. After
 `settle` (default 2 s) the container must still be running, or the error shows its exit code and
-last log lines. Mutating; its undo removes the container. Returns the container id.
+last log lines; `running: false` drops that check, for a one-shot container that only exists to
+have files copied out of its image (`cp`). Mutating; its undo removes the container. Returns the
+container id.
 
 ```rhai
 let d = docker::on(cluster().host("web1"));
@@ -856,7 +862,7 @@ if d.exists("app") {
         "run",
         &["docker: Docker", "spec: Map", "String"],
         run_doc,
-        |d: DockerHandle, spec: Map| d.run(spec_from_map(spec)?, Duration::from_secs(2)),
+        |d: DockerHandle, spec: Map| d.run(spec_from_map(spec)?, Some(Duration::from_secs(2))),
     );
     def(
         engine,
@@ -864,8 +870,12 @@ if d.exists("app") {
         &["docker: Docker", "spec: Map", "options: Map", "String"],
         run_doc,
         |d: DockerHandle, spec: Map, o: Map| {
-            let o = Opts::new("docker run", o, &["settle"])?;
-            d.run(spec_from_map(spec)?, settle_of(&o)?)
+            let o = Opts::new("docker run", o, &["settle", "running"])?;
+            let settle = match o.bool("running")? {
+                Some(false) => None,
+                _ => Some(settle_of(&o)?),
+            };
+            d.run(spec_from_map(spec)?, settle)
         },
     );
     def(

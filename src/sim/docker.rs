@@ -226,6 +226,11 @@ impl SimDocker {
             .collect()
     }
 
+    /// The image a container (running or not) was created from.
+    pub(crate) fn image_of(&self, name: &str) -> Option<&str> {
+        self.containers.get(name).map(|c| c.spec.image.as_str())
+    }
+
     /// Lines appended to a container's log (a simulated `docker exec` that prints to it).
     pub(crate) fn append_log(&mut self, name: &str, lines: &[String]) {
         if let Some(c) = self.containers.get_mut(name) {
@@ -393,6 +398,8 @@ impl SimDocker {
                     self.containers.remove(name);
                     ok(format!("{name}\n"))
                 }
+                // docker 28: `rm -f` of a container that is not there prints the error and exits 0.
+                None if *force => out(0, String::new(), &format!("Error response from daemon: No such container: {name}")),
                 None => no_container(name),
             },
             DockerOp::Rename { from, to, .. } => {
@@ -425,9 +432,45 @@ impl SimDocker {
                         return no_container(&c);
                     }
                 }
+                // A file under a bind mount is the host's file; what the image holds is its
+                // product model's to answer.
+                let (src, dest) = (self.host_path(from), self.host_path(to));
+                if let (Some(src), Some(dest)) = (src, dest) {
+                    match files.get(&src).cloned() {
+                        Some(body) => {
+                            files.insert(dest, body);
+                        }
+                        None => {
+                            return out(1, String::new(), &match from.split_once(':') {
+                                Some((c, p)) => format!("Error response from daemon: Could not find the file {p} in container {c}"),
+                                None => format!("lstat {src}: no such file or directory"),
+                            })
+                        }
+                    }
+                }
                 ok(String::new())
             }
         }
+    }
+
+    /// A `docker cp` side as a host path: a host path as it is, `CONTAINER:PATH` through the
+    /// container's bind mounts (`None` when the path is in the image, not under a mount).
+    fn host_path(&self, side: &str) -> Option<String> {
+        let Some((name, path)) = side.split_once(':') else {
+            return Some(side.trim_end_matches('/').to_string());
+        };
+        let c = self.containers.get(name)?;
+        c.spec.volumes.iter().find_map(|v| {
+            let mut parts = v.split(':');
+            let (src, dest) = (parts.next()?, parts.next()?);
+            if path == dest {
+                Some(src.to_string())
+            } else {
+                path.strip_prefix(dest)
+                    .filter(|rest| rest.starts_with('/'))
+                    .map(|rest| format!("{src}{rest}"))
+            }
+        })
     }
 
     fn ps_line(&self, name: &str, c: &Container) -> Value {

@@ -1195,9 +1195,9 @@ impl World {
                 None => return Err(fail("not in the simulated world".into())),
             };
             let mut model_out = match action {
-                Action::Exec { command, .. } => {
-                    models.iter_mut().find_map(|m| m.exec(host, command, h))
-                }
+                Action::Exec { command, stdin, .. } => models
+                    .iter_mut()
+                    .find_map(|m| m.exec_input(host, command, stdin.as_deref(), h)),
                 _ => None,
             };
             match action {

@@ -29,6 +29,18 @@ pub trait ProductModel: Send + Sync + std::fmt::Debug {
     /// mine; the scenario's rules or the default answer it).
     fn exec(&mut self, host: &str, command: &Command, state: &mut SimHost) -> Option<ExecOutput>;
 
+    /// The same with what the command reads on stdin (a vendor script's prompts answered
+    /// through a pipe); models whose commands read no input keep the default.
+    fn exec_input(
+        &mut self,
+        host: &str,
+        command: &Command,
+        _stdin: Option<&[u8]>,
+        state: &mut SimHost,
+    ) -> Option<ExecOutput> {
+        self.exec(host, command, state)
+    }
+
     /// Answers a SQL statement sent to `server` (an inventory host, or `address:port`) when it
     /// is this product's (`None`: not mine; the scenario's rules or the plain store answer). An
     /// error is the server's code and message.

@@ -514,3 +514,54 @@ let failed = d.exec("NAME", ["sh", "-c", "exit 7"], #{ allow_fail: true }).code;
         "restarted once"
     );
 }
+
+#[test]
+fn the_simulated_engine_copies_through_bind_mounts_and_keeps_one_shot_containers() {
+    let scenario = r#"
+[inventory.hosts.oms1]
+transport = "ssh"
+address = "10.0.0.9"
+
+[hosts.oms1]
+files = { "/data/oms/config.yaml" = "nginx_server_port: 8089\n" }
+dirs = ["/data/oms/oms_logs", "/tmp"]
+
+[hosts.oms1.docker]
+images = ["oms:4.2.3"]
+
+[[hosts.oms1.docker.containers]]
+name = "oms"
+image = "oms:4.2.3"
+volumes = ["/data/oms/config.yaml:/home/admin/conf/config.yaml", "/data/oms/oms_logs:/home/admin/logs"]
+"#;
+    let report = simulate(
+        scenario,
+        r#"
+let h = cluster().host("oms1");
+let d = docker::on(h);
+// A file under a bind mount is the host's file; a path in the image has nothing to copy.
+d.cp("oms:/home/admin/conf/config.yaml", "/tmp/config.yaml");
+let missing = "";
+try { d.cp("oms:/home/admin/logs/none.log", "/tmp/none.log"); } catch (e) { missing = `${e}`; }
+// A one-shot container (`running: false`) is not waited on; `rm -f` of one that is gone is
+// docker's exit 0.
+d.run(#{ image: "oms:4.2.3", name: "tool", args: ["bash"] }, #{ running: false });
+d.rm("tool", #{ force: true });
+d.rm("tool", #{ force: true });
+let refused = "";
+try { d.rm("tool"); } catch (e) { refused = e.reason; }
+#{ copied: h.read_file("/tmp/config.yaml"), missing: missing, refused: refused }
+"#,
+    );
+    ok(&report);
+    let r = &report.result;
+    assert_eq!(r["copied"], "nginx_server_port: 8089\n");
+    assert!(
+        r["missing"]
+            .as_str()
+            .unwrap()
+            .contains("Could not find the file /home/admin/logs/none.log in container oms"),
+        "{r}"
+    );
+    assert_eq!(r["refused"], "no_such_container");
+}

@@ -7,7 +7,8 @@
 #                                          and config.yaml, and run the old version's containers
 #   lab.py stop SPEC.json                 remove the lab's containers and drop its databases
 #   lab.py checksums SPEC.json            CHECKSUM TABLE of every table of the metadata databases (JSON)
-#   lab.py knob SPEC.json NODE NAME on|off   init_fail / unhealthy for a node's next container
+#   lab.py knob SPEC.json NODE NAME on|off   init_fail / upgrade_fail / unhealthy for a node's
+#                                          next container
 #
 # SPEC: {"prefix", "image": "capstan-lab/oms", "from", "db": {host, port, user, password},
 #        "databases": {"rm", "cm", "cm_hb"}, "old_version_table": true, "region",
@@ -23,6 +24,8 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VERSIONS = ["4.1.0-CE", "4.2.2-CE", "4.2.3-CE"]
+UPGRADE_410 = ["docker_remote_deploy_410_up_423_version.sh", "docker_oms_ce_version_upgrade.sh",
+               "docker_oms_ce_version_roll_back.sh"]
 
 
 def run(argv, **kw):
@@ -60,6 +63,13 @@ def images(outdir):
             dest = os.path.join(root, lib.lstrip("/"))
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             shutil.copy(lib, dest)
+        os.makedirs(os.path.join(root, "usr/lib/oms-double"), exist_ok=True)
+        shutil.copy(os.path.join(HERE, "metadb.sh"), os.path.join(root, "usr/lib/oms-double/metadb.sh"))
+        # The guide's `docker run IMAGE bash`: busybox has no bash applet.
+        with open(os.path.join(root, "bin/bash"), "w") as f:
+            f.write("#!/bin/sh\nexec /bin/sh \"$@\"\n")
+        os.chmod(os.path.join(root, "bin/bash"), 0o755)
+        privileged = ""
         with open(os.path.join(root, "etc/passwd"), "w") as f:
             f.write("root:x:0:0:root:/root:/bin/sh\n")
         for v in VERSIONS:
@@ -72,6 +82,16 @@ def images(outdir):
                 with open(init, "w") as f:
                     f.write(open(os.path.join(HERE, "docker_init.sh")).read().replace("@VERSION@", v))
                 os.chmod(init, 0o755)
+            # The 4.1.0 -> 4.2.3 procedure's scripts ship in the 4.2.3 image only.
+            for script in UPGRADE_410:
+                path = os.path.join(root, "root", script)
+                if os.path.exists(path):
+                    os.remove(path)
+                if v == "4.2.3-CE":
+                    with open(path, "w") as f:
+                        f.write(open(os.path.join(HERE, script)).read()
+                                .replace("@VERSION@", v).replace("@PRIVILEGED@", privileged))
+                    os.chmod(path, 0o755)
             tag = "capstan-lab/oms:%s" % v
             tar = subprocess.run(["tar", "-C", root, "-cf", "-", "."], capture_output=True, check=True).stdout
             imp = subprocess.run(["docker", "import", "--change", "ENV PATH=/bin:/usr/bin",
@@ -80,6 +100,12 @@ def images(outdir):
             if imp.returncode != 0:
                 sys.exit("lab.py: docker import failed: %s" % imp.stderr.decode())
             run(["docker", "save", "-o", os.path.join(outdir, "oms-%s.tar" % v), tag])
+            if privileged == "":
+                # The vendor runs OMS --privileged; an engine that itself runs in a container
+                # refuses it ("unable to apply caps"), and the deploy script must then do without.
+                probe = subprocess.run(["docker", "run", "--rm", "--privileged", tag, "true"],
+                                       capture_output=True)
+                privileged = "true" if probe.returncode == 0 else "false"
 
 
 def mysql(spec, sql, db=None):
@@ -150,6 +176,9 @@ def install(spec):
 def stop(spec):
     names = [n["container"] for n in spec["nodes"]]
     listed = run(["docker", "ps", "-a", "--format", "{{.Names}}"]).split()
+    # The 4.1.0 deploy script's containers, and the one the deploy script is copied out of.
+    names += ["oms-%s-%s-%d" % (v, n["ip"], n["port"]) for v in VERSIONS for n in spec["nodes"]]
+    names.append(spec["prefix"] + "-config-tool")
     for c in listed:
         if any(c == n or c.startswith(n + "_") or c.startswith(n + "-") for n in names):
             subprocess.run(["docker", "rm", "-f", c], capture_output=True)

@@ -2,24 +2,26 @@
 # The OMS double's container entry (the image's ENTRYPOINT), version @VERSION@. It reads the
 # mounted config.yaml, serves GET /oms/health on OMS_HOST_IP:nginx_server_port (busybox httpd)
 # and logs to stdout (`docker logs`). A container started with IS_UPGRADE=true waits until the
-# metadata databases are at its version (docker_init.sh, run in this container or in another
-# node's of the region, puts them there), then starts its services and logs the success line.
+# metadata databases are at its version (docker_init.sh, or from 4.1.0
+# docker_oms_ce_version_upgrade.sh, run in this container or in another node's of the region,
+# puts them there), then starts its services and logs the success line.
 VERSION=@VERSION@
 CFG=/home/admin/conf/config.yaml
+# A command given to `docker run` replaces the services (the guide runs `IMAGE bash` only to
+# copy the deploy script out of the image).
+if [ $# -gt 0 ]; then exec "$@"; fi
 trap 'echo "OMS $VERSION stopping"; exit 0' TERM
-cfg() { sed -n "s/^$1: *//p" "$CFG" | head -n 1; }
 echo "OMS $VERSION starting (OMS_HOST_IP=$OMS_HOST_IP IS_UPGRADE=${IS_UPGRADE:-false})"
 if [ ! -f "$CFG" ]; then
     echo "fatal: $CFG is missing (mount it with -v)" >&2
     exit 3
 fi
+. /usr/lib/oms-double/metadb.sh
 port=$(cfg nginx_server_port)
 mkdir -p /www/oms
 health() { printf '{"code":200,"success":true,"data":{"healthy":%s,"version":"%s"}}' "$1" "$VERSION" > /www/oms/health; }
 health false
 httpd -p "${OMS_HOST_IP:-127.0.0.1}:${port:-8089}" -h /www
-M="mariadb --protocol=TCP -h$(cfg oms_meta_host) -P$(cfg oms_meta_port) -u$(cfg oms_meta_user) -p$(cfg oms_meta_password) -N"
-rm_db=$(cfg drc_rm_db)
 at_version() {
     v=$($M -e "SELECT version FROM oms_version ORDER BY gmt_modified DESC, version DESC LIMIT 1" "$rm_db" 2>/dev/null)
     [ "$v" = "$VERSION" ]

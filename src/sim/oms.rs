@@ -5,13 +5,16 @@
 //! the statements `stdlib/oms.rhai` sends there; it plays `/root/docker_init.sh` in a new
 //! container (the 4.1.1 gate, the schema version, `oms_version`), the container's services (the
 //! success line in `docker logs` once the metadata is at its version), and `GET /oms/health`
-//! (curl on the host). Dumps and loads save and restore a database's state; a database dropped
-//! is gone until it is created and loaded again. Availability: a node serves while a healthy
-//! container runs there; the rule: at least one node serves.
+//! (curl on the host). From 4.1.0 it plays the deploy script the guide pulls out of the 4.2.3
+//! image (its dialog read from stdin, config_copy.yaml, the new container on the old mounts), and
+//! `docker_oms_ce_version_upgrade.sh` / `docker_oms_ce_version_roll_back.sh` in that container.
+//! Dumps and loads save and restore a database's state; a database dropped is gone until it is
+//! created and loaded again. Availability: a node serves while a healthy container runs there;
+//! the rule: at least one node serves.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::docker::DockerOp;
+use crate::docker::{DockerOp, RunSpec};
 use crate::inventory::Inventory;
 use crate::sql::{SqlKind, SqlParams, SqlResult, SqlValue};
 use crate::transport::{Command, ExecOutput};
@@ -23,6 +26,13 @@ use super::SimHost;
 
 const SUCCESS: &str = "OMS service start successfully";
 const TOO_OLD: &str = "Version before 4.1.1 is not allowed to upgrade.";
+const COMPLETED: &str = "[Completed] All initialization steps are executed.";
+/// The 4.1.0 → 4.2.3 deploy script, in the 4.2.3 image's /root.
+const DEPLOY: &str = "docker_remote_deploy_410_up_423_version.sh";
+const UPGRADE_410: &str = "/root/docker_oms_ce_version_upgrade.sh";
+const ROLL_BACK_410: &str = "/root/docker_oms_ce_version_roll_back.sh";
+/// The version the 4.1.0 path's scripts ship in.
+const SCRIPTS_IN: &str = "4.2.3-CE";
 
 /// One metadata database's state.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,8 +67,9 @@ struct Node {
 /// server, required), `rm`, `cm`, `cm_hb` (the databases; `cm_hb` an array), `version` (what
 /// `oms_version` records at the start, default `4.2.2-CE`), `no_version_table` (an install
 /// without `oms_version`: docker_init.sh says it is older than 4.1.1), `ha` (the `ha.config`
-/// text), `heartbeat_rows` (default 200), `init_fail` and `unhealthy` (hosts whose new
-/// container's docker_init.sh fails, or whose services never turn healthy).
+/// text), `heartbeat_rows` (default 200), `init_fail`, `upgrade_fail` and `unhealthy` (hosts whose
+/// new container's docker_init.sh fails, whose docker_oms_ce_version_upgrade.sh stops after the rm
+/// change, or whose services never turn healthy).
 #[derive(Debug, Clone)]
 pub struct OmsModel {
     metadb: String,
@@ -69,7 +80,53 @@ pub struct OmsModel {
     dbs: BTreeMap<String, Db>,
     dumps: BTreeMap<String, Db>,
     init_fail: BTreeSet<String>,
+    upgrade_fail: BTreeSet<String>,
     unhealthy: BTreeSet<String>,
+}
+
+/// The deploy script's prompts, answered from its stdin one line each; the transcript so far.
+struct Dialog {
+    answers: VecDeque<String>,
+    text: String,
+}
+
+impl Dialog {
+    fn ask(&mut self, q: &str) -> Result<String, String> {
+        self.text.push_str(q);
+        self.text.push(' ');
+        let a = self
+            .answers
+            .pop_front()
+            .ok_or_else(|| format!("no answer to: {q}"))?;
+        self.text.push_str(&a);
+        self.text.push('\n');
+        Ok(a)
+    }
+
+    fn yes(&mut self, q: &str, otherwise: &str) -> Result<(), String> {
+        if self.ask(q)? == "y" {
+            Ok(())
+        } else {
+            Err(otherwise.to_string())
+        }
+    }
+}
+
+/// A `config.yaml` value (`key: value`).
+fn yaml_value(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .map(|v| v.trim().to_string())
+}
+
+/// A `config.yaml`'s `cm_nodes`, in order.
+fn yaml_nodes(text: &str) -> Vec<String> {
+    text.lines()
+        .skip_while(|l| !l.starts_with("cm_nodes:"))
+        .skip(1)
+        .take_while(|l| l.starts_with(' '))
+        .filter_map(|l| l.trim().strip_prefix("- ").map(|v| v.trim().to_string()))
+        .collect()
 }
 
 /// x.y.z as a number for comparisons (`4.2.3-CE` → 4002003).
@@ -129,6 +186,7 @@ impl OmsModel {
                 "ha",
                 "heartbeat_rows",
                 "init_fail",
+                "upgrade_fail",
                 "unhealthy",
             ],
         )?;
@@ -200,6 +258,7 @@ impl OmsModel {
             dbs,
             dumps: BTreeMap::new(),
             init_fail: settings_strings(s, "init_fail")?.into_iter().collect(),
+            upgrade_fail: settings_strings(s, "upgrade_fail")?.into_iter().collect(),
             unhealthy: settings_strings(s, "unhealthy")?.into_iter().collect(),
         })
     }
@@ -420,23 +479,269 @@ impl OmsModel {
             "[docker_init] upgrading the metadata from {} to {version}\n",
             old.unwrap_or_default()
         ));
+        self.migrate(&version, |vs| {
+            if let Some(vs) = vs {
+                vs.retain(|x| *x != version);
+                vs.push(version.clone());
+            }
+        });
+        out.push_str("[docker_init] [Completed] All initialization steps are executed.\n");
+        output(0, &out, "")
+    }
+
+    /// Every database's schema to `schema`, and `oms_version` (`None`: no table) changed by
+    /// `versions`.
+    fn migrate(&mut self, schema: &str, versions: impl FnOnce(&mut Option<Vec<String>>)) {
+        let mut versions = Some(versions);
         for db in self.dbs.values_mut() {
             match db {
                 Db::Rm {
-                    schema, versions, ..
+                    schema: s,
+                    versions: vs,
+                    ..
                 } => {
-                    *schema = version.clone();
-                    if let Some(vs) = versions {
-                        vs.retain(|x| *x != version);
-                        vs.push(version.clone());
+                    *s = schema.to_string();
+                    if let Some(f) = versions.take() {
+                        f(vs);
                     }
                 }
-                Db::Cm { schema, .. } | Db::Hb { schema, .. } => *schema = version.clone(),
+                Db::Cm { schema: s, .. } | Db::Hb { schema: s, .. } => *s = schema.to_string(),
                 Db::Empty => {}
             }
         }
-        out.push_str("[docker_init] [Completed] All initialization steps are executed.\n");
+    }
+
+    /// The deploy script of the 4.1.0 path, run on `host` (`sh SCRIPT -o DIR -c CONFIG -i IP -d
+    /// IMAGE`, its answers on stdin). Like the vendor's tools it exits 0 when it fails.
+    fn deploy_410(
+        &mut self,
+        host: &str,
+        argv: &[String],
+        stdin: &[u8],
+        state: &mut SimHost,
+    ) -> ExecOutput {
+        if !state.files.contains_key(&argv[1]) {
+            return output(
+                2,
+                "",
+                &format!("sh: 0: cannot open {}: No such file\n", argv[1]),
+            );
+        }
+        let mut d = Dialog {
+            answers: String::from_utf8_lossy(stdin)
+                .lines()
+                .map(str::to_string)
+                .collect(),
+            text: String::new(),
+        };
+        match self.deploy_dialog(host, &argv[2..], &mut d, state) {
+            Ok(()) => output(0, &d.text, ""),
+            Err(m) => output(0, &format!("{}[ERROR] {m}\n", d.text), ""),
+        }
+    }
+
+    fn deploy_dialog(
+        &mut self,
+        host: &str,
+        args: &[String],
+        d: &mut Dialog,
+        state: &mut SimHost,
+    ) -> Result<(), String> {
+        let usage = "usage: sh docker_remote_deploy_410_up_423_version.sh -o <mount directory> -c <config.yaml> -i <local IP> -d <image>";
+        let mut opt = BTreeMap::new();
+        for pair in args.chunks(2) {
+            match pair {
+                [k, v] if ["-o", "-c", "-i", "-d"].contains(&k.as_str()) => {
+                    opt.insert(k.as_str(), v.clone());
+                }
+                _ => return Err(usage.into()),
+            }
+        }
+        let (Some(dir), Some(cfg), Some(ip), Some(image)) =
+            (opt.get("-o"), opt.get("-c"), opt.get("-i"), opt.get("-d"))
+        else {
+            return Err(usage.into());
+        };
+        let body = state
+            .files
+            .get(cfg.as_str())
+            .cloned()
+            .ok_or_else(|| format!("the configuration file {cfg} does not exist"))?;
+        if !state.exists(dir) {
+            return Err(format!("the mount directory {dir} does not exist"));
+        }
+        let conf = String::from_utf8_lossy(&body).to_string();
+        let parent = cfg.rsplit_once('/').map_or(".", |(p, _)| p);
+        let copy = format!("{parent}/config_copy.yaml");
+        state.files.insert(copy.clone(), body.clone());
+        d.text
+            .push_str(&format!("The configuration file is backed up as {copy}\n"));
+        let mode = d.ask(
+            "Select a deployment mode: [1] Multiple Nodes in Single Region [2] Multiple Regions:",
+        )?;
+        if mode != "1" && mode != "2" {
+            return Err(format!("unknown deployment mode: {mode}"));
+        }
+        let task = d.ask("Select a task: [1] Use Configuration File Uploaded with Script Option [-c] [2] Enter the settings:")?;
+        if task != "1" {
+            return Err(format!("task {task} is not supported by this tool's upgrade mode: use the configuration file given with -c"));
+        }
+        if !self.dbs.contains_key(&self.rm) {
+            return Err(format!(
+                "cannot connect to the MetaDB or its database {}",
+                self.rm
+            ));
+        }
+        d.yes("The specified database names already exist in the MetaDB. Are you sure that you want to continue? [y/n]:", "deployment cancelled")?;
+        d.yes("The specified database names already exist in the MetaDB. Do you want to reinitialize the MetaDB? [y/n]:", "deployment cancelled")?;
+        d.yes(
+            "Are the settings correct? [y/n]:",
+            &format!("modify the settings in {cfg} and run the tool again"),
+        )?;
+        let nodes = yaml_nodes(&conf);
+        let mut volumes = vec![
+            format!("{dir}/config.yaml:/home/admin/conf/config.yaml"),
+            format!("{dir}/oms_logs:/home/admin/logs"),
+            format!("{dir}/oms_store:/home/ds/store"),
+            format!("{dir}/oms_run:/home/ds/run"),
+        ];
+        let mut found = false;
+        for n in &nodes {
+            if n == ip {
+                found = true;
+                let at = d.ask(&format!("Enter the directory on {n} to which the container of OMS Community Edition is mounted:"))?;
+                if at != *dir {
+                    return Err(format!("the mount directory {at} is not the one given with -o ({dir}): it must be the V4.1.0 container's"));
+                }
+                d.yes(
+                    &format!(
+                        "Name the image of OMS Community Edition as OMS_IMAGE ({image})? [y/n]:"
+                    ),
+                    "run the tool again with -d <image>",
+                )?;
+                if d.ask(
+                    "Mount an SSL certificate to the container of OMS Community Edition? [y/n]:",
+                )? == "y"
+                {
+                    let key = d.ask("Enter the https_key path:")?;
+                    let crt = d.ask("Enter the https_crt path:")?;
+                    volumes.push(format!("{crt}:/etc/pki/nginx/oms_server.crt"));
+                    volumes.push(format!("{key}:/etc/pki/nginx/oms_server.key"));
+                }
+            } else {
+                let q = format!("The IP address {n} of the deployment mode is inconsistent with the IP address of this server ({ip}). Execute the script on {n} remotely? [y/n]:");
+                if d.ask(&q)? == "y" {
+                    return Err(
+                        "remote execution (SSH with a sudo user) is not modelled by the lab double"
+                            .into(),
+                    );
+                }
+            }
+        }
+        if !found {
+            return Err(format!(
+                "{ip} is not one of the configuration file's cm_nodes ({})",
+                nodes.join(" ")
+            ));
+        }
+        d.yes(
+            &format!("Write the configuration file to {dir}/config.yaml? [y/n]:"),
+            "deployment cancelled",
+        )?;
+        if mode == "2" && d.ask("Deploy OMS Community Edition in a new region? [y/n]:")? == "y" {
+            return Err("a new region is not modelled by the lab double".into());
+        }
+        let version = image_version(image);
+        let mut written = body;
+        written.extend_from_slice(format!("oms_deployed_version: {version}\n").as_bytes());
+        state.files.insert(format!("{dir}/config.yaml"), written);
+        let port = yaml_value(&conf, "nginx_server_port").unwrap_or_default();
+        let env: BTreeMap<String, String> = [
+            ("OMS_HOST_IP".to_string(), ip.clone()),
+            ("IS_UPGRADE".to_string(), "true".to_string()),
+        ]
+        .into();
+        let spec = RunSpec {
+            image: image.clone(),
+            name: format!("oms-{version}-{ip}-{port}"),
+            net: Some("host".into()),
+            volumes,
+            env: env.clone(),
+            privileged: true,
+            pids_limit: Some(-1),
+            ulimits: [("nproc".to_string(), "65535:65535".to_string())].into(),
+            tty: true,
+            interactive: true,
+            ..RunSpec::default()
+        };
+        let name = spec.name.clone();
+        let o = state
+            .docker
+            .apply(&DockerOp::Run { spec }, &mut state.files);
+        if o.code != Some(0) {
+            return Err(format!("docker run of {image} failed"));
+        }
+        if self.healthy(host, image, &env) {
+            state.docker.append_log(&name, &[SUCCESS.to_string()]);
+        }
+        d.text.push_str(&format!("OMS Community Edition {version} is deployed on {ip} (container {name}): run {UPGRADE_410} in it\n"));
+        Ok(())
+    }
+
+    /// `docker_oms_ce_version_upgrade.sh` in a container of `image` on `host`: 4.1.0's MetaDB to
+    /// the image's version. Exits 0 when it fails.
+    fn upgrade_410(&mut self, host: &str, image: &str) -> ExecOutput {
+        let version = image_version(image);
+        let mut out = format!(
+            "[upgrade] start: the MetaDB to {version}, config /home/admin/conf/config.yaml\n"
+        );
+        let old = self.recorded();
+        // Again on a MetaDB it upgraded already: harmless (another node of the region).
+        if old
+            .as_ref()
+            .is_some_and(|v| !v.starts_with("4.1.0") && *v != version)
+        {
+            out.push_str(&format!(
+                "[ERROR] this script upgrades OMS Community Edition 4.1.0; the MetaDB records {}\n",
+                old.unwrap_or_default()
+            ));
+            return output(0, &out, "");
+        }
+        let rm = self.rm.clone();
+        if let Some(Db::Rm { schema, .. }) = self.dbs.get_mut(&rm) {
+            *schema = version.clone();
+        }
+        if self.upgrade_fail.contains(host) {
+            out.push_str(&format!(
+                "[ERROR] schema change of {} failed: Lost connection to server during query\n",
+                self.cm
+            ));
+            return output(0, &out, "");
+        }
+        self.migrate(&version, |vs| {
+            let vs = vs.get_or_insert_with(Vec::new);
+            vs.retain(|x| *x != version);
+            vs.push(version.clone());
+        });
+        out.push_str(COMPLETED);
+        out.push('\n');
         output(0, &out, "")
+    }
+
+    /// `docker_oms_ce_version_roll_back.sh` in a container of `image`: the image's schema taken
+    /// out again, its version out of `oms_version`.
+    fn roll_back_410(&mut self, image: &str) -> ExecOutput {
+        let version = image_version(image);
+        self.migrate("4.1.0-CE", |vs| {
+            if let Some(vs) = vs {
+                vs.retain(|x| *x != version);
+            }
+        });
+        output(
+            0,
+            &format!("[roll_back] start: the MetaDB back from {version} to 4.1.0\n{COMPLETED}\n"),
+            "",
+        )
     }
 
     /// The success line for every upgrade container (on any host of this model) that was waiting
@@ -491,6 +796,25 @@ impl ProductModel for OmsModel {
         })
     }
 
+    fn exec_input(
+        &mut self,
+        host: &str,
+        command: &Command,
+        stdin: Option<&[u8]>,
+        state: &mut SimHost,
+    ) -> Option<ExecOutput> {
+        if let Command::Argv(argv) = command {
+            if argv.len() >= 2
+                && argv[0] == "sh"
+                && argv[1].ends_with(&format!("/{DEPLOY}"))
+                && self.nodes.iter().any(|n| n.host == host)
+            {
+                return Some(self.deploy_410(host, argv, stdin.unwrap_or_default(), state));
+            }
+        }
+        self.exec(host, command, state)
+    }
+
     fn docker(
         &mut self,
         host: &str,
@@ -499,7 +823,51 @@ impl ProductModel for OmsModel {
         state: &mut SimHost,
     ) -> Option<(ExecOutput, Vec<(String, String)>)> {
         self.nodes.iter().find(|n| n.host == host)?;
+        let image_of = |name: &str| state.docker.image_of(name).map(str::to_string);
         match op {
+            // The deploy script is in the 4.2.3 image, not under a mount.
+            DockerOp::Cp { from, to } if from.ends_with(&format!(":/root/{DEPLOY}")) => {
+                let c = from.split_once(':')?.0;
+                if image_of(c).is_some_and(|i| image_version(&i) == SCRIPTS_IN) {
+                    state.files.insert(
+                        to.clone(),
+                        format!("#!/bin/sh\n# {DEPLOY} of OMS {SCRIPTS_IN} (the simulation's stand-in)\n").into_bytes(),
+                    );
+                    Some((out.clone(), Vec::new()))
+                } else {
+                    Some((
+                        output(1, "", &format!("Error response from daemon: Could not find the file /root/{DEPLOY} in container {c}\n")),
+                        Vec::new(),
+                    ))
+                }
+            }
+            DockerOp::Exec { name, argv, .. }
+                if argv.len() == 2
+                    && argv[0] == "sh"
+                    && (argv[1] == UPGRADE_410 || argv[1] == ROLL_BACK_410) =>
+            {
+                let image = image_of(name)?;
+                if image_version(&image) != SCRIPTS_IN {
+                    return Some((
+                        output(
+                            2,
+                            "",
+                            &format!("sh: can't open '{}': No such file or directory\n", argv[1]),
+                        ),
+                        Vec::new(),
+                    ));
+                }
+                if argv[1] == ROLL_BACK_410 {
+                    return Some((self.roll_back_410(&image), Vec::new()));
+                }
+                let o = self.upgrade_410(host, &image);
+                let log = if String::from_utf8_lossy(&o.stdout).contains(COMPLETED) {
+                    self.services_started(state, host)
+                } else {
+                    Vec::new()
+                };
+                Some((o, log))
+            }
             DockerOp::Exec { name, argv, .. }
                 if argv.len() == 2 && argv[0] == "sh" && argv[1] == "/root/docker_init.sh" =>
             {

@@ -36,6 +36,11 @@ struct OmsLab {
 
 impl OmsLab {
     fn new(old_version_table: bool) -> OmsLab {
+        OmsLab::at("4.2.2-CE", old_version_table)
+    }
+
+    /// Two nodes running `from` (4.2.2-CE or 4.1.0-CE).
+    fn at(from: &str, old_version_table: bool) -> OmsLab {
         let db = MariaDb::shared();
         let p = Parity::new(NODES);
         let tag = free_port();
@@ -52,7 +57,7 @@ impl OmsLab {
         let spec = json!({
             "prefix": format!("capstan_oms{tag}"),
             "image": "capstan-lab/oms",
-            "from": "4.2.2-CE",
+            "from": from,
             "db": {"host": "127.0.0.1", "port": db.port, "user": "capstan", "password": DB_PASSWORD},
             "databases": {"rm": format!("rm_422_{tag}"), "cm": format!("cm_422_{tag}"), "cm_hb": format!("cm_hb_422_{tag}")},
             "old_version_table": old_version_table,
@@ -91,6 +96,19 @@ impl OmsLab {
 
     fn ip(&self, i: usize) -> String {
         format!("127.0.0.{}", i + 2)
+    }
+
+    fn old_version(&self) -> String {
+        self.spec["from"].as_str().unwrap().to_string()
+    }
+
+    fn node_dir(&self, n: &str) -> PathBuf {
+        self.p.dir().join(n)
+    }
+
+    /// The container the 4.1.0 deploy script starts on node `i` (the double's name for it).
+    fn deployed(&self, i: usize, n: &str) -> String {
+        format!("oms-4.2.3-CE-{}-{}", self.ip(i), self.ports[n])
     }
 
     fn vars(&self, i: usize, n: &str) -> String {
@@ -174,23 +192,126 @@ impl OmsLab {
                 .iter()
                 .map(|b| toml_str(b.as_str().unwrap()))
                 .collect();
+            // The mount directory as it is (the 4.1.0 path reads and copies its config.yaml).
+            let dir = self.node_dir(n);
+            let config = dir.join("config.yaml");
+            let from = self.old_version();
             s.push_str(&format!(
-                "\n[hosts.{n}]\nfiles = {{ {} = \"{NEW}\\n\" }}\ndirs = [{}]\n\n[hosts.{n}.docker]\nimages = [\"capstan-lab/oms:4.2.2-CE\"]\n\n[[hosts.{n}.docker.containers]]\nname = \"{c}\"\nimage = \"capstan-lab/oms:4.2.2-CE\"\nnet = \"host\"\nvolumes = [{}]\nenv = {{ OMS_HOST_IP = \"{}\" }}\npids_limit = -1\nulimits = {{ nproc = \"65535:65535\" }}\ntty = true\ninteractive = true\nlogs = [\"OMS 4.2.2-CE starting\", \"OMS service start successfully\"]\n",
+                "\n[hosts.{n}]\nfiles = {{ {} = \"{NEW}\\n\", {} = {} }}\ndirs = [{}, {}, {}, {}, {}]\n\n[hosts.{n}.docker]\nimages = [\"capstan-lab/oms:{from}\"]\n\n[[hosts.{n}.docker.containers]]\nname = \"{c}\"\nimage = \"capstan-lab/oms:{from}\"\nnet = \"host\"\nvolumes = [{}]\nenv = {{ OMS_HOST_IP = \"{}\" }}\npids_limit = -1\nulimits = {{ nproc = \"65535:65535\" }}\ntty = true\ninteractive = true\nlogs = [\"OMS {from} starting\", \"OMS service start successfully\"]\n",
                 toml_str(&tar.display().to_string()),
+                toml_str(&config.display().to_string()),
+                toml_str(&std::fs::read_to_string(&config).unwrap()),
                 toml_str(&self.p.dir().join("backup").display().to_string()),
+                toml_str(&dir.display().to_string()),
+                toml_str(&dir.join("oms_logs").display().to_string()),
+                toml_str(&dir.join("oms_store").display().to_string()),
+                toml_str(&dir.join("oms_run").display().to_string()),
                 binds.join(", "),
                 self.ip(i),
             ));
         }
         s.push_str(&format!(
-            "\n[[products]]\nmodel = \"oms\"\ngroup = \"oms\"\nmetadb = \"127.0.0.1:{}\"\nrm = \"{}\"\ncm = \"{}\"\ncm_hb = [\"{}\"]\nha = {}\n{model_extra}",
+            "\n[[products]]\nmodel = \"oms\"\ngroup = \"oms\"\nmetadb = \"127.0.0.1:{}\"\nversion = \"{}\"\nrm = \"{}\"\ncm = \"{}\"\ncm_hb = [\"{}\"]\nha = {}\n{model_extra}",
             MariaDb::shared().port,
+            self.old_version(),
             self.db("rm"),
             self.db("cm"),
             self.db("cm_hb"),
             toml_str(&self.ha()),
         ));
         self.p.scratch.write("oms-scenario.toml", &s)
+    }
+}
+
+impl OmsLab {
+    /// Each node's config.yaml as it is now.
+    fn configs(&self) -> Vec<String> {
+        NODES
+            .iter()
+            .map(|n| std::fs::read_to_string(self.node_dir(n).join("config.yaml")).unwrap())
+            .collect()
+    }
+
+    /// Each old container's bind mounts, sorted.
+    fn old_binds(&self) -> Vec<Vec<String>> {
+        NODES
+            .iter()
+            .map(|n| binds(&self.inspect(&self.container(n)).unwrap()))
+            .collect()
+    }
+
+    /// Turns a knob of the double on for `node`'s next container (lab/oms/README.md).
+    fn knob(&self, node: &str, name: &str) {
+        lab_py(
+            "oms",
+            &["knob", self.spec_file.to_str().unwrap(), node, name, "on"],
+        );
+    }
+
+    /// Every table of the metadata databases has the checksum and columns of `before`, but the
+    /// heartbeat table, which is as the vendor's shrink left it (its newest row, before the dump).
+    fn metadata_as(&self, before: &BTreeMap<String, String>) {
+        let after = self.checksums();
+        let hb = format!("{}.heatbeat_sequence", self.db("cm_hb"));
+        for (t, sum) in before {
+            if *t != hb {
+                assert_eq!(after.get(t), Some(sum), "{t} differs after the rollback");
+            }
+        }
+        assert_eq!(before.len(), after.len(), "{after:#?}");
+        assert_eq!(
+            self.sql(&format!("SELECT CONCAT(COUNT(*), ' ', MAX(id)) FROM {hb}")),
+            ["1 200"]
+        );
+    }
+
+    /// The simulation of the lab's scenario acts as the successful lab run `report` did, and a
+    /// second lab run finds every node on its 4.2.3 container (by name, or by image and mounts)
+    /// and touches none.
+    fn happy_path_acts_alike(&self, scenario: &Path, report: &Value) {
+        let sim = self.simulate(scenario, &[]);
+        assert_eq!(
+            sim["outcome"]["status"],
+            "succeeded",
+            "{}",
+            outcome_error(&sim)
+        );
+        compare(&comparable(report), &comparable(&sim));
+        let (out, again) = self.run(&[]);
+        ok_run(&out, &again);
+        assert!(
+            !again["actions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["read_only"] == false
+                    && (a["op"].as_str().unwrap().starts_with("docker_")
+                        || a["description"]
+                            .as_str()
+                            .unwrap()
+                            .contains("docker_remote_deploy"))),
+            "a second run touched a container"
+        );
+    }
+
+    /// The simulation of the lab's scenario rolls back as the lab run `report` did, action by
+    /// action and undo by undo.
+    fn rollback_acts_alike(&self, scenario: &Path, report: &Value) {
+        let (_, sim) = self.p.shipped(
+            "oms",
+            "simulate",
+            &[
+                "--scenario",
+                scenario.to_str().unwrap(),
+                "--on-failure",
+                "rollback",
+            ],
+            &self.params(),
+            &[],
+        );
+        assert_eq!(sim["status"], "rolled_back", "{}", outcome_error(&sim));
+        compare(&comparable(report), &comparable(&sim));
+        assert_eq!(undo_path(report), undo_path(&sim));
     }
 }
 
@@ -219,6 +340,12 @@ impl ProductLab for OmsLab {
             // This machine's engine refuses privileged containers (it runs in a container).
             "privileged=false".into(),
             "health_timeout=30".into(),
+            // Concurrent labs share this engine: each has its own container to copy the 4.1.0
+            // deploy script out of (lab.py stop removes it).
+            format!(
+                "config_tool={}-config-tool",
+                self.spec["prefix"].as_str().unwrap()
+            ),
         ]
         .into_iter()
         .chain(self.extra.iter().cloned())
@@ -305,20 +432,7 @@ fn oms_upgrades_two_nodes_on_the_lab_and_the_simulation_acts_alike() {
     let lab = OmsLab::new(true);
     let ha_before = lab.ha();
     let scenario = lab.scenario("");
-    let binds = |v: &Value| -> Vec<String> {
-        let mut b: Vec<String> = v["HostConfig"]["Binds"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_str().unwrap().to_string())
-            .collect();
-        b.sort();
-        b
-    };
-    let old_binds: Vec<Vec<String>> = NODES
-        .iter()
-        .map(|n| binds(&lab.inspect(&lab.container(n)).unwrap()))
-        .collect();
+    let old_binds = lab.old_binds();
 
     let (out, report) = lab.run(&[]);
     ok_run(&out, &report);
@@ -360,26 +474,7 @@ fn oms_upgrades_two_nodes_on_the_lab_and_the_simulation_acts_alike() {
     assert_eq!(inits.len(), 1, "{inits:?}");
     assert_eq!(inits[0]["host"], "oms1");
 
-    let sim = lab.simulate(&scenario, &[]);
-    assert_eq!(
-        sim["outcome"]["status"],
-        "succeeded",
-        "{}",
-        outcome_error(&sim)
-    );
-    compare(&comparable(&report), &comparable(&sim));
-
-    // A second run finds both nodes on the new container and changes nothing on them.
-    let (out, again) = lab.run(&[]);
-    ok_run(&out, &again);
-    assert!(
-        !again["actions"].as_array().unwrap().iter().any(|a| a["op"]
-            .as_str()
-            .unwrap()
-            .starts_with("docker_")
-            && a["read_only"] == false),
-        "a second run touched a container"
-    );
+    lab.happy_path_acts_alike(&scenario, &report);
 }
 
 #[test]
@@ -387,16 +482,7 @@ fn docker_init_failing_on_the_second_node_rolls_everything_back() {
     let mut lab = OmsLab::new(true);
     // Each node has its own config file: docker_init.sh runs on every node, and fails on oms2.
     lab.extra.push("shared_config=false".into());
-    lab_py(
-        "oms",
-        &[
-            "knob",
-            lab.spec_file.to_str().unwrap(),
-            "oms2",
-            "init_fail",
-            "on",
-        ],
-    );
+    lab.knob("oms2", "init_fail");
     let ha_before = lab.ha();
     let scenario = lab.scenario("init_fail = [\"oms2\"]\n");
     let before = lab.checksums();
@@ -412,18 +498,7 @@ fn docker_init_failing_on_the_second_node_rolls_everything_back() {
     assert!(outcome_error(&report).contains("docker_init.sh failed"));
     // The metadata is what it was: every table's checksum (the heartbeat table as the vendor's
     // shrink left it, its newest row, before the dump).
-    let after = lab.checksums();
-    let hb = format!("{}.heatbeat_sequence", lab.db("cm_hb"));
-    for (t, sum) in &before {
-        if *t != hb {
-            assert_eq!(after.get(t), Some(sum), "{t} differs after the rollback");
-        }
-    }
-    assert_eq!(before.len(), after.len(), "{after:#?}");
-    assert_eq!(
-        lab.sql(&format!("SELECT CONCAT(COUNT(*), ' ', MAX(id)) FROM {hb}")),
-        ["1 200"]
-    );
+    lab.metadata_as(&before);
     for n in NODES {
         assert!(
             lab.running(&lab.container(n)),
@@ -435,21 +510,7 @@ fn docker_init_failing_on_the_second_node_rolls_everything_back() {
     }
     assert_eq!(lab.ha(), ha_before);
 
-    let (_, sim) = lab.p.shipped(
-        "oms",
-        "simulate",
-        &[
-            "--scenario",
-            scenario.to_str().unwrap(),
-            "--on-failure",
-            "rollback",
-        ],
-        &lab.params(),
-        &[],
-    );
-    assert_eq!(sim["status"], "rolled_back", "{}", outcome_error(&sim));
-    compare(&comparable(&report), &comparable(&sim));
-    assert_eq!(undo_path(&report), undo_path(&sim));
+    lab.rollback_acts_alike(&scenario, &report);
 }
 
 #[test]
@@ -560,11 +621,240 @@ fn the_route_refuses_what_does_not_reach_4_2_3_in_simulation() {
         .unwrap()
         .iter()
         .all(|a| a["read_only"] == true));
-    // 4.1.0 goes by the guide's second procedure, which the playbook says it does not encode.
-    let r = simulate("4.1.0-CE");
-    assert_eq!(failed_step(&r), "precheck");
-    assert!(outcome_error(&r).contains("Upgrade from V4.1.0 to V4.2.3"));
     // 4.2.1 is not on the route at all.
     let r = simulate("4.2.1-CE");
     assert!(outcome_error(&r).contains("only 4.2.2 and 4.1.0 can"));
+}
+
+fn binds(v: &Value) -> Vec<String> {
+    let mut b: Vec<String> = v["HostConfig"]["Binds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect();
+    b.sort();
+    b
+}
+
+fn actions_about<'a>(r: &'a Value, text: &str) -> Vec<&'a Value> {
+    r["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["description"].as_str().unwrap().contains(text))
+        .collect()
+}
+
+#[test]
+fn oms_upgrades_from_4_1_0_by_the_deploy_script_and_the_simulation_acts_alike() {
+    let lab = OmsLab::at("4.1.0-CE", true);
+    let ha_before = lab.ha();
+    let scenario = lab.scenario("");
+    let configs = lab.configs();
+    let old_binds = lab.old_binds();
+
+    let (out, report) = lab.run(&[]);
+    ok_run(&out, &report);
+    for (i, n) in NODES.iter().enumerate() {
+        let v = lab
+            .inspect(&lab.deployed(i, n))
+            .expect("the container the deploy script started");
+        assert_eq!(v["State"]["Running"], true);
+        assert_eq!(v["Config"]["Image"], NEW);
+        assert_eq!(binds(&v), old_binds[i], "{n}: the mounts changed");
+        let env = v["Config"]["Env"].to_string();
+        assert!(env.contains(&format!("OMS_HOST_IP={}", lab.ip(i))), "{env}");
+        assert!(
+            !lab.running(&lab.container(n)),
+            "{n}: the old container still runs"
+        );
+        // The deploy script backed the config up and wrote the new version's beside it.
+        let work = lab.node_dir(n).join("upgrade_4.2.3");
+        assert_eq!(
+            std::fs::read_to_string(work.join("config_copy.yaml")).unwrap(),
+            configs[i]
+        );
+        assert_eq!(
+            std::fs::read_to_string(lab.node_dir(n).join("config.yaml")).unwrap(),
+            format!("{}oms_deployed_version: 4.2.3-CE\n", configs[i])
+        );
+    }
+    assert_eq!(lab.versions(), ["4.1.0-CE", "4.2.3-CE"]);
+    assert_eq!(lab.ha(), ha_before, "HA is not back as it was");
+    // The shared config file: the upgrade script ran once in the region, on oms1; the deploy
+    // script on every node, each pulled out of the image by a container that is gone again.
+    let upgrades = actions_about(&report, "sh /root/docker_oms_ce_version_upgrade.sh");
+    assert_eq!(upgrades.len(), 1, "{upgrades:?}");
+    assert_eq!(upgrades[0]["host"], "oms1");
+    assert_eq!(
+        actions_about(&report, "docker_remote_deploy_410_up_423_version.sh -o ")
+            .iter()
+            .map(|a| a["host"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["oms1", "oms2"]
+    );
+    assert!(lab
+        .inspect(&format!(
+            "{}-config-tool",
+            lab.spec["prefix"].as_str().unwrap()
+        ))
+        .is_none());
+    assert!(!actions_about(&report, "docker_init.sh")
+        .iter()
+        .any(|a| a["op"] == "docker_exec"));
+
+    lab.happy_path_acts_alike(&scenario, &report);
+}
+
+#[test]
+fn the_4_1_0_upgrade_script_failing_on_the_second_node_is_rolled_back_by_the_guides_script() {
+    let mut lab = OmsLab::at("4.1.0-CE", true);
+    // Each node has its own config file: the upgrade script runs on every node; on oms2 it stops
+    // after the rm change and, as the vendor's scripts do, exits 0.
+    lab.extra.push("shared_config=false".into());
+    lab.knob("oms2", "upgrade_fail");
+    let ha_before = lab.ha();
+    let scenario = lab.scenario("upgrade_fail = [\"oms2\"]\n");
+    let configs = lab.configs();
+    let before = lab.checksums();
+    let (out, report) = lab.run(&["--on-failure", "rollback"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(
+        report["status"],
+        "rolled_back",
+        "{}",
+        outcome_error(&report)
+    );
+    assert_eq!(failed_step(&report), "node oms2: 4.1.0-CE -> 4.2.3");
+    assert!(
+        outcome_error(&report).contains("docker_oms_ce_version_upgrade.sh did not complete"),
+        "{}",
+        outcome_error(&report)
+    );
+    // The guide's roll-back script put the metadata back (no dump was loaded): every table's
+    // checksum and columns as before (the heartbeat table as the shrink left it).
+    assert!(actions_about(&report, "mysql_load").is_empty());
+    assert_eq!(
+        actions_about(&report, "sh /root/docker_oms_ce_version_roll_back.sh")
+            .iter()
+            .map(|a| a["host"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["oms2", "oms1"]
+    );
+    lab.metadata_as(&before);
+    assert_eq!(lab.versions(), ["4.1.0-CE"]);
+    for (i, n) in NODES.iter().enumerate() {
+        assert!(
+            lab.running(&lab.container(n)),
+            "{n}: the old container is not running"
+        );
+        assert!(lab.inspect(&lab.deployed(i, n)).is_none());
+        assert_eq!(
+            std::fs::read_to_string(lab.node_dir(n).join("config.yaml")).unwrap(),
+            configs[i],
+            "{n}: config.yaml is not as it was"
+        );
+    }
+    assert_eq!(lab.ha(), ha_before);
+
+    lab.rollback_acts_alike(&scenario, &report);
+}
+
+#[test]
+fn a_4_1_0_roll_back_script_that_does_not_complete_falls_back_on_the_dumps_in_simulation() {
+    let sc = repo().join("examples/oms/scenario-4.1.0.toml");
+    let pb = repo().join("playbooks/oms.rhai");
+    let r = last_report(
+        &capstan(&[
+            "simulate",
+            pb.to_str().unwrap(),
+            "--scenario",
+            sc.to_str().unwrap(),
+            "--fail",
+            "oms2:*docker_remote_deploy_410_up_423_version.sh -o*",
+            "--fail",
+            "oms1:docker exec*docker_oms_ce_version_roll_back.sh*",
+            "--on-failure",
+            "rollback",
+            "--json",
+        ])
+        .stdout,
+    );
+    assert_eq!(r["status"], "rolled_back", "{}", outcome_error(&r));
+    assert_eq!(failed_step(&r), "node oms2: 4.1.0-CE -> 4.2.3");
+    // oms1 upgraded the MetaDB; its roll-back script failed, so the dumps were loaded in its undo,
+    // after its 4.2.3 container was removed and before the old containers started.
+    let in_undo = |text: &str| -> Vec<String> {
+        r["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["step"].as_str().unwrap_or("").starts_with("undo #"))
+            .map(|a| {
+                format!(
+                    "{} {}",
+                    a["host"].as_str().unwrap(),
+                    a["description"].as_str().unwrap()
+                )
+            })
+            .filter(|d| d.contains(text))
+            .collect()
+    };
+    assert_eq!(
+        r["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["op"] == "mysql_load"
+                && a["step"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("oms1: the guide's rollback"))
+            .count(),
+        3,
+        "rm, cm and cm_hb loaded from their dumps"
+    );
+    let plan: Vec<String> = in_undo("");
+    let at = |text: &str| {
+        plan.iter()
+            .position(|l| l.contains(text))
+            .unwrap_or_else(|| panic!("no {text} in {plan:#?}"))
+    };
+    assert!(
+        at("oms1 docker rm -f oms-4.2.3-CE-10.0.3.11-8089")
+            < at("DROP DATABASE IF EXISTS `rm_410`")
+    );
+    assert!(at("DROP DATABASE IF EXISTS `cm_hb_410`") < at("oms1 docker start oms"));
+    assert!(r["logs"].as_array().unwrap().iter().any(|l| l["message"]
+        .as_str()
+        .unwrap()
+        .contains("restoring the metadata databases from the dumps instead")));
+}
+
+#[test]
+fn kill_9_between_the_two_nodes_from_4_1_0_then_resume_completes() {
+    let lab = OmsLab::at("4.1.0-CE", true);
+    let inv = lab.inventory();
+    let run_id = kill_9_at(
+        &lab.p,
+        "oms",
+        &inv,
+        &lab.params(),
+        ("node oms2: 4.1.0-CE -> 4.2.3", ""),
+    );
+    resume_skipping(
+        &lab.p,
+        &run_id,
+        &[
+            "precheck",
+            "back up the metadata",
+            "node oms1: 4.1.0-CE -> 4.2.3",
+        ],
+    );
+    for (i, n) in NODES.iter().enumerate() {
+        assert!(lab.running(&lab.deployed(i, n)), "{n}");
+    }
+    assert_eq!(lab.versions(), ["4.1.0-CE", "4.2.3-CE"]);
+    assert!(lab.ha().contains("\"enable\": true"), "{}", lab.ha());
 }

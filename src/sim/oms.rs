@@ -485,7 +485,7 @@ impl OmsModel {
                 vs.push(version.clone());
             }
         });
-        out.push_str("[docker_init] [Completed] All initialization steps are executed.\n");
+        out.push_str(&format!("[docker_init] {COMPLETED}\n"));
         output(0, &out, "")
     }
 

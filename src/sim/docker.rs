@@ -1,6 +1,6 @@
 //! A simulated docker engine per host: images, containers, mounts and logs, answering as the CLI does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -238,12 +238,13 @@ impl SimDocker {
         }
     }
 
-    /// Answers one operation as the docker CLI would. `files` is the host's file tree (image tars
-    /// are files listing the images they hold, one per line).
+    /// Answers one operation as the docker CLI would. `files` and `dirs` are the host's file tree
+    /// (image tars are files listing the images they hold, one per line).
     pub(crate) fn apply(
         &mut self,
         op: &DockerOp,
         files: &mut BTreeMap<String, Vec<u8>>,
+        dirs: &BTreeSet<String>,
     ) -> ExecOutput {
         if !self.daemon {
             return out(
@@ -435,7 +436,12 @@ impl SimDocker {
                 // A file under a bind mount is the host's file; what the image holds is its
                 // product model's to answer.
                 let (src, dest) = (self.host_path(from), self.host_path(to));
-                if let (Some(src), Some(dest)) = (src, dest) {
+                if let (Some(src), Some(mut dest)) = (src, dest) {
+                    // Into a directory: under the source's own name, as `docker cp` does.
+                    if dirs.contains(&dest) {
+                        let name = src.rsplit('/').next().unwrap_or(&src);
+                        dest = format!("{dest}/{name}");
+                    }
                     match files.get(&src).cloned() {
                         Some(body) => {
                             files.insert(dest, body);

@@ -1413,7 +1413,7 @@ impl World {
                     Outcome::Backup(BackupInfo::from_manifest(host, &m, false))
                 }
                 Action::Docker { call, .. } => {
-                    let mut out = h.docker.apply(call, &mut h.files);
+                    let mut out = h.docker.apply(call, &mut h.files, &h.dirs);
                     let by_model = if out.code == Some(0) {
                         models
                             .iter_mut()

@@ -677,7 +677,7 @@ impl OmsModel {
         let name = spec.name.clone();
         let o = state
             .docker
-            .apply(&DockerOp::Run { spec }, &mut state.files);
+            .apply(&DockerOp::Run { spec }, &mut state.files, &state.dirs);
         if o.code != Some(0) {
             return Err(format!("docker run of {image} failed"));
         }

@@ -524,7 +524,7 @@ address = "10.0.0.9"
 
 [hosts.oms1]
 files = { "/data/oms/config.yaml" = "nginx_server_port: 8089\n" }
-dirs = ["/data/oms/oms_logs", "/tmp"]
+dirs = ["/data/oms/oms_logs", "/tmp", "/backup"]
 
 [hosts.oms1.docker]
 images = ["oms:4.2.3"]
@@ -541,6 +541,8 @@ let h = cluster().host("oms1");
 let d = docker::on(h);
 // A file under a bind mount is the host's file; a path in the image has nothing to copy.
 d.cp("oms:/home/admin/conf/config.yaml", "/tmp/config.yaml");
+// Into a directory: under the file's own name.
+d.cp("oms:/home/admin/conf/config.yaml", "/backup");
 let missing = "";
 try { d.cp("oms:/home/admin/logs/none.log", "/tmp/none.log"); } catch (e) { missing = `${e}`; }
 // A one-shot container (`running: false`) is not waited on; `rm -f` of one that is gone is
@@ -550,12 +552,13 @@ d.rm("tool", #{ force: true });
 d.rm("tool", #{ force: true });
 let refused = "";
 try { d.rm("tool"); } catch (e) { refused = e.reason; }
-#{ copied: h.read_file("/tmp/config.yaml"), missing: missing, refused: refused }
+#{ copied: h.read_file("/tmp/config.yaml"), into_dir: h.read_file("/backup/config.yaml"), missing: missing, refused: refused }
 "#,
     );
     ok(&report);
     let r = &report.result;
     assert_eq!(r["copied"], "nginx_server_port: 8089\n");
+    assert_eq!(r["into_dir"], "nginx_server_port: 8089\n");
     assert!(
         r["missing"]
             .as_str()

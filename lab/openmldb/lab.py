@@ -5,11 +5,13 @@
 #   lab.py start SPEC.json          start every component with its bin/start.sh (tablets first)
 #   lab.py stop SPEC.json           stop them, and remove ZooKeeper's data
 #   lab.py state ZK_CLUSTER ROOT    print the cluster metadata (JSON)
-#   lab.py knob ZK_CLUSTER ROOT NAME JSON   set a failure knob (fail_start, ops_error, ops_crash)
+#   lab.py knob ZK_CLUSTER ROOT NAME JSON   set a failure knob (README: Knobs)
+#   lab.py write ZK_CLUSTER ROOT DB.TABLE N  writes reach a table: its Rows grow by N
 #
 # SPEC: {"zk_cluster", "zk_root_path", "from", "to", "release", "spark_release",
 #        "auto_failover", "tables": [{"db", "name", "partitions", "replicas"}],
-#        "components": [{"name", "role", "root", "endpoint", "spark_home"?}], "knobs"?}
+#        "components": [{"name", "role", "root", "endpoint", "spark_home"?, "mon"?,
+#                        "properties"? (extra taskmanager.properties lines)}], "knobs"?}
 # Tables are placed as the simulation's openmldb model places them: partition p of table i is
 # led by tablet (i + p) mod n, its followers are the next tablets in inventory order.
 import sys
@@ -43,6 +45,7 @@ def lay_bin(root, version):
     src = open(os.path.join(HERE, "openmldb.py")).read().replace("@VERSION@", banner(version))
     write(os.path.join(root, "bin/openmldb"), src, 0o755)
     shutil.copy(os.path.join(HERE, "start.sh"), os.path.join(root, "bin/start.sh"))
+    write(os.path.join(root, "bin/mon"), open(os.path.join(HERE, "mon.py")).read(), 0o755)
     write(os.path.join(root, "tools/openmldb_ops.py"), open(os.path.join(HERE, "openmldb_ops.py")).read(), 0o755)
 
 
@@ -72,8 +75,9 @@ def install(spec):
             host, port = c["endpoint"].rsplit(":", 1)
             write(os.path.join(root, "conf/taskmanager.properties"),
                   "server.host=%s\nserver.port=%s\nzookeeper.cluster=%s\nzookeeper.root_path=%s\n"
-                  "spark.home=%s\njob.log.path=./logs\n"
-                  % (host, port, spec["zk_cluster"], spec["zk_root_path"], c["spark_home"]))
+                  "spark.home=%s\njob.log.path=./logs\n%s"
+                  % (host, port, spec["zk_cluster"], spec["zk_root_path"], c["spark_home"],
+                     "".join("%s=%s\n" % kv for kv in sorted(c.get("properties", {}).items()))))
             lay_taskmanager_dir(root, spec["from"])
             lay_spark(c["spark_home"], spec["from"])
         else:
@@ -113,8 +117,10 @@ def ctl(spec, op):
     if op == "stop":
         comps.reverse()
     for c in comps:
-        out = subprocess.run(["bash", os.path.join(c["root"], "bin/start.sh"), op, c["role"]],
-                             capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        argv = ["bash", os.path.join(c["root"], "bin/start.sh"), op, c["role"]]
+        if op == "start" and c.get("mon"):
+            argv.append("mon")
+        out = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         token = "Start %s success" % c["role"] if op == "start" else "Stop"
         if op == "start" and token not in out.stdout:
             sys.exit("lab.py: %s did not start:\n%s" % (c["name"], out.stdout + out.stderr))
@@ -132,6 +138,13 @@ def main(argv):
             ctl(spec, argv[0])
     elif len(argv) == 3 and argv[0] == "state":
         print(json.dumps(ob.ZkStore(argv[1], argv[2]).read(), indent=1, sort_keys=True))
+    elif len(argv) == 5 and argv[0] == "write":
+        # Writes reach a table: its Rows grow by N (what a client's inserts would do).
+        def grow(st):
+            for t in st["tables"]:
+                if "%s.%s" % (t["db"], t["name"]) == argv[3]:
+                    t["rows"] = t.get("rows", 0) + int(argv[4])
+        ob.ZkStore(argv[1], argv[2]).update(grow)
     elif len(argv) == 5 and argv[0] == "knob":
         value = json.loads(argv[4])
         def put(st):

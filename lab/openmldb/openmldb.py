@@ -5,6 +5,8 @@
 #   bin/openmldb --flagfile=./conf/<c>.flags ...              a server (tablet, nameserver, apiserver)
 #   bin/openmldb --role=taskmanager --conf=... --taskmanager_root=...   the TaskManager stand-in
 #   bin/openmldb --role=ns_client --zk_cluster=.. --zk_root_path=.. --interactive=false --cmd="..."
+#   bin/openmldb --role=sql_client --zk_cluster=.. --zk_root_path=.. --cmd="show table status like '%';"
+#   bin/openmldb --role=client --endpoint=TABLET --cmd="gettablestatus"
 #
 # lab/openmldb/README.md lists the behaviours it models. The cluster metadata that ZooKeeper holds
 # for the real product lives in a directory per `--zk_cluster` and `--zk_root_path` (ZkStore);
@@ -29,6 +31,9 @@ ZK_BASE = "/tmp/capstan-openmldb-zk"
 # the data takes to move; the double keeps them short so tests stay fast).
 OP_INITED_S = 0.1
 OP_DOING_S = 0.4
+
+# How long a server takes to exit after SIGTERM (closing its port first).
+EXIT_DELAY_S = 1.0
 
 
 def short_version(banner=BANNER):
@@ -130,22 +135,43 @@ def change_leader(st, table, part, to_ep):
     new_op(st, "kChangeLeaderOP", table, part["pid"])
 
 
+def replica_state(st, r):
+    """The partition's state on its tablet (`gettablestatus`), or None when the tablet does not
+    hold it: the tablet is down, or restarted without loading it (auto_failover off)."""
+    if not node_alive(st, r["ep"]):
+        return None
+    if not r["alive"] and "state" not in r:
+        return None
+    return r.get("state", "kTableNormal")
+
+
 def table_status(st, t):
-    """(Partition_unalive, Warnings) of a table as SHOW TABLE STATUS reports them."""
+    """(Partition_unalive, Warnings) of a table as SHOW TABLE STATUS reports them. A warning is
+    `[pid=N][leader|follower][ENDPOINT]: MESSAGE`; several are joined by newlines, as the real
+    server joins them (PRODUCTS.md §1.3, docs/en/openmldb_sql/ddl/SHOW_TABLE_STATUS.md)."""
     unalive = 0
     warnings = []
     for part in t["partitions"]:
-        unalive += sum(1 for r in part["replicas"] if not replica_alive(st, r))
         lead = leader_of(part)
-        if lead is None or not replica_alive(st, lead):
-            w = "pid %d: not connected to leader" % part["pid"]
-            if w not in warnings:
-                warnings.append(w)
+        lead_ok = lead is not None and replica_alive(st, lead)
+        for r in part["replicas"]:
+            role = "leader" if r["leader"] else "follower"
+            tag = "[pid=%d][%s][%s]: " % (part["pid"], role, r["ep"])
+            if not replica_alive(st, r):
+                unalive += 1
+            state = replica_state(st, r)
+            if state is None:
+                warnings.append(tag + "state is kNotFound")
+            elif state != "kTableNormal":
+                warnings.append(tag + "state is %s" % state)
+            elif not r["leader"] and (not lead_ok or not r["alive"]):
+                warnings.append(tag + "not connected to leader")
         if len(part["replicas"]) != t["replicanum"]:
-            w = "pid %d: real replica number %d does not match the configured replicanum %d" % (
-                part["pid"], len(part["replicas"]), t["replicanum"])
-            warnings.append(w)
-    return unalive, "; ".join(warnings)
+            ep = lead["ep"] if lead else "-"
+            warnings.append("[pid=%d][leader][%s]: real replica number %d does not match the "
+                            "configured replicanum %d" % (part["pid"], ep, len(part["replicas"]),
+                                                          t["replicanum"]))
+    return unalive, "\n".join(warnings)
 
 
 def tablet_down(st, ep):
@@ -157,6 +183,9 @@ def tablet_down(st, ep):
             if not mine:
                 continue
             mine[0]["alive"] = False
+            # The tablet's in-memory state goes with it: a restart loads the partition afresh.
+            mine[0].pop("state", None)
+            mine[0].pop("stuck", None)
             if mine[0]["leader"] and st["auto_failover"]:
                 for r in part["replicas"]:
                     if r["ep"] != ep and replica_alive(st, r):
@@ -164,17 +193,31 @@ def tablet_down(st, ep):
                         break
 
 
-def tablet_up(st, ep):
+def tablet_up(st, ep, version=None):
     """A tablet comes back: with auto_failover on the nameserver recovers its replicas; with it
-    off they stay offline (the tablet holds no data for them) until `recoverdata`."""
-    if not st["auto_failover"]:
-        return
-    for t in st["tables"]:
-        for part in t["partitions"]:
-            for r in part["replicas"]:
-                if r["ep"] == ep and not r["alive"]:
-                    r["alive"] = True
-                    new_op(st, "kRecoverTableOP", t, part["pid"])
+    off they stay offline (the tablet holds no data for them) until `recoverdata`. Knob `stuck`
+    keeps one partition of this tablet from coming back (`unalive`) or leaves it unloaded
+    (`kTableUndefined`) when the given version starts."""
+    if st["auto_failover"]:
+        for t in st["tables"]:
+            for part in t["partitions"]:
+                for r in part["replicas"]:
+                    if r["ep"] == ep and not r["alive"]:
+                        r["alive"] = True
+                        new_op(st, "kRecoverTableOP", t, part["pid"])
+    knob = st.get("knobs", {}).get("stuck", {}).get(ep)
+    if knob and version == knob.get("version"):
+        for t in st["tables"]:
+            if "%s.%s" % (t["db"], t["name"]) != knob["table"]:
+                continue
+            for r in t["partitions"][knob["pid"]]["replicas"]:
+                if r["ep"] == ep:
+                    r["stuck"] = True
+                    if knob.get("state", "unalive") == "unalive":
+                        r["alive"] = False
+                        r.pop("state", None)
+                    else:
+                        r["state"] = knob["state"]
 
 
 def table_rows(rows):
@@ -256,7 +299,7 @@ def serve(role, ep, zk, version):
         st["nodes"][ep] = {"role": role, "version": short_version(version), "pid": os.getpid(),
                            "started": time.time()}
         if role == "tablet":
-            tablet_up(st, ep)
+            tablet_up(st, ep, short_version(version))
 
     zk.update(register)
     print("I %s %s started on %s" % (role, version, ep), flush=True)
@@ -268,10 +311,22 @@ def serve(role, ep, zk, version):
                     tablet_down(st, ep)
                 del st["nodes"][ep]
         zk.update(leave)
-        print("I %s on %s stopped" % (role, ep), flush=True)
+        print("I %s on %s stopping" % (role, ep), flush=True)
+        # A real server flushes before it exits, still holding its port: the process outlives
+        # the SIGTERM by a moment. start.sh's stop waits 3 s; in mon mode it does not wait for
+        # the component at all (PRODUCTS.md §1.2), so a caller must.
+        time.sleep(EXIT_DELAY_S)
         os._exit(0)
 
     signal.signal(signal.SIGTERM, stop)
+    # Knob `die_after`: this version serves (start.sh sees /status answer and prints success),
+    # then the process dies a few seconds later without deregistering, as a crash does.
+    die = knobs.get("die_after", {}).get(ep)
+    if die and die.get("version") == short_version(version):
+        def crash():
+            print("F%s %s: crashed (knob die_after)" % (time.strftime("%m%d %H:%M:%S"), role), flush=True)
+            os._exit(134)
+        threading.Timer(float(die.get("seconds", 3)), crash).start()
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     while True:
         time.sleep(3600)
@@ -294,44 +349,188 @@ def taskmanager(opts):
           "openmldb version " + version)
 
 
-# --- ns_client ---------------------------------------------------------------------------------
+# --- the clients --------------------------------------------------------------------------------
 
-def ns_client(opts):
-    zk = ZkStore(opts.get("zk_cluster"), opts.get("zk_root_path"))
-    if not zk.exists():
-        print("zk client init failed: no ZooKeeper at %s" % opts.get("zk_cluster"), file=sys.stderr)
+# The databases the real tools add to `showdb`'s list: they hold system tables.
+INTERNAL_DBS = ["__INTERNAL_DB", "__PRE_AGG_DB", "INFORMATION_SCHEMA"]
+
+
+def store_of_endpoint(ep):
+    """The store a `--endpoint=NS` client reaches: the cluster whose live nameserver is EP."""
+    if not os.path.isdir(ZK_BASE):
+        return None
+    for d in sorted(os.listdir(ZK_BASE)):
+        zk = ZkStore.__new__(ZkStore)
+        zk.dir = os.path.join(ZK_BASE, d)
+        zk.path = os.path.join(zk.dir, "state.json")
+        if zk.exists():
+            st = zk.read()
+            n = st["nodes"].get(ep)
+            if n and n["role"] == "nameserver" and node_alive(st, ep):
+                return zk
+    return None
+
+
+def connect_ns(opts):
+    """The store a client with `--zk_cluster` + `--zk_root_path` or `--endpoint` reaches, or an
+    error text (the real client prints it and gets nowhere)."""
+    if opts.get("zk_cluster"):
+        zk = ZkStore(opts.get("zk_cluster"), opts.get("zk_root_path"))
+        if not zk.exists():
+            return None, "zk client init failed: no ZooKeeper at %s" % opts.get("zk_cluster")
+        if ns_leader(zk.read()) is None:
+            return None, "fail to get nameserver leader from %s" % opts.get("zk_cluster")
+        return zk, None
+    zk = store_of_endpoint(opts.get("endpoint", ""))
+    if zk is None:
+        return None, "fail to connect nameserver %s" % opts.get("endpoint", "")
+    return zk, None
+
+
+def text_table(header, rows):
+    """The SQL client's result table (hybridse TextTable): a rule of dash groups, the header, a
+    rule, the rows, a rule; every cell left-aligned in a column one wider than its widest entry.
+    A cell holding newlines is printed as it is: its later lines start at the line's beginning
+    (so a multi-line Warnings cell spreads over several lines)."""
+    widths = []
+    for i, h in enumerate(header):
+        cells = [h] + [str(r[i]).split("\n")[0] for r in rows]
+        widths.append(max(len(c) for c in cells) + 2)
+    rule = " " + " ".join("-" * w for w in widths)
+    def line(cells):
+        return " " + " ".join((" " + str(c)).ljust(w) for c, w in zip(cells, widths))
+    out = [rule, line(header), rule]
+    for r in rows:
+        out.append(line(r))
+    out.append(rule)
+    return "\n".join(out)
+
+
+def table_status_rows(st, pattern):
+    """SHOW TABLE STATUS LIKE pattern: every table whose database matches (`%` is any run,
+    `_` any character), with its real columns (Warnings may hold several lines)."""
+    import fnmatch
+    glob = pattern.replace("*", "[*]").replace("?", "[?]").replace("%", "*").replace("_", "?")
+    rows = []
+    for t in st["tables"]:
+        if not fnmatch.fnmatchcase(t["db"], glob):
+            continue
+        unalive, warnings = table_status(st, t)
+        rows.append([t["tid"], t["name"], t["db"], t.get("storage", "memory"), t.get("rows", 0),
+                     t.get("rows", 0) * 100, 0, len(t["partitions"]), unalive, t["replicanum"],
+                     "NULL", "NULL", "NULL", warnings])
+    return rows
+
+
+STATUS_HEADER = ["Table_id", "Table_name", "Database_name", "Storage_type", "Rows",
+                 "Memory_data_size", "Disk_data_size", "Partition", "Partition_unalive", "Replica",
+                 "Offline_path", "Offline_format", "Offline_symbolic_paths", "Warnings"]
+
+
+def sql_client(opts):
+    """`--role=sql_client --cmd="SQL;"`: only `show table status [like 'P'];` is modelled."""
+    zk, err = connect_ns(opts)
+    if err:
+        print(err, file=sys.stderr)
+        return 1
+    sql = (opts.get("cmd") or "").strip()
+    m = re.match(r"(?is)^show\s+table\s+status(?:\s+like\s+'([^']*)')?\s*;?\s*$", sql)
+    if not m:
+        print("Error: [2000] Syntax error or unsupported statement: %s" % sql)
+        return 0
+    st = zk.read()
+    print(text_table(STATUS_HEADER, table_status_rows(st, m.group(1) or "%")))
+    return 0
+
+
+def tablet_client(opts):
+    """`--role=client --endpoint=TABLET --cmd="gettablestatus [tid pid]"`: the partitions the
+    tablet holds, from the tablet itself (display.h's columns)."""
+    ep = opts.get("endpoint", "")
+    cmd = (opts.get("cmd") or "").split()
+    zk = None
+    for d in (sorted(os.listdir(ZK_BASE)) if os.path.isdir(ZK_BASE) else []):
+        cand = ZkStore.__new__(ZkStore)
+        cand.dir = os.path.join(ZK_BASE, d)
+        cand.path = os.path.join(cand.dir, "state.json")
+        if cand.exists() and node_alive(cand.read(), ep):
+            zk = cand
+            break
+    if zk is None:
+        print("Fail to get table status. error msg: connect to %s failed" % ep)
+        return 0
+    if not cmd or cmd[0] != "gettablestatus":
+        print("unsupported cmd %s" % opts.get("cmd"), file=sys.stderr)
         return 1
     st = zk.read()
-    if ns_leader(st) is None:
-        print("fail to get nameserver leader from %s" % opts.get("zk_cluster"), file=sys.stderr)
+    rows = []
+    for t in st["tables"]:
+        for part in t["partitions"]:
+            if len(cmd) == 3 and (str(t["tid"]) != cmd[1] or str(part["pid"]) != cmd[2]):
+                continue
+            for r in part["replicas"]:
+                state = replica_state(st, r) if r["ep"] == ep else None
+                if state is None:
+                    continue
+                rows.append([t["tid"], part["pid"], t.get("rows", 0),
+                             "kTableLeader" if r["leader"] else "kTableFollower", state, "true",
+                             "0min", "0s", t.get("rows", 0) * 100, "kNoCompress", 1, "kMemory"])
+    print(ns_table(["tid", "pid", "offset", "mode", "state", "enable_expire", "ttl", "ttl_offset",
+                    "memused", "compress_type", "skiplist_height", "storage_mode"], rows))
+    return 0
+
+
+def age(n):
+    s = max(0, int(time.time() - n["started"]))
+    return "%dh%dm" % (s // 3600, s // 60 % 60) if s >= 3600 else "%dm%ds" % (s // 60, s % 60)
+
+
+def ns_client(opts):
+    zk, err = connect_ns(opts)
+    if err:
+        print(err, file=sys.stderr)
         return 1
+    st = zk.read()
     cmd = (opts.get("cmd") or "").split()
+    db = opts.get("database", "")
     if cmd == ["confget", "auto_failover"]:
         print(ns_table(["key", "value"], [["auto_failover", str(st["auto_failover"]).lower()]]))
-    elif cmd[:2] == ["confset", "auto_failover"] and len(cmd) == 3 and cmd[2] in ("true", "false"):
+    elif cmd[:2] == ["confset", "auto_failover"]:
+        if len(cmd) != 3 or cmd[2] not in ("true", "false"):
+            print("failed to set auto_failover. error msg: invalid value %s" % " ".join(cmd[2:]))
+            return 0
         def put(s):
             s["auto_failover"] = cmd[2] == "true"
         zk.update(put)
         print("set auto_failover ok")
     elif cmd == ["showns"]:
         lead = ns_leader(st)
-        rows = [[ep, "leader" if ep == lead else "standby"]
+        rows = [[ep, "-", "leader" if ep == lead else "standby"]
                 for ep, n in sorted(st["nodes"].items()) if n["role"] == "nameserver" and node_alive(st, ep)]
-        print(ns_table(["endpoint", "role"], rows))
+        print(ns_table(["endpoint", "real_endpoint", "role"], rows))
     elif cmd == ["showtablet"]:
-        rows = [[ep, "kHealthy" if node_alive(st, ep) else "kOffline"] for ep in st["tablets"]]
-        print(ns_table(["endpoint", "state"], rows))
+        rows = []
+        for ep in st["tablets"]:
+            n = st["nodes"].get(ep)
+            up = node_alive(st, ep)
+            rows.append([ep, "-", "kHealthy" if up else "kOffline", age(n) if up else "-"])
+        print(ns_table(["endpoint", "real_endpoint", "state", "age"], rows))
+    elif cmd == ["showdb"]:
+        dbs = sorted({t["db"] for t in st["tables"]})
+        print(ns_table(["#", "name"], [[i + 1, d] for i, d in enumerate(dbs)]))
     elif cmd and cmd[0] == "showtable":
         rows = []
         for t in st["tables"]:
-            if len(cmd) > 1 and t["name"] != cmd[1]:
+            if t["db"] != db or (len(cmd) > 1 and t["name"] != cmd[1]):
                 continue
             for part in t["partitions"]:
                 for r in part["replicas"]:
                     rows.append([t["name"], t["tid"], part["pid"], r["ep"],
                                  "leader" if r["leader"] else "follower",
-                                 "yes" if replica_alive(st, r) else "no"])
-        print(ns_table(["name", "tid", "pid", "endpoint", "role", "is_alive"], rows))
+                                 "yes" if replica_alive(st, r) else "no", t.get("rows", 0),
+                                 t.get("rows", 0), "%.3f" % (t.get("rows", 0) / 10.0), "0.000"])
+        print(ns_table(["name", "tid", "pid", "endpoint", "role", "is_alive", "offset",
+                        "record_cnt", "memused", "diskused"], rows))
     else:
         print("unsupported cmd %s" % opts.get("cmd"), file=sys.stderr)
         return 1
@@ -359,6 +558,10 @@ def main(argv):
         taskmanager(opts)
     if opts.get("role") == "ns_client":
         return ns_client(opts)
+    if opts.get("role") == "sql_client":
+        return sql_client(opts)
+    if opts.get("role") == "client":
+        return tablet_client(opts)
     print("usage: openmldb --version | --flagfile=FILE | --role=ns_client --cmd=...", file=sys.stderr)
     return 2
 

@@ -4,7 +4,10 @@
 # Like the real one it logs to stderr as `LEVEL: message`, and exits 0 on every error it
 # handles: callers must read the `ERROR:` lines. Only an uncaught exception exits non-zero (e.g.
 # pre-upgrade without --endpoints). Every manage command turns auto_failover off for its run and
-# back on at the end; a crash in between leaves it off. post-upgrade deletes the whole statfile.
+# back on at the end; a crash in between leaves it off. post-upgrade deletes the whole statfile,
+# but only when it completes: a failure returns first and keeps it, and a missing statfile is an
+# uncaught exception (exit 1, auto_failover left off). With several --endpoints only the first is
+# used. showtablestatus drops every table whose Warnings hold text (see show_tablestatus).
 # It reads the cluster through the openmldb binary given by --openmldb_bin_path (the double's
 # binary is also its library). See lab/openmldb/README.md.
 import sys
@@ -58,45 +61,43 @@ def ns_cmd(o, cmd):
              % (o.openmldb_bin_path, o.zk_cluster, o.zk_root_path, cmd))
 
 
-def pre_upgrade(ob, o, st):
-    eps = o.endpoints.split(",")  # crashes on None, as the real tool does
+def pre_upgrade(ob, o, st, ep):
     lines = []
-    for ep in eps:
-        log.info("start to pre-upgrade endpoint %s" % ep)
-        for t in st["tables"]:
-            for part in t["partitions"]:
-                lead = ob.leader_of(part)
-                if lead is None or lead["ep"] != ep:
+    log.info("start to pre-upgrade endpoint %s" % ep)
+    for t in st["tables"]:
+        for part in t["partitions"]:
+            lead = ob.leader_of(part)
+            if lead is None or lead["ep"] != ep:
+                continue
+            if len(part["replicas"]) > 1:
+                to = [r for r in part["replicas"] if r["ep"] != ep and ob.replica_alive(st, r)]
+                if not to:
+                    log.error("no alive follower for table %s in %s pid %d" % (t["name"], t["db"], part["pid"]))
                     continue
-                if len(part["replicas"]) > 1:
-                    to = [r for r in part["replicas"] if r["ep"] != ep and ob.replica_alive(st, r)]
-                    if not to:
-                        log.error("no alive follower for table %s in %s pid %d" % (t["name"], t["db"], part["pid"]))
-                        continue
-                    ns_cmd(o, "changeleader %s %d auto" % (t["name"], part["pid"]))
-                    ob.change_leader(st, t, part, to[0]["ep"])
-                    ns_cmd(o, "recovertable %s %d %s" % (t["name"], part["pid"], ep))
-                    ob.new_op(st, "kRecoverTableOP", t, part["pid"])
-                    lines.append("%s,%s,%s,%d,%d," % (ep, t["db"], t["name"], t["tid"], part["pid"]))
-                elif o.allow_single_replica:
-                    log.info("table %s in %s pid %d has a single replica, skipped" % (t["name"], t["db"], part["pid"]))
-                else:
-                    load = {e: 0 for e in st["tablets"] if e != ep and ob.node_alive(st, e)}
-                    for tt in st["tables"]:
-                        for pp in tt["partitions"]:
-                            for r in pp["replicas"]:
-                                if r["ep"] in load:
-                                    load[r["ep"]] += 1
-                    if not load:
-                        log.error("no other alive tablet to add a replica of %s in %s" % (t["name"], t["db"]))
-                        continue
-                    new_ep = min(load, key=lambda e: (load[e], st["tablets"].index(e)))
-                    ns_cmd(o, "addreplica %s %d %s" % (t["name"], part["pid"], new_ep))
-                    part["replicas"].append({"ep": new_ep, "leader": False, "alive": True})
-                    ob.new_op(st, "kAddReplicaOP", t, part["pid"])
-                    ns_cmd(o, "changeleader %s %d %s" % (t["name"], part["pid"], new_ep))
-                    ob.change_leader(st, t, part, new_ep)
-                    lines.append("%s,%s,%s,%d,%d,%s" % (ep, t["db"], t["name"], t["tid"], part["pid"], new_ep))
+                ns_cmd(o, "changeleader %s %d auto" % (t["name"], part["pid"]))
+                ob.change_leader(st, t, part, to[0]["ep"])
+                ns_cmd(o, "recovertable %s %d %s" % (t["name"], part["pid"], ep))
+                ob.new_op(st, "kRecoverTableOP", t, part["pid"])
+                lines.append("%s,%s,%s,%d,%d," % (ep, t["db"], t["name"], t["tid"], part["pid"]))
+            elif o.allow_single_replica:
+                log.info("table %s in %s pid %d has a single replica, skipped" % (t["name"], t["db"], part["pid"]))
+            else:
+                load = {e: 0 for e in st["tablets"] if e != ep and ob.node_alive(st, e)}
+                for tt in st["tables"]:
+                    for pp in tt["partitions"]:
+                        for r in pp["replicas"]:
+                            if r["ep"] in load:
+                                load[r["ep"]] += 1
+                if not load:
+                    log.error("no other alive tablet to add a replica of %s in %s" % (t["name"], t["db"]))
+                    continue
+                new_ep = min(load, key=lambda e: (load[e], st["tablets"].index(e)))
+                ns_cmd(o, "addreplica %s %d %s" % (t["name"], part["pid"], new_ep))
+                part["replicas"].append({"ep": new_ep, "leader": False, "alive": True})
+                ob.new_op(st, "kAddReplicaOP", t, part["pid"])
+                ns_cmd(o, "changeleader %s %d %s" % (t["name"], part["pid"], new_ep))
+                ob.change_leader(st, t, part, new_ep)
+                lines.append("%s,%s,%s,%d,%d,%s" % (ep, t["db"], t["name"], t["tid"], part["pid"], new_ep))
     with open(o.statfile, "a") as f:
         for line in lines:
             f.write(line + "\n")
@@ -118,29 +119,44 @@ def wait_ops(ob, zk):
         time.sleep(WAIT_EVERY_S)
 
 
-def post_upgrade(ob, o, st, eps):
-    if not os.path.exists(o.statfile):
-        log.error("stat file %s does not exist, run pre-upgrade first" % o.statfile)
-        return
+def post_upgrade(ob, o, st, ep):
+    """As the real tool: the statfile is opened without a check (missing: an uncaught
+    FileNotFoundError, exit 1, auto_failover left off); the first failure returns at once and
+    leaves the statfile in place; only a complete run removes it."""
     with open(o.statfile) as f:
         lines = [l.strip().split(",") for l in f if l.strip()]
-    for ep in eps:
-        log.info("start to post-upgrade endpoint %s" % ep)
-        for (lep, db, name, tid, pid, new_ep) in lines:
-            if lep != ep:
-                continue
-            t = next(x for x in st["tables"] if x["db"] == db and x["name"] == name)
-            part = t["partitions"][int(pid)]
-            me = [r for r in part["replicas"] if r["ep"] == ep]
-            if not me or not ob.replica_alive(st, me[0]):
-                log.error("changeleader failed: the replica of %s in %s pid %s on %s is not alive" % (name, db, pid, ep))
-                continue
-            ns_cmd(o, "changeleader %s %s %s" % (name, pid, ep))
-            ob.change_leader(st, t, part, ep)
-            if new_ep:
-                ns_cmd(o, "delreplica %s %s %s" % (name, pid, new_ep))
-                part["replicas"] = [r for r in part["replicas"] if r["ep"] != new_ep]
-                ob.new_op(st, "kDelReplicaOP", t, part["pid"])
+    log.info("start to post-upgrade %s" % ep)
+    knob = st.get("knobs", {}).get("post_upgrade_error")
+    for (lep, db, name, tid, pid, new_ep) in lines:
+        if lep != ep:
+            continue
+        t = next(x for x in st["tables"] if x["db"] == db and x["name"] == name)
+        part = t["partitions"][int(pid)]
+        me = [r for r in part["replicas"] if r["ep"] == ep]
+        if knob and knob.get("times", 0) > 0:
+            knob["times"] -= 1
+            if knob.get("level") == "warning":
+                # The failure the real tool reports at WARNING only: no ERROR line, exit 0.
+                log.warning("cannot find leader endpoint for %s %s" % (name, pid))
+                return
+            me = []
+        if not me or ob.replica_state(st, me[0]) is None:
+            log.error("get empty table status for partition %s_%s from %s" % (tid, pid, ep))
+            return
+        if me[0]["leader"]:
+            log.warning("%s %s %s in %s is already leader" % (db, name, pid, ep))
+            continue
+        lead = ob.leader_of(part)
+        if new_ep == "" and (lead is None or not ob.replica_alive(st, lead)):
+            # The real tool logs this one at WARNING and gives up: no ERROR line at all.
+            log.warning("cannot find leader endpoint for %s %s" % (name, pid))
+            return
+        ns_cmd(o, "changeleader %s %s %s" % (name, pid, ep))
+        ob.change_leader(st, t, part, ep)
+        if new_ep:
+            ns_cmd(o, "delreplica %s %s %s" % (name, pid, new_ep))
+            part["replicas"] = [r for r in part["replicas"] if r["ep"] != new_ep]
+            ob.new_op(st, "kDelReplicaOP", t, part["pid"])
     os.remove(o.statfile)
     log.info("post-upgrade done, %s removed" % o.statfile)
 
@@ -152,6 +168,10 @@ def recoverdata(ob, o, st):
             continue
         for part in t["partitions"]:
             for r in part["replicas"]:
+                if r.get("stuck"):
+                    log.error("recover table partition failed. db %s name %s pid %d endpoint %s"
+                              % (t["db"], t["name"], part["pid"], r["ep"]))
+                    continue
                 if not r["alive"] and ob.node_alive(st, r["ep"]):
                     ns_cmd(o, "recovertable %s %d %s" % (t["name"], part["pid"], r["ep"]))
                     r["alive"] = True
@@ -186,19 +206,26 @@ def show_opstatus(ob, o, st):
 
 
 def show_tablestatus(ob, o, st):
-    import fnmatch
-    pattern = (o.filter or "%").replace("%", "*").replace("_", "?")
-    rows = [["Table_id", "Table_name", "Database_name", "Storage_type", "Rows", "Memory_data_size",
-             "Disk_data_size", "Partition", "Partition_unalive", "Replica", "Offline_path",
-             "Offline_format", "Offline_symbolic_paths", "Warnings"]]
-    for t in st["tables"]:
-        if not fnmatch.fnmatchcase(t["db"], pattern):
+    """The real tool runs `show table status like 'P';` through the SQL client, skips to the
+    first `------` rule, splits every later line on whitespace, and keeps the header and the
+    rows with exactly as many fields as the header (or one fewer: an empty Warnings). A row
+    whose Warnings hold text has more fields, and its continuation lines fewer: both vanish."""
+    text = ob.text_table(ob.STATUS_HEADER, ob.table_status_rows(st, o.filter or "%"))
+    parsed = []
+    started = False
+    for line in text.split("\n"):
+        line = line.lstrip()
+        if line.startswith("------"):
+            started = True
             continue
-        unalive, warnings = ob.table_status(st, t)
-        rows.append([t["tid"], t["name"], t["db"], t.get("storage", "memory"), t.get("rows", 0),
-                     t.get("rows", 0) * 100, 0, len(t["partitions"]), unalive, t["replicanum"],
-                     "NULL", "NULL", "NULL", warnings])
-    print(ob.table_rows(rows))
+        if started and line.split():
+            parsed.append(line.split())
+    if not parsed:
+        return
+    header = parsed[0]
+    rows = [r + [""] if len(r) == len(header) - 1 else r for r in parsed[1:]
+            if len(r) in (len(header), len(header) - 1)]
+    print(ob.table_rows([header] + rows))
 
 
 def main():
@@ -232,16 +259,17 @@ def main():
         raise RuntimeError("knob ops_crash: %s crashed" % o.cmd)
     if knobs.get("ops_error", {}).get("cmd") == o.cmd:
         log.error(knobs["ops_error"].get("message", "%s failed" % o.cmd))
-    elif o.cmd == "pre-upgrade":
-        if not o.endpoints:
-            log.error("must provide --endpoints")
-        zk.update(lambda st: pre_upgrade(ob, o, st))
-    elif o.cmd == "post-upgrade":
-        if not o.endpoints:
-            log.error("must provide --endpoints")
-        eps = o.endpoints.split(",")
-        if wait_ops(ob, zk):
-            zk.update(lambda st: post_upgrade(ob, o, st, eps))
+    elif o.cmd in ("pre-upgrade", "post-upgrade"):
+        if o.endpoints is None:
+            log.warning("must provide --endpoints")
+        eps = o.endpoints.split(",")  # crashes on None, as the real tool does
+        if len(eps) != 1:
+            log.warning("must provide --endpoints with only one endpoint")
+        # Only the first endpoint is acted on, whatever else was given.
+        if o.cmd == "pre-upgrade":
+            zk.update(lambda st: pre_upgrade(ob, o, st, eps[0]))
+        elif wait_ops(ob, zk):
+            zk.update(lambda st: post_upgrade(ob, o, st, eps[0]))
     elif o.cmd == "recoverdata":
         zk.update(lambda st: recoverdata(ob, o, st))
     else:

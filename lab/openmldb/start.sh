@@ -18,6 +18,10 @@ case " $COMPONENTS " in
     exit 1
     ;;
 esac
+DAEMON_MODE=false
+if [ $# -gt 2 ] && [ "$3" = mon ]; then
+    DAEMON_MODE=true
+fi
 cd "$(dirname "$0")/.." || exit 1
 PID_FILE="./bin/$COMPONENT.pid"
 if [ "$COMPONENT" = taskmanager ]; then
@@ -47,16 +51,31 @@ start() {
             return
         fi
     else
-        nohup ./bin/openmldb --flagfile="./conf/$COMPONENT.flags" --enable_status_service=true \
-            >> "$LOG_DIR/$COMPONENT.log" 2>&1 < /dev/null &
-        PID=$!
-        echo "process pid is $PID"
+        if [ "$DAEMON_MODE" = true ]; then
+            # The mon supervisor writes both pid files: bin/<c>.pid is mon's, .child the server's.
+            ./bin/mon "./bin/openmldb --flagfile=./conf/$COMPONENT.flags --enable_status_service=true" \
+                -d -s 2 -l "$LOG_DIR/${COMPONENT}_mon.log" -m "$PID_FILE" -p "$PID_FILE.child"
+            sleep 0.3
+            MON_PID=$(cat "$PID_FILE")
+            PID=$(cat "$PID_FILE.child")
+            echo "mon pid is $MON_PID, process pid is $PID, check $PID status"
+        else
+            nohup ./bin/openmldb --flagfile="./conf/$COMPONENT.flags" --enable_status_service=true \
+                >> "$LOG_DIR/$COMPONENT.log" 2>&1 < /dev/null &
+            PID=$!
+            echo "process pid is $PID"
+        fi
         ENDPOINT=$(sed -n 's/^--endpoint=//p' "conf/$COMPONENT.flags")
         for _ in 1 2 3 4 5 6 7 8 9 10 11; do
+            # As the real script: the status page answering (whoever serves it) and the pid
+            # alive make a success.
             if curl -s "http://$ENDPOINT/status" > /dev/null 2>&1; then
-                echo "$PID" > "$PID_FILE"
-                echo "Start $COMPONENT success"
-                return
+                if kill -0 "$PID" 2>/dev/null; then
+                    [ "$DAEMON_MODE" = true ] || echo "$PID" > "$PID_FILE"
+                    echo "Start $COMPONENT success"
+                    return
+                fi
+                break
             fi
             sleep 0.2
         done
@@ -79,7 +98,18 @@ stop() {
             sleep 0.1
         done
         rm -f "$PID_FILE"
+    fi
+    if [ ! -f "$PID_FILE.child" ]; then
         echo "Stop $COMPONENT success"
+    else
+        # mon mode: the component may outlive its supervisor; it is signalled, not waited for.
+        PID=$(cat "$PID_FILE.child")
+        if kill -0 "$PID" 2>/dev/null; then
+            echo "After mon stopped, component is still alive, kill it"
+            kill "$PID"
+        fi
+        rm -f "$PID_FILE.child"
+        echo "Stop $COMPONENT success(mon mode)"
     fi
 }
 

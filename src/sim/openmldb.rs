@@ -34,7 +34,12 @@ struct Node {
 struct Replica {
     ep: String,
     leader: bool,
+    /// The nameserver's `is_alive` flag.
     alive: bool,
+    /// The partition's state on its tablet when not `kTableNormal` (e.g. `kTableUndefined`).
+    state: Option<String>,
+    /// Held back by the `stuck` setting: `recoverdata` cannot bring it back.
+    stuck: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -66,7 +71,19 @@ struct Op {
 #[derive(Debug, Clone)]
 struct Running {
     pid: Option<u32>,
+    /// The mon supervisor's pid when started in daemon mode (`start.sh start <c> mon`).
+    mon_pid: Option<u32>,
     version: Option<String>,
+}
+
+/// The `stuck` setting for one tablet: when `version` starts there, partition `pid` of `table`
+/// (`db.name`) stays `unalive` or in a tablet state such as `kTableUndefined`.
+#[derive(Debug, Clone)]
+struct Stuck {
+    table: String,
+    pid: usize,
+    state: String,
+    version: String,
 }
 
 /// The OpenMLDB cluster of a scenario (`model = "openmldb"`). Settings: `tables` (`{ db, name,
@@ -75,7 +92,12 @@ struct Running {
 /// component is not running at the start), `fail_start` (`{ host = "version" }`: that version
 /// fails to start there), `ops_error` (`{ cmd, message }`: that ops-tool command logs the
 /// error and does nothing, exit 0), `ops_crash` (a command that crashes after turning
-/// auto_failover off).
+/// auto_failover off), `stuck` (`{ host = { table, pid, state, version } }`: when that version
+/// starts on the tablet, the partition stays `unalive` or in `state`), `post_upgrade_error` (how
+/// many post-upgrade partitions fail as "get empty table status", keeping the statfile),
+/// `writes` (tables clients write to: their Rows grow between two status reads),
+/// `confset_error` (`confset auto_failover` prints `failed to set auto_failover. error msg:
+/// <this>` and exits 0).
 #[derive(Debug, Clone)]
 pub struct OpenMldb {
     nodes: Vec<Node>,
@@ -89,6 +111,13 @@ pub struct OpenMldb {
     fail_start: BTreeMap<String, String>,
     ops_error: Option<(String, String)>,
     ops_crash: Option<String>,
+    stuck: BTreeMap<String, Stuck>,
+    /// How many more post-upgrade partitions fail (`post_upgrade_error`).
+    post_upgrade_error: u32,
+    /// Tables (`db.name`) that clients write to: their Rows grow between two status reads.
+    writes: Vec<String>,
+    /// `confset auto_failover` fails with this message (exit 0, as the ns_client does).
+    confset_error: Option<String>,
 }
 
 fn var(inv: &Inventory, host: &str, key: &str) -> Result<String, String> {
@@ -121,6 +150,10 @@ impl OpenMldb {
                 "fail_start",
                 "ops_error",
                 "ops_crash",
+                "stuck",
+                "post_upgrade_error",
+                "writes",
+                "confset_error",
             ],
         )?;
         let mut nodes = Vec::new();
@@ -186,6 +219,8 @@ impl OpenMldb {
                                     ep: tablets[(lead + k) % n].clone(),
                                     leader: k == 0,
                                     alive: true,
+                                    state: None,
+                                    stuck: false,
                                 })
                                 .collect(),
                         }
@@ -213,6 +248,7 @@ impl OpenMldb {
                     n.host.clone(),
                     Running {
                         pid: None,
+                        mon_pid: None,
                         version: None,
                     },
                 )
@@ -261,6 +297,53 @@ impl OpenMldb {
                 Some((cmd.to_string(), msg))
             }
         };
+        let mut stuck = BTreeMap::new();
+        if let Some(v) = s.get("stuck") {
+            let shape =
+                "`stuck` must be a table of host = { table = \"db.name\", pid, state, version }";
+            for (h, k) in v.as_table().ok_or(shape)? {
+                if !hosts.contains(h) {
+                    return Err(format!("stuck: `{h}` is not a host of this product"));
+                }
+                let k = k.as_table().ok_or(shape)?;
+                let text = |key: &str, default: Option<&str>| -> Result<String, String> {
+                    match (k.get(key).and_then(|v| v.as_str()), default) {
+                        (Some(v), _) => Ok(v.to_string()),
+                        (None, Some(d)) => Ok(d.to_string()),
+                        (None, None) => Err(format!("stuck.{h} needs `{key}` (a string)")),
+                    }
+                };
+                let pid = match k.get("pid") {
+                    Some(toml::Value::Integer(n)) if *n >= 0 => *n as usize,
+                    _ => return Err(format!("stuck.{h} needs `pid` (a partition number)")),
+                };
+                stuck.insert(
+                    h.clone(),
+                    Stuck {
+                        table: text("table", None)?,
+                        pid,
+                        state: text("state", Some("unalive"))?,
+                        version: text("version", None)?,
+                    },
+                );
+            }
+        }
+        let post_upgrade_error = match s.get("post_upgrade_error") {
+            None => 0,
+            Some(toml::Value::Integer(n)) if *n >= 0 => *n as u32,
+            Some(_) => {
+                return Err(
+                    "`post_upgrade_error` must be a count (how many partitions fail)".into(),
+                )
+            }
+        };
+        let mut writes = Vec::new();
+        if let Some(v) = s.get("writes") {
+            let shape = "`writes` must be an array of \"db.table\" names";
+            for w in v.as_array().ok_or(shape)? {
+                writes.push(w.as_str().ok_or(shape)?.to_string());
+            }
+        }
         Ok(OpenMldb {
             nodes,
             tablets,
@@ -272,6 +355,10 @@ impl OpenMldb {
             fail_start,
             ops_error,
             ops_crash: settings_str(s, "ops_crash")?,
+            stuck,
+            post_upgrade_error,
+            writes,
+            confset_error: settings_str(s, "confset_error")?,
         })
     }
 
@@ -306,36 +393,51 @@ impl OpenMldb {
         self.new_op("kChangeLeaderOP", t, p);
     }
 
+    /// The partition's state as its tablet reports it (`gettablestatus`), or `None` when the
+    /// tablet does not hold it: the tablet is down, or came back without loading it.
+    fn held_state<'a>(&self, r: &'a Replica) -> Option<&'a str> {
+        if !self.node_alive(&r.ep) || (!r.alive && r.state.is_none()) {
+            return None;
+        }
+        Some(r.state.as_deref().unwrap_or("kTableNormal"))
+    }
+
+    /// `Partition_unalive` and `Warnings` of SHOW TABLE STATUS: one warning per replica problem,
+    /// `[pid=N][leader|follower][ENDPOINT]: MESSAGE`, joined by newlines.
     fn table_status(&self, t: &Table) -> (usize, String) {
         let mut unalive = 0;
         let mut warnings: Vec<String> = Vec::new();
         for part in &t.partitions {
-            unalive += part
-                .replicas
-                .iter()
-                .filter(|r| !self.replica_alive(r))
-                .count();
-            let led = part
-                .replicas
-                .iter()
-                .find(|r| r.leader)
-                .is_some_and(|r| self.replica_alive(r));
-            if !led {
-                let w = format!("pid {}: not connected to leader", part.pid);
-                if !warnings.contains(&w) {
-                    warnings.push(w);
+            let leader = part.replicas.iter().find(|r| r.leader);
+            let led = leader.is_some_and(|r| self.replica_alive(r));
+            for r in &part.replicas {
+                let role = if r.leader { "leader" } else { "follower" };
+                if !self.replica_alive(r) {
+                    unalive += 1;
+                }
+                let message = match self.held_state(r) {
+                    None => Some("state is kNotFound".to_string()),
+                    Some("kTableNormal") if !r.leader && (!led || !r.alive) => {
+                        Some("not connected to leader".to_string())
+                    }
+                    Some("kTableNormal") => None,
+                    Some(other) => Some(format!("state is {other}")),
+                };
+                if let Some(m) = message {
+                    warnings.push(format!("[pid={}][{role}][{}]: {m}", part.pid, r.ep));
                 }
             }
             if part.replicas.len() != t.replicanum {
                 warnings.push(format!(
-                    "pid {}: real replica number {} does not match the configured replicanum {}",
+                    "[pid={}][leader][{}]: real replica number {} does not match the configured replicanum {}",
                     part.pid,
+                    leader.map_or("-", |r| r.ep.as_str()),
                     part.replicas.len(),
                     t.replicanum
                 ));
             }
         }
-        (unalive, warnings.join("; "))
+        (unalive, warnings.join("\n"))
     }
 
     fn tablet_down(&mut self, ep: &str) {
@@ -346,7 +448,10 @@ impl OpenMldb {
                     continue;
                 };
                 let was_leader = part.replicas[i].leader;
-                self.tables[t].partitions[p].replicas[i].alive = false;
+                let r = &mut self.tables[t].partitions[p].replicas[i];
+                r.alive = false;
+                r.state = None;
+                r.stuck = false;
                 if was_leader && self.auto_failover {
                     let to = self.tables[t].partitions[p]
                         .replicas
@@ -361,27 +466,51 @@ impl OpenMldb {
         }
     }
 
-    fn tablet_up(&mut self, ep: &str) {
-        if !self.auto_failover {
-            return;
-        }
-        for t in 0..self.tables.len() {
-            for p in 0..self.tables[t].partitions.len() {
-                let mut recovered = false;
-                for r in &mut self.tables[t].partitions[p].replicas {
-                    if r.ep == ep && !r.alive {
-                        r.alive = true;
-                        recovered = true;
+    fn tablet_up(&mut self, host: &str, ep: &str, version: Option<&str>) {
+        if self.auto_failover {
+            for t in 0..self.tables.len() {
+                for p in 0..self.tables[t].partitions.len() {
+                    let mut recovered = false;
+                    for r in &mut self.tables[t].partitions[p].replicas {
+                        if r.ep == ep && !r.alive {
+                            r.alive = true;
+                            recovered = true;
+                        }
+                    }
+                    if recovered {
+                        self.new_op("kRecoverTableOP", t, p);
                     }
                 }
-                if recovered {
-                    self.new_op("kRecoverTableOP", t, p);
+            }
+        }
+        // `stuck`: one partition of this tablet does not come back when that version starts.
+        let Some(k) = self.stuck.get(host).cloned() else {
+            return;
+        };
+        if version.map(short) != Some(k.version.as_str()) {
+            return;
+        }
+        for t in &mut self.tables {
+            if format!("{}.{}", t.db, t.name) != k.table {
+                continue;
+            }
+            if let Some(part) = t.partitions.get_mut(k.pid) {
+                for r in part.replicas.iter_mut().filter(|r| r.ep == ep) {
+                    r.stuck = true;
+                    if k.state == "unalive" {
+                        r.alive = false;
+                        r.state = None;
+                    } else {
+                        r.state = Some(k.state.clone());
+                    }
                 }
             }
         }
     }
 
-    /// `bash ROOT/bin/start.sh start|stop COMPONENT`, as the double's script answers.
+    /// `bash ROOT/bin/start.sh start|stop COMPONENT [mon]`, as release/bin/start.sh behaves
+    /// (PRODUCTS.md §1.2): success is a line, not the exit code; in daemon mode `bin/<c>.pid`
+    /// holds the mon supervisor's pid and `bin/<c>.pid.child` the component's.
     fn start_sh(&mut self, node: &Node, argv: &[String], state: &mut SimHost) -> ExecOutput {
         let (Some(op), Some(comp)) = (argv.get(2), argv.get(3)) else {
             return output(
@@ -390,16 +519,21 @@ impl OpenMldb {
                 "",
             );
         };
+        let daemon = argv.get(4).is_some_and(|m| m == "mon");
         let pid_file = format!("{}/bin/{comp}.pid", node.root);
+        let child_file = format!("{pid_file}.child");
         match op.as_str() {
             "start" => {
                 let mut out = format!("Starting {comp} ... \n");
                 if let Some(r) = self.running.get(&node.host) {
-                    let pid = r.pid.map_or_else(
+                    let pid = r.mon_pid.or(r.pid).map_or_else(
                         || read_text(state, &pid_file).unwrap_or_default(),
                         |p| p.to_string(),
                     );
-                    out.push_str(&format!("{comp} already running as process {pid}\n"));
+                    out.push_str(&format!(
+                        "{comp} already running as process {}\n",
+                        pid.trim()
+                    ));
                     return output(0, &out, "");
                 }
                 let version = if comp == "taskmanager" {
@@ -414,8 +548,16 @@ impl OpenMldb {
                 } else {
                     format!("./bin/openmldb --flagfile=./conf/{comp}.flags --enable_status_service=true")
                 };
+                let mon_pid =
+                    daemon.then(|| state.spawn(&format!("{} ./bin/mon {cmdline}", node.root)));
                 let pid = state.spawn(&format!("{} {cmdline}", node.root));
-                if comp != "taskmanager" {
+                if let Some(m) = mon_pid {
+                    state.write(&pid_file, format!("{m}\n").into_bytes());
+                    state.write(&child_file, format!("{pid}\n").into_bytes());
+                    out.push_str(&format!(
+                        "mon pid is {m}, process pid is {pid}, check {pid} status\n"
+                    ));
+                } else if comp != "taskmanager" {
                     out.push_str(&format!("process pid is {pid}\n"));
                 }
                 let starts = version.is_some()
@@ -425,47 +567,60 @@ impl OpenMldb {
                     state.open_port(node.port);
                 }
                 if starts && state.ports.contains(&node.port) {
-                    state.write(&pid_file, format!("{pid}\n").into_bytes());
+                    if !daemon {
+                        state.write(&pid_file, format!("{pid}\n").into_bytes());
+                    }
                     self.running.insert(
                         node.host.clone(),
                         Running {
                             pid: Some(pid),
-                            version,
+                            mon_pid,
+                            version: version.clone(),
                         },
                     );
                     if node.role == "tablet" {
-                        self.tablet_up(&node.endpoint.clone());
+                        self.tablet_up(&node.host, &node.endpoint.clone(), version.as_deref());
                     }
                     out.push_str(&format!("Start {comp} success\n"));
                 } else {
-                    // The process died at once (or never served): start.sh gave up polling.
+                    // The process died at once (or never served): start.sh gave up polling. A
+                    // supervisor would start it again later; it fails the same way.
                     state.processes.remove(&pid);
                     out.push_str(&format!(
-                        "\u{1b}[0;31m Start {comp} failed! Please check log in ./logs/{comp}.log \u{1b}[0m\n"
+                        "\u{1b}[1;31mStart {comp} failed! Please check log in ./logs/{comp}[_mon].log and ./logs/{comp}.INFO \u{1b}[0m\n"
                     ));
                 }
                 output(0, &out, "")
             }
             "stop" => {
                 let mut out = format!("Stopping {comp} ... \n");
-                // Like the script: without a pid file nothing is stopped, running or not.
-                if !state.exists(&pid_file) {
+                // Like the script: it stops what the pid files name, running or not, and says
+                // "Stop ... success" even when there was nothing to stop.
+                let had_pid_file = state.exists(&pid_file);
+                if !had_pid_file {
                     out.push_str(&format!(
                         "no {comp} to stop (could not find file ./bin/{comp}.pid)\n"
                     ));
-                    return output(0, &out, "");
                 }
-                if let Some(r) = self.running.remove(&node.host) {
-                    if let Some(pid) = r.pid {
-                        state.processes.remove(&pid);
-                    }
-                    state.ports.remove(&node.port);
-                    if node.role == "tablet" {
-                        self.tablet_down(&node.endpoint.clone());
+                let had_child = state.exists(&child_file);
+                if had_pid_file || had_child {
+                    if let Some(r) = self.running.remove(&node.host) {
+                        for p in [r.pid, r.mon_pid].into_iter().flatten() {
+                            state.processes.remove(&p);
+                        }
+                        state.ports.remove(&node.port);
+                        if node.role == "tablet" {
+                            self.tablet_down(&node.endpoint.clone());
+                        }
                     }
                 }
                 state.remove(&pid_file);
-                out.push_str(&format!("Stop {comp} success\n"));
+                if had_child {
+                    state.remove(&child_file);
+                    out.push_str(&format!("Stop {comp} success(mon mode)\n"));
+                } else {
+                    out.push_str(&format!("Stop {comp} success\n"));
+                }
                 output(0, &out, "")
             }
             _ => output(1, "", "Only support {start|stop|restart}\n"),
@@ -522,6 +677,7 @@ impl OpenMldb {
             .map_or("", String::as_str)
             .split_whitespace()
             .collect();
+        let db = args.get("database").map_or("", String::as_str);
         match cmd.as_slice() {
             ["confget", "auto_failover"] => output(
                 0,
@@ -534,9 +690,71 @@ impl OpenMldb {
                 ),
                 "",
             ),
+            ["confset", "auto_failover", _] if self.confset_error.is_some() => output(
+                0,
+                &format!(
+                    "failed to set auto_failover. error msg: {}\n",
+                    self.confset_error.as_deref().unwrap_or_default()
+                ),
+                "",
+            ),
             ["confset", "auto_failover", v @ ("true" | "false")] => {
                 self.auto_failover = *v == "true";
                 output(0, "set auto_failover ok\n", "")
+            }
+            ["confset", "auto_failover", ..] => output(
+                0,
+                "failed to set auto_failover. error msg: the value must be true or false\n",
+                "",
+            ),
+            ["showdb"] => {
+                let mut dbs: Vec<&str> = self.tables.iter().map(|t| t.db.as_str()).collect();
+                dbs.sort_unstable();
+                dbs.dedup();
+                let rows: Vec<Vec<String>> = dbs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| vec![(i + 1).to_string(), d.to_string()])
+                    .collect();
+                output(0, &format!("{}\n", ns_table(&["#", "name"], &rows)), "")
+            }
+            ["showtable", rest @ ..] => {
+                let mut rows = Vec::new();
+                for t in self
+                    .tables
+                    .iter()
+                    .filter(|t| t.db == db && rest.first().is_none_or(|n| *n == t.name))
+                {
+                    for part in &t.partitions {
+                        for r in &part.replicas {
+                            rows.push(vec![
+                                t.name.clone(),
+                                t.tid.to_string(),
+                                part.pid.to_string(),
+                                r.ep.clone(),
+                                if r.leader { "leader" } else { "follower" }.to_string(),
+                                if self.replica_alive(r) { "yes" } else { "no" }.to_string(),
+                                t.rows.to_string(),
+                                t.rows.to_string(),
+                                format!("{:.3}", t.rows as f64 / 10.0),
+                                "0.000".into(),
+                            ]);
+                        }
+                    }
+                }
+                let header = [
+                    "name",
+                    "tid",
+                    "pid",
+                    "endpoint",
+                    "role",
+                    "is_alive",
+                    "offset",
+                    "record_cnt",
+                    "memused",
+                    "diskused",
+                ];
+                output(0, &format!("{}\n", ns_table(&header, &rows)), "")
             }
             _ => output(
                 1,
@@ -547,6 +765,50 @@ impl OpenMldb {
                 ),
             ),
         }
+    }
+
+    /// `--role=sql_client --cmd="show table status like 'P';"`: the SQL client's TextTable, every
+    /// row (a multi-line Warnings cell spreads over lines of its own).
+    fn sql_client(&mut self, args: &BTreeMap<String, String>) -> ExecOutput {
+        if !self.zk_ok(args) {
+            return output(1, "", "zk client init failed\n");
+        }
+        if !self.ns_alive() {
+            return output(1, "", "fail to get nameserver leader\n");
+        }
+        let sql = args.get("cmd").map_or("", String::as_str);
+        let stmt = sql.trim().trim_end_matches(';').trim();
+        let unsupported = || {
+            output(
+                0,
+                &format!("Error: [2000] Syntax error or unsupported statement: {sql}\n"),
+                "",
+            )
+        };
+        // Keywords in any case; `like` takes a quoted pattern on the database name.
+        let head = "show table status";
+        if stmt.len() < head.len() || !stmt[..head.len()].eq_ignore_ascii_case(head) {
+            return unsupported();
+        }
+        let rest = stmt[head.len()..].trim();
+        let pattern = if rest.is_empty() {
+            "%"
+        } else if rest.len() > 4 && rest[..4].eq_ignore_ascii_case("like") {
+            rest[4..].trim().trim_matches('\'')
+        } else {
+            return unsupported();
+        };
+        for t in &mut self.tables {
+            if self.writes.contains(&format!("{}.{}", t.db, t.name)) {
+                t.rows += 10;
+            }
+        }
+        let rows: Vec<Vec<String>> = self
+            .status_rows()
+            .into_iter()
+            .filter(|r| like(pattern, &r[2]))
+            .collect();
+        output(0, &format!("{}\n", text_table(&STATUS_HEADER, &rows)), "")
     }
 
     fn ops_tool(&mut self, args: &BTreeMap<String, String>, state: &mut SimHost) -> ExecOutput {
@@ -619,30 +881,35 @@ impl OpenMldb {
                     log.push_str("ERROR: must provide --endpoints\nTraceback (most recent call last):\nAttributeError: 'NoneType' object has no attribute 'split'\n");
                     return output(1, "", &log);
                 }
-                "pre-upgrade" => {
-                    let single = args.contains_key("allow_single_replica");
-                    let lines = self.pre_upgrade(&endpoints, single, &mut log);
-                    let mut text = read_text(state, &statfile).unwrap_or_default();
-                    for l in &lines {
-                        text.push_str(l);
-                        text.push('\n');
+                "pre-upgrade" | "post-upgrade" => {
+                    // The tool acts on the first endpoint only, whatever else was given.
+                    if endpoints.len() != 1 {
+                        log.push_str("WARNING: must provide --endpoints with only one endpoint\n");
                     }
-                    state.write(&statfile, text.into_bytes());
-                    log.push_str(&format!(
-                        "INFO: pre-upgrade done, {} partition(s) moved, recorded in {statfile}\n",
-                        lines.len()
-                    ));
+                    let ep = endpoints[0].clone();
+                    if cmd == "pre-upgrade" {
+                        let single = args.contains_key("allow_single_replica");
+                        let lines = self.pre_upgrade(&ep, single, &mut log);
+                        let mut text = read_text(state, &statfile).unwrap_or_default();
+                        for l in &lines {
+                            text.push_str(l);
+                            text.push('\n');
+                        }
+                        state.write(&statfile, text.into_bytes());
+                    } else {
+                        // The statfile is opened unchecked: missing, the tool dies, leaving
+                        // auto_failover off (it is set back only at the very end).
+                        let Some(text) = read_text(state, &statfile) else {
+                            log.push_str(&format!(
+                                "Traceback (most recent call last):\nFileNotFoundError: [Errno 2] No such file or directory: '{statfile}'\n"
+                            ));
+                            return output(1, "", &log);
+                        };
+                        if self.post_upgrade(&ep, &text, &mut log) {
+                            state.remove(&statfile);
+                        }
+                    }
                 }
-                "post-upgrade" => match read_text(state, &statfile) {
-                    None => log.push_str(&format!(
-                        "ERROR: stat file {statfile} does not exist, run pre-upgrade first\n"
-                    )),
-                    Some(text) => {
-                        self.post_upgrade(&endpoints, &text, &mut log);
-                        state.remove(&statfile);
-                        log.push_str(&format!("INFO: post-upgrade done, {statfile} removed\n"));
-                    }
-                },
                 "recoverdata" => self.recoverdata(&mut log),
                 other => log.push_str(&format!("ERROR: {other} is not modelled\n")),
             }
@@ -654,117 +921,137 @@ impl OpenMldb {
         output(0, "", &log)
     }
 
-    fn pre_upgrade(&mut self, eps: &[String], allow_single: bool, log: &mut String) -> Vec<String> {
+    fn pre_upgrade(&mut self, ep: &str, allow_single: bool, log: &mut String) -> Vec<String> {
         let mut lines = Vec::new();
-        for ep in eps {
-            log.push_str(&format!("INFO: start to pre-upgrade endpoint {ep}\n"));
-            for t in 0..self.tables.len() {
-                for p in 0..self.tables[t].partitions.len() {
-                    let part = &self.tables[t].partitions[p];
-                    if !part.replicas.iter().any(|r| r.leader && &r.ep == ep) {
-                        continue;
-                    }
-                    let (db, name, tid) = {
-                        let tb = &self.tables[t];
-                        (tb.db.clone(), tb.name.clone(), tb.tid)
-                    };
-                    if part.replicas.len() > 1 {
-                        let to = part
-                            .replicas
-                            .iter()
-                            .find(|r| &r.ep != ep && self.replica_alive(r))
-                            .map(|r| r.ep.clone());
-                        let Some(to) = to else {
-                            log.push_str(&format!(
-                                "ERROR: no alive follower for table {name} in {db} pid {p}\n"
-                            ));
-                            continue;
-                        };
-                        self.change_leader(t, p, &to);
-                        self.new_op("kRecoverTableOP", t, p);
-                        lines.push(format!("{ep},{db},{name},{tid},{p},"));
-                    } else if allow_single {
+        log.push_str(&format!("INFO: start to pre-upgrade endpoint {ep}\n"));
+        for t in 0..self.tables.len() {
+            for p in 0..self.tables[t].partitions.len() {
+                let part = &self.tables[t].partitions[p];
+                if !part.replicas.iter().any(|r| r.leader && r.ep == ep) {
+                    continue;
+                }
+                let (db, name, tid) = {
+                    let tb = &self.tables[t];
+                    (tb.db.clone(), tb.name.clone(), tb.tid)
+                };
+                if part.replicas.len() > 1 {
+                    let to = part
+                        .replicas
+                        .iter()
+                        .find(|r| r.ep != ep && self.replica_alive(r))
+                        .map(|r| r.ep.clone());
+                    let Some(to) = to else {
                         log.push_str(&format!(
-                            "INFO: table {name} in {db} pid {p} has a single replica, skipped\n"
+                            "ERROR: no alive follower for table {name} in {db} pid {p}\n"
                         ));
-                    } else {
-                        let mut load: Vec<(usize, usize, String)> = Vec::new();
-                        for (i, e) in self.tablets.iter().enumerate() {
-                            if e != ep && self.node_alive(e) {
-                                let n = self
-                                    .tables
-                                    .iter()
-                                    .flat_map(|tt| &tt.partitions)
-                                    .flat_map(|pp| &pp.replicas)
-                                    .filter(|r| &r.ep == e)
-                                    .count();
-                                load.push((n, i, e.clone()));
-                            }
+                        continue;
+                    };
+                    self.change_leader(t, p, &to);
+                    self.new_op("kRecoverTableOP", t, p);
+                    lines.push(format!("{ep},{db},{name},{tid},{p},"));
+                } else if allow_single {
+                    log.push_str(&format!(
+                        "INFO: table {name} in {db} pid {p} has a single replica, skipped\n"
+                    ));
+                } else {
+                    let mut load: Vec<(usize, usize, String)> = Vec::new();
+                    for (i, e) in self.tablets.iter().enumerate() {
+                        if e != ep && self.node_alive(e) {
+                            let n = self
+                                .tables
+                                .iter()
+                                .flat_map(|tt| &tt.partitions)
+                                .flat_map(|pp| &pp.replicas)
+                                .filter(|r| &r.ep == e)
+                                .count();
+                            load.push((n, i, e.clone()));
                         }
-                        let Some((_, _, new_ep)) = load.into_iter().min() else {
-                            log.push_str(&format!(
-                                "ERROR: no other alive tablet to add a replica of {name} in {db}\n"
-                            ));
-                            continue;
-                        };
-                        self.tables[t].partitions[p].replicas.push(Replica {
-                            ep: new_ep.clone(),
-                            leader: false,
-                            alive: true,
-                        });
-                        self.new_op("kAddReplicaOP", t, p);
-                        self.change_leader(t, p, &new_ep);
-                        lines.push(format!("{ep},{db},{name},{tid},{p},{new_ep}"));
                     }
+                    let Some((_, _, new_ep)) = load.into_iter().min() else {
+                        log.push_str(&format!(
+                            "ERROR: no other alive tablet to add a replica of {name} in {db}\n"
+                        ));
+                        continue;
+                    };
+                    self.tables[t].partitions[p].replicas.push(Replica {
+                        ep: new_ep.clone(),
+                        leader: false,
+                        alive: true,
+                        state: None,
+                        stuck: false,
+                    });
+                    self.new_op("kAddReplicaOP", t, p);
+                    self.change_leader(t, p, &new_ep);
+                    lines.push(format!("{ep},{db},{name},{tid},{p},{new_ep}"));
                 }
             }
         }
         lines
     }
 
-    fn post_upgrade(&mut self, eps: &[String], statfile: &str, log: &mut String) {
-        for ep in eps {
-            log.push_str(&format!("INFO: start to post-upgrade endpoint {ep}\n"));
-            for line in statfile.lines().filter(|l| !l.trim().is_empty()) {
-                let f: Vec<&str> = line.trim().split(',').collect();
-                if f.len() != 6 || f[0] != ep {
-                    continue;
-                }
-                let (db, name, new_ep) = (f[1], f[2], f[5]);
-                let Some(t) = self
-                    .tables
-                    .iter()
-                    .position(|x| x.db == db && x.name == name)
-                else {
-                    continue;
-                };
-                let Some(p) = f[4]
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|p| *p < self.tables[t].partitions.len())
-                else {
-                    continue;
-                };
-                let mine_alive = self.tables[t].partitions[p]
+    /// post-upgrade for `ep` from the statfile's lines; true when it completed (only then does
+    /// the tool remove the statfile). The first failure ends it: a partition the tablet does
+    /// not hold logs an ERROR; a partition with no live leader to take over from logs only a
+    /// WARNING.
+    fn post_upgrade(&mut self, ep: &str, statfile: &str, log: &mut String) -> bool {
+        log.push_str(&format!("INFO: start to post-upgrade {ep}\n"));
+        for line in statfile.lines().filter(|l| !l.trim().is_empty()) {
+            let f: Vec<&str> = line.trim().split(',').map(str::trim).collect();
+            if f.len() != 6 || f[0] != ep {
+                continue;
+            }
+            let (db, name, tid, new_ep) = (f[1], f[2], f[3], f[5]);
+            let Some(t) = self
+                .tables
+                .iter()
+                .position(|x| x.db == db && x.name == name)
+            else {
+                continue;
+            };
+            let Some(p) = f[4]
+                .parse::<usize>()
+                .ok()
+                .filter(|p| *p < self.tables[t].partitions.len())
+            else {
+                continue;
+            };
+            let mine = self.tables[t].partitions[p]
+                .replicas
+                .iter()
+                .find(|r| r.ep == ep);
+            let held = mine.is_some_and(|r| self.held_state(r).is_some());
+            if self.post_upgrade_error > 0 || !held {
+                self.post_upgrade_error = self.post_upgrade_error.saturating_sub(1);
+                log.push_str(&format!(
+                    "ERROR: get empty table status for partition {tid}_{p} from {ep}\n"
+                ));
+                return false;
+            }
+            if mine.is_some_and(|r| r.leader) {
+                log.push_str(&format!(
+                    "WARNING: {db} {name} {p} in {ep} is already leader\n"
+                ));
+                continue;
+            }
+            let led = self.tables[t].partitions[p]
+                .replicas
+                .iter()
+                .any(|r| r.leader && self.replica_alive(r));
+            if new_ep.is_empty() && !led {
+                log.push_str(&format!(
+                    "WARNING: cannot find leader endpoint for {name} {p}\n"
+                ));
+                return false;
+            }
+            self.change_leader(t, p, ep);
+            if !new_ep.is_empty() {
+                self.tables[t].partitions[p]
                     .replicas
-                    .iter()
-                    .find(|r| &r.ep == ep)
-                    .is_some_and(|r| self.replica_alive(r));
-                if !mine_alive {
-                    log.push_str(&format!(
-                        "ERROR: changeleader failed: the replica of {name} in {db} pid {p} on {ep} is not alive\n"
-                    ));
-                    continue;
-                }
-                self.change_leader(t, p, ep);
-                if !new_ep.is_empty() {
-                    self.tables[t].partitions[p]
-                        .replicas
-                        .retain(|r| r.ep != new_ep);
-                    self.new_op("kDelReplicaOP", t, p);
-                }
+                    .retain(|r| r.ep != new_ep);
+                self.new_op("kDelReplicaOP", t, p);
             }
         }
+        true
     }
 
     fn recoverdata(&mut self, log: &mut String) {
@@ -775,11 +1062,21 @@ impl OpenMldb {
                 continue;
             }
             for p in 0..self.tables[t].partitions.len() {
+                for r in self.tables[t].partitions[p]
+                    .replicas
+                    .iter()
+                    .filter(|r| r.stuck)
+                {
+                    log.push_str(&format!(
+                        "ERROR: recover table partition failed. db {db} name {name} pid {p} endpoint {}\n",
+                        r.ep
+                    ));
+                }
                 let offline: Vec<usize> = self.tables[t].partitions[p]
                     .replicas
                     .iter()
                     .enumerate()
-                    .filter(|(_, r)| !r.alive && self.node_alive(&r.ep))
+                    .filter(|(_, r)| !r.alive && !r.stuck && self.node_alive(&r.ep))
                     .map(|(i, _)| i)
                     .collect();
                 for i in offline {
@@ -850,43 +1147,56 @@ impl OpenMldb {
         pretty_table(&rows)
     }
 
+    /// The rows of SHOW TABLE STATUS, every table, in STATUS_HEADER's order.
+    fn status_rows(&self) -> Vec<Vec<String>> {
+        self.tables
+            .iter()
+            .map(|t| {
+                let (unalive, warnings) = self.table_status(t);
+                vec![
+                    t.tid.to_string(),
+                    t.name.clone(),
+                    t.db.clone(),
+                    "memory".into(),
+                    t.rows.to_string(),
+                    (t.rows * 100).to_string(),
+                    "0".into(),
+                    t.partitions.len().to_string(),
+                    unalive.to_string(),
+                    t.replicanum.to_string(),
+                    "NULL".into(),
+                    "NULL".into(),
+                    "NULL".into(),
+                    warnings,
+                ]
+            })
+            .collect()
+    }
+
+    /// The ops tool's `showtablestatus`: the SQL client's table read as the v0.9.2 tool reads
+    /// it (split on white space after the first rule; only lines with the header's field count,
+    /// or one fewer, are rows), so a table with any warning is not in it.
     fn tablestatus(&self) -> String {
-        let mut rows = vec![[
-            "Table_id",
-            "Table_name",
-            "Database_name",
-            "Storage_type",
-            "Rows",
-            "Memory_data_size",
-            "Disk_data_size",
-            "Partition",
-            "Partition_unalive",
-            "Replica",
-            "Offline_path",
-            "Offline_format",
-            "Offline_symbolic_paths",
-            "Warnings",
-        ]
-        .map(String::from)
-        .to_vec()];
-        for t in &self.tables {
-            let (unalive, warnings) = self.table_status(t);
-            rows.push(vec![
-                t.tid.to_string(),
-                t.name.clone(),
-                t.db.clone(),
-                "memory".into(),
-                t.rows.to_string(),
-                (t.rows * 100).to_string(),
-                "0".into(),
-                t.partitions.len().to_string(),
-                unalive.to_string(),
-                t.replicanum.to_string(),
-                "NULL".into(),
-                "NULL".into(),
-                "NULL".into(),
-                warnings,
-            ]);
+        let text = text_table(&STATUS_HEADER, &self.status_rows());
+        let mut lines = text
+            .lines()
+            .map(str::trim_start)
+            .skip_while(|l| !l.starts_with("------"))
+            .filter(|l| !l.starts_with("------"))
+            .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .filter(|f| !f.is_empty());
+        let Some(header) = lines.next() else {
+            return String::new();
+        };
+        let n = header.len();
+        let mut rows = vec![header];
+        for mut f in lines {
+            if f.len() == n - 1 {
+                f.push(String::new());
+            }
+            if f.len() == n {
+                rows.push(f);
+            }
         }
         pretty_table(&rows)
     }
@@ -894,6 +1204,75 @@ impl OpenMldb {
     fn node_of_host(&self, host: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.host == host)
     }
+}
+
+const STATUS_HEADER: [&str; 14] = [
+    "Table_id",
+    "Table_name",
+    "Database_name",
+    "Storage_type",
+    "Rows",
+    "Memory_data_size",
+    "Disk_data_size",
+    "Partition",
+    "Partition_unalive",
+    "Replica",
+    "Offline_path",
+    "Offline_format",
+    "Offline_symbolic_paths",
+    "Warnings",
+];
+
+/// The SQL client's result table (hybridse TextTable, as in docs/en/openmldb_sql/ddl/
+/// SHOW_TABLE_STATUS.md): rules of dash groups around the header and the rows, each cell one
+/// space in and left-aligned in a column two wider than its widest first line. A cell's later
+/// lines are printed as they are, from the start of a line.
+fn text_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].lines().next().unwrap_or("").len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+                + 2
+        })
+        .collect();
+    let rule = format!(
+        " {}",
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (c, w) in cells.iter().zip(&widths) {
+            l.push_str(&format!("  {c:<0$}", w - 1));
+        }
+        l
+    };
+    let mut out = vec![rule.clone(), line(header.to_vec()), rule.clone()];
+    for r in rows {
+        out.push(line(r.iter().map(String::as_str).collect()));
+    }
+    out.push(rule);
+    out.join("\n")
+}
+
+/// SQL `LIKE`: `%` any run, `_` any one character.
+fn like(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    fn go(p: &[char], t: &[char]) -> bool {
+        match p.first() {
+            None => t.is_empty(),
+            Some('%') => (0..=t.len()).any(|k| go(&p[1..], &t[k..])),
+            Some('_') => !t.is_empty() && go(&p[1..], &t[1..]),
+            Some(c) => t.first() == Some(c) && go(&p[1..], &t[1..]),
+        }
+    }
+    go(&p, &t)
 }
 
 fn read_text(state: &SimHost, path: &str) -> Option<String> {
@@ -1093,8 +1472,10 @@ impl ProductModel for OpenMldb {
                         None => output(126, "", &format!("sh: 1: {prog}: cannot execute\n")),
                     });
                 }
-                if args.get("role").map(String::as_str) == Some("ns_client") {
-                    return Some(self.ns_client(&args));
+                match args.get("role").map(String::as_str) {
+                    Some("ns_client") => return Some(self.ns_client(&args)),
+                    Some("sql_client") => return Some(self.sql_client(&args)),
+                    _ => {}
                 }
                 None
             }
@@ -1106,10 +1487,15 @@ impl ProductModel for OpenMldb {
             "sh" if super::model::process_check_pid(argv).is_some() => {
                 let pid = super::model::process_check_pid(argv)?;
                 let alive = self.running.get(host).is_some_and(|r| match r.pid {
-                    Some(p) => p.to_string() == *pid,
-                    // Running since the start: the pid file's pid is the process.
-                    None => read_text(state, &format!("{}/bin/{}.pid", node.root, node.role))
-                        .is_some_and(|t| t.trim() == pid),
+                    Some(p) => {
+                        p.to_string() == *pid || r.mon_pid.is_some_and(|m| m.to_string() == *pid)
+                    }
+                    // Running since the start: the pid files name the processes (the mon
+                    // supervisor's and the component's in daemon mode).
+                    None => ["pid", "pid.child"].iter().any(|ext| {
+                        read_text(state, &format!("{}/bin/{}.{ext}", node.root, node.role))
+                            .is_some_and(|t| t.trim() == pid)
+                    }),
                 });
                 Some(output(if alive { 0 } else { 1 }, "", ""))
             }

@@ -858,31 +858,39 @@ fn a_post_upgrade_that_fails_keeps_its_statfile_and_a_resume_moves_the_leaders_b
     assert!(lab.versions().values().all(|v| v == "0.9.2"));
 }
 
-#[test]
-fn a_yarn_mode_taskmanager_needs_the_hdfs_packages_confirmed() {
+/// `capstan simulate` of the shipped playbook on a copy of the example scenario with `from`
+/// replaced by `to` (which must occur), with `extra` arguments: the report.
+fn simulate_example_with(from: &str, to: &str, extra: &[&str]) -> Value {
     let pb = repo().join("playbooks/openmldb.rhai");
     let text = std::fs::read_to_string(repo().join("examples/openmldb/scenario.toml")).unwrap();
-    let yarn = text.replace(
-        "spark.home=/opt/spark\\njob.log.path=./logs\\n",
-        "spark.home=/opt/spark\\njob.log.path=./logs\\nspark.yarn.jars=hdfs://nn:8020/openmldb/spark/jars/*\\n",
-    );
-    assert_ne!(yarn, text);
+    let edited = text.replacen(from, to, 1);
+    assert_ne!(edited, text, "`{from}` is not in the example scenario");
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("scenario.toml"), yarn).unwrap();
+    std::fs::write(dir.path().join("scenario.toml"), edited).unwrap();
     std::fs::copy(
         repo().join("examples/openmldb/inventory.toml"),
         dir.path().join("inventory.toml"),
     )
     .unwrap();
     let sc = dir.path().join("scenario.toml");
-    let out = capstan(&[
+    let mut args = vec![
         "simulate",
         pb.to_str().unwrap(),
         "--scenario",
         sc.to_str().unwrap(),
         "--json",
-    ]);
-    let r = last_report(&out.stdout);
+    ];
+    args.extend_from_slice(extra);
+    last_report(&capstan(&args).stdout)
+}
+
+#[test]
+fn a_yarn_mode_taskmanager_needs_the_hdfs_packages_confirmed() {
+    let (from, to) = (
+        "spark.home=/opt/spark\\njob.log.path=./logs\\n",
+        "spark.home=/opt/spark\\njob.log.path=./logs\\nspark.yarn.jars=hdfs://nn:8020/openmldb/spark/jars/*\\n",
+    );
+    let r = simulate_example_with(from, to, &[]);
     assert_eq!(failed_step(&r), "precheck");
     let err = outcome_error(&r);
     assert!(
@@ -891,16 +899,7 @@ fn a_yarn_mode_taskmanager_needs_the_hdfs_packages_confirmed() {
             && err.contains("-p hdfs_updated=true"),
         "{err}"
     );
-    let out = capstan(&[
-        "simulate",
-        pb.to_str().unwrap(),
-        "--scenario",
-        sc.to_str().unwrap(),
-        "--json",
-        "-p",
-        "hdfs_updated=true",
-    ]);
-    let r = last_report(&out.stdout);
+    let r = simulate_example_with(from, to, &["-p", "hdfs_updated=true"]);
     assert_eq!(r["status"], "succeeded", "{}", outcome_error(&r));
     assert!(r["logs"].to_string().contains("YARN mode: spark.yarn.jars"));
 }
@@ -909,32 +908,11 @@ fn a_yarn_mode_taskmanager_needs_the_hdfs_packages_confirmed() {
 fn a_confset_that_prints_failed_is_not_taken_for_ok() {
     // The ops tool crashes in pre-upgrade with auto_failover off; the guard's confset then
     // fails with a message that happens to hold "ok". Only `set auto_failover ok` counts.
-    let pb = repo().join("playbooks/openmldb.rhai");
-    let text = std::fs::read_to_string(repo().join("examples/openmldb/scenario.toml")).unwrap();
-    let broken = text.replacen(
+    let r = simulate_example_with(
         "auto_failover = true\n",
         "auto_failover = true\nops_crash = \"pre-upgrade\"\nconfset_error = \"nameserver leader is not ok\"\n",
-        1,
+        &["--on-failure", "stop"],
     );
-    assert_ne!(broken, text);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("scenario.toml"), broken).unwrap();
-    std::fs::copy(
-        repo().join("examples/openmldb/inventory.toml"),
-        dir.path().join("inventory.toml"),
-    )
-    .unwrap();
-    let sc = dir.path().join("scenario.toml");
-    let out = capstan(&[
-        "simulate",
-        pb.to_str().unwrap(),
-        "--scenario",
-        sc.to_str().unwrap(),
-        "--on-failure",
-        "stop",
-        "--json",
-    ]);
-    let r = last_report(&out.stdout);
     let guard = r["guards"]
         .as_array()
         .unwrap()

@@ -925,3 +925,28 @@ fn a_confset_that_prints_failed_is_not_taken_for_ok() {
         "{guard}"
     );
 }
+
+#[test]
+fn daemon_mode_is_kept_in_simulation_too() {
+    // tablet1 runs under mon at the start: mon's pid in tablet.pid, the tablet's in .child.
+    let r = simulate_example_with(
+        "\"/opt/openmldb/bin/tablet.pid\" = \"31002\\n\"",
+        "\"/opt/openmldb/bin/tablet.pid\" = \"31902\\n\", \"/opt/openmldb/bin/tablet.pid.child\" = \"31002\\n\"",
+        &[],
+    );
+    assert_eq!(r["status"], "succeeded", "{}", outcome_error(&r));
+    let on = |host: &str, what: &str| {
+        r["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["host"] == host && a["description"].as_str().unwrap().contains(what))
+            .count()
+    };
+    assert_eq!(on("tablet1", "start.sh start tablet mon"), 1);
+    assert_eq!(on("tablet2", "start.sh start tablet mon"), 0);
+    assert_eq!(on("tablet2", "start.sh start tablet"), 1);
+    assert!(r["logs"]
+        .to_string()
+        .contains("tablet1: the tablet runs in daemon mode (mon)"));
+}

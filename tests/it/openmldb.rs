@@ -97,8 +97,8 @@ impl OmLab {
         lab_script(&["knob", zk, root, name, &value.to_string()]);
     }
 
-    /// What the vendor's ops tool prints for `showtablestatus` on this lab.
-    fn ops_showtablestatus(&self) -> String {
+    /// The lab's ops tool (on ns1) with `args`: its exit code, stdout and stderr.
+    fn ops_tool(&self, args: &[&str]) -> (i32, String, String) {
         let (zk, root) = self.zk();
         let ns = self.dir().join("ns1");
         let out = Command::new("python3")
@@ -109,10 +109,19 @@ impl OmLab {
             ))
             .arg(format!("--zk_cluster={zk}"))
             .arg(format!("--zk_root_path={root}"))
-            .arg("--cmd=showtablestatus")
+            .args(args)
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// What the vendor's ops tool prints for `showtablestatus` on this lab.
+    fn ops_showtablestatus(&self) -> String {
+        self.ops_tool(&["--cmd=showtablestatus"]).1
     }
 
     /// Clients writing to `table` (`db.name`) until the returned flag is set.
@@ -856,6 +865,23 @@ fn a_post_upgrade_that_fails_keeps_its_statfile_and_a_resume_moves_the_leaders_b
         "the resume did not move the leaders back"
     );
     assert!(lab.versions().values().all(|v| v == "0.9.2"));
+
+    // The tool's own edges, as the vendor's v0.9.2 has them: with several --endpoints only the
+    // first is used (a warning), and a missing statfile is an uncaught exception after
+    // auto_failover was turned off, which stays off.
+    let eps = format!("{},{}", lab.endpoints["tablet1"], lab.endpoints["tablet2"]);
+    let (code, _, err) = lab.ops_tool(&[
+        "--cmd=post-upgrade",
+        &format!("--endpoints={eps}"),
+        "--statfile=/nonexistent/capstan.stat",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("WARNING: must provide --endpoints with only one endpoint")
+            && err.contains("FileNotFoundError"),
+        "{err}"
+    );
+    assert_eq!(lab.state()["auto_failover"], false);
 }
 
 /// `capstan simulate` of the shipped playbook on a copy of the example scenario with `from`

@@ -12,7 +12,9 @@
 #
 # SPEC: {"prefix", "image": "capstan-lab/oms", "from", "db": {host, port, user, password},
 #        "databases": {"rm", "cm", "cm_hb"}, "old_version_table": true, "region",
-#        "nodes": [{"name", "ip", "port", "dir", "container"}]}
+#        "nodes": [{"name", "ip", "port", "dir", "container", "region"?, "cm_hb"?}]}
+# A node's `region` and `cm_hb` put it in another region, with that region's heartbeat database
+# (its config.yaml names it, and lists the region's nodes as cm_nodes).
 import sys
 
 sys.dont_write_bytecode = True
@@ -117,19 +119,38 @@ def mysql(spec, sql, db=None):
     return run(argv)
 
 
+def region_of(spec, node):
+    return node.get("region", spec["region"])
+
+
+def hb_of(spec, node):
+    """The node's region's heartbeat database: each region has its own (a node's `cm_hb`)."""
+    return node.get("cm_hb", spec["databases"]["cm_hb"])
+
+
+def all_dbs(spec):
+    """rm, cm and every region's cm_hb, each once."""
+    out = [spec["databases"]["rm"], spec["databases"]["cm"]]
+    for db in [spec["databases"]["cm_hb"]] + [hb_of(spec, n) for n in spec["nodes"]]:
+        if db not in out:
+            out.append(db)
+    return out
+
+
 def config_yaml(spec, node):
     d, dbs = spec["db"], spec["databases"]
+    mates = [n for n in spec["nodes"] if region_of(spec, n) == region_of(spec, node)]
     return ("oms_meta_host: %s\noms_meta_port: %d\noms_meta_user: %s\noms_meta_password: %s\n"
             "drc_rm_db: %s\ndrc_cm_db: %s\ndrc_cm_heartbeat_db: %s\ncm_region: %s\ncm_location: 0\n"
             "cm_is_default: true\ncm_nodes:\n%sconsole_nodes:\n%snginx_server_port: %d\n"
-            % (d["host"], d["port"], d["user"], d["password"], dbs["rm"], dbs["cm"], dbs["cm_hb"],
-               spec["region"], "".join("  - %s\n" % n["ip"] for n in spec["nodes"]),
+            % (d["host"], d["port"], d["user"], d["password"], dbs["rm"], dbs["cm"], hb_of(spec, node),
+               region_of(spec, node), "".join("  - %s\n" % n["ip"] for n in mates),
                "".join("  - %s\n" % n["ip"] for n in spec["nodes"]), node["port"]))
 
 
 def install(spec):
     dbs = spec["databases"]
-    for db in dbs.values():
+    for db in all_dbs(spec):
         mysql(spec, "DROP DATABASE IF EXISTS `%s`; CREATE DATABASE `%s`" % (db, db))
     ha = json.dumps({"enable": True, "perceiveStoreClientCheckpoint": False,
                      "refetchStoreIntervalMin": 120, "enableHandleBothDelayAndRestart": False})
@@ -148,12 +169,13 @@ def install(spec):
     mysql(spec, rm, dbs["rm"])
     mysql(spec, "CREATE TABLE cm_node (ip VARCHAR(64) NOT NULL PRIMARY KEY, region VARCHAR(64) NOT NULL, "
                 "status VARCHAR(32) NOT NULL); INSERT INTO cm_node VALUES %s"
-          % ", ".join("('%s', '%s', 'ONLINE')" % (n["ip"], spec["region"]) for n in spec["nodes"]),
+          % ", ".join("('%s', '%s', 'ONLINE')" % (n["ip"], region_of(spec, n)) for n in spec["nodes"]),
           dbs["cm"])
-    mysql(spec, "CREATE TABLE heatbeat_sequence (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, "
-                "gmt_created TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP); "
-                "INSERT INTO heatbeat_sequence (id) VALUES %s"
-          % ", ".join("(%d)" % i for i in range(1, 201)), dbs["cm_hb"])
+    for hb in all_dbs(spec)[2:]:
+        mysql(spec, "CREATE TABLE heatbeat_sequence (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, "
+                    "gmt_created TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP); "
+                    "INSERT INTO heatbeat_sequence (id) VALUES %s"
+              % ", ".join("(%d)" % i for i in range(1, 201)), hb)
     for n in spec["nodes"]:
         d = n["dir"]
         for sub in ["oms_logs", "oms_store", "oms_run"]:
@@ -182,7 +204,7 @@ def stop(spec):
     for c in listed:
         if any(c == n or c.startswith(n + "_") or c.startswith(n + "-") for n in names):
             subprocess.run(["docker", "rm", "-f", c], capture_output=True)
-    for db in spec["databases"].values():
+    for db in all_dbs(spec):
         subprocess.run(["mariadb", "--protocol=TCP", "-h" + spec["db"]["host"], "-P%d" % spec["db"]["port"],
                         "-u" + spec["db"]["user"], "-p" + spec["db"]["password"], "-e",
                         "DROP DATABASE IF EXISTS `%s`" % db], capture_output=True)
@@ -190,7 +212,7 @@ def stop(spec):
 
 def checksums(spec):
     out = {}
-    for db in spec["databases"].values():
+    for db in all_dbs(spec):
         tables = mysql(spec, "SHOW TABLES", db).split()
         for t in sorted(tables):
             line = mysql(spec, "CHECKSUM TABLE `%s`.`%s`" % (db, t)).split()

@@ -4,7 +4,8 @@
 # and logs to stdout (`docker logs`). A container started with IS_UPGRADE=true waits until the
 # metadata databases are at its version (docker_init.sh, or from 4.1.0
 # docker_oms_ce_version_upgrade.sh, run in this container or in another node's of the region,
-# puts them there), then starts its services and logs the success line.
+# puts them there), then starts its services and logs the success line. While it runs it writes a
+# heartbeat row into the cm_hb database every second.
 VERSION=@VERSION@
 CFG=/home/admin/conf/config.yaml
 # A command given to `docker run` replaces the services (the guide runs `IMAGE bash` only to
@@ -37,4 +38,9 @@ else
     health true
     echo "OMS service start successfully"
 fi
-while :; do sleep 1; done
+# A running OMS writes its heartbeat (and its tasks' progress) into the metadata every few
+# seconds: a dump taken while it runs is not the state it stopped with.
+while :; do
+    $M "$hb_db" -e "INSERT INTO heatbeat_sequence () VALUES ()" 2>/dev/null
+    sleep 1
+done

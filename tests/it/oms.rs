@@ -41,6 +41,12 @@ impl OmsLab {
 
     /// Two nodes running `from` (4.2.2-CE or 4.1.0-CE).
     fn at(from: &str, old_version_table: bool) -> OmsLab {
+        OmsLab::build(from, old_version_table, false)
+    }
+
+    /// Two nodes running `from`; with `two_regions`, oms2 is in a second region with its own
+    /// heartbeat database (named only by its config.yaml).
+    fn build(from: &str, old_version_table: bool, two_regions: bool) -> OmsLab {
         let db = MariaDb::shared();
         let p = Parity::new(NODES);
         let tag = free_port();
@@ -50,8 +56,13 @@ impl OmsLab {
             .enumerate()
             .map(|(i, n)| {
                 ports.insert(n.to_string(), free_port());
-                json!({"name": n, "ip": format!("127.0.0.{}", i + 2), "port": ports[*n],
-                       "dir": p.dir().join(n), "container": format!("capstan_oms{tag}_{n}")})
+                let mut node = json!({"name": n, "ip": format!("127.0.0.{}", i + 2), "port": ports[*n],
+                       "dir": p.dir().join(n), "container": format!("capstan_oms{tag}_{n}")});
+                if two_regions && i == 1 {
+                    node["region"] = json!("cn-shanghai");
+                    node["cm_hb"] = json!(format!("cm_hb2_422_{tag}"));
+                }
+                node
             })
             .collect();
         let spec = json!({
@@ -80,6 +91,17 @@ impl OmsLab {
 
     fn db(&self, key: &str) -> String {
         self.spec["databases"][key].as_str().unwrap().to_string()
+    }
+
+    /// Every region's heartbeat database.
+    fn hb_dbs(&self) -> Vec<String> {
+        let mut out = vec![self.db("cm_hb")];
+        for n in self.spec["nodes"].as_array().unwrap() {
+            if let Some(db) = n["cm_hb"].as_str() {
+                out.push(db.to_string());
+            }
+        }
+        out
     }
 
     fn container(&self, n: &str) -> String {
@@ -211,12 +233,16 @@ impl OmsLab {
             ));
         }
         s.push_str(&format!(
-            "\n[[products]]\nmodel = \"oms\"\ngroup = \"oms\"\nmetadb = \"127.0.0.1:{}\"\nversion = \"{}\"\nrm = \"{}\"\ncm = \"{}\"\ncm_hb = [\"{}\"]\nha = {}\n{model_extra}",
+            "\n[[products]]\nmodel = \"oms\"\ngroup = \"oms\"\nmetadb = \"127.0.0.1:{}\"\nversion = \"{}\"\nrm = \"{}\"\ncm = \"{}\"\ncm_hb = [{}]\nha = {}\n{model_extra}",
             MariaDb::shared().port,
             self.old_version(),
             self.db("rm"),
             self.db("cm"),
-            self.db("cm_hb"),
+            self.hb_dbs()
+                .iter()
+                .map(|d| toml_str(d))
+                .collect::<Vec<_>>()
+                .join(", "),
             toml_str(&self.ha()),
         ));
         self.p.scratch.write("oms-scenario.toml", &s)
@@ -248,21 +274,47 @@ impl OmsLab {
         );
     }
 
+    /// The ids of the heartbeat rows in the dump of heartbeat database `db` the run took.
+    fn dumped_heartbeats(&self, db: &str) -> Vec<u64> {
+        let dump = self.p.dir().join("backup").join(format!("{db}.sql"));
+        let text = std::fs::read_to_string(&dump).unwrap();
+        // One statement per table's rows, on one line or (MariaDB 10.11) one row a line.
+        let mut ids = Vec::new();
+        let head = "INSERT INTO `heatbeat_sequence` VALUES";
+        for part in text.split(head).skip(1) {
+            let values = part.split(";\n").next().unwrap().replace('\n', "");
+            for tuple in values.trim().split("),(") {
+                let id = tuple.trim_start_matches('(').split(',').next().unwrap();
+                ids.push(id.trim().parse().unwrap());
+            }
+        }
+        ids
+    }
+
     /// Every table of the metadata databases has the checksum and columns of `before`, but the
-    /// heartbeat table, which is as the vendor's shrink left it (its newest row, before the dump).
+    /// heartbeat table: the row the vendor's shrink kept (the one row its dump holds) is there
+    /// and no older one; the old containers, running again, write newer ones.
     fn metadata_as(&self, before: &BTreeMap<String, String>) {
         let after = self.checksums();
-        let hb = format!("{}.heatbeat_sequence", self.db("cm_hb"));
+        let hbs: Vec<String> = self
+            .hb_dbs()
+            .iter()
+            .map(|db| format!("{db}.heatbeat_sequence"))
+            .collect();
         for (t, sum) in before {
-            if *t != hb {
+            if !hbs.contains(t) {
                 assert_eq!(after.get(t), Some(sum), "{t} differs after the rollback");
             }
         }
         assert_eq!(before.len(), after.len(), "{after:#?}");
-        assert_eq!(
-            self.sql(&format!("SELECT CONCAT(COUNT(*), ' ', MAX(id)) FROM {hb}")),
-            ["1 200"]
-        );
+        for (db, hb) in self.hb_dbs().iter().zip(&hbs) {
+            let kept = self.dumped_heartbeats(db);
+            assert_eq!(kept.len(), 1, "the dump of {db} holds {kept:?}");
+            assert_eq!(
+                self.sql(&format!("SELECT id FROM {hb} WHERE id <= {}", kept[0])),
+                [kept[0].to_string()]
+            );
+        }
     }
 
     /// The simulation of the lab's scenario acts as the successful lab run `report` did, and a
@@ -355,7 +407,6 @@ impl ProductLab for OmsLab {
             "meta_password_secret=meta".into(),
             format!("rm_db={}", self.db("rm")),
             format!("cm_db={}", self.db("cm")),
-            format!("cm_hb_dbs={}", self.db("cm_hb")),
             format!("backup_dir={}", self.p.dir().join("backup").display()),
             // This machine's engine refuses privileged containers (it runs in a container).
             "privileged=false".into(),
@@ -412,6 +463,25 @@ fn comparable(r: &Value) -> BTreeMap<String, Vec<String>> {
                 if let Some(at) = l.rfind(" -> ok ") {
                     l.replace_range(at + 7.., "N affected");
                 }
+            }
+            // The lab's running containers write a heartbeat a second, so the ids the shrink
+            // reads and deletes depend on how long they ran; the model's table is as the
+            // scenario was written.
+            if l.contains("heatbeat_sequence") {
+                let mut masked = String::new();
+                let mut in_digits = false;
+                for ch in l.chars() {
+                    if ch.is_ascii_digit() {
+                        if !in_digits {
+                            masked.push('N');
+                        }
+                        in_digits = true;
+                    } else {
+                        masked.push(ch);
+                        in_digits = false;
+                    }
+                }
+                *l = masked;
             }
             if l.contains("] docker_load:") || l.contains("] docker_run:") {
                 if let Some(at) = l.rfind(" -> ok ") {
@@ -494,6 +564,25 @@ fn oms_upgrades_two_nodes_on_the_lab_and_the_simulation_acts_alike() {
     assert_eq!(inits.len(), 1, "{inits:?}");
     assert_eq!(inits[0]["host"], "oms1");
 
+    // The guide's order: every old container stopped before the heartbeat table is shrunk and
+    // the metadata dumped, so the dump holds the one row the shrink kept (the double's running
+    // containers write a heartbeat every second), and the run said so before it began.
+    let actions = report["actions"].as_array().unwrap();
+    let first = |what: &str| {
+        actions
+            .iter()
+            .position(|a| a["description"].as_str().unwrap().contains(what))
+            .unwrap_or_else(|| panic!("no {what}"))
+    };
+    let last_stop = actions
+        .iter()
+        .rposition(|a| a["op"] == "docker_stop")
+        .unwrap();
+    assert!(last_stop < first("heatbeat_sequence"));
+    assert!(last_stop < first("mysqldump"));
+    assert_eq!(lab.dumped_heartbeats(&lab.db("cm_hb")).len(), 1);
+    assert!(report["logs"].to_string().contains("outage: OMS stops on"));
+
     lab.happy_path_acts_alike(&scenario, &report);
 }
 
@@ -525,6 +614,46 @@ fn docker_init_failing_on_the_second_node_rolls_everything_back() {
 }
 
 #[test]
+fn two_regions_have_both_heartbeat_databases_dumped_and_restored() {
+    // oms2 is in its own region with its own heartbeat database, named only by its config.yaml
+    // (the run is given no cm_hb_dbs): docker_init.sh runs once per region, on both nodes, and
+    // fails on oms2.
+    let lab = OmsLab::build("4.2.2-CE", true, true);
+    lab.knob("oms2", "init_fail");
+    let scenario = lab.scenario("init_fail = [\"oms2\"]\n");
+    let before = lab.checksums();
+    let hbs = lab.hb_dbs();
+    assert_eq!(hbs.len(), 2);
+    let report = lab.run_rolled_back("node oms2: 4.2.2-CE -> 4.2.3", "docker_init.sh failed");
+    for db in &hbs {
+        assert!(
+            report["backups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|b| b.to_string().contains(&format!("{db}.sql"))),
+            "{db} was not dumped"
+        );
+    }
+    // Both regions' heartbeat databases (and every other table) are as they were dumped.
+    lab.metadata_as(&before);
+    assert_eq!(
+        report["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["description"]
+                .as_str()
+                .unwrap()
+                .contains("docker_init.sh"))
+            .count(),
+        2,
+        "docker_init.sh runs once in each region"
+    );
+    lab.rollback_acts_alike(&scenario, &report);
+}
+
+#[test]
 fn an_install_older_than_4_1_1_gets_the_documented_recovery() {
     // No oms_version table: docker_init.sh says "Version before 4.1.1 is not allowed to upgrade."
     let lab = OmsLab::new(false);
@@ -542,7 +671,7 @@ fn an_install_older_than_4_1_1_gets_the_documented_recovery() {
 }
 
 #[test]
-fn an_empty_dump_stops_the_run_before_any_container_is_touched() {
+fn an_empty_dump_stops_the_run_before_any_new_container_and_the_old_ones_start_again() {
     let mut lab = OmsLab::new(true);
     // A dump program that exits 0 and writes nothing (a broken client wrapper, a full disk).
     let fake = lab
@@ -552,7 +681,7 @@ fn an_empty_dump_stops_the_run_before_any_container_is_touched() {
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     lab.extra.push(format!("mysqldump={}", fake.display()));
     let ha_before = lab.ha();
-    let (out, report) = lab.run(&[]);
+    let (out, report) = lab.run(&["--on-failure", "rollback"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert_eq!(failed_step(&report), "back up the metadata");
     assert!(
@@ -560,13 +689,22 @@ fn an_empty_dump_stops_the_run_before_any_container_is_touched() {
         "{}",
         outcome_error(&report)
     );
+    // The guide stops the old containers before its backup; past that, nothing: no image
+    // loaded, no new container, no script run in one.
+    let changes: Vec<&str> = report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["op"].as_str().unwrap().starts_with("docker_") && a["read_only"] == false)
+        .map(|a| a["op"].as_str().unwrap())
+        .collect();
     assert!(
-        !report["actions"].as_array().unwrap().iter().any(|a| a["op"]
-            .as_str()
-            .unwrap()
-            .starts_with("docker_")
-            && a["read_only"] == false)
+        changes
+            .iter()
+            .all(|op| *op == "docker_stop" || *op == "docker_start"),
+        "{changes:?}"
     );
+    // The rollback started the old containers again, and put HA back.
     for n in NODES {
         assert!(lab.running(&lab.container(n)));
     }

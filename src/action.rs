@@ -465,6 +465,8 @@ pub struct Executor {
     cancel: Arc<Cancel>,
     events: Arc<dyn EventSink>,
     started: Instant,
+    /// The wall clock when the executor was made: a simulation's clock starts there.
+    started_wall: std::time::SystemTime,
     seq: AtomicU64,
     /// Per step: the hosts its actions touched (first-touch order) and how many actions ran.
     /// Kept as actions are recorded, so a step's summary costs nothing however long the run.
@@ -508,6 +510,7 @@ impl Executor {
             cancel,
             events,
             started: Instant::now(),
+            started_wall: std::time::SystemTime::now(),
             seq: AtomicU64::new(0),
             per_step: Mutex::new(HashMap::new()),
             journal: std::sync::OnceLock::new(),
@@ -572,6 +575,17 @@ impl Executor {
             Backend::Sim(w) => w.lock().unwrap_or_else(|e| e.into_inner()).now(),
             _ => self.started.elapsed(),
         }
+    }
+
+    /// Seconds since the Unix epoch: the wall clock, or in simulation the moment the run started
+    /// plus the simulated time (so a duration measured with it is the simulated one).
+    pub fn clock(&self) -> f64 {
+        let at = match &self.backend {
+            Backend::Sim(_) => self.started_wall + self.now(),
+            _ => std::time::SystemTime::now(),
+        };
+        at.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
     }
 
     /// Waits; in simulation the clock moves instead. Wakes early to honour a stop request.

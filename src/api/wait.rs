@@ -63,6 +63,23 @@ wait::sleep(1);
                 .map_err(|f| at(f.into(), ctx.call_position()))
         },
     );
+    let r = run.clone();
+    def_in(
+        &mut m,
+        "clock",
+        &["float"],
+        r#"
+Seconds since the Unix epoch (a float): the wall clock, or in simulation the moment the run
+started plus the simulated time. Read it twice to measure how long something took, e.g. how long
+a setting was off; keep a value that must survive a resume as a step's result.
+
+```rhai
+let t1 = wait::clock();
+wait::sleep(2);
+if wait::clock() - t1 < 2.0 { fail("the clock went backwards"); }
+```"#,
+        move || -> f64 { r.exec.clock() },
+    );
     super::sql::register_wait(&mut m, run);
     engine.register_static_module("wait", m.into());
 }

@@ -170,6 +170,16 @@ impl OmsLab {
         .remove(0)
     }
 
+    /// Asserts `ha.config` is back on as the guide says after `before` (HA on): the same
+    /// settings with `perceiveStoreClientCheckpoint` true (the playbook's default).
+    fn ha_back_on(&self, before: &str) {
+        let mut want: Value = serde_json::from_str(before).unwrap();
+        assert_eq!(want["enable"], true, "the lab starts with HA on: {before}");
+        want["perceiveStoreClientCheckpoint"] = json!(true);
+        let now: Value = serde_json::from_str(&self.ha()).unwrap();
+        assert_eq!(now, want, "HA is not back on as the guide says");
+    }
+
     fn versions(&self) -> Vec<String> {
         self.sql(&format!(
             "SELECT version FROM {}.oms_version ORDER BY version",
@@ -301,11 +311,27 @@ impl OmsLab {
             .iter()
             .map(|db| format!("{db}.heatbeat_sequence"))
             .collect();
+        // ha.config is put back on as the guide says (ha_back_on checks it), so that table is
+        // compared by its columns and its other rows.
+        let cfg = format!("{}.oms_normal_config", self.db("rm"));
         for (t, sum) in before {
-            if !hbs.contains(t) {
+            if *t == cfg {
+                let cols = |v: &str| v.split_once(' ').map(|(_, c)| c.to_string());
+                assert_eq!(
+                    after.get(t).and_then(|v| cols(v)),
+                    cols(sum),
+                    "{t}'s columns"
+                );
+            } else if !hbs.contains(t) {
                 assert_eq!(after.get(t), Some(sum), "{t} differs after the rollback");
             }
         }
+        assert_eq!(
+            self.sql(&format!(
+                "SELECT cfg_value FROM {cfg} WHERE cfg_name = 'oms.timezone'"
+            )),
+            ["+08:00"]
+        );
         assert_eq!(before.len(), after.len(), "{after:#?}");
         for (db, hb) in self.hb_dbs().iter().zip(&hbs) {
             let kept = self.dumped_heartbeats(db);
@@ -548,7 +574,7 @@ fn oms_upgrades_two_nodes_on_the_lab_and_the_simulation_acts_alike() {
         );
     }
     assert_eq!(lab.versions(), ["4.2.2-CE", "4.2.3-CE"]);
-    assert_eq!(lab.ha(), ha_before, "HA is not back as it was");
+    lab.ha_back_on(&ha_before);
     // The shared config file: docker_init.sh ran once in the region, on oms1.
     let inits: Vec<&Value> = report["actions"]
         .as_array()
@@ -608,7 +634,7 @@ fn docker_init_failing_on_the_second_node_rolls_everything_back() {
             .inspect(&format!("{}_4.2.3", lab.container(n)))
             .is_none());
     }
-    assert_eq!(lab.ha(), ha_before);
+    lab.ha_back_on(&ha_before);
 
     lab.rollback_acts_alike(&scenario, &report);
 }
@@ -708,7 +734,7 @@ fn an_empty_dump_stops_the_run_before_any_new_container_and_the_old_ones_start_a
     for n in NODES {
         assert!(lab.running(&lab.container(n)));
     }
-    assert_eq!(lab.ha(), ha_before, "the guard put HA back");
+    lab.ha_back_on(&ha_before);
 }
 
 #[test]
@@ -735,7 +761,8 @@ fn kill_9_between_the_two_nodes_then_resume_completes() {
         assert!(lab.running(&format!("{}_4.2.3", lab.container(n))));
     }
     assert_eq!(lab.versions(), ["4.2.2-CE", "4.2.3-CE"]);
-    assert!(lab.ha().contains("\"enable\": true"), "{}", lab.ha());
+    let ha: Value = serde_json::from_str(&lab.ha()).unwrap();
+    assert_eq!(ha["enable"], true, "{ha}");
 }
 
 #[test]
@@ -830,7 +857,7 @@ fn oms_upgrades_from_4_1_0_by_the_deploy_script_and_the_simulation_acts_alike() 
         );
     }
     assert_eq!(lab.versions(), ["4.1.0-CE", "4.2.3-CE"]);
-    assert_eq!(lab.ha(), ha_before, "HA is not back as it was");
+    lab.ha_back_on(&ha_before);
     // The shared config file: the upgrade script ran once in the region, on oms1; the deploy
     // script on every node, each pulled out of the image by a container that is gone again.
     let upgrades = actions_about(&report, "sh /root/docker_oms_ce_version_upgrade.sh");
@@ -899,7 +926,7 @@ fn the_4_1_0_upgrade_script_failing_on_the_second_node_is_rolled_back_by_the_gui
             "{n}: config.yaml is not as it was"
         );
     }
-    assert_eq!(lab.ha(), ha_before);
+    lab.ha_back_on(&ha_before);
 
     lab.rollback_acts_alike(&scenario, &report);
 }
@@ -999,5 +1026,72 @@ fn kill_9_between_the_two_nodes_from_4_1_0_then_resume_completes() {
         assert!(lab.running(&lab.deployed(i, n)), "{n}");
     }
     assert_eq!(lab.versions(), ["4.1.0-CE", "4.2.3-CE"]);
-    assert!(lab.ha().contains("\"enable\": true"), "{}", lab.ha());
+    let ha: Value = serde_json::from_str(&lab.ha()).unwrap();
+    assert_eq!(ha["enable"], true, "{ha}");
+}
+
+#[test]
+fn with_perceive_checkpoint_kept_false_refetch_store_interval_is_raised_above_the_time_ha_was_off()
+{
+    // The example's cluster with refetchStoreIntervalMin at 1 minute; the upgrade keeps HA off
+    // for minutes (simulated).
+    let pb = repo().join("playbooks/oms.rhai");
+    let text = std::fs::read_to_string(repo().join("examples/oms/scenario.toml")).unwrap();
+    let edited = text.replace(
+        "\"refetchStoreIntervalMin\": 120",
+        "\"refetchStoreIntervalMin\": 1",
+    );
+    assert_ne!(edited, text);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("scenario.toml"), edited).unwrap();
+    std::fs::copy(
+        repo().join("examples/oms/inventory.toml"),
+        dir.path().join("inventory.toml"),
+    )
+    .unwrap();
+    let sc = dir.path().join("scenario.toml");
+    let out = capstan(&[
+        "simulate",
+        pb.to_str().unwrap(),
+        "--scenario",
+        sc.to_str().unwrap(),
+        "--json",
+        "-p",
+        "perceive_checkpoint=false",
+    ]);
+    let r = last_report(&out.stdout);
+    assert_eq!(r["status"], "succeeded", "{}", outcome_error(&r));
+    // The last write of ha.config turns HA on with refetchStoreIntervalMin above T2 - T1.
+    let last = r["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|a| a["description"].as_str().unwrap().contains("SET cfg_value"))
+        .unwrap()["description"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let logs = r["logs"].to_string();
+    let line = logs
+        .split("ha.config: HA back on")
+        .nth(1)
+        .expect("the T1/T2 line")
+        .to_string();
+    let minutes: i64 = line
+        .split(" min)")
+        .next()
+        .unwrap()
+        .rsplit('(')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(minutes >= 1, "{line}");
+    assert!(
+        last.contains("\"enable\":true")
+            && last.contains("\"perceiveStoreClientCheckpoint\":false")
+            && last.contains(&format!("\"refetchStoreIntervalMin\":{}", minutes + 10)),
+        "{last}\n{line}"
+    );
+    assert!(line.contains("refetchStoreIntervalMin 1 -> "), "{line}");
 }

@@ -27,6 +27,12 @@ at_version() {
     v=$($M -e "SELECT version FROM oms_version ORDER BY gmt_modified DESC, version DESC LIMIT 1" "$rm_db" 2>/dev/null)
     [ "$v" = "$VERSION" ]
 }
+# The services take a while to come up (the guide sleeps 300 s before docker_init.sh); the
+# double takes READY_S seconds, then says it is ready and lets docker_init.sh work.
+READY_S=3
+sleep "$READY_S"
+touch /tmp/oms-ready
+echo "OMS $VERSION: services are up, ready for docker_init.sh"
 if [ "${IS_UPGRADE:-false}" = true ]; then
     echo "upgrade mode: waiting for docker_init.sh to bring the metadata to $VERSION"
     until at_version; do sleep 1; done

@@ -489,6 +489,7 @@ impl Scenario {
                     held_down: BTreeSet::new(),
                     processes: BTreeMap::new(),
                     next_pid: 0,
+                    now: Duration::ZERO,
                 };
                 for p in &st.processes {
                     host.spawn(p);
@@ -559,6 +560,9 @@ pub struct SimHost {
     /// Running processes: pid → command line.
     pub processes: BTreeMap<u32, String>,
     next_pid: u32,
+    /// The simulated clock when the action being applied started: models that need time to
+    /// pass (a container still starting) read it.
+    pub now: Duration,
 }
 
 fn norm(p: &str) -> String {
@@ -1194,6 +1198,7 @@ impl World {
                 None if matches!(action, Action::Sql { .. }) => &mut scratch,
                 None => return Err(fail("not in the simulated world".into())),
             };
+            h.now = self.clock;
             let mut model_out = match action {
                 Action::Exec { command, stdin, .. } => models
                     .iter_mut()

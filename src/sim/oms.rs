@@ -25,6 +25,10 @@ use super::model::{
 use super::SimHost;
 
 const SUCCESS: &str = "OMS service start successfully";
+/// How long a new container's services take to come up before docker_init.sh can work (the
+/// guide waits 300 s; the model, like the lab's double, a few seconds), and what it logs then.
+const READY_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+const READY: &str = "services are up, ready for docker_init.sh";
 const TOO_OLD: &str = "Version before 4.1.1 is not allowed to upgrade.";
 const COMPLETED: &str = "[Completed] All initialization steps are executed.";
 /// The 4.1.0 → 4.2.3 deploy script, in the 4.2.3 image's /root.
@@ -82,6 +86,8 @@ pub struct OmsModel {
     init_fail: BTreeSet<String>,
     upgrade_fail: BTreeSet<String>,
     unhealthy: BTreeSet<String>,
+    /// New containers whose services are still starting: name → when they were run.
+    starting: BTreeMap<String, std::time::Duration>,
 }
 
 /// The deploy script's prompts, answered from its stdin one line each; the transcript so far.
@@ -260,6 +266,7 @@ impl OmsModel {
             init_fail: settings_strings(s, "init_fail")?.into_iter().collect(),
             upgrade_fail: settings_strings(s, "upgrade_fail")?.into_iter().collect(),
             unhealthy: settings_strings(s, "unhealthy")?.into_iter().collect(),
+            starting: BTreeMap::new(),
         })
     }
 
@@ -877,18 +884,55 @@ impl ProductModel for OmsModel {
                     .into_iter()
                     .find(|(n, _, _)| n == name)
                     .map(|(_, i, _)| i)?;
-                let o = self.docker_init(host, &image);
                 let mut log = Vec::new();
+                if let Some(since) = self.starting.get(name).copied() {
+                    if state.now.saturating_sub(since) < READY_AFTER {
+                        return Some((
+                            output(
+                                1,
+                                "[docker_init] start, config /home/admin/conf/config.yaml\n",
+                                "[docker_init] ERROR: the OMS services in this container are still starting: run docker_init.sh once they are up\n",
+                            ),
+                            Vec::new(),
+                        ));
+                    }
+                    // Up by now: it said so in its log before this ran.
+                    self.starting.remove(name);
+                    log.push((
+                        name.clone(),
+                        format!("OMS {}: {READY}", image_version(&image)),
+                    ));
+                }
+                let o = self.docker_init(host, &image);
                 if o.code == Some(0) {
                     log = self.services_started(state, host);
                 }
                 Some((o, log))
             }
+            // A new container's services take a while to come up: it logs when they have.
+            DockerOp::Logs { name, .. } if self.starting.contains_key(name) => {
+                let since = self.starting[name];
+                if state.now.saturating_sub(since) < READY_AFTER {
+                    return None;
+                }
+                self.starting.remove(name);
+                let line = format!("OMS {}: {READY}", image_version(&image_of(name)?));
+                let mut o = out.clone();
+                o.stdout.extend_from_slice(format!("{line}\n").as_bytes());
+                Some((o, vec![(name.clone(), line)]))
+            }
             DockerOp::Run { spec } if spec.env.get("IS_UPGRADE").is_some_and(|v| v == "true") => {
-                // Its services start at once when the region's metadata is already there.
+                // When the region's metadata is already there (docker_init.sh ran on another
+                // node), its services come up and it is healthy; otherwise it starts, and
+                // docker_init.sh must wait until it is up.
                 let log = if self.healthy(host, &spec.image, &spec.env) {
-                    vec![(spec.name.clone(), SUCCESS.to_string())]
+                    let ready = format!("OMS {}: {READY}", image_version(&spec.image));
+                    vec![
+                        (spec.name.clone(), ready),
+                        (spec.name.clone(), SUCCESS.to_string()),
+                    ]
                 } else {
+                    self.starting.insert(spec.name.clone(), state.now);
                     Vec::new()
                 };
                 Some((out.clone(), log))

@@ -443,6 +443,9 @@ impl ProductLab for OmsLab {
                 "config_tool={}-config-tool",
                 self.spec["prefix"].as_str().unwrap()
             ),
+            // The double's container says when its services are up (after a few seconds).
+            "ready_log=services are up, ready for docker_init.sh".into(),
+            "init_wait=60".into(),
         ]
         .into_iter()
         .chain(self.extra.iter().cloned())
@@ -1094,4 +1097,62 @@ fn with_perceive_checkpoint_kept_false_refetch_store_interval_is_raised_above_th
         "{last}\n{line}"
     );
     assert!(line.contains("refetchStoreIntervalMin 1 -> "), "{line}");
+}
+
+#[test]
+fn docker_init_run_into_a_container_still_starting_fails_in_the_double() {
+    // A copy of the playbook without the wait for the new container's services.
+    let lab = OmsLab::new(true);
+    let text = std::fs::read_to_string(repo().join("playbooks/oms.rhai")).unwrap();
+    let wait =
+        "            oms::wait_ready(d, named, #{ log: p.ready_log, timeout: p.init_wait });\n";
+    let early = text.replace(wait, "");
+    assert_ne!(early, text, "the wait is not where the test expects it");
+    let pb = lab.p.scratch.write("oms-too-early.rhai", &early);
+    let inv = lab.inventory();
+    let mut args: Vec<String> = [
+        "run",
+        pb.to_str().unwrap(),
+        "-i",
+        inv.to_str().unwrap(),
+        "--yes",
+        "--json",
+        "--on-failure",
+        "rollback",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(lab.params());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = lab.p.scratch.capstan(&argv);
+    let r = last_report(&out.stdout);
+    assert_eq!(r["status"], "rolled_back", "{}", outcome_error(&r));
+    let err = outcome_error(&r);
+    assert!(
+        err.contains("docker_init.sh failed") && err.contains("still starting"),
+        "{err}"
+    );
+    for n in NODES {
+        assert!(lab.running(&lab.container(n)), "{n}: the old container");
+    }
+
+    // The shipped playbook waits for the container's word first: in its trace, the ready line
+    // is seen in docker logs before docker_init.sh runs.
+    let (out, report) = lab.run(&[]);
+    ok_run(&out, &report);
+    let actions = report["actions"].as_array().unwrap();
+    let init = actions
+        .iter()
+        .position(|a| {
+            a["description"]
+                .as_str()
+                .unwrap()
+                .contains("docker_init.sh")
+        })
+        .unwrap();
+    let ready = actions[..init]
+        .iter()
+        .rposition(|a| a["op"] == "docker_logs")
+        .expect("docker logs read before docker_init.sh");
+    assert_eq!(actions[ready]["host"], actions[init]["host"]);
 }

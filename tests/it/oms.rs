@@ -1038,31 +1038,15 @@ fn with_perceive_checkpoint_kept_false_refetch_store_interval_is_raised_above_th
 {
     // The example's cluster with refetchStoreIntervalMin at 1 minute; the upgrade keeps HA off
     // for minutes (simulated).
-    let pb = repo().join("playbooks/oms.rhai");
-    let text = std::fs::read_to_string(repo().join("examples/oms/scenario.toml")).unwrap();
-    let edited = text.replace(
-        "\"refetchStoreIntervalMin\": 120",
-        "\"refetchStoreIntervalMin\": 1",
+    let r = simulate_edited_example(
+        "oms",
+        "scenario.toml",
+        (
+            "\"refetchStoreIntervalMin\": 120",
+            "\"refetchStoreIntervalMin\": 1",
+        ),
+        &["-p", "perceive_checkpoint=false"],
     );
-    assert_ne!(edited, text);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("scenario.toml"), edited).unwrap();
-    std::fs::copy(
-        repo().join("examples/oms/inventory.toml"),
-        dir.path().join("inventory.toml"),
-    )
-    .unwrap();
-    let sc = dir.path().join("scenario.toml");
-    let out = capstan(&[
-        "simulate",
-        pb.to_str().unwrap(),
-        "--scenario",
-        sc.to_str().unwrap(),
-        "--json",
-        "-p",
-        "perceive_checkpoint=false",
-    ]);
-    let r = last_report(&out.stdout);
     assert_eq!(r["status"], "succeeded", "{}", outcome_error(&r));
     // The last write of ha.config turns HA on with refetchStoreIntervalMin above T2 - T1.
     let last = r["actions"]

@@ -884,30 +884,9 @@ fn a_post_upgrade_that_fails_keeps_its_statfile_and_a_resume_moves_the_leaders_b
     assert_eq!(lab.state()["auto_failover"], false);
 }
 
-/// `capstan simulate` of the shipped playbook on a copy of the example scenario with `from`
-/// replaced by `to` (which must occur), with `extra` arguments: the report.
+/// The shipped playbook simulated on the example scenario with `from` replaced by `to`.
 fn simulate_example_with(from: &str, to: &str, extra: &[&str]) -> Value {
-    let pb = repo().join("playbooks/openmldb.rhai");
-    let text = std::fs::read_to_string(repo().join("examples/openmldb/scenario.toml")).unwrap();
-    let edited = text.replacen(from, to, 1);
-    assert_ne!(edited, text, "`{from}` is not in the example scenario");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("scenario.toml"), edited).unwrap();
-    std::fs::copy(
-        repo().join("examples/openmldb/inventory.toml"),
-        dir.path().join("inventory.toml"),
-    )
-    .unwrap();
-    let sc = dir.path().join("scenario.toml");
-    let mut args = vec![
-        "simulate",
-        pb.to_str().unwrap(),
-        "--scenario",
-        sc.to_str().unwrap(),
-        "--json",
-    ];
-    args.extend_from_slice(extra);
-    last_report(&capstan(&args).stdout)
+    simulate_edited_example("openmldb", "scenario.toml", (from, to), extra)
 }
 
 #[test]

@@ -507,3 +507,39 @@ pub fn ok_run(out: &Out, report: &serde_json::Value) {
         out.stderr
     );
 }
+
+/// `capstan simulate` of shipped playbook `product` on a copy of its example scenario
+/// (`examples/PRODUCT/SCENARIO`, with the example's inventory beside it) in which `from` is
+/// replaced by `to` (`from` must occur), with `extra` arguments: the JSON report.
+pub fn simulate_edited_example(
+    product: &str,
+    scenario: &str,
+    (from, to): (&str, &str),
+    extra: &[&str],
+) -> serde_json::Value {
+    let examples = repo().join("examples").join(product);
+    let text = std::fs::read_to_string(examples.join(scenario)).unwrap();
+    let edited = text.replacen(from, to, 1);
+    assert_ne!(
+        edited, text,
+        "`{from}` is not in examples/{product}/{scenario}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(scenario), edited).unwrap();
+    std::fs::copy(
+        examples.join("inventory.toml"),
+        dir.path().join("inventory.toml"),
+    )
+    .unwrap();
+    let pb = repo().join(format!("playbooks/{product}.rhai"));
+    let sc = dir.path().join(scenario);
+    let mut args = vec![
+        "simulate",
+        pb.to_str().unwrap(),
+        "--scenario",
+        sc.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    last_report(&capstan(&args).stdout)
+}

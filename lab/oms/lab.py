@@ -7,12 +7,14 @@
 #                                          and config.yaml, and run the old version's containers
 #   lab.py stop SPEC.json                 remove the lab's containers and drop its databases
 #   lab.py checksums SPEC.json            CHECKSUM TABLE of every table of the metadata databases (JSON)
-#   lab.py knob SPEC.json NODE NAME on|off   init_fail / upgrade_fail / unhealthy for a node's
-#                                          next container
+#   lab.py knob SPEC.json NODE NAME on|off   init_fail / upgrade_fail / unhealthy / no_openapi /
+#                                          user_creates for a node's next container
 #
 # SPEC: {"prefix", "image": "capstan-lab/oms", "from", "db": {host, port, user, password},
 #        "databases": {"rm", "cm", "cm_hb"}, "old_version_table": true, "region",
-#        "nodes": [{"name", "ip", "port", "dir", "container", "region"?, "cm_hb"?}]}
+#        "nodes": [{"name", "ip", "port", "dir", "container", "region"?, "cm_hb"?}],
+#        "projects"?: [{"id", "name", "type", "status", "steps": [[NAME, STATUS], ...]}],
+#        "data_sources"?: [{"id", "name", "type"}]}
 # A node's `region` and `cm_hb` put it in another region, with that region's heartbeat database
 # (its config.yaml names it, and lists the region's nodes as cm_nodes).
 import sys
@@ -67,6 +69,8 @@ def images(outdir):
             shutil.copy(lib, dest)
         os.makedirs(os.path.join(root, "usr/lib/oms-double"), exist_ok=True)
         shutil.copy(os.path.join(HERE, "metadb.sh"), os.path.join(root, "usr/lib/oms-double/metadb.sh"))
+        shutil.copy(os.path.join(HERE, "console.sh"), os.path.join(root, "usr/lib/oms-double/console.sh"))
+        os.chmod(os.path.join(root, "usr/lib/oms-double/console.sh"), 0o755)
         # The guide's `docker run IMAGE bash`: busybox has no bash applet.
         with open(os.path.join(root, "bin/bash"), "w") as f:
             f.write("#!/bin/sh\nexec /bin/sh \"$@\"\n")
@@ -148,6 +152,47 @@ def config_yaml(spec, node):
                "".join("  - %s\n" % n["ip"] for n in spec["nodes"]), node["port"]))
 
 
+# The projects a console lists unless the spec gives its own: incremental synchronization
+# running (allowed by the guide), one suspended; full migration and verification finished.
+PROJECTS = [
+    {"id": "np_1", "name": "mysql_to_ob_orders", "type": "MIGRATION", "status": "RUNNING",
+     "steps": [["TRANSFER_PRECHECK", "FINISHED"], ["STRUCT_TRANSFER", "FINISHED"],
+               ["FULL_TRANSFER", "FINISHED"], ["INCR_TRANSFER", "RUNNING"], ["FULL_VERIFIER", "FINISHED"]]},
+    {"id": "np_2", "name": "ob_to_kafka_events", "type": "SYNC", "status": "RUNNING",
+     "steps": [["TRANSFER_PRECHECK", "FINISHED"], ["INCR_TRANSFER", "RUNNING"]]},
+    {"id": "np_3", "name": "pg_to_ob_archive", "type": "MIGRATION", "status": "SUSPEND",
+     "steps": [["TRANSFER_PRECHECK", "FINISHED"], ["FULL_TRANSFER", "SUSPEND"]]},
+]
+SOURCES = [{"id": "e_1", "name": "orders_mysql", "type": "MYSQL"},
+           {"id": "e_2", "name": "ob_tenant", "type": "OB_MYSQL"},
+           {"id": "e_3", "name": "events_kafka", "type": "KAFKA"}]
+
+
+def projects_sql(spec):
+    """The rm tables the double's console answers from. Only oms_project's id, project_name and
+    project_status are the vendor's (its upgrade guides query them); the rest is the double's."""
+    q = lambda v: "'%s'" % str(v).replace("'", "''")
+    out = ("CREATE TABLE oms_project (id VARCHAR(64) NOT NULL PRIMARY KEY, project_name VARCHAR(128) NOT NULL, "
+           "project_type VARCHAR(32) NOT NULL, project_status VARCHAR(32) NOT NULL, "
+           "gmt_create TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)); "
+           "CREATE TABLE oms_project_step (project_id VARCHAR(64) NOT NULL, step_order INT NOT NULL, "
+           "step_name VARCHAR(64) NOT NULL, step_status VARCHAR(32) NOT NULL, progress INT NOT NULL DEFAULT 0, "
+           "gmt_modified TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), PRIMARY KEY (project_id, step_order)); "
+           "CREATE TABLE oms_data_source (id VARCHAR(64) NOT NULL PRIMARY KEY, name VARCHAR(128) NOT NULL, "
+           "type VARCHAR(32) NOT NULL)")
+    for i, p in enumerate(spec.get("projects", PROJECTS)):
+        # gmt_create in the listed order, a second apart (ListProjects lists the newest first).
+        out += ("; INSERT INTO oms_project VALUES (%s, %s, %s, %s, NOW(6) - INTERVAL %d SECOND)"
+                % (q(p["id"]), q(p["name"]), q(p.get("type", "MIGRATION")), q(p["status"]), 1000 - i))
+        for k, (name, st) in enumerate(p.get("steps", [])):
+            prog = 100 if st == "FINISHED" else 40
+            out += ("; INSERT INTO oms_project_step (project_id, step_order, step_name, step_status, progress) "
+                    "VALUES (%s, %d, %s, %s, %d)" % (q(p["id"]), k + 1, q(name), q(st), prog))
+    for s in spec.get("data_sources", SOURCES):
+        out += "; INSERT INTO oms_data_source VALUES (%s, %s, %s)" % (q(s["id"]), q(s["name"]), q(s["type"]))
+    return out
+
+
 def install(spec):
     dbs = spec["databases"]
     for db in all_dbs(spec):
@@ -158,10 +203,7 @@ def install(spec):
           "cfg_value TEXT NOT NULL, gmt_modified TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP); "
           "INSERT INTO oms_normal_config (cfg_name, cfg_value) VALUES ('ha.config', '%s'), "
           "('oms.timezone', '+08:00'); "
-          "CREATE TABLE oms_project (id BIGINT NOT NULL PRIMARY KEY, name VARCHAR(128) NOT NULL, "
-          "status VARCHAR(32) NOT NULL); INSERT INTO oms_project VALUES (1, 'mysql_to_ob_orders', "
-          "'RUNNING'), (2, 'ob_to_kafka_events', 'RUNNING'), (3, 'pg_to_ob_archive', 'SUSPEND')"
-          % ha.replace("'", "''"))
+          "%s" % (ha.replace("'", "''"), projects_sql(spec)))
     if spec.get("old_version_table", True):
         rm += ("; CREATE TABLE oms_version (version VARCHAR(64) NOT NULL, gmt_modified TIMESTAMP "
                "NOT NULL DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (version)); "

@@ -17,7 +17,9 @@ use super::persist::{closure_from_spec, closure_spec, freeze};
 use super::{def, fault, RunCtx};
 use crate::action::{current_step, set_current_step, Action};
 use crate::error::FaultKind;
-use crate::journal::{ClosureSpec, GuardStatus, NewUndo, UndoSpec, UndoStatus};
+use crate::journal::{
+    ClosureSpec, GuardStatus, NewUndo, RunJournal, UndoRow, UndoSpec, UndoStatus,
+};
 use crate::report::{Event, GuardPhase, RollbackPhase, UndoPhase};
 use crate::Mode;
 
@@ -217,18 +219,31 @@ impl RunCtx {
                 return sum;
             }
         };
-        // A barrier stops every rollback, the first and any later one.
-        let pending: Vec<_> = undos
+        // A barrier stops every rollback, the first and any later one; a gate checks every one.
+        let (gates, pending): (Vec<_>, Vec<_>) = undos
             .into_iter()
             .filter(|u| {
-                u.status == UndoStatus::Pending || matches!(u.spec, UndoSpec::Barrier { .. })
+                u.status == UndoStatus::Pending
+                    || matches!(u.spec, UndoSpec::Barrier { .. } | UndoSpec::Gate(_))
             })
-            .collect();
+            .partition(|u| matches!(u.spec, UndoSpec::Gate(_)));
         self.events.emit(&Event::Rollback {
             phase: RollbackPhase::Started,
             undone: 0,
             failed: 0,
         });
+        let work = pending
+            .iter()
+            .any(|u| !matches!(u.spec, UndoSpec::Barrier { .. }));
+        if work && !self.gates_pass(engine, &j, &gates) {
+            sum.failed += 1;
+            self.events.emit(&Event::Rollback {
+                phase: RollbackPhase::Finished,
+                undone: 0,
+                failed: sum.failed,
+            });
+            return sum;
+        }
         self.log(
             "warn",
             &format!("rolling back: {} undo(s), newest first", pending.len()),
@@ -269,7 +284,7 @@ impl RunCtx {
                     let live = lock(&self.recovery.undos).remove(&u.id);
                     self.recovery.run_closure(engine, self, live, spec)
                 }
-                UndoSpec::Barrier { .. } => Ok(()),
+                UndoSpec::Barrier { .. } | UndoSpec::Gate(_) => Ok(()),
             };
             set_current_step(prev);
             let (status, phase, error) = match &result {
@@ -308,6 +323,55 @@ impl RunCtx {
             failed: sum.failed,
         });
         sum
+    }
+
+    /// Runs every rollback gate, newest first; all of them, so that the refusal names every
+    /// reason at once. False when one failed: then nothing may be undone.
+    fn gates_pass(self: &Arc<Self>, engine: &Engine, j: &RunJournal, gates: &[UndoRow]) -> bool {
+        let mut refused = Vec::new();
+        for u in gates.iter().rev() {
+            let UndoSpec::Gate(spec) = &u.spec else {
+                continue;
+            };
+            let prev = set_current_step(Some(format!("before the rollback: {}", u.description)));
+            let live = lock(&self.recovery.undos).remove(&u.id);
+            let result = self.recovery.run_closure(engine, self, live, spec);
+            set_current_step(prev);
+            let (status, phase, error) = match result {
+                Ok(()) => (UndoStatus::Done, UndoPhase::Done, None),
+                Err(m) => {
+                    let m = self.exec.inventory().redactor.redact(&m);
+                    refused.push(format!("{} ({m})", u.description));
+                    (UndoStatus::Failed, UndoPhase::Failed, Some(m))
+                }
+            };
+            if let Err(e) = j
+                .journal
+                .undo_finished(&j.run_id, u.id, status, error.as_deref())
+            {
+                self.exec.journal_failed(&e);
+            }
+            self.events.emit(&Event::Undo {
+                id: u.id,
+                phase,
+                step: u.step.clone(),
+                host: u.host.clone(),
+                description: u.description.clone(),
+                error,
+            });
+        }
+        if refused.is_empty() {
+            return true;
+        }
+        self.log(
+            "error",
+            &format!(
+                "rollback refused before any undo ran: {}; nothing was undone and every undo stays pending: fix that, then `capstan rollback {}` checks again",
+                refused.join("; "),
+                j.run_id
+            ),
+        );
+        false
     }
 
     /// Restores every guard still set, newest first. Returns how many could not be restored.
@@ -510,6 +574,66 @@ step("commit the upgrade", || {
                     reason: reason.to_string(),
                 },
             );
+            Ok(())
+        },
+    );
+
+    let r = run.clone();
+    def(
+        engine,
+        "rollback_gate",
+        &["description: String", "check: FnPtr", "()"],
+        r#"
+Registers a check that every rollback of this run makes before it undoes anything: when `check`
+fails, the rollback refuses as a whole, naming `description` and the error, nothing is undone and
+every undo stays pending (fix the cause, then `capstan rollback RUN` checks again). For a way back
+that is safe only under a condition the vendor states (OMS: no project created on the new
+version), decided before the first node is touched rather than after half of them. Gates run
+only when there is something to undo, all of them (the refusal lists every reason). Journaled
+like an undo; only inside a step; not registered under `--check`.
+
+```rhai
+let h = cluster().host("web1");
+step("precheck", || {
+    rollback_gate("no data written since the upgrade", || {
+        if h.exists("/srv/app/new-data") { fail("data was written on the new version"); }
+    });
+});
+```"#,
+        move |ctx: NativeCallContext, what: &str, body: FnPtr| -> R<()> {
+            if current_step().is_none() {
+                return Err(fault(
+                    FaultKind::Script,
+                    None,
+                    "rollback_gate() belongs inside a step",
+                ));
+            }
+            if r.exec.mode() == Mode::Check {
+                return Ok(());
+            }
+            let body = freeze(&body);
+            let spec = closure_spec(&body, &r, &ctx);
+            if let Some(why) = &spec.not_restorable {
+                r.log(
+                    "warn",
+                    &format!(
+                        "this rollback gate cannot be run by another process after a crash: {why}"
+                    ),
+                );
+            }
+            if let Some(id) = r.journal_undo(
+                None,
+                format!("rollback gate: {what}"),
+                &UndoSpec::Gate(spec),
+            ) {
+                lock(&r.recovery.undos).insert(
+                    id,
+                    Live {
+                        f: body,
+                        ctx: store(&ctx),
+                    },
+                );
+            }
             Ok(())
         },
     );

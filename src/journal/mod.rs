@@ -203,6 +203,9 @@ pub enum UndoSpec {
     /// A point of no return (`no_way_back`): a rollback stops here, and the undos registered
     /// before it stay pending.
     Barrier { reason: String },
+    /// A check every rollback runs before its first undo (`rollback_gate`): when it fails, the
+    /// rollback changes nothing and every undo stays pending.
+    Gate(ClosureSpec),
 }
 
 /// A script closure as the journal keeps it.

@@ -46,6 +46,10 @@ enum Db {
         /// `None`: no `oms_version` table.
         versions: Option<Vec<String>>,
         schema: String,
+        /// The console's projects and data sources: OMS keeps them in its rm database, so a
+        /// dump and its load carry them.
+        projects: Vec<Project>,
+        sources: Vec<Source>,
     },
     Cm {
         nodes: Vec<(String, String)>,
@@ -58,6 +62,28 @@ enum Db {
     /// Created, not loaded yet.
     Empty,
 }
+
+/// A migration or synchronization project as the console's OpenAPI lists it.
+#[derive(Debug, Clone, PartialEq)]
+struct Project {
+    id: String,
+    name: String,
+    kind: String,
+    status: String,
+    /// Its steps in order: name and status.
+    steps: Vec<(String, String)>,
+}
+
+/// A data source as `ListDataSource` gives it.
+#[derive(Debug, Clone, PartialEq)]
+struct Source {
+    id: String,
+    name: String,
+    kind: String,
+}
+
+/// The OpenAPI's page size limit (`ListProjects`: at most 150).
+const MAX_PAGE: i64 = 150;
 
 #[derive(Debug, Clone)]
 struct Node {
@@ -73,7 +99,12 @@ struct Node {
 /// without `oms_version`: docker_init.sh says it is older than 4.1.1), `ha` (the `ha.config`
 /// text), `heartbeat_rows` (default 200), `init_fail`, `upgrade_fail` and `unhealthy` (hosts whose
 /// new container's docker_init.sh fails, whose docker_oms_ce_version_upgrade.sh stops after the rm
-/// change, or whose services never turn healthy).
+/// change, or whose services never turn healthy). The console's OpenAPI (`POST /api/v2?Action=`
+/// ListProjects, DescribeProjectSteps, ListDataSource on the node's port): `projects` (tables
+/// with `id`, `name`, `type`, `status` and `steps`, a table of step name to status, in the
+/// order OMS runs them), `data_sources` (`id`, `name`, `type`), `no_openapi` (hosts whose console
+/// answers 404, as one older than CE 4.1.1 may), `user_creates` (hosts where, once a 4.2.3
+/// console serves, a user creates a project and an HBase data source).
 #[derive(Debug, Clone)]
 pub struct OmsModel {
     metadb: String,
@@ -88,6 +119,9 @@ pub struct OmsModel {
     unhealthy: BTreeSet<String>,
     /// New containers whose services are still starting: name → when they were run.
     starting: BTreeMap<String, std::time::Duration>,
+    no_openapi: BTreeSet<String>,
+    /// Hosts whose user has yet to create a project on a 4.2.3 console.
+    user_creates: BTreeSet<String>,
 }
 
 /// The deploy script's prompts, answered from its stdin one line each; the transcript so far.
@@ -173,6 +207,111 @@ fn affected(n: u64) -> SqlResult {
 
 type SqlAnswer = Result<SqlResult, (u16, String)>;
 
+fn table_str(t: &toml::Table, key: &str, what: &str) -> Result<String, String> {
+    match t.get(key) {
+        Some(toml::Value::String(v)) => Ok(v.clone()),
+        _ => Err(format!("{what} needs `{key}` (a string)")),
+    }
+}
+
+/// The scenario's `projects`: `[{ id, name, type, status, steps = { NAME = "STATUS", .. } }]`.
+fn settings_projects(s: &toml::Table) -> Result<Vec<Project>, String> {
+    let Some(v) = s.get("projects") else {
+        return Ok(Vec::new());
+    };
+    let list = v
+        .as_array()
+        .ok_or("oms: `projects` is an array of tables")?;
+    let mut out = Vec::new();
+    for p in list {
+        let t = p.as_table().ok_or("oms: each of `projects` is a table")?;
+        let steps = match t.get("steps") {
+            None => Vec::new(),
+            Some(toml::Value::Table(st)) => st
+                .iter()
+                .map(|(k, v)| match v {
+                    toml::Value::String(x) => Ok((k.clone(), x.clone())),
+                    _ => Err(format!("oms: project step `{k}` needs a status string")),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err("oms: a project's `steps` is a table of step = status".into()),
+        };
+        out.push(Project {
+            id: table_str(t, "id", "oms: a project")?,
+            name: table_str(t, "name", "oms: a project")?,
+            kind: table_str(t, "type", "oms: a project").unwrap_or_else(|_| "MIGRATION".into()),
+            status: table_str(t, "status", "oms: a project")?,
+            steps,
+        });
+    }
+    Ok(out)
+}
+
+/// The scenario's `data_sources`: `[{ id, name, type }]`.
+fn settings_sources(s: &toml::Table) -> Result<Vec<Source>, String> {
+    let Some(v) = s.get("data_sources") else {
+        return Ok(Vec::new());
+    };
+    let list = v
+        .as_array()
+        .ok_or("oms: `data_sources` is an array of tables")?;
+    list.iter()
+        .map(|x| {
+            let t = x
+                .as_table()
+                .ok_or("oms: each of `data_sources` is a table")?;
+            Ok(Source {
+                id: table_str(t, "id", "oms: a data source")?,
+                name: table_str(t, "name", "oms: a data source")?,
+                kind: table_str(t, "type", "oms: a data source")?,
+            })
+        })
+        .collect()
+}
+
+/// The OpenAPI's envelope around `data` (a list: with its page).
+fn envelope(data: serde_json::Value, page: Option<(i64, i64, usize)>) -> serde_json::Value {
+    let (n, size, total) = page.map_or((None, None, None), |(n, s, t)| (Some(n), Some(s), Some(t)));
+    serde_json::json!({
+        "success": true, "errorDetail": null, "code": null, "message": null, "advice": null,
+        "requestId": "sim", "pageNumber": n, "pageSize": size, "totalCount": total,
+        "cost": "1 ms", "data": data,
+    })
+}
+
+fn api_error(code: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({
+        "success": false, "errorDetail": { "code": code, "message": message }, "code": code,
+        "message": message, "advice": null, "requestId": "sim", "pageNumber": null,
+        "pageSize": null, "totalCount": null, "cost": "1 ms", "data": null,
+    })
+}
+
+/// One page of `items` as `pageNumber` / `pageSize` in `body` ask (1 and 10 by default).
+fn paged(
+    items: Vec<serde_json::Value>,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, serde_json::Value> {
+    let n = body["pageNumber"].as_i64().unwrap_or(1).max(1);
+    let size = body["pageSize"].as_i64().unwrap_or(10);
+    if !(1..=MAX_PAGE).contains(&size) {
+        return Err(api_error(
+            "CM-PARAM-INVALID",
+            &format!("pageSize must be between 1 and {MAX_PAGE}"),
+        ));
+    }
+    let total = items.len();
+    let page: Vec<_> = items
+        .into_iter()
+        .skip(((n - 1) * size) as usize)
+        .take(size as usize)
+        .collect();
+    Ok(envelope(
+        serde_json::Value::Array(page),
+        Some((n, size, total)),
+    ))
+}
+
 impl OmsModel {
     pub(super) fn from_settings(
         hosts: Vec<String>,
@@ -194,8 +333,14 @@ impl OmsModel {
                 "init_fail",
                 "upgrade_fail",
                 "unhealthy",
+                "projects",
+                "data_sources",
+                "no_openapi",
+                "user_creates",
             ],
         )?;
+        let projects = settings_projects(s)?;
+        let sources = settings_sources(s)?;
         let metadb =
             settings_str(s, "metadb")?.ok_or("the oms model needs `metadb` (\"address:port\")")?;
         let rm = settings_str(s, "rm")?.unwrap_or_else(|| "rm_422".into());
@@ -234,6 +379,8 @@ impl OmsModel {
                 ha,
                 versions: (!no_table).then(|| vec![version.clone()]),
                 schema: schema.clone(),
+                projects,
+                sources,
             },
         );
         dbs.insert(
@@ -267,7 +414,173 @@ impl OmsModel {
             upgrade_fail: settings_strings(s, "upgrade_fail")?.into_iter().collect(),
             unhealthy: settings_strings(s, "unhealthy")?.into_iter().collect(),
             starting: BTreeMap::new(),
+            no_openapi: settings_strings(s, "no_openapi")?.into_iter().collect(),
+            user_creates: settings_strings(s, "user_creates")?.into_iter().collect(),
         })
+    }
+
+    /// `curl -X POST --data-binary BODY [-w FORMAT] http://IP:PORT/api/v2?Action=ACTION`: the
+    /// console of the container that serves on the host answers.
+    fn openapi(
+        &mut self,
+        host: &str,
+        action: &str,
+        argv: &[String],
+        state: &mut SimHost,
+    ) -> ExecOutput {
+        let arg_after = |flag: &str| {
+            argv.iter()
+                .position(|a| a == flag)
+                .and_then(|i| argv.get(i + 1))
+                .cloned()
+        };
+        let node = self.nodes.iter().find(|n| n.host == host).cloned();
+        let Some(node) = node else {
+            return output(7, "", "curl: (7) Couldn't connect to server\n");
+        };
+        let served = state
+            .docker
+            .running()
+            .into_iter()
+            .find(|(_, _, env)| env.get("OMS_HOST_IP") == Some(&node.ip));
+        let Some((_, image, env)) = served else {
+            return output(
+                7,
+                "",
+                &format!(
+                    "curl: (7) Failed to connect to {} port {} after 0 ms: Couldn't connect to server\n",
+                    node.ip, node.port
+                ),
+            );
+        };
+        let (status, text) = if !self.healthy(host, &image, &env) {
+            (
+                502,
+                "<html><head><title>502 Bad Gateway</title></head></html>".to_string(),
+            )
+        } else if self.no_openapi.contains(host) {
+            (
+                404,
+                "{\"status\":404,\"error\":\"Not Found\",\"path\":\"/api/v2\"}".to_string(),
+            )
+        } else {
+            if vnum(&image) >= vnum("4.2.3") && self.user_creates.remove(host) {
+                self.user_creates_on_new(host);
+            }
+            let body: serde_json::Value = arg_after("--data-binary")
+                .and_then(|b| serde_json::from_str(&b).ok())
+                .unwrap_or(serde_json::Value::Null);
+            let answer = self.api_answer(action, &body);
+            (200, answer.unwrap_or_else(|e| e).to_string())
+        };
+        let mut out = text;
+        if let Some(w) = arg_after("-w") {
+            out.push_str(
+                &w.replace("\\n", "\n")
+                    .replace("%{http_code}", &status.to_string()),
+            );
+        }
+        output(0, &out, "")
+    }
+
+    /// A user creates a project and an HBase data source on the 4.2.3 console of `host`.
+    fn user_creates_on_new(&mut self, host: &str) {
+        if let Some(Db::Rm {
+            projects, sources, ..
+        }) = self.dbs.get_mut(&self.rm)
+        {
+            projects.push(Project {
+                id: format!("np_new_{host}"),
+                name: format!("created_on_423_{host}"),
+                kind: "MIGRATION".into(),
+                status: "INIT".into(),
+                steps: Vec::new(),
+            });
+            sources.push(Source {
+                id: format!("e_hbase_{host}"),
+                name: format!("hbase_{host}"),
+                kind: "HBASE".into(),
+            });
+        }
+    }
+
+    fn api_answer(
+        &self,
+        action: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, serde_json::Value> {
+        let (projects, sources) = match self.dbs.get(&self.rm) {
+            Some(Db::Rm {
+                projects, sources, ..
+            }) => (projects.clone(), sources.clone()),
+            _ => {
+                return Err(api_error(
+                    "CM-RESOAT1111",
+                    &format!("Unknown database '{}'", self.rm),
+                ))
+            }
+        };
+        match action {
+            "ListProjects" => {
+                let want: Vec<String> = match &body["status"] {
+                    serde_json::Value::Array(a) => a
+                        .iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect(),
+                    serde_json::Value::String(x) => vec![x.clone()],
+                    _ => Vec::new(),
+                };
+                // Newest first (gmtCreate descend): the scenario lists them oldest first.
+                let items = projects
+                    .iter()
+                    .rev()
+                    .filter(|p| want.is_empty() || want.contains(&p.status))
+                    .map(|p| {
+                        serde_json::json!({
+                            "id": p.id, "name": p.name, "type": p.kind, "status": p.status,
+                        })
+                    })
+                    .collect();
+                paged(items, body)
+            }
+            "DescribeProjectSteps" => {
+                let id = body["id"].as_str().unwrap_or_default();
+                let Some(p) = projects.iter().find(|p| p.id == id) else {
+                    return Err(api_error(
+                        "CM-RESOURCE-NOT-FOUND",
+                        &format!("project {id} not found"),
+                    ));
+                };
+                let steps = p
+                    .steps
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (name, status))| {
+                        let progress = match status.as_str() {
+                            "FINISHED" => 100,
+                            "RUNNING" => 50,
+                            _ => 0,
+                        };
+                        serde_json::json!({
+                            "order": i + 1, "name": name, "description": name,
+                            "status": status, "progress": progress,
+                        })
+                    })
+                    .collect();
+                Ok(envelope(serde_json::Value::Array(steps), None))
+            }
+            "ListDataSource" => {
+                let items = sources
+                    .iter()
+                    .map(|s| serde_json::json!({ "id": s.id, "name": s.name, "type": s.kind }))
+                    .collect();
+                paged(items, body)
+            }
+            other => Err(api_error(
+                "CM-ACTION-NOT-SUPPORTED",
+                &format!("unknown action {other}"),
+            )),
+        }
     }
 
     /// The version `oms_version` records last.
@@ -780,7 +1093,12 @@ impl ProductModel for OmsModel {
             return None;
         }
         let url = argv.last()?;
-        let want = format!("http://{}:{}/oms/health", node.ip, node.port);
+        let base = format!("http://{}:{}", node.ip, node.port);
+        if let Some(action) = url.strip_prefix(&format!("{base}/api/v2?Action=")) {
+            let (node_host, action) = (node.host.clone(), action.to_string());
+            return Some(self.openapi(&node_host, &action, argv, state));
+        }
+        let want = format!("{base}/oms/health");
         if *url != want {
             return None;
         }

@@ -463,6 +463,69 @@ fn capstan_rollback_undoes_what_a_killed_run_changed() {
     );
 }
 
+/// Step 1 registers a rollback gate (no `blocker` file on h1) and changes h1's conf with an
+/// undo; step 2 fails.
+const GATED: &str = r#"
+let h = cluster().host("h1");
+step("change", || {
+    rollback_gate("no blocker on h1", || {
+        if h.exists(h.path("blocker")) { fail("h1 has a blocker"); }
+    });
+    let before = h.read_file(h.path("conf"));
+    h.write_file(h.path("conf"), "new\n");
+    undo("conf back", || h.write_file(h.path("conf"), before));
+});
+step("break", || fail("step 2 breaks"));
+"#;
+
+#[test]
+fn a_rollback_gate_refuses_the_whole_rollback_before_any_undo_and_checks_again_later() {
+    let c = Cluster::new();
+    seed_hosts(&c);
+    let inv = c.inventory("inv.toml", &[1], "");
+    let pb = c.write("gated.rhai", GATED);
+    std::fs::write(c.root("h1").join("blocker"), "x").unwrap();
+    let out = c.capstan(&[
+        "run",
+        pb.to_str().unwrap(),
+        "-i",
+        inv.to_str().unwrap(),
+        "--on-failure",
+        "rollback",
+    ]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        all.contains("rollback refused before any undo ran: rollback gate: no blocker on h1 (")
+            && all.contains("h1 has a blocker"),
+        "{all}"
+    );
+    assert!(out.stdout.contains("ROLLBACK INCOMPLETE"), "{}", out.stdout);
+    // Nothing was undone: the change is still there and its undo pending.
+    assert_eq!(c.read("h1", "conf"), "new\n");
+    let run = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run: "))
+        .unwrap()
+        .to_string();
+    let rep = c.report(&run);
+    assert_eq!(rep["status"], "rollback_incomplete");
+    let undos = rep["undos"].as_array().unwrap();
+    let conf = undos
+        .iter()
+        .find(|u| u["description"] == "conf back")
+        .unwrap();
+    assert_eq!(conf["status"], "pending", "{undos:?}");
+
+    // Once the cause is gone, `capstan rollback` checks again and undoes.
+    std::fs::remove_file(c.root("h1").join("blocker")).unwrap();
+    let again = c.capstan(&["rollback", &run, "--yes"]);
+    assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
+    assert_eq!(c.read("h1", "conf"), "old\n");
+    assert_eq!(c.report(&run)["status"], "rolled_back");
+}
+
 /// Step 1 sets a guard (the `guard` file says `on`), step 2 takes a while, step 3 checks the guard
 /// is in effect, then fails when the `fail3` file exists.
 const GUARDED: &str = r#"

@@ -47,6 +47,11 @@ impl OmsLab {
     /// Two nodes running `from`; with `two_regions`, oms2 is in a second region with its own
     /// heartbeat database (named only by its config.yaml).
     fn build(from: &str, old_version_table: bool, two_regions: bool) -> OmsLab {
+        OmsLab::build_with(from, old_version_table, two_regions, json!({}))
+    }
+
+    /// As `build`, with `extra` merged into the lab's spec (its `projects`, `data_sources`).
+    fn build_with(from: &str, old_version_table: bool, two_regions: bool, extra: Value) -> OmsLab {
         let db = MariaDb::shared();
         let p = Parity::new(NODES);
         let tag = free_port();
@@ -65,7 +70,7 @@ impl OmsLab {
                 node
             })
             .collect();
-        let spec = json!({
+        let mut spec = json!({
             "prefix": format!("capstan_oms{tag}"),
             "image": "capstan-lab/oms",
             "from": from,
@@ -75,6 +80,9 @@ impl OmsLab {
             "region": "cn-hangzhou",
             "nodes": nodes,
         });
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
         image_dir();
         let spec_file = p.scratch.write("oms-spec.json", &spec.to_string());
         lab_py("oms", &["install", spec_file.to_str().unwrap()]);
@@ -243,7 +251,7 @@ impl OmsLab {
             ));
         }
         s.push_str(&format!(
-            "\n[[products]]\nmodel = \"oms\"\ngroup = \"oms\"\nmetadb = \"127.0.0.1:{}\"\nversion = \"{}\"\nrm = \"{}\"\ncm = \"{}\"\ncm_hb = [{}]\nha = {}\n{model_extra}",
+            "\n[[products]]\nmodel = \"oms\"\ngroup = \"oms\"\nmetadb = \"127.0.0.1:{}\"\nversion = \"{}\"\nrm = \"{}\"\ncm = \"{}\"\ncm_hb = [{}]\nha = {}\n{model_extra}{}",
             MariaDb::shared().port,
             self.old_version(),
             self.db("rm"),
@@ -254,6 +262,13 @@ impl OmsLab {
                 .collect::<Vec<_>>()
                 .join(", "),
             toml_str(&self.ha()),
+            // The double's console lists lab.py's projects and data sources unless the spec
+            // gives its own (the tests that do pass them in `model_extra` too).
+            if model_extra.contains("projects =") {
+                ""
+            } else {
+                LAB_CONSOLE
+            },
         ));
         self.p.scratch.write("oms-scenario.toml", &s)
     }
@@ -314,8 +329,18 @@ impl OmsLab {
         // ha.config is put back on as the guide says (ha_back_on checks it), so that table is
         // compared by its columns and its other rows.
         let cfg = format!("{}.oms_normal_config", self.db("rm"));
+        // The running tasks' progress moves while the old containers run (before the stop, and
+        // again once they are back): that table is compared without it.
+        let steps = format!("{}.oms_project_step", self.db("rm"));
         for (t, sum) in before {
-            if *t == cfg {
+            if *t == steps {
+                let cols = |v: &str| v.split_once(' ').map(|(_, c)| c.to_string());
+                assert_eq!(
+                    after.get(t).and_then(|v| cols(v)),
+                    cols(sum),
+                    "{t}'s columns"
+                );
+            } else if *t == cfg {
                 let cols = |v: &str| v.split_once(' ').map(|(_, c)| c.to_string());
                 assert_eq!(
                     after.get(t).and_then(|v| cols(v)),
@@ -473,6 +498,20 @@ impl Drop for OmsLab {
     }
 }
 
+/// What the lab's console lists by default (lab/oms/lab.py's PROJECTS and SOURCES), as the `oms`
+/// model's settings.
+const LAB_CONSOLE: &str = r#"projects = [
+  { id = "np_1", name = "mysql_to_ob_orders", type = "MIGRATION", status = "RUNNING", steps = { TRANSFER_PRECHECK = "FINISHED", STRUCT_TRANSFER = "FINISHED", FULL_TRANSFER = "FINISHED", INCR_TRANSFER = "RUNNING", FULL_VERIFIER = "FINISHED" } },
+  { id = "np_2", name = "ob_to_kafka_events", type = "SYNC", status = "RUNNING", steps = { TRANSFER_PRECHECK = "FINISHED", INCR_TRANSFER = "RUNNING" } },
+  { id = "np_3", name = "pg_to_ob_archive", type = "MIGRATION", status = "SUSPEND", steps = { TRANSFER_PRECHECK = "FINISHED", FULL_TRANSFER = "SUSPEND" } },
+]
+data_sources = [
+  { id = "e_1", name = "orders_mysql", type = "MYSQL" },
+  { id = "e_2", name = "ob_tenant", type = "OB_MYSQL" },
+  { id = "e_3", name = "events_kafka", type = "KAFKA" },
+]
+"#;
+
 /// A trace to compare with the simulation's: the dumps' sizes and sums (a simulated dump is a
 /// stand-in file) and image ids masked, and a poll's repeated lines kept once.
 fn comparable(r: &Value) -> BTreeMap<String, Vec<String>> {
@@ -485,6 +524,12 @@ fn comparable(r: &Value) -> BTreeMap<String, Vec<String>> {
             {
                 if let Some(at) = l.rfind(" -> ok ") {
                     l.replace_range(at + 7.., "N");
+                }
+            }
+            // The console's answers carry request ids and timings of their own.
+            if l.contains("/api/v2?Action=") {
+                if let Some(at) = l.rfind(" -> ok ") {
+                    l.replace_range(at + 7.., "JSON");
                 }
             }
             // MariaDB counts the tables a DROP DATABASE removed; the model does not keep tables.
@@ -549,6 +594,20 @@ fn undo_path(r: &Value) -> Vec<String> {
 #[test]
 fn oms_upgrades_two_nodes_on_the_lab_and_the_simulation_acts_alike() {
     let lab = OmsLab::new(true);
+    // The double's running containers write into the metadata: a heartbeat row and their tasks'
+    // progress every second, so a dump taken while they run is not the state they stop with.
+    let a = lab.checksums();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let b = lab.checksums();
+    for t in [
+        format!("{}.heatbeat_sequence", lab.db("cm_hb")),
+        format!("{}.oms_project_step", lab.db("rm")),
+    ] {
+        assert_ne!(
+            a[&t], b[&t],
+            "{t} did not change while the old containers ran"
+        );
+    }
     let ha_before = lab.ha();
     let scenario = lab.scenario("");
     let old_binds = lab.old_binds();
@@ -1139,4 +1198,188 @@ fn docker_init_run_into_a_container_still_starting_fails_in_the_double() {
         .rposition(|a| a["op"] == "docker_logs")
         .expect("docker logs read before docker_init.sh");
     assert_eq!(actions[ready]["host"], actions[init]["host"]);
+}
+
+/// Projects for the 4.1.0 preconditions: a full verification running, a project being created,
+/// and an incremental synchronization running (which the guide allows).
+const BUSY_PROJECTS: &str = r#"[
+  {"id": "np_v", "name": "verify_orders", "type": "MIGRATION", "status": "RUNNING",
+   "steps": [["TRANSFER_PRECHECK", "FINISHED"], ["FULL_TRANSFER", "FINISHED"], ["FULL_VERIFIER", "RUNNING"]]},
+  {"id": "np_c", "name": "new_archive", "type": "MIGRATION", "status": "INIT", "steps": []},
+  {"id": "np_i", "name": "sync_events", "type": "SYNC", "status": "RUNNING",
+   "steps": [["TRANSFER_PRECHECK", "FINISHED"], ["INCR_TRANSFER", "RUNNING"]]}
+]"#;
+
+const BUSY_PROJECTS_TOML: &str = r#"projects = [
+  { id = "np_v", name = "verify_orders", type = "MIGRATION", status = "RUNNING", steps = { TRANSFER_PRECHECK = "FINISHED", FULL_TRANSFER = "FINISHED", FULL_VERIFIER = "RUNNING" } },
+  { id = "np_c", name = "new_archive", type = "MIGRATION", status = "INIT" },
+  { id = "np_i", name = "sync_events", type = "SYNC", status = "RUNNING", steps = { TRANSFER_PRECHECK = "FINISHED", INCR_TRANSFER = "RUNNING" } },
+]
+"#;
+
+#[test]
+fn from_4_1_0_a_running_full_verification_or_a_project_being_created_stops_the_run_before_any_change(
+) {
+    let mut lab = OmsLab::build_with(
+        "4.1.0-CE",
+        true,
+        false,
+        json!({ "projects": serde_json::from_str::<Value>(BUSY_PROJECTS).unwrap() }),
+    );
+    let ha_before = lab.ha();
+    let scenario = lab.scenario(BUSY_PROJECTS_TOML);
+    let (out, report) = lab.run(&[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(failed_step(&report), "precheck");
+    let e = outcome_error(&report);
+    assert!(
+        e.contains("project verify_orders (np_v): its step FULL_VERIFIER is RUNNING"),
+        "{e}"
+    );
+    assert!(
+        e.contains("project new_archive (np_c) is being created (status INIT)"),
+        "{e}"
+    );
+    assert!(
+        !e.contains("np_i"),
+        "an incremental sync does not stop the run: {e}"
+    );
+    assert!(e.contains("nothing was changed"), "{e}");
+    // Nothing changed: HA as it was, the old containers running, no container touched.
+    assert_eq!(lab.ha(), ha_before);
+    for n in NODES {
+        assert!(lab.running(&lab.container(n)), "{n}");
+    }
+    assert!(!report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["read_only"] == false));
+    // The simulation, told of the same projects, refuses the same way.
+    let sim = lab.simulate(&scenario, &[]);
+    assert_eq!(failed_step(&sim), "precheck");
+    assert!(
+        outcome_error(&sim)
+            .contains("project verify_orders (np_v): its step FULL_VERIFIER is RUNNING")
+            && outcome_error(&sim).contains("project new_archive (np_c) is being created"),
+        "{}",
+        outcome_error(&sim)
+    );
+
+    // A console that cannot list its projects (404, as one older than CE 4.1.1 may answer) is a
+    // failure, not a pass; the operator who checked the console says so with projects_checked.
+    lab.knob("oms1", "no_openapi");
+    let (out, report) = lab.run(&["--check"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let e = outcome_error(&report);
+    assert!(
+        e.contains("could not be read")
+            && e.contains("HTTP 404")
+            && e.contains("projects_checked=true"),
+        "{e}"
+    );
+    lab.extra.push("projects_checked=true".into());
+    let (out, report) = lab.run(&["--check"]);
+    ok_run(&out, &report);
+    assert!(report["logs"]
+        .to_string()
+        .contains("projects_checked=true: you checked in the console"));
+}
+
+#[test]
+fn a_rollback_to_4_1_0_after_a_project_was_created_on_4_2_3_is_refused_up_front() {
+    let mut lab = OmsLab::at("4.1.0-CE", true);
+    lab.extra.push("shared_config=false".into());
+    // Once oms1's 4.2.3 console serves, a user creates a project and an HBase data source on
+    // it; then the upgrade script fails on oms2.
+    lab.knob("oms1", "user_creates");
+    lab.knob("oms2", "upgrade_fail");
+    let scenario = lab.scenario(&format!(
+        "{LAB_CONSOLE}user_creates = [\"oms1\"]\nupgrade_fail = [\"oms2\"]\n"
+    ));
+    let (out, report) = lab.run(&["--on-failure", "rollback"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(
+        report["status"],
+        "rollback_incomplete",
+        "{}",
+        outcome_error(&report)
+    );
+    assert_eq!(failed_step(&report), "node oms2: 4.1.0-CE -> 4.2.3");
+    let logs = report["logs"].to_string();
+    assert!(
+        logs.contains("rollback refused before any undo ran"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("project created_on_423 (np_new_127.0.0.2) was created on 4.2.3")
+            && logs.contains("is of type HBASE, which 4.1.0 does not support"),
+        "{logs}"
+    );
+    // Nothing was undone: no roll-back script ran, oms1 still serves 4.2.3, the old containers
+    // stay stopped, and every undo is pending.
+    assert!(actions_about(&report, "docker_oms_ce_version_roll_back.sh").is_empty());
+    assert!(lab.running(&lab.deployed(0, "oms1")));
+    for n in NODES {
+        assert!(!lab.running(&lab.container(n)), "{n}");
+    }
+    assert!(report["undos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| !u["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("rollback gate"))
+        .all(|u| u["status"] == "pending"));
+    // The simulation refuses the same rollback.
+    let (_, sim) = lab.p.shipped(
+        "oms",
+        "simulate",
+        &[
+            "--scenario",
+            scenario.to_str().unwrap(),
+            "--on-failure",
+            "rollback",
+        ],
+        &lab.params(),
+        &[],
+    );
+    assert_eq!(
+        sim["status"],
+        "rollback_incomplete",
+        "{}",
+        outcome_error(&sim)
+    );
+    assert!(sim["logs"]
+        .to_string()
+        .contains("project created_on_423_oms1 (np_new_oms1) was created on 4.2.3"));
+
+    // Once the project and the data source are gone, `capstan rollback` checks again and goes
+    // the guide's way back.
+    lab.sql(&format!(
+        "DELETE FROM {rm}.oms_project WHERE id LIKE 'np_new_%'",
+        rm = lab.db("rm")
+    ));
+    lab.sql(&format!(
+        "DELETE FROM {rm}.oms_data_source WHERE type = 'HBASE'",
+        rm = lab.db("rm")
+    ));
+    let run = report["run_id"].as_str().unwrap();
+    let out = lab.p.scratch.capstan(&["rollback", run, "--yes", "--json"]);
+    let again = last_report(&out.stdout);
+    assert_eq!(
+        again["status"],
+        "rolled_back",
+        "{}\n{}",
+        outcome_error(&again),
+        out.stderr
+    );
+    assert_eq!(lab.versions(), ["4.1.0-CE"]);
+    for n in NODES {
+        assert!(
+            lab.running(&lab.container(n)),
+            "{n}: the old container is not running"
+        );
+    }
 }

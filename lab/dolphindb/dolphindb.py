@@ -95,6 +95,14 @@ def chunk_state(c, now):
     return "RECOVERING" if now < c.get("recovering_until", 0) else "COMPLETE"
 
 
+def live_replica(st, c, alias, now):
+    """A replica serves reads and writes while its node lives and, once that node restarted, only
+    when it has caught up (the chunk is COMPLETE again): a recovering replica does not count."""
+    if not alive(st, alias):
+        return False
+    return not (c.get("recovering_on") == alias and chunk_state(c, now) != "COMPLETE")
+
+
 # ---------------------------------------------------------------------------------------------
 # The protocol (little-endian; see shared/notes/dolphindb-protocol.md)
 
@@ -302,7 +310,8 @@ class Node:
                 if key not in st["tables"]:
                     raise DdbError("loadTable: table %s does not exist." % key)
                 c = st["chunks"][ident % len(st["chunks"])]
-                if not any(alive(st, r) for r in c["replicas"]):
+                now = time.time()
+                if not any(live_replica(st, c, r, now) for r in c["replicas"]):
                     raise DdbError("The chunk %s has no available replica." % c["id"])
                 c["version"] += 1
                 st["tables"][key].append(ident)
@@ -397,9 +406,14 @@ def main(argv):
         n["pid"], n["version"], n["serving"] = os.getpid(), VERSION, True
         if mode == "datanode":
             stuck = st.get("knobs", {}).get("stuck_recovering", [])
+            # Recovery copies what the replica missed: it takes longer the more the chunk holds
+            # (its version counts the writes it took; the knob recovery_per_write, seconds each).
+            per_write = float(st.get("knobs", {}).get("recovery_per_write", 0))
             for c in st["chunks"]:
                 if alias in c["replicas"]:
-                    c["recovering_until"] = 1e18 if c["id"] in stuck else time.time() + st["recovery_s"]
+                    c["recovering_on"] = alias
+                    c["recovering_until"] = (1e18 if c["id"] in stuck else
+                                             time.time() + st["recovery_s"] + per_write * c["version"])
     update(register)
     log(logfile, "<INFO> %s %s started (mode %s) on port %d" % (alias, VERSION, mode, port))
 

@@ -153,7 +153,7 @@ def serving(spec, aliases):
     return all(d.alive(st, a) for a in aliases)
 
 
-def wait(what, cond, timeout=30):
+def wait(what, cond, timeout=90):
     end = time.time() + timeout
     while time.time() < end:
         if cond():

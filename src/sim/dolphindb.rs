@@ -26,6 +26,10 @@ const START_AGENT: &str = "cd \"$1/clusterDemo\" && sh startagent.sh";
 const UPGRADE: &str = "cd \"$1/clusterDemo\" && printf 'y\\n2\\n%s\\n' \"$2\" | bash upgrade.sh";
 const RUNNING: &str = "here=$(cd \"$1/clusterDemo\" && pwd -P) || exit 1; for p in /proc/[0-9]*; do [ \"$(readlink \"$p/cwd\" 2>/dev/null)\" = \"$here\" ] || continue; tr '\\0' ' ' < \"$p/cmdline\" 2>/dev/null | grep -q dolphindb || continue; [ \"$(sed 's/.*) //' \"$p/stat\" 2>/dev/null | cut -c1)\" = Z ] && continue; echo \"${p#/proc/}\"; done";
 const OVERLAY: &str = "set -e; mkdir -p \"$2\"; cd \"$1\"; for f in *; do case \"$f\" in clusterDemo|dolphindb.cfg|dolphindb.lic|config|data|log) continue;; esac; cp -rf \"$f\" \"$2/\"; done";
+/// `dolphindb::plugins_in`: each `DIR/*/Plugin*.txt` and its first line.
+const PLUGINS: &str = "for f in \"$1\"/*/Plugin*.txt; do [ -f \"$f\" ] || continue; printf '%s\\t%s\\n' \"$f\" \"$(head -n 1 \"$f\" | tr -d '\\r')\"; done";
+/// `dolphindb::replace_plugin`: a plugin directory replaced by the new release's.
+const REPLACE_DIR: &str = "rm -rf \"$2\" && cp -rf \"$1\" \"$2\"";
 /// Top-level entries of server/ that the overlay leaves alone.
 const KEPT: &[&str] = &[
     "clusterDemo",
@@ -62,6 +66,8 @@ struct Chunk {
     version: i64,
     /// Chunk-status queries left before it is COMPLETE again (`u32::MAX`: stuck).
     recovering: u32,
+    /// The replica that is catching up (its node restarted): it does not serve until then.
+    recovering_on: Option<String>,
 }
 
 /// The DolphinDB cluster of a scenario (`model = "dolphindb"`), over the hosts of a group (one
@@ -69,7 +75,8 @@ struct Chunk {
 /// placed as the lab places them), `tables` (DFS tables `"dfs://db/table"` the probe may write),
 /// `config` (`dfsHAMode`, `dfsReplicationFactor`, `dfsReplicaReliabilityLevel`; default Raft, 2,
 /// 1), `releases` (`{ "2.00.8.12" = "2.00.8.12 2023.01.10" }`: what each package's
-/// `version()` says), `recovery_polls` (default 1), `down` (aliases not running at the start),
+/// `version()` says), `recovery_polls` (default 1; plus one per `writes_per_poll` writes a chunk
+/// took, when set: recovery grows with the data), `down` (aliases not running at the start),
 /// `upgrade_fail` (hosts whose package does not unzip), `no_return` (`{ alias = "version" }`:
 /// that node does not start with that version), `stuck_recovering` (chunk ids that stay
 /// RECOVERING).
@@ -84,6 +91,8 @@ pub struct DolphinDb {
     config: BTreeMap<String, String>,
     releases: BTreeMap<String, String>,
     recovery_polls: u32,
+    /// Writes a chunk holds per extra recovery poll (0: recovery does not grow with data).
+    writes_per_poll: i64,
     upgrade_fail: BTreeSet<String>,
     /// alias → the version it does not start with.
     no_return: BTreeMap<String, String>,
@@ -178,6 +187,7 @@ impl DolphinDb {
                 "upgrade_fail",
                 "no_return",
                 "stuck_recovering",
+                "writes_per_poll",
             ],
         )?;
         let mut nodes = Vec::new();
@@ -229,6 +239,7 @@ impl DolphinDb {
                     .collect(),
                 version: 1,
                 recovering: 0,
+                recovering_on: None,
             })
             .collect();
         let leader = nodes
@@ -248,6 +259,7 @@ impl DolphinDb {
             config,
             releases: string_table(s, "releases")?,
             recovery_polls: settings_int(s, "recovery_polls", 1)?.max(0) as u32,
+            writes_per_poll: settings_int(s, "writes_per_poll", 0)?.max(0),
             upgrade_fail: settings_strings(s, "upgrade_fail")?.into_iter().collect(),
             no_return: string_table(s, "no_return")?,
             stuck: settings_strings(s, "stuck_recovering")?
@@ -307,6 +319,12 @@ impl DolphinDb {
         }
     }
 
+    /// Whether the replica of chunk `c` on `alias` serves: its node is up and, when that node
+    /// restarted, the chunk has recovered.
+    fn serves(&self, c: &Chunk, alias: &str) -> bool {
+        self.up(alias) && !(c.recovering > 0 && c.recovering_on.as_deref() == Some(alias))
+    }
+
     fn up(&self, alias: &str) -> bool {
         self.running.contains_key(alias)
     }
@@ -351,8 +369,13 @@ impl DolphinDb {
         if node.mode == "datanode" {
             for c in &mut self.chunks {
                 if c.replicas.contains(&node.alias) {
+                    c.recovering_on = Some(node.alias.clone());
                     c.recovering = if self.stuck.contains(&c.id) {
                         u32::MAX
+                    } else if self.writes_per_poll > 0 {
+                        // The replica copies what it missed: longer the more the chunk holds.
+                        let more = (c.version / self.writes_per_poll).clamp(0, 10_000) as u32;
+                        self.recovery_polls + more
                     } else {
                         self.recovery_polls
                     };
@@ -406,6 +429,50 @@ impl DolphinDb {
         state.remove(&zip);
         out.push_str("DolphinDB upgraded successfully!  UpgradeSuccess\n");
         output(0, &out, "")
+    }
+
+    /// The plugin descriptions under `dir`: `<dir>/<sub>/Plugin*.txt`, a line each with its
+    /// first line, as the shell's glob lists them (sorted).
+    fn plugins(dir: &str, state: &SimHost) -> ExecOutput {
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        let mut out = String::new();
+        for (p, body) in &state.files {
+            let Some(rel) = p.strip_prefix(&prefix) else {
+                continue;
+            };
+            let parts: Vec<&str> = rel.split('/').collect();
+            if parts.len() != 2 || !parts[1].starts_with("Plugin") || !parts[1].ends_with(".txt") {
+                continue;
+            }
+            let text = String::from_utf8_lossy(body);
+            let first = text.lines().next().unwrap_or("").trim_end_matches('\r');
+            out.push_str(&format!("{p}\t{first}\n"));
+        }
+        output(0, &out, "")
+    }
+
+    /// `rm -rf TO && cp -rf FROM TO` on the simulated files.
+    fn replace_dir(from: &str, to: &str, state: &mut SimHost) -> ExecOutput {
+        let (from, to) = (from.trim_end_matches('/'), to.trim_end_matches('/'));
+        if !state.exists(from) {
+            return output(
+                1,
+                "",
+                &format!("cp: cannot stat '{from}': No such file or directory\n"),
+            );
+        }
+        state.remove(to);
+        let prefix = format!("{from}/");
+        let copies: Vec<(String, Vec<u8>)> = state
+            .files
+            .iter()
+            .filter_map(|(p, b)| Some((format!("{to}/{}", p.strip_prefix(&prefix)?), b.clone())))
+            .collect();
+        state.dirs.insert(to.to_string());
+        for (p, b) in copies {
+            state.write(&p, b);
+        }
+        output(0, "", "")
     }
 
     fn overlay(from: &str, to: &str, state: &mut SimHost) -> ExecOutput {
@@ -618,7 +685,7 @@ impl DolphinDb {
             let n = self.chunks.len().max(1);
             let i = usize::try_from(id).unwrap_or(0) % n;
             if let Some(c) = self.chunks.get(i) {
-                if !c.replicas.iter().any(|r| self.up(r)) {
+                if !c.replicas.iter().any(|r| self.serves(c, r)) {
                     return server_err(format!("The chunk {} has no available replica.", c.id));
                 }
             }
@@ -671,6 +738,12 @@ impl ProductModel for DolphinDb {
         let script = argv[2].as_str();
         if script == OVERLAY {
             return Some(Self::overlay(&argv[4], argv.get(5)?, state));
+        }
+        if script == PLUGINS {
+            return Some(Self::plugins(&argv[4], state));
+        }
+        if script == REPLACE_DIR {
+            return Some(Self::replace_dir(&argv[4], argv.get(5)?, state));
         }
         if machine.is_empty() {
             return None;
@@ -767,15 +840,21 @@ impl ProductModel for DolphinDb {
                 ctls.len()
             ));
         }
+        // A replica counts once it is COMPLETE: a restarted node's replica is live only after
+        // its chunk recovered.
         let lost: Vec<&str> = self
             .chunks
             .iter()
-            .filter(|c| !c.replicas.iter().any(|r| up(r)))
+            .filter(|c| {
+                !c.replicas.iter().any(|r| {
+                    up(r) && !(c.recovering > 0 && c.recovering_on.as_deref() == Some(r.as_str()))
+                })
+            })
             .map(|c| c.id.as_str())
             .collect();
         if !lost.is_empty() {
             out.push(format!(
-                "dolphindb: {} chunk(s) have no live replica: {}",
+                "dolphindb: {} chunk(s) have no live COMPLETE replica: {}",
                 lost.len(),
                 lost.join(", ")
             ));

@@ -523,60 +523,219 @@ fn a_node_that_does_not_come_back_rolls_the_machine_back_on_the_lab_and_in_simul
     assert_eq!(undo_path(&report), undo_path(&sim));
 }
 
-#[test]
-fn compatibility_level_4_refuses_a_rollback_after_writes_in_simulation() {
-    // The plan says it, and the undo checks it: at level 4 a machine goes back only while
-    // nothing was written since its metadata backup. The probe writes, so it refuses.
-    let simulate = |extra: &[&str]| -> Value {
-        let sc = repo().join("examples/dolphindb/scenario.toml");
-        let pb = repo().join("playbooks/dolphindb.rhai");
-        let mut a = vec![
-            "simulate",
-            pb.to_str().unwrap(),
-            "--scenario",
-            sc.to_str().unwrap(),
-            "--json",
-        ];
-        a.extend_from_slice(extra);
-        last_report(&capstan(&a).stdout)
+/// Asserts from the trace that no other machine was stopped while chunks could still be
+/// recovering: after each `startDataNode` of a machine's data nodes, a chunk-status query that
+/// found nothing but COMPLETE chunks comes before any other machine's `stopAllNodes.sh` (the
+/// machine whose nodes were started may be stopped again: the way back of a failed step).
+fn no_stop_while_recovering(r: &Value) {
+    let machine_of = |d: &str| {
+        MACHINES
+            .iter()
+            .find(|m| d.contains(&format!("\"{}\"", m.3)))
+            .map(|m| m.0.to_string())
     };
-    let r = simulate(&[
+    let mut pending: Option<(String, String)> = None;
+    for a in r["actions"].as_array().unwrap() {
+        let d = a["description"].as_str().unwrap();
+        let step = a["step"].as_str().unwrap_or("-");
+        if d.contains("startDataNode(") {
+            pending = machine_of(d).map(|m| (m, format!("{step}: {d}")));
+        } else if d.contains("getClusterChunksStatus) where state != \"COMPLETE\"")
+            && a["result"] == "0 rows"
+        {
+            pending = None;
+        } else if d.contains("sh stopAllNodes.sh") {
+            if let Some((m, what)) = &pending {
+                assert!(
+                    a["host"] == m.as_str(),
+                    "{} was stopped ({step}) while chunks could still recover after {what}",
+                    a["host"]
+                );
+            }
+        }
+    }
+}
+
+/// Every availability rule the simulation saw broken, at any step.
+fn violations(r: &Value) -> Vec<String> {
+    r["simulation"]["availability"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["violations"].as_array().unwrap().iter())
+        .map(|v| v.to_string())
+        .collect()
+}
+
+fn simulate_example(extra: &[&str]) -> Value {
+    let sc = repo().join("examples/dolphindb/scenario.toml");
+    let pb = repo().join("playbooks/dolphindb.rhai");
+    let mut a = vec![
+        "simulate",
+        pb.to_str().unwrap(),
+        "--scenario",
+        sc.to_str().unwrap(),
+        "--json",
+    ];
+    a.extend_from_slice(extra);
+    last_report(&capstan(&a).stdout)
+}
+
+#[test]
+fn the_way_back_follows_the_compatibility_level_in_simulation() {
+    // Level 4: the probe writes throughout, so no machine may go back; the rollback says so
+    // before it stops any node, and every undo stays pending.
+    let r = simulate_example(&[
         "-p",
         "compatibility_level=4",
         "--fail",
-        "ddb2:*startagent.sh*",
+        "ddb3:*upgrade.sh*",
         "--on-failure",
         "rollback",
     ]);
+    assert_eq!(r["status"], "rollback_incomplete", "{}", outcome_error(&r));
     let undos = r["undos"].as_array().unwrap();
-    let gate = undos
+    let gates: Vec<&Value> = undos
         .iter()
-        .find(|u| {
+        .filter(|u| {
             u["description"]
                 .as_str()
                 .unwrap()
-                .starts_with("ddb2: stop its nodes, put back")
+                .starts_with("rollback gate: ")
         })
-        .unwrap();
-    assert!(gate["description"]
-        .as_str()
-        .unwrap()
-        .contains("compatibility level 4"));
-    assert_eq!(gate["status"], "failed", "{gate}");
-    assert!(
-        gate["error"]
+        .collect();
+    assert_eq!(gates.len(), 3, "{undos:?}");
+    for g in &gates {
+        assert_eq!(g["status"], "failed", "{g}");
+        assert!(
+            g["error"]
+                .as_str()
+                .unwrap()
+                .contains("level 4 allows no rollback after writes"),
+            "{g}"
+        );
+    }
+    assert!(undos
+        .iter()
+        .filter(|u| !u["description"]
             .as_str()
             .unwrap()
-            .contains("data was written since the metadata backup"),
-        "{gate}"
-    );
-    // Level 5 goes back unconditionally.
-    let r = simulate(&["--fail", "ddb2:*startagent.sh*", "--on-failure", "rollback"]);
+            .starts_with("rollback gate: "))
+        .all(|u| u["status"] == "pending"));
+    assert!(!r["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["step"].as_str().unwrap_or("").starts_with("undo #")));
+    assert!(r["logs"]
+        .to_string()
+        .contains("rollback refused before any undo ran"));
+
+    // Level 5: binaries only, machine by machine, each back and COMPLETE before the next; the
+    // metadata backups are not put back (the writes made since stay).
+    let r = simulate_example(&["--fail", "ddb3:*upgrade.sh*", "--on-failure", "rollback"]);
     assert_eq!(r["status"], "rolled_back", "{}", outcome_error(&r));
+    let restored: Vec<&str> = r["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["op"] == "restore_snapshot")
+        .map(|a| a["description"].as_str().unwrap())
+        .collect();
+    assert!(
+        !restored
+            .iter()
+            .any(|d| d.contains("CHUNK_METADATA") || d.contains("dfsMeta") || d.contains("raft")),
+        "{restored:?}"
+    );
+    assert!(
+        restored.iter().any(|d| d.contains("server_capstan_old")),
+        "{restored:?}"
+    );
+    no_stop_while_recovering(&r);
+    assert!(violations(&r).is_empty(), "{:?}", violations(&r));
     // A level that does not roll is refused before anything changes.
-    let r = simulate(&["-p", "compatibility_level=3"]);
+    let r = simulate_example(&["-p", "compatibility_level=3"]);
     assert_eq!(failed_step(&r), "precheck");
     assert!(outcome_error(&r).contains("compatibility level 3 does not allow a rolling upgrade"));
+}
+
+#[test]
+fn the_availability_rule_bites_when_the_recovery_wait_is_removed_in_simulation() {
+    // A copy of the playbook without the wait for COMPLETE chunks (and without the check
+    // before a machine goes down): the next machine stops while the last one's replicas are
+    // still RECOVERING, and the simulation reports chunks with no live COMPLETE replica.
+    let text = std::fs::read_to_string(repo().join("playbooks/dolphindb.rhai")).unwrap();
+    let edited = text
+        .replacen(
+            "        dolphindb::wait_chunks_complete(d, p.recovery_timeout);\n",
+            "",
+            1,
+        )
+        .replacen("        dolphindb::assert_chunks_complete(d);\n", "", 1);
+    assert_ne!(edited, text);
+    let dir = tempfile::tempdir().unwrap();
+    let pb = dir.path().join("dolphindb.rhai");
+    std::fs::write(&pb, edited).unwrap();
+    let sc = repo().join("examples/dolphindb/scenario.toml");
+    let out = capstan(&[
+        "simulate",
+        pb.to_str().unwrap(),
+        "--scenario",
+        sc.to_str().unwrap(),
+        "--json",
+    ]);
+    let r = last_report(&out.stdout);
+    let v = violations(&r);
+    assert!(
+        v.iter().any(|x| x.contains("no live COMPLETE replica")),
+        "{v:?} {}",
+        outcome_error(&r)
+    );
+    // The shipped playbook keeps the rule.
+    let r = simulate_example(&[]);
+    assert_eq!(r["status"], "succeeded", "{}", outcome_error(&r));
+    assert!(violations(&r).is_empty(), "{:?}", violations(&r));
+    no_stop_while_recovering(&r);
+}
+
+#[test]
+fn a_plugin_that_does_not_fit_stops_the_run_or_is_replaced_and_put_back_in_simulation() {
+    let old = r#""/home/dolphindb/server/plugins/odbc/PluginODBC.txt" = "odbc,libPluginODBC.so,2.00.7\n", "/home/dolphindb/plugins-2.00.8/odbc/PluginODBC.txt" = "odbc,libPluginODBC.so,2.00.8\n", "/home/dolphindb/server/clusterDemo/DolphinDB_Linux64_V2.00.8.12.zip""#;
+    let edit = (
+        "\"/home/dolphindb/server/clusterDemo/DolphinDB_Linux64_V2.00.8.12.zip\"",
+        old,
+    );
+    let r = simulate_edited_example("dolphindb", "scenario.toml", edit, &[]);
+    assert_eq!(failed_step(&r), "precheck");
+    let e = outcome_error(&r);
+    assert!(
+        e.contains("ddb1: the plugin odbc has version 2.00.7 (")
+            && e.contains("does not fit 2.00.8.12")
+            && e.contains("plugins_dir"),
+        "{e}"
+    );
+    assert!(!r["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["read_only"] == false));
+    // With the new release's plugins: replaced after a snapshot, and put back by the undo.
+    let r = simulate_edited_example(
+        "dolphindb",
+        "scenario.toml",
+        edit,
+        &["-p", "plugins_dir=/home/dolphindb/plugins-2.00.8"],
+    );
+    assert_eq!(r["status"], "succeeded", "{}", outcome_error(&r));
+    assert!(r["logs"]
+        .to_string()
+        .contains("ddb1: plugin odbc 2.00.7 replaced from /home/dolphindb/plugins-2.00.8/odbc"));
+    assert!(r["undos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|u| u["description"].as_str().unwrap().contains("plugins/odbc")));
 }
 
 #[test]
@@ -611,4 +770,139 @@ fn kill_9_in_the_middle_of_a_machine_then_resume_completes() {
         first_id > 1,
         "the resumed probe started again at id {first_id}"
     );
+}
+
+/// The ids the probe's rows hold in the lab's table now.
+fn table_ids(lab: &DdbLab) -> Vec<i64> {
+    lab.state()["tables"][TABLE]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect()
+}
+
+/// The release files of every machine (binaries, web, plugins): what a binaries-only rollback
+/// puts back.
+fn release_files(lab: &DdbLab) -> BTreeMap<String, String> {
+    installed(lab)
+        .into_iter()
+        .filter(|(p, _)| !p.contains("/clusterDemo/data/"))
+        .collect()
+}
+
+fn run_with_rollback(lab: &DdbLab, extra: &[&str]) -> (Out, Value) {
+    let params = lab.with(extra);
+    let inv = lab.inventory();
+    lab.p.shipped(
+        "dolphindb",
+        "run",
+        &[
+            "-i",
+            inv.to_str().unwrap(),
+            "--yes",
+            "--on-failure",
+            "rollback",
+        ],
+        &params,
+        &[],
+    )
+}
+
+#[test]
+fn a_failure_on_the_third_machine_rolls_back_binaries_only_at_level_5_on_the_lab() {
+    // node45 (the third machine) does not come back with the new version. ddb1 has a plugin
+    // of the old release, replaced from the new release's plugins during its step.
+    let lab = DdbLab::new(json!({"no_return": {"node45": TO}, "recovery_per_write": 0.02}));
+    let plugin = lab.server("ddb1").join("plugins/odbc/PluginODBC.txt");
+    std::fs::create_dir_all(plugin.parent().unwrap()).unwrap();
+    std::fs::write(&plugin, "odbc,libPluginODBC.so,2.00.7\n").unwrap();
+    let fresh = lab.dir().join("plugins-2.00.8/odbc");
+    std::fs::create_dir_all(&fresh).unwrap();
+    std::fs::write(
+        fresh.join("PluginODBC.txt"),
+        "odbc,libPluginODBC.so,2.00.8\n",
+    )
+    .unwrap();
+    let before = release_files(&lab);
+    let (out, report) = run_with_rollback(
+        &lab,
+        &[
+            "node_timeout=6",
+            &format!("plugins_dir={}", lab.dir().join("plugins-2.00.8").display()),
+        ],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(
+        report["status"],
+        "rolled_back",
+        "{}",
+        outcome_error(&report)
+    );
+    assert_eq!(failed_step(&report), "machine ddb3: 2.00.7.4 -> 2.00.8.12");
+    assert!(report["logs"]
+        .to_string()
+        .contains("ddb1: plugin odbc 2.00.7 replaced from"));
+    // Binaries only: the old release's files (the plugin too) are back, no metadata snapshot
+    // was put back over what was written since, every node runs the old version, and every
+    // row the probe wrote during the upgrade is still there.
+    assert_eq!(release_files(&lab), before);
+    assert_eq!(
+        std::fs::read_to_string(&plugin).unwrap(),
+        "odbc,libPluginODBC.so,2.00.7\n"
+    );
+    assert!(!report["actions"].as_array().unwrap().iter().any(|a| {
+        a["op"] == "restore_snapshot" && {
+            let d = a["description"].as_str().unwrap();
+            d.contains("CHUNK_METADATA") || d.contains("dfsMeta") || d.contains("/raft")
+        }
+    }));
+    assert!(
+        lab.versions().values().all(|v| v == FROM),
+        "{:?}",
+        lab.versions()
+    );
+    let (attempted, failed, consecutive, _) = probe_report(&report);
+    assert!(
+        attempted > 0 && failed == 0 && consecutive,
+        "{attempted} {failed}"
+    );
+    let ids = table_ids(&lab);
+    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>());
+    assert!(ids.len() as i64 >= attempted);
+    // Machine by machine on the way back too: none went down while chunks recovered.
+    no_stop_while_recovering(&report);
+}
+
+#[test]
+fn at_level_4_a_rollback_after_writes_is_refused_before_any_node_stops_on_the_lab() {
+    let lab = DdbLab::new(json!({"no_return": {"node45": TO}}));
+    let (out, report) = run_with_rollback(&lab, &["node_timeout=6", "compatibility_level=4"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(
+        report["status"],
+        "rollback_incomplete",
+        "{}",
+        outcome_error(&report)
+    );
+    assert_eq!(failed_step(&report), "machine ddb3: 2.00.7.4 -> 2.00.8.12");
+    let logs = report["logs"].to_string();
+    assert!(
+        logs.contains("rollback refused before any undo ran")
+            && logs.contains("level 4 allows no rollback after writes"),
+        "{logs}"
+    );
+    // No node was stopped or started by a rollback: the upgraded machines keep serving.
+    assert!(!report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["step"].as_str().unwrap_or("").starts_with("undo #")));
+    let v = lab.versions();
+    for n in [
+        "HActl43", "agent43", "node43", "HActl44", "agent44", "node44",
+    ] {
+        assert_eq!(v[n], TO, "{v:?}");
+    }
+    no_stop_while_recovering(&report);
 }

@@ -22,7 +22,8 @@ fn playbook_spans_three_ssh_hosts_and_local_and_parallel_overlaps_them() {
         &inv,
         r#"
         let spans = parallel(cluster().hosts(), |h| {
-            let out = h.read(["sh", "-c", "date +%s.%N; sleep 0.7; date +%s.%N"]).stdout.lines();
+            // Long enough that a slow connection setup on a loaded machine still overlaps.
+            let out = h.read(["sh", "-c", "date +%s.%N; sleep 3; date +%s.%N"]).stdout.lines();
             [h.name, parse_float(out[0]), parse_float(out[1])]
         });
         spans

@@ -14,10 +14,11 @@ cd "$(dirname "$0")/.."
 # util-linux for `unshare -n` (simulation with no network) and `mount`; procps (pgrep, ps) and
 # passwd for tests; python3 and curl for the OpenMLDB double (lab/openmldb: its binary, ops tool
 # and start.sh, which polls the components' status pages with curl) and python3 for the DolphinDB
-# double (lab/dolphindb: every node and its API-protocol server).
+# double (lab/dolphindb: every node and its API-protocol server); python3-venv for the vendors'
+# Python clients (below).
 ensure_packages build-essential pkg-config libssl-dev zlib1g-dev openssh-server openssh-client \
     mariadb-server mariadb-client openssl busybox-static chromium util-linux procps passwd \
-    python3 curl
+    python3 python3-venv curl
 # The docker tests drive the machine's Docker engine. Machines of this project's kind come with it
 # running; elsewhere, install Debian's and start the daemon.
 if ! command -v docker >/dev/null 2>&1; then
@@ -42,6 +43,14 @@ if ! id capstan-test >/dev/null 2>&1; then
     as_root useradd -m -s /bin/sh capstan-test
 fi
 echo 'capstan-test:capstan-test-pw' | as_root chpasswd
+
+# The vendors' own clients, which the tests run against the doubles (shared/notes/vendor-clients.md):
+# DolphinDB's Python API (lab/dolphindb/seed_writer.py, the tutorial's writer), in a virtual
+# environment under target/ (Debian's Python is externally managed).
+if ! target/vendor-clients/bin/python -c 'import dolphindb, pandas' >/dev/null 2>&1; then
+    python3 -m venv target/vendor-clients
+    target/vendor-clients/bin/pip install --quiet --disable-pip-version-check dolphindb==3.0.6.1 pandas
+fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

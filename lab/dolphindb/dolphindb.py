@@ -107,10 +107,76 @@ def live_replica(st, c, alias, now):
 # The protocol (little-endian; see shared/notes/dolphindb-protocol.md)
 
 T_VOID, T_BOOL, T_INT, T_LONG, T_STRING = 0, 1, 4, 5, 18
+T_TIMESTAMP, T_SYMBOL, T_ANY, T_DICT = 12, 17, 25, 27
+# Fixed-width types a client may send: bytes per value.
+WIDTH = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 4, 7: 4, 8: 4, 9: 4, 10: 4, 11: 4, 12: 8, 13: 8, 14: 8,
+         15: 4, 16: 8, 28: 4}
 
 
 class DdbError(Exception):
     pass
+
+
+# Reading the objects a client sends as a `function` frame's arguments (or a `variable` upload):
+# the frame's length counts only its text, so the objects are parsed to find where it ends.
+def read_exact(f, n):
+    b = f.read(n)
+    if len(b) != n:
+        raise EOFError
+    return b
+
+
+def read_cstr(f):
+    out = bytearray()
+    while True:
+        c = read_exact(f, 1)
+        if c == b"\0":
+            return out.decode(errors="replace")
+        out += c
+
+
+def read_values(f, t, n):
+    if t in (T_STRING, T_SYMBOL):
+        return [read_cstr(f) for _ in range(n)]
+    if t not in WIDTH:
+        raise DdbError("The lab double cannot read an argument of type %d." % t)
+    w = WIDTH[t]
+    raw = read_exact(f, w * n)
+    code = {1: "b", 2: "b", 3: "h", 4: "i", 8: "q"}[w]
+    if t in (15,):
+        code = "f"
+    if t in (16,):
+        code = "d"
+    return list(struct.unpack("<%d%s" % (n, code), raw))
+
+
+def read_object(f):
+    """One serialized object (little-endian), as (form, type, value): a scalar's value, a
+    vector's list, a table's [(name, type, values)]."""
+    t, form = struct.unpack("<BB", read_exact(f, 2))
+    if form == 0:
+        if t == T_VOID:
+            read_exact(f, 1)
+            return (0, t, None)
+        return (0, t, read_values(f, t, 1)[0])
+    if form == 1:
+        rows, _cols = struct.unpack("<ii", read_exact(f, 8))
+        if t == 128 + T_SYMBOL:
+            _base_id, base_size = struct.unpack("<ii", read_exact(f, 8))
+            base = [read_cstr(f) for _ in range(base_size)]
+            idx = struct.unpack("<%di" % rows, read_exact(f, 4 * rows))
+            return (1, T_SYMBOL, [base[i] if 0 <= i < len(base) else "" for i in idx])
+        return (1, t, read_values(f, t, rows))
+    if form == 6:
+        rows, ncols = struct.unpack("<ii", read_exact(f, 8))
+        read_cstr(f)
+        names = [read_cstr(f) for _ in range(ncols)]
+        cols = []
+        for name in names:
+            _, ct, values = read_object(f)
+            cols.append((name, ct, values))
+        return (6, t, cols)
+    raise DdbError("The lab double cannot read an argument of form %d." % form)
 
 
 def enc_str(s):
@@ -133,12 +199,22 @@ def scalar(t, v):
 def vector(t, values):
     out = struct.pack("<BBii", t, 1, len(values), 1)
     for v in values:
-        if t == T_STRING:
+        if t in (T_STRING, T_SYMBOL):
             out += enc_str(v)
+        elif t == T_BOOL:
+            out += struct.pack("<B", 1 if v else 0)
         elif t == T_INT:
             out += struct.pack("<i", v)
         elif t == T_LONG:
             out += struct.pack("<q", v)
+    return out
+
+
+def dictionary(keys, values):
+    """A STRING-keyed dictionary of already-serialized values (an ANY vector of them)."""
+    out = struct.pack("<BB", T_ANY, 5)
+    out += vector(T_STRING, keys)
+    out += struct.pack("<BBii", T_ANY, 1, len(values), 1) + b"".join(values)
     return out
 
 
@@ -151,6 +227,14 @@ def table(cols):
     for _, t, values in cols:
         out += vector(t, values)
     return out
+
+
+# A graceful shutdown takes no new request and lets the ones being answered finish: a client
+# whose request was applied also gets its reply (otherwise an HA client sends it again to
+# another node, and the row is written twice).
+SHUTDOWN = threading.Lock()
+SHUTTING = threading.Event()
+INFLIGHT = [0]
 
 
 class Handler(socketserver.BaseRequestHandler):
@@ -167,27 +251,57 @@ class Handler(socketserver.BaseRequestHandler):
                 return
             n = int(parts[2])
             payload = f.read(n).decode(errors="replace")
-            cmd, _, rest = payload.partition("\n")
-            if cmd == "connect":
-                fields = rest.split("\n")
-                if fields and fields[0] == "login":
-                    user, pwd = fields[1], fields[2]
-                    creds = read_state().get("users", {})
-                    if creds.get(user) != pwd:
-                        self.reply(sid, err="The user name or password is incorrect.")
-                        continue
-                self.reply(sid)
-            elif cmd == "script":
-                try:
-                    obj = node.answer(rest)
-                    self.reply(sid, obj=obj)
-                except DdbError as e:
-                    self.reply(sid, err=str(e))
-            else:
-                # `function` and `variable` frames do not count their arguments in LEN: the
-                # stream cannot be followed past them.
-                self.reply(sid, err="The lab double runs scripts only.")
-                return
+            with SHUTDOWN:
+                if SHUTTING.is_set():
+                    return
+                INFLIGHT[0] += 1
+            try:
+                if not self.serve(node, f, sid, payload):
+                    return
+            finally:
+                with SHUTDOWN:
+                    INFLIGHT[0] -= 1
+
+    def serve(self, node, f, sid, payload):
+        """Answers one request; False when the connection is to be closed."""
+        cmd, _, rest = payload.partition("\n")
+        if cmd == "connect":
+            fields = rest.split("\n")
+            if fields and fields[0] == "login":
+                user, pwd = fields[1], fields[2]
+                creds = read_state().get("users", {})
+                if creds.get(user) != pwd:
+                    self.reply(sid, err="The user name or password is incorrect.")
+                    return True
+            self.reply(sid)
+        elif cmd == "script":
+            try:
+                self.reply(sid, obj=node.answer(rest))
+            except DdbError as e:
+                self.reply(sid, err=str(e))
+        elif cmd in ("function", "variable"):
+            # LEN counts the text only: the arguments (or uploaded values) follow as objects,
+            # read here so that the next request is found.
+            fields = rest.split("\n")
+            try:
+                count = int(fields[1]) if len(fields) > 1 else 0
+                args = [read_object(f) for _ in range(count)]
+            except EOFError:
+                return False
+            except DdbError as e:
+                # Not followable past an object the double cannot read: as a real server that
+                # drops a malformed request.
+                self.reply(sid, err=str(e))
+                return False
+            try:
+                if cmd == "variable":
+                    raise DdbError("The lab double does not keep uploaded variables.")
+                self.reply(sid, obj=node.call(fields[0], args))
+            except DdbError as e:
+                self.reply(sid, err=str(e))
+        else:
+            self.reply(sid, err="Unknown request type %s." % cmd)
+        return True
 
     def reply(self, sid, obj=None, err=None):
         if err is not None:
@@ -213,10 +327,17 @@ RE_CONFIG = re.compile(r"^getConfig\(`(\w+)\)$")
 RE_START = re.compile(r"^startDataNode\(\[?((?:\"\w+\",? ?)+)\]?\)$")
 RE_INSERT = re.compile(r'^tableInsert\(loadTable\("([^"]+)", "(\w+)"\), now\(\), "(\w+)", (\d+)\)$')
 RE_IDS = re.compile(r'^exec id from loadTable\("([^"]+)", "(\w+)"\)$')
+RE_TABLE_INSERT = re.compile(r'^tableInsert\{loadTable\([\'"]([^\'"]+)[\'"], ?[\'"](\w+)[\'"]\)\}$')
+RE_EXISTS_DB = re.compile(r'^existsDatabase\("(dfs://[^"]+)"\)$')
+RE_DROP_DB = re.compile(r'^dropDatabase\("(dfs://[^"]+)"\)$')
+RE_CREATE = re.compile(r'^db = database\("(dfs://[^"]+)", HASH, \[INT, \d+\]\); db\.createPartitionedTable\(table\(1:0, `time`name`id, \[TIMESTAMP, SYMBOL, INT\]\), "(\w+)", "id"\)$')
+RE_LAG = re.compile(r'^exec long\(now\(\)\) - long\(max\(time\)\) from loadTable\("([^"]+)", "(\w+)"\)$')
+RE_SCHEMA = re.compile(r'^schema\(loadTable\([\'"]([^\'"]+)[\'"], ?[\'"](\w+)[\'"]\)\)$')
 
 CHUNKS = 'select string(chunkId) as chunkId, file, state from rpc(getControllerAlias(), getClusterChunksStatus) where state != "COMPLETE"'
 MARKER = "exec sum(version) from rpc(getControllerAlias(), getClusterChunksStatus)"
 PERF = "select name, mode, int(state) as state from rpc(getControllerAlias(), getClusterPerf, true)"
+HA_PERF = "rpc(getControllerAlias(), getClusterPerf)"
 
 
 class Node:
@@ -228,6 +349,44 @@ class Node:
         if ld is None:
             raise DdbError("<UnknownLeader> The Raft group has no leader: fewer than a majority of the controllers are up.")
         return ld
+
+    def call(self, name, args):
+        """A `function` frame: the function's name (a partial application such as
+        `tableInsert{loadTable("dfs://db", "t")}` included) and its parsed arguments."""
+        n = " ".join(name.split())
+        if n == "isNodeInitialized" and not args:
+            return scalar(T_BOOL, True)
+        m = RE_TABLE_INSERT.match(n)
+        if m and len(args) == 1 and args[0][0] == 6:
+            return self.insert_rows("%s/%s" % (m.group(1), m.group(2)), args[0][2])
+        # As a server answers a function it does not have (getRequiredAPIVersion is newer than
+        # the releases the lab plays): an error, and the session goes on.
+        raise DdbError("Syntax Error: [line #1] Cannot recognize the token %s" % n.split("{")[0])
+
+    def insert_rows(self, key, cols):
+        if self.mode != "datanode":
+            raise DdbError("loadTable: only data nodes serve DFS tables.")
+        ids = next((v for name, _, v in cols if name == "id"), None)
+        times = next((v for name, t, v in cols if name == "time" and t == T_TIMESTAMP), None)
+        if ids is None:
+            raise DdbError("tableInsert: the table has no column id.")
+        if times is None:
+            times = [int(time.time() * 1000)] * len(ids)
+
+        def insert(st):
+            if key not in st["tables"]:
+                raise DdbError("loadTable: table %s does not exist." % key)
+            now = time.time()
+            for ident in ids:
+                c = st["chunks"][int(ident) % len(st["chunks"])]
+                if not any(live_replica(st, c, r, now) for r in c["replicas"]):
+                    raise DdbError("The chunk %s has no available replica." % c["id"])
+            for ident, at in zip(ids, times):
+                st["chunks"][int(ident) % len(st["chunks"])]["version"] += 1
+                st["tables"][key].append(int(ident))
+                st.setdefault("times", {}).setdefault(key, []).append(int(at))
+        update(insert)
+        return scalar(T_INT, len(ids))
 
     def answer(self, script):
         s = " ".join(script.split())
@@ -269,6 +428,45 @@ class Node:
         if s == MARKER:
             update(self.need_leader)
             return scalar(T_LONG, sum(c["version"] for c in read_state()["chunks"]))
+        if s == HA_PERF:
+            # What an HA client (the vendor's C++/Python API) reads to pick a data node: host,
+            # port, mode and the load columns (getClusterPerf's layout, PRODUCTS.md §2.3).
+            st = read_state()
+            update(self.need_leader)
+            names = list(st["order"])
+            nodes = [st["nodes"][a] for a in names]
+            live = [alive(st, a) for a in names]
+            return table([
+                ("name", T_STRING, names),
+                ("state", T_BOOL, live),
+                ("host", T_STRING, [n["host"] for n in nodes]),
+                ("port", T_INT, [n["port"] for n in nodes]),
+                ("site", T_STRING, ["%s:%d:%s" % (n["host"], n["port"], a) for a, n in zip(names, nodes)]),
+                ("mode", T_INT, [MODES[n["mode"]] for n in nodes]),
+                ("maxConnections", T_INT, [512] * len(names)),
+                ("connectionNum", T_INT, [1 if x else 0 for x in live]),
+                ("workerNum", T_INT, [4] * len(names)),
+                ("executorNum", T_INT, [3] * len(names)),
+                ("publicName", T_STRING, [n["host"] for n in nodes]),
+            ])
+        m = RE_SCHEMA.match(s)
+        if m:
+            key = "%s/%s" % (m.group(1), m.group(2))
+            if self.mode != "datanode":
+                raise DdbError("loadTable: only data nodes serve DFS tables.")
+            if key not in read_state()["tables"]:
+                raise DdbError("loadTable: table %s does not exist." % key)
+            # The lab's tables are the seed's: time TIMESTAMP, name SYMBOL, id INT.
+            null_int = -2147483648
+            col_defs = table([
+                ("name", T_STRING, ["time", "name", "id"]),
+                ("typeString", T_STRING, ["TIMESTAMP", "SYMBOL", "INT"]),
+                ("typeInt", T_INT, [T_TIMESTAMP, T_SYMBOL, T_INT]),
+                ("extra", T_INT, [null_int] * 3),
+                ("comment", T_STRING, ["", "", ""]),
+            ])
+            return dictionary(["colDefs", "partitionColumnName", "engineType"],
+                              [col_defs, scalar(T_STRING, "time"), scalar(T_STRING, "TSDB")])
         if s == PERF:
             st = read_state()
             update(self.need_leader)
@@ -315,8 +513,44 @@ class Node:
                     raise DdbError("The chunk %s has no available replica." % c["id"])
                 c["version"] += 1
                 st["tables"][key].append(ident)
+                st.setdefault("times", {}).setdefault(key, []).append(int(time.time() * 1000))
             update(insert)
             return scalar(T_INT, 1)
+        m = RE_EXISTS_DB.match(s)
+        if m:
+            prefix = m.group(1) + "/"
+            return scalar(T_BOOL, any(k.startswith(prefix) for k in read_state()["tables"]))
+        m = RE_CREATE.match(s) or RE_DROP_DB.match(s)
+        if m:
+            if self.mode != "datanode":
+                raise DdbError("Only data nodes serve DFS databases.")
+            create = m.re is RE_CREATE
+
+            def ddl(st):
+                prefix = m.group(1) + "/"
+                if create:
+                    if any(k.startswith(prefix) for k in st["tables"]):
+                        raise DdbError("The database [%s] already exists." % m.group(1))
+                    st["tables"][prefix + m.group(2)] = []
+                    st.setdefault("times", {})[prefix + m.group(2)] = []
+                else:
+                    if not any(k.startswith(prefix) for k in st["tables"]):
+                        raise DdbError("The database [%s] does not exist." % m.group(1))
+                    for k in [k for k in st["tables"] if k.startswith(prefix)]:
+                        del st["tables"][k]
+                        st.get("times", {}).pop(k, None)
+            update(ddl)
+            return None
+        m = RE_LAG.match(s)
+        if m:
+            key = "%s/%s" % (m.group(1), m.group(2))
+            st = read_state()
+            if key not in st["tables"]:
+                raise DdbError("loadTable: table %s does not exist." % key)
+            times = st.get("times", {}).get(key, [])
+            if not times:
+                raise DdbError("max(time) of an empty table is NULL.")
+            return scalar(T_LONG, int(time.time() * 1000) - max(times))
         m = RE_IDS.match(s)
         if m:
             key = "%s/%s" % (m.group(1), m.group(2))
@@ -418,10 +652,17 @@ def main(argv):
     log(logfile, "<INFO> %s %s started (mode %s) on port %d" % (alias, VERSION, mode, port))
 
     def term(*_):
-        # A graceful shutdown (kill -TERM) flushes the redo log first, since 2.00.5.
+        # A graceful shutdown (kill -TERM): no new request, the ones being answered finish
+        # (bounded), then the redo log is flushed (since 2.00.5).
+        with SHUTDOWN:
+            SHUTTING.set()
+
         def down(st):
             st["nodes"][alias]["serving"] = False
         update(down)
+        end = time.time() + 5
+        while INFLIGHT[0] > 0 and time.time() < end:
+            time.sleep(0.01)
         time.sleep(0.2)
         log(logfile, "<INFO> %s shut down" % alias)
         os._exit(0)

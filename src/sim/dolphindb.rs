@@ -88,6 +88,8 @@ pub struct DolphinDb {
     leader: Option<String>,
     chunks: Vec<Chunk>,
     tables: BTreeMap<String, Vec<i64>>,
+    /// When each row of a table was written (simulated milliseconds), in insertion order.
+    times: BTreeMap<String, Vec<i64>>,
     config: BTreeMap<String, String>,
     releases: BTreeMap<String, String>,
     recovery_polls: u32,
@@ -256,6 +258,7 @@ impl DolphinDb {
                 .into_iter()
                 .map(|t| (t, Vec::new()))
                 .collect(),
+            times: BTreeMap::new(),
             config,
             releases: string_table(s, "releases")?,
             recovery_polls: settings_int(s, "recovery_polls", 1)?.max(0) as u32,
@@ -692,8 +695,68 @@ impl DolphinDb {
             if let Some(c) = self.chunks.get_mut(i) {
                 c.version += 1;
             }
-            self.tables.entry(key).or_default().push(id);
+            self.tables.entry(key.clone()).or_default().push(id);
+            self.times.entry(key).or_default().push(now_ms(hosts));
             return Ok(DdbValue::Int(1));
+        }
+        if let Some(db) = s
+            .strip_prefix("existsDatabase(\"")
+            .and_then(|r| r.strip_suffix("\")"))
+        {
+            let prefix = format!("{db}/");
+            return Ok(DdbValue::Bool(
+                self.tables.keys().any(|k| k.starts_with(&prefix)),
+            ));
+        }
+        if let Some(db) = s
+            .strip_prefix("dropDatabase(\"")
+            .and_then(|r| r.strip_suffix("\")"))
+        {
+            if node.mode != "datanode" {
+                return server_err("Only data nodes serve DFS databases.");
+            }
+            let prefix = format!("{db}/");
+            if !self.tables.keys().any(|k| k.starts_with(&prefix)) {
+                return server_err(format!("The database [{db}] does not exist."));
+            }
+            self.tables.retain(|k, _| !k.starts_with(&prefix));
+            self.times.retain(|k, _| !k.starts_with(&prefix));
+            return Ok(DdbValue::Null);
+        }
+        // db = database("DB", HASH, [INT, N]); db.createPartitionedTable(table(1:0, `time`name`id,
+        // [TIMESTAMP, SYMBOL, INT]), "T", "id")
+        if let Some(rest) = s.strip_prefix("db = database(\"") {
+            let parts: Vec<&str> = rest.split('"').collect();
+            let shape =
+                "db.createPartitionedTable(table(1:0, `time`name`id, [TIMESTAMP, SYMBOL, INT]), ";
+            if parts.len() < 5 || !rest.contains(shape) || !parts[1].starts_with(", HASH, [INT, ") {
+                return server_err(format!("The lab double does not know this script: {s}"));
+            }
+            if node.mode != "datanode" {
+                return server_err("Only data nodes serve DFS databases.");
+            }
+            let (db, t) = (parts[0], parts[2]);
+            let prefix = format!("{db}/");
+            if self.tables.keys().any(|k| k.starts_with(&prefix)) {
+                return server_err(format!("The database [{db}] already exists."));
+            }
+            self.tables.insert(format!("{db}/{t}"), Vec::new());
+            return Ok(DdbValue::Null);
+        }
+        if let Some(rest) = s.strip_prefix("exec long(now()) - long(max(time)) from loadTable(\"") {
+            let parts: Vec<&str> = rest.split('"').collect();
+            let key = format!(
+                "{}/{}",
+                parts.first().copied().unwrap_or(""),
+                parts.get(2).copied().unwrap_or("")
+            );
+            if !self.tables.contains_key(&key) {
+                return server_err(format!("loadTable: table {key} does not exist."));
+            }
+            return match self.times.get(&key).and_then(|t| t.iter().max()) {
+                Some(last) => Ok(DdbValue::Int(now_ms(hosts) - last)),
+                None => server_err("max(time) of an empty table is NULL."),
+            };
         }
         if let Some(rest) = s.strip_prefix("exec id from loadTable(\"") {
             let parts: Vec<&str> = rest.split('"').collect();
@@ -714,6 +777,15 @@ impl DolphinDb {
             s.chars().take(200).collect::<String>()
         ))
     }
+}
+
+/// The simulated clock in milliseconds (the world sets every host's `now` before a node answers).
+fn now_ms(hosts: &BTreeMap<String, SimHost>) -> i64 {
+    hosts
+        .values()
+        .map(|h| h.now.as_millis() as i64)
+        .max()
+        .unwrap_or(0)
 }
 
 impl ProductModel for DolphinDb {

@@ -931,6 +931,10 @@ impl World {
         };
         let endpoint = target.endpoint();
         let hosts = &mut self.hosts;
+        // A node's clock (`now()`) is the simulated one.
+        for h in hosts.values_mut() {
+            h.now = self.clock;
+        }
         let answer = self
             .models
             .iter_mut()

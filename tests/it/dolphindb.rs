@@ -19,6 +19,8 @@ const MACHINES: &[(&str, &str, &str, &str)] = &[
     ("ddb3", "HActl45", "agent45", "node45"),
 ];
 const TABLE: &str = "dfs://stock/stock";
+/// The table the vendor's own writer (lab/dolphindb/seed_writer.py) appends to.
+const SEED_TABLE: &str = "dfs://stock/seed";
 
 /// Three machines on sshd hosts, each with its server/ install (2.00.7.4) and the 2.00.8.12
 /// package beside upgrade.sh, every node running; stopped on drop.
@@ -54,7 +56,7 @@ impl DdbLab {
             // chunks RECOVERING (the simulation's recovery_polls = 1 does the same).
             "recovery_s": 3.0,
             "chunks": 6,
-            "tables": [TABLE],
+            "tables": [TABLE, SEED_TABLE],
             "machines": machines,
             "knobs": knobs,
         });
@@ -226,7 +228,7 @@ fn comparable(r: &Value) -> BTreeMap<String, Vec<String>> {
     for lines in t.values_mut() {
         lines.retain(|l| !l.starts_with("[probe "));
         for l in lines.iter_mut() {
-            if l.contains("exec sum(version) from") {
+            if l.contains("exec sum(version) from") || l.contains("long(max(time))") {
                 if let Some(at) = l.rfind("-> ok ") {
                     l.replace_range(at + 6.., "N");
                 }
@@ -256,7 +258,13 @@ fn probe_report(r: &Value) -> (i64, i64, bool, i64) {
         .iter()
         .map(|l| l["message"].as_str().unwrap())
         .collect();
-    let prefix = format!("probe {TABLE}: ");
+    // The probe names its table: the lab's, or the run's own (dfs://capstan_probe/probe).
+    let prefix = logs
+        .iter()
+        .find(|l| l.starts_with("probe dfs://") && l.contains(" from id "))
+        .and_then(|l| l.split_once(": "))
+        .map(|(p, _)| format!("{p}: "))
+        .unwrap_or_else(|| panic!("no probe in {logs:#?}"));
     let summary = logs
         .iter()
         .rfind(|l| l.starts_with(&prefix) && l.contains("writes attempted"))
@@ -323,8 +331,12 @@ fn dolphindb_upgrades_on_the_lab_with_writes_throughout_and_the_simulation_acts_
         .all(|a| a["read_only"] == true || a["result"] == "skipped (check mode)"));
     assert!(lab.versions().values().all(|v| v == FROM));
 
+    // The tutorial's own writer, with the vendor's Python API, writes through the whole
+    // upgrade as the tutorial does it (an HA session over the data nodes' sites).
+    let writer = SeedWriter::start(&lab);
     let (out, report) = lab.run(&[]);
     ok_run(&out, &report);
+    writer.stop_and_check(&lab);
     assert!(
         lab.versions().values().all(|v| v == TO),
         "{:?}",
@@ -391,6 +403,9 @@ fn dolphindb_upgrades_on_the_lab_with_writes_throughout_and_the_simulation_acts_
 
     // A second run finds every node at 2.00.8.12 and changes nothing.
     let (out, again) = lab.run(&["-p", "probe_table="]);
+    assert!(again["logs"]
+        .to_string()
+        .contains("write continuity was not checked: no machine was upgraded"));
     ok_run(&out, &again);
     assert!(
         again["actions"]
@@ -742,11 +757,13 @@ fn a_plugin_that_does_not_fit_stops_the_run_or_is_replaced_and_put_back_in_simul
 fn kill_9_in_the_middle_of_a_machine_then_resume_completes() {
     let lab = DdbLab::new(json!({}));
     let inv = lab.inventory();
+    // No probe_table: the default write probe, on a table of its own the run creates.
+    let params = lab.with(&["probe_table="]);
     let run_id = kill_9_at(
         &lab.p,
         "dolphindb",
         &inv,
-        &lab.params(),
+        &params,
         ("machine ddb2: 2.00.7.4 -> 2.00.8.12", "upgrade.sh"),
     );
     // ddb2 is down mid-upgrade; the others serve.
@@ -770,6 +787,106 @@ fn kill_9_in_the_middle_of_a_machine_then_resume_completes() {
         first_id > 1,
         "the resumed probe started again at id {first_id}"
     );
+    // Its own table was checked (the newest row current) and its database dropped at the end.
+    assert!(report["logs"].to_string().contains("write continuity: "));
+    let st = lab.state();
+    assert!(
+        !st["tables"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.starts_with("dfs://capstan_probe/")),
+        "{}",
+        st["tables"]
+    );
+}
+
+/// The vendor's tutorial writer (lab/dolphindb/seed_writer.py) on the vendor's `dolphindb`
+/// Python package, installed by scripts/test.sh into target/vendor-clients.
+struct SeedWriter {
+    child: std::process::Child,
+    stop: PathBuf,
+    out: PathBuf,
+}
+
+impl SeedWriter {
+    fn start(lab: &DdbLab) -> SeedWriter {
+        let python = repo().join("target/vendor-clients/bin/python");
+        assert!(
+            python.exists(),
+            "{} is missing: scripts/test.sh installs the vendors' Python clients there",
+            python.display()
+        );
+        let sites: Vec<String> = MACHINES
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", lab.ports[m.3]))
+            .collect();
+        let stop = lab.dir().join("seed-writer.stop");
+        let out = lab.dir().join("seed-writer.out");
+        let child = std::process::Command::new(python)
+            .arg(repo().join("lab/dolphindb/seed_writer.py"))
+            .args([&sites.join(","), "dfs://stock", "seed"])
+            .arg(&stop)
+            .arg("0.2")
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(lab.dir().join("seed-writer.err")).unwrap())
+            .spawn()
+            .unwrap();
+        // It is writing before the upgrade starts.
+        let t0 = std::time::Instant::now();
+        while std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            < 3
+        {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(60),
+                "the seed writer did not start: {}",
+                std::fs::read_to_string(lab.dir().join("seed-writer.err")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        SeedWriter { child, stop, out }
+    }
+
+    /// Stops the writer and checks as the tutorial does: the ids in the table are consecutive
+    /// (none lost, none twice) and the latest time written is current.
+    fn stop_and_check(mut self, lab: &DdbLab) {
+        std::fs::write(&self.stop, "").unwrap();
+        let status = self.child.wait().unwrap();
+        let text = std::fs::read_to_string(&self.out).unwrap();
+        let err = std::fs::read_to_string(lab.dir().join("seed-writer.err")).unwrap_or_default();
+        assert!(status.success(), "the seed writer failed: {err}\n{text}");
+        let done: Vec<i64> = text
+            .lines()
+            .find_map(|l| l.strip_prefix("done "))
+            .unwrap_or_else(|| panic!("no summary: {text}\n{err}"))
+            .split(' ')
+            .map(|x| x.parse().unwrap())
+            .collect();
+        let (last, now_ms) = (done[0], done[1]);
+        let st = lab.state();
+        let ids: Vec<i64> = st["tables"][SEED_TABLE]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        assert!(last > 10, "only {last} rows written");
+        assert_eq!(ids, (1..=last).collect::<Vec<_>>(), "ids not consecutive");
+        let latest = st["times"][SEED_TABLE]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .max()
+            .unwrap();
+        assert!(
+            (now_ms - latest).abs() < 5_000,
+            "the latest time written ({latest}) is not current ({now_ms})"
+        );
+    }
 }
 
 /// The ids the probe's rows hold in the lab's table now.
@@ -905,4 +1022,45 @@ fn at_level_4_a_rollback_after_writes_is_refused_before_any_node_stops_on_the_la
         assert_eq!(v[n], TO, "{v:?}");
     }
     no_stop_while_recovering(&report);
+}
+
+#[test]
+fn without_the_recovery_wait_the_next_machine_stops_while_chunks_recover_and_writes_fail_on_the_lab(
+) {
+    // A copy of the playbook without the wait for COMPLETE chunks and without the check before a
+    // machine goes down: the double's replicas that restarted serve only once recovered, so the
+    // next machine's stop leaves chunks with no live replica, and the probe's writes fail.
+    let lab = DdbLab::new(json!({"recovery_per_write": 0.05}));
+    let text = std::fs::read_to_string(repo().join("playbooks/dolphindb.rhai")).unwrap();
+    let edited = text
+        .replacen(
+            "        dolphindb::wait_chunks_complete(d, p.recovery_timeout);\n",
+            "",
+            1,
+        )
+        .replacen("        dolphindb::assert_chunks_complete(d);\n", "", 1);
+    assert_ne!(edited, text);
+    let pb = lab.p.scratch.write("dolphindb-no-wait.rhai", &edited);
+    let inv = lab.inventory();
+    let mut args = vec![
+        "run".to_string(),
+        pb.display().to_string(),
+        "-i".into(),
+        inv.display().to_string(),
+        "--yes".into(),
+        "--json".into(),
+    ];
+    args.extend(lab.params());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = lab.p.scratch.capstan(&argv);
+    let report = last_report(&out.stdout);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(failed_step(&report), "verify", "{}", outcome_error(&report));
+    let (_, failed, _, _) = probe_report(&report);
+    assert!(failed > 0, "no write failed: {}", outcome_error(&report));
+    assert!(
+        report.to_string().contains("has no available replica"),
+        "{}",
+        outcome_error(&report)
+    );
 }

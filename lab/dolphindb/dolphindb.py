@@ -500,22 +500,9 @@ class Node:
             return None
         m = RE_INSERT.match(s)
         if m:
-            if self.mode != "datanode":
-                raise DdbError("loadTable: only data nodes serve DFS tables.")
-            key, ident = "%s/%s" % (m.group(1), m.group(2)), int(m.group(4))
-
-            def insert(st):
-                if key not in st["tables"]:
-                    raise DdbError("loadTable: table %s does not exist." % key)
-                c = st["chunks"][ident % len(st["chunks"])]
-                now = time.time()
-                if not any(live_replica(st, c, r, now) for r in c["replicas"]):
-                    raise DdbError("The chunk %s has no available replica." % c["id"])
-                c["version"] += 1
-                st["tables"][key].append(ident)
-                st.setdefault("times", {}).setdefault(key, []).append(int(time.time() * 1000))
-            update(insert)
-            return scalar(T_INT, 1)
+            # tableInsert(loadTable(..), now(), NAME, ID): one row, written now.
+            return self.insert_rows("%s/%s" % (m.group(1), m.group(2)),
+                                    [("id", T_INT, [int(m.group(4))])])
         m = RE_EXISTS_DB.match(s)
         if m:
             prefix = m.group(1) + "/"

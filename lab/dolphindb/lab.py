@@ -8,7 +8,9 @@
 #   lab.py stop SPEC.json                 kill every node of the cluster
 #   lab.py state SPEC.json                print the cluster state (JSON)
 #   lab.py knob SPEC.json NAME JSON       set a failure knob (stuck_recovering: [chunk ids],
-#                                          no_return: {alias: version})
+#                                          no_return: {alias: version}, recovery_per_write: s)
+#   lab.py plugin DIR NAME VERSION        install plugin NAME built for VERSION in DIR (a server's
+#                                          plugins/, or a release's): DIR/NAME/Plugin<Name>.txt
 #   lab.py corrupt SPEC.json MACHINE      damage MACHINE's release zip (upgrade.sh then fails with exit 0)
 #
 # SPEC: {"state", "from", "to", "users": {user: password}, "config": {dfsHAMode, ...},
@@ -200,7 +202,19 @@ def corrupt(spec, machine):
         f.truncate(os.path.getsize(z) // 2)
 
 
+def plugin(where, name, version):
+    """A plugin as DolphinDB describes it to loadPlugin: its directory and Plugin<Name>.txt,
+    whose first line is name,library,version (the library itself is not modelled)."""
+    lib = "libPlugin%s.so" % name.capitalize()
+    write(os.path.join(where, name, "Plugin%s.txt" % name.capitalize()),
+          "%s,%s,%s\n" % (name, lib, version))
+    write(os.path.join(where, name, lib), "plugin %s %s\n" % (name, version))
+
+
 def main(argv):
+    if len(argv) == 4 and argv[0] == "plugin":
+        plugin(argv[1], argv[2], argv[3])
+        return
     if len(argv) < 2:
         sys.exit(__doc__ or "usage: see the header of lab/dolphindb/lab.py")
     spec = json.load(open(argv[1]))

@@ -192,6 +192,10 @@ impl ProbeState {
             Dynamic::from_int(gap.as_millis() as i64),
         );
         m.insert(
+            "every_ms".into(),
+            Dynamic::from_int(self.every.as_millis() as i64),
+        );
+        m.insert(
             "duration_ms".into(),
             Dynamic::from_int(now.saturating_sub(self.started).as_millis() as i64),
         );
@@ -431,6 +435,7 @@ log(`${r.attempted} attempted, ${r.failed} failed`);
         r#"
 Stops the probe and reports what it saw: `attempted`, `failed` and `written` writes, `errors` (the
 first few distinct ones), `longest_gap_ms` (the longest time without a successful write),
+`every_ms` (its interval),
 `first_id` and `last_id`, and when the probe has a `check`: `consecutive` (every id it wrote is in
 the store exactly once), `missing` (the first ids that are not) and `unexpected` (other rows
 beyond its first id). `consecutive` is `()` without a check. Stopping twice returns the same report.

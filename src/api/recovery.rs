@@ -258,20 +258,7 @@ impl RunCtx {
                     "error",
                     &format!("rollback stopped at #{} ({}): {m}", u.id, u.description),
                 );
-                if let Err(e) =
-                    j.journal
-                        .undo_finished(&j.run_id, u.id, UndoStatus::Failed, Some(&m))
-                {
-                    self.exec.journal_failed(&e);
-                }
-                self.events.emit(&Event::Undo {
-                    id: u.id,
-                    phase: UndoPhase::Failed,
-                    step: u.step.clone(),
-                    host: u.host.clone(),
-                    description: u.description.clone(),
-                    error: Some(m),
-                });
+                self.undo_finished(&j, u, UndoStatus::Failed, UndoPhase::Failed, Some(m));
                 break;
             }
             let prev = set_current_step(Some(format!("undo #{}: {}", u.id, u.description)));
@@ -302,20 +289,7 @@ impl RunCtx {
                     (UndoStatus::Failed, UndoPhase::Failed, Some(m))
                 }
             };
-            if let Err(e) = j
-                .journal
-                .undo_finished(&j.run_id, u.id, status, error.as_deref())
-            {
-                self.exec.journal_failed(&e);
-            }
-            self.events.emit(&Event::Undo {
-                id: u.id,
-                phase,
-                step: u.step.clone(),
-                host: u.host.clone(),
-                description: u.description.clone(),
-                error,
-            });
+            self.undo_finished(&j, u, status, phase, error);
         }
         self.events.emit(&Event::Rollback {
             phase: RollbackPhase::Finished,
@@ -323,6 +297,31 @@ impl RunCtx {
             failed: sum.failed,
         });
         sum
+    }
+
+    /// Journals how undo (or gate) `u` ended and reports it.
+    fn undo_finished(
+        &self,
+        j: &RunJournal,
+        u: &UndoRow,
+        status: UndoStatus,
+        phase: UndoPhase,
+        error: Option<String>,
+    ) {
+        if let Err(e) = j
+            .journal
+            .undo_finished(&j.run_id, u.id, status, error.as_deref())
+        {
+            self.exec.journal_failed(&e);
+        }
+        self.events.emit(&Event::Undo {
+            id: u.id,
+            phase,
+            step: u.step.clone(),
+            host: u.host.clone(),
+            description: u.description.clone(),
+            error,
+        });
     }
 
     /// Runs every rollback gate, newest first; all of them, so that the refusal names every
@@ -345,20 +344,7 @@ impl RunCtx {
                     (UndoStatus::Failed, UndoPhase::Failed, Some(m))
                 }
             };
-            if let Err(e) = j
-                .journal
-                .undo_finished(&j.run_id, u.id, status, error.as_deref())
-            {
-                self.exec.journal_failed(&e);
-            }
-            self.events.emit(&Event::Undo {
-                id: u.id,
-                phase,
-                step: u.step.clone(),
-                host: u.host.clone(),
-                description: u.description.clone(),
-                error,
-            });
+            self.undo_finished(j, u, status, phase, error);
         }
         if refused.is_empty() {
             return true;

@@ -505,11 +505,13 @@ impl DolphinDb {
         self.nodes.iter().find(|n| n.endpoint == endpoint).cloned()
     }
 
+    /// `now_ms`: the simulated clock, what the node's `now()` answers.
     fn answer(
         &mut self,
         node: &Node,
         script: &str,
         hosts: &mut BTreeMap<String, SimHost>,
+        now_ms: i64,
     ) -> Answer {
         let s = script.split_whitespace().collect::<Vec<_>>().join(" ");
         match s.as_str() {
@@ -670,18 +672,13 @@ impl DolphinDb {
                 return server_err("loadTable: only data nodes serve DFS tables.");
             }
             // tableInsert(loadTable("DB", "T"), now(), "NAME", ID)
-            let parts: Vec<&str> = rest.split('"').collect();
-            let (db, t) = (
-                parts.first().copied().unwrap_or(""),
-                parts.get(2).copied().unwrap_or(""),
-            );
             let id: i64 = rest
                 .rsplit(", ")
                 .next()
                 .and_then(|x| x.strip_suffix(')'))
                 .and_then(|x| x.parse().ok())
                 .unwrap_or(0);
-            let key = format!("{db}/{t}");
+            let key = table_key(rest);
             if !self.tables.contains_key(&key) {
                 return server_err(format!("loadTable: table {key} does not exist."));
             }
@@ -696,7 +693,7 @@ impl DolphinDb {
                 c.version += 1;
             }
             self.tables.entry(key.clone()).or_default().push(id);
-            self.times.entry(key).or_default().push(now_ms(hosts));
+            self.times.entry(key).or_default().push(now_ms);
             return Ok(DdbValue::Int(1));
         }
         if let Some(db) = s
@@ -744,27 +741,17 @@ impl DolphinDb {
             return Ok(DdbValue::Null);
         }
         if let Some(rest) = s.strip_prefix("exec long(now()) - long(max(time)) from loadTable(\"") {
-            let parts: Vec<&str> = rest.split('"').collect();
-            let key = format!(
-                "{}/{}",
-                parts.first().copied().unwrap_or(""),
-                parts.get(2).copied().unwrap_or("")
-            );
+            let key = table_key(rest);
             if !self.tables.contains_key(&key) {
                 return server_err(format!("loadTable: table {key} does not exist."));
             }
             return match self.times.get(&key).and_then(|t| t.iter().max()) {
-                Some(last) => Ok(DdbValue::Int(now_ms(hosts) - last)),
+                Some(last) => Ok(DdbValue::Int(now_ms - last)),
                 None => server_err("max(time) of an empty table is NULL."),
             };
         }
         if let Some(rest) = s.strip_prefix("exec id from loadTable(\"") {
-            let parts: Vec<&str> = rest.split('"').collect();
-            let key = format!(
-                "{}/{}",
-                parts.first().copied().unwrap_or(""),
-                parts.get(2).copied().unwrap_or("")
-            );
+            let key = table_key(rest);
             return match self.tables.get(&key) {
                 Some(ids) => Ok(DdbValue::List(
                     ids.iter().map(|i| DdbValue::Int(*i)).collect(),
@@ -779,13 +766,14 @@ impl DolphinDb {
     }
 }
 
-/// The simulated clock in milliseconds (the world sets every host's `now` before a node answers).
-fn now_ms(hosts: &BTreeMap<String, SimHost>) -> i64 {
-    hosts
-        .values()
-        .map(|h| h.now.as_millis() as i64)
-        .max()
-        .unwrap_or(0)
+/// `DB/T` from what follows `loadTable("` in a script: `DB", "T")...`.
+fn table_key(rest: &str) -> String {
+    let parts: Vec<&str> = rest.split('"').collect();
+    format!(
+        "{}/{}",
+        parts.first().copied().unwrap_or(""),
+        parts.get(2).copied().unwrap_or("")
+    )
 }
 
 impl ProductModel for DolphinDb {
@@ -862,6 +850,7 @@ impl ProductModel for DolphinDb {
         kind: DdbKind,
         script: &str,
         hosts: &mut BTreeMap<String, SimHost>,
+        now: std::time::Duration,
     ) -> Option<Answer> {
         let node = self.node_at(endpoint)?;
         self.read_all(hosts);
@@ -874,7 +863,7 @@ impl ProductModel for DolphinDb {
         if kind == DdbKind::Connect {
             return Some(Ok(DdbValue::Null));
         }
-        Some(self.answer(&node, script, hosts))
+        Some(self.answer(&node, script, hosts, now.as_millis() as i64))
     }
 
     fn components(&self, hosts: &BTreeMap<String, SimHost>) -> Vec<Component> {

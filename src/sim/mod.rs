@@ -931,14 +931,11 @@ impl World {
         };
         let endpoint = target.endpoint();
         let hosts = &mut self.hosts;
-        // A node's clock (`now()`) is the simulated one.
-        for h in hosts.values_mut() {
-            h.now = self.clock;
-        }
+        let now = self.clock;
         let answer = self
             .models
             .iter_mut()
-            .find_map(|m| m.ddb(&endpoint, *kind, script, hosts))
+            .find_map(|m| m.ddb(&endpoint, *kind, script, hosts, now))
             .unwrap_or_else(|| {
                 Err((
                     "connect",

@@ -1,6 +1,7 @@
 //! Product models: a product running on some simulated hosts, answering its commands and saying what is up.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::ddb::{DdbKind, DdbValue};
 use crate::inventory::Inventory;
@@ -58,15 +59,17 @@ pub trait ProductModel: Send + Sync + std::fmt::Debug {
 
     /// Answers a DolphinDB script (or a connect) sent to the node at `endpoint` (`address:port`)
     /// when that node is this product's (`None`: not mine). An error is the text the node (or
-    /// the connection) fails with, and its reason (`connect`, `auth`, `server`).
+    /// the connection) fails with, and its reason (`connect`, `auth`, `server`). `now` is the
+    /// simulated clock (what the node's `now()` answers).
     fn ddb(
         &mut self,
         endpoint: &str,
         kind: DdbKind,
         script: &str,
         hosts: &mut BTreeMap<String, SimHost>,
+        now: Duration,
     ) -> Option<Result<DdbValue, (&'static str, String)>> {
-        let _ = (endpoint, kind, script, hosts);
+        let _ = (endpoint, kind, script, hosts, now);
         None
     }
 

@@ -324,6 +324,15 @@ for h in cluster().hosts() {
 }
 "#;
 
+/// The run id a run printed (`run: ID`).
+fn run_id(out: &Out) -> String {
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run: "))
+        .unwrap_or_else(|| panic!("no run id in {}", out.stdout))
+        .to_string()
+}
+
 fn seed_hosts(c: &Cluster) {
     for h in ["h1", "h2", "h3"] {
         let r = c.root(h);
@@ -379,12 +388,8 @@ fn a_failure_on_host_2_of_3_rolls_back_every_change_in_reverse_order() {
     // Newest first: h2's script undo before h1's.
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "undo-h2\nundo-h1\n");
     // The report lists every undo, all undone; the rollback's actions ran newest undo first.
-    let run = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("run: "))
-        .unwrap();
-    let rep = c.report(run);
+    let run = run_id(&out);
+    let rep = c.report(&run);
     assert_eq!(rep["status"], "rolled_back");
     let undos = rep["undos"].as_array().unwrap();
     assert_eq!(undos.len(), 8, "{undos:?}"); // 4 per changed host (h1, h2)
@@ -409,7 +414,7 @@ fn a_failure_on_host_2_of_3_rolls_back_every_change_in_reverse_order() {
     let mut seen = order.clone();
     seen.dedup();
     assert_eq!(seen, sorted, "undos did not run newest first: {order:?}");
-    let text = c.capstan(&["report", run]);
+    let text = c.capstan(&["report", &run]);
     assert!(
         text.stdout.contains("undone  h1: undo write"),
         "{}",
@@ -503,12 +508,7 @@ fn a_rollback_gate_refuses_the_whole_rollback_before_any_undo_and_checks_again_l
     assert!(out.stdout.contains("ROLLBACK INCOMPLETE"), "{}", out.stdout);
     // Nothing was undone: the change is still there and its undo pending.
     assert_eq!(c.read("h1", "conf"), "new\n");
-    let run = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("run: "))
-        .unwrap()
-        .to_string();
+    let run = run_id(&out);
     let rep = c.report(&run);
     assert_eq!(rep["status"], "rollback_incomplete");
     let undos = rep["undos"].as_array().unwrap();
@@ -556,12 +556,8 @@ fn a_guard_is_restored_after_a_failure_after_ctrl_c_and_on_resume_after_kill_9()
     assert_eq!(out.code, 1, "{}", out.stdout);
     assert!(out.stdout.contains("step 3 fails"), "{}", out.stdout);
     assert_eq!(c.read("h1", "guard"), "off");
-    let run = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("run: "))
-        .unwrap();
-    assert_eq!(c.report(run)["guards"][0]["status"], "restored");
+    let run = run_id(&out);
+    assert_eq!(c.report(&run)["guards"][0]["status"], "restored");
     std::fs::remove_file(c.root("h1").join("fail3")).unwrap();
 
     // Ctrl-C during step 2: the step finishes, the run stops before step 3, the guard is restored.

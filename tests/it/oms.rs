@@ -417,21 +417,28 @@ impl OmsLab {
         report
     }
 
+    /// `capstan simulate` of `scenario` with `--on-failure rollback`: the report.
+    fn simulate_rollback(&self, scenario: &Path) -> Value {
+        self.p
+            .shipped(
+                "oms",
+                "simulate",
+                &[
+                    "--scenario",
+                    scenario.to_str().unwrap(),
+                    "--on-failure",
+                    "rollback",
+                ],
+                &self.params(),
+                &[],
+            )
+            .1
+    }
+
     /// The simulation of the lab's scenario rolls back as the lab run `report` did, action by
     /// action and undo by undo.
     fn rollback_acts_alike(&self, scenario: &Path, report: &Value) {
-        let (_, sim) = self.p.shipped(
-            "oms",
-            "simulate",
-            &[
-                "--scenario",
-                scenario.to_str().unwrap(),
-                "--on-failure",
-                "rollback",
-            ],
-            &self.params(),
-            &[],
-        );
+        let sim = self.simulate_rollback(scenario);
         assert_eq!(sim["status"], "rolled_back", "{}", outcome_error(&sim));
         compare(&comparable(report), &comparable(&sim));
         assert_eq!(undo_path(report), undo_path(&sim));
@@ -1299,22 +1306,13 @@ fn a_rollback_to_4_1_0_after_a_project_was_created_on_4_2_3_is_refused_up_front(
     ));
     let (out, report) = lab.run(&["--on-failure", "rollback"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert_eq!(
-        report["status"],
-        "rollback_incomplete",
-        "{}",
-        outcome_error(&report)
-    );
-    assert_eq!(failed_step(&report), "node oms2: 4.1.0-CE -> 4.2.3");
-    let logs = report["logs"].to_string();
-    assert!(
-        logs.contains("rollback refused before any undo ran"),
-        "{logs}"
-    );
-    assert!(
-        logs.contains("project created_on_423 (np_new_127.0.0.2) was created on 4.2.3")
-            && logs.contains("is of type HBASE, which 4.1.0 does not support"),
-        "{logs}"
+    assert_rollback_refused(
+        &report,
+        "node oms2: 4.1.0-CE -> 4.2.3",
+        &[
+            "project created_on_423 (np_new_127.0.0.2) was created on 4.2.3",
+            "is of type HBASE, which 4.1.0 does not support",
+        ],
     );
     // Nothing was undone: no roll-back script ran, oms1 still serves 4.2.3, the old containers
     // stay stopped, and every undo is pending.
@@ -1333,27 +1331,12 @@ fn a_rollback_to_4_1_0_after_a_project_was_created_on_4_2_3_is_refused_up_front(
             .starts_with("rollback gate"))
         .all(|u| u["status"] == "pending"));
     // The simulation refuses the same rollback.
-    let (_, sim) = lab.p.shipped(
-        "oms",
-        "simulate",
-        &[
-            "--scenario",
-            scenario.to_str().unwrap(),
-            "--on-failure",
-            "rollback",
-        ],
-        &lab.params(),
-        &[],
+    let sim = lab.simulate_rollback(&scenario);
+    assert_rollback_refused(
+        &sim,
+        "node oms2: 4.1.0-CE -> 4.2.3",
+        &["project created_on_423_oms1 (np_new_oms1) was created on 4.2.3"],
     );
-    assert_eq!(
-        sim["status"],
-        "rollback_incomplete",
-        "{}",
-        outcome_error(&sim)
-    );
-    assert!(sim["logs"]
-        .to_string()
-        .contains("project created_on_423_oms1 (np_new_oms1) was created on 4.2.3"));
 
     // Once the project and the data source are gone, `capstan rollback` checks again and goes
     // the guide's way back.

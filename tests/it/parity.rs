@@ -222,6 +222,29 @@ pub fn mask_pids(mut t: BTreeMap<String, Vec<String>>) -> BTreeMap<String, Vec<S
 }
 
 /// The name of the step a report says failed ("" when none did).
+/// Asserts that the run failed in `step` and that its rollback was refused up front by its
+/// rollback gates, naming each of `reasons`: the run is `rollback_incomplete` and no undo ran.
+pub fn assert_rollback_refused(r: &Value, step: &str, reasons: &[&str]) {
+    assert_eq!(r["status"], "rollback_incomplete", "{}", r["outcome"]);
+    assert_eq!(failed_step(r), step);
+    let logs = r["logs"].to_string();
+    assert!(
+        logs.contains("rollback refused before any undo ran"),
+        "{logs}"
+    );
+    for why in reasons {
+        assert!(logs.contains(why), "no {why:?} in {logs}");
+    }
+    assert!(
+        !r["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["step"].as_str().unwrap_or("").starts_with("undo #")),
+        "an undo ran"
+    );
+}
+
 pub fn failed_step(r: &Value) -> String {
     r["steps"]
         .as_array()

@@ -14,8 +14,9 @@ cd "$(dirname "$0")/.."
 # util-linux for `unshare -n` (simulation with no network) and `mount`; procps (pgrep, ps) and
 # passwd for tests; python3 and curl for the OpenMLDB double (lab/openmldb: its binary, ops tool
 # and start.sh, which polls the components' status pages with curl) and python3 for the DolphinDB
-# double (lab/dolphindb: every node and its API-protocol server); python3-venv for the vendors'
-# Python clients (below).
+# double (lab/dolphindb: every node and its API-protocol server) and the OceanBase double
+# (lab/oceanbase: observers, obproxy, and the release's upgrade-script stand-ins, which talk to
+# the cluster with the mysql client); python3-venv for the vendors' Python clients (below).
 ensure_packages build-essential pkg-config libssl-dev zlib1g-dev openssh-server openssh-client \
     mariadb-server mariadb-client openssl busybox-static chromium util-linux procps passwd \
     python3 python3-venv curl
@@ -50,6 +51,13 @@ echo 'capstan-test:capstan-test-pw' | as_root chpasswd
 if ! target/vendor-clients/bin/python -c 'import dolphindb, pandas' >/dev/null 2>&1; then
     python3 -m venv target/vendor-clients
     target/vendor-clients/bin/pip install --quiet --disable-pip-version-check dolphindb==3.0.6.1 pandas
+fi
+# OceanBase's embedded kernel (SeekDB), for the conformance test of the SQL the stdlib sends and
+# of the OceanBase double's collation and parameter rules (tests/it/oceanbase.rs). Its wheels
+# need Linux x86_64/aarch64 with glibc >= 2.28; elsewhere the install fails and the test skips.
+if ! target/vendor-clients/bin/python -c 'import pylibseekdb' >/dev/null 2>&1; then
+    target/vendor-clients/bin/pip install --quiet --disable-pip-version-check pylibseekdb==1.4.0.post1 ||
+        echo "test.sh: pylibseekdb cannot be installed here: the SeekDB conformance test will skip" >&2
 fi
 
 cargo fmt --all -- --check

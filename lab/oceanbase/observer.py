@@ -4,16 +4,19 @@
 # above (the simulation's model reads a binary's version from that line, as `-V` prints it).
 #
 #   bin/observer -V     prints the version line and the build lines, as the real one does
-#   bin/observer        reads ../etc/observer.conf, daemonises, writes ../run/observer.pid,
-#                       listens on its RPC port and registers its build version with the lab's
-#                       sys tenant (a file in the registry directory), then serves until killed.
+#   bin/observer        reads ../etc/observer.conf, daemonises, writes ../run/observer.pid, listens
+#                       on its RPC port, registers with the cluster's state, and after a start-up
+#                       delay serves the sys tenant over the MySQL protocol on its SQL port until
+#                       killed. Killed, it answers nothing: its ports refuse connections.
 import json
 import os
 import socket
 import sys
+import threading
 import time
 
 sys.dont_write_bytecode = True
+sys.path.insert(0, "@LABDIR@")
 
 VERSION = "@VERSION@"
 BUILD = "@BUILD@"
@@ -32,8 +35,9 @@ def main(argv):
     os.makedirs(os.path.join(home, "run"), exist_ok=True)
     os.makedirs(os.path.join(home, "log"), exist_ok=True)
     # Daemonise as the real observer does: the command returns, the server runs on. It returns
-    # once the server has registered or died (a pipe from the daemon says which), so that what
-    # the caller reads next does not depend on how loaded the machine is.
+    # once the server has bound its RPC port or died (a pipe from the daemon says which), so that
+    # what the caller reads next does not depend on how loaded the machine is. Serving SQL comes
+    # later, as on a real server.
     ready_r, ready_w = os.pipe()
     if os.fork() > 0:
         os.close(ready_w)
@@ -51,30 +55,65 @@ def main(argv):
     os.dup2(devnull, 0)
     with open(os.path.join(home, "run/observer.pid"), "w") as f:
         f.write("%d\n" % os.getpid())
+    say = lambda level, msg: print("[%s] %s %s" % (time.strftime("%Y-%m-%d %H:%M:%S"), level, msg), flush=True)
     if knobs.get("no_restart", {}).get(me) == VERSION:
-        print("[%s] ERROR observer %s failed to start (knob no_restart)" % (time.ctime(), VERSION), flush=True)
+        say("ERROR", "observer %s failed to start (knob no_restart)" % VERSION)
         os.write(ready_w, b"died")
         os._exit(1)
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    rpc = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    rpc.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        srv.bind((conf["ip"], conf["rpc_port"]))
+        rpc.bind((conf["ip"], conf["rpc_port"]))
     except OSError as e:
-        print("[%s] ERROR bind %s: %s" % (time.ctime(), me, e), flush=True)
+        say("ERROR", "bind %s: %s" % (me, e))
         os.write(ready_w, b"died")
         os._exit(1)
-    srv.listen(16)
-    reg = os.path.join(conf["registry"], "%s_%d.json" % (conf["ip"], conf["rpc_port"]))
-    tmp = reg + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"ip": conf["ip"], "rpc_port": conf["rpc_port"], "pid": os.getpid(), "build_version": BUILD}, f)
-    os.replace(tmp, reg)
-    print("[%s] INFO observer %s serving on %s" % (time.ctime(), BUILD, me), flush=True)
+    rpc.listen(16)
+    from systenant import SysTenant
+    from mysqlwire import Session
+    sys_tenant = SysTenant(conf["registry"])
+    d = sys_tenant.db()
+    d.execute("UPDATE server SET pid = ?, build_version = ?, serving_since = NULL WHERE ip = ? AND rpc_port = ?",
+              (os.getpid(), BUILD, conf["ip"], conf["rpc_port"]))
+    d.close()
     os.write(ready_w, b"ok")
     os.close(ready_w)
+    threading.Thread(target=lambda: [rpc.accept()[0].close() for _ in iter(int, 1)], daemon=True).start()
+    time.sleep(float(knobs.get("start_seconds", 0.5)))
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((conf["ip"], conf["sql_port"]))
+    srv.listen(64)
+    d = sys_tenant.db()
+    d.execute("UPDATE server SET serving_since = ? WHERE ip = ? AND rpc_port = ?",
+              (time.time(), conf["ip"], conf["rpc_port"]))
+    d.close()
+    say("INFO", "observer %s serving SQL on %s:%d" % (BUILD, conf["ip"], conf["sql_port"]))
+    crash_after = knobs.get("crash_after", {}).get(me)
+    served = [0]
+    lock = threading.Lock()
+
+    def handler(sql, params):
+        with lock:
+            served[0] += 1
+            if crash_after is not None and served[0] > crash_after:
+                say("ERROR", "observer %s crashed (knob crash_after)" % me)
+                os._exit(1)
+        return sys_tenant.handle(sql, params, me)
+
+    users = {conf.get("user", "root"): conf.get("password")}
     while True:
         c, _ = srv.accept()
-        c.close()
+        s = Session(c, handler, users, "5.7.25-OceanBase_CE-v%s" % VERSION)
+
+        def serve(s=s, c=c):
+            try:
+                s.serve()
+            except Exception as e:  # a broken client ends its session, not the server
+                say("WARN", "session ended: %r" % (e,))
+            finally:
+                c.close()
+        threading.Thread(target=serve, daemon=True).start()
 
 
 if __name__ == "__main__":

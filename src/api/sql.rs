@@ -203,7 +203,7 @@ pub(super) fn password_of(p: String, inv: &crate::inventory::Inventory) -> Passw
 }
 
 const CONNECT_OPTS: &[&str] = &[
-    "host", "port", "user", "password", "db", "timeout", "tls", "tls_ca",
+    "host", "port", "user", "password", "db", "timeout", "tls", "tls_ca", "lazy",
 ];
 
 fn connect(run: &Arc<RunCtx>, opts: Map) -> R<SqlConn> {
@@ -239,7 +239,11 @@ fn connect(run: &Arc<RunCtx>, opts: Map) -> R<SqlConn> {
         target: Arc::new(target),
         run: run.clone(),
     };
-    conn.statement(SqlKind::Connect, "", SqlParams::None)?;
+    // A lazy session connects at its first statement: a playbook can hold sessions to servers
+    // that are down now and use whichever answers later.
+    if !o.bool("lazy")?.unwrap_or(false) {
+        conn.statement(SqlKind::Connect, "", SqlParams::None)?;
+    }
     Ok(conn)
 }
 
@@ -265,7 +269,8 @@ inventory host or an address, required), `port` (3306), `user` (required), `pass
 `secret("name")`: it is never printed and the journal keeps only the name), `db`, `timeout`
 (connect and per-statement, default 30 s), `tls` (false; the server's certificate is verified
 against the system's roots), `tls_ca` (a CA certificate file to verify it against instead; implies
-`tls`). Read-only: it runs under `--check`.
+`tls`), `lazy` (false; true: connect at the first statement instead of now, so a session can be
+held to a server that is down and tried later). Read-only: it runs under `--check`.
 Errors say which of these happened (`e.reason`): `connect` (nothing answers), `auth` (access
 denied), `timeout`, `lost` (connection dropped mid-statement), `server` (an SQL error; `e.code` is
 the server's error number).

@@ -977,6 +977,13 @@ impl World {
         self.clock += self.duration_of(action.op());
         Some(match answer {
             Ok(r) => Ok(Outcome::Sql(r)),
+            // A model's "nothing listens there" is the client's connect failure, as on a network.
+            Err((2003, message)) => Err(Fault::new(
+                FaultKind::Action,
+                Some(server),
+                format!("{server}: sql: cannot connect: {message}"),
+            )
+            .with_reason("connect")),
             Err((code, message)) => {
                 let mut f = Fault::new(
                     FaultKind::Action,

@@ -26,6 +26,32 @@ use super::SimHost;
 pub const OP_NOT_ALLOW: u16 = 4179;
 /// A statement the double does not understand.
 pub const PARSE_ERROR: u16 = 1064;
+/// `ALTER SYSTEM SET` of a parameter the server does not have (OB_ERR_SYS_CONFIG_UNKNOWN).
+pub const UNKNOWN_CONFIG: u16 = 5099;
+/// A parameter value of the wrong type (OB_INVALID_CONFIG).
+pub const INVALID_CONFIG: u16 = 4147;
+/// What a client reports when nothing listens (CR_CONN_HOST_ERROR): a stopped observer.
+pub const CANNOT_CONNECT: u16 = 2003;
+/// The parameters whose values read back as `True`/`False` whatever was written.
+const BOOLEAN_PARAMS: &[&str] = &[
+    "enable_upgrade_mode",
+    "enable_rebalance",
+    "enable_rereplication",
+    "enable_ddl",
+    "enable_major_freeze",
+];
+
+/// The zones of a locality that hold a voting (FULL or LOGONLY) replica.
+pub fn paxos_zones(locality: &str) -> Vec<String> {
+    locality
+        .split(',')
+        .filter_map(|p| {
+            let (kind, zone) = p.trim().split_once('@')?;
+            let k = kind.trim().to_ascii_uppercase();
+            (k.starts_with('F') || k.starts_with('L')).then(|| zone.trim().to_string())
+        })
+        .collect()
+}
 
 /// One observer.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -56,6 +82,9 @@ pub struct ObTenant {
     pub status: String,
     pub role: String,
     pub compatible: String,
+    /// Its replicas: `FULL{1}@zone1, FULL{1}@zone2, ...` (every zone unless a scenario says).
+    #[serde(default)]
+    pub locality: String,
 }
 
 /// A row of `__all_rootservice_job`.
@@ -84,6 +113,18 @@ pub struct ObKnobs {
     /// The upgrade job fails.
     #[serde(default)]
     pub job_fails: bool,
+    /// The last serving server has not refreshed its tenants' schemas.
+    #[serde(default)]
+    pub schema_not_refreshed: bool,
+    /// A tablet whose major compaction has not finished (`__all_virtual_tablet_compaction_info`).
+    #[serde(default)]
+    pub tablet_merging: bool,
+    /// More user tenants, by name (e.g. `ALL_USER`, which the checker refuses).
+    #[serde(default)]
+    pub extra_tenants: Vec<String>,
+    /// A tenant's locality instead of a replica in every zone (tenant name → locality).
+    #[serde(default)]
+    pub locality: BTreeMap<String, String>,
 }
 
 /// The cluster.
@@ -99,6 +140,10 @@ pub struct ObCluster {
     pub knobs: ObKnobs,
     /// A logical clock (microseconds), for the times the views show.
     pub clock: i64,
+    /// What the release's upgrade scripts did that is specific to their version, in order
+    /// (`pre:4.2.1.8`, `post:4.2.1.8`).
+    #[serde(default)]
+    pub special_actions: Vec<String>,
 }
 
 /// `4.2.1.8` from a build version `4.2.1.8_1080000...` or `OceanBase_CE 4.2.1.8`.
@@ -114,7 +159,9 @@ pub fn version_of(build: &str) -> String {
 
 /// The catalog's tables, as the playbook and the checker read them. Columns are declared in
 /// lower case: SQLite names a result column as declared, OceanBase (as MySQL) as the query
-/// wrote it, and the stdlib writes them in lower case.
+/// wrote it, and the stdlib writes them in lower case. Text compares case-insensitively
+/// (`materialise` declares every TEXT column `COLLATE NOCASE`), as under OceanBase's default
+/// collation, utf8mb4_general_ci.
 const SCHEMA: &str = r#"
 CREATE TABLE oceanbase."GV$OB_PARAMETERS" (svr_ip TEXT, svr_port INT, zone TEXT, scope TEXT, tenant_id INT, name TEXT, value TEXT);
 CREATE TABLE oceanbase."__all_virtual_sys_parameter_stat" (svr_ip TEXT, svr_port INT, zone TEXT, name TEXT, value TEXT);
@@ -122,8 +169,12 @@ CREATE TABLE oceanbase.DBA_OB_SERVERS (svr_ip TEXT, svr_port INT, zone TEXT, sql
 CREATE TABLE oceanbase."__all_server" (svr_ip TEXT, svr_port INT, zone TEXT, status TEXT, build_version TEXT, start_service_time INT, stop_time INT);
 CREATE TABLE oceanbase.DBA_OB_ZONES (zone TEXT, status TEXT);
 CREATE TABLE oceanbase."__all_zone" (zone TEXT, name TEXT, value INT, info TEXT);
-CREATE TABLE oceanbase.DBA_OB_TENANTS (tenant_id INT, tenant_name TEXT, tenant_type TEXT, status TEXT, tenant_role TEXT);
+CREATE TABLE oceanbase.DBA_OB_TENANTS (tenant_id INT, tenant_name TEXT, tenant_type TEXT, status TEXT, tenant_role TEXT, locality TEXT, locked TEXT);
 CREATE TABLE oceanbase."__all_tenant" (tenant_id INT, tenant_name TEXT);
+CREATE TABLE oceanbase."__all_virtual_tenant_info" (tenant_id INT, tenant_role TEXT);
+CREATE TABLE oceanbase."__all_virtual_server_schema_info" (svr_ip TEXT, svr_port INT, tenant_id INT, refreshed_schema_version INT);
+CREATE TABLE oceanbase."__all_virtual_tablet_compaction_info" (svr_ip TEXT, svr_port INT, tenant_id INT, tablet_id INT, finished_scn INT, max_received_scn INT);
+CREATE TABLE oceanbase."__all_virtual_table" (tenant_id INT, table_name TEXT, compress_func_name TEXT);
 CREATE TABLE oceanbase."__all_virtual_tenant_parameter_info" (tenant_id INT, svr_ip TEXT, name TEXT, value TEXT);
 CREATE TABLE oceanbase."__all_virtual_core_table" (tenant_id INT, table_name TEXT, column_name TEXT, column_value TEXT);
 CREATE TABLE oceanbase."GV$OB_LOG_STAT" (tenant_id INT, ls_id INT, svr_ip TEXT, svr_port INT, role TEXT, in_sync TEXT);
@@ -174,10 +225,17 @@ impl ObCluster {
             ("enable_rebalance", "True"),
             ("enable_rereplication", "True"),
             ("enable_ddl", "True"),
+            ("enable_major_freeze", "True"),
+            ("tableapi_transport_compress_func", "none"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+        let locality = zones
+            .keys()
+            .map(|z| format!("FULL{{1}}@{z}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut all = vec![ObTenant {
             id: 1,
             name: "sys".into(),
@@ -185,6 +243,7 @@ impl ObCluster {
             status: "NORMAL".into(),
             role: "PRIMARY".into(),
             compatible: version.into(),
+            locality: locality.clone(),
         }];
         for (i, t) in tenants.iter().enumerate() {
             let id = 1002 + 2 * i as i64;
@@ -195,6 +254,7 @@ impl ObCluster {
                 status: "NORMAL".into(),
                 role: "PRIMARY".into(),
                 compatible: version.into(),
+                locality: locality.clone(),
             });
             all.push(ObTenant {
                 id,
@@ -203,6 +263,7 @@ impl ObCluster {
                 status: "NORMAL".into(),
                 role: "PRIMARY".into(),
                 compatible: version.into(),
+                locality: locality.clone(),
             });
         }
         let mut c = ObCluster {
@@ -213,6 +274,7 @@ impl ObCluster {
             jobs: Vec::new(),
             knobs: ObKnobs::default(),
             clock: 1_764_000_000_000_000,
+            special_actions: Vec::new(),
         };
         for s in &mut c.servers {
             s.params = c.params.clone();
@@ -313,10 +375,17 @@ impl ObCluster {
                 .trim()
                 .trim_matches('`')
                 .to_string();
-            let value = quoted(&s[s.find('=').unwrap_or(0)..])
-                .ok_or((PARSE_ERROR, "the value must be quoted".to_string()))?;
-            self.set_param(&name, &value);
-            return Ok(SqlResult::default());
+            let after = s[s.find('=').unwrap_or(0) + 1..].trim_start();
+            let value = if after.starts_with('\'') {
+                quoted(after).ok_or((PARSE_ERROR, "an unterminated string".to_string()))?
+            } else {
+                after
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            return self.set_user_param(&name, &value);
         }
         match rest {
             "BEGIN UPGRADE" => {
@@ -368,6 +437,24 @@ impl ObCluster {
                             "zone {} is already stopped: stopping {z} too would lose the majority",
                             down[0]
                         ));
+                    }
+                    for t in self.tenants_now() {
+                        let zs = paxos_zones(&t.locality);
+                        if zs.contains(&z) {
+                            let left = zs
+                                .iter()
+                                .filter(|x| {
+                                    *x != &z
+                                        && self.servers.iter().any(|s| &s.zone == *x && s.alive)
+                                })
+                                .count();
+                            if 2 * left <= zs.len() {
+                                return not_allowed(&format!(
+                                    "stopping zone {z} leaves tenant {} ({}) without a majority",
+                                    t.name, t.locality
+                                ));
+                            }
+                        }
                     }
                     let now = self.tick();
                     self.zones.insert(z.clone(), "INACTIVE".into());
@@ -422,6 +509,30 @@ impl ObCluster {
         }
     }
 
+    /// `ALTER SYSTEM SET`: an unknown name is refused (5099), a boolean is stored canonically.
+    fn set_user_param(&mut self, name: &str, value: &str) -> Result<SqlResult, (u16, String)> {
+        let name = name.to_ascii_lowercase();
+        if !self.params.contains_key(&name) {
+            return Err((UNKNOWN_CONFIG, "System config unknown".into()));
+        }
+        let value = if BOOLEAN_PARAMS.contains(&name.as_str()) {
+            match value.to_ascii_lowercase().as_str() {
+                "true" | "1" | "on" => "True".to_string(),
+                "false" | "0" | "off" => "False".to_string(),
+                _ => {
+                    return Err((
+                        INVALID_CONFIG,
+                        format!("Invalid config, value: \"{value}\", name: \"{name}\""),
+                    ))
+                }
+            }
+        } else {
+            value.to_string()
+        };
+        self.set_param(&name, &value);
+        Ok(SqlResult::default())
+    }
+
     fn set_param(&mut self, name: &str, value: &str) {
         self.params.insert(name.to_string(), value.to_string());
         // Every live server but the last takes it now; the last one on the next read.
@@ -430,6 +541,14 @@ impl ObCluster {
             if s.alive && i + 1 < n {
                 s.params.insert(name.to_string(), value.to_string());
             }
+        }
+    }
+
+    /// Every live server has the parameters as set (what a wait for their sync sees at its end).
+    pub fn sync_params(&mut self) {
+        let p = self.params.clone();
+        for srv in self.servers.iter_mut().filter(|x| x.alive) {
+            srv.params = p.clone();
         }
     }
 
@@ -470,19 +589,61 @@ impl ObCluster {
             .map_err(|e| (PARSE_ERROR, e));
         if reads_params {
             // The late server has caught up now.
-            let p = self.params.clone();
-            for srv in self.servers.iter_mut().filter(|x| x.alive) {
-                srv.params = p.clone();
-            }
+            self.sync_params();
         }
         out
     }
 
+    /// The tenants as the catalog shows them: with the knobs' extra tenants and localities.
+    fn tenants_now(&self) -> Vec<ObTenant> {
+        let mut all = self.tenants.clone();
+        let mut id = all.iter().map(|t| t.id).max().unwrap_or(1000) + 2;
+        for name in &self.knobs.extra_tenants {
+            let mut t = all[0].clone();
+            t.id = id;
+            t.name = name.clone();
+            t.tenant_type = "USER".into();
+            all.push(t);
+            id += 2;
+        }
+        for t in &mut all {
+            if let Some(l) = self.knobs.locality.get(&t.name) {
+                t.locality = l.clone();
+            }
+        }
+        all
+    }
+
     fn materialise(&self) -> Result<rusqlite::Connection, String> {
+        use rusqlite::functions::FunctionFlags;
         let db = rusqlite::Connection::open_in_memory().map_err(|e| e.to_string())?;
         db.execute_batch("ATTACH DATABASE ':memory:' AS oceanbase;")
             .map_err(|e| e.to_string())?;
-        db.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
+        db.execute_batch(&SCHEMA.replace(" TEXT", " TEXT COLLATE NOCASE"))
+            .map_err(|e| e.to_string())?;
+        let pure = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+        // MySQL's substring_index(s, delim, n): the part before the n-th delimiter.
+        db.create_scalar_function("substring_index", 3, pure, |ctx| {
+            let s: Option<String> = ctx.get(0)?;
+            let d: String = ctx.get(1)?;
+            let n: i64 = ctx.get(2)?;
+            Ok(s.map(|s| {
+                let parts: Vec<&str> = s.split(d.as_str()).collect();
+                let k = (n.unsigned_abs() as usize).min(parts.len());
+                if n >= 0 {
+                    parts[..k].join(&d)
+                } else {
+                    parts[parts.len() - k..].join(&d)
+                }
+            }))
+        })
+        .map_err(|e| e.to_string())?;
+        db.create_scalar_function("if", 3, pure, |ctx| {
+            let c: Option<i64> = ctx.get(0)?;
+            let pick = if c.unwrap_or(0) != 0 { 1 } else { 2 };
+            ctx.get::<Lite>(pick)
+        })
+        .map_err(|e| e.to_string())?;
         let ins = |sql: &str, v: Vec<Lite>| -> Result<(), String> {
             db.execute(sql, rusqlite::params_from_iter(v))
                 .map(|_| ())
@@ -553,7 +714,7 @@ impl ObCluster {
                     ],
                 )?;
             }
-            for tn in &self.tenants {
+            for tn in &self.tenants_now() {
                 ins(
                     "INSERT INTO \"__all_virtual_tenant_parameter_info\" VALUES (?,?,?,?)",
                     vec![
@@ -578,21 +739,54 @@ impl ObCluster {
             )?;
         }
         let unsynced = self.knobs.unsynced_log;
-        for (i, tn) in self.tenants.iter().enumerate() {
+        let tenants = self.tenants_now();
+        let serving: Vec<&ObServer> = self.servers.iter().filter(|x| x.alive).collect();
+        for (k, srv) in serving.iter().enumerate() {
+            let stale = self.knobs.schema_not_refreshed && k + 1 == serving.len();
+            for tn in &tenants {
+                ins(
+                    "INSERT INTO \"__all_virtual_server_schema_info\" VALUES (?,?,?,?)",
+                    vec![
+                        t(&srv.ip),
+                        Lite::Integer(srv.rpc_port.into()),
+                        Lite::Integer(tn.id),
+                        Lite::Integer(if stale { 1 } else { 1_717_171_712 }),
+                    ],
+                )?;
+            }
+            ins(
+                "INSERT INTO \"__all_virtual_tablet_compaction_info\" VALUES (?,?,?,?,?,?)",
+                vec![
+                    t(&srv.ip),
+                    Lite::Integer(srv.rpc_port.into()),
+                    Lite::Integer(1002),
+                    Lite::Integer(200_001),
+                    Lite::Integer(if self.knobs.tablet_merging { 90 } else { 120 }),
+                    Lite::Integer(120),
+                ],
+            )?;
+        }
+        for (i, tn) in tenants.iter().enumerate() {
             let status = if self.knobs.abnormal_tenant.as_deref() == Some(tn.name.as_str()) {
                 "RESTORE"
             } else {
                 tn.status.as_str()
             };
             ins(
-                "INSERT INTO DBA_OB_TENANTS VALUES (?,?,?,?,?)",
+                "INSERT INTO DBA_OB_TENANTS VALUES (?,?,?,?,?,?,?)",
                 vec![
                     Lite::Integer(tn.id),
                     t(&tn.name),
                     t(&tn.tenant_type),
                     t(status),
                     t(&tn.role),
+                    t(&tn.locality),
+                    t("NO"),
                 ],
+            )?;
+            ins(
+                "INSERT INTO \"__all_virtual_tenant_info\" VALUES (?,?)",
+                vec![Lite::Integer(tn.id), t(&tn.role)],
             )?;
             ins(
                 "INSERT INTO \"__all_tenant\" VALUES (?,?)",
@@ -616,7 +810,7 @@ impl ObCluster {
                 ],
             )?;
             for (k, srv) in self.servers.iter().filter(|x| x.alive).enumerate() {
-                let sync = if unsynced && i == self.tenants.len() - 1 && k == 0 {
+                let sync = if unsynced && i == tenants.len() - 1 && k == 0 {
                     "NO"
                 } else {
                     "YES"
@@ -680,6 +874,8 @@ pub struct ObModel {
     cluster: ObCluster,
     observers: Vec<Observer>,
     no_restart: BTreeMap<String, String>,
+    /// The inventory host that runs obproxy: its sessions reach any observer that serves.
+    obproxy: Option<String>,
 }
 
 fn var_str(
@@ -740,6 +936,11 @@ impl ObModel {
                 "merging",
                 "job_fails",
                 "no_restart",
+                "schema_not_refreshed",
+                "tablet_merging",
+                "extra_tenants",
+                "locality",
+                "obproxy",
             ],
         )?;
         let version = s
@@ -813,6 +1014,41 @@ impl ObModel {
             unsynced_log: flag("unsynced_log")?,
             merging: flag("merging")?,
             job_fails: flag("job_fails")?,
+            schema_not_refreshed: flag("schema_not_refreshed")?,
+            tablet_merging: flag("tablet_merging")?,
+            extra_tenants: match s.get("extra_tenants") {
+                None => Vec::new(),
+                Some(v) => v
+                    .as_array()
+                    .and_then(|a| {
+                        a.iter()
+                            .map(|x| x.as_str().map(str::to_string))
+                            .collect::<Option<Vec<_>>>()
+                    })
+                    .ok_or("`extra_tenants` must be an array of names")?,
+            },
+            locality: match s.get("locality") {
+                None => BTreeMap::new(),
+                Some(v) => v
+                    .as_table()
+                    .and_then(|t| {
+                        t.iter()
+                            .map(|(k, x)| x.as_str().map(|x| (k.clone(), x.to_string())))
+                            .collect::<Option<BTreeMap<_, _>>>()
+                    })
+                    .ok_or("`locality` must be a table of tenant = \"FULL{1}@zone1, ...\"")?,
+            },
+        };
+        let obproxy = match s.get("obproxy") {
+            None => None,
+            Some(v) => {
+                let h = v
+                    .as_str()
+                    .ok_or("`obproxy` must be the name of the host that runs obproxy")?;
+                inv.host(h)
+                    .ok_or_else(|| format!("obproxy: no host `{h}` in the inventory"))?;
+                Some(h.to_string())
+            }
         };
         let mut no_restart = BTreeMap::new();
         if let Some(v) = s.get("no_restart") {
@@ -830,14 +1066,221 @@ impl ObModel {
             cluster,
             observers,
             no_restart,
+            obproxy,
         })
     }
 
-    /// The sys tenant answers on every observer: by its inventory name or `ip:sql_port`.
-    fn serves(&self, server: &str) -> bool {
-        self.observers
+    /// Where a session to `server` (an inventory name or `ip:sql_port`) lands: `Some(true)` on
+    /// an observer that serves (or obproxy, while one does), `Some(false)` on one that is down,
+    /// `None` when the server is not this cluster's.
+    fn serves(&self, server: &str) -> Option<bool> {
+        if self.obproxy.as_deref() == Some(server) {
+            return Some(self.cluster.servers.iter().any(|s| s.alive));
+        }
+        let o = self
+            .observers
             .iter()
-            .any(|o| server == o.host || server == format!("{}:{}", o.ip, o.sql_port))
+            .find(|o| server == o.host || server == format!("{}:{}", o.ip, o.sql_port))?;
+        Some(
+            self.cluster
+                .servers
+                .iter()
+                .any(|s| s.ip == o.ip && s.rpc_port == o.rpc_port && s.alive),
+        )
+    }
+}
+
+/// The upgrade scripts a release ships in `etc/`, which the model plays when a host runs them.
+const SCRIPTS: &[&str] = &[
+    "upgrade_checker.py",
+    "upgrade_pre.py",
+    "upgrade_health_checker.py",
+    "upgrade_post.py",
+];
+
+impl ObModel {
+    /// A release's upgrade script run on a host (`python3 REL/etc/NAME -h .. -l LOG [-z ZONE]`):
+    /// its effect on the cluster (PRODUCTS.md §4.3), its log written where `-l` says, exit 1
+    /// with the script's error on failure. The script's version is its release's observer's.
+    fn run_script(&mut self, state: &mut SimHost, path: &str, argv: &[String]) -> ExecOutput {
+        if !state.exists(path) {
+            return output(
+                2,
+                "",
+                &format!(
+                    "python3: can't open file '{path}': [Errno 2] No such file or directory\n"
+                ),
+            );
+        }
+        let name = path.rsplit('/').next().unwrap_or_default().to_string();
+        let release = &path[..path.len() - name.len() - "/etc/".len()];
+        let version = banner(state, &format!("{release}/bin/observer"))
+            .map(|b| version_of(&b))
+            .unwrap_or_default();
+        let opt = |flag: &str| {
+            argv.iter()
+                .position(|a| a == flag)
+                .and_then(|i| argv.get(i + 1))
+                .cloned()
+        };
+        let mut lines = vec![format!(
+            "parameters from cmd: host=\"{}\", port={}, user=\"{}\", password=\"******\"",
+            opt("-h").unwrap_or_default(),
+            opt("-P").unwrap_or_default(),
+            opt("-u").unwrap_or_default()
+        )];
+        let outcome = match name.as_str() {
+            "upgrade_checker.py" => self.script_checker(),
+            "upgrade_pre.py" => self.script_pre(&version),
+            "upgrade_health_checker.py" => self.script_health(opt("-z").as_deref()),
+            _ => self.script_post(&version),
+        };
+        let code = match &outcome {
+            Ok(()) => {
+                lines.push(format!("{name} {version} finished"));
+                0
+            }
+            Err(e) => {
+                lines.push(format!("Traceback: {e}"));
+                1
+            }
+        };
+        let text: String = lines
+            .iter()
+            .map(|l| {
+                let level = if l.starts_with("Traceback") {
+                    "ERROR"
+                } else {
+                    "INFO"
+                };
+                format!("[2026-01-01 00:00:00] {level} {name}:1 {l}\n")
+            })
+            .collect();
+        if let Some(log) = opt("-l") {
+            state.write(&log, text.clone().into_bytes());
+        }
+        output(code, &text, "")
+    }
+
+    fn exec_sql(&mut self, sql: &str) -> Result<(), String> {
+        self.cluster
+            .sql(SqlKind::Exec, sql, &SqlParams::None)
+            .map(|_| ())
+            .map_err(|(code, m)| format!("mysql connector error {code}: {m}, sql: {sql}"))
+    }
+
+    fn script_checker(&mut self) -> Result<(), String> {
+        let c = &self.cluster;
+        let mut fail = Vec::new();
+        let mov = c.params["min_observer_version"].clone();
+        if encode(&mov) < encode("4.1.0.0") {
+            fail.push("last barrier cluster version is 4.1.0.0".to_string());
+        }
+        if c.knobs.unsynced_log {
+            fail.push("replicas unsync, please check".into());
+        }
+        if c.knobs.merging {
+            fail.push("tenant is merging, please check".into());
+        }
+        if c.knobs.tablet_merging && encode(&mov) < encode("4.2.0.0") {
+            fail.push("tablet is merging, please check".into());
+        }
+        if c.knobs.abnormal_tenant.is_some() {
+            fail.push("has abnormal tenant, should stop".into());
+        }
+        if c.servers.iter().any(|s| !s.alive) {
+            fail.push("observer not available , please check".into());
+        }
+        if c.knobs.schema_not_refreshed {
+            fail.push("schema not available, please check".into());
+        }
+        let versions: std::collections::BTreeSet<String> = c
+            .servers
+            .iter()
+            .map(|s| version_of(&s.build_version))
+            .collect();
+        if versions.len() != 1 {
+            fail.push("servers build_version not match".into());
+        }
+        if c.tenants_now().iter().any(|t| {
+            ["all", "all_user", "all_meta"].contains(&t.name.to_ascii_lowercase().as_str())
+        }) {
+            fail.push("a tenant named all/all_user/all_meta (case insensitive) cannot exist in the cluster, please rename the tenant".into());
+        }
+        if !fail.is_empty() {
+            let list: Vec<String> = fail.iter().map(|f| format!("[{f}] ")).collect();
+            return Err(format!(
+                "upgrade checker failed with {} reasons: {}",
+                fail.len(),
+                list.join(", ")
+            ));
+        }
+        self.exec_sql("alter system set server_permanent_offline_time = '72h'")
+    }
+
+    fn script_pre(&mut self, version: &str) -> Result<(), String> {
+        self.exec_sql("alter system begin upgrade")?;
+        self.exec_sql("alter system begin rolling upgrade")?;
+        self.cluster.special_actions.push(format!("pre:{version}"));
+        if self.cluster.knobs.merging {
+            return Err("result not expected: a major compaction is running".into());
+        }
+        Ok(())
+    }
+
+    fn script_health(&mut self, zone: Option<&str>) -> Result<(), String> {
+        if let Some(z) = zone {
+            if !self.cluster.zones.contains_key(z) {
+                return Err(format!("zone {z} not exist"));
+            }
+        }
+        let down: Vec<String> = self
+            .cluster
+            .servers
+            .iter()
+            .filter(|s| zone.is_none_or(|z| s.zone == z) && !s.alive)
+            .map(|s| format!("{}:{}", s.ip, s.rpc_port))
+            .collect();
+        if !down.is_empty() {
+            return Err(format!(
+                "result not expected, sql: 'select count(*) from DBA_OB_SERVERS ..', expected: '0', current: '{}' ({})",
+                down.len(),
+                down.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    fn script_post(&mut self, version: &str) -> Result<(), String> {
+        self.script_health(None)?;
+        self.exec_sql("alter system end rolling upgrade")?;
+        // The script waits until every server has the new min_observer_version.
+        self.cluster.sync_params();
+        let id = self.cluster.jobs.len() as i64 + 1;
+        let fails = self.cluster.knobs.job_fails;
+        self.cluster.jobs.push(ObJob {
+            job_id: id,
+            job_type: "UPGRADE_ALL".into(),
+            job_status: if fails { "FAILED" } else { "SUCCESS" }.into(),
+            reads_left: 0,
+            fails,
+        });
+        if fails {
+            return Err("run job UPGRADE_ALL failed".into());
+        }
+        let v = self.cluster.params["min_observer_version"].clone();
+        for t in &mut self.cluster.tenants {
+            t.compatible = v.clone();
+        }
+        self.cluster.special_actions.push(format!("post:{version}"));
+        self.cluster.jobs.push(ObJob {
+            job_id: id + 1,
+            job_type: "ROOT_INSPECTION".into(),
+            job_status: "SUCCESS".into(),
+            reads_left: 0,
+            fails: false,
+        });
+        self.exec_sql("alter system end upgrade")
     }
 }
 
@@ -881,6 +1324,13 @@ impl ProductModel for ObModel {
                 "",
                 "",
             ));
+        }
+        if let Some(script) = argv
+            .get(1)
+            .filter(|a| SCRIPTS.iter().any(|n| a.ends_with(&format!("/etc/{n}"))))
+        {
+            let script = script.clone();
+            return Some(self.run_script(state, &script, argv));
         }
         let prog = argv.first()?.as_str();
         if prog.ends_with("/bin/observer") {
@@ -954,8 +1404,12 @@ impl ProductModel for ObModel {
         params: &SqlParams,
         _hosts: &mut BTreeMap<String, SimHost>,
     ) -> Option<Result<SqlResult, (u16, String)>> {
-        if !self.serves(server) {
-            return None;
+        if !self.serves(server)? {
+            // A stopped observer answers nothing: the client cannot connect.
+            return Some(Err((
+                CANNOT_CONNECT,
+                format!("Can't connect to MySQL server on '{server}' (111: Connection refused)"),
+            )));
         }
         Some(self.cluster.sql(kind, statement, params))
     }
@@ -1083,5 +1537,58 @@ mod tests {
             .is_err());
         assert_eq!(encode("4.2.1.0"), 0x0000_0004_0002_0100);
         assert_eq!(version_of("4.2.1.8_108000022024072217"), "4.2.1.8");
+    }
+
+    #[test]
+    fn parameters_are_known_and_canonical_and_text_compares_without_case() {
+        let mut c = cluster();
+        let set = |c: &mut ObCluster, sql: &str| c.sql(SqlKind::Exec, sql, &SqlParams::None);
+        assert_eq!(
+            set(&mut c, "alter system set no_such_thing = 'x'")
+                .unwrap_err()
+                .0,
+            UNKNOWN_CONFIG
+        );
+        assert_eq!(
+            set(&mut c, "alter system set enable_ddl = 'maybe'")
+                .unwrap_err()
+                .0,
+            INVALID_CONFIG
+        );
+        set(&mut c, "alter system set enable_ddl = 0").unwrap();
+        assert_eq!(c.params["enable_ddl"], "False");
+        set(&mut c, "alter system set `enable_ddl` = 'true'").unwrap();
+        assert_eq!(c.params["enable_ddl"], "True");
+        let n = "select count(*) from oceanbase.__all_server where status != 'active'";
+        assert_eq!(q(&mut c, n), vec![vec![SqlValue::Int(0)]]);
+        let v =
+            "select distinct substring_index(build_version, '_', 1) from oceanbase.__all_server";
+        assert_eq!(q(&mut c, v), vec![vec![SqlValue::Text("4.2.1.6".into())]]);
+    }
+
+    #[test]
+    fn a_zone_stop_that_leaves_a_tenant_without_a_majority_is_refused() {
+        let mut c = cluster();
+        c.knobs
+            .locality
+            .insert("tpcc".into(), "FULL{1}@zone1, FULL{1}@zone2".into());
+        let e = c
+            .sql(
+                SqlKind::Exec,
+                "ALTER SYSTEM STOP ZONE zone1",
+                &SqlParams::None,
+            )
+            .unwrap_err();
+        assert!(e.1.contains("tenant tpcc"), "{}", e.1);
+        c.sql(
+            SqlKind::Exec,
+            "ALTER SYSTEM STOP ZONE zone3",
+            &SqlParams::None,
+        )
+        .unwrap();
+        assert_eq!(
+            paxos_zones("FULL{1}@z1, READONLY{1}@z2, LOGONLY{1}@z3"),
+            ["z1", "z3"]
+        );
     }
 }

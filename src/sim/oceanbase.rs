@@ -6,10 +6,11 @@
 //! `__all_rootservice_job`. It answers the catalog queries through SQLite (the views are
 //! materialised before each read; `oceanbase.` names resolve to the same tables) and executes the
 //! `ALTER SYSTEM` statements of the upgrade with their effects. The simulation's model wraps it
-//! and plays the observers from the hosts' files (`bin/observer` and its `-V`); the lab's sys
-//! tenant (`tests/it/oceanbase.rs`) serves the same cluster over the MySQL protocol and learns
-//! its observers from the processes on the lab hosts. A changed parameter reaches the last
-//! server one read late, so waits for parameter sync really wait.
+//! and plays the observers from the hosts' files (`bin/observer` and its `-V`), obproxy, and the
+//! effects of the release's upgrade scripts; a stopped observer refuses connections. A changed
+//! parameter reaches the last server one read late, so waits for parameter sync really wait.
+//! The lab's double (lab/oceanbase, Python) is a separate implementation of the same facts: the
+//! parity tests compare the two.
 
 use std::collections::BTreeMap;
 

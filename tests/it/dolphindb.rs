@@ -558,17 +558,6 @@ fn no_stop_while_recovering(r: &Value) {
     }
 }
 
-/// Every availability rule the simulation saw broken, at any step.
-fn violations(r: &Value) -> Vec<String> {
-    r["simulation"]["availability"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|a| a["violations"].as_array().unwrap().iter())
-        .map(|v| v.to_string())
-        .collect()
-}
-
 /// The shipped playbook without the wait for COMPLETE chunks after a machine and without the
 /// check before a machine goes down: what the vendor's rule forbids.
 fn without_recovery_wait() -> String {

@@ -578,10 +578,6 @@ fn each_checker_rule_stops_the_run_before_any_change_and_names_itself() {
     assert_eq!(lab.param("enable_upgrade_mode"), ["False"]);
 
     // The same rules in simulation, each alone.
-    let sc = repo().join("examples/oceanbase/scenario.toml");
-    let text = std::fs::read_to_string(&sc).unwrap();
-    let pb = repo().join("playbooks/oceanbase.rhai");
-    let d = tempfile::tempdir().unwrap();
     for (knob, rule) in [
         (
             "extra_tenants = [\"ALL_USER\"]",
@@ -599,20 +595,15 @@ fn each_checker_rule_stops_the_run_before_any_change_and_names_itself() {
         ("merging = true", "[no major compaction: "),
         ("abnormal_tenant = \"tpcc\"", "[tenants normal: "),
     ] {
-        let f = d.path().join("k.toml");
-        let with = text.replace(
-            "tenants = [\"tpcc\"]\n",
-            &format!("tenants = [\"tpcc\"]\n{knob}\n"),
+        let r = simulate_edited_example(
+            "oceanbase",
+            "scenario.toml",
+            (
+                "tenants = [\"tpcc\"]\n",
+                &format!("tenants = [\"tpcc\"]\n{knob}\n"),
+            ),
+            &[],
         );
-        std::fs::write(&f, with).unwrap();
-        let out = capstan(&[
-            "simulate",
-            pb.to_str().unwrap(),
-            "--scenario",
-            f.to_str().unwrap(),
-            "--json",
-        ]);
-        let r = last_report(&out.stdout);
         let err = outcome_error(&r);
         assert!(
             err.contains("precheck found 1 problem(s); nothing was changed") && err.contains(rule),
@@ -883,22 +874,9 @@ fn kill_9_inside_the_zone_loop_then_resume_completes() {
 
 #[test]
 fn two_zones_are_refused_and_with_stop_everything_the_whole_cluster_stops() {
-    let sc = repo().join("examples/oceanbase/scenario.toml");
-    let text = std::fs::read_to_string(&sc).unwrap();
     // The same cluster with ob3 in zone2: two zones.
-    let two = text.replace("vars = { zone = \"zone3\" }", "vars = { zone = \"zone2\" }");
-    let d = tempfile::tempdir().unwrap();
-    let f = d.path().join("two.toml");
-    std::fs::write(&f, two).unwrap();
-    let pb = repo().join("playbooks/oceanbase.rhai");
-    let out = capstan(&[
-        "simulate",
-        pb.to_str().unwrap(),
-        "--scenario",
-        f.to_str().unwrap(),
-        "--json",
-    ]);
-    let r = last_report(&out.stdout);
+    let two = ("vars = { zone = \"zone3\" }", "vars = { zone = \"zone2\" }");
+    let r = simulate_edited_example("oceanbase", "scenario.toml", two, &[]);
     let err = outcome_error(&r);
     assert!(
         err.contains("the cluster has 2 zone(s): a rolling upgrade needs at least 3")
@@ -906,26 +884,52 @@ fn two_zones_are_refused_and_with_stop_everything_the_whole_cluster_stops() {
         "{err}"
     );
     assert_nothing_changed(&r);
-    // With the explicit param, the whole cluster is stopped instead.
+    // With the explicit param, the whole cluster is stopped instead, and the report says the
+    // cluster could not write meanwhile.
+    let r = simulate_edited_example(
+        "oceanbase",
+        "scenario.toml",
+        two,
+        &["-p", "stop_everything=true"],
+    );
+    assert_eq!(r["outcome"]["status"], "succeeded", "{}", outcome_error(&r));
+    assert!(r["steps"]
+        .to_string()
+        .contains("4.2.1.8: every zone (whole cluster stopped)"));
+    assert!(
+        violations(&r)
+            .iter()
+            .any(|v| v.contains("0 of 2 zones serve: no majority")),
+        "{:?}",
+        violations(&r)
+    );
+
+    // The shipped example of three zones of two servers, through obproxy: no zone's step takes
+    // the majority away, and both servers of a zone are replaced in its step.
+    let pb = repo().join("playbooks/oceanbase.rhai");
+    let x2 = repo().join("examples/oceanbase/scenario-3x2.toml");
     let out = capstan(&[
         "simulate",
         pb.to_str().unwrap(),
         "--scenario",
-        f.to_str().unwrap(),
-        "-p",
-        "stop_everything=true",
+        x2.to_str().unwrap(),
+        "--json",
     ]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(out
-        .stdout
-        .contains("4.2.1.8: every zone (whole cluster stopped)"));
-    assert!(
-        out.stdout
-            .contains("!! RULE BROKEN: oceanbase: 0 of 2 zones serve: no majority"),
-        "{}",
-        out.stdout
-    );
+    let r = last_report(&out.stdout);
+    assert_eq!(r["outcome"]["status"], "succeeded", "{}", outcome_error(&r));
+    assert!(violations(&r).is_empty(), "{:?}", violations(&r));
+    for (h, z) in [("ob2", "zone1"), ("ob4", "zone2"), ("ob6", "zone3")] {
+        assert!(r["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["host"] == h
+                && a["step"] == format!("4.2.1.8: zone {z}")
+                && a["description"].as_str().unwrap().contains("replace dir")));
+    }
 
+    let sc = repo().join("examples/oceanbase/scenario.toml");
+    let d = tempfile::tempdir().unwrap();
     // 4.1.0.1 -> 4.2.3.1 must stop at the 4.2.1.2 barrier.
     let script = "import \"oceanbase\" as ob;\nob::check_route(\"4.1.0.1\", \"4.2.3.1\");\n";
     let p = d.path().join("route.rhai");

@@ -543,3 +543,14 @@ pub fn simulate_edited_example(
     args.extend_from_slice(extra);
     last_report(&capstan(&args).stdout)
 }
+
+/// Every availability rule the simulation saw broken, at any step.
+pub fn violations(r: &serde_json::Value) -> Vec<String> {
+    r["simulation"]["availability"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["violations"].as_array().unwrap().iter())
+        .map(|v| v.to_string())
+        .collect()
+}

@@ -342,12 +342,7 @@ fn dolphindb_upgrades_on_the_lab_with_writes_throughout_and_the_simulation_acts_
         "{:?}",
         lab.versions()
     );
-    let order: Vec<&str> = report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let order = step_names(&report);
     assert_eq!(
         order,
         [

@@ -424,12 +424,7 @@ fn oceanbase_upgrades_on_the_lab_with_the_release_scripts_and_the_simulation_act
         lab.param("_lab_special_actions"),
         ["pre:4.2.1.8,post:4.2.1.8"]
     );
-    let steps: Vec<&str> = report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let steps = step_names(&report);
     assert_eq!(
         steps,
         [
@@ -721,12 +716,7 @@ fn two_hops_in_one_run_killed_between_them_resume_and_match_the_simulation() {
         "{}",
         outcome_error(&sim)
     );
-    let names: Vec<&str> = sim["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let names = step_names(&sim);
     assert!(
         names.contains(&"4.2.1.2: zone zone3") && names.contains(&"4.2.1.8: zone zone3"),
         "{names:?}"

@@ -369,12 +369,7 @@ fn openmldb_upgrades_on_the_lab_and_the_simulation_acts_alike() {
         .to_string_lossy()
         .ends_with(".stat")));
     // Tablets strictly one at a time: each tablet's actions sit in its own step.
-    let order: Vec<&str> = report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let order = step_names(&report);
     assert_eq!(
         order,
         [

@@ -554,3 +554,13 @@ pub fn violations(r: &serde_json::Value) -> Vec<String> {
         .map(|v| v.to_string())
         .collect()
 }
+
+/// The names of a report's steps, in order.
+pub fn step_names(r: &serde_json::Value) -> Vec<&str> {
+    r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect()
+}

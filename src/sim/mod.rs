@@ -961,10 +961,10 @@ impl World {
         action: &Action,
     ) -> Option<std::result::Result<Outcome, Fault>> {
         let Action::Sql {
+            target,
             kind,
             statement,
             params,
-            ..
         } = action
         else {
             return None;
@@ -973,17 +973,28 @@ impl World {
         let answer = self
             .models
             .iter_mut()
-            .find_map(|m| m.sql(server, *kind, statement, params, hosts))?;
+            .find_map(|m| m.sql(server, target.id, *kind, statement, params, hosts))?;
         self.clock += self.duration_of(action.op());
+        // The client's own failures read as a real client reports them (src/sql: classify).
+        let client = |what: String, with_statement: bool| {
+            let mut msg = format!("{server}: sql {}: {what}", target.server());
+            if with_statement {
+                msg.push_str(&format!(
+                    "\n  statement: {}",
+                    crate::sql::first_line(statement)
+                ));
+            }
+            Fault::new(FaultKind::Unreachable, Some(server), msg)
+        };
         Some(match answer {
             Ok(r) => Ok(Outcome::Sql(r)),
             // A model's "nothing listens there" is the client's connect failure, as on a network.
-            Err((2003, message)) => Err(Fault::new(
-                FaultKind::Action,
-                Some(server),
-                format!("{server}: sql: cannot connect: {message}"),
-            )
-            .with_reason("connect")),
+            Err((2003, message)) => {
+                Err(client(format!("cannot connect: {message}"), false).with_reason("connect"))
+            }
+            Err((2013, message)) => {
+                Err(client(format!("connection lost: {message}"), true).with_reason("lost"))
+            }
             Err((code, message)) => {
                 let mut f = Fault::new(
                     FaultKind::Action,
@@ -1492,6 +1503,7 @@ mod tests {
         fn sql(
             &mut self,
             server: &str,
+            _: u64,
             _: SqlKind,
             statement: &str,
             _: &crate::sql::SqlParams,

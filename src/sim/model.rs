@@ -42,18 +42,21 @@ pub trait ProductModel: Send + Sync + std::fmt::Debug {
         self.exec(host, command, state)
     }
 
-    /// Answers a SQL statement sent to `server` (an inventory host, or `address:port`) when it
-    /// is this product's (`None`: not mine; the scenario's rules or the plain store answer). An
-    /// error is the server's code and message.
+    /// Answers a SQL statement sent to `server` (an inventory host, or `address:port`) on the
+    /// client's session `session` when it is this product's (`None`: not mine; the scenario's
+    /// rules or the plain store answer). An error is the server's code and message; 2003 means
+    /// nothing listens (the client cannot connect) and 2013 that the session's connection was
+    /// lost (its server restarted since the session's last statement).
     fn sql(
         &mut self,
         server: &str,
+        session: u64,
         kind: SqlKind,
         statement: &str,
         params: &SqlParams,
         hosts: &mut BTreeMap<String, SimHost>,
     ) -> Option<Result<SqlResult, (u16, String)>> {
-        let _ = (server, kind, statement, params, hosts);
+        let _ = (server, session, kind, statement, params, hosts);
         None
     }
 

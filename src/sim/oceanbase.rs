@@ -33,6 +33,8 @@ pub const UNKNOWN_CONFIG: u16 = 5099;
 pub const INVALID_CONFIG: u16 = 4147;
 /// What a client reports when nothing listens (CR_CONN_HOST_ERROR): a stopped observer.
 pub const CANNOT_CONNECT: u16 = 2003;
+/// What a client reports when its connection went away mid-session (CR_SERVER_LOST).
+pub const LOST_SESSION: u16 = 2013;
 /// The parameters whose values read back as `True`/`False` whatever was written.
 const BOOLEAN_PARAMS: &[&str] = &[
     "enable_upgrade_mode",
@@ -877,6 +879,12 @@ pub struct ObModel {
     no_restart: BTreeMap<String, String>,
     /// The inventory host that runs obproxy: its sessions reach any observer that serves.
     obproxy: Option<String>,
+    /// How many times each observer (by host) has started: a client session opened before its
+    /// latest start is broken.
+    starts: BTreeMap<String, u32>,
+    /// Each client session's server (for obproxy's, the observer behind it) and that
+    /// server's start count when the session last used it.
+    sessions: BTreeMap<u64, (String, u32)>,
 }
 
 fn var_str(
@@ -1068,26 +1076,46 @@ impl ObModel {
             observers,
             no_restart,
             obproxy,
+            starts: BTreeMap::new(),
+            sessions: BTreeMap::new(),
         })
     }
 
-    /// Where a session to `server` (an inventory name or `ip:sql_port`) lands: `Some(true)` on
-    /// an observer that serves (or obproxy, while one does), `Some(false)` on one that is down,
-    /// `None` when the server is not this cluster's.
-    fn serves(&self, server: &str) -> Option<bool> {
+    /// Whether the observer on inventory host `host` runs.
+    fn runs(&self, host: &str) -> bool {
+        self.observers.iter().any(|o| {
+            o.host == host
+                && self
+                    .cluster
+                    .servers
+                    .iter()
+                    .any(|s| s.ip == o.ip && s.rpc_port == o.rpc_port && s.alive)
+        })
+    }
+
+    /// The observer a statement to `server` (an inventory name or `ip:sql_port`) lands on:
+    /// `Some(Some(host))`, or `Some(None)` when nothing answers there (the observer is down,
+    /// or behind obproxy none runs); `None` when the server is not this cluster's. obproxy keeps
+    /// a session on the observer it chose while that one runs, else takes the first that runs.
+    fn backend(&self, server: &str, session: u64) -> Option<Option<String>> {
         if self.obproxy.as_deref() == Some(server) {
-            return Some(self.cluster.servers.iter().any(|s| s.alive));
+            if let Some((h, _)) = self.sessions.get(&session) {
+                if self.runs(h) {
+                    return Some(Some(h.clone()));
+                }
+            }
+            return Some(
+                self.observers
+                    .iter()
+                    .find(|o| self.runs(&o.host))
+                    .map(|o| o.host.clone()),
+            );
         }
         let o = self
             .observers
             .iter()
             .find(|o| server == o.host || server == format!("{}:{}", o.ip, o.sql_port))?;
-        Some(
-            self.cluster
-                .servers
-                .iter()
-                .any(|s| s.ip == o.ip && s.rpc_port == o.rpc_port && s.alive),
-        )
+        Some(self.runs(&o.host).then(|| o.host.clone()))
     }
 }
 
@@ -1379,6 +1407,7 @@ impl ProductModel for ObModel {
             state.open_port(o.rpc_port);
             self.observers[i].pid = Some(pid);
             self.cluster.server_started(&o.ip, o.rpc_port, &build);
+            *self.starts.entry(host.to_string()).or_default() += 1;
             return Some(output(0, "", ""));
         }
         if prog == "kill" {
@@ -1400,18 +1429,35 @@ impl ProductModel for ObModel {
     fn sql(
         &mut self,
         server: &str,
+        session: u64,
         kind: SqlKind,
         statement: &str,
         params: &SqlParams,
         _hosts: &mut BTreeMap<String, SimHost>,
     ) -> Option<Result<SqlResult, (u16, String)>> {
-        if !self.serves(server)? {
+        let Some(host) = self.backend(server, session)? else {
             // A stopped observer answers nothing: the client cannot connect.
+            self.sessions.remove(&session);
             return Some(Err((
                 CANNOT_CONNECT,
-                format!("Can't connect to MySQL server on '{server}' (111: Connection refused)"),
+                "Connection refused (os error 111)".into(),
             )));
+        };
+        // A session whose server restarted (or, through obproxy, whose observer went away)
+        // since its last statement is broken: the statement fails, the next one reconnects.
+        let now = self.starts.get(&host).copied().unwrap_or(0);
+        let broken = self.sessions.get(&session).is_some_and(|(h, n)| {
+            if self.obproxy.as_deref() == Some(server) {
+                h != &host || *n != now
+            } else {
+                *n != now
+            }
+        });
+        if broken {
+            self.sessions.remove(&session);
+            return Some(Err((LOST_SESSION, "server disconnected".into())));
         }
+        self.sessions.insert(session, (host, now));
         Some(self.cluster.sql(kind, statement, params))
     }
 

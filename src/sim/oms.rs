@@ -1275,6 +1275,7 @@ impl ProductModel for OmsModel {
     fn sql(
         &mut self,
         server: &str,
+        _session: u64,
         kind: SqlKind,
         statement: &str,
         params: &SqlParams,

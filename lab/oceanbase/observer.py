@@ -79,10 +79,16 @@ def main(argv):
     os.write(ready_w, b"ok")
     os.close(ready_w)
     threading.Thread(target=lambda: [rpc.accept()[0].close() for _ in iter(int, 1)], daemon=True).start()
-    time.sleep(float(knobs.get("start_seconds", 0.5)))
+    # The SQL port is held from the start (bound, not listening: a client is refused, as by a
+    # server still starting) and serves after the start-up delay.
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind((conf["ip"], conf["sql_port"]))
+    try:
+        srv.bind((conf["ip"], conf["sql_port"]))
+    except OSError as e:
+        say("ERROR", "bind %s:%d: %s" % (conf["ip"], conf["sql_port"], e))
+        os._exit(1)
+    time.sleep(float(knobs.get("start_seconds", 0.5)))
     srv.listen(64)
     d = sys_tenant.db()
     d.execute("UPDATE server SET serving_since = ? WHERE ip = ? AND rpc_port = ?",

@@ -11,12 +11,28 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A port of 127.0.0.1 that nothing listens on, for a test's server to bind later. Taken below
+/// the kernel's ephemeral range (32768 and up by default), in order, never twice in a test
+/// process: a port the kernel picks for `:0` can also go to an outgoing connection's source, or
+/// to another test, in the moment before the first test's server binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Each process starts somewhere else in the span, so two test processes rarely overlap.
+    let _ = NEXT.compare_exchange(
+        0,
+        1 + (std::process::id() * 997) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Real sshd instances on 127.0.0.1 (lab/sshd-lab.sh), each with its own host key; stopped on drop.

@@ -105,7 +105,7 @@ def main(argv):
             if crash_after is not None and served[0] > crash_after:
                 say("ERROR", "observer %s crashed (knob crash_after)" % me)
                 os._exit(1)
-        return sys_tenant.handle(sql, params, me)
+        return sys_tenant.handle(sql, params)
 
     users = {conf.get("user", "root"): conf.get("password")}
     while True:

@@ -218,7 +218,7 @@ class SysTenant:
         d.commit()
         d.close()
 
-    def servers(self, d, knobs):
+    def servers(self, d):
         """Each server with `alive` (its process runs) and `serving` (it has started serving)."""
         out = []
         for ip, port, zone, sql_port, build, pid, since, stop in d.execute(
@@ -229,7 +229,7 @@ class SysTenant:
         return out
 
     # ---- the protocol's entry point ----
-    def handle(self, sql, params, me):
+    def handle(self, sql, params):
         text = bind(sql, params).strip().rstrip(";").strip()
         head = re.sub(r"\s+", " ", re.sub(r"/\*.*?\*/", " ", text, flags=re.S)).strip()
         up = head.upper()
@@ -244,7 +244,7 @@ class SysTenant:
             knobs = self.knobs()
             self.settle_jobs(d, knobs)
             if up.startswith("ALTER SYSTEM "):
-                res = self.alter_system(d, head, up[len("ALTER SYSTEM "):], knobs)
+                res = self.alter_system(d, head, up[len("ALTER SYSTEM "):])
             elif up.startswith("SELECT ") or up.startswith("WITH "):
                 res = self.select(d, text, knobs)
             elif up.startswith("SHOW PARAMETERS"):
@@ -293,10 +293,10 @@ class SysTenant:
         d.execute("UPDATE param SET value = ?, pending = NULL WHERE name = ?", (value, name))
 
     # ---- ALTER SYSTEM ----
-    def alter_system(self, d, head, up, knobs):
+    def alter_system(self, d, head, up):
         def refuse(why):
             raise SqlError(OP_NOT_ALLOW, "Operation not allowed now: %s" % why)
-        servers = self.servers(d, knobs)
+        servers = self.servers(d)
         m = re.match(r"SET\s+`?([A-Za-z_][A-Za-z0-9_]*)`?\s*=\s*('((?:[^']|'')*)'|[^\s']+)(.*)$", head[len("ALTER SYSTEM "):],
                      re.I | re.S)
         if m:
@@ -400,7 +400,7 @@ class SysTenant:
         c.create_function("version", 0, lambda: "5.7.25-OceanBase_CE-v%s" % mov)
         now = time.time()
         catchup = float(knobs.get("catchup_seconds", 1.0))
-        servers = self.servers(d, knobs)
+        servers = self.servers(d)
         zones = dict(d.execute("SELECT zone, status FROM zone").fetchall())
         tenants = d.execute("SELECT id, name, type, status, role, compatible, locality, locked FROM tenant").fetchall()
         for extra in knobs.get("extra_tenants", []):

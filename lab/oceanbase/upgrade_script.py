@@ -113,7 +113,7 @@ def checker(conn, timeout):
     if fail:
         raise MyError("upgrade checker failed with %d reasons: %s" % (len(fail), ", ".join("[%s] " % x for x in fail)))
     conn.rows("alter system set server_permanent_offline_time = '72h'")
-    wait_until(conn, "select count(*) as cnt from __all_virtual_sys_parameter_stat where name = 'server_permanent_offline_time' and value != '72h'", 0, 60)
+    wait_until(conn, "select count(*) as cnt from __all_virtual_sys_parameter_stat where name = 'server_permanent_offline_time' and value != '72h'", 0, timeout)
 
 
 def health(conn, zone, timeout):

@@ -32,6 +32,27 @@ pub trait ProductLab {
         )
     }
 
+    /// Simulates `scenario` with the lab's params and `extra`, asserts that it succeeded, and
+    /// compares its trace with the lab run's `report`, both seen through `view` (the product's
+    /// comparable trace). Returns the simulation's report.
+    fn assert_simulation_acts_alike(
+        &self,
+        scenario: &Path,
+        extra: &[&str],
+        report: &Value,
+        view: fn(&Value) -> BTreeMap<String, Vec<String>>,
+    ) -> Value {
+        let sim = self.simulate(scenario, extra);
+        assert_eq!(
+            sim["outcome"]["status"],
+            "succeeded",
+            "{}",
+            outcome_error(&sim)
+        );
+        compare(&view(report), &view(&sim));
+        sim
+    }
+
     /// `capstan simulate` of `scenario`, with the lab's params and `extra`: the report.
     fn simulate(&self, scenario: &Path, extra: &[&str]) -> Value {
         self.parity()

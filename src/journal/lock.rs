@@ -15,6 +15,9 @@ pub struct HostLock {
     pub operator: String,
     pub controller: String,
     pub pid: u32,
+    /// The holder's process start time (clock ticks since boot, Linux), so a pid reused by
+    /// another process is not taken for the holder; 0 where it could not be read.
+    pub pid_start: u64,
     pub started_unix_ms: u64,
     /// The holder's process is gone from this machine: the run was killed.
     pub stale: bool,
@@ -43,12 +46,33 @@ impl std::fmt::Display for LockConflict {
         if self.held.iter().all(|l| l.stale) {
             write!(
                 f,
-                "; that run's process is gone (killed?): resume it with `capstan resume {}`, or take its lock over with --take-over-lock",
+                "; that run's process is gone (killed?): resume it with `capstan resume {}` (it first waits for, or with --on-running kill ends, any command of that run still running on a host), or take its lock over with --take-over-lock",
                 first.run_id
             )
         } else {
             write!(f, "; wait for it to finish, or stop it first")
         }
+    }
+}
+
+/// A process's start time in clock ticks since boot (`/proc/PID/stat`, field 22), where the
+/// system has it.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last `)`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the process that was `pid`, started at `start` (0: unknown), still runs here. A pid
+/// now held by a process that started at another time is a reused pid: the holder is gone.
+pub fn holder_alive(pid: u32, start: u64) -> bool {
+    if !process_alive(pid) {
+        return false;
+    }
+    match (start, process_start_time(pid)) {
+        (0, _) | (_, None) => true,
+        (want, Some(now)) => want == now,
     }
 }
 
@@ -66,6 +90,8 @@ impl Journal {
     /// A lock already held by `run` itself (resume after a kill) is simply taken back.
     pub fn acquire_locks(&self, run: &str, hosts: &[String], take_over: bool) -> Result<()> {
         let here = controller();
+        let me = std::process::id();
+        let me_start = process_start_time(me).unwrap_or(0);
         let conflict = self.with(|c| {
             // IMMEDIATE: two capstans starting together serialize here instead of both winning.
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -74,7 +100,11 @@ impl Journal {
                 let mut st = tx.prepare(&format!("{LOCK_COLUMNS} WHERE host = ?1"))?;
                 for h in hosts {
                     let row = st.query_row([h], |r| lock_row(r, &here)).optional()?;
-                    if let Some(l) = row.filter(|l| l.run_id != run) {
+                    // The same run takes its lock back (a resume after a kill), unless the
+                    // process holding it is alive: two resumes of one run must not overlap.
+                    if let Some(l) = row.filter(|l| {
+                        l.run_id != run || (!l.stale && l.controller == here && l.pid != me)
+                    }) {
                         held.push(l);
                     }
                 }
@@ -89,17 +119,19 @@ impl Journal {
             }
             for h in hosts {
                 tx.execute(
-                    "INSERT INTO locks (host, run_id, operator, controller, pid, started_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                    "INSERT INTO locks (host, run_id, operator, controller, pid, started_ms,
+                        pid_start)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (host) DO UPDATE SET run_id = ?2, operator = ?3,
-                        controller = ?4, pid = ?5, started_ms = ?6",
+                        controller = ?4, pid = ?5, started_ms = ?6, pid_start = ?7",
                     params![
                         h,
                         run,
                         operator(),
                         here,
-                        std::process::id(),
-                        unix_ms() as i64
+                        me,
+                        unix_ms() as i64,
+                        me_start as i64
                     ],
                 )?;
             }
@@ -131,19 +163,22 @@ impl Journal {
     }
 }
 
-const LOCK_COLUMNS: &str = "SELECT host, run_id, operator, controller, pid, started_ms FROM locks";
+const LOCK_COLUMNS: &str =
+    "SELECT host, run_id, operator, controller, pid, started_ms, pid_start FROM locks";
 
 /// A row of `LOCK_COLUMNS`; stale when its process is gone from this machine (`here`).
 fn lock_row(r: &rusqlite::Row<'_>, here: &str) -> rusqlite::Result<HostLock> {
     let controller: String = r.get(3)?;
     let pid: u32 = r.get(4)?;
+    let pid_start = r.get::<_, i64>(6)? as u64;
     Ok(HostLock {
         host: r.get(0)?,
         run_id: r.get(1)?,
         operator: r.get(2)?,
-        stale: controller == here && !process_alive(pid),
+        stale: controller == here && !holder_alive(pid, pid_start),
         controller,
         pid,
+        pid_start,
         started_unix_ms: r.get::<_, i64>(5)? as u64,
     })
 }
@@ -174,6 +209,35 @@ mod tests {
         assert!(e.contains("process is gone"), "{e}");
         j.acquire_locks("run-b", &hosts, true).unwrap();
         assert_eq!(j.locks().unwrap()[0].run_id, "run-b");
+        // A pid reused by another process (this one, with another start time) is no holder.
+        let me = std::process::id();
+        j.with(|c| c.execute("UPDATE locks SET pid = ?1, pid_start = 1", [me]))
+            .unwrap();
+        assert!(
+            j.locks().unwrap()[0].stale,
+            "a reused pid is reported as dead"
+        );
+        let e = j
+            .acquire_locks("run-c", &hosts, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("process is gone")
+                && e.contains("capstan resume run-b")
+                && e.contains("--take-over-lock"),
+            "{e}"
+        );
+        // A live holder (pid 1, with its real start time) of run-b: a second process of the same
+        // run is refused too, so two resumes of one run never overlap.
+        let start = process_start_time(1).unwrap();
+        j.with(|c| c.execute("UPDATE locks SET pid = 1, pid_start = ?1", [start as i64]))
+            .unwrap();
+        assert!(!j.locks().unwrap()[0].stale);
+        let e = j
+            .acquire_locks("run-b", &hosts, true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("held by run run-b"), "{e}");
         j.release_locks("run-b").unwrap();
         assert!(j.locks().unwrap().is_empty());
     }

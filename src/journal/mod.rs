@@ -24,7 +24,7 @@ use crate::report::{
 use crate::Mode;
 
 /// The schema this build writes. Older files are migrated forward on open; newer ones refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA_V1: &str = r#"
 CREATE TABLE runs (
@@ -143,8 +143,58 @@ CREATE TABLE backups (
 );
 "#;
 
+/// Version 3: every mutating action of a step, journaled durably before it runs and after it
+/// ended with its outcome, so a resumed step replays what its earlier attempt finished
+/// (docs/recovery.md); and the lock holder's process start time (a reused pid is no holder).
+const SCHEMA_V3: &str = r#"
+CREATE TABLE replay (
+    run_id      TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    step        TEXT NOT NULL,
+    host        TEXT NOT NULL,
+    pos         INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    description TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    outcome     TEXT,
+    PRIMARY KEY (run_id, attempt, step, host, pos)
+);
+ALTER TABLE locks ADD COLUMN pid_start INTEGER NOT NULL DEFAULT 0;
+"#;
+
 /// Migrations in order: entry `i` takes a journal from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+
+/// Where a mutating action stands in the replay log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayState {
+    /// Journaled before it ran; nothing after: it was running when the process died.
+    Started,
+    /// Ended well; `outcome` holds what it returned.
+    Done,
+    /// Ended with an error (runs again on resume).
+    Failed,
+}
+
+/// One row of the replay log: a mutating action at a position of a step on a host.
+#[derive(Debug, Clone)]
+pub struct ReplayRow {
+    pub attempt: u32,
+    pub step: String,
+    pub host: String,
+    /// Its place among the step's replayable actions on that host, from 0.
+    pub pos: u32,
+    /// The action's number in its attempt (the marker on the host is `RUN.ATTEMPT.SEQ`).
+    pub seq: u64,
+    /// The action, hashed: a resumed step replays an action only when it asks for the same one.
+    pub fingerprint: String,
+    pub description: String,
+    pub state: ReplayState,
+    /// What it returned (JSON of `action::Recorded`), redacted.
+    pub outcome: Option<String>,
+}
 
 /// One run's place in a journal: what the executor and the script API write through.
 #[derive(Debug, Clone)]
@@ -347,22 +397,43 @@ pub struct StepRow {
 /// The journal: a SQLite database, shared by the threads of one run.
 pub struct Journal {
     conn: Mutex<Db>,
+    /// Rows waiting to be written, in the order they came (see `Db::flushed`).
+    queue: Mutex<Queue>,
     path: Option<PathBuf>,
 }
 
-/// The connection and the rows not yet written.
+/// Rows not yet written, and how many were ever queued (a ticket per row).
+#[derive(Default)]
+struct Queue {
+    rows: Vec<Pending>,
+    queued: u64,
+}
+
+/// The connection, and how far the queue has been written.
 struct Db {
     conn: Connection,
-    /// Action and log rows wait here and go to disk with the next write that must be durable
-    /// (a step's start or end, an undo, a guard, the end of the run) or when `BATCH` are waiting:
-    /// one fsync for many rows. A `kill -9` can lose the action rows of the step that was
-    /// running, never a step's state or an undo.
-    pending: Vec<Pending>,
+    /// Action, log and read rows wait in the queue and go to disk with the next write that must
+    /// be durable (a step's start or end, a change's replay row, an undo, a guard, the end of
+    /// the run) or when `BATCH` are waiting: one fsync for many rows. A `kill -9` can lose the
+    /// action rows of the step that was running, never a step's state, a change's replay row or
+    /// an undo. Durable rows from several threads at once share one transaction (group commit):
+    /// whoever takes the connection writes every row queued so far, the others find theirs done.
+    flushed: u64,
 }
 
 enum Pending {
     Action(String, u32, ActionRecord),
     Log(String, u32, LogLine),
+    Replay(String, ReplayRow),
+    ReplayEnd {
+        run: String,
+        attempt: u32,
+        step: String,
+        host: String,
+        pos: u32,
+        state: ReplayState,
+        outcome: Option<String>,
+    },
 }
 
 /// Rows written at once, at most, before a durable write forces them out.
@@ -375,6 +446,25 @@ impl std::fmt::Debug for Journal {
             None => f.write_str("Journal(:memory:)"),
         }
     }
+}
+
+/// Creates `path` readable and writable by this user only, or narrows an existing file to that:
+/// the journal holds commands, outputs and hosts (secrets are redacted, but not the rest).
+fn private_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let err = |e: std::io::Error| Error::Journal(format!("cannot create {}: {e}", path.display()));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
+    let mode = f.metadata().map_err(err)?.permissions().mode() & 0o777;
+    if mode != 0o600 {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(err)?;
+    }
+    Ok(())
 }
 
 fn db_err(path: Option<&Path>, e: rusqlite::Error) -> Error {
@@ -477,15 +567,24 @@ impl Journal {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Journal(format!("cannot create {}: {e}", dir.display())))?;
         }
+        private_file(path)?;
         let conn = Connection::open(path).map_err(|e| db_err(Some(path), e))?;
         let j = Journal {
-            conn: Mutex::new(Db {
-                conn,
-                pending: Vec::new(),
-            }),
+            conn: Mutex::new(Db { conn, flushed: 0 }),
+            queue: Mutex::new(Queue::default()),
             path: Some(path.to_path_buf()),
         };
         j.init()?;
+        // SQLite makes its WAL and shared-memory files with the database's mode; make sure of it
+        // for files an older capstan created.
+        for suffix in ["-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            let p = PathBuf::from(p);
+            if p.exists() {
+                private_file(&p)?;
+            }
+        }
         Ok(j)
     }
 
@@ -493,10 +592,8 @@ impl Journal {
     pub fn in_memory() -> Journal {
         let conn = Connection::open_in_memory().expect("SQLite can always open a memory database");
         let j = Journal {
-            conn: Mutex::new(Db {
-                conn,
-                pending: Vec::new(),
-            }),
+            conn: Mutex::new(Db { conn, flushed: 0 }),
+            queue: Mutex::new(Queue::default()),
             path: None,
         };
         j.init().expect("a new memory database takes the schema");
@@ -511,22 +608,48 @@ impl Journal {
         db_err(self.path.as_deref(), e)
     }
 
-    /// Runs `f` on the connection after writing the rows that wait (see `Db::pending`).
+    /// Runs `f` on the connection after writing the rows that wait (see `Db::flushed`).
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
         let mut db = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let db = &mut *db;
-        flush(&mut db.conn, &mut db.pending).map_err(|e| self.err(e))?;
+        self.write_queue(&mut db)?;
         f(&mut db.conn).map_err(|e| self.err(e))
     }
 
+    /// Writes every queued row in one transaction.
+    fn write_queue(&self, db: &mut Db) -> Result<()> {
+        let (rows, upto) = {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            (std::mem::take(&mut q.rows), q.queued)
+        };
+        flush(&mut db.conn, &rows).map_err(|e| self.err(e))?;
+        db.flushed = upto;
+        Ok(())
+    }
+
+    /// Queues a row; returns its ticket and whether the batch is full.
+    fn enqueue(&self, row: Pending) -> (u64, bool) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.rows.push(row);
+        q.queued += 1;
+        (q.queued, q.rows.len() >= BATCH)
+    }
+
     fn queue(&self, row: Pending) -> Result<()> {
-        let mut db = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let db = &mut *db;
-        db.pending.push(row);
-        if db.pending.len() >= BATCH {
-            flush(&mut db.conn, &mut db.pending).map_err(|e| self.err(e))?;
+        if let (_, true) = self.enqueue(row) {
+            let mut db = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+            self.write_queue(&mut db)?;
         }
         Ok(())
+    }
+
+    /// Queues a row and returns once it is on disk, with whatever else was queued by then.
+    fn durable(&self, row: Pending) -> Result<()> {
+        let (ticket, _) = self.enqueue(row);
+        let mut db = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if db.flushed >= ticket {
+            return Ok(());
+        }
+        self.write_queue(&mut db)
     }
 
     fn init(&self) -> Result<()> {
@@ -813,6 +936,67 @@ impl Journal {
     /// Records an action (batched: see `Db::pending`).
     pub fn record_action(&self, run: &str, attempt: u32, a: &ActionRecord) -> Result<()> {
         self.queue(Pending::Action(run.to_string(), attempt, a.clone()))
+    }
+
+    /// Journals, durably, that a mutating action is about to run (see `ReplayRow`).
+    pub fn replay_started(&self, run: &str, row: &ReplayRow) -> Result<()> {
+        self.durable(Pending::Replay(run.to_string(), row.clone()))
+    }
+
+    /// Journals a read a step made and what it returned (batched: a read is safe to repeat, and
+    /// the next durable write, which any later change makes first, writes it out before it).
+    pub fn replay_read(&self, run: &str, row: &ReplayRow) -> Result<()> {
+        self.queue(Pending::Replay(run.to_string(), row.clone()))
+    }
+
+    /// Journals, durably, how a mutating action ended (and what it returned).
+    #[allow(clippy::too_many_arguments)]
+    pub fn replay_ended(
+        &self,
+        run: &str,
+        attempt: u32,
+        step: &str,
+        host: &str,
+        pos: u32,
+        state: ReplayState,
+        outcome: Option<&str>,
+    ) -> Result<()> {
+        self.durable(Pending::ReplayEnd {
+            run: run.to_string(),
+            attempt,
+            step: step.to_string(),
+            host: host.to_string(),
+            pos,
+            state,
+            outcome: outcome.map(str::to_string),
+        })
+    }
+
+    /// The replay log of a run, by attempt, step, host and position.
+    pub fn replay_log(&self, run: &str) -> Result<Vec<ReplayRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT attempt, step, host, pos, seq, fingerprint, description, state, outcome
+                 FROM replay WHERE run_id = ?1 ORDER BY attempt, step, host, pos",
+            )?;
+            let rows = st
+                .query_map([run], |r| {
+                    let state: String = r.get(7)?;
+                    Ok(ReplayRow {
+                        attempt: r.get(0)?,
+                        step: r.get(1)?,
+                        host: r.get(2)?,
+                        pos: r.get(3)?,
+                        seq: r.get::<_, i64>(4)? as u64,
+                        fingerprint: r.get(5)?,
+                        description: r.get(6)?,
+                        state: parse_status(&state, ReplayState::Started),
+                        outcome: r.get(8)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
     }
 
     /// Records a log line (batched like actions).
@@ -1189,8 +1373,8 @@ impl Journal {
     }
 }
 
-/// Writes waiting action and log rows in one transaction.
-fn flush(c: &mut Connection, pending: &mut Vec<Pending>) -> rusqlite::Result<()> {
+/// Writes waiting rows in one transaction.
+fn flush(c: &mut Connection, pending: &[Pending]) -> rusqlite::Result<()> {
     if pending.is_empty() {
         return Ok(());
     }
@@ -1204,6 +1388,15 @@ fn flush(c: &mut Connection, pending: &mut Vec<Pending>) -> rusqlite::Result<()>
         let mut log = tx.prepare_cached(
             "INSERT INTO logs (run_id, attempt, at_ms, level, step, message)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut replay = tx.prepare_cached(
+            "INSERT OR REPLACE INTO replay (run_id, attempt, step, host, pos, seq,
+                fingerprint, description, state, outcome)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?;
+        let mut replay_end = tx.prepare_cached(
+            "UPDATE replay SET state = ?6, outcome = ?7
+             WHERE run_id = ?1 AND attempt = ?2 AND step = ?3 AND host = ?4 AND pos = ?5",
         )?;
         for p in pending.iter() {
             match p {
@@ -1230,11 +1423,39 @@ fn flush(c: &mut Connection, pending: &mut Vec<Pending>) -> rusqlite::Result<()>
                     l.step,
                     l.message
                 ])?,
+                Pending::Replay(run, r) => replay.execute(params![
+                    run,
+                    r.attempt,
+                    r.step,
+                    r.host,
+                    r.pos,
+                    r.seq as i64,
+                    r.fingerprint,
+                    r.description,
+                    status_str(&r.state),
+                    r.outcome,
+                ])?,
+                Pending::ReplayEnd {
+                    run,
+                    attempt,
+                    step,
+                    host,
+                    pos,
+                    state,
+                    outcome,
+                } => replay_end.execute(params![
+                    run,
+                    attempt,
+                    step,
+                    host,
+                    pos,
+                    status_str(state),
+                    outcome
+                ])?,
             };
         }
     }
     tx.commit()?;
-    pending.clear();
     Ok(())
 }
 

@@ -33,6 +33,7 @@ fn uptime_secs(h: &mut HostHandle) -> Result<i64, Box<EvalAltResult>> {
         cwd: None,
         stdin: None,
         timeout: None,
+        secret_files: Default::default(),
     })?;
     let Outcome::Exec(o) = out else {
         return Err("uptime: the executor skipped a read".into());

@@ -11,7 +11,8 @@ use crate::ddb::{DdbClient, DdbKind, DdbTarget, DdbValue};
 use crate::docker::DockerOp;
 use crate::error::FaultKind;
 use crate::inventory::{HostEntry, Inventory};
-use crate::journal::RunJournal;
+use crate::journal::{ReplayRow, ReplayState, RunJournal};
+use crate::replay::{self, Recorded, ReplayBook};
 use crate::report::{ActionRecord, Disposition, Event, EventSink};
 use crate::sim::World;
 use crate::sql::{SqlClient, SqlKind, SqlParams, SqlResult, SqlTarget};
@@ -30,6 +31,10 @@ pub enum Action {
         cwd: Option<String>,
         stdin: Option<Vec<u8>>,
         timeout: Option<Duration>,
+        /// Variables the command receives as the path of a 0600 file holding the value
+        /// (`secret_files`): the value is in no argv or environment on the host.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        secret_files: BTreeMap<String, String>,
     },
     ReadFile {
         path: String,
@@ -416,6 +421,10 @@ impl Cancel {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Largest file `read_file` returns; beyond it the script should use a command that filters.
 const MAX_READ: usize = 64 * 1024 * 1024;
 /// Output kept per stream for ordinary commands.
@@ -478,6 +487,21 @@ pub struct Executor {
     journal_error: Mutex<Option<String>>,
     /// Simulation only: run after each action (see `Ticker`).
     tickers: Mutex<Vec<Ticker>>,
+    /// What earlier attempts of this run finished, for a resumed step (see `replay`).
+    replay: Mutex<ReplayBook>,
+    /// Hosts where this attempt left command markers (cleared when the run ends).
+    marked: Mutex<std::collections::BTreeSet<String>>,
+}
+
+/// What a resume or rollback does with a command of the run's earlier attempt that is still
+/// running on a host (its controller was killed and the host kept it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnRunning {
+    /// Wait for it to end (up to a bound), then go on; refuse if it is still running.
+    #[default]
+    Wait,
+    /// Kill its process group, then go on.
+    Kill,
 }
 
 impl std::fmt::Debug for Executor {
@@ -517,6 +541,8 @@ impl Executor {
             hold_writes: AtomicBool::new(false),
             journal_error: Mutex::new(None),
             tickers: Mutex::new(Vec::new()),
+            replay: Mutex::new(ReplayBook::default()),
+            marked: Mutex::new(Default::default()),
         }
     }
 
@@ -525,9 +551,228 @@ impl Executor {
         self.journal.get()
     }
 
-    /// Binds the executor to its run in the journal (once, before the playbook starts).
-    pub(crate) fn attach_journal(&self, j: RunJournal) {
+    /// Binds the executor to its run in the journal (once, before the playbook starts). A later
+    /// attempt loads what the earlier ones finished, for replay.
+    pub(crate) fn attach_journal(&self, j: RunJournal) -> crate::error::Result<()> {
+        if j.attempt > 1 && self.mode == Mode::Run {
+            let rows = j.journal.replay_log(&j.run_id)?;
+            // Replayed: a step the stop interrupted (still `running` in the journal) and an undo
+            // still pending. Not a step or undo that failed: its reads replayed would lead the
+            // script to the same failure (a wait that timed out would time out at once).
+            let pending_undos: std::collections::HashSet<u64> = j
+                .journal
+                .undos(&j.run_id)?
+                .into_iter()
+                .filter(|u| u.status == crate::journal::UndoStatus::Pending)
+                .map(|u| u.id)
+                .collect();
+            let mut live = HashMap::new();
+            for r in &rows {
+                if !live.contains_key(&r.step) {
+                    let runs_again = if let Some(rest) = r.step.strip_prefix("undo #") {
+                        rest.split(':')
+                            .next()
+                            .and_then(|n| n.parse::<u64>().ok())
+                            .is_some_and(|id| pending_undos.contains(&id))
+                    } else if r.step.starts_with("guard restore: ")
+                        || r.step.starts_with("before the rollback: ")
+                    {
+                        false
+                    } else {
+                        j.journal
+                            .step(&j.run_id, &r.step)?
+                            .is_some_and(|s| s.status == crate::report::StepStatus::Running)
+                    };
+                    live.insert(r.step.clone(), runs_again);
+                }
+            }
+            *lock(&self.replay) = ReplayBook::load(rows, j.attempt, |s| live[s]);
+        }
         let _ = self.journal.set(j);
+        Ok(())
+    }
+
+    /// Before a resume or rollback touches anything: looks on every host of the run for commands
+    /// of earlier attempts (their markers), waits for or kills those still running, and
+    /// remembers what each marker said for the report of the action in flight. Refuses when a
+    /// command is still running after the wait.
+    pub(crate) fn fence(&self, on_running: OnRunning, wait: Duration) -> Result<(), Fault> {
+        let Some(j) = self.journal.get() else {
+            return Ok(());
+        };
+        if j.attempt < 2 || self.mode != Mode::Run || !matches!(self.backend, Backend::Real { .. })
+        {
+            return Ok(());
+        }
+        let rows = j.journal.replay_log(&j.run_id).unwrap_or_default();
+        let what = |name: &str| -> String {
+            rows.iter()
+                .find(|r| format!("{}.{}.{}", j.run_id, r.attempt, r.seq) == name)
+                .map_or_else(
+                    || format!("a command ({name})"),
+                    |r| format!("`{}` (attempt {})", r.description, r.attempt),
+                )
+        };
+        let policy = match on_running {
+            OnRunning::Wait => "wait",
+            OnRunning::Kill => "kill",
+        };
+        let secs = wait.as_secs().to_string();
+        let argv: Vec<String> = [
+            "sh",
+            "-c",
+            transport::wrap::SCAN,
+            "sh",
+            &j.run_id,
+            policy,
+            &secs,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let cmd = Command::Argv(argv);
+        let hosts: Vec<&HostEntry> = self.inventory.hosts.iter().collect();
+        let found: Mutex<Vec<(String, Result<ExecOutput, Fault>)>> = Mutex::new(Vec::new());
+        for chunk in hosts.chunks(32) {
+            std::thread::scope(|s| {
+                for h in chunk {
+                    let (cmd, found) = (&cmd, &found);
+                    s.spawn(move || {
+                        let t = self.transport(h);
+                        let r = self.exec_on(
+                            h,
+                            t.as_ref(),
+                            cmd,
+                            &BTreeMap::new(),
+                            None,
+                            None,
+                            Some(wait + Duration::from_secs(60)),
+                            1 << 20,
+                            None,
+                            None,
+                        );
+                        lock(found).push((h.name.clone(), r));
+                    });
+                }
+            });
+        }
+        let mut found = found.into_inner().unwrap_or_else(|e| e.into_inner());
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut markers = HashMap::new();
+        let mut still = Vec::new();
+        for (host, r) in found {
+            let out = match r {
+                Ok(o) if o.code == Some(0) => o,
+                Ok(o) => {
+                    self.log("warn", &format!("{host}: could not look for commands of earlier attempts still running: {}", last_lines(&o.stderr, 3)));
+                    continue;
+                }
+                Err(f) => {
+                    self.log("warn", &format!("{host}: could not look for commands of earlier attempts still running: {}", f.message));
+                    continue;
+                }
+            };
+            use transport::wrap::MarkerStatus as M;
+            for m in transport::wrap::parse_scan(&String::from_utf8_lossy(&out.stdout)) {
+                match &m.status {
+                    M::Killed => self.log(
+                        "warn",
+                        &format!(
+                            "{host}: {} was still running: killed it (--on-running kill)",
+                            what(&m.name)
+                        ),
+                    ),
+                    M::EndedWhileWaiting(c) => self.log(
+                        "warn",
+                        &format!(
+                            "{host}: {} was still running: waited until it ended ({})",
+                            what(&m.name),
+                            c.map_or("exit unknown".into(), |c| format!("exit {c}"))
+                        ),
+                    ),
+                    M::Running { pid } => still.push(format!(
+                        "{host}: {} is still running (pid {pid}) after waiting {}s",
+                        what(&m.name),
+                        wait.as_secs()
+                    )),
+                    M::Done(_) | M::Gone => {}
+                }
+                markers.insert(m.name, m.status);
+            }
+        }
+        let mut book = lock(&self.replay);
+        book.set_markers(markers);
+        for row in book.in_flight() {
+            let note = replay::in_flight_note(book.marker(&j.run_id, row));
+            self.log(
+                "warn",
+                &format!(
+                    "{}: `{}` may have run: attempt {} was running it when it stopped ({note}); step `{}` runs it again",
+                    row.host, row.description, row.attempt, row.step
+                ),
+            );
+        }
+        drop(book);
+        if still.is_empty() {
+            Ok(())
+        } else {
+            Err(Fault::new(
+                FaultKind::Action,
+                None,
+                format!(
+                    "commands of an earlier attempt of this run are still running; nothing was done:\n  {}\nwait and try again, allow a longer wait (--running-timeout), or end them (--on-running kill)",
+                    still.join("\n  ")
+                ),
+            ))
+        }
+    }
+
+    /// Removes this run's markers from the hosts this attempt left them on (the run ended:
+    /// nothing will ask for them). Best effort.
+    pub(crate) fn clear_markers(&self) {
+        let (Some(j), Backend::Real { .. }) = (self.journal.get(), &self.backend) else {
+            return;
+        };
+        let hosts: Vec<String> = std::mem::take(&mut *lock(&self.marked))
+            .into_iter()
+            .collect();
+        let argv: Vec<String> = ["sh", "-c", transport::wrap::CLEAR, "sh", &j.run_id]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let cmd = Command::Argv(argv);
+        for chunk in hosts.chunks(32) {
+            std::thread::scope(|s| {
+                for name in chunk {
+                    let cmd = &cmd;
+                    s.spawn(move || {
+                        if let Some(h) = self.inventory.host(name) {
+                            let t = self.transport(h);
+                            if let Err(e) = self.exec_plain(h, t.as_ref(), cmd, 4096) {
+                                tracing::debug!(host = %name, "markers not cleared: {e}");
+                            }
+                        }
+                    });
+                }
+            });
+        }
+    }
+
+    /// Adds a line to the run's log (journal and events).
+    pub(crate) fn log(&self, level: &str, message: &str) {
+        let line = crate::report::LogLine {
+            at_ms: self.now().as_millis() as u64,
+            level: level.to_string(),
+            step: current_step(),
+            message: self.inventory.redactor.redact(message),
+        };
+        tracing::warn!(target: "playbook", "{}", line.message);
+        if let Some(j) = self.journal.get() {
+            if let Err(e) = j.journal.record_log(&j.run_id, j.attempt, &line) {
+                self.journal_failed(&e);
+            }
+        }
+        self.events.emit(&Event::Log(line));
     }
 
     /// Skips mutating actions (recorded as skipped) while set: a rollback replays the playbook's
@@ -687,8 +932,74 @@ impl Executor {
             None => Some(self.host_entry(host)?),
         };
         let name = entry.map_or_else(|| host.to_string(), |e| e.name.clone());
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst);
         let at = self.now();
         let wall = Instant::now();
+        // Every action of a step in a real run is journaled with what it returned (a mutating
+        // one durably, before it runs too), and a resumed step gets back what its earlier
+        // attempt finished (see `replay`).
+        let replay = match (&self.backend, self.journal.get(), current_step()) {
+            (Backend::Real { .. }, Some(j), Some(step))
+                if self.mode == Mode::Run && !held && replay::takes_part(&action) =>
+            {
+                Some((j, step))
+            }
+            _ => None,
+        };
+        let mutating = !action.is_read_only();
+        let mut slot = None;
+        if let Some((j, step)) = replay {
+            let fp = replay::fingerprint(&action, &j.run_id);
+            let (pos, decision) = lock(&self.replay).next(&step, &name, &fp);
+            if let replay::Decision::Replay { outcome, attempt } = decision {
+                let result = Ok(outcome);
+                self.record(
+                    seq,
+                    &name,
+                    &action,
+                    Disposition::Replayed,
+                    at,
+                    Duration::ZERO,
+                    &result,
+                );
+                self.replay_row(j, &step, &name, pos, seq, &fp, &action, &result);
+                tracing::debug!(host = %name, "replayed from attempt {attempt}");
+                return result;
+            }
+            // An action in flight at the stop (`Decision::InFlight`) was reported when this
+            // attempt began (`fence`); like any other, it runs now.
+            if mutating {
+                if let Err(e) = j.journal.replay_started(
+                    &j.run_id,
+                    &ReplayRow {
+                        attempt: j.attempt,
+                        step: step.clone(),
+                        host: name.clone(),
+                        pos,
+                        seq,
+                        fingerprint: fp.clone(),
+                        description: self.inventory.redactor.redact(&action.describe()),
+                        state: ReplayState::Started,
+                        outcome: None,
+                    },
+                ) {
+                    self.journal_failed(&e);
+                    return Err(Fault::new(
+                        FaultKind::Action,
+                        Some(host),
+                        format!("not run: the journal cannot record it ({e})"),
+                    ));
+                }
+            }
+            slot = Some((j, step, pos, fp));
+        }
+        let marker = slot
+            .as_ref()
+            .filter(|_| mutating && matches!(action, Action::Exec { .. } | Action::Docker { .. }))
+            .map(|(j, _, _, _)| {
+                lock(&self.marked).insert(name.clone());
+                format!("{}.{}.{seq}", j.run_id, j.attempt)
+            });
         let (disposition, result) = match &self.backend {
             Backend::Inert => (
                 Disposition::Simulated,
@@ -734,7 +1045,7 @@ impl Executor {
                         .perform(&self.inventory, target, *kind, script)
                         .map(Outcome::Ddb)
                         .map_err(|f| self.redacted(f)),
-                    (_, Some(entry)) => self.perform_real(entry, &action),
+                    (_, Some(entry)) => self.perform_real(entry, &action, marker.as_deref()),
                     (_, None) => unreachable!("only SQL actions run without an inventory host"),
                 };
                 (Disposition::Performed, r)
@@ -744,7 +1055,32 @@ impl Executor {
             Backend::Sim(_) => self.now().saturating_sub(at),
             _ => wall.elapsed(),
         };
-        self.record(&name, &action, disposition, at, duration, &result);
+        if let Some((j, step, pos, fp)) = slot {
+            if mutating {
+                let (state, outcome) = match &result {
+                    Ok(o) => (
+                        ReplayState::Done,
+                        Recorded::of(o, &self.inventory.redactor)
+                            .and_then(|r| serde_json::to_string(&r).ok()),
+                    ),
+                    Err(_) => (ReplayState::Failed, None),
+                };
+                if let Err(e) = j.journal.replay_ended(
+                    &j.run_id,
+                    j.attempt,
+                    &step,
+                    &name,
+                    pos,
+                    state,
+                    outcome.as_deref(),
+                ) {
+                    self.journal_failed(&e);
+                }
+            } else {
+                self.replay_row(j, &step, &name, pos, seq, &fp, &action, &result);
+            }
+        }
+        self.record(seq, &name, &action, disposition, at, duration, &result);
         if matches!(self.backend, Backend::Sim(_)) && !TICKING.with(|t| t.get()) {
             let tickers = self
                 .tickers
@@ -767,8 +1103,50 @@ impl Executor {
         f
     }
 
+    /// Journals a replayed action, or a read, in this attempt's replay log (a later resume
+    /// replays it too).
+    #[allow(clippy::too_many_arguments)]
+    fn replay_row(
+        &self,
+        j: &RunJournal,
+        step: &str,
+        host: &str,
+        pos: u32,
+        seq: u64,
+        fp: &str,
+        action: &Action,
+        result: &Result<Outcome, Fault>,
+    ) {
+        let outcome = result
+            .as_ref()
+            .ok()
+            .and_then(|o| Recorded::of(o, &self.inventory.redactor))
+            .and_then(|r| serde_json::to_string(&r).ok());
+        let row = ReplayRow {
+            attempt: j.attempt,
+            step: step.to_string(),
+            host: host.to_string(),
+            pos,
+            seq,
+            fingerprint: fp.to_string(),
+            description: self.inventory.redactor.redact(&action.describe()),
+            state: if result.is_ok() {
+                ReplayState::Done
+            } else {
+                ReplayState::Failed
+            },
+            outcome,
+        };
+        // Batched: nothing depends on it before the next durable write, which writes it first.
+        if let Err(e) = j.journal.replay_read(&j.run_id, &row) {
+            self.journal_failed(&e);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
+        seq: u64,
         host: &str,
         action: &Action,
         disposition: Disposition,
@@ -800,9 +1178,14 @@ impl Executor {
             ),
             Err(f) => f.message.clone(),
         };
+        let summary = if disposition == Disposition::Replayed {
+            format!("{summary} (replayed: finished by an earlier attempt)")
+        } else {
+            summary
+        };
         let rec = ActionRecord {
             attempt: self.journal.get().map_or(1, |j| j.attempt),
-            seq: self.seq.fetch_add(1, Ordering::SeqCst),
+            seq,
             host: host.to_string(),
             step: current_step(),
             op: action.op().to_string(),
@@ -895,6 +1278,7 @@ impl Executor {
             None,
             max_output,
             None,
+            None,
         )
     }
 
@@ -910,7 +1294,14 @@ impl Executor {
         timeout: Option<Duration>,
         max_output: usize,
         on_output: Option<transport::OutputSink>,
+        extra: Option<(&BTreeMap<String, String>, Option<&str>)>,
     ) -> Result<ExecOutput, Fault> {
+        static NONE: BTreeMap<String, String> = BTreeMap::new();
+        let (secret_files, marker) = extra.unwrap_or((&NONE, None));
+        let red = &self.inventory.redactor;
+        let sensitive = red.contains_secret(&command.display())
+            || env.values().any(|v| red.contains_secret(v))
+            || cwd.is_some_and(|c| red.contains_secret(c));
         t.exec(&ExecRequest {
             command,
             env,
@@ -920,11 +1311,19 @@ impl Executor {
             max_output,
             abort: self.cancel.abort_flag(),
             on_output,
+            marker,
+            sensitive,
+            secret_files,
         })
         .map_err(|e| self.transport_fault(host, e))
     }
 
-    fn perform_real(&self, host: &HostEntry, action: &Action) -> Result<Outcome, Fault> {
+    fn perform_real(
+        &self,
+        host: &HostEntry,
+        action: &Action,
+        marker: Option<&str>,
+    ) -> Result<Outcome, Fault> {
         if let Action::WaitPort { port, timeout } = action {
             return self.wait_port_real(host, *port, *timeout);
         }
@@ -944,6 +1343,7 @@ impl Executor {
                 cwd,
                 stdin,
                 timeout,
+                secret_files,
                 ..
             } => {
                 let (live, sink) = self.live_output(host);
@@ -957,6 +1357,7 @@ impl Executor {
                     *timeout,
                     MAX_OUTPUT,
                     Some(sink),
+                    Some((secret_files, marker)),
                 );
                 live.finish();
                 out.map(Outcome::Exec)
@@ -1152,7 +1553,7 @@ impl Executor {
                 crate::backup::restore_dir(&self.shell(host, t), snapshot, target)
                     .map(|m| Outcome::Backup(BackupInfo::from_manifest(&host.name, &m, false)))
             }
-            Action::Docker { call, timeout } => self.docker_real(host, t, call, *timeout),
+            Action::Docker { call, timeout } => self.docker_real(host, t, call, *timeout, marker),
         }
     }
 
@@ -1163,6 +1564,7 @@ impl Executor {
         t: &dyn Transport,
         op: &DockerOp,
         timeout: Option<Duration>,
+        marker: Option<&str>,
     ) -> Result<Outcome, Fault> {
         let (live, sink) = self.live_output(host);
         let out = self.exec_on(
@@ -1175,11 +1577,12 @@ impl Executor {
             timeout,
             MAX_OUTPUT,
             Some(sink),
+            Some((&BTreeMap::new(), marker)),
         );
         live.finish();
         let out = out.map_err(|mut f| {
             if matches!(f.reason.as_deref(), Some("spawn")) {
-                // The local transport runs argv directly: no shell to say "not found".
+                // The local transport could not even start its shell.
                 f.message = format!(
                     "{}: `{}` failed: the docker CLI is not installed ({})",
                     host.name,
@@ -1190,7 +1593,18 @@ impl Executor {
             }
             f
         })?;
-        crate::docker::judge(&host.name, op, out).map_err(|f| self.redacted(f))
+        crate::docker::judge(&host.name, op, out).map_err(|mut f| {
+            if f.reason.as_deref() == Some("no_cli") && !f.message.contains("not installed") {
+                // The wrapper's shell says "docker: not found"; say what it means.
+                f.message = format!(
+                    "{}: `{}` failed: the docker CLI is not installed ({})",
+                    host.name,
+                    op.describe(),
+                    f.message
+                );
+            }
+            self.redacted(f)
+        })
     }
 
     /// A long command's output as `output` events: the collector, and the sink the transport
@@ -1276,6 +1690,7 @@ impl HostShell for ExecShell<'_> {
             stdin,
             None,
             MAX_READ,
+            None,
             None,
         )
     }

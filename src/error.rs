@@ -147,6 +147,10 @@ pub enum Error {
     /// Another run holds some of the hosts (see `journal::LockConflict`).
     #[error("{0}")]
     Locked(String),
+    /// A resume or rollback found commands of the run's earlier attempt still running on a
+    /// host after the wait allowed (`--running-timeout`); nothing was done.
+    #[error("refused: {0}")]
+    Fence(String),
     /// `--resume` of a run whose playbook or inventory changed, without `--force`.
     #[error("{0}")]
     Changed(String),
@@ -169,7 +173,7 @@ impl Error {
             | Error::Compile(_)
             | Error::Usage(_)
             | Error::Changed(_) => 2,
-            Error::Locked(_) => 5,
+            Error::Locked(_) | Error::Fence(_) => 5,
             Error::Journal(_) => 6,
             Error::Internal(_) => 70,
         }

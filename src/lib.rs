@@ -26,6 +26,7 @@ pub mod error;
 pub mod host;
 pub mod inventory;
 pub mod journal;
+pub mod replay;
 pub mod report;
 pub mod secret;
 pub mod sim;

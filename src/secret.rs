@@ -124,6 +124,12 @@ impl Redactor {
         }
     }
 
+    /// Whether `text` holds a known secret value.
+    pub fn contains_secret(&self, text: &str) -> bool {
+        let vals = self.values.read().unwrap_or_else(|e| e.into_inner());
+        vals.iter().any(|v| text.contains(v.as_str()))
+    }
+
     pub fn redact(&self, text: &str) -> String {
         let vals = self.values.read().unwrap_or_else(|e| e.into_inner());
         let mut out = text.to_string();

@@ -116,6 +116,7 @@ impl HostHandle {
             cwd: opts.string("cwd")?,
             stdin: opts.string("stdin")?.map(String::into_bytes),
             timeout: opts.duration("timeout")?,
+            secret_files: opts.string_map("secret_files")?,
         };
         let outcome = self.act(action)?;
         let redactor = &self.run.exec.inventory().redactor;
@@ -202,7 +203,15 @@ impl ClusterHandle {
     }
 }
 
-const EXEC_OPTS: &[&str] = &["timeout", "allow_fail", "ok_codes", "env", "cwd", "stdin"];
+const EXEC_OPTS: &[&str] = &[
+    "timeout",
+    "allow_fail",
+    "ok_codes",
+    "env",
+    "cwd",
+    "stdin",
+    "secret_files",
+];
 
 fn json_to_dynamic(v: &serde_json::Value) -> Dynamic {
     rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT)
@@ -455,7 +464,16 @@ let bin = cluster().host("web1").path("bin");
 
 Returns `#{{code, signal, stdout, stderr, ok, skipped}}`. A non-zero exit (or a signal) is an error
 unless `allow_fail: true` or the code is in `ok_codes`. Options: `timeout` (seconds or "5m"; default
-the host's `command_timeout`), `allow_fail`, `ok_codes`, `env` (map), `cwd`, `stdin` (string).
+the host's `command_timeout`), `allow_fail`, `ok_codes`, `env` (map), `cwd`, `stdin` (string),
+`secret_files` (map: each variable receives the path of a 0600 file holding the value, removed when
+the command ends; the way to hand a secret to a program that reads it from a file, with the value
+in no argv or environment on the host).
+
+The command runs under capstan's wrapper: it is killed with its process group when capstan or its
+SSH session goes away, and a mutating command leaves a marker in `~/.capstan/markers` that a resume
+reads (docs/recovery.md). A secret in `env`, `cwd` or an argument reaches the host in a 0600 file,
+not on a command line; it is still in the command's own argv or environment, so prefer `stdin` or
+`secret_files` for a secret.
 
 ```rhai
 {example}

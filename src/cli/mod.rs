@@ -46,6 +46,26 @@ enum OnFailureArg {
     Ask,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OnRunningArg {
+    /// Wait for it to end (up to --running-timeout), then go on.
+    Wait,
+    /// Kill its process group, then go on.
+    Kill,
+}
+
+/// What a resume or rollback does with commands the run's earlier attempt left running.
+#[derive(Debug, Args)]
+struct FenceOpts {
+    /// A command of the run's earlier attempt still running on a host (its capstan was killed):
+    /// wait for it or kill it, before anything else touches the hosts.
+    #[arg(long, value_enum, default_value = "wait")]
+    on_running: OnRunningArg,
+    /// Seconds to wait for such a command before refusing (exit 5).
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    running_timeout: u64,
+}
+
 /// Options shared by the commands that act on real hosts.
 #[derive(Debug, Args)]
 struct RealOpts {
@@ -64,6 +84,8 @@ struct RealOpts {
     /// Take over host locks left by a run whose process is gone (killed).
     #[arg(long)]
     take_over_lock: bool,
+    #[command(flatten)]
+    fence: FenceOpts,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,8 +144,11 @@ enum Cmd {
         yes: bool,
         #[arg(long)]
         json: bool,
+        /// Take over host locks left by another run whose process is gone (killed).
         #[arg(long)]
         take_over_lock: bool,
+        #[command(flatten)]
+        fence: FenceOpts,
     },
     /// Past runs from the journal, newest first; guards still set are shown in red.
     Runs {
@@ -253,6 +278,11 @@ fn real_host(
         .yes(o.yes)
         .on_failure(on_failure(o.on_failure))
         .take_over_lock(o.take_over_lock)
+        .on_running(match o.fence.on_running {
+            OnRunningArg::Wait => capstan::host::OnRunning::Wait,
+            OnRunningArg::Kill => capstan::host::OnRunning::Kill,
+        })
+        .running_timeout(std::time::Duration::from_secs(o.fence.running_timeout))
         .journal(journal)
         .events(sink(o.json, verbose))
         .build()
@@ -404,6 +434,7 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
             yes,
             json,
             take_over_lock,
+            fence,
         } => {
             let journal = open_journal(journal_path)?;
             let row = journal.run(&run)?;
@@ -428,6 +459,7 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
                 json,
                 on_failure: OnFailureArg::Stop,
                 take_over_lock,
+                fence,
             };
             let params = parse_params(&params)?;
             let host = real_host(inv, Mode::Run, &opts, journal, verbose)?;

@@ -5,12 +5,14 @@ mod playbook;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rhai::{Dynamic, Engine, EvalAltResult, Module, Scope, AST};
 
 pub use docs::{doc_examples, reference_markdown, write_definitions, DocExample};
 pub use playbook::{shipped_playbooks, Playbook, PlaybookInfo};
 
+pub use crate::action::OnRunning;
 use crate::action::{Cancel, Executor};
 use crate::api::{ConfirmPolicy, Replay, RunCtx};
 use crate::engine::{self, Diagnostic, Extension, Limits, DESCRIBE_TOKEN, ROLLBACK_TOKEN};
@@ -45,6 +47,10 @@ enum Continue {
 pub type Params = BTreeMap<String, serde_json::Value>;
 
 /// Builds a [`Host`]. Everything is checked in `build`, before any host is touched.
+/// How long a resume or rollback waits, by default, for a command of the earlier attempt that
+/// is still running on a host.
+pub const DEFAULT_RUNNING_TIMEOUT: Duration = Duration::from_secs(300);
+
 pub struct HostBuilder {
     inventory: Option<Inventory>,
     scenario: Option<Scenario>,
@@ -57,6 +63,8 @@ pub struct HostBuilder {
     journal: Option<Arc<Journal>>,
     on_failure: OnFailure,
     take_over_lock: bool,
+    on_running: OnRunning,
+    running_timeout: Duration,
 }
 
 impl Default for HostBuilder {
@@ -73,6 +81,8 @@ impl Default for HostBuilder {
             journal: None,
             on_failure: OnFailure::Stop,
             take_over_lock: false,
+            on_running: OnRunning::Wait,
+            running_timeout: DEFAULT_RUNNING_TIMEOUT,
         }
     }
 }
@@ -136,6 +146,19 @@ impl HostBuilder {
         self
     }
     /// Take over host locks whose holder's process is gone (a killed run).
+    /// What a resume or rollback does with a command of the run's earlier attempt still
+    /// running on a host: wait for it (the default) or kill it.
+    pub fn on_running(mut self, policy: OnRunning) -> Self {
+        self.on_running = policy;
+        self
+    }
+
+    /// How long a resume or rollback waits for such a command before it refuses (default 5 min).
+    pub fn running_timeout(mut self, d: Duration) -> Self {
+        self.running_timeout = d;
+        self
+    }
+
     pub fn take_over_lock(mut self, yes: bool) -> Self {
         self.take_over_lock = yes;
         self
@@ -180,6 +203,8 @@ impl HostBuilder {
                 .unwrap_or_else(|| Arc::new(Journal::in_memory())),
             on_failure: self.on_failure,
             take_over_lock: self.take_over_lock,
+            on_running: self.on_running,
+            running_timeout: self.running_timeout,
         })
     }
 }
@@ -198,6 +223,8 @@ pub struct Host {
     journal: Arc<Journal>,
     on_failure: OnFailure,
     take_over_lock: bool,
+    on_running: OnRunning,
+    running_timeout: Duration,
 }
 
 impl std::fmt::Debug for Host {
@@ -435,7 +462,7 @@ impl Host {
             journal: self.journal.clone(),
             run_id: run_id.clone(),
             attempt,
-        });
+        })?;
         self.events.emit(&Event::RunStarted {
             run_id: run_id.clone(),
             attempt,
@@ -443,6 +470,17 @@ impl Host {
             mode: self.mode,
             hosts: self.inventory.host_names(),
         });
+        // A resume or rollback first deals with commands the earlier attempt left running.
+        if let Err(f) = run.exec.fence(self.on_running, self.running_timeout) {
+            let prev = existing
+                .as_ref()
+                .map_or(RunStatus::Interrupted, |r| r.status);
+            self.journal.set_status(&run_id, prev)?;
+            if self.mode == Mode::Run {
+                self.journal.release_locks(&run_id)?;
+            }
+            return Err(Error::Fence(f.message));
+        }
         run.exec.hold_writes(replay == Replay::Rollback);
         let result = p
             .engine
@@ -539,6 +577,7 @@ impl Host {
         }
         self.journal
             .finish_run(&run_id, status, &outcome, duration_ms, &value)?;
+        run.exec.clear_markers();
         if self.mode == Mode::Run {
             self.journal.release_locks(&run_id)?;
         }

@@ -23,6 +23,9 @@ pub enum Disposition {
     Skipped,
     /// Performed against the simulated world.
     Simulated,
+    /// Not performed: a resumed step asked for an action its earlier attempt had finished, and
+    /// got the outcome recorded then (docs/recovery.md).
+    Replayed,
 }
 
 /// One action as the report and the events show it. Texts are already redacted.

@@ -351,6 +351,7 @@ mod tests {
             cwd: None,
             stdin: None,
             timeout: None,
+            secret_files: Default::default(),
         }
     }
 

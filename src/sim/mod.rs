@@ -1612,6 +1612,7 @@ mod tests {
             cwd: None,
             stdin: None,
             timeout: None,
+            secret_files: Default::default(),
         };
         let wait = Action::WaitPort {
             port: 80,

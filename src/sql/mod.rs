@@ -188,7 +188,7 @@ pub enum SqlKind {
 }
 
 /// What the server answered.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SqlResult {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<SqlValue>>,

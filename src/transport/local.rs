@@ -9,6 +9,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::wrap::{self, TextShell};
 use super::{
     signal_name, Command, ExecOutput, ExecRequest, OutputSink, Tail, Transport, TransportError,
 };
@@ -69,6 +70,26 @@ impl Reader {
     }
 }
 
+/// Writes a spec file readable by this user only, in the temporary directory.
+fn write_spec(text: &str) -> Result<std::path::PathBuf, TransportError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "capstan-spec-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| TransportError::Other(format!("cannot write {}: {e}", path.display())))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| TransportError::Other(format!("cannot write {}: {e}", path.display())))?;
+    Ok(path)
+}
+
 #[allow(unsafe_code)]
 fn kill_group(pid: u32) {
     // SAFETY: kill(2) with a negative pid signals the process group the child leads (it was
@@ -80,37 +101,50 @@ fn kill_group(pid: u32) {
 
 impl Transport for LocalTransport {
     fn exec(&self, req: &ExecRequest<'_>) -> Result<ExecOutput, TransportError> {
-        let (program, mut cmd) = match req.command {
-            Command::Argv(argv) => {
-                let Some(first) = argv.first() else {
-                    return Err(TransportError::Other("empty argv".into()));
-                };
-                let mut c = std::process::Command::new(first);
-                c.args(&argv[1..]);
-                (first.clone(), c)
-            }
-            Command::Shell(text) => {
-                let mut c = std::process::Command::new("sh");
-                c.arg("-c").arg(text);
-                ("sh".to_string(), c)
-            }
+        let program = match req.command {
+            Command::Argv(argv) => match argv.first() {
+                Some(first) => first.clone(),
+                None => return Err(TransportError::Other("empty argv".into())),
+            },
+            Command::Shell(_) => "sh".to_string(),
         };
-        cmd.envs(req.env)
-            .stdin(if req.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group, so a timeout kills the children it started too.
-            .process_group(0);
-        if let Some(dir) = req.cwd {
-            cmd.current_dir(dir);
+        // The wrapper (see `wrap`) runs the command and ends it when capstan goes away. A command
+        // that carries a secret is described in a 0600 file it reads and removes.
+        let spec = if wrap::needs_spec(req) {
+            Some(write_spec(&wrap::spec_text(req, TextShell::Sh)?)?)
+        } else {
+            None
+        };
+        let spec_arg = spec.as_ref().map(|p| p.display().to_string());
+        // By absolute path: the PATH the command sees may lack `sh` (it is the command's to fail).
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(wrap::WRAPPER)
+            .arg("capstan-wrap")
+            .args(wrap::wrapper_args(req, spec_arg.as_deref(), TextShell::Sh));
+        if spec.is_none() {
+            cmd.envs(req.env);
+            if let Some(dir) = req.cwd {
+                cmd.current_dir(dir);
+            }
         }
-        let mut child = cmd.spawn().map_err(|e| TransportError::Spawn {
-            program: program.clone(),
-            reason: e.to_string(),
+        cmd.stdin(if req.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so a timeout kills the children it started too.
+        .process_group(0);
+        let mut child = cmd.spawn().map_err(|e| {
+            if let Some(p) = &spec {
+                let _ = std::fs::remove_file(p);
+            }
+            TransportError::Spawn {
+                program: program.clone(),
+                reason: e.to_string(),
+            }
         })?;
         let pid = child.id();
         if let (Some(data), Some(mut stdin)) = (req.stdin, child.stdin.take()) {

@@ -2,6 +2,7 @@
 
 mod local;
 mod ssh;
+pub mod wrap;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -49,6 +50,39 @@ pub struct ExecRequest<'a> {
     pub abort: &'a AtomicBool,
     /// Receives output as it arrives (`stdout` or `stderr`, the bytes), for live events.
     pub on_output: Option<OutputSink>,
+    /// The marker the wrapper keeps on the host while the command runs (`RUN.ATTEMPT.SEQ`).
+    pub marker: Option<&'a str>,
+    /// The command's directory, environment or arguments carry a secret: they reach the wrapper
+    /// through a 0600 spec file, never a command line.
+    pub sensitive: bool,
+    /// Variables the command receives as the path of a 0600 file holding the value; the
+    /// wrapper removes the files when the command ends.
+    pub secret_files: &'a BTreeMap<String, String>,
+}
+
+impl<'a> ExecRequest<'a> {
+    /// A request with no environment, directory, input, marker or live output.
+    pub fn plain(
+        command: &'a Command,
+        timeout: Duration,
+        max_output: usize,
+        abort: &'a AtomicBool,
+    ) -> Self {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        ExecRequest {
+            command,
+            env: &EMPTY,
+            cwd: None,
+            stdin: None,
+            timeout,
+            max_output,
+            abort,
+            on_output: None,
+            marker: None,
+            sensitive: false,
+            secret_files: &EMPTY,
+        }
+    }
 }
 
 impl std::fmt::Debug for ExecRequest<'_> {
@@ -172,30 +206,6 @@ pub fn open(host: &HostEntry) -> Arc<dyn Transport> {
     }
 }
 
-/// The single line a remote `sh` runs for `req`: optional `cd`, environment, then the command.
-pub fn remote_command_line(req: &ExecRequest<'_>) -> Result<String, TransportError> {
-    let q = |s: &str| {
-        shlex::try_quote(s)
-            .map(|c| c.into_owned())
-            .map_err(|e| TransportError::Other(format!("cannot quote {s:?}: {e}")))
-    };
-    let mut line = String::new();
-    if let Some(dir) = req.cwd {
-        line.push_str(&format!("cd {} || exit 127\n", q(dir)?));
-    }
-    for (k, v) in req.env {
-        line.push_str(&format!("export {k}={}\n", q(v)?));
-    }
-    match req.command {
-        Command::Argv(argv) => {
-            let parts: Result<Vec<String>, _> = argv.iter().map(|a| q(a)).collect();
-            line.push_str(&parts?.join(" "));
-        }
-        Command::Shell(text) => line.push_str(text),
-    }
-    Ok(line)
-}
-
 /// Keeps the last `max` bytes of a stream.
 #[derive(Debug, Default)]
 pub(crate) struct Tail {
@@ -248,8 +258,25 @@ pub(crate) fn signal_name(sig: i32) -> String {
 mod tests {
     use super::*;
 
+    /// Runs `req` as an SSH exec request would: the line through `sh -c`, with `HOME` set.
+    fn run_line(req: &ExecRequest<'_>, spec: Option<&str>, home: &std::path::Path) -> String {
+        let line = wrap::remote_line(req, spec).unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(line)
+            .env("HOME", home)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     #[test]
-    fn remote_line_survives_a_real_shell() {
+    fn remote_line_survives_a_real_shell_with_and_without_a_spec_file() {
         let args = [
             "a b",
             "$(touch /tmp/capstan-pwned)",
@@ -258,34 +285,90 @@ mod tests {
             "`id`",
             "\"q\"",
             "*",
+            "",
         ];
-        let mut argv = vec!["printf".to_string(), "%s\\n".to_string()];
+        let mut argv = vec!["sh".to_string(), "-c".to_string()];
+        argv.push(
+            "printf '%s\\n' \"$@\"; printf '%s\\n' \"$K\" \"$(cat \"$F\")\" \"$(pwd)\"".into(),
+        );
+        argv.push("sh".into());
         argv.extend(args.iter().map(|s| s.to_string()));
         let cmd = Command::Argv(argv);
         let mut env = BTreeMap::new();
         env.insert("K".to_string(), "v w $HOME".to_string());
+        let mut files = BTreeMap::new();
+        files.insert("F".to_string(), "file 'content'\n".to_string());
         let abort = AtomicBool::new(false);
-        let req = ExecRequest {
-            command: &cmd,
-            env: &env,
-            cwd: Some("/"),
-            stdin: None,
-            timeout: Duration::from_secs(5),
-            max_output: 1 << 20,
-            abort: &abort,
-            on_output: None,
-        };
-        let line = remote_command_line(&req).unwrap();
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("{line}; printf '%s\\n' \"$K\""))
-            .output()
-            .unwrap();
-        let text = String::from_utf8(out.stdout).unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let mut req = ExecRequest::plain(&cmd, Duration::from_secs(5), 1 << 20, &abort);
+        req.env = &env;
+        req.cwd = Some("/");
+        req.secret_files = &files;
         let mut want: Vec<&str> = args.to_vec();
-        want.push("v w $HOME");
+        want.extend(["v w $HOME", "file 'content'", "/"]);
+        // Secret files need the spec file; without them, the line carries everything.
+        let spec = wrap::spec_text(&req, wrap::TextShell::Login).unwrap();
+        let spec_path = home.path().join(".capstan-spec-test");
+        std::fs::write(&spec_path, spec).unwrap();
+        let text = run_line(&req, Some(".capstan-spec-test"), home.path());
+        assert_eq!(text.lines().collect::<Vec<_>>(), want);
+        assert!(!spec_path.exists(), "the wrapper removes its spec file");
+        let none = BTreeMap::new();
+        std::fs::write(home.path().join("f"), "file 'content'\n").unwrap();
+        let mut env2 = env.clone();
+        env2.insert("F".into(), home.path().join("f").display().to_string());
+        let mut req = ExecRequest::plain(&cmd, Duration::from_secs(5), 1 << 20, &abort);
+        req.env = &env2;
+        req.cwd = Some("/");
+        req.secret_files = &none;
+        let text = run_line(&req, None, home.path());
         assert_eq!(text.lines().collect::<Vec<_>>(), want);
         assert!(!std::path::Path::new("/tmp/capstan-pwned").exists());
+    }
+
+    #[test]
+    fn the_wrapper_keeps_a_marker_and_reports_a_signal_as_a_signal() {
+        let home = tempfile::tempdir().unwrap();
+        let abort = AtomicBool::new(false);
+        let cmd = Command::Shell("exit 3".into());
+        let mut req = ExecRequest::plain(&cmd, Duration::from_secs(5), 1 << 20, &abort);
+        req.marker = Some("run-1.1.7");
+        let line = wrap::remote_line(&req, None).unwrap();
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .env("HOME", home.path())
+            .status()
+            .unwrap();
+        assert_eq!(st.code(), Some(3));
+        let marker =
+            std::fs::read_to_string(home.path().join(".capstan/markers/run-1.1.7")).unwrap();
+        assert!(marker.contains("state=done\ncode=3"), "{marker}");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(wrap::SCAN)
+            .arg("sh")
+            .args(["run-1", "wait", "1"])
+            .env("HOME", home.path())
+            .output()
+            .unwrap();
+        let scan = wrap::parse_scan(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!(
+            scan,
+            vec![wrap::MarkerState {
+                name: "run-1.1.7".into(),
+                status: wrap::MarkerStatus::Done(3)
+            }]
+        );
+        let cmd = Command::Shell("kill -TERM $$".into());
+        let req = ExecRequest::plain(&cmd, Duration::from_secs(5), 1 << 20, &abort);
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(wrap::remote_line(&req, None).unwrap())
+            .status()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(st.signal(), Some(libc::SIGTERM));
     }
 
     #[test]

@@ -13,10 +13,12 @@ use ssh2::{
     BlockDirections, CheckResult, ErrorCode, HashType, HostKeyType, KnownHostFileKind, Session,
 };
 
-use super::{
-    remote_command_line, Command, ExecOutput, ExecRequest, Tail, Transport, TransportError,
-};
+use super::wrap::{self, TextShell};
+use super::{Command, ExecOutput, ExecRequest, Tail, Transport, TransportError};
 use crate::inventory::{Auth, HostEntry, HostKeyPolicy};
+
+/// Numbers the spec files this process writes, so two at once never share a name.
+static SPEC_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// libssh2 error codes this module tells apart.
 const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
@@ -38,6 +40,7 @@ impl std::fmt::Debug for SshTransport {
 struct Conn {
     sess: Session,
     fd: RawFd,
+    socket: TcpStream,
 }
 
 fn addr_of(h: &HostEntry) -> String {
@@ -121,6 +124,11 @@ impl SshTransport {
             },
         };
         let mut sess = Session::new().map_err(hs)?;
+        // A handle on the socket outside libssh2, to cut the connection at once (`cut`).
+        let socket = tcp.try_clone().map_err(|e| TransportError::Connect {
+            addr: addr.clone(),
+            reason: e.to_string(),
+        })?;
         sess.set_tcp_stream(tcp);
         sess.set_timeout(h.connect_timeout.as_millis().min(u32::MAX as u128) as u32);
         sess.handshake().map_err(hs)?;
@@ -128,7 +136,7 @@ impl SshTransport {
         self.authenticate(&sess)?;
         sess.set_keepalive(true, h.keepalive.as_secs().max(1) as u32);
         sess.set_timeout(self.io_timeout().as_millis().min(u32::MAX as u128) as u32);
-        Ok(Conn { sess, fd })
+        Ok(Conn { sess, fd, socket })
     }
 
     fn check_host_key(&self, sess: &Session, addr: &str) -> Result<(), TransportError> {
@@ -468,6 +476,15 @@ impl Conn {
                 }
             }
         };
+        if matches!(
+            result,
+            Err(TransportError::Aborted | TransportError::CommandTimeout { .. })
+        ) {
+            // The command must end now: cutting the connection ends the SSH session on the host,
+            // and the wrapper, re-parented, kills the command's process group. Closing the
+            // channel politely would wait on the host instead.
+            let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        }
         sess.set_blocking(true);
         result?;
         ch.wait_close().map_err(|e| self.blocking_err(e, io))?;
@@ -493,7 +510,21 @@ fn break_err(e: std::io::Error) -> Result<(), TransportError> {
 
 impl Transport for SshTransport {
     fn exec(&self, req: &ExecRequest<'_>) -> Result<ExecOutput, TransportError> {
-        let line = remote_command_line(req)?;
+        // A command that carries a secret is described in a 0600 file in the login user's home
+        // (a relative SFTP path is the home), which the wrapper reads and removes.
+        let spec = if wrap::needs_spec(req) {
+            let name = format!(
+                ".capstan-spec-{}-{}",
+                std::process::id(),
+                SPEC_SEQ.fetch_add(1, Ordering::SeqCst)
+            );
+            let text = wrap::spec_text(req, TextShell::Login)?;
+            self.put(&name, &mut text.as_bytes(), text.len() as u64, 0o600)?;
+            Some(name)
+        } else {
+            None
+        };
+        let line = wrap::remote_line(req, spec.as_deref())?;
         let keepalive = self.host.keepalive;
         let io = self.io_timeout();
         let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
@@ -594,18 +625,13 @@ impl Transport for SshTransport {
             tmp.clone(),
             path.to_string(),
         ]);
-        let env = Default::default();
         let abort = std::sync::atomic::AtomicBool::new(false);
-        let out = self.exec(&ExecRequest {
-            command: &cmd,
-            env: &env,
-            cwd: None,
-            stdin: None,
-            timeout: self.io_timeout(),
-            max_output: 64 * 1024,
-            abort: &abort,
-            on_output: None,
-        })?;
+        let out = self.exec(&ExecRequest::plain(
+            &cmd,
+            self.io_timeout(),
+            64 * 1024,
+            &abort,
+        ))?;
         if out.code != Some(0) {
             return Err(TransportError::Other(format!(
                 "cannot move upload into place at {path}: {}",

@@ -12,25 +12,25 @@ use serde_json::Value;
 use crate::support::*;
 
 /// Three lab hosts h1..h3, each with its own `root` directory under a scratch dir.
-struct Cluster {
-    lab: Lab,
-    dir: tempfile::TempDir,
+pub(crate) struct Cluster {
+    pub(crate) lab: Lab,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Cluster {
-    fn new() -> Cluster {
+    pub(crate) fn new() -> Cluster {
         Cluster {
             lab: Lab::start(3),
             dir: tempfile::tempdir().unwrap(),
         }
     }
 
-    fn root(&self, host: &str) -> PathBuf {
+    pub(crate) fn root(&self, host: &str) -> PathBuf {
         self.dir.path().join(host)
     }
 
     /// Writes `inv.toml` for `hosts` (names h1..h3) with `extra` appended; returns its path.
-    fn inventory(&self, name: &str, hosts: &[usize], extra: &str) -> PathBuf {
+    pub(crate) fn inventory(&self, name: &str, hosts: &[usize], extra: &str) -> PathBuf {
         let mut s = format!("[defaults]\n{}", self.lab.defaults());
         for &i in hosts {
             let root = self.root(&format!("h{i}"));
@@ -47,27 +47,27 @@ impl Cluster {
         p
     }
 
-    fn write(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.dir.path().join(name);
         std::fs::write(&p, text).unwrap();
         p
     }
 
-    fn journal(&self) -> PathBuf {
+    pub(crate) fn journal(&self) -> PathBuf {
         self.dir.path().join("journal.db")
     }
 
-    fn read(&self, host: &str, file: &str) -> String {
+    pub(crate) fn read(&self, host: &str, file: &str) -> String {
         std::fs::read_to_string(self.root(host).join(file)).unwrap_or_default()
     }
 
     /// How many times the playbook appended to `file` on `host` (one line per run of a step).
-    fn count(&self, host: &str, file: &str) -> usize {
+    pub(crate) fn count(&self, host: &str, file: &str) -> usize {
         self.read(host, file).lines().count()
     }
 
     /// `capstan ARGS --journal J` to the end.
-    fn capstan(&self, args: &[&str]) -> Out {
+    pub(crate) fn capstan(&self, args: &[&str]) -> Out {
         let out = Command::new(env!("CARGO_BIN_EXE_capstan"))
             .current_dir(self.dir.path())
             .args(args)
@@ -83,11 +83,11 @@ impl Cluster {
     }
 
     /// `capstan ARGS --journal J --json` in the background, its events read as they come.
-    fn spawn(&self, args: &[&str]) -> Running {
+    pub(crate) fn spawn(&self, args: &[&str]) -> Running {
         self.spawn_env(args, &[])
     }
 
-    fn spawn_env(&self, args: &[&str], env: &[(&str, &str)]) -> Running {
+    pub(crate) fn spawn_env(&self, args: &[&str], env: &[(&str, &str)]) -> Running {
         let mut child = Command::new(env!("CARGO_BIN_EXE_capstan"))
             .envs(env.iter().copied())
             .current_dir(self.dir.path())
@@ -120,14 +120,14 @@ impl Cluster {
         }
     }
 
-    fn report(&self, run: &str) -> Value {
+    pub(crate) fn report(&self, run: &str) -> Value {
         let out = self.capstan(&["report", run, "--json"]);
         assert_eq!(out.code, 0, "{}", out.stderr);
         serde_json::from_str(&out.stdout).unwrap()
     }
 }
 
-struct Running {
+pub(crate) struct Running {
     child: Child,
     events: mpsc::Receiver<(String, Value)>,
     seen: Vec<String>,
@@ -136,7 +136,7 @@ struct Running {
 
 impl Running {
     /// Waits for the first event matching `pred` (10 s at most) and returns it.
-    fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -155,13 +155,13 @@ impl Running {
         }
     }
 
-    fn kill9(mut self) -> String {
+    pub(crate) fn kill9(mut self) -> String {
         self.child.kill().unwrap(); // SIGKILL
         self.child.wait().unwrap();
         self.run_id
     }
 
-    fn sigint(&self) {
+    pub(crate) fn sigint(&self) {
         let st = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
             .status()
@@ -170,7 +170,7 @@ impl Running {
     }
 
     /// Waits for the exit; returns the code, every event line and stderr.
-    fn finish(mut self) -> (i32, Vec<String>, String) {
+    pub(crate) fn finish(mut self) -> (i32, Vec<String>, String) {
         let status = self.child.wait().unwrap();
         while let Ok((line, _)) = self.events.recv_timeout(Duration::from_secs(5)) {
             self.seen.push(line);
@@ -184,7 +184,7 @@ impl Running {
     }
 }
 
-fn step_event(v: &Value, kind: &str, step: &str) -> bool {
+pub(crate) fn step_event(v: &Value, kind: &str, step: &str) -> bool {
     v["event"] == kind && v["step"] == step
 }
 
@@ -325,7 +325,7 @@ for h in cluster().hosts() {
 "#;
 
 /// The run id a run printed (`run: ID`).
-fn run_id(out: &Out) -> String {
+pub(crate) fn run_id(out: &Out) -> String {
     out.stdout
         .lines()
         .find_map(|l| l.strip_prefix("run: "))

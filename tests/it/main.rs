@@ -3,6 +3,7 @@
 mod support;
 
 mod cli;
+mod crash;
 mod docker;
 mod docs;
 mod dolphindb;

@@ -1,0 +1,421 @@
+//! Crash consistency against real sshd hosts and local ones, through the binary: a command dies
+//! with its capstan, a resume or rollback right after a `kill -9` never runs a command beside the
+//! one still running, a resumed step does not repeat what its earlier attempt finished, a second
+//! Ctrl-C ends the remote command, and secrets stay out of the host's process table.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::journal::{run_id, step_event, Cluster};
+
+/// One step doing five things per host, in order; the second is a long command that logs its
+/// begin and end with its pid. Every line a command appends is a count of how often it ran.
+const LONG_STEP: &str = r#"
+let hosts = cluster().hosts();
+step("upgrade", || {
+    for h in hosts {
+        h.shell(`echo a >> ${h.path("count-a")}`);
+        h.shell(`echo "begin $$" >> ${h.path("log")}; sleep 0.8; echo "end $$" >> ${h.path("log")}`);
+        h.shell(`echo b >> ${h.path("count-b")}`);
+        h.write_file(h.path("conf"), "new\n");
+        h.shell(`echo c >> ${h.path("count-c")}; sleep 0.3`);
+    }
+});
+step("after", || { for h in hosts { h.shell(`echo d >> ${h.path("count-d")}`); } });
+"#;
+
+/// Delays spread over the step's length, in a fixed pseudo-random order (reproducible).
+fn moments(n: usize, span_ms: u64) -> Vec<Duration> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // One per slice of the span, at a random place in it: every part of the step is hit.
+            let slice = span_ms / n as u64;
+            Duration::from_millis(i as u64 * slice + x % slice)
+        })
+        .collect()
+}
+
+/// An inventory of local hosts l1, l2 (each with its own root), plus SSH h1..h3 as `Cluster` has.
+fn local_inventory(c: &Cluster) -> std::path::PathBuf {
+    let mut s = String::new();
+    for h in ["l1", "l2"] {
+        let root = c.root(h);
+        std::fs::create_dir_all(&root).unwrap();
+        s.push_str(&format!(
+            "[hosts.{h}]\ntransport = \"local\"\nvars = {{ root = \"{}\" }}\n\n",
+            root.display()
+        ));
+    }
+    c.write("local.toml", &s)
+}
+
+fn wipe(c: &Cluster, hosts: &[&str]) {
+    for h in hosts {
+        let r = c.root(h);
+        let _ = std::fs::remove_dir_all(&r);
+        std::fs::create_dir_all(&r).unwrap();
+    }
+}
+
+/// The log has no two runs of the long command at once: every `end P` right after `begin P`.
+fn assert_no_overlap(log: &str, what: &str) {
+    let lines: Vec<&str> = log.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        if let Some(pid) = l.strip_prefix("end ") {
+            assert!(
+                i > 0 && lines[i - 1] == format!("begin {pid}"),
+                "{what}: two runs of one command overlapped:\n{log}"
+            );
+        }
+    }
+}
+
+/// The report's "may have run" lines.
+fn may_have_run(report: &Value) -> Vec<String> {
+    report["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .filter(|m| m.contains("may have run"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Each counter ran once, or twice when it is the one action the report says may have run.
+fn assert_counted_once(c: &Cluster, hosts: &[&str], files: &[&str], named: &[String], what: &str) {
+    for h in hosts {
+        for f in files {
+            let n = c.count(h, f);
+            let in_flight = named
+                .iter()
+                .any(|m| m.starts_with(&format!("{h}:")) && m.contains(&format!("/{f}")));
+            match n {
+                1 => {}
+                2 if in_flight => {}
+                n => panic!(
+                    "{what}: `{f}` on {h} ran {n} times; may have run: {named:?}\nlog:\n{}",
+                    c.read(h, "log")
+                ),
+            }
+        }
+    }
+}
+
+fn kill_then_resume(c: &Cluster, inv: &Path, hosts: &[&str], delay: Duration) {
+    let what = format!("{} after {delay:?}", hosts[0]);
+    wipe(c, hosts);
+    let pb = c.write("long.rhai", LONG_STEP);
+    let mut r = c.spawn(&["run", pb.to_str().unwrap(), "-i", inv.to_str().unwrap()]);
+    r.wait_for("the step's start", |v| {
+        step_event(v, "step_started", "upgrade")
+    });
+    std::thread::sleep(delay);
+    let run = r.kill9();
+    if c.report(&run)["status"] == "succeeded" {
+        // The kill came after the run's end: nothing may have run twice.
+        for h in hosts {
+            for f in ["count-a", "count-b", "count-c", "count-d"] {
+                assert_eq!(c.count(h, f), 1, "{what}: {f} on {h}");
+            }
+        }
+        return;
+    }
+    // At once: the command the killed run started may still be running.
+    let out = c.capstan(&["resume", &run]);
+    assert_eq!(out.code, 0, "{what}: {}\n{}", out.stdout, out.stderr);
+    let report = c.report(&run);
+    assert_eq!(report["status"], "succeeded", "{what}");
+    let named = may_have_run(&report);
+    assert!(
+        named.len() <= 1,
+        "{what}: more than one action in flight: {named:?}"
+    );
+    for h in hosts {
+        assert_no_overlap(&c.read(h, "log"), &what);
+        let begins = c.read(h, "log").matches("begin").count();
+        assert!(
+            (1..=2).contains(&begins),
+            "{what}: {h} ran the long command {begins} times"
+        );
+        if begins == 2 {
+            assert!(
+                named
+                    .iter()
+                    .any(|m| m.starts_with(&format!("{h}:")) && m.contains("sleep 0.8")),
+                "{what}: the long command ran twice on {h} but is not reported: {named:?}"
+            );
+        }
+        assert_eq!(c.read(h, "conf"), "new\n", "{what}");
+        assert_eq!(c.count(h, "count-d"), 1, "{what}");
+    }
+    assert_counted_once(c, hosts, &["count-a", "count-b", "count-c"], &named, &what);
+    // What the first attempt finished before the kill was replayed, not run again.
+    let replayed = report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["attempt"] == 2 && a["disposition"] == "replayed")
+        .count();
+    let first_done = report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["attempt"] == 1 && a["step"] == "upgrade" && a["op"] != "read")
+        .count();
+    assert!(
+        replayed + 1 >= first_done.min(10),
+        "{what}: attempt 1 finished {first_done} actions, attempt 2 replayed {replayed}"
+    );
+}
+
+#[test]
+fn kill_9_at_twenty_moments_of_a_long_step_then_an_immediate_resume_never_overlaps_or_repeats() {
+    let c = Cluster::new();
+    let ssh = c.inventory("inv.toml", &[1, 2], "");
+    let local = local_inventory(&c);
+    // The step takes about 2.6 s for two hosts; ten moments each, over SSH and locally.
+    for d in moments(10, 2800) {
+        kill_then_resume(&c, &ssh, &["h1", "h2"], d);
+    }
+    // Locally the step is shorter (no SSH round trips).
+    for d in moments(10, 2300) {
+        kill_then_resume(&c, &local, &["l1", "l2"], d);
+    }
+}
+
+/// A change per host whose undo does three things, the second long; then a failure.
+const UNDOS: &str = r#"
+let hosts = cluster().hosts();
+step("change", || {
+    for h in hosts {
+        h.shell(`echo x >> ${h.path("changed")}`);
+        undo(`undo on ${h.name}`, || {
+            h.shell(`echo u1 >> ${h.path("count-u1")}`);
+            h.shell(`echo "begin $$" >> ${h.path("log")}; sleep 0.8; echo "end $$" >> ${h.path("log")}`);
+            h.shell(`echo u2 >> ${h.path("count-u2")}; sleep 0.2`);
+        });
+    }
+});
+step("break", || fail("broken on purpose"));
+"#;
+
+#[test]
+fn a_rollback_killed_mid_way_and_run_again_at_once_repeats_no_finished_undo_action() {
+    let c = Cluster::new();
+    let inv = c.inventory("inv.toml", &[1, 2], "");
+    let hosts = ["h1", "h2"];
+    // Two undos of about 1.1 s each.
+    for d in moments(6, 2200) {
+        let what = format!("rollback killed after {d:?}");
+        wipe(&c, &hosts);
+        let pb = c.write("undos.rhai", UNDOS);
+        let out = c.capstan(&["run", pb.to_str().unwrap(), "-i", inv.to_str().unwrap()]);
+        assert_eq!(out.code, 1, "{what}: {}", out.stderr);
+        let run = run_id(&out);
+        let mut r = c.spawn(&["rollback", &run, "--yes"]);
+        r.wait_for("the first undo's first action", |v| {
+            v["event"] == "action" && v["step"].as_str().is_some_and(|s| s.starts_with("undo #"))
+        });
+        std::thread::sleep(d);
+        r.kill9();
+        let out = c.capstan(&["rollback", &run, "--yes"]);
+        assert_eq!(out.code, 0, "{what}: {}\n{}", out.stdout, out.stderr);
+        let report = c.report(&run);
+        assert_eq!(report["status"], "rolled_back", "{what}");
+        let named = may_have_run(&report);
+        assert!(named.len() <= 1, "{what}: {named:?}");
+        for h in hosts {
+            assert_no_overlap(&c.read(h, "log"), &what);
+            let begins = c.read(h, "log").matches("begin").count();
+            assert!((1..=2).contains(&begins), "{what}: {h}: {begins}");
+        }
+        assert_counted_once(&c, &hosts, &["count-u1", "count-u2"], &named, &what);
+    }
+}
+
+/// Processes on this machine (the sshd hosts' too) whose command line holds `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) || name == std::process::id().to_string() {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) && !cmd.contains("cargo") {
+                found.push(format!("{name}: {cmd}"));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_second_ctrl_c_over_ssh_ends_the_remote_command_within_a_second() {
+    let c = Cluster::new();
+    let inv = c.inventory("inv.toml", &[1], "");
+    let pb = c.write(
+        "long.rhai",
+        r#"step("long", || cluster().host("h1").run(["sleep", "61.25"]));"#,
+    );
+    let mut r = c.spawn(&["run", pb.to_str().unwrap(), "-i", inv.to_str().unwrap()]);
+    r.wait_for("the step's start", |v| {
+        step_event(v, "step_started", "long")
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_with("sleep 61.25").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the remote command never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    r.sigint();
+    std::thread::sleep(Duration::from_millis(200));
+    r.sigint();
+    let second = Instant::now();
+    while !processes_with("sleep 61.25").is_empty() {
+        assert!(
+            second.elapsed() < Duration::from_secs(1),
+            "the remote command outlived the second Ctrl-C by a second: {:?}",
+            processes_with("sleep 61.25")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, _, err) = r.finish();
+    assert_eq!(code, 3, "{err}");
+}
+
+const SECRET: &str = "Zebra-S3cr3t-9431";
+
+/// Every process on this machine whose argv or environment holds the secret, with its argv.
+fn secret_holders() -> Vec<(String, &'static str, String)> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd_text = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        for file in ["cmdline", "environ"] {
+            let bytes = std::fs::read(e.path().join(file)).unwrap_or_default();
+            if bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()) {
+                found.push((name.clone(), file, cmd_text.clone()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn secrets_stay_out_of_the_process_table_and_the_journal_is_private() {
+    let c = Cluster::new();
+    let inv = c.inventory(
+        "inv.toml",
+        &[1],
+        "\n[secrets]\npw = { env = \"CAPSTAN_IT_PW\" }\n",
+    );
+    let pb = c.write(
+        "secrets.rhai",
+        r#"
+let h = cluster().host("h1");
+step("hidden", || {
+    h.run(["sh", "-c", `sleep 1.5; cat "$PWF" > ${h.path("from-file")}; cat > ${h.path("from-stdin")}`],
+        #{ secret_files: #{ PWF: secret("pw") }, stdin: secret("pw") });
+});
+step("visible to the command only", || {
+    h.run(["sh", "-c", `sleep 1.5; printf '%s' "$TOKEN" > ${h.path("from-env")}; printf '%s' "$1" > ${h.path("from-arg")}`,
+        "sh", secret("pw")], #{ env: #{ TOKEN: secret("pw") } });
+});
+"#,
+    );
+    let r = c.spawn_env(
+        &["run", pb.to_str().unwrap(), "-i", inv.to_str().unwrap()],
+        &[("CAPSTAN_IT_PW", SECRET)],
+    );
+    // Sample the process table while the commands run.
+    let mut hidden_leaks = Vec::new();
+    let mut visible_leaks = Vec::new();
+    let start = Instant::now();
+    let mut stepping_into_second = false;
+    while start.elapsed() < Duration::from_secs(8) {
+        for (pid, file, cmd) in secret_holders() {
+            // capstan itself holds the secret: it read it from its environment.
+            if cmd.contains("capstan") && cmd.contains("secrets.rhai") {
+                continue;
+            }
+            if cmd.contains("printf") {
+                stepping_into_second = true;
+            }
+            // The second command was given the secret in its argv and environment by the
+            // script: it (and `sleep`, its child, for the environment) holds it, no other.
+            let the_command = cmd.starts_with("sh -c sleep 1.5; printf")
+                || (file == "environ" && cmd.trim() == "sleep 1.5");
+            if !stepping_into_second {
+                hidden_leaks.push(format!("{pid} {file}: {cmd}"));
+            } else if !the_command {
+                visible_leaks.push(format!("{pid} {file}: {cmd}"));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, _, err) = r.finish();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        hidden_leaks.is_empty(),
+        "secret_files and stdin leaked: {hidden_leaks:#?}"
+    );
+    assert!(
+        visible_leaks.is_empty(),
+        "a secret in env or argv reached a process other than the command: {visible_leaks:#?}"
+    );
+    assert!(
+        stepping_into_second,
+        "the sampler never saw the second command"
+    );
+    for f in ["from-file", "from-stdin", "from-env", "from-arg"] {
+        assert_eq!(c.read("h1", f), SECRET, "{f}");
+    }
+    // Nothing of it is left on the host: no spec file in the home, no secret file.
+    let home = std::env::var("HOME").unwrap();
+    let left: Vec<String> = std::fs::read_dir(&home)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".capstan-spec") || n.contains(".capstan-spec"))
+        .collect();
+    assert!(left.is_empty(), "spec files left in {home}: {left:?}");
+    let secret_dirs: Vec<String> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("capstan-secret.")
+        })
+        .filter(|p| p.join("PWF").exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(secret_dirs.is_empty(), "secret files left: {secret_dirs:?}");
+    // The journal and its WAL are readable by their owner only.
+    for suffix in ["", "-wal", "-shm"] {
+        let p = format!("{}{suffix}", c.journal().display());
+        if let Ok(m) = std::fs::metadata(&p) {
+            assert_eq!(m.permissions().mode() & 0o777, 0o600, "{p}");
+        } else {
+            assert!(!suffix.is_empty(), "no journal at {p}");
+        }
+    }
+}

@@ -682,12 +682,11 @@ impl Executor {
                             what(&m.name)
                         ),
                     ),
-                    M::EndedWhileWaiting(c) => self.log(
+                    M::EndedWhileWaiting => self.log(
                         "warn",
                         &format!(
-                            "{host}: {} was still running: waited until it ended ({})",
-                            what(&m.name),
-                            c.map_or("exit unknown".into(), |c| format!("exit {c}"))
+                            "{host}: {} was still running: waited until it ended",
+                            what(&m.name)
                         ),
                     ),
                     M::Running { pid } => still.push(format!(
@@ -695,7 +694,7 @@ impl Executor {
                         what(&m.name),
                         wait.as_secs()
                     )),
-                    M::Done(_) | M::Gone => {}
+                    M::Done | M::Gone => {}
                 }
                 markers.insert(m.name, m.status);
             }
@@ -948,6 +947,17 @@ impl Executor {
         };
         let mutating = !action.is_read_only();
         let mut slot = None;
+        if let Some(j) = self.journal.get() {
+            // How the previous change ended is on disk before anything else happens.
+            if let Err(e) = j.journal.flush_urgent() {
+                self.journal_failed(&e);
+                return Err(Fault::new(
+                    FaultKind::Action,
+                    Some(host),
+                    format!("not run: the journal cannot record it ({e})"),
+                ));
+            }
+        }
         if let Some((j, step)) = replay {
             let fp = replay::fingerprint(&action, &j.run_id);
             let (pos, decision) = lock(&self.replay).next(&step, &name, &fp);

@@ -286,8 +286,8 @@ impl ReplayBook {
 /// How an action in flight at the stop is described, from its marker.
 pub fn in_flight_note(status: Option<&MarkerStatus>) -> String {
     match status {
-        Some(MarkerStatus::Done(c)) => {
-            format!("its command had finished (exit {c}) but the journal did not record it")
+        Some(MarkerStatus::Done) => {
+            "its command had finished, but the journal did not record how".to_string()
         }
         Some(MarkerStatus::Gone) => {
             "its command was ended with its controller before it finished".to_string()
@@ -295,10 +295,9 @@ pub fn in_flight_note(status: Option<&MarkerStatus>) -> String {
         Some(MarkerStatus::Killed) => {
             "its command was still running and was killed before this attempt".to_string()
         }
-        Some(MarkerStatus::EndedWhileWaiting(c)) => format!(
-            "its command was still running; this attempt waited until it ended ({})",
-            c.map_or("exit unknown".to_string(), |c| format!("exit {c}"))
-        ),
+        Some(MarkerStatus::EndedWhileWaiting) => {
+            "its command was still running; this attempt waited until it ended".to_string()
+        }
         Some(MarkerStatus::Running { pid }) => format!("its command is still running (pid {pid})"),
         None => "no marker tells whether it finished".to_string(),
     }

@@ -3,17 +3,22 @@
 //! A command capstan starts must not outlive capstan silently: after a `kill -9` of capstan (or
 //! a dropped SSH session) the command would keep running, and a resume would start the same
 //! operation beside it. So each command runs under a small POSIX `sh` wrapper that
-//! - starts the command in the background and waits for it, in its own process group (sshd and
-//!   the local transport make the wrapper a group leader);
-//! - watches its own parent: when the parent changes (capstan's process or the SSH session that
-//!   started it is gone and the wrapper was re-parented), it kills the whole group;
-//! - when asked, keeps a marker file for the action (`$HOME/.capstan/markers/NAME`): its pid and
-//!   process start time while it runs, `state=done` and the exit code when it ends, so a later
-//!   resume can tell a command still running from one that finished or died;
+//! - forks a watcher, then becomes the command (`exec`: same pid, the leader of its process group,
+//!   as sshd and the local transport start it; its exit status is the command's own);
+//! - the watcher checks every quarter second whose child the command is: when its parent changes
+//!   (capstan's process or the SSH session that started it is gone and the command was
+//!   re-parented), it kills the whole group; when the command has ended, it records that and
+//!   leaves;
+//! - when asked, keeps a marker file for the action (`$HOME/.capstan/markers/NAME`): the pid and
+//!   process start time while it runs, `state=done` once it ended by itself, so a later resume
+//!   can tell a command still running from one that finished or died;
 //! - when the command carries a secret, reads directory, environment and arguments from a 0600
-//!   spec file it removes at once, and applies them only in the process that becomes the
-//!   command, so no secret is in the argv or environment of any other process (the wrapper's,
-//!   its watcher's, the login shell's). Secret files live in a 0700 directory removed at the end.
+//!   spec file it removes at once, and applies them after the watcher is forked, in the process
+//!   that becomes the command: no secret is in the argv or environment of any other process
+//!   (the watcher's, the login shell's). Secret files live in a 0700 directory the watcher
+//!   removes when the command ends.
+//!
+//! It costs one fork per command (the watcher) over a bare `sh -c`.
 
 use std::fmt::Write as _;
 
@@ -50,37 +55,37 @@ __cst "$__cw"
 __cmd=${HOME:-/tmp}/.capstan/markers
 __cmk() { [ -n "$__cm" ] || return 0
   { printf 'pid=%s\nstart=%s\n' "$__cw" "$__ct0"; printf '%s\n' "$@"; } > "$__cmd/$__cm" 2>/dev/null; }
-if [ -n "$__cm" ]; then (umask 077; mkdir -p "$__cmd") 2>/dev/null || __cm=; __cmk state=running; fi
-exec 3<&0
-(
-  if [ -n "$__cs" ]; then eval "$__cs"; fi
-  unset __cs
-  case $__cx in
-    a) exec "$@" ;;
-    s) exec sh -c "$1" ;;
-    *) exec "${SHELL:-sh}" -c "$1" ;;
-  esac
-) <&3 3<&- &
-__cc=$!
-unset __cs
-exec 3<&- 0</dev/null
+if [ -n "$__cm" ]; then
+  [ -d "$__cmd" ] || (umask 077; mkdir -p "$__cmd") 2>/dev/null || __cm=
+  __cmk state=running
+fi
 __cwatch() { __corig=$__cpp
   while sleep 0.25 2>/dev/null || sleep 1; do
-    kill -0 "$__cc" 2>/dev/null || exit 0
-    if [ -r "/proc/$__cw/stat" ]; then __cst "$__cw" || exit 0
-    else __cpp=$(ps -o ppid= -p "$__cw" 2>/dev/null) || exit 0; __cpp=$((__cpp)); fi
+    if [ -r /proc/self/stat ]; then
+      read -r __cl < /proc/self/stat || break
+      __cl=${__cl##*") "}; set -- $__cl; [ "$2" = "$__cw" ] || break
+      __cst "$__cw" || break
+    else
+      kill -0 "$__cw" 2>/dev/null || break
+      __cpp=$(ps -o ppid= -p "$__cw" 2>/dev/null) || break; __cpp=$((__cpp))
+    fi
     if [ "$__cpp" != "$__corig" ]; then
       __cmk state=orphaned; [ -z "$__cdir" ] || rm -rf "$__cdir"; kill -KILL 0; exit 0
     fi
-  done; }
-__cwatch </dev/null >/dev/null 2>&1 &
-__ck=$!
-wait "$__cc"; __crc=$?
-kill "$__ck" 2>/dev/null
-[ -z "$__cdir" ] || rm -rf "$__cdir"
-__cmk state=done "code=$__crc"
-if [ "$__crc" -gt 128 ] && [ "$__crc" -le 159 ]; then kill -$((__crc - 128)) "$__cw" 2>/dev/null; fi
-exit "$__crc"
+  done
+  [ -z "$__cdir" ] || rm -rf "$__cdir"
+  [ -z "$__cm" ] || [ ! -f "$__cmd/$__cm" ] || __cmk state=done
+  exit 0; }
+# `exec` redirections: dash keeps a saved copy of a redirected fd around a function call, which
+# would hold the command's output pipe open for the watcher's whole life.
+(exec </dev/null >/dev/null 2>&1; __cwatch) &
+if [ -n "$__cs" ]; then eval "$__cs"; fi
+unset __cs __cf __ce __cl
+case $__cx in
+  a) exec "$@" ;;
+  s) exec sh -c "$1" ;;
+  *) exec "${SHELL:-sh}" -c "$1" ;;
+esac
 "#;
 
 fn quote(s: &str) -> Result<String, TransportError> {
@@ -180,8 +185,8 @@ pub struct MarkerState {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MarkerStatus {
-    /// The command ended by itself, with this exit code.
-    Done(i32),
+    /// The command ended by itself.
+    Done,
     /// Its process is gone without an end recorded (killed with its controller, or the host
     /// restarted).
     Gone,
@@ -189,13 +194,13 @@ pub enum MarkerStatus {
     Running { pid: u32 },
     /// Was running; capstan killed its process group.
     Killed,
-    /// Was running when the scan began and ended during the wait (with its code, if recorded).
-    EndedWhileWaiting(Option<i32>),
+    /// Was running when the scan began and ended during the wait.
+    EndedWhileWaiting,
 }
 
 /// The scan script: `$1` the run id, `$2` `wait` or `kill`, `$3` seconds to wait. One line per
-/// marker of the run: `done NAME CODE`, `gone NAME`, `running NAME PID`, `killed NAME`,
-/// `ended NAME CODE|-`. Finished markers are removed; a running one stays.
+/// marker of the run: `done NAME`, `gone NAME`, `running NAME PID`, `killed NAME`, `ended NAME`.
+/// Finished markers are removed; a running one stays.
 pub const SCAN: &str = r#"__cmd=${HOME:-/tmp}/.capstan/markers
 [ -d "$__cmd" ] || exit 0
 __val() { sed -n "s/^$1=//p" "$2" | tail -n 1; }
@@ -206,7 +211,7 @@ for __m in "$__cmd/$1".*; do
   [ -f "$__m" ] || continue
   __n=${__m##*/}
   __st=$(__val state "$__m"); __pid=$(__val pid "$__m"); __want=$(__val start "$__m")
-  if [ "$__st" = done ]; then echo "done $__n $(__val code "$__m")"; rm -f "$__m"; continue; fi
+  if [ "$__st" = done ]; then echo "done $__n"; rm -f "$__m"; continue; fi
   if ! __alive "$__pid"; then echo "gone $__n"; rm -f "$__m"; continue; fi
   if [ "$2" = kill ]; then
     kill -KILL -- "-$__pid" 2>/dev/null || kill -KILL "$__pid"
@@ -215,7 +220,7 @@ for __m in "$__cmd/$1".*; do
   __i=0
   while __alive "$__pid" && [ "$__i" -lt "$3" ]; do sleep 1; __i=$((__i + 1)); done
   if __alive "$__pid"; then echo "running $__n $__pid"; continue; fi
-  __code=$(__val code "$__m"); echo "ended $__n ${__code:--}"; rm -f "$__m"
+  echo "ended $__n"; rm -f "$__m"
 done
 "#;
 
@@ -227,13 +232,13 @@ pub fn parse_scan(out: &str) -> Vec<MarkerState> {
             let (kind, name) = (w.next()?, w.next()?.to_string());
             let third = w.next();
             let status = match kind {
-                "done" => MarkerStatus::Done(third.and_then(|c| c.parse().ok()).unwrap_or(-1)),
+                "done" => MarkerStatus::Done,
                 "gone" => MarkerStatus::Gone,
                 "running" => MarkerStatus::Running {
                     pid: third.and_then(|p| p.parse().ok()).unwrap_or(0),
                 },
                 "killed" => MarkerStatus::Killed,
-                "ended" => MarkerStatus::EndedWhileWaiting(third.and_then(|c| c.parse().ok())),
+                "ended" => MarkerStatus::EndedWhileWaiting,
                 _ => return None,
             };
             Some(MarkerState { name, status })

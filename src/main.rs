@@ -15,7 +15,9 @@ fn main() {
     let code = match cli::main(cli::Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", e.render());
+            // Not `eprintln!`: it panics when the terminal has hung up (SIGHUP).
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr().lock(), "error: {}", e.render());
             e.exit_code()
         }
     };

@@ -224,6 +224,19 @@ log(`target ${p.target}`);
             let mut missing = Vec::new();
             for (name, doc, default) in &infos {
                 let value = match r.params_in.get(name) {
+                    Some(given)
+                        if default.is_none()
+                            && given.as_str().is_some_and(|v| v.trim().is_empty()) =>
+                    {
+                        return Err(bad_input(format!(
+                            "param `{name}` is required and was given empty{}",
+                            if doc.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" ({doc})")
+                            }
+                        )));
+                    }
                     Some(given) => coerce(name, given, default.as_ref()).map_err(bad_input)?,
                     None => match default {
                         Some(d) => d.clone(),

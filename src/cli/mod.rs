@@ -1,6 +1,6 @@
 //! The `capstan` command line: clap parsing, then calls into the library and renders reports.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -66,11 +66,20 @@ struct FenceOpts {
     running_timeout: u64,
 }
 
+/// `--parallelism`: 0 would run nothing.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Options shared by the commands that act on real hosts.
 #[derive(Debug, Args)]
 struct RealOpts {
     /// How many hosts `parallel` works on at once.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
     parallelism: usize,
     /// Grant every confirm() without asking.
     #[arg(long)]
@@ -178,7 +187,7 @@ enum Cmd {
         scenario: Option<PathBuf>,
         #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
         params: Vec<String>,
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 16, value_parser = at_least_one)]
         parallelism: usize,
         #[arg(long)]
         json: bool,
@@ -328,21 +337,31 @@ fn in_background(
         .map_err(|e| Error::Internal(format!("cannot start the runtime: {e}")))?;
     let cancel = host.cancel_handle();
     rt.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        // SIGTERM (systemd, `timeout`, CI) and SIGHUP (the operator's SSH session dropped) count
+        // as Ctrl-C: the first stops at the next step boundary, the second kills running
+        // commands. Messages go out without panicking on a terminal that hung up.
+        let mut term = signal(SignalKind::terminate())
+            .map_err(|e| Error::Internal(format!("cannot watch SIGTERM: {e}")))?;
+        let mut hup = signal(SignalKind::hangup())
+            .map_err(|e| Error::Internal(format!("cannot watch SIGHUP: {e}")))?;
         let job = tokio::task::spawn_blocking(move || job(&host));
         tokio::pin!(job);
         loop {
-            tokio::select! {
+            let what = tokio::select! {
                 r = &mut job => return r.map_err(|e| Error::Internal(format!("the run panicked: {e}")))?,
-                _ = tokio::signal::ctrl_c() => {
-                    let first = !cancel.is_stopping();
-                    cancel.cancel();
-                    if first {
-                        eprintln!("capstan: stopping after the current step (guards are restored); press Ctrl-C again to abort running commands");
-                    } else {
-                        eprintln!("capstan: aborting running commands");
-                    }
-                }
-            }
+                _ = tokio::signal::ctrl_c() => "Ctrl-C",
+                _ = term.recv() => "SIGTERM",
+                _ = hup.recv() => "SIGHUP",
+            };
+            let first = !cancel.is_stopping();
+            cancel.cancel();
+            let mut err = std::io::stderr().lock();
+            let _ = if first {
+                writeln!(err, "capstan: {what}: stopping after the current step (guards are restored); a second signal (or Ctrl-C) aborts running commands")
+            } else {
+                writeln!(err, "capstan: {what}: aborting running commands")
+            };
         }
     })
 }
@@ -365,7 +384,8 @@ fn finish(report: &RunReport, json: bool, plan: bool) -> i32 {
             let _ = writeln!(out);
         }
     } else {
-        print!("{}", render_text(report, plan));
+        // Not `print!`: after a hang-up (SIGHUP) the terminal is gone and print! would panic.
+        let _ = write!(std::io::stdout().lock(), "{}", render_text(report, plan));
     }
     match &report.outcome {
         Outcome::Succeeded if report.status == RunStatus::RollbackIncomplete => 1,
@@ -543,7 +563,22 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
             if let Some(path) = html {
                 write_html(&path, &report)?;
             }
-            Ok(finish(&report, json, true))
+            let code = finish(&report, json, true);
+            // A fault asked for that never fired: the rehearsal did not rehearse it.
+            let unfired = report
+                .simulation
+                .as_ref()
+                .map_or(&[][..], |s| s.unfired.as_slice());
+            if !unfired.is_empty() {
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "capstan: {} fault(s) never fired, so this simulation did not rehearse them:\n  {}",
+                    unfired.len(),
+                    unfired.join("\n  ")
+                );
+                return Ok(if code == 0 { 1 } else { code });
+            }
+            Ok(code)
         }
         Cmd::Check { playbook, json } => {
             let pb = Playbook::load(&playbook)?;
@@ -662,7 +697,11 @@ fn render_runs(runs: &[RunRow], color: bool) -> String {
         "RUN", "STARTED", "OPERATOR", "STATUS", "TRY", "PLAYBOOK"
     );
     for r in runs {
-        let mut status = r.status.as_str().to_string();
+        let mut status = if r.process_gone {
+            "killed (pid gone)".to_string()
+        } else {
+            r.status.as_str().to_string()
+        };
         if r.mode != Mode::Run {
             status = format!(
                 "{status} ({})",

@@ -360,11 +360,54 @@ impl InventorySpec {
                 vars,
                 name: name.clone(),
             };
+            // Values that cannot work are refused here, naming the field (and whether it came
+            // from [defaults]), before any host is touched.
+            let field = |own: bool, key: &str| {
+                if own {
+                    format!("hosts.{name}.{key}")
+                } else {
+                    format!("defaults.{key} (for host {name})")
+                }
+            };
             if entry.keepalive.is_zero() {
                 return Err(err(
                     span,
-                    format!("hosts.{name}.keepalive: must be more than 0s"),
+                    format!(
+                        "{}: must be more than 0s",
+                        field(h.keepalive.is_some(), "keepalive")
+                    ),
                 ));
+            }
+            if entry.address.trim().is_empty() {
+                return Err(err(
+                    span,
+                    format!("{}: is empty", field(h.address.is_some(), "address")),
+                ));
+            }
+            if entry.port == 0 && transport == TransportKind::Ssh {
+                return Err(err(
+                    span,
+                    format!("{}: 0 is not a port", field(h.port.is_some(), "port")),
+                ));
+            }
+            for (own, key, d) in [
+                (
+                    h.connect_timeout.is_some(),
+                    "connect_timeout",
+                    entry.connect_timeout,
+                ),
+                (
+                    h.command_timeout.is_some(),
+                    "command_timeout",
+                    entry.command_timeout,
+                ),
+            ] {
+                if d.is_zero() {
+                    return Err(err(
+                        span,
+                        format!("{}: must be more than 0s", field(own, key)),
+                    ));
+                }
             }
             for g in &groups {
                 group_members
@@ -523,6 +566,21 @@ groups = ["nameserver"]
             e.to_string().starts_with("inv.toml:2:8: hosts.a.port:"),
             "{e}"
         );
+        for (text, want) in [
+            ("[hosts.a]\naddress = \" \"\n", "hosts.a.address: is empty"),
+            ("[hosts.a]\nport = 0\n", "hosts.a.port: 0 is not a port"),
+            (
+                "[defaults]\nconnect_timeout = \"0s\"\n[hosts.a]\n",
+                "defaults.connect_timeout (for host a): must be more than 0s",
+            ),
+            (
+                "[hosts.a]\ncommand_timeout = 0\n",
+                "hosts.a.command_timeout: must be more than 0s",
+            ),
+        ] {
+            let e = parse(text).err().unwrap().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
         let e = parse("[hosts.a]\ntransport = \"telnet\"\n").err().unwrap();
         assert!(e.to_string().contains("unknown variant `telnet`"), "{e}");
         let e = parse("[hosts.a]\nconnect_timeout = \"soon\"\n")

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
-pub use lock::{process_alive, HostLock, LockConflict};
+pub use lock::{holder_alive, process_alive, process_start_time, HostLock, LockConflict};
 
 use crate::action::Action;
 use crate::error::{Error, Located, Result};
@@ -145,7 +145,8 @@ CREATE TABLE backups (
 
 /// Version 3: every mutating action of a step, journaled durably before it runs and after it
 /// ended with its outcome, so a resumed step replays what its earlier attempt finished
-/// (docs/recovery.md); and the lock holder's process start time (a reused pid is no holder).
+/// (docs/recovery.md); and the process start time of a lock's holder and of a run's process (a
+/// reused pid is no holder, and `capstan runs` tells a killed run from a live one).
 const SCHEMA_V3: &str = r#"
 CREATE TABLE replay (
     run_id      TEXT NOT NULL,
@@ -161,6 +162,7 @@ CREATE TABLE replay (
     PRIMARY KEY (run_id, attempt, step, host, pos)
 );
 ALTER TABLE locks ADD COLUMN pid_start INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN pid_start INTEGER NOT NULL DEFAULT 0;
 "#;
 
 /// Migrations in order: entry `i` takes a journal from version `i` to `i + 1`.
@@ -343,6 +345,11 @@ pub struct RunRow {
     pub operator: String,
     pub controller: String,
     pub pid: u32,
+    /// The process's start time (clock ticks since boot, Linux; 0 unknown): with `pid`, tells
+    /// the run's process from another that reuses its pid.
+    pub pid_start: u64,
+    /// Recorded as running, but its process is gone from this machine: it was killed.
+    pub process_gone: bool,
     pub started_unix_ms: u64,
     pub ended_unix_ms: Option<u64>,
     pub status: RunStatus,
@@ -467,6 +474,11 @@ fn private_file(path: &Path) -> Result<()> {
             .map_err(err)?;
     }
     Ok(())
+}
+
+/// This process's start time, or 0 where the system does not tell.
+fn my_start_time() -> u64 {
+    lock::process_start_time(std::process::id()).unwrap_or(0)
 }
 
 fn db_err(path: Option<&Path>, e: rusqlite::Error) -> Error {
@@ -700,8 +712,9 @@ impl Journal {
             c.execute(
                 "INSERT INTO runs (id, playbook, playbook_path, playbook_hash, playbook_source,
                     inventory_id, inventory_path, hosts, params, mode, operator, controller, pid,
-                    started_ms, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'running')",
+                    started_ms, status, pid_start)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'running',
+                    ?15)",
                 params![
                     id,
                     s.playbook,
@@ -717,6 +730,7 @@ impl Journal {
                     controller(),
                     std::process::id(),
                     unix_ms() as i64,
+                    my_start_time() as i64,
                 ],
             )
         })?;
@@ -729,8 +743,14 @@ impl Journal {
             let tx = c.transaction()?;
             tx.execute(
                 "UPDATE runs SET status = 'running', attempts = attempts + 1, pid = ?2,
-                    operator = ?3, controller = ?4, ended_ms = NULL WHERE id = ?1",
-                params![id, std::process::id(), operator(), controller()],
+                    operator = ?3, controller = ?4, ended_ms = NULL, pid_start = ?5 WHERE id = ?1",
+                params![
+                    id,
+                    std::process::id(),
+                    operator(),
+                    controller(),
+                    my_start_time() as i64
+                ],
             )?;
             if let Some(src) = source {
                 tx.execute(
@@ -820,6 +840,8 @@ impl Journal {
             operator: r.get("operator")?,
             controller: r.get("controller")?,
             pid: r.get("pid")?,
+            pid_start: r.get::<_, i64>("pid_start")? as u64,
+            process_gone: false,
             started_unix_ms: r.get::<_, i64>("started_ms")? as u64,
             ended_unix_ms: r.get::<_, Option<i64>>("ended_ms")?.map(|v| v as u64),
             status: RunStatus::parse(&status),
@@ -830,6 +852,9 @@ impl Journal {
     }
 
     fn decorate(&self, c: &Connection, row: &mut RunRow) -> rusqlite::Result<()> {
+        row.process_gone = row.status == RunStatus::Running
+            && row.controller == controller()
+            && !lock::holder_alive(row.pid, row.pid_start);
         let mut st =
             c.prepare_cached("SELECT name FROM guards WHERE run_id = ?1 AND status IN ('set', 'restore_failed') ORDER BY rowid")?;
         row.guards_set = st

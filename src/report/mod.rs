@@ -154,6 +154,10 @@ pub struct RunReport {
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SimReport {
     pub faults: Vec<FiredFault>,
+    /// Faults of the scenario or `--fail` that never took an action: the rehearsal did not
+    /// rehearse them (`capstan simulate` exits 1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unfired: Vec<String>,
     /// Every component the products' models know, in order.
     pub components: Vec<String>,
     /// A sample at the start and at every change of what is down or which rule is broken.

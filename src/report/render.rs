@@ -235,10 +235,22 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
     }
     if r.mode == Mode::Run {
         match r.status {
-            RunStatus::Failed | RunStatus::Interrupted | RunStatus::Running => s.push_str(&format!(
-                "\nnext: `capstan resume {id}` goes on from the step that stopped; `capstan rollback {id}` undoes what the run changed\n",
-                id = r.run_id
-            )),
+            RunStatus::Failed | RunStatus::Interrupted | RunStatus::Running => {
+                // Only a run that changed something has anything to resume or roll back.
+                let changed = !r.undos.is_empty()
+                    || r.actions.iter().any(|a| {
+                        !a.read_only
+                            && matches!(a.disposition, Disposition::Performed | Disposition::Replayed)
+                    });
+                if changed {
+                    s.push_str(&format!(
+                        "\nnext: `capstan resume {id}` goes on from the step that stopped; `capstan rollback {id}` undoes what the run changed\n",
+                        id = r.run_id
+                    ))
+                } else {
+                    s.push_str("\nnothing was changed: fix the cause and run again\n")
+                }
+            }
             RunStatus::RollbackIncomplete => s.push_str(&format!(
                 "\nnext: fix what the failed undos name, then `capstan rollback {}` runs the ones still pending\n",
                 r.run_id
@@ -545,6 +557,12 @@ fn render_simulation(r: &RunReport, sim: &super::SimReport) -> String {
                 f.step.as_deref().unwrap_or("-"),
                 f.action
             ));
+        }
+    }
+    if !sim.unfired.is_empty() {
+        s.push_str("\n!! faults that never fired: this rehearsal did not rehearse them\n");
+        for f in &sim.unfired {
+            s.push_str(&format!("  {f}\n"));
         }
     }
     if let Outcome::Failed { error, .. } | Outcome::Interrupted { error } = &r.outcome {

@@ -70,6 +70,8 @@ pub(crate) struct ActiveFault {
     seen: u32,
     /// Set once `unreachable` took effect (it stays in effect).
     tripped: bool,
+    /// Set once the fault took an action.
+    fired: bool,
 }
 
 fn pattern(p: &str, what: &str) -> Result<glob::Pattern, String> {
@@ -125,6 +127,7 @@ impl ActiveFault {
             step,
             seen: 0,
             tripped: false,
+            fired: false,
         })
     }
 
@@ -133,7 +136,22 @@ impl ActiveFault {
     pub(crate) fn from_cli(text: &str, inv: &Inventory) -> Result<ActiveFault, String> {
         let (body, nth) = match text.rsplit_once('#') {
             Some((b, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => {
-                (b, Some(n.parse::<u32>().map_err(|e| e.to_string())?))
+                let n = n
+                    .parse::<u32>()
+                    .map_err(|_| format!("`#{n}`: the match number is too large"))?;
+                if n == 0 {
+                    return Err("`#0`: matches are counted from 1 (`#1` is the first)".into());
+                }
+                (b, Some(n))
+            }
+            Some((_, n))
+                if n.len() > 1
+                    && n.starts_with(['-', '+'])
+                    && n[1..].chars().all(|c| c.is_ascii_digit()) =>
+            {
+                return Err(format!(
+                    "`#{n}`: the match number must be a positive number"
+                ));
             }
             _ => (text, None),
         };
@@ -180,6 +198,12 @@ impl ActiveFault {
         )
     }
 
+    /// Whether the fault did what it is there for. `stays_down` is a state, not an event: it
+    /// counts as in effect.
+    pub(crate) fn took_effect(&self) -> bool {
+        self.fired || self.spec.kind == FaultType::StaysDown
+    }
+
     fn host_matches(&self, host: &str) -> bool {
         self.host.as_ref().is_none_or(|p| p.matches(host))
     }
@@ -218,6 +242,7 @@ impl ActiveFault {
                         return None;
                     }
                     self.tripped = true;
+                    self.fired = true;
                 }
                 let msg = self.spec.message.clone().unwrap_or_else(|| {
                     "cannot connect: Connection refused (simulated: the host is unreachable)".into()
@@ -245,6 +270,7 @@ impl ActiveFault {
                 if !(self.spec.always || self.seen == nth) {
                     return None;
                 }
+                self.fired = true;
                 Some((self.answer(host, action), self.describe()))
             }
         }
@@ -299,7 +325,7 @@ impl ActiveFault {
         }
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let what = match self.spec.kind {
             FaultType::Fail => "fail",
             FaultType::Unhealthy => "answer unhealthy",

@@ -1195,6 +1195,12 @@ impl World {
     pub fn report(&self) -> SimReport {
         SimReport {
             faults: self.fired.clone(),
+            unfired: self
+                .faults
+                .iter()
+                .filter(|f| !f.took_effect())
+                .map(|f| f.describe())
+                .collect(),
             components: self.components().into_iter().map(|c| c.name).collect(),
             availability: self.availability.clone(),
             changed_at_stop: Vec::new(),

@@ -577,3 +577,85 @@ fn on_failure_ask_rolls_back_with_yes_and_stops_with_no_one_to_ask() {
     assert!(out.stdout.contains("FAILED, ROLLED BACK"), "{}", out.stdout);
     assert_eq!(std::fs::read_to_string(&f).unwrap(), "old");
 }
+
+/// Values that cannot work are refused at load time, naming the field, before any host is touched.
+#[test]
+fn values_that_cannot_work_exit_2_naming_the_field() {
+    let d = tempfile::tempdir().unwrap();
+    // The playbook would leave a trace on the local host if it ran.
+    let touched = d.path().join("touched");
+    write(
+        d.path(),
+        "p.rhai",
+        &format!(
+            "let p = params(#{{ release: param::required(\"the new release\") }});\nstep(\"touch\", || cluster().hosts()[0].shell(\"touch {}\"));\n",
+            touched.display()
+        ),
+    );
+    write(d.path(), "ok.toml", "[hosts.a]\ntransport = \"local\"\n");
+    let cases: [(&str, &[&str], &str); 6] = [
+        ("addr.toml", &[], "hosts.a.address: is empty"),
+        ("port.toml", &[], "hosts.a.port: 0 is not a port"),
+        (
+            "timeout.toml",
+            &[],
+            "defaults.command_timeout (for host a): must be more than 0s",
+        ),
+        (
+            "connect.toml",
+            &[],
+            "hosts.a.connect_timeout: must be more than 0s",
+        ),
+        (
+            "ok.toml",
+            &["-p", "release="],
+            "param `release` is required and was given empty",
+        ),
+        (
+            "ok.toml",
+            &["--parallelism", "0", "-p", "release=x"],
+            "--parallelism",
+        ),
+    ];
+    write(d.path(), "addr.toml", "[hosts.a]\naddress = \"\"\n");
+    write(
+        d.path(),
+        "port.toml",
+        "[hosts.a]\naddress = \"127.0.0.1\"\nport = 0\n",
+    );
+    write(
+        d.path(),
+        "timeout.toml",
+        "[defaults]\ncommand_timeout = \"0s\"\n[hosts.a]\ntransport = \"local\"\n",
+    );
+    write(d.path(), "connect.toml", "[hosts.a]\nconnect_timeout = 0\n");
+    for (inv, extra, want) in cases {
+        let mut args = vec!["run", "p.rhai", "-i", inv, "--journal", "j.db"];
+        args.extend_from_slice(extra);
+        let out = capstan_in(d.path(), &args);
+        let said = format!("{}{}", out.stdout, out.stderr);
+        assert_eq!(out.code, 2, "{inv} {extra:?}: {said}");
+        assert!(said.contains(want), "{inv} {extra:?}: {said}");
+        assert!(!touched.exists(), "{inv} {extra:?}: the playbook ran");
+        // Nothing changed: no hint to resume or roll back.
+        assert!(
+            !said.contains("capstan rollback"),
+            "{inv} {extra:?}: {said}"
+        );
+    }
+    let out = capstan_in(
+        d.path(),
+        &[
+            "run",
+            "p.rhai",
+            "-i",
+            "ok.toml",
+            "--journal",
+            "j.db",
+            "-p",
+            "release=x",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(touched.exists());
+}

@@ -419,3 +419,118 @@ step("visible to the command only", || {
         }
     }
 }
+
+/// SIGTERM and SIGHUP are the first Ctrl-C: the running step finishes, the run stops before the
+/// next one, the guard is restored, nothing it started is left running, and resume completes.
+#[test]
+fn sigterm_and_sighup_stop_at_the_step_boundary_and_the_run_resumes() {
+    let c = Cluster::new();
+    let inv = c.inventory("inv.toml", &[1], "");
+    let pb = c.write(
+        "guarded.rhai",
+        r#"
+let h = cluster().host("h1");
+let flag = h.path("guard");
+step("step 1", || guard("maintenance", || h.write_file(flag, "on"), || h.write_file(flag, "off")));
+step("step 2", || h.run(["sleep", "1.55"]));
+step("step 3", || if h.read_file(flag) != "on" { fail("the guard is not in effect"); });
+"#,
+    );
+    let (inv, pb) = (inv.to_str().unwrap(), pb.to_str().unwrap());
+    for sig in ["TERM", "HUP"] {
+        let mut r = c.spawn(&["run", pb, "-i", inv]);
+        r.wait_for("step 2", |v| step_event(v, "step_started", "step 2"));
+        std::thread::sleep(Duration::from_millis(300));
+        r.signal(sig);
+        let run = {
+            let (code, events, err) = r.finish();
+            assert_eq!(code, 3, "SIG{sig}: {err}\n{events:?}");
+            let all = events.join("\n");
+            assert!(
+                all.contains(r#""event":"step_finished","step":"step 2","ok":true"#),
+                "SIG{sig}: {all}"
+            );
+            assert!(!all.contains(r#""step":"step 3""#), "SIG{sig}: {all}");
+            assert!(err.contains(&format!("SIG{sig}")), "SIG{sig}: {err}");
+            events
+                .iter()
+                .find_map(|l| {
+                    let v: Value = serde_json::from_str(l).ok()?;
+                    (v["event"] == "run_started").then(|| v["run_id"].as_str().unwrap().to_string())
+                })
+                .unwrap()
+        };
+        assert_eq!(
+            c.read("h1", "guard"),
+            "off",
+            "SIG{sig}: the guard was restored"
+        );
+        assert!(
+            processes_with("sleep 1.55").is_empty(),
+            "SIG{sig}: left running: {:?}",
+            processes_with("sleep 1.55")
+        );
+        assert_eq!(c.report(&run)["status"], "interrupted");
+        let out = c.capstan(&["resume", &run]);
+        assert_eq!(out.code, 0, "SIG{sig}: {}\n{}", out.stdout, out.stderr);
+        assert_eq!(c.report(&run)["status"], "succeeded");
+    }
+
+    // A second SIGTERM kills the running command, on the host too.
+    let slow = c.write(
+        "slow.rhai",
+        r#"step("long", || cluster().host("h1").run(["sleep", "61.5"]));"#,
+    );
+    let mut r = c.spawn(&["run", slow.to_str().unwrap(), "-i", inv]);
+    r.wait_for("the step's start", |v| {
+        step_event(v, "step_started", "long")
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_with("sleep 61.5").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the remote command never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    r.signal("TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    r.signal("TERM");
+    let second = Instant::now();
+    while !processes_with("sleep 61.5").is_empty() {
+        assert!(
+            second.elapsed() < Duration::from_secs(1),
+            "outlived the second SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, _, err) = r.finish();
+    assert_eq!(code, 3, "{err}");
+}
+
+/// A run whose process was killed shows as killed in `capstan runs`, not as running.
+#[test]
+fn runs_shows_a_killed_run_as_killed() {
+    let c = Cluster::new();
+    let inv = c.inventory("inv.toml", &[1], "");
+    let pb = c.write(
+        "slow.rhai",
+        r#"step("long", || cluster().host("h1").run(["sleep", "3"]));"#,
+    );
+    let mut r = c.spawn(&["run", pb.to_str().unwrap(), "-i", inv.to_str().unwrap()]);
+    r.wait_for("the step's start", |v| {
+        step_event(v, "step_started", "long")
+    });
+    let run = r.kill9();
+    let out = c.capstan(&["runs"]);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&run))
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert!(line.contains("killed (pid gone)"), "{line}");
+    let out = c.capstan(&["runs", "--json"]);
+    let runs: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(runs[0]["process_gone"], true, "{runs}");
+    assert_eq!(runs[0]["status"], "running");
+}

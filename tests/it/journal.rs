@@ -162,8 +162,13 @@ impl Running {
     }
 
     pub(crate) fn sigint(&self) {
+        self.signal("INT");
+    }
+
+    /// Sends the signal `name` (`INT`, `TERM`, `HUP`) to the capstan process.
+    pub(crate) fn signal(&self, name: &str) {
         let st = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(st.success());

@@ -272,6 +272,58 @@ fn scenario_errors_name_the_field_and_line() {
         "{}",
         out.stderr
     );
+    // `#N` counts from 1.
+    for (n, want) in [("#0", "counted from 1"), ("#-2", "positive number")] {
+        let out = capstan(&[
+            "simulate",
+            &pb,
+            "--scenario",
+            &sc,
+            "--fail",
+            &format!("app2:start{n}"),
+        ]);
+        assert_eq!(out.code, 2, "{n}: {}", out.stderr);
+        assert!(out.stderr.contains(want), "{n}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn a_fault_that_never_fires_makes_the_rehearsal_fail_and_is_named() {
+    let (pb, sc) = hello();
+    // The run itself succeeds: nothing matches the pattern.
+    let (out, r) = simulate_json(&[&pb, "--scenario", &sc, "--fail", "app2:no-such-command"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(r["status"], "succeeded");
+    assert_eq!(
+        r["simulation"]["unfired"],
+        serde_json::json!(["fail: the first `*no-such-command*` on app2"])
+    );
+    assert!(out.stderr.contains("never fired"), "{}", out.stderr);
+    assert!(out.stderr.contains("*no-such-command*"), "{}", out.stderr);
+    // A fault past the number of matches (the 99th start on app2) never fires either.
+    let out = capstan(&[
+        "simulate",
+        &pb,
+        "--scenario",
+        &sc,
+        "--fail",
+        "app2:start#99",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("faults that never fired"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("match #99 of `*start*` on app2"),
+        "{}",
+        out.stdout
+    );
+    // One that fires is not listed.
+    let (out, r) = simulate_json(&[&pb, "--scenario", &sc, "--fail", "app2:app-ctl start"]);
+    assert_ne!(out.code, 0);
+    assert!(r["simulation"].get("unfired").is_none(), "{r}");
 }
 
 #[test]

@@ -419,6 +419,10 @@ impl Cancel {
     pub(crate) fn abort_flag(&self) -> &AtomicBool {
         &self.abort
     }
+    /// Whether capstan is cleaning up (a rollback, guard restores).
+    pub(crate) fn is_cleaning(&self) -> bool {
+        self.cleanup.load(Ordering::SeqCst)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -491,6 +495,9 @@ pub struct Executor {
     replay: Mutex<ReplayBook>,
     /// Hosts where this attempt left command markers (cleared when the run ends).
     marked: Mutex<std::collections::BTreeSet<String>>,
+    /// Whether every SSH host is reached before the first change (`reach_check`), and the
+    /// result once it ran: `Some(None)` all reached, `Some(Some(msg))` some were not.
+    reach: Mutex<(bool, Option<Option<String>>)>,
 }
 
 /// What a resume or rollback does with a command of the run's earlier attempt that is still
@@ -543,7 +550,72 @@ impl Executor {
             tickers: Mutex::new(Vec::new()),
             replay: Mutex::new(ReplayBook::default()),
             marked: Mutex::new(Default::default()),
+            reach: Mutex::new((true, None)),
         }
+    }
+
+    /// Turns off the check that every SSH host answers before the first change (for playbooks
+    /// that add hosts as they go, or run with hosts known to be down).
+    pub(crate) fn set_reach_check(&self, on: bool) {
+        lock(&self.reach).0 = on;
+    }
+
+    /// Before the first change of a run (or what `--check` would change): connects and
+    /// authenticates to every SSH host of the inventory, in parallel, and refuses the change
+    /// when some cannot be reached, naming each and why. Runs once; not during cleanup.
+    fn reach_all(&self) -> Result<(), Fault> {
+        let mut r = lock(&self.reach);
+        if !r.0 || self.cancel.is_cleaning() {
+            return Ok(());
+        }
+        if let Some(done) = &r.1 {
+            return done
+                .clone()
+                .map_or(Ok(()), |m| Err(Fault::new(FaultKind::Unreachable, None, m)));
+        }
+        let hosts: Vec<&HostEntry> = self
+            .inventory
+            .hosts
+            .iter()
+            .filter(|h| h.transport == crate::inventory::TransportKind::Ssh)
+            .collect();
+        let failed: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+        match &self.backend {
+            // The rehearsal meets the same check: hosts a scenario cuts off from the start.
+            Backend::Sim(w) => {
+                *lock(&failed) = lock(w).unreachable_at_start();
+            }
+            _ => {
+                let cmd = Command::Argv(vec!["true".into()]);
+                for chunk in hosts.chunks(32) {
+                    std::thread::scope(|s| {
+                        for h in chunk {
+                            let (cmd, failed) = (&cmd, &failed);
+                            s.spawn(move || {
+                                let t = self.transport(h);
+                                if let Err(f) = self.exec_plain(h, t.as_ref(), cmd, 4096) {
+                                    if f.kind == FaultKind::Unreachable {
+                                        lock(failed).push((h.name.clone(), f.message));
+                                    }
+                                }
+                            });
+                        }
+                    });
+                }
+            }
+        }
+        let mut failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
+        failed.sort();
+        let outcome = (!failed.is_empty()).then(|| {
+            format!(
+                "{} of {} host(s) cannot be reached, so nothing was changed:\n  {}\n(every host is reached before the first change; --no-reach-check turns this off)",
+                failed.len(),
+                hosts.len(),
+                failed.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("\n  ")
+            )
+        });
+        r.1 = Some(outcome.clone());
+        outcome.map_or(Ok(()), |m| Err(Fault::new(FaultKind::Unreachable, None, m)))
     }
 
     /// The run's journal entry (none for `describe`, `check PLAYBOOK` and the reference engine).
@@ -925,6 +997,12 @@ impl Executor {
             ));
         }
         let held = self.hold_writes.load(Ordering::SeqCst) && !action.is_read_only();
+        if !held && !action.is_read_only() && !matches!(self.backend, Backend::Inert) {
+            self.reach_all().map_err(|mut f| {
+                f.host = Some(host.to_string());
+                f
+            })?;
+        }
         // A SQL server may be named by address only; every other action needs an inventory host.
         let entry = match action.server_host() {
             Some(h) => h.map(|h| self.host_entry(h)).transpose()?,

@@ -95,6 +95,10 @@ struct RealOpts {
     take_over_lock: bool,
     #[command(flatten)]
     fence: FenceOpts,
+    /// Do not connect to every SSH host before the first change (for a playbook that adds
+    /// hosts as it goes, or hosts known to be down that the run will not touch).
+    #[arg(long)]
+    no_reach_check: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -292,6 +296,7 @@ fn real_host(
             OnRunningArg::Kill => capstan::host::OnRunning::Kill,
         })
         .running_timeout(std::time::Duration::from_secs(o.fence.running_timeout))
+        .reach_check(!o.no_reach_check)
         .journal(journal)
         .events(sink(o.json, verbose))
         .build()
@@ -480,6 +485,7 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
                 on_failure: OnFailureArg::Stop,
                 take_over_lock,
                 fence,
+                no_reach_check: true,
             };
             let params = parse_params(&params)?;
             let host = real_host(inv, Mode::Run, &opts, journal, verbose)?;

@@ -65,6 +65,7 @@ pub struct HostBuilder {
     take_over_lock: bool,
     on_running: OnRunning,
     running_timeout: Duration,
+    reach_check: bool,
 }
 
 impl Default for HostBuilder {
@@ -83,6 +84,7 @@ impl Default for HostBuilder {
             take_over_lock: false,
             on_running: OnRunning::Wait,
             running_timeout: DEFAULT_RUNNING_TIMEOUT,
+            reach_check: true,
         }
     }
 }
@@ -159,6 +161,14 @@ impl HostBuilder {
         self
     }
 
+    /// Before the first change, connect to every SSH host of the inventory and refuse the
+    /// change if some cannot be reached (on by default). Turn it off for a playbook that adds
+    /// hosts as it goes or runs with some hosts known to be down.
+    pub fn reach_check(mut self, on: bool) -> Self {
+        self.reach_check = on;
+        self
+    }
+
     pub fn take_over_lock(mut self, yes: bool) -> Self {
         self.take_over_lock = yes;
         self
@@ -205,6 +215,7 @@ impl HostBuilder {
             take_over_lock: self.take_over_lock,
             on_running: self.on_running,
             running_timeout: self.running_timeout,
+            reach_check: self.reach_check,
         })
     }
 }
@@ -225,6 +236,7 @@ pub struct Host {
     take_over_lock: bool,
     on_running: OnRunning,
     running_timeout: Duration,
+    reach_check: bool,
 }
 
 impl std::fmt::Debug for Host {
@@ -409,6 +421,7 @@ impl Host {
             self.cancel.clone(),
             self.events.clone(),
         );
+        exec.set_reach_check(self.reach_check);
         let mut given = self
             .scenario
             .as_ref()

@@ -198,6 +198,23 @@ impl ActiveFault {
         )
     }
 
+    /// For an `unreachable` fault in effect from the start (no `from_step`): the message a
+    /// connection to `host` gets, as `fire` would give it. Marks the fault as fired.
+    pub(crate) fn unreachable_from_start(&mut self, host: &str) -> Option<String> {
+        if self.spec.kind != FaultType::Unreachable
+            || self.spec.from_step.is_some()
+            || !self.host_matches(host)
+        {
+            return None;
+        }
+        self.tripped = true;
+        self.fired = true;
+        let msg = self.spec.message.clone().unwrap_or_else(|| {
+            "cannot connect: Connection refused (simulated: the host is unreachable)".into()
+        });
+        Some(format!("{host}: {msg}"))
+    }
+
     /// Whether the fault did what it is there for. `stays_down` is a state, not an event: it
     /// counts as in effect.
     pub(crate) fn took_effect(&self) -> bool {

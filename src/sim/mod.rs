@@ -1191,6 +1191,29 @@ impl World {
         out
     }
 
+    /// The hosts an `unreachable` fault cuts off from the start, with what a connection gets:
+    /// the simulated side of the check that every host answers before the first change.
+    pub fn unreachable_at_start(&mut self) -> Vec<(String, String)> {
+        let names: Vec<String> = self.hosts.keys().cloned().collect();
+        let mut out = Vec::new();
+        for h in names {
+            for f in &mut self.faults {
+                if let Some(m) = f.unreachable_from_start(&h) {
+                    self.fired.push(FiredFault {
+                        at_ms: self.clock.as_millis() as u64,
+                        host: h.clone(),
+                        step: crate::action::current_step(),
+                        action: "connect (every host is reached before the first change)".into(),
+                        fault: format!("{h} unreachable"),
+                    });
+                    out.push((h.clone(), m));
+                    break;
+                }
+            }
+        }
+        out
+    }
+
     /// The simulation's part of the report.
     pub fn report(&self) -> SimReport {
         SimReport {

@@ -13,6 +13,7 @@ mod modes;
 mod oceanbase;
 mod oms;
 mod openmldb;
+mod operator;
 mod parity;
 mod simulation;
 mod sql;

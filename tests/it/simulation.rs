@@ -216,6 +216,21 @@ fn scenario_faults_fail_an_action_cut_a_host_keep_a_service_down_or_answer_unhea
     );
     assert_eq!(r.steps.iter().filter(|s| s.error.is_none()).count(), 2);
 
+    // Cut off from the start: as a real run, the rehearsal stops before its first change.
+    let r = with("kind = \"unreachable\"\nhost = \"kv3\"");
+    let (kind, e) = failure(&r);
+    assert_eq!(kind, capstan::FaultKind::Unreachable);
+    assert!(
+        e.message
+            .contains("1 of 3 host(s) cannot be reached, so nothing was changed")
+            && e.message.contains("kv3: "),
+        "{}",
+        e.message
+    );
+    let sim = r.simulation.as_ref().unwrap();
+    assert!(sim.changed_at_stop.is_empty(), "{:?}", sim.changed_at_stop);
+    assert!(sim.unfired.is_empty(), "{:?}", sim.unfired);
+
     let r = with("kind = \"stays_down\"\nhost = \"kv2\"\nport = 7000");
     let (kind, e) = failure(&r);
     assert_eq!(kind, capstan::FaultKind::Timeout);

@@ -32,6 +32,7 @@ pub mod secret;
 pub mod sim;
 pub mod sql;
 pub mod transport;
+pub mod version;
 
 pub use error::{Error, FaultKind, Located, Result, SourcePos};
 pub use host::{Host, HostBuilder, Params, Playbook, PlaybookInfo};

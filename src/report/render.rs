@@ -93,7 +93,16 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
             for a in mine {
                 n += 1;
                 changes += usize::from(!a.read_only && a.disposition != Disposition::Skipped);
-                failed += usize::from(!a.ok);
+                // A command that exited non-zero (or was killed) failed, even where the
+                // script allowed it: the table counts what happened on the host.
+                let exit_code = a
+                    .result
+                    .strip_prefix("exit ")
+                    .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                    .and_then(|n| n.parse::<i64>().ok());
+                let command_failed =
+                    a.result.starts_with("killed by") || exit_code.is_some_and(|c| c != 0);
+                failed += usize::from(!a.ok || command_failed);
             }
             s.push_str(&format!("  {h:<12} {n:>4} {changes:>4} {failed:>4}\n"));
         }
@@ -134,9 +143,18 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
     }
 
     if !r.undos.is_empty() {
-        s.push_str("\nundos (registered oldest first; a rollback runs them newest first)\n");
+        if r.status == RunStatus::Succeeded {
+            s.push_str(&format!(
+                "\nundos (kept for `capstan rollback {}`, which runs them newest first)\n",
+                r.run_id
+            ));
+        } else {
+            s.push_str("\nundos (registered oldest first; a rollback runs them newest first)\n");
+        }
         for u in &r.undos {
             let mark = match u.status {
+                // A run that succeeded keeps its undos for a later `capstan rollback`.
+                UndoStatus::Pending if r.status == RunStatus::Succeeded => "kept   ",
                 UndoStatus::Pending => "pending",
                 UndoStatus::Done => "undone ",
                 UndoStatus::Failed => "FAILED ",

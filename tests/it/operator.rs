@@ -77,3 +77,59 @@ for h in cluster().hosts() {
     assert_eq!(c.read("h1", "changed"), "yes");
     assert_eq!(c.read("h2", "changed"), "yes");
 }
+
+/// The text report counts a command that failed as failed, even one the script allowed, and a
+/// run that succeeded keeps its undos for `capstan rollback` rather than leaving them "pending".
+#[test]
+fn the_text_report_counts_failed_commands_and_keeps_undos_of_a_success() {
+    let d = tempfile::tempdir().unwrap();
+    let inv = d.path().join("inv.toml");
+    std::fs::write(
+        &inv,
+        "[hosts.a]\ntransport = \"local\"\n[hosts.b]\ntransport = \"local\"\n",
+    )
+    .unwrap();
+    let pb = d.path().join("p.rhai");
+    std::fs::write(
+        &pb,
+        format!(
+            r#"
+step("probe", || {{
+    cluster().host("a").shell("exit 3", #{{ allow_fail: true }});
+    cluster().host("b").shell("true");
+    cluster().host("b").write_file("{}", "x");
+}});
+"#,
+            d.path().join("f").display()
+        ),
+    )
+    .unwrap();
+    let out = crate::support::capstan_in(
+        d.path(),
+        &[
+            "run",
+            pb.to_str().unwrap(),
+            "-i",
+            inv.to_str().unwrap(),
+            "--journal",
+            "j.db",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let table: Vec<&str> = out
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("per host"))
+        .skip(1)
+        .take(2)
+        .collect();
+    let cols = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(cols(table[0]), ["a", "1", "1", "1"], "{}", out.stdout);
+    assert_eq!(cols(table[1])[3], "0", "{}", out.stdout);
+    assert!(
+        out.stdout.contains("undos (kept for `capstan rollback"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains(" pending "), "{}", out.stdout);
+}

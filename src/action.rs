@@ -1025,17 +1025,6 @@ impl Executor {
         };
         let mutating = !action.is_read_only();
         let mut slot = None;
-        if let Some(j) = self.journal.get() {
-            // How the previous change ended is on disk before anything else happens.
-            if let Err(e) = j.journal.flush_urgent() {
-                self.journal_failed(&e);
-                return Err(Fault::new(
-                    FaultKind::Action,
-                    Some(host),
-                    format!("not run: the journal cannot record it ({e})"),
-                ));
-            }
-        }
         if let Some((j, step)) = replay {
             let fp = replay::fingerprint(&action, &j.run_id);
             let (pos, decision) = lock(&self.replay).next(&step, &name, &fp);

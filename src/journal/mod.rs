@@ -414,8 +414,6 @@ pub struct Journal {
 struct Queue {
     rows: Vec<Pending>,
     queued: u64,
-    /// Some row must reach the disk before the next action starts (`flush_urgent`).
-    urgent: bool,
 }
 
 /// The connection, and how far the queue has been written.
@@ -633,7 +631,6 @@ impl Journal {
     fn write_queue(&self, db: &mut Db) -> Result<()> {
         let (rows, upto) = {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            q.urgent = false;
             (std::mem::take(&mut q.rows), q.queued)
         };
         flush(&mut db.conn, &rows).map_err(|e| self.err(e))?;
@@ -651,16 +648,6 @@ impl Journal {
 
     fn queue(&self, row: Pending) -> Result<()> {
         if let (_, true) = self.enqueue(row) {
-            let mut db = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-            self.write_queue(&mut db)?;
-        }
-        Ok(())
-    }
-
-    /// Writes the queue now if it holds a row that must be on disk before the next action.
-    pub fn flush_urgent(&self) -> Result<()> {
-        let urgent = self.queue.lock().unwrap_or_else(|e| e.into_inner()).urgent;
-        if urgent {
             let mut db = self.conn.lock().unwrap_or_else(|e| e.into_inner());
             self.write_queue(&mut db)?;
         }
@@ -987,11 +974,9 @@ impl Journal {
         self.queue(Pending::Replay(run.to_string(), row.clone()))
     }
 
-    /// Journals how a mutating action ended (and what it returned). Queued as urgent: it
-    /// reaches the disk with the next durable write, or before the next action starts
-    /// (`flush_urgent`), or when the step ends, whichever comes first; so in a sequence of
-    /// changes each costs one fsync, not two, and the only window where an ended action could
-    /// look unfinished after a crash is the script's own work between two actions.
+    /// Journals, durably, how a mutating action ended (and what it returned), before anything
+    /// else sees it ended: a crash after a change finished must not leave it looking unfinished,
+    /// or a resume would run it again.
     #[allow(clippy::too_many_arguments)]
     pub fn replay_ended(
         &self,
@@ -1003,26 +988,15 @@ impl Journal {
         state: ReplayState,
         outcome: Option<&str>,
     ) -> Result<()> {
-        let full = {
-            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            q.rows.push(Pending::ReplayEnd {
-                run: run.to_string(),
-                attempt,
-                step: step.to_string(),
-                host: host.to_string(),
-                pos,
-                state,
-                outcome: outcome.map(str::to_string),
-            });
-            q.queued += 1;
-            q.urgent = true;
-            q.rows.len() >= BATCH
-        };
-        if full {
-            let mut db = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-            self.write_queue(&mut db)?;
-        }
-        Ok(())
+        self.durable(Pending::ReplayEnd {
+            run: run.to_string(),
+            attempt,
+            step: step.to_string(),
+            host: host.to_string(),
+            pos,
+            state,
+            outcome: outcome.map(str::to_string),
+        })
     }
 
     /// The replay log of a run, by attempt, step, host and position.

@@ -259,40 +259,47 @@ fn processes_with(needle: &str) -> Vec<String> {
     found
 }
 
-#[test]
-fn a_second_ctrl_c_over_ssh_ends_the_remote_command_within_a_second() {
+/// Starts a one-step run of `sleep SECS` on h1 over SSH, sends `sig` twice, and checks that the
+/// remote command is gone from the process table within a second of the second one.
+fn a_second_signal_ends_the_remote_command(sig: &str, secs: &str) {
     let c = Cluster::new();
     let inv = c.inventory("inv.toml", &[1], "");
     let pb = c.write(
         "long.rhai",
-        r#"step("long", || cluster().host("h1").run(["sleep", "61.25"]));"#,
+        &format!(r#"step("long", || cluster().host("h1").run(["sleep", "{secs}"]));"#),
     );
+    let needle = format!("sleep {secs}");
     let mut r = c.spawn(&["run", pb.to_str().unwrap(), "-i", inv.to_str().unwrap()]);
     r.wait_for("the step's start", |v| {
         step_event(v, "step_started", "long")
     });
     let deadline = Instant::now() + Duration::from_secs(10);
-    while processes_with("sleep 61.25").is_empty() {
+    while processes_with(&needle).is_empty() {
         assert!(
             Instant::now() < deadline,
             "the remote command never started"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    r.sigint();
+    r.signal(sig);
     std::thread::sleep(Duration::from_millis(200));
-    r.sigint();
+    r.signal(sig);
     let second = Instant::now();
-    while !processes_with("sleep 61.25").is_empty() {
+    while !processes_with(&needle).is_empty() {
         assert!(
             second.elapsed() < Duration::from_secs(1),
-            "the remote command outlived the second Ctrl-C by a second: {:?}",
-            processes_with("sleep 61.25")
+            "the remote command outlived the second SIG{sig} by a second: {:?}",
+            processes_with(&needle)
         );
         std::thread::sleep(Duration::from_millis(20));
     }
     let (code, _, err) = r.finish();
     assert_eq!(code, 3, "{err}");
+}
+
+#[test]
+fn a_second_ctrl_c_over_ssh_ends_the_remote_command_within_a_second() {
+    a_second_signal_ends_the_remote_command("INT", "61.25");
 }
 
 const SECRET: &str = "Zebra-S3cr3t-9431";
@@ -477,35 +484,7 @@ step("step 3", || if h.read_file(flag) != "on" { fail("the guard is not in effec
     }
 
     // A second SIGTERM kills the running command, on the host too.
-    let slow = c.write(
-        "slow.rhai",
-        r#"step("long", || cluster().host("h1").run(["sleep", "61.5"]));"#,
-    );
-    let mut r = c.spawn(&["run", slow.to_str().unwrap(), "-i", inv]);
-    r.wait_for("the step's start", |v| {
-        step_event(v, "step_started", "long")
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while processes_with("sleep 61.5").is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the remote command never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    r.signal("TERM");
-    std::thread::sleep(Duration::from_millis(200));
-    r.signal("TERM");
-    let second = Instant::now();
-    while !processes_with("sleep 61.5").is_empty() {
-        assert!(
-            second.elapsed() < Duration::from_secs(1),
-            "outlived the second SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let (code, _, err) = r.finish();
-    assert_eq!(code, 3, "{err}");
+    a_second_signal_ends_the_remote_command("TERM", "61.5");
 }
 
 /// A run whose process was killed shows as killed in `capstan runs`, not as running.

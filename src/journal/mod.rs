@@ -665,28 +665,36 @@ impl Journal {
     }
 
     fn init(&self) -> Result<()> {
-        let version = self.with(|c| {
+        self.with(|c| {
             // Another capstan may hold the write lock for a moment: wait rather than fail.
             c.busy_timeout(std::time::Duration::from_secs(10))?;
             c.pragma_update(None, "journal_mode", "WAL")?;
             c.pragma_update(None, "synchronous", "FULL")?;
-            c.pragma_update(None, "foreign_keys", "ON")?;
-            c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+            c.pragma_update(None, "foreign_keys", "ON")
         })?;
-        match version {
-            v if (0..SCHEMA_VERSION).contains(&v) => self.with(|c| {
-                let tx = c.transaction()?;
+        // The version is read and the migrations run in one IMMEDIATE transaction: two capstans
+        // opening a new journal at once would otherwise both see version 0, and the second
+        // would fail creating tables the first had just made.
+        let version = self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let v: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if (0..SCHEMA_VERSION).contains(&v) {
                 for m in &MIGRATIONS[v as usize..] {
                     tx.execute_batch(m)?;
                 }
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-                tx.commit()
-            }),
-            SCHEMA_VERSION => Ok(()),
-            v => Err(Error::Journal(format!(
-                "{}: journal schema version {v} is newer than this capstan understands ({SCHEMA_VERSION}); use a newer capstan or another --journal",
+                tx.commit()?;
+                return Ok(SCHEMA_VERSION);
+            }
+            Ok(v)
+        })?;
+        if version == SCHEMA_VERSION {
+            Ok(())
+        } else {
+            Err(Error::Journal(format!(
+                "{}: journal schema version {version} is newer than this capstan understands ({SCHEMA_VERSION}); use a newer capstan or another --journal",
                 self.path.as_deref().map_or(":memory:".into(), |p| p.display().to_string())
-            ))),
+            )))
         }
     }
 
@@ -1538,6 +1546,21 @@ mod tests {
             })
             .unwrap();
         assert_eq!((v, logs, backups), (SCHEMA_VERSION, 1, 0));
+    }
+
+    #[test]
+    fn processes_opening_a_new_journal_at_once_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j.db");
+        let opened: Vec<_> = (0..8)
+            .map(|_| {
+                let p = p.clone();
+                std::thread::spawn(move || Journal::open(&p).map(|_| ()))
+            })
+            .collect();
+        for t in opened {
+            t.join().unwrap().unwrap();
+        }
     }
 
     #[test]

@@ -161,6 +161,11 @@ impl Running {
         self.run_id
     }
 
+    /// The capstan process's pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn sigint(&self) {
         self.signal("INT");
     }

@@ -26,7 +26,13 @@ pub struct Limits {
     pub max_call_levels: usize,
     pub max_expr_depth: usize,
     pub max_function_expr_depth: usize,
-    /// Bytes per string; command output is capped at 16 MiB per stream, files read at 64 MiB.
+    /// Bytes per string, elements per array, entries per map (0 = unlimited, the default).
+    /// Rhai enforces any of these by walking the whole value after every call and on every
+    /// method's object, so `arr.push(x)` costs the size of `arr` and building an n-element
+    /// result costs n² (80,000 pushes: 3.4 s; a 2,000-tablet rehearsal: minutes). capstan runs
+    /// its operator's own playbooks, not untrusted code: the limits are off, `max_operations`
+    /// still stops a runaway loop, command output is capped at 16 MiB per stream and a file read
+    /// at 64 MiB. An embedder that runs scripts it does not trust can set them.
     pub max_string_size: usize,
     pub max_array_size: usize,
     pub max_map_size: usize,
@@ -40,9 +46,9 @@ impl Default for Limits {
             max_call_levels: 64,
             max_expr_depth: 64,
             max_function_expr_depth: 32,
-            max_string_size: 128 * 1024 * 1024,
-            max_array_size: 1_000_000,
-            max_map_size: 100_000,
+            max_string_size: 0,
+            max_array_size: 0,
+            max_map_size: 0,
             max_modules: 128,
         }
     }

@@ -47,11 +47,6 @@ impl SqlStore {
         Ok(SqlStore { db: Mutex::new(db) })
     }
 
-    /// A store over tables built elsewhere (a product model's catalog).
-    pub fn from_connection(db: rusqlite::Connection) -> SqlStore {
-        SqlStore { db: Mutex::new(db) }
-    }
-
     /// Runs one statement; an error is the store's message (the caller makes it a server error).
     pub fn run(
         &self,
@@ -60,6 +55,18 @@ impl SqlStore {
         params: &SqlParams,
     ) -> Result<SqlResult, String> {
         let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        run_on(&db, kind, statement, params)
+    }
+}
+
+/// Runs one statement on `db` (a store's, or a product model's catalog).
+pub fn run_on(
+    db: &rusqlite::Connection,
+    kind: SqlKind,
+    statement: &str,
+    params: &SqlParams,
+) -> Result<SqlResult, String> {
+    {
         let sql = match kind {
             SqlKind::Connect => return Ok(SqlResult::default()),
             SqlKind::Begin => "BEGIN",

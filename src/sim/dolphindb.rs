@@ -83,6 +83,11 @@ struct Chunk {
 #[derive(Debug, Clone)]
 pub struct DolphinDb {
     nodes: Vec<Node>,
+    /// Positions in `nodes` by endpoint, by alias and by host: every script and command looks
+    /// its node up, and a rehearsal of a thousand machines sends a hundred thousand.
+    by_endpoint: std::collections::HashMap<String, usize>,
+    by_alias: std::collections::HashMap<String, usize>,
+    by_host: std::collections::HashMap<String, Vec<usize>>,
     /// alias → (pid, version) of the nodes that run.
     running: BTreeMap<String, (u32, String)>,
     leader: Option<String>,
@@ -248,9 +253,21 @@ impl DolphinDb {
             .iter()
             .find(|n| n.mode == "controller")
             .map(|n| n.alias.clone());
+        let mut by_endpoint = std::collections::HashMap::new();
+        let mut by_alias = std::collections::HashMap::new();
+        let mut by_host: std::collections::HashMap<String, Vec<usize>> =
+            std::collections::HashMap::new();
+        for (i, n) in nodes.iter().enumerate() {
+            by_endpoint.entry(n.endpoint.clone()).or_insert(i);
+            by_alias.entry(n.alias.clone()).or_insert(i);
+            by_host.entry(n.host.clone()).or_default().push(i);
+        }
         Ok(DolphinDb {
             unread: hosts.iter().cloned().collect(),
             nodes,
+            by_endpoint,
+            by_alias,
+            by_host,
             running: BTreeMap::new(),
             leader,
             chunks,
@@ -278,12 +295,7 @@ impl DolphinDb {
         if !self.unread.remove(host) {
             return;
         }
-        let nodes: Vec<Node> = self
-            .nodes
-            .iter()
-            .filter(|n| n.host == host)
-            .cloned()
-            .collect();
+        let nodes: Vec<Node> = self.on_host(host).cloned().collect();
         for n in nodes {
             if self.down_at_start.contains(&n.alias) {
                 continue;
@@ -330,6 +342,15 @@ impl DolphinDb {
 
     fn up(&self, alias: &str) -> bool {
         self.running.contains_key(alias)
+    }
+
+    /// The nodes on `host`, in their order.
+    fn on_host<'a>(&'a self, host: &str) -> impl Iterator<Item = &'a Node> + 'a {
+        self.by_host
+            .get(host)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.nodes[i])
     }
 
     fn of_mode<'a>(&'a self, mode: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
@@ -502,7 +523,9 @@ impl DolphinDb {
     }
 
     fn node_at(&self, endpoint: &str) -> Option<Node> {
-        self.nodes.iter().find(|n| n.endpoint == endpoint).cloned()
+        self.by_endpoint
+            .get(endpoint)
+            .map(|&i| self.nodes[i].clone())
     }
 
     /// `now_ms`: the simulated clock, what the node's `now()` answers.
@@ -633,7 +656,7 @@ impl DolphinDb {
             }
             let l = self.leader_now()?;
             if l != node.alias {
-                let ln = self.nodes.iter().find(|n| n.alias == l).cloned();
+                let ln = self.by_alias.get(&l).map(|&i| self.nodes[i].clone());
                 let at = ln.map(|n| n.endpoint).unwrap_or_default();
                 return server_err(format!("<NotLeader>{at}"));
             }
@@ -645,16 +668,17 @@ impl DolphinDb {
                 .collect();
             for a in aliases {
                 let Some(n) = self
-                    .nodes
-                    .iter()
-                    .find(|n| n.alias == a && n.mode == "datanode")
+                    .by_alias
+                    .get(&a)
+                    .map(|&i| &self.nodes[i])
+                    .filter(|n| n.mode == "datanode")
                     .cloned()
                 else {
                     return server_err(format!("startDataNode: {a} is not a data node."));
                 };
                 let agent = self
-                    .of_mode("agent")
-                    .find(|x| x.host == n.host)
+                    .on_host(&n.host)
+                    .find(|x| x.mode == "agent")
                     .map(|x| x.alias.clone());
                 if !agent.is_some_and(|x| self.up(&x)) {
                     return server_err(format!(
@@ -790,9 +814,8 @@ impl ProductModel for DolphinDb {
         }
         let server = argv[4].trim_end_matches('/').to_string();
         let machine: Vec<Node> = self
-            .nodes
-            .iter()
-            .filter(|n| n.host == host && n.server == server)
+            .on_host(host)
+            .filter(|n| n.server == server)
             .cloned()
             .collect();
         let script = argv[2].as_str();
@@ -875,23 +898,19 @@ impl ProductModel for DolphinDb {
 
     // The world asks after every change on a host: answer from that host's nodes only.
     fn components_on(&self, host: &str, hosts: &BTreeMap<String, SimHost>) -> Vec<Component> {
-        self.nodes
-            .iter()
-            .filter(|n| n.host == host)
+        self.on_host(host)
             .map(|n| self.component(n, hosts))
             .collect()
     }
 
     fn violations(&self, components: &[Component]) -> Vec<String> {
-        let up = |alias: &str| {
-            components.iter().any(|c| {
-                c.up && c
-                    .name
-                    .split(' ')
-                    .nth(1)
-                    .is_some_and(|x| x.split('@').next() == Some(alias))
-            })
-        };
+        // The aliases that serve, read once from the components' names (`dolphindb/MODE ALIAS@HOST`).
+        let serving: std::collections::HashSet<&str> = components
+            .iter()
+            .filter(|c| c.up)
+            .filter_map(|c| c.name.split(' ').nth(1)?.split('@').next())
+            .collect();
+        let up = |alias: &str| serving.contains(alias);
         let mut out = Vec::new();
         let ctls: Vec<&Node> = self.of_mode("controller").collect();
         let live = ctls.iter().filter(|c| up(&c.alias)).count();

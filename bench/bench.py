@@ -6,6 +6,8 @@ simulation scale. Run through bench/run.sh, which installs the peers and builds 
   bench.py warm [--n 1000] [--reps 3]
   bench.py engine [--reps 5]
   bench.py sim [--hosts 10,100,1000] [--reps 3]
+  bench.py scale [--hosts 100,1000,10000] [--products oceanbase,...] [--data example|per-host]
+  bench.py collections [--sizes 20000,200000]
 
 Every figure is the median of --reps runs, with the client's CPU time (user + system of the
 measured process and everything it waited for) and, where it matters, its peak memory. Each tool
@@ -33,11 +35,17 @@ USER = os.environ.get("BENCH_USER", "capstan-test")
 PY = sys.executable
 
 
-def run_measured(argv, env=None, cwd=None):
-    """Like measure, with the child's own CPU and peak memory (os.wait4)."""
+def run_measured(argv, env=None, cwd=None, limit=None):
+    """Like measure, with the child's own CPU and peak memory (os.wait4); killed after `limit`
+    seconds (exit -9). Killed here rather than under timeout(1): a parent's wait4 would report
+    the largest RSS any of its children ever had."""
     start = time.perf_counter()
     p = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    import threading
+    timer = threading.Timer(limit, p.kill) if limit else None
+    if timer:
+        timer.start()
     # Drain the pipes on threads so a chatty child never blocks, then wait4 for its usage.
     import threading
     bufs = {"out": b"", "err": b""}
@@ -50,6 +58,8 @@ def run_measured(argv, env=None, cwd=None):
         t.start()
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - start
+    if timer:
+        timer.cancel()
     for t in ts:
         t.join()
     p.returncode = os.waitstatus_to_exitcode(status)
@@ -354,6 +364,78 @@ def sim(args):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def scale(args):
+    """Every shipped playbook's example scenario at growing sizes: wall, CPU, peak memory, and
+    the growth exponent fitted between the smallest and the largest size."""
+    import math
+    sys.path.insert(0, os.path.join(REPO, "bench"))
+    import scale as gen
+    sizes = [int(x) for x in args.hosts.split(",")]
+    products = args.products.split(",") if args.products else list(gen.PRODUCTS)
+    d = tempfile.mkdtemp(prefix="capstan-scale-")
+    try:
+        print(f"## Simulation scale: the shipped playbooks (data: {args.data}, median of {args.reps}, "
+              f"time limit {args.limit} s)\n")
+        print("| product | hosts | time | cpu | peak memory | actions | growth exponent (time, memory) |")
+        print("|---|---|---|---|---|---|---|")
+        for p in products:
+            points = []
+            for n in sizes:
+                sc = gen.write(p, n, os.path.join(d, f"{p}-{n}"), args.data)
+                argv = [CAPSTAN, "simulate", os.path.join(REPO, "playbooks", f"{p}.rhai"),
+                        "--scenario", sc, "--json"]
+                try:
+                    wall, cpu, rss, out, _ = median_of(
+                        args.reps, lambda: run_measured(argv, limit=args.limit))
+                except RuntimeError as e:
+                    # Killed at the limit (-9); anything else is a real failure.
+                    if "(-9)" not in str(e).split("\n")[0]:
+                        raise
+                    wall, cpu, rss, out = args.limit, 0.0, 0.0, b""
+                text = out.decode() if isinstance(out, bytes) else str(out)
+                done = '"event":"run_finished"' in text
+                actions = text.count('"event":"action"')
+                cell = f"{wall:.2f} s" if done else f"> {args.limit} s (stopped)"
+                exp = ""
+                if done:
+                    points.append((n, wall, rss))
+                    if len(points) > 1:
+                        (n0, w0, r0), (n1, w1, r1) = points[0], points[-1]
+                        f = math.log(n1 / n0)
+                        exp = f"{math.log(w1 / w0) / f:.2f}, {math.log(r1 / r0) / f:.2f} (from {n0})"
+                print(f"| {p} | {n} | {cell} | {cpu:.2f} s | {rss:.1f} MiB | {actions} | {exp} |", flush=True)
+                if not done:
+                    break
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def collections_bench(args):
+    """A script that builds a large array and map: the engine's cost per element."""
+    d = tempfile.mkdtemp(prefix="capstan-coll-")
+    try:
+        print(f"## Large collections in a playbook (median of {args.reps})\n")
+        print("| elements | array of ints | array of maps | map |")
+        print("|---|---|---|---|")
+        for n in [int(x) for x in args.sizes.split(",")]:
+            cells = []
+            for what, body in [("ints", "let a = []; for i in 0..N { a.push(i); } if a.len() != N { fail(\"lost\"); }"),
+                               ("maps", "let a = []; for i in 0..N { a.push(#{ id: i, name: `row ${i}` }); }"),
+                               ("map", "let m = #{}; for i in 0..N { m[`k${i}`] = i; }")]:
+                pb = os.path.join(d, f"{what}.rhai")
+                with open(pb, "w") as f:
+                    f.write(body.replace("N", str(n)) + "\n")
+                sc = os.path.join(d, "scenario.toml")
+                with open(sc, "w") as f:
+                    f.write('[inventory.hosts.h1]\naddress = "10.0.0.1"\n')
+                argv = [CAPSTAN, "simulate", pb, "--scenario", sc, "--json"]
+                wall, _, rss, _, _ = median_of(args.reps, lambda: run_measured(argv))
+                cells.append(f"{wall:.2f} s ({rss:.0f} MiB)")
+            print(f"| {n} | " + " | ".join(cells) + " |", flush=True)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -371,8 +453,18 @@ def main():
     s = sub.add_parser("sim")
     s.add_argument("--hosts", default="10,100,1000")
     s.add_argument("--reps", type=int, default=3)
+    c = sub.add_parser("scale")
+    c.add_argument("--hosts", default="100,1000,10000")
+    c.add_argument("--products", default="")
+    c.add_argument("--data", default="example", choices=["example", "per-host"])
+    c.add_argument("--reps", type=int, default=1)
+    c.add_argument("--limit", type=int, default=300)
+    k = sub.add_parser("collections")
+    k.add_argument("--sizes", default="20000,200000")
+    k.add_argument("--reps", type=int, default=3)
     a = ap.parse_args()
-    {"fanout": fanout, "warm": warm, "engine": engine, "sim": sim}[a.cmd](a)
+    {"fanout": fanout, "warm": warm, "engine": engine, "sim": sim, "scale": scale,
+     "collections": collections_bench}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Reproduces every figure of docs/performance.md with one command (as root, on a Debian machine):
-#   bench/run.sh [all|fanout|warm|engine|sim] [bench.py options...]
+#   bench/run.sh [all|fanout|warm|engine|sim|scale|collections] [bench.py options...]
 # Installs what the peers need (openssh, a venv with asyncssh, parallel-ssh, ssh2-python and
 # ansible-core, pinned), builds capstan in release mode, and prints Markdown tables on stdout
 # (also kept in bench/last-run.md). Nothing but sshd instances on 127.0.0.1 is contacted.
@@ -35,7 +35,9 @@ run() { "$venv/bin/python" bench/bench.py "$@"; }
         run fanout "$@"; echo
         run warm; echo
         run engine; echo
-        run sim ;;
+        run sim; echo
+        run scale; echo
+        run collections ;;
     *) run "$what" "$@" ;;
     esac
 } | tee bench/last-run.md

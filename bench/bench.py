@@ -8,6 +8,7 @@ simulation scale. Run through bench/run.sh, which installs the peers and builds 
   bench.py sim [--hosts 10,100,1000] [--reps 3]
   bench.py scale [--hosts 100,1000,10000] [--products oceanbase,...] [--data example|per-host]
   bench.py collections [--sizes 20000,200000]
+  bench.py fleet [--hosts 500] [--cmds 3] [--parallelism 50,200,500]
 
 Every figure is the median of --reps runs, with the client's CPU time (user + system of the
 measured process and everything it waited for) and, where it matters, its peak memory. Each tool
@@ -35,13 +36,15 @@ USER = os.environ.get("BENCH_USER", "capstan-test")
 PY = sys.executable
 
 
-def run_measured(argv, env=None, cwd=None, limit=None):
+def run_measured(argv, env=None, cwd=None, limit=None, on_start=None):
     """Like measure, with the child's own CPU and peak memory (os.wait4); killed after `limit`
     seconds (exit -9). Killed here rather than under timeout(1): a parent's wait4 would report
     the largest RSS any of its children ever had."""
     start = time.perf_counter()
     p = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if on_start:
+        on_start(p.pid)
     import threading
     timer = threading.Timer(limit, p.kill) if limit else None
     if timer:
@@ -364,6 +367,80 @@ def sim(args):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def run_sampled(argv, limit=None):
+    """run_measured, plus the client's peak thread count and open descriptors, read from
+    /proc every 20 ms while it runs."""
+    import threading
+    peak = {"threads": 0, "fds": 0}
+    box = {}
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            pid = box.get("pid")
+            if pid:
+                try:
+                    with open(f"/proc/{pid}/status") as f:
+                        for line in f:
+                            if line.startswith("Threads:"):
+                                peak["threads"] = max(peak["threads"], int(line.split()[1]))
+                    peak["fds"] = max(peak["fds"], len(os.listdir(f"/proc/{pid}/fd")))
+                except OSError:
+                    pass
+            time.sleep(0.02)
+    t = threading.Thread(target=sample)
+    t.start()
+    try:
+        wall, cpu, rss, out = run_measured(argv, limit=limit, on_start=lambda pid: box.update(pid=pid))
+    finally:
+        done.set()
+        t.join()
+    return wall, cpu, rss, out, peak["threads"], peak["fds"]
+
+
+def asyncssh_bounded(lab, n, k, parallelism):
+    """asyncssh over n hosts, at most `parallelism` connections at once, k commands each."""
+    code = textwrap.dedent(f"""\
+        import asyncio, asyncssh, resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        async def host(sem, port):
+            async with sem:
+                async with asyncssh.connect("127.0.0.1", port, username={USER!r},
+                        client_keys=[{lab.key!r}], known_hosts={lab.known!r},
+                        kex_algs=[{KEX!r}]) as c:
+                    for _ in range({k}):
+                        r = await c.run("echo hi", check=True)
+        async def main():
+            sem = asyncio.Semaphore({parallelism})
+            await asyncio.gather(*(host(sem, p) for p in {lab.ports[:n]!r}))
+        asyncio.run(main())
+        """)
+    return [PY, "-c", code]
+
+
+def fleet(args):
+    """A fleet over real SSH: N sshd on 127.0.0.1, K commands per host, at several
+    parallelisms, capstan beside asyncssh in the same run."""
+    n, k = args.hosts, args.cmds
+    lab = Lab(n)
+    try:
+        print(f"## A fleet of {n} sshd × {k} commands (KEX {KEX}, median of {args.reps})\n")
+        print("| parallelism | client | wall | cpu | peak memory | peak threads | peak open files |")
+        print("|---|---|---|---|---|---|---|")
+        for par in [int(x) for x in args.parallelism.split(",")]:
+            for name, argv in [("capstan", capstan_fanout(lab, n, k)[:-4] +
+                                ["--parallelism", str(par), "--journal", lab.path(f"j-{par}.db")]),
+                               ("asyncssh", asyncssh_bounded(lab, n, k, par))]:
+                rows = [run_sampled(argv, limit=args.limit) for _ in range(args.reps)]
+                rows.sort(key=lambda r: r[0])
+                wall, cpu, rss, _, threads, fds = rows[len(rows) // 2]
+                print(f"| {par} | {name} | {wall:.2f} s | {cpu:.2f} s | {rss:.1f} MiB | {threads} | {fds} |",
+                      flush=True)
+    finally:
+        lab.stop()
+
+
 def scale(args):
     """Every shipped playbook's example scenario at growing sizes: wall, CPU, peak memory, and
     the growth exponent fitted between the smallest and the largest size."""
@@ -459,12 +536,18 @@ def main():
     c.add_argument("--data", default="example", choices=["example", "per-host"])
     c.add_argument("--reps", type=int, default=1)
     c.add_argument("--limit", type=int, default=300)
+    fl = sub.add_parser("fleet")
+    fl.add_argument("--hosts", type=int, default=500)
+    fl.add_argument("--cmds", type=int, default=3)
+    fl.add_argument("--parallelism", default="50,200,500")
+    fl.add_argument("--reps", type=int, default=3)
+    fl.add_argument("--limit", type=int, default=600)
     k = sub.add_parser("collections")
     k.add_argument("--sizes", default="20000,200000")
     k.add_argument("--reps", type=int, default=3)
     a = ap.parse_args()
     {"fanout": fanout, "warm": warm, "engine": engine, "sim": sim, "scale": scale,
-     "collections": collections_bench}[a.cmd](a)
+     "collections": collections_bench, "fleet": fleet}[a.cmd](a)
 
 
 if __name__ == "__main__":

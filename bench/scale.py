@@ -104,18 +104,24 @@ def openmldb(n, data="example"):
     return scn, inv
 
 
-def dolphindb(n, data="example"):
-    scn, inv = load("dolphindb")
-    t = "ddb1"
+def one_template(product, t, n, name, subs):
+    """The example with its hosts replaced by n clones of host `t`: clone i is `name(i)`, with
+    the substitutions `subs(i, scenario_host, inventory_host)`."""
+    scn, inv = load(product)
     st, it = scn["hosts"][t], inv["hosts"][t]
     scn["hosts"], inv["hosts"] = {t: st}, {t: it}
-    v = it["vars"]
     for i in range(n):
-        k = 1000 + i
-        clone(scn, inv, t, f"ddb{i + 1:05}",
-              [(it["address"], address(11, i)), (v["controller"], f"HActl{k}"),
-               (v["agent"], f"agent{k}"), (v["datanode"], f"node{k}")])
+        clone(scn, inv, t, name(i), subs(i, st, it))
     del scn["hosts"][t], inv["hosts"][t]
+    return scn, inv
+
+
+def dolphindb(n, data="example"):
+    def subs(i, _, it):
+        v, k = it["vars"], 1000 + i
+        return [(it["address"], address(11, i)), (v["controller"], f"HActl{k}"),
+                (v["agent"], f"agent{k}"), (v["datanode"], f"node{k}")]
+    scn, inv = one_template("dolphindb", "ddb1", n, lambda i: f"ddb{i + 1:05}", subs)
     if data == "per-host":
         scn["products"][0]["chunks"] = 2 * n
     scn["description"] = f"DolphinDB grayscale upgrade of a {n}-machine HA cluster"
@@ -123,13 +129,8 @@ def dolphindb(n, data="example"):
 
 
 def oms(n, data="example"):
-    scn, inv = load("oms")
-    t = "oms1"
-    st, it = scn["hosts"][t], inv["hosts"][t]
-    scn["hosts"], inv["hosts"] = {t: st}, {t: it}
-    for i in range(n):
-        clone(scn, inv, t, f"oms{i + 1:05}", [(it["address"], address(3, i + 100))])
-    del scn["hosts"][t], inv["hosts"][t]
+    scn, inv = one_template("oms", "oms1", n, lambda i: f"oms{i + 1:05}",
+                            lambda i, _, it: [(it["address"], address(3, i + 100))])
     scn["description"] = f"OMS upgrade of {n} nodes in one region"
     return scn, inv
 

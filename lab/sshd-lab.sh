@@ -10,10 +10,32 @@
 # LAB_SSHD_EXTRA: lines appended to every instance's sshd_config (the benchmarks pin the key
 # exchange with "KexAlgorithms curve25519-sha256", so every client negotiates the same one).
 # Needs openssh-server (scripts/test.sh installs it) and root, as sshd needs to switch users.
+#
+# A lab host is a clean account: each sshd runs in a private mount namespace in which the
+# login account's ~/.bashrc reads as empty. sshd runs every command through the account's
+# shell, and bash reads ~/.bashrc for a command that came over SSH; a development machine's own
+# (pyenv's `init`: 0.4 s and a lock file per shell) made every lab command slow and, once a test
+# killed a shell holding pyenv's lock, made every later command wait 60 s for it. The machine's
+# file is untouched. LAB_SSHD_KEEP_RC=1 keeps it (to measure what it costs).
 set -eu
 cmd=${1:?usage: sshd-lab.sh start DIR PORT... | stop DIR}
 dir=${2:?usage: sshd-lab.sh start DIR PORT... | stop DIR}
 shift 2
+
+# start_sshd HOSTDIR: sshd with that instance's config, its account's ~/.bashrc masked (above).
+start_sshd() {
+    rc="$HOME/.bashrc"
+    if [ "${LAB_SSHD_KEEP_RC:-}" != 1 ] && [ -s "$rc" ]; then
+        if unshare --mount --propagation private true 2>/dev/null; then
+            unshare --mount --propagation private \
+                sh -c 'mount --bind /dev/null "$1" && shift && exec "$@"' mask "$rc" \
+                "$sshd_bin" -f "$1/sshd_config" -E "$1/sshd.log"
+            return
+        fi
+        echo "sshd-lab: cannot mask $rc (unshare -m needs root): the lab's commands read it" >&2
+    fi
+    "$sshd_bin" -f "$1/sshd_config" -E "$1/sshd.log"
+}
 
 case $cmd in
 start)
@@ -58,7 +80,7 @@ LogLevel ERROR
 $subsystem
 ${LAB_SSHD_EXTRA:-}
 CONF
-        "$sshd_bin" -f "$h/sshd_config" -E "$h/sshd.log"
+        start_sshd "$h"
         echo "[127.0.0.1]:$port $(cut -d' ' -f1,2 "$h/host_key.pub")" >> "$dir/known_hosts"
     done
     # Wait until every instance has written its pid file (it listens by then).

@@ -11,6 +11,8 @@ use capstan::report::{render_text, EventSink, JsonLines, Outcome, ProgressPrinte
 use capstan::{Error, HostBuilder, Inventory, Mode, Params, Playbook, RunReport, Scenario};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod fds;
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0   done
@@ -284,10 +286,16 @@ fn real_host(
     journal: Arc<Journal>,
     verbose: bool,
 ) -> Result<capstan::Host, Error> {
+    // A socket per host at once: as many as the hard limit allows, and no more hosts at once
+    // than fit (a host past the limit would fail with "too many open files").
+    let (parallelism, why) = fds::fit(o.parallelism, fds::raise());
+    if let Some(why) = why {
+        eprintln!("capstan: {why}");
+    }
     HostBuilder::new()
         .inventory(inv)
         .mode(mode)
-        .parallelism(o.parallelism)
+        .parallelism(parallelism)
         .yes(o.yes)
         .on_failure(on_failure(o.on_failure))
         .take_over_lock(o.take_over_lock)

@@ -1,10 +1,12 @@
-//! The open-file limit: raised as far as the hard limit allows, and the parallelism kept within it.
+//! The open-file limit: raised as far as the hard limit allows, and a run kept within it.
 
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
-/// Descriptors one host holds while it is worked on: its SSH socket and the clone kept to cut
-/// it, or a local command's pipes.
-const PER_HOST: u64 = 3;
+/// Descriptors an SSH host holds for the whole run: its session's socket and the clone kept to
+/// cut it (sessions are kept open and reused from step to step).
+const PER_SESSION: u64 = 2;
+/// Descriptors a command being run holds: a local command's pipes.
+const PER_COMMAND: u64 = 3;
 /// Descriptors capstan holds besides its hosts: the journal and its WAL, stdio, the runtime.
 const RESERVED: u64 = 64;
 /// What "no hard limit" is taken as: the kernel's usual nr_open.
@@ -35,23 +37,44 @@ pub fn raise() -> FdLimit {
     FdLimit { soft, hard }
 }
 
-/// The parallelism that fits in `limit`: `asked`, or fewer with the sentence that says why (a
-/// host past the limit would fail with "too many open files" instead).
-pub fn fit(asked: usize, limit: FdLimit) -> (usize, Option<String>) {
-    let fits = (limit.soft.saturating_sub(RESERVED) / PER_HOST).max(1);
-    if asked as u64 <= fits {
-        return (asked, None);
-    }
-    let fits = fits as usize;
-    let need = asked as u64 * PER_HOST + RESERVED;
-    (
-        fits,
-        Some(format!(
-            "--parallelism {asked} needs about {need} open files, but this process may open {} \
-             (hard limit {}): working on at most {fits} hosts at once (raise the limit with \
-             `ulimit -n`, or LimitNOFILE= in a systemd unit)",
+/// What fits in `limit` for a run over `ssh_hosts` SSH hosts at `asked` hosts at once.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fit {
+    /// As asked.
+    Asked,
+    /// Fewer hosts at once: the parallelism that fits, and the sentence that says why.
+    Fewer(usize, String),
+    /// Not even one host at a time leaves room for a session to every host: the sentence.
+    NoRoom(String),
+}
+
+/// Whether a session to each of `ssh_hosts` hosts and `asked` commands at once fit in `limit`
+/// (past it, a host would fail with "too many open files" in the middle of the run).
+pub fn fit(asked: usize, ssh_hosts: usize, limit: FdLimit) -> Fit {
+    let sessions = ssh_hosts as u64 * PER_SESSION + RESERVED;
+    let room = limit.soft.saturating_sub(sessions);
+    let raise = "raise the limit with `ulimit -n`, or LimitNOFILE= in a systemd unit";
+    if room < PER_COMMAND {
+        return Fit::NoRoom(format!(
+            "a session to each of the {ssh_hosts} SSH hosts needs about {sessions} open files, \
+             but this process may open {} (hard limit {}): {raise}",
             limit.soft, limit.hard
-        )),
+        ));
+    }
+    let fits = (room / PER_COMMAND) as usize;
+    if asked <= fits {
+        return Fit::Asked;
+    }
+    Fit::Fewer(
+        fits,
+        format!(
+            "--parallelism {asked} over {ssh_hosts} SSH hosts needs about {} open files, but \
+             this process may open {} (hard limit {}): working on at most {fits} hosts at once \
+             ({raise})",
+            sessions + asked as u64 * PER_COMMAND,
+            limit.soft,
+            limit.hard
+        ),
     )
 }
 
@@ -65,25 +88,28 @@ mod tests {
             soft: 1024,
             hard: 1024,
         };
-        assert_eq!(fit(200, small), (200, None));
-        let (n, why) = fit(500, small);
-        assert_eq!(n, 320);
-        let why = why.unwrap();
+        assert_eq!(fit(100, 100, small), Fit::Asked);
+        // 300 sessions hold 664 files; 360 are left, 120 commands at once.
+        let Fit::Fewer(n, why) = fit(300, 300, small) else {
+            panic!("300 hosts at once fit in 1024 files");
+        };
+        assert_eq!(n, 120);
         assert!(
-            why.contains("--parallelism 500") && why.contains("1024"),
+            why.contains("--parallelism 300") && why.contains("1024"),
             "{why}"
         );
-        assert_eq!(
-            fit(
-                500,
-                FdLimit {
-                    soft: 20000,
-                    hard: 20000
-                }
-            ),
-            (500, None)
+        let Fit::NoRoom(why) = fit(50, 500, small) else {
+            panic!("500 sessions fit in 1024 files");
+        };
+        assert!(
+            why.contains("500 SSH hosts") && why.contains("ulimit -n"),
+            "{why}"
         );
-        assert_eq!(fit(9, FdLimit { soft: 10, hard: 10 }).0, 1);
+        let big = FdLimit {
+            soft: 20000,
+            hard: 20000,
+        };
+        assert_eq!(fit(500, 500, big), Fit::Asked);
     }
 
     #[test]

@@ -286,12 +286,27 @@ fn real_host(
     journal: Arc<Journal>,
     verbose: bool,
 ) -> Result<capstan::Host, Error> {
-    // A socket per host at once: as many as the hard limit allows, and no more hosts at once
-    // than fit (a host past the limit would fail with "too many open files").
-    let (parallelism, why) = fds::fit(o.parallelism, fds::raise());
-    if let Some(why) = why {
-        eprintln!("capstan: {why}");
-    }
+    // A session per SSH host for the whole run, and pipes per command running: as many files
+    // as the hard limit allows, and no more hosts at once than fit (a host past the limit
+    // would fail with "too many open files" in the middle of the run).
+    let ssh_hosts = inv
+        .hosts
+        .iter()
+        .filter(|h| h.transport == capstan::inventory::TransportKind::Ssh)
+        .count();
+    let parallelism = match fds::fit(o.parallelism, ssh_hosts, fds::raise()) {
+        fds::Fit::Asked => o.parallelism,
+        fds::Fit::Fewer(n, why) => {
+            eprintln!("capstan: {why}");
+            n
+        }
+        // The reach check connects to every host before any change: refuse now, nothing done.
+        fds::Fit::NoRoom(why) if !o.no_reach_check => return Err(Error::Usage(why)),
+        fds::Fit::NoRoom(why) => {
+            eprintln!("capstan: {why}");
+            1
+        }
+    };
     HostBuilder::new()
         .inventory(inv)
         .mode(mode)

@@ -659,3 +659,68 @@ fn values_that_cannot_work_exit_2_naming_the_field() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(touched.exists());
 }
+
+/// Under a low limit on open files, a run over many SSH hosts is refused before it connects
+/// (a session per host would not fit), and a parallelism that does not fit is lowered, saying so.
+#[test]
+fn a_run_that_would_exceed_the_open_file_limit_says_so_before_connecting() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "p.rhai", "log(\"nothing to do\");\n");
+    let inventory = |n: usize| {
+        let mut t =
+            String::from("[defaults]\ntransport = \"ssh\"\naddress = \"127.0.0.1\"\nport = 1\n");
+        for i in 0..n {
+            t.push_str(&format!("\n[hosts.h{i}]\n"));
+        }
+        t
+    };
+    write(d.path(), "many.toml", &inventory(300));
+    write(d.path(), "some.toml", &inventory(60));
+    let run = |args: &[&str]| {
+        let c = capstan_cmd();
+        let bin = c.get_program().to_owned();
+        let envs: Vec<_> = c
+            .get_envs()
+            .map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned())))
+            .collect();
+        let mut sh = std::process::Command::new("/bin/sh");
+        sh.current_dir(d.path())
+            .arg("-c")
+            .arg("ulimit -n 256 && exec \"$0\" \"$@\"")
+            .arg(bin)
+            .args(args);
+        for (k, v) in envs {
+            if let Some(v) = v {
+                sh.env(k, v);
+            }
+        }
+        let out = sh.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["run", "p.rhai", "-i", "many.toml", "--yes"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("300 SSH hosts") && err.contains("may open 256") && err.contains("ulimit -n"),
+        "{err}"
+    );
+    // 60 sessions hold 184 files: 72 are left, 24 commands at once.
+    let (code, err) = run(&[
+        "run",
+        "p.rhai",
+        "-i",
+        "some.toml",
+        "--yes",
+        "--parallelism",
+        "50",
+        "--no-reach-check",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("--parallelism 50 over 60 SSH hosts")
+            && err.contains("at most 24 hosts at once"),
+        "{err}"
+    );
+}

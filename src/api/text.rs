@@ -54,26 +54,6 @@ if version_numbers("V3.00.1") != [3, 0, 1] { fail("version_numbers is broken"); 
 
     def(
         engine,
-        "share",
-        &["value: ?", "?"],
-        r#"
-`value` made shared: its copies (an argument passed to a function, a map that holds it, a
-variable assigned from it) are the one value, not copies, so passing a large array or map to a
-function costs nothing whatever its size, where Rhai otherwise copies it whole at every call. A
-change made through any copy is seen through all of them; use it for data built once and read
-many times (the stdlib's sessions, one per server).
-
-```rhai
-let servers = share([1, 2, 3]);
-let s = #{ servers: servers };
-let t = s;
-if t.servers[2] != 3 || t.servers.len() != 3 { fail("share() is broken"); }
-```"#,
-        |v: Dynamic| -> Dynamic { v.into_shared() },
-    );
-
-    def(
-        engine,
         "trimmed",
         &["text: String", "String"],
         r#"

@@ -108,6 +108,9 @@ pub struct DolphinDb {
     unread: BTreeSet<String>,
     down_at_start: BTreeSet<String>,
     next_pid: u32,
+    /// Bumped by every change to what availability reads: `running`, `unread`, a chunk's
+    /// recovery (`ProductModel::generation`).
+    generation: u64,
 }
 
 fn string_table(s: &toml::Table, key: &str) -> Result<BTreeMap<String, String>, String> {
@@ -287,6 +290,7 @@ impl DolphinDb {
                 .collect(),
             down_at_start: settings_strings(s, "down")?.into_iter().collect(),
             next_pid: 20000,
+            generation: 0,
         })
     }
 
@@ -295,6 +299,7 @@ impl DolphinDb {
         if !self.unread.remove(host) {
             return;
         }
+        self.generation += 1;
         let nodes: Vec<Node> = self.on_host(host).cloned().collect();
         for n in nodes {
             if self.down_at_start.contains(&n.alias) {
@@ -388,6 +393,7 @@ impl DolphinDb {
             return;
         }
         self.next_pid += 1;
+        self.generation += 1;
         self.running.insert(node.alias.clone(), (self.next_pid, v));
         state.open_port(node.port);
         if node.mode == "datanode" {
@@ -583,6 +589,7 @@ impl DolphinDb {
                 for c in &mut self.chunks {
                     if c.recovering > 0 && c.recovering != u32::MAX {
                         c.recovering -= 1;
+                        self.generation += 1;
                     }
                 }
                 return Ok(t);
@@ -834,6 +841,7 @@ impl ProductModel for DolphinDb {
         self.read_host(host, state);
         match script {
             STOP => {
+                self.generation += 1;
                 for n in &machine {
                     self.running.remove(&n.alias);
                     state.ports.remove(&n.port);
@@ -901,6 +909,10 @@ impl ProductModel for DolphinDb {
         self.on_host(host)
             .map(|n| self.component(n, hosts))
             .collect()
+    }
+
+    fn generation(&self) -> Option<u64> {
+        Some(self.generation)
     }
 
     fn violations(&self, components: &[Component]) -> Vec<String> {

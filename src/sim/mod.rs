@@ -540,6 +540,8 @@ impl Scenario {
             availability: Vec::new(),
             comps: Vec::new(),
             comp_index: Default::default(),
+            comps_generation: Vec::new(),
+            full_reads: 0,
         };
         world.initial = Some(world.hosts.clone());
         world.sample_availability(true);
@@ -828,6 +830,10 @@ pub struct World {
     /// each host's components are in them.
     comps: Vec<Vec<model::Component>>,
     comp_index: std::collections::HashMap<String, Vec<(usize, usize)>>,
+    /// Each model's `generation` when `comps` was last read in full, and how many full reads
+    /// there were (the complexity tests count them).
+    comps_generation: Vec<Option<u64>>,
+    full_reads: u64,
     rules: Vec<Rule>,
     sql_rules: Vec<(SqlRuleSpec, glob::Pattern, Option<glob::Pattern>, u32)>,
     durations: BTreeMap<String, Duration>,
@@ -905,8 +911,17 @@ impl World {
         };
         if !action.is_read_only() {
             if product_sql {
-                // A product's SQL (`ALTER SYSTEM STOP ZONE`) changes components on other hosts.
-                self.sample_availability(false);
+                // A product's SQL (`ALTER SYSTEM STOP ZONE`) changes components on other hosts;
+                // a status poll changes none, which the models' generations tell.
+                let unchanged = self.models.len() == self.comps_generation.len()
+                    && self
+                        .models
+                        .iter()
+                        .zip(&self.comps_generation)
+                        .all(|(m, g)| g.is_some() && m.generation() == *g);
+                if !unchanged {
+                    self.sample_availability(false);
+                }
             } else {
                 self.sample_availability_on(host);
             }
@@ -1039,6 +1054,8 @@ impl World {
             .iter()
             .map(|m| m.components(&self.hosts))
             .collect();
+        self.comps_generation = self.models.iter().map(|m| m.generation()).collect();
+        self.full_reads += 1;
         self.comp_index.clear();
         for (mi, comps) in self.comps.iter().enumerate() {
             for (ci, c) in comps.iter().enumerate() {
@@ -1605,6 +1622,78 @@ mod tests {
             Ok(Outcome::Sql(r)) => assert_eq!(r.rows[0][0], SqlValue::Text("FROM RULE".into())),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// The write probe's inserts and the waits' status scripts change nothing availability
+    /// reads: they cost no re-reading of every component, whatever the cluster's size.
+    #[test]
+    fn a_dolphindb_statement_that_changes_no_node_rereads_nothing() {
+        use crate::ddb::DdbKind;
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/dolphindb");
+        let sc = Scenario::from_file(dir.join("scenario.toml")).unwrap();
+        let mut w = sc.world();
+        let target = |port| crate::ddb::DdbTarget {
+            id: 1,
+            host: Some("ddb1".into()),
+            address: "10.10.11.1".into(),
+            port,
+            user: None,
+            password: None,
+            timeout_ms: 1000,
+        };
+        let ddb = |port, kind, script: &str| Action::Ddb {
+            target: target(port),
+            kind,
+            script: script.into(),
+        };
+        // The first statement reads the hosts' installs (every node starts): one full read.
+        w.apply("ddb1", &ddb(8920, DdbKind::Exec, "getActiveMaster()"))
+            .unwrap();
+        let before = w.full_reads;
+        for id in 0..50 {
+            let insert =
+                format!(r#"tableInsert(loadTable("dfs://stock", "stock"), now(), "p", {id})"#);
+            w.apply("ddb1", &ddb(8922, DdbKind::Exec, &insert)).unwrap();
+            w.apply("ddb1", &ddb(8920, DdbKind::Exec, "getActiveMaster()"))
+                .unwrap();
+        }
+        assert_eq!(
+            w.full_reads, before,
+            "status and insert statements re-read the cluster"
+        );
+    }
+
+    /// A model that does not report a generation is re-read after each of its statements.
+    #[test]
+    fn a_model_without_a_generation_is_reread_after_every_statement() {
+        let mut sc = Scenario::from_str_at(INV, "s.toml", Path::new(".")).unwrap();
+        sc.add_model(Box::new(SqlModel));
+        let mut w = sc.world();
+        let target = crate::sql::SqlTarget {
+            id: 1,
+            host: Some("a".into()),
+            address: "127.0.0.1".into(),
+            port: 3306,
+            user: "root".into(),
+            password: None,
+            db: None,
+            timeout_ms: 1000,
+            tls: false,
+            tls_ca: None,
+        };
+        let before = w.full_reads;
+        for _ in 0..3 {
+            let _ = w.apply(
+                "a",
+                &Action::Sql {
+                    target: target.clone(),
+                    kind: SqlKind::Exec,
+                    statement: "ALTER SYSTEM x".into(),
+                    params: Default::default(),
+                },
+            );
+        }
+        assert_eq!(w.full_reads, before + 3);
     }
 
     #[test]

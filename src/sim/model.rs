@@ -113,6 +113,15 @@ pub trait ProductModel: Send + Sync + std::fmt::Debug {
     /// The availability rules the components break now, one sentence each.
     fn violations(&self, components: &[Component]) -> Vec<String>;
 
+    /// A number that changes whenever anything `components` or `violations` read changes (a
+    /// node started or stopped, a chunk's recovery moved on). After a product statement the
+    /// world re-reads every component, which costs the cluster's size; when the number is the
+    /// same as at the last reading it skips that, so the status polls of a wait cost nothing.
+    /// `None` (the default): not tracked, re-read after every statement.
+    fn generation(&self) -> Option<u64> {
+        None
+    }
+
     /// A copy for a fresh world (each simulation starts from the scenario's state).
     fn box_clone(&self) -> Box<dyn ProductModel>;
 }

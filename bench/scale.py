@@ -8,8 +8,8 @@ per host of the generated cluster, with the host's name, address, endpoint, pid 
 made unique (OceanBase: three zones of N/3 observers; OpenMLDB: 2 nameservers, N-4 tablets, an
 apiserver and a taskmanager; DolphinDB: N machines; OMS: N nodes). The data is the example's
 (its tables, its chunks); with `per-host` it grows with the cluster (OpenMLDB: 4 partitions per
-tablet; DolphinDB: 2 chunks per machine). The playbook is the shipped one, unchanged. Used by `bench.py scale` and by the
-complexity test (tests/it/scale.rs).
+tablet; DolphinDB: 2 chunks per machine). The playbook is the shipped one, unchanged.
+Used by `bench.py scale`.
 """
 import copy
 import json

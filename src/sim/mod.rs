@@ -1535,6 +1535,22 @@ mod tests {
 
     const INV: &str = "[inventory.hosts.a]\ntransport = \"local\"\n";
 
+    /// A session to server `a`'s SQL.
+    fn sql_target() -> crate::sql::SqlTarget {
+        crate::sql::SqlTarget {
+            id: 1,
+            host: Some("a".into()),
+            address: "127.0.0.1".into(),
+            port: 3306,
+            user: "root".into(),
+            password: None,
+            db: None,
+            timeout_ms: 1000,
+            tls: false,
+            tls_ca: None,
+        }
+    }
+
     /// A model that owns the SQL of server `a`: it answers its status query and refuses DDL.
     #[derive(Debug, Clone)]
     struct SqlModel;
@@ -1592,18 +1608,7 @@ mod tests {
         .unwrap();
         sc.add_model(Box::new(SqlModel));
         let mut w = sc.world();
-        let target = crate::sql::SqlTarget {
-            id: 1,
-            host: Some("a".into()),
-            address: "127.0.0.1".into(),
-            port: 3306,
-            user: "root".into(),
-            password: None,
-            db: None,
-            timeout_ms: 1000,
-            tls: false,
-            tls_ca: None,
-        };
+        let target = sql_target();
         let sql = |kind, statement: &str| Action::Sql {
             target: target.clone(),
             kind,
@@ -1669,18 +1674,7 @@ mod tests {
         let mut sc = Scenario::from_str_at(INV, "s.toml", Path::new(".")).unwrap();
         sc.add_model(Box::new(SqlModel));
         let mut w = sc.world();
-        let target = crate::sql::SqlTarget {
-            id: 1,
-            host: Some("a".into()),
-            address: "127.0.0.1".into(),
-            port: 3306,
-            user: "root".into(),
-            password: None,
-            db: None,
-            timeout_ms: 1000,
-            tls: false,
-            tls_ca: None,
-        };
+        let target = sql_target();
         let before = w.full_reads;
         for _ in 0..3 {
             let _ = w.apply(

@@ -26,8 +26,8 @@ shift 2
 start_sshd() {
     rc="$HOME/.bashrc"
     if [ "${LAB_SSHD_KEEP_RC:-}" != 1 ] && [ -s "$rc" ]; then
-        if unshare --mount --propagation private true 2>/dev/null; then
-            unshare --mount --propagation private \
+        if unshare --mount --propagation slave true 2>/dev/null; then
+            unshare --mount --propagation slave \
                 sh -c 'mount --bind /dev/null "$1" && shift && exec "$@"' mask "$rc" \
                 "$sshd_bin" -f "$1/sshd_config" -E "$1/sshd.log"
             return

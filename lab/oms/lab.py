@@ -4,7 +4,8 @@
 #   lab.py images OUTDIR                  build the OMS images (docker import: no registry) and
 #                                          save them as OUTDIR/oms-<version>.tar
 #   lab.py install SPEC.json              create the metadata databases and every node's mounts
-#                                          and config.yaml, and run the old version's containers
+#                                          and config.yaml, run the old version's containers and
+#                                          wait until every console says healthy
 #   lab.py stop SPEC.json                 remove the lab's containers and drop its databases
 #   lab.py checksums SPEC.json            CHECKSUM TABLE of every table of the metadata databases (JSON)
 #   lab.py knob SPEC.json NODE NAME on|off   init_fail / upgrade_fail / unhealthy / no_openapi /
@@ -235,6 +236,27 @@ def install(spec):
              # apply caps"); the playbook is run with -p privileged=false on the lab.
              "--pids-limit", "-1", "--ulimit", "nproc=65535:65535",
              "--name", n["container"], "%s:%s" % (spec["image"], spec["from"])])
+    wait_healthy(spec)
+
+
+def wait_healthy(spec, timeout=60):
+    """Returns once every node's console says healthy, as a cluster about to be upgraded is: the
+    double's services take a few seconds to come up (start.sh), and a test that reads the console
+    at once would find nginx's 502. A node whose `unhealthy` knob is on is not waited for."""
+    import time
+    deadline = time.monotonic() + timeout
+    for n in spec["nodes"]:
+        if os.path.exists(os.path.join(n["dir"], "oms_store", "knob_unhealthy")):
+            continue
+        while True:
+            r = subprocess.run(["docker", "exec", n["container"], "cat", "/www/oms/health"],
+                               capture_output=True, text=True)
+            if '"healthy":true' in r.stdout:
+                break
+            if time.monotonic() > deadline:
+                sys.exit("lab.py: %s did not become healthy within %d s: %s%s"
+                         % (n["container"], timeout, r.stdout, r.stderr))
+            time.sleep(0.2)
 
 
 def stop(spec):

@@ -6,9 +6,16 @@ use clap::Parser;
 
 fn main() {
     // RUST_LOG decides what tracing prints (to stderr); progress and reports are separate.
+    // A playbook's own warnings reach tracing (target `playbook`) for embedders that have no
+    // progress printer; the CLI prints them in its progress already, so by default it leaves
+    // them out of tracing's lines rather than print each twice. Escapes only on a terminal: a
+    // log file or a pipe gets plain text.
+    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
+        .with_ansi(cli::colour(std::io::stderr().is_terminal()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,playbook=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();

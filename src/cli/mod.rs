@@ -254,12 +254,18 @@ fn parse_params(raw: &[String]) -> Result<Params, Error> {
     Ok(out)
 }
 
+/// Whether to colour a stream: only a terminal, and not when `NO_COLOR` is set to anything
+/// (no-color.org). Logs, pipes and CI get plain text.
+pub fn colour(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 fn sink(json: bool, verbose: bool) -> Arc<dyn EventSink> {
     if json {
         Arc::new(JsonLines::default())
     } else {
         Arc::new(ProgressPrinter::new(
-            std::io::stderr().is_terminal(),
+            colour(std::io::stderr().is_terminal()),
             verbose,
         ))
     }
@@ -521,7 +527,10 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
             if json {
                 println!("{}", serde_json::to_string(&runs).unwrap_or_default());
             } else {
-                print!("{}", render_runs(&runs, std::io::stdout().is_terminal()));
+                print!(
+                    "{}",
+                    render_runs(&runs, colour(std::io::stdout().is_terminal()))
+                );
             }
             Ok(0)
         }

@@ -724,3 +724,60 @@ fn a_run_that_would_exceed_the_open_file_limit_says_so_before_connecting() {
         "{err}"
     );
 }
+
+/// Colour only on a terminal, and never with `NO_COLOR` set: a log file or a pipe gets plain
+/// text, tracing's own lines included (they carried escapes into logs before). A playbook's
+/// warning is printed once.
+#[test]
+fn escapes_only_on_a_terminal_and_never_with_no_color() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "p.rhai",
+        r#"step("careful", || { warn("mind the gap"); log("done"); });"#,
+    );
+    let out = capstan_cmd()
+        .current_dir(d.path())
+        .args(["run", "p.rhai"])
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Once: the progress has it; tracing's copy of a playbook's warning is left out.
+    assert_eq!(err.matches("mind the gap").count(), 1, "{err}");
+    assert!(!err.contains('\u{1b}'), "escapes in a pipe: {err:?}");
+    // On a terminal (script(1) gives the command a pseudo-terminal): colour, unless NO_COLOR.
+    let on_tty = |no_color: Option<&str>| {
+        let mut c = std::process::Command::new("script");
+        c.current_dir(d.path())
+            .args([
+                "-qec",
+                &format!("{} run p.rhai", env!("CARGO_BIN_EXE_capstan")),
+                "/dev/null",
+            ])
+            .env(
+                "CAPSTAN_JOURNAL",
+                d.path().join(format!("j-{}.db", no_color.is_some())),
+            );
+        match no_color {
+            Some(v) => c.env("NO_COLOR", v),
+            None => c.env_remove("NO_COLOR"),
+        };
+        let out = c
+            .output()
+            .expect("script(1) (util-linux) is needed for this test");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = on_tty(None);
+    assert!(coloured.contains("mind the gap"), "{coloured}");
+    assert!(
+        coloured.contains('\u{1b}'),
+        "no colour on a terminal: {coloured:?}"
+    );
+    let plain = on_tty(Some("1"));
+    assert!(plain.contains("mind the gap"), "{plain}");
+    assert!(
+        !plain.contains('\u{1b}'),
+        "escapes despite NO_COLOR: {plain:?}"
+    );
+}

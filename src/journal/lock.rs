@@ -76,12 +76,19 @@ pub fn holder_alive(pid: u32, start: u64) -> bool {
     }
 }
 
-/// Whether process `pid` still exists on this machine.
-#[allow(unsafe_code)]
+/// Whether process `pid` still exists on this machine: kill(2) with no signal, where "not
+/// permitted" (another user's process) still means it exists.
 pub fn process_alive(pid: u32) -> bool {
-    // SAFETY: kill(2) with signal 0 only checks that the process exists; nothing is sent.
-    let r = unsafe { libc::kill(pid as i32, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
+    }
 }
 
 impl Journal {

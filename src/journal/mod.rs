@@ -493,9 +493,7 @@ pub fn unix_ms() -> u64 {
 
 /// Who runs capstan: `$USER`, `$LOGNAME`, or the numeric uid.
 pub fn operator() -> String {
-    #[allow(unsafe_code)]
-    // SAFETY: getuid(2) has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
+    let uid = rustix::process::getuid().as_raw();
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| format!("uid {uid}"))

@@ -90,12 +90,12 @@ fn write_spec(text: &str) -> Result<std::path::PathBuf, TransportError> {
     Ok(path)
 }
 
-#[allow(unsafe_code)]
+/// Kills the process group the child leads (it was spawned with `process_group(0)`).
 fn kill_group(pid: u32) {
-    // SAFETY: kill(2) with a negative pid signals the process group the child leads (it was
-    // spawned with process_group(0)); no memory is touched.
-    unsafe {
-        libc::kill(-(pid as i32), libc::SIGKILL);
+    use rustix::process::{kill_process_group, Pid, Signal};
+    if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+        // Already gone is fine: there is nothing left to kill.
+        let _ = kill_process_group(pid, Signal::KILL);
     }
 }
 

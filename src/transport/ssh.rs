@@ -2,7 +2,6 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
@@ -39,7 +38,7 @@ impl std::fmt::Debug for SshTransport {
 
 struct Conn {
     sess: Session,
-    fd: RawFd,
+    /// A duplicate of the session's socket: polled while waiting, shut down to cut (`cut`).
     socket: TcpStream,
 }
 
@@ -114,7 +113,6 @@ impl SshTransport {
         let tcp = tcp.ok_or(last)?;
         // Nagle costs ~45 ms per command round trip on an exec channel (shared/notes).
         let _ = tcp.set_nodelay(true);
-        let fd = tcp.as_raw_fd();
         let hs = |e: ssh2::Error| TransportError::Handshake {
             addr: addr.clone(),
             reason: if code_of(&e) == LIBSSH2_ERROR_TIMEOUT {
@@ -136,7 +134,7 @@ impl SshTransport {
         self.authenticate(&sess)?;
         sess.set_keepalive(true, h.keepalive.as_secs().max(1) as u32);
         sess.set_timeout(self.io_timeout().as_millis().min(u32::MAX as u128) as u32);
-        Ok(Conn { sess, fd, socket })
+        Ok(Conn { sess, socket })
     }
 
     fn check_host_key(&self, sess: &Session, addr: &str) -> Result<(), TransportError> {
@@ -330,26 +328,24 @@ fn record_host_key(
         .write_all(line.as_bytes())
 }
 
-#[allow(unsafe_code)]
-fn wait_socket(fd: RawFd, dirs: BlockDirections, timeout: Duration) -> bool {
-    let mut events = libc::POLLIN;
+/// Waits up to `timeout` for the session's socket to be readable (or writable, when libssh2
+/// waits to write); whether anything arrived. `socket` is a duplicate of the session's own
+/// descriptor: the same socket, so the same readiness.
+fn wait_socket(socket: &TcpStream, dirs: BlockDirections, timeout: Duration) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut events = PollFlags::IN;
     if matches!(dirs, BlockDirections::Outbound | BlockDirections::Both) {
-        events |= libc::POLLOUT;
+        events |= PollFlags::OUT;
     }
-    let mut pfd = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
+    let mut fds = [PollFd::new(socket, events)];
+    let timeout = Timespec {
+        tv_sec: timeout.as_secs() as _,
+        tv_nsec: timeout.subsec_nanos() as _,
     };
-    // SAFETY: one valid pollfd on the stack, count 1; the session owns and keeps the fd open.
-    let n = unsafe {
-        libc::poll(
-            &mut pfd,
-            1,
-            timeout.as_millis().min(i32::MAX as u128) as i32,
-        )
-    };
-    n > 0 && pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+    matches!(poll(&mut fds, Some(&timeout)), Ok(n) if n > 0)
+        && fds[0]
+            .revents()
+            .intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR)
 }
 
 fn dropped(e: impl std::fmt::Display) -> TransportError {
@@ -471,7 +467,7 @@ impl Conn {
                     .min(req.timeout.saturating_sub(start.elapsed()))
                     .min(next_keepalive.saturating_duration_since(Instant::now()));
                 // Anything arriving, a keepalive reply included, proves the peer is alive.
-                if wait_socket(self.fd, sess.block_directions(), wait) {
+                if wait_socket(&self.socket, sess.block_directions(), wait) {
                     last_rx = Instant::now();
                 }
             }

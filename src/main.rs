@@ -11,6 +11,10 @@ fn main() {
     // them out of tracing's lines rather than print each twice. Escapes only on a terminal: a
     // log file or a pipe gets plain text.
     use std::io::IsTerminal as _;
+    // `COMPLETE=bash capstan -- capstan resume 2026` is the completion script calling back
+    // (`capstan completions`): answer it and exit before anything else.
+    clap_complete::CompleteEnv::with_factory(<cli::Cli as clap::CommandFactory>::command)
+        .complete();
     tracing_subscriber::fmt()
         .with_ansi(cli::colour(std::io::stderr().is_terminal()))
         .with_env_filter(

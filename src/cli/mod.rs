@@ -10,6 +10,7 @@ use capstan::journal::{format_unix_ms, Journal, RunRow, RunStatus};
 use capstan::report::{render_text, EventSink, JsonLines, Outcome, ProgressPrinter};
 use capstan::{Error, HostBuilder, Inventory, Mode, Params, Playbook, RunReport, Scenario};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::engine::{ArgValueCompleter, CompletionCandidate};
 
 mod fds;
 
@@ -119,7 +120,7 @@ enum Cmd {
         #[arg(long)]
         check: bool,
         /// Continue this stopped run: steps it finished are skipped.
-        #[arg(long, value_name = "RUN")]
+        #[arg(long, value_name = "RUN", add = ArgValueCompleter::new(run_ids))]
         resume: Option<String>,
         /// With --resume: go on even though the playbook or inventory changed.
         #[arg(long, requires = "resume")]
@@ -129,6 +130,8 @@ enum Cmd {
     },
     /// Continue a stopped run (killed, interrupted or failed) from the step that stopped it.
     Resume {
+        /// The run's id (`capstan runs`).
+        #[arg(add = ArgValueCompleter::new(run_ids))]
         run: String,
         /// The playbook, if not the file the run recorded.
         #[arg(long)]
@@ -147,6 +150,8 @@ enum Cmd {
     },
     /// Undo what a stopped run changed: its undos, newest first, then its guards.
     Rollback {
+        /// The run's id (`capstan runs`).
+        #[arg(add = ArgValueCompleter::new(run_ids))]
         run: String,
         /// The inventory, if not the file the run recorded.
         #[arg(short, long)]
@@ -174,6 +179,8 @@ enum Cmd {
     },
     /// One run from the journal: steps, actions per host, undos, guards, errors.
     Report {
+        /// The run's id (`capstan runs`).
+        #[arg(add = ArgValueCompleter::new(run_ids))]
         run: String,
         /// List every action, in order, grouped by step.
         #[arg(long)]
@@ -238,6 +245,53 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The shell completion script: `source <(capstan completions bash)`. It completes
+    /// subcommands, options and the run ids of `resume`, `rollback` and `report` (read from the
+    /// journal, `CAPSTAN_JOURNAL` or the default, at each completion).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: String,
+    },
+    /// The manual page (roff), generated from these commands' help: `capstan man | man -l -`.
+    Man {
+        /// Write every page instead (capstan.1 and one per subcommand, capstan-run.1, ...) into
+        /// this directory, e.g. /usr/local/share/man/man1.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+/// Exit 0 once a text went to stdout, also when its reader stopped early (`capstan man | head`).
+fn stdout_written(r: std::io::Result<()>) -> Result<i32, Error> {
+    match r {
+        Ok(()) => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(Error::Usage(format!("cannot write to stdout: {e}"))),
+    }
+}
+
+/// The runs of the journal whose id starts with what was typed, newest first, each with its
+/// playbook and status: the shells' completion of a run id. The journal is only read: a
+/// completion never creates one.
+fn run_ids(typed: &std::ffi::OsStr) -> Vec<CompletionCandidate> {
+    let typed = typed.to_string_lossy();
+    let path = Journal::default_path();
+    if !path.exists() {
+        return Vec::new();
+    }
+    let Ok(journal) = Journal::open(path) else {
+        return Vec::new();
+    };
+    journal
+        .runs(200)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.id.starts_with(typed.as_ref()))
+        .map(|r| {
+            CompletionCandidate::new(r.id)
+                .help(Some(format!("{} {}", r.playbook, r.status.as_str()).into()))
+        })
+        .collect()
 }
 
 fn parse_params(raw: &[String]) -> Result<Params, Error> {
@@ -683,6 +737,36 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
                 }
             }
             Ok(0)
+        }
+        Cmd::Completions { shell } => {
+            let shells = clap_complete::env::Shells::builtins();
+            let Some(completer) = shells.completer(&shell) else {
+                return Err(Error::Usage(format!(
+                    "completions {shell}: unknown shell; one of {}",
+                    shells.names().collect::<Vec<_>>().join(", ")
+                )));
+            };
+            // The script calls capstan back with COMPLETE=SHELL to complete each word.
+            let mut out = std::io::stdout().lock();
+            let written = completer
+                .write_registration("COMPLETE", "capstan", "capstan", "capstan", &mut out)
+                .and_then(|()| out.flush());
+            stdout_written(written)
+        }
+        Cmd::Man { out_dir: Some(dir) } => {
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| {
+                    clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &dir)
+                })
+                .map_err(|e| Error::Usage(format!("cannot write {}: {e}", dir.display())))?;
+            Ok(0)
+        }
+        Cmd::Man { out_dir: None } => {
+            let mut out = std::io::stdout().lock();
+            let written = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut out)
+                .and_then(|()| out.flush());
+            stdout_written(written)
         }
         Cmd::Docs { out } => {
             let host = HostBuilder::new().build()?;

@@ -781,3 +781,108 @@ fn escapes_only_on_a_terminal_and_never_with_no_color() {
         "escapes despite NO_COLOR: {plain:?}"
     );
 }
+
+/// `capstan completions SHELL` prints a script the shell accepts, which calls capstan back to
+/// complete each word; a run id is completed from the journal, with its playbook and status.
+/// `capstan man` prints the manual page.
+#[test]
+fn completions_know_the_journals_run_ids_and_the_man_page_lists_every_command() {
+    let d = tempfile::tempdir().unwrap();
+    let journal = d.path().join("j.db");
+    write(d.path(), "p.rhai", r#"step("one", || log("hi"));"#);
+    let out = capstan_cmd()
+        .current_dir(d.path())
+        .env("CAPSTAN_JOURNAL", &journal)
+        .args(["run", "p.rhai"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let run_id = |out: &std::process::Output| {
+        String::from_utf8_lossy(&out.stderr)
+            .split("run ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .map(str::to_string)
+            .unwrap()
+    };
+    let id = run_id(&out);
+
+    // bash accepts the script and registers the function for capstan.
+    let script = capstan(&["completions", "bash"]);
+    assert_eq!(script.code, 0, "{}", script.stderr);
+    let reg = std::process::Command::new("bash")
+        .args(["-c", "source /dev/stdin; complete -p capstan"])
+        .stdin({
+            let f = d.path().join("completion.bash");
+            std::fs::write(&f, &script.stdout).unwrap();
+            std::fs::File::open(f).unwrap()
+        })
+        .output()
+        .unwrap();
+    assert!(reg.status.success(), "{reg:?}");
+    assert!(
+        String::from_utf8_lossy(&reg.stdout).contains("-F _clap_complete_capstan capstan"),
+        "{reg:?}"
+    );
+    // What the script asks when the operator types `capstan resume 2026<TAB>`.
+    let complete = |shell: &str, words: &[&str]| {
+        let out = capstan_cmd()
+            .env("CAPSTAN_JOURNAL", &journal)
+            .env("COMPLETE", shell)
+            .env("_CLAP_COMPLETE_INDEX", (words.len() - 1).to_string())
+            .env("_CLAP_COMPLETE_COMP_TYPE", "9")
+            .env("_CLAP_COMPLETE_SPACE", "true")
+            .env("_CLAP_IFS", "\n")
+            .arg("--")
+            .args(words)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for cmd in ["resume", "rollback", "report"] {
+        let got = complete("bash", &["capstan", cmd, &id[..6]]);
+        assert_eq!(got.trim(), id, "{cmd}: {got:?}");
+    }
+    assert_eq!(complete("bash", &["capstan", "resume", "1999"]).trim(), "");
+    let fish = complete("fish", &["capstan", "report", ""]);
+    assert_eq!(
+        fish.lines().next(),
+        Some(format!("{id}\tp.rhai succeeded").as_str()),
+        "{fish:?}"
+    );
+    let subcommands = complete("bash", &["capstan", "roll"]);
+    assert_eq!(subcommands.trim(), "rollback", "{subcommands:?}");
+    // An unknown shell names the known ones.
+    let bad = capstan(&["completions", "tcsh"]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("bash, elvish, fish, powershell, zsh"),
+        "{}",
+        bad.stderr
+    );
+
+    let man = capstan(&["man"]);
+    assert_eq!(man.code, 0, "{}", man.stderr);
+    assert!(man.stdout.contains(".TH capstan 1"), "{}", man.stdout);
+    // Every page the main one refers to is written with --out-dir.
+    let pages = d.path().join("man1");
+    let out = capstan(&["man", "--out-dir", pages.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for cmd in [
+        "run",
+        "resume",
+        "rollback",
+        "runs",
+        "report",
+        "simulate",
+        "check",
+        "completions",
+    ] {
+        assert!(
+            man.stdout.contains(&format!("capstan\\-{cmd}(1)")),
+            "{cmd} missing from the man page"
+        );
+        let page = std::fs::read_to_string(pages.join(format!("capstan-{cmd}.1"))).unwrap();
+        assert!(page.contains(".TH capstan-"), "{page}");
+    }
+}

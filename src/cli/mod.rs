@@ -681,7 +681,26 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
                 .filter(|d| d.severity == Severity::Error)
                 .count();
             if json {
-                println!("{}", serde_json::to_string(&diags).unwrap_or_default());
+                // JSON lines like the other commands: a line per diagnostic, then the verdict.
+                for d in &diags {
+                    let mut line = serde_json::json!({ "event": "diagnostic" });
+                    if let (Some(o), Ok(serde_json::Value::Object(fields))) =
+                        (line.as_object_mut(), serde_json::to_value(d))
+                    {
+                        o.extend(fields);
+                    }
+                    println!("{line}");
+                }
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "event": "check",
+                        "schema": capstan::report::EVENT_SCHEMA,
+                        "playbook": pb.name,
+                        "errors": errors,
+                        "warnings": diags.len() - errors,
+                    })
+                );
             } else {
                 for d in &diags {
                     let label = match d.severity {

@@ -477,6 +477,7 @@ impl Host {
             attempt,
         })?;
         self.events.emit(&Event::RunStarted {
+            schema: crate::report::EVENT_SCHEMA,
             run_id: run_id.clone(),
             attempt,
             playbook: pb.name.clone(),

@@ -216,11 +216,17 @@ impl RunReport {
     }
 }
 
+/// The version of the JSON events (`--json`), in every `run_started` and `check` line. It goes
+/// up when a field is removed or changes meaning; new fields and new events leave it alone.
+pub const EVENT_SCHEMA: u32 = 1;
+
 /// Something that happened during a run, in the order it happened.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     RunStarted {
+        /// `EVENT_SCHEMA`.
+        schema: u32,
         run_id: String,
         attempt: u32,
         playbook: String,

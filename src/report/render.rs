@@ -328,6 +328,7 @@ impl EventSink for ProgressPrinter {
                 playbook,
                 mode,
                 hosts,
+                ..
             } => {
                 let again = if *attempt > 1 {
                     format!(", attempt {attempt}")

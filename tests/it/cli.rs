@@ -186,6 +186,27 @@ fn check_lints_unknown_functions_duplicate_steps_and_undocumented_params() {
         "{}",
         out.stderr
     );
+    // --json: a line per diagnostic, then the verdict with the event schema's version.
+    let out = capstan_in(d.path(), &["check", "lint.rhai", "--json"]);
+    assert_eq!(out.code, 2);
+    let lines: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{}", out.stdout);
+    assert!(lines[..3].iter().all(|l| l["event"] == "diagnostic"));
+    let typo = lines
+        .iter()
+        .find(|l| l["message"] == "unknown function `lgo`")
+        .unwrap_or_else(|| panic!("{}", out.stdout));
+    assert_eq!(typo["severity"], "error", "{typo}");
+    assert_eq!(lines[3]["event"], "check");
+    assert_eq!(lines[3]["schema"], 1);
+    assert_eq!(
+        (lines[3]["errors"].as_u64(), lines[3]["warnings"].as_u64()),
+        (Some(2), Some(1))
+    );
     let ok = capstan(&["check", "examples/hello/playbook.rhai"]);
     assert_eq!(
         (ok.code, ok.stderr.as_str()),

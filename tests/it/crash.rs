@@ -154,9 +154,16 @@ fn kill_then_resume(c: &Cluster, inv: &Path, hosts: &[&str], delay: Duration) {
             );
         }
         assert_eq!(c.read(h, "conf"), "new\n", "{what}");
-        assert_eq!(c.count(h, "count-d"), 1, "{what}");
     }
-    assert_counted_once(c, hosts, &["count-a", "count-b", "count-c"], &named, &what);
+    // The last moments can fall in the step after (how long the step takes depends on the
+    // machine): its command in flight is the one that may run twice there.
+    assert_counted_once(
+        c,
+        hosts,
+        &["count-a", "count-b", "count-c", "count-d"],
+        &named,
+        &what,
+    );
     // What the first attempt finished before the kill was replayed, not run again.
     let replayed = report["actions"]
         .as_array()

@@ -837,6 +837,9 @@ fn a_script_that_fails_with_exit_0_fails_its_step_and_the_session_survives_its_o
 #[test]
 fn kill_9_inside_the_zone_loop_then_resume_completes() {
     let lab = ObLab::new(&THREE);
+    // An observer takes a while to serve after its start (a real one, tens of seconds): the
+    // kill below lands while zone2 is still stopped, however quickly the commands before go.
+    lab.knob("start_seconds", json!(4));
     // Killed once zone2's observer is down (zone2 stopped, its binary not yet new).
     let run_id = kill_9_at(
         &lab.p,

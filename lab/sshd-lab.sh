@@ -9,6 +9,8 @@
 # `:nosftp` starts that instance without the SFTP subsystem (uploads fall back to scp).
 # LAB_SSHD_EXTRA: lines appended to every instance's sshd_config (the benchmarks pin the key
 # exchange with "KexAlgorithms curve25519-sha256", so every client negotiates the same one).
+# LAB_SSHD_ADDR: the address to listen on (default 127.0.0.1); LAB_SSHD_NETNS: a network
+# namespace to start the instances in (lab/jump-lab.sh builds bastions and hosts that way).
 # Needs openssh-server (scripts/test.sh installs it) and root, as sshd needs to switch users.
 #
 # A lab host is a clean account: each sshd runs in a private mount namespace in which the
@@ -24,17 +26,22 @@ shift 2
 
 # start_sshd HOSTDIR: sshd with that instance's config, its account's ~/.bashrc masked (above).
 start_sshd() {
+    if [ -n "${LAB_SSHD_NETNS:-}" ]; then
+        set -- "$@" ip netns exec "$LAB_SSHD_NETNS"
+    fi
+    h=$1
+    shift
     rc="$HOME/.bashrc"
     if [ "${LAB_SSHD_KEEP_RC:-}" != 1 ] && [ -s "$rc" ]; then
         if unshare --mount --propagation slave true 2>/dev/null; then
-            unshare --mount --propagation slave \
+            "$@" unshare --mount --propagation slave \
                 sh -c 'mount --bind /dev/null "$1" && shift && exec "$@"' mask "$rc" \
-                "$sshd_bin" -f "$1/sshd_config" -E "$1/sshd.log"
+                "$sshd_bin" -f "$h/sshd_config" -E "$h/sshd.log"
             return
         fi
         echo "sshd-lab: cannot mask $rc (unshare -m needs root): the lab's commands read it" >&2
     fi
-    "$sshd_bin" -f "$1/sshd_config" -E "$1/sshd.log"
+    "$@" "$sshd_bin" -f "$h/sshd_config" -E "$h/sshd.log"
 }
 
 case $cmd in
@@ -55,6 +62,7 @@ start)
     cp "$dir/id_ed25519.pub" "$dir/authorized_keys"
     chmod 644 "$dir/authorized_keys"
     : > "$dir/known_hosts"
+    addr=${LAB_SSHD_ADDR:-127.0.0.1}
     for spec in "$@"; do
         port=${spec%%:*}
         h="$dir/h$port"
@@ -64,7 +72,7 @@ start)
         case $spec in *:nosftp) subsystem="" ;; esac
         cat > "$h/sshd_config" <<CONF
 Port $port
-ListenAddress 127.0.0.1
+ListenAddress $addr
 HostKey $h/host_key
 PidFile $h/sshd.pid
 AuthorizedKeysFile $dir/authorized_keys
@@ -76,12 +84,17 @@ UsePAM no
 StrictModes no
 MaxStartups 200
 MaxSessions 200
-LogLevel ERROR
+LogLevel ${LAB_SSHD_LOGLEVEL:-ERROR}
 $subsystem
 ${LAB_SSHD_EXTRA:-}
 CONF
         start_sshd "$h"
-        echo "[127.0.0.1]:$port $(cut -d' ' -f1,2 "$h/host_key.pub")" >> "$dir/known_hosts"
+        if [ "$port" = 22 ]; then
+            name=$addr
+        else
+            name="[$addr]:$port"
+        fi
+        echo "$name $(cut -d' ' -f1,2 "$h/host_key.pub")" >> "$dir/known_hosts"
     done
     # Wait until every instance has written its pid file (it listens by then).
     for spec in "$@"; do

@@ -16,10 +16,11 @@ cd "$(dirname "$0")/.."
 # and start.sh, which polls the components' status pages with curl) and python3 for the DolphinDB
 # double (lab/dolphindb: every node and its API-protocol server) and the OceanBase double
 # (lab/oceanbase: observers, obproxy, and the release's upgrade-script stand-ins, which talk to
-# the cluster with the mysql client); python3-venv for the vendors' Python clients (below).
+# the cluster with the mysql client); python3-venv for the vendors' Python clients (below);
+# iproute2 for the bastion lab (lab/jump-lab.sh: network namespaces joined by veth pairs).
 ensure_packages build-essential pkg-config libssl-dev zlib1g-dev openssh-server openssh-client \
     mariadb-server mariadb-client openssl busybox-static chromium util-linux procps passwd \
-    python3 python3-venv curl
+    python3 python3-venv curl iproute2
 # The docker tests drive the machine's Docker engine. Machines of this project's kind come with it
 # running; elsewhere, install Debian's and start the daemon.
 if ! command -v docker >/dev/null 2>&1; then

@@ -437,6 +437,8 @@ const MAX_OUTPUT: usize = 16 * 1024 * 1024;
 enum Backend {
     Real {
         transports: Mutex<HashMap<String, Arc<dyn Transport>>>,
+        /// Sessions to bastions, shared by every host behind them.
+        jumps: Arc<transport::JumpPool>,
         sql: SqlClient,
         // Boxed: its runtime slot is large, and `Sim` is the common variant in tests.
         ddb: Box<DdbClient>,
@@ -530,6 +532,7 @@ impl Executor {
             (Mode::Simulate, None) => Backend::Inert,
             _ => Backend::Real {
                 transports: Mutex::new(HashMap::new()),
+                jumps: Arc::default(),
                 sql: SqlClient::default(),
                 ddb: Box::default(),
             },
@@ -965,10 +968,12 @@ impl Executor {
 
     fn transport(&self, host: &HostEntry) -> Arc<dyn Transport> {
         match &self.backend {
-            Backend::Real { transports, .. } => {
+            Backend::Real {
+                transports, jumps, ..
+            } => {
                 let mut t = transports.lock().unwrap_or_else(|e| e.into_inner());
                 t.entry(host.name.clone())
-                    .or_insert_with(|| transport::open(host))
+                    .or_insert_with(|| transport::open(host, jumps))
                     .clone()
             }
             _ => unreachable!("transports exist only in run and check modes"),

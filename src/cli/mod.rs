@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use capstan::engine::Severity;
 use capstan::host::OnFailure;
+use capstan::inventory::SshConfigSource;
 use capstan::journal::{format_unix_ms, Journal, RunRow, RunStatus};
 use capstan::report::{render_text, EventSink, JsonLines, Outcome, ProgressPrinter};
 use capstan::{Error, HostBuilder, Inventory, Mode, Params, Playbook, RunReport, Scenario};
@@ -13,6 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::engine::{ArgValueCompleter, CompletionCandidate};
 
 mod fds;
+mod inv;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -37,6 +39,22 @@ pub struct Cli {
     /// ~/.local/state/capstan/journal.db.
     #[arg(long, global = true, env = "CAPSTAN_JOURNAL", value_name = "FILE")]
     journal: Option<PathBuf>,
+    /// The OpenSSH client configuration for SSH hosts, as `ssh -F`: a FILE, or `none`. Default:
+    /// the inventory's `ssh_config`, else ~/.ssh/config then /etc/ssh/ssh_config. The
+    /// inventory's own settings win over the file's.
+    #[arg(short = 'F', long = "ssh-config", global = true, value_name = "FILE")]
+    ssh_config: Option<PathBuf>,
+}
+
+/// `-F FILE` or `-F none`.
+fn ssh_config_source(f: Option<PathBuf>) -> Option<SshConfigSource> {
+    f.map(|p| {
+        if p.as_os_str() == "none" {
+            SshConfigSource::None
+        } else {
+            SshConfigSource::File(p)
+        }
+    })
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -245,6 +263,11 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Inventories: `show` prints how each host is reached, and where each setting came from.
+    Inventory {
+        #[command(subcommand)]
+        cmd: InventoryCmd,
+    },
     /// The shell completion script: `source <(capstan completions bash)`. It completes
     /// subcommands, options and the run ids of `resume`, `rollback` and `report` (read from the
     /// journal, `CAPSTAN_JOURNAL` or the default, at each completion).
@@ -258,6 +281,20 @@ enum Cmd {
         /// this directory, e.g. /usr/local/share/man/man1.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum InventoryCmd {
+    /// Every host as capstan will reach it, ~/.ssh/config applied: address, port, user,
+    /// bastions, authentication, host key checking, timeouts, and where each value came from
+    /// (the host, a group, [defaults], an ssh_config file, or built in). Connects to nothing.
+    Show {
+        /// Inventory file (TOML).
+        #[arg(short, long)]
+        inventory: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -340,12 +377,14 @@ fn on_failure(a: OnFailureArg) -> OnFailure {
 }
 
 fn real_host(
-    inv: Inventory,
+    mut inv: Inventory,
     mode: Mode,
     o: &RealOpts,
+    ssh_config: Option<&SshConfigSource>,
     journal: Arc<Journal>,
     verbose: bool,
 ) -> Result<capstan::Host, Error> {
+    inv.apply_ssh_config(ssh_config)?;
     // A session per SSH host for the whole run, and pipes per command running: as many files
     // as the hard limit allows, and no more hosts at once than fit (a host past the limit
     // would fail with "too many open files" in the middle of the run).
@@ -491,6 +530,8 @@ fn finish(report: &RunReport, json: bool, plan: bool) -> i32 {
 pub fn main(cli: Cli) -> Result<i32, Error> {
     let verbose = cli.verbose;
     let journal_path = cli.journal;
+    let ssh_config = ssh_config_source(cli.ssh_config);
+    let ssh_config = ssh_config.as_ref();
     match cli.cmd {
         Cmd::Run {
             playbook,
@@ -508,7 +549,14 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
                 None => Inventory::localhost(),
             };
             let mode = if check { Mode::Check } else { Mode::Run };
-            let host = real_host(inv, mode, &opts, open_journal(journal_path)?, verbose)?;
+            let host = real_host(
+                inv,
+                mode,
+                &opts,
+                ssh_config,
+                open_journal(journal_path)?,
+                verbose,
+            )?;
             let report = match resume {
                 Some(id) => in_background(move |h| h.resume(&id, &pb, &params, force), host)?,
                 None => execute(host, pb, params)?,
@@ -531,7 +579,7 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
                 None => Playbook::reload(&row)?,
             };
             let inv = run_inventory(inventory, &row)?;
-            let host = real_host(inv, row.mode, &opts, journal, verbose)?;
+            let host = real_host(inv, row.mode, &opts, ssh_config, journal, verbose)?;
             let report = in_background(move |h| h.resume(&run, &pb, &params, force), host)?;
             Ok(finish(&report, opts.json, false))
         }
@@ -571,7 +619,7 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
                 no_reach_check: true,
             };
             let params = parse_params(&params)?;
-            let host = real_host(inv, Mode::Run, &opts, journal, verbose)?;
+            let host = real_host(inv, Mode::Run, &opts, ssh_config, journal, verbose)?;
             let report = in_background(move |h| h.rollback(&run, &params), host)?;
             Ok(finish(&report, json, true))
         }
@@ -671,6 +719,18 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
                 return Ok(if code == 0 { 1 } else { code });
             }
             Ok(code)
+        }
+        Cmd::Inventory {
+            cmd: InventoryCmd::Show { inventory, json },
+        } => {
+            let mut inv = Inventory::from_file(inventory)?;
+            inv.apply_ssh_config(ssh_config)?;
+            let text = if json {
+                format!("{}\n", inv::show_json(&inv))
+            } else {
+                inv::show_text(&inv)
+            };
+            stdout_written(std::io::stdout().lock().write_all(text.as_bytes()))
         }
         Cmd::Check { playbook, json } => {
             let pb = Playbook::load(&playbook)?;

@@ -1,5 +1,6 @@
 //! The inventory: hosts, groups, vars and connection settings, read from TOML with positioned errors.
 
+mod ssh_config;
 mod toml_pos;
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use toml::Spanned;
 use crate::error::{Error, Located, Result};
 use crate::secret::{Redactor, Secret, SecretRef};
 
+pub use ssh_config::SshConfigSource;
 pub(crate) use toml_pos::config_error;
 
 /// How capstan reaches a host.
@@ -93,6 +95,8 @@ struct HostFields {
     connect_timeout: Option<Dur>,
     command_timeout: Option<Dur>,
     keepalive: Option<Dur>,
+    /// Bastions to go through, in order: `"bastion"`, `"ops@b1:2222,b2"` or an array.
+    jump: Option<Spanned<JumpList>>,
     #[serde(default)]
     groups: Vec<Spanned<String>>,
     #[serde(default)]
@@ -104,14 +108,75 @@ struct HostFields {
 struct GroupSpec {
     #[serde(default)]
     hosts: Vec<Spanned<String>>,
+    /// Bastions for the group's hosts (a host's own `jump` wins).
+    jump: Option<Spanned<JumpList>>,
     #[serde(default)]
     vars: toml::Table,
+}
+
+/// A `jump` value: one string of comma-separated hops, as `ProxyJump` takes, or an array.
+/// `"none"` (or `[]`) means a direct connection, whatever `~/.ssh/config` says.
+#[derive(Debug, Clone, Default)]
+struct JumpList(Vec<String>);
+
+impl<'de> Deserialize<'de> for JumpList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        let hops: Vec<String> = match Raw::deserialize(d) {
+            Ok(Raw::One(s)) => s.split(',').map(|x| x.trim().to_string()).collect(),
+            Ok(Raw::Many(v)) => v.into_iter().map(|x| x.trim().to_string()).collect(),
+            Err(_) => {
+                return Err(serde::de::Error::custom(
+                    "expected a bastion such as \"ops@bastion:22\", a comma-separated list or an array of them",
+                ))
+            }
+        };
+        if hops.len() == 1 && hops[0] == "none" {
+            return Ok(JumpList(Vec::new()));
+        }
+        if hops.iter().any(|h| h.is_empty() || h == "none") {
+            return Err(serde::de::Error::custom(
+                "an empty bastion (or `none` among others) in the jump list",
+            ));
+        }
+        Ok(JumpList(hops))
+    }
+}
+
+/// Where `~/.ssh/config` is, as the inventory says: a path, or `false` to read none.
+#[derive(Debug, Clone)]
+struct SshConfigKey(SshConfigSource);
+
+impl<'de> Deserialize<'de> for SshConfigKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Flag(bool),
+            Path(String),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::Flag(false)) => Ok(SshConfigKey(SshConfigSource::None)),
+            Ok(Raw::Flag(true)) => Ok(SshConfigKey(SshConfigSource::Default)),
+            Ok(Raw::Path(p)) => Ok(SshConfigKey(SshConfigSource::File(PathBuf::from(p)))),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected the path of an ssh_config file, or false to read none",
+            )),
+        }
+    }
 }
 
 /// The inventory file as written. Also embedded in scenario files.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InventorySpec {
+    /// OpenSSH client configuration to honour: a path, `false` for none; `~/.ssh/config` when absent.
+    ssh_config: Option<Spanned<SshConfigKey>>,
     #[serde(default)]
     defaults: HostFields,
     #[serde(default)]
@@ -135,6 +200,33 @@ pub enum Auth {
     Default,
 }
 
+/// A bastion on the way to a host (`jump`, or `ProxyJump` in `~/.ssh/config`): the target's
+/// session rides a `direct-tcpip` channel of the bastion's own session.
+#[derive(Debug, Clone)]
+pub struct Hop {
+    /// The hop as written (`ops@bastion:2222`), for messages.
+    pub spec: String,
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    pub auth: Auth,
+    /// Keys to offer when `auth` is the default (from `IdentityFile`), before the usual ones.
+    pub identity_files: Vec<PathBuf>,
+    /// `IdentitiesOnly yes`: offer only `identity_files`, never the agent's keys.
+    pub identities_only: bool,
+    pub known_hosts: PathBuf,
+    pub host_key_policy: HostKeyPolicy,
+    pub connect_timeout: Duration,
+    pub keepalive: Duration,
+}
+
+impl Hop {
+    /// `user@address:port`: the hop's identity, shared by every host behind it.
+    pub fn key(&self) -> String {
+        format!("{}@{}:{}", self.user, self.address, self.port)
+    }
+}
+
 /// One host, every setting resolved.
 #[derive(Debug, Clone)]
 pub struct HostEntry {
@@ -149,6 +241,15 @@ pub struct HostEntry {
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
     pub keepalive: Duration,
+    /// Bastions to go through, first to last; empty for a direct connection.
+    pub jump: Vec<Hop>,
+    /// Keys to offer when `auth` is the default (from `IdentityFile`), before the usual ones.
+    pub identity_files: Vec<PathBuf>,
+    /// `IdentitiesOnly yes`: offer only `identity_files`, never the agent's keys.
+    pub identities_only: bool,
+    /// Where each connection setting came from: `hosts.NAME`, `defaults`, `groups.NAME`,
+    /// `ssh_config FILE` or `built-in` (`capstan inventory show`).
+    pub origins: BTreeMap<&'static str, String>,
     /// Group names in the order given (host's own list first, then groups that list the host).
     pub groups: Vec<String>,
     /// Vars after merging: defaults, then each group in order, then the host's own.
@@ -168,6 +269,11 @@ pub struct Inventory {
     /// The file it was read from, when it was read from a file (resume and rollback reread it).
     pub path: Option<PathBuf>,
     pub redactor: Redactor,
+    /// The OpenSSH client configuration the inventory asks for (`ssh_config`); applied by
+    /// [`Inventory::apply_ssh_config`], which the CLI calls for runs against real hosts.
+    pub ssh_config: SshConfigSource,
+    /// `[defaults] user`, when given: the login on a bastion whose hop names no user.
+    default_user: Option<String>,
     /// Host name → position in `hosts`: every action looks its host up.
     index: std::collections::HashMap<String, usize>,
 }
@@ -325,6 +431,59 @@ impl InventorySpec {
                 .as_deref()
                 .or(d.known_hosts.as_deref())
                 .unwrap_or("~/.ssh/known_hosts");
+            // Where each connection setting came from: the host, then [defaults], else built in.
+            let mut origins = BTreeMap::new();
+            for (key, own, def) in [
+                ("address", h.address.is_some(), d.address.is_some()),
+                ("port", h.port.is_some(), d.port.is_some()),
+                ("user", h.user.is_some(), d.user.is_some()),
+                ("auth", h.auth.is_some(), d.auth.is_some()),
+                (
+                    "known_hosts",
+                    h.known_hosts.is_some(),
+                    d.known_hosts.is_some(),
+                ),
+                (
+                    "host_key_policy",
+                    h.host_key_policy.is_some(),
+                    d.host_key_policy.is_some(),
+                ),
+                (
+                    "connect_timeout",
+                    h.connect_timeout.is_some(),
+                    d.connect_timeout.is_some(),
+                ),
+                ("keepalive", h.keepalive.is_some(), d.keepalive.is_some()),
+            ] {
+                let from = if own {
+                    format!("hosts.{name}")
+                } else if def {
+                    "defaults".to_string()
+                } else {
+                    BUILT_IN.to_string()
+                };
+                origins.insert(key, from);
+            }
+            // The bastions: the host's own list, else its first group's that has one, else
+            // [defaults]'s.
+            let group_jump = groups.iter().find_map(|g| {
+                self.groups
+                    .get(g)
+                    .and_then(|s| s.jump.as_ref())
+                    .map(|j| (format!("groups.{g}"), j))
+            });
+            let jump_spec = h
+                .jump
+                .as_ref()
+                .map(|j| (format!("hosts.{name}"), j))
+                .or(group_jump)
+                .or(d.jump.as_ref().map(|j| ("defaults".to_string(), j)));
+            origins.insert(
+                "jump",
+                jump_spec
+                    .as_ref()
+                    .map_or(BUILT_IN.to_string(), |(from, _)| from.clone()),
+            );
             let entry = HostEntry {
                 address: h
                     .address
@@ -356,6 +515,10 @@ impl InventorySpec {
                     .keepalive
                     .or(d.keepalive)
                     .map_or(Duration::from_secs(15), |x| x.0),
+                jump: Vec::new(),
+                identity_files: Vec::new(),
+                identities_only: false,
+                origins,
                 groups: groups.clone(),
                 vars,
                 name: name.clone(),
@@ -409,6 +572,16 @@ impl InventorySpec {
                     ));
                 }
             }
+            let mut entry = entry;
+            if let Some((from, j)) = jump_spec {
+                let mut hops = Vec::new();
+                for spec in &j.get_ref().0 {
+                    let hop = ssh_config::parse_hop(spec, &entry, d.user.as_deref())
+                        .map_err(|m| err(j.span(), format!("{from}.jump: {m}")))?;
+                    hops.push(hop);
+                }
+                entry.jump = hops;
+            }
             for g in &groups {
                 group_members
                     .entry(g.clone())
@@ -439,6 +612,15 @@ impl InventorySpec {
             secrets,
             path: None,
             redactor,
+            ssh_config: self.ssh_config.map_or(SshConfigSource::Default, |k| {
+                match k.into_inner().0 {
+                    SshConfigSource::File(p) => {
+                        SshConfigSource::File(expand_path(&p.to_string_lossy(), base))
+                    }
+                    other => other,
+                }
+            }),
+            default_user: self.defaults.user.clone(),
             index,
         })
     }
@@ -476,6 +658,9 @@ fn resolve_auth(
     }
     Ok(Auth::Agent)
 }
+
+/// The origin of a setting nothing gave: capstan's own default.
+pub(crate) const BUILT_IN: &str = "built-in";
 
 /// Host and group names become script identifiers and step keys: keep them plain.
 fn check_name(what: &str, n: &str) -> std::result::Result<(), String> {
@@ -594,6 +779,111 @@ groups = ["nameserver"]
             e.to_string(),
             "inv.toml:3:10: groups.g.hosts: unknown host `b`"
         );
+    }
+
+    #[test]
+    fn bastions_come_from_the_host_then_its_group_then_defaults() {
+        let inv = parse(
+            r#"
+[defaults]
+user = "ops"
+jump = "gw.example:2200"
+auth = { key = "/k" }
+
+[groups.dc2]
+hosts = ["b", "c"]
+jump = ["root@b1", "b2.dc2"]
+
+[hosts.a]
+[hosts.b]
+[hosts.c]
+jump = "none"
+auth = { password = { env = "HOME" } }
+"#,
+        )
+        .unwrap();
+        let a = inv.host("a").unwrap();
+        assert_eq!(a.jump.len(), 1);
+        assert_eq!(a.jump[0].key(), "ops@gw.example:2200");
+        assert_eq!(a.origins["jump"], "defaults");
+        assert!(
+            matches!(a.jump[0].auth, Auth::Key { .. }),
+            "a bastion takes the host's key"
+        );
+        let b = inv.host("b").unwrap();
+        let keys: Vec<String> = b.jump.iter().map(Hop::key).collect();
+        assert_eq!(keys, ["root@b1:22", "ops@b2.dc2:22"]);
+        assert_eq!(b.origins["jump"], "groups.dc2");
+        let c = inv.host("c").unwrap();
+        assert!(c.jump.is_empty());
+        assert_eq!(c.origins["jump"], "hosts.c");
+        assert_eq!(c.origins["user"], "defaults");
+        assert_eq!(c.origins["port"], BUILT_IN);
+        for (text, want) in [
+            (
+                "[hosts.a]\njump = \"b1:x\"\n",
+                "hosts.a.jump: `b1:x`: `x` is not a port",
+            ),
+            ("[hosts.a]\njump = \"b1,,b2\"\n", "an empty bastion"),
+            ("[hosts.a]\njump = 3\n", "expected a bastion"),
+            (
+                "ssh_config = 1\n[hosts.a]\n",
+                "expected the path of an ssh_config file",
+            ),
+        ] {
+            let e = parse(text).err().unwrap().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn ssh_config_fills_what_the_inventory_left_and_resolves_aliases() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("extra"),
+            "Host *.dc2\n  User fromfile\n  ConnectTimeout 7\n",
+        )
+        .unwrap();
+        let cfg = dir.path().join("config");
+        std::fs::write(
+            &cfg,
+            format!(
+                "Include {}/extra\nHost db1\n  HostName 10.9.0.1\n  Port 2022\n  ProxyJump jump1\n  StrictHostKeyChecking accept-new\n  IdentitiesOnly yes\n  IdentityFile ~/.ssh/db_key\n  ServerAliveInterval 5\nHost jump1\n  HostName 10.9.9.9\n  User jumper\n  UserKnownHostsFile /kh/jump\nHost *\n  Port 2200\n  UnknownOption whatever\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let mut inv = parse(
+            "[hosts.db1]\n[hosts.db2]\naddress = \"db2.dc2\"\nport = 22\nuser = \"mine\"\n[hosts.l]\ntransport = \"local\"\n",
+        )
+        .unwrap();
+        inv.apply_ssh_config(Some(&SshConfigSource::File(cfg.clone())))
+            .unwrap();
+        let db1 = inv.host("db1").unwrap();
+        assert_eq!((db1.address.as_str(), db1.port), ("10.9.0.1", 2022));
+        assert_eq!(db1.host_key_policy, HostKeyPolicy::AcceptNew);
+        assert!(db1.identities_only);
+        assert!(db1.identity_files[0].ends_with(".ssh/db_key"));
+        assert_eq!(db1.keepalive, Duration::from_secs(5));
+        assert_eq!(db1.jump.len(), 1);
+        assert_eq!(db1.jump[0].key(), "jumper@10.9.9.9:2200");
+        assert_eq!(db1.jump[0].known_hosts, PathBuf::from("/kh/jump"));
+        assert!(db1.origins["address"].starts_with("ssh_config "));
+        // db2: the inventory's port and user win; the file's timeout fills the gap.
+        let db2 = inv.host("db2").unwrap();
+        assert_eq!((db2.port, db2.user.as_str()), (22, "mine"));
+        assert_eq!(db2.connect_timeout, Duration::from_secs(7));
+        assert!(db2.jump.is_empty());
+        // None: nothing changes.
+        let mut again = parse("[hosts.db1]\n").unwrap();
+        again
+            .apply_ssh_config(Some(&SshConfigSource::None))
+            .unwrap();
+        assert_eq!(again.host("db1").unwrap().address, "db1");
+        let e = again
+            .apply_ssh_config(Some(&SshConfigSource::File(dir.path().join("nope"))))
+            .unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! How an action reaches a host: the `Transport` trait, its errors, and remote command lines.
 
+mod jump;
 mod local;
 mod ssh;
 pub mod wrap;
@@ -10,6 +11,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use jump::JumpPool;
 pub use local::LocalTransport;
 pub use ssh::SshTransport;
 
@@ -157,6 +159,8 @@ pub enum TransportError {
     Dropped { reason: String },
     #[error("stopped by a second interrupt")]
     Aborted,
+    #[error("through bastion {bastion}: {reason}")]
+    Jump { bastion: String, reason: String },
     #[error("cannot start {program}: {reason}")]
     Spawn { program: String, reason: String },
     #[error("{0}")]
@@ -178,6 +182,7 @@ impl TransportError {
                 | TransportError::Auth { .. }
                 | TransportError::Unresponsive { .. }
                 | TransportError::Dropped { .. }
+                | TransportError::Jump { .. }
         )
     }
 }
@@ -198,11 +203,12 @@ pub trait Transport: Send + Sync {
     ) -> Result<(), TransportError>;
 }
 
-/// Opens the transport a host's inventory entry asks for. SSH connects lazily on first use.
-pub fn open(host: &HostEntry) -> Arc<dyn Transport> {
+/// Opens the transport a host's inventory entry asks for. SSH connects lazily on first use;
+/// hosts behind the same bastions share one session to each (`jumps`).
+pub fn open(host: &HostEntry, jumps: &Arc<JumpPool>) -> Arc<dyn Transport> {
     match host.transport {
         TransportKind::Local => Arc::new(LocalTransport::new()),
-        TransportKind::Ssh => Arc::new(SshTransport::new(host.clone())),
+        TransportKind::Ssh => Arc::new(SshTransport::new(host.clone(), jumps.clone())),
     }
 }
 

@@ -2,9 +2,11 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::Path;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -12,21 +14,23 @@ use ssh2::{
     BlockDirections, CheckResult, ErrorCode, HashType, HostKeyType, KnownHostFileKind, Session,
 };
 
+use super::jump::{JumpPool, JumpSession};
 use super::wrap::{self, TextShell};
 use super::{Command, ExecOutput, ExecRequest, Tail, Transport, TransportError};
-use crate::inventory::{Auth, HostEntry, HostKeyPolicy};
+use crate::inventory::{Auth, Hop, HostEntry, HostKeyPolicy};
 
 /// Numbers the spec files this process writes, so two at once never share a name.
 static SPEC_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// libssh2 error codes this module tells apart.
-const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
-const LIBSSH2_ERROR_EAGAIN: i32 = -37;
+pub(super) const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
+pub(super) const LIBSSH2_ERROR_EAGAIN: i32 = -37;
 
 /// A host reached over SSH. The session opens on first use and stays open for the run; a
 /// broken session is dropped and the next action reconnects.
 pub struct SshTransport {
     host: HostEntry,
+    jumps: Arc<JumpPool>,
     conn: Mutex<Option<Conn>>,
 }
 
@@ -39,227 +43,357 @@ impl std::fmt::Debug for SshTransport {
 struct Conn {
     sess: Session,
     /// A duplicate of the session's socket: polled while waiting, shut down to cut (`cut`).
-    socket: TcpStream,
+    socket: Stream,
+    /// The last bastion on the way, when there is one: kept alive while the session rides it.
+    via: Option<Arc<JumpSession>>,
 }
 
-fn addr_of(h: &HostEntry) -> String {
-    if h.address.contains(':') {
-        format!("[{}]:{}", h.address, h.port)
-    } else {
-        format!("{}:{}", h.address, h.port)
+/// The connection under a session: TCP to the server, or one end of a socket pair that a
+/// bastion's session pumps through a `direct-tcpip` channel.
+pub(super) enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub(super) fn try_clone(&self) -> std::io::Result<Stream> {
+        Ok(match self {
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+        })
+    }
+
+    /// Cuts the connection at once, whoever else holds the descriptor.
+    pub(super) fn shutdown(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        };
     }
 }
 
-fn code_of(e: &ssh2::Error) -> i32 {
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
+/// One SSH server to log in to, a host or a bastion, with what logging in needs.
+pub(super) struct Endpoint<'a> {
+    pub address: &'a str,
+    pub port: u16,
+    pub user: &'a str,
+    pub auth: &'a Auth,
+    pub identity_files: &'a [PathBuf],
+    pub identities_only: bool,
+    pub known_hosts: &'a Path,
+    pub host_key_policy: HostKeyPolicy,
+    pub connect_timeout: Duration,
+    pub keepalive: Duration,
+}
+
+impl<'a> Endpoint<'a> {
+    fn of_host(h: &'a HostEntry) -> Self {
+        Endpoint {
+            address: &h.address,
+            port: h.port,
+            user: &h.user,
+            auth: &h.auth,
+            identity_files: &h.identity_files,
+            identities_only: h.identities_only,
+            known_hosts: &h.known_hosts,
+            host_key_policy: h.host_key_policy,
+            connect_timeout: h.connect_timeout,
+            keepalive: h.keepalive,
+        }
+    }
+
+    pub(super) fn of_hop(h: &'a Hop) -> Self {
+        Endpoint {
+            address: &h.address,
+            port: h.port,
+            user: &h.user,
+            auth: &h.auth,
+            identity_files: &h.identity_files,
+            identities_only: h.identities_only,
+            known_hosts: &h.known_hosts,
+            host_key_policy: h.host_key_policy,
+            connect_timeout: h.connect_timeout,
+            keepalive: h.keepalive,
+        }
+    }
+
+    pub(super) fn addr(&self) -> String {
+        if self.address.contains(':') {
+            format!("[{}]:{}", self.address, self.port)
+        } else {
+            format!("{}:{}", self.address, self.port)
+        }
+    }
+
+    /// How long a blocking libssh2 call may wait on a silent peer.
+    pub(super) fn io_timeout(&self) -> Duration {
+        (self.keepalive * 3).max(self.connect_timeout)
+    }
+}
+
+pub(super) fn code_of(e: &ssh2::Error) -> i32 {
     match e.code() {
         ErrorCode::Session(c) => c,
         ErrorCode::SFTP(c) => c,
     }
 }
 
+/// A TCP connection to the endpoint, tried on each address its name resolves to.
+pub(super) fn tcp_connect(ep: &Endpoint<'_>) -> Result<TcpStream, TransportError> {
+    let addr = ep.addr();
+    let addrs: Vec<_> = (ep.address, ep.port)
+        .to_socket_addrs()
+        .map_err(|e| TransportError::Resolve {
+            address: ep.address.to_string(),
+            reason: e.to_string(),
+        })?
+        .collect();
+    let mut last = TransportError::Resolve {
+        address: ep.address.to_string(),
+        reason: "no addresses".into(),
+    };
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, ep.connect_timeout) {
+            Ok(s) => {
+                // Nagle costs ~45 ms per command round trip on an exec channel (shared/notes).
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => {
+                last = match e.kind() {
+                    std::io::ErrorKind::ConnectionRefused => {
+                        TransportError::Refused { addr: addr.clone() }
+                    }
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                        TransportError::ConnectTimeout {
+                            addr: addr.clone(),
+                            secs: ep.connect_timeout.as_secs(),
+                        }
+                    }
+                    _ => TransportError::Connect {
+                        addr: addr.clone(),
+                        reason: e.to_string(),
+                    },
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Handshake, host key check and login over `stream`: a session ready for channels, and a
+/// duplicate of its socket to poll and to cut.
+pub(super) fn establish(
+    ep: &Endpoint<'_>,
+    stream: Stream,
+) -> Result<(Session, Stream), TransportError> {
+    let addr = ep.addr();
+    let hs = |e: ssh2::Error| TransportError::Handshake {
+        addr: addr.clone(),
+        reason: if code_of(&e) == LIBSSH2_ERROR_TIMEOUT {
+            format!("no SSH answer within {}s", ep.connect_timeout.as_secs())
+        } else {
+            e.message().to_string()
+        },
+    };
+    let mut sess = Session::new().map_err(hs)?;
+    // A handle on the socket outside libssh2, to cut the connection at once (`cut`).
+    let socket = stream.try_clone().map_err(|e| TransportError::Connect {
+        addr: addr.clone(),
+        reason: e.to_string(),
+    })?;
+    sess.set_tcp_stream(stream);
+    sess.set_timeout(ep.connect_timeout.as_millis().min(u32::MAX as u128) as u32);
+    sess.handshake().map_err(hs)?;
+    check_host_key(ep, &sess, &addr)?;
+    authenticate(ep, &sess)?;
+    sess.set_keepalive(true, ep.keepalive.as_secs().max(1) as u32);
+    sess.set_timeout(ep.io_timeout().as_millis().min(u32::MAX as u128) as u32);
+    Ok((sess, socket))
+}
+
+fn check_host_key(ep: &Endpoint<'_>, sess: &Session, addr: &str) -> Result<(), TransportError> {
+    let (key, kind) = sess.host_key().ok_or_else(|| TransportError::Handshake {
+        addr: addr.to_string(),
+        reason: "the server sent no host key".into(),
+    })?;
+    let fingerprint = sess
+        .host_key_hash(HashType::Sha256)
+        .map(|d| {
+            format!(
+                "SHA256:{}",
+                base64::engine::general_purpose::STANDARD_NO_PAD.encode(d)
+            )
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let known = ep.known_hosts.display().to_string();
+    let mut kh = sess
+        .known_hosts()
+        .map_err(|e| TransportError::Other(e.to_string()))?;
+    if ep.known_hosts.exists() {
+        kh.read_file(ep.known_hosts, KnownHostFileKind::OpenSSH)
+            .map_err(|e| {
+                TransportError::Other(format!("cannot read known_hosts {known}: {}", e.message()))
+            })?;
+    }
+    match kh.check_port(ep.address, ep.port, key) {
+        CheckResult::Match => Ok(()),
+        CheckResult::Mismatch => Err(TransportError::HostKeyMismatch {
+            addr: addr.to_string(),
+            known_hosts: known,
+            fingerprint,
+        }),
+        CheckResult::NotFound => match ep.host_key_policy {
+            HostKeyPolicy::Strict => Err(TransportError::HostKeyUnknown {
+                addr: addr.to_string(),
+                known_hosts: known,
+                fingerprint,
+            }),
+            HostKeyPolicy::AcceptNew => {
+                record_host_key(ep.known_hosts, ep.address, ep.port, key, kind).map_err(|e| {
+                    TransportError::Other(format!("cannot record host key in {known}: {e}"))
+                })?;
+                tracing::warn!(%addr, %fingerprint, "recorded new host key in {known}");
+                Ok(())
+            }
+        },
+        CheckResult::Failure => Err(TransportError::Other(format!(
+            "cannot check host key of {addr}"
+        ))),
+    }
+}
+
+fn authenticate(ep: &Endpoint<'_>, sess: &Session) -> Result<(), TransportError> {
+    let user = ep.user;
+    let fail = |method: &str, reason: String| TransportError::Auth {
+        user: user.to_string(),
+        method: method.to_string(),
+        reason,
+    };
+    let try_key = |path: &Path, pass: Option<&str>| -> Result<(), TransportError> {
+        if !path.exists() {
+            return Err(fail(
+                "key",
+                format!("key file {} not found", path.display()),
+            ));
+        }
+        sess.userauth_pubkey_file(user, None, path, pass)
+            .map_err(|e| fail("key", format!("{} ({})", e.message(), path.display())))
+    };
+    let method = match ep.auth {
+        Auth::Key { path, passphrase } => {
+            try_key(path, passphrase.as_ref().map(|s| s.expose()))?;
+            "key"
+        }
+        Auth::Agent => {
+            sess.userauth_agent(user)
+                .map_err(|e| fail("agent", e.message().to_string()))?;
+            "agent"
+        }
+        Auth::Password(p) => {
+            sess.userauth_password(user, p.expose())
+                .map_err(|e| fail("password", e.message().to_string()))?;
+            "password"
+        }
+        Auth::Default => {
+            // As ssh does: the agent's keys first (unless IdentitiesOnly), then the
+            // IdentityFile keys, or the usual ones when none is named.
+            let mut tried = Vec::new();
+            if !ep.identities_only {
+                if std::env::var_os("SSH_AUTH_SOCK").is_some() && sess.userauth_agent(user).is_ok()
+                {
+                    return Ok(());
+                }
+                tried.push("agent".to_string());
+            }
+            let home = std::env::var("HOME").unwrap_or_default();
+            let keys: Vec<PathBuf> = if ep.identity_files.is_empty() {
+                ["id_ed25519", "id_ecdsa", "id_rsa"]
+                    .iter()
+                    .map(|k| Path::new(&home).join(".ssh").join(k))
+                    .collect()
+            } else {
+                ep.identity_files.to_vec()
+            };
+            for p in keys {
+                if p.exists() {
+                    if try_key(&p, None).is_ok() && sess.authenticated() {
+                        return Ok(());
+                    }
+                    tried.push(p.display().to_string());
+                }
+            }
+            return Err(fail(
+                "default",
+                format!(
+                    "no method worked (tried {}); set auth in the inventory",
+                    if tried.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        tried.join(", ")
+                    }
+                ),
+            ));
+        }
+    };
+    if sess.authenticated() {
+        Ok(())
+    } else {
+        Err(fail(
+            method,
+            "the server did not accept the credentials".into(),
+        ))
+    }
+}
+
 impl SshTransport {
-    pub fn new(host: HostEntry) -> Self {
+    pub fn new(host: HostEntry, jumps: Arc<JumpPool>) -> Self {
         SshTransport {
             host,
+            jumps,
             conn: Mutex::new(None),
         }
     }
 
     /// How long a blocking libssh2 call may wait on a silent peer.
     fn io_timeout(&self) -> Duration {
-        (self.host.keepalive * 3).max(self.host.connect_timeout)
+        Endpoint::of_host(&self.host).io_timeout()
     }
 
     fn connect(&self) -> Result<Conn, TransportError> {
-        let h = &self.host;
-        let addr = addr_of(h);
-        let addrs: Vec<_> = (h.address.as_str(), h.port)
-            .to_socket_addrs()
-            .map_err(|e| TransportError::Resolve {
-                address: h.address.clone(),
-                reason: e.to_string(),
-            })?
-            .collect();
-        let mut last = TransportError::Resolve {
-            address: h.address.clone(),
-            reason: "no addresses".into(),
-        };
-        let mut tcp = None;
-        for a in addrs {
-            match TcpStream::connect_timeout(&a, h.connect_timeout) {
-                Ok(s) => {
-                    tcp = Some(s);
-                    break;
-                }
-                Err(e) => {
-                    last = match e.kind() {
-                        std::io::ErrorKind::ConnectionRefused => {
-                            TransportError::Refused { addr: addr.clone() }
-                        }
-                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
-                            TransportError::ConnectTimeout {
-                                addr: addr.clone(),
-                                secs: h.connect_timeout.as_secs(),
-                            }
-                        }
-                        _ => TransportError::Connect {
-                            addr: addr.clone(),
-                            reason: e.to_string(),
-                        },
-                    }
-                }
-            }
+        let ep = Endpoint::of_host(&self.host);
+        if self.host.jump.is_empty() {
+            let (sess, socket) = establish(&ep, Stream::Tcp(tcp_connect(&ep)?))?;
+            return Ok(Conn {
+                sess,
+                socket,
+                via: None,
+            });
         }
-        let tcp = tcp.ok_or(last)?;
-        // Nagle costs ~45 ms per command round trip on an exec channel (shared/notes).
-        let _ = tcp.set_nodelay(true);
-        let hs = |e: ssh2::Error| TransportError::Handshake {
-            addr: addr.clone(),
-            reason: if code_of(&e) == LIBSSH2_ERROR_TIMEOUT {
-                format!("no SSH answer within {}s", h.connect_timeout.as_secs())
-            } else {
-                e.message().to_string()
-            },
-        };
-        let mut sess = Session::new().map_err(hs)?;
-        // A handle on the socket outside libssh2, to cut the connection at once (`cut`).
-        let socket = tcp.try_clone().map_err(|e| TransportError::Connect {
-            addr: addr.clone(),
-            reason: e.to_string(),
-        })?;
-        sess.set_tcp_stream(tcp);
-        sess.set_timeout(h.connect_timeout.as_millis().min(u32::MAX as u128) as u32);
-        sess.handshake().map_err(hs)?;
-        self.check_host_key(&sess, &addr)?;
-        self.authenticate(&sess)?;
-        sess.set_keepalive(true, h.keepalive.as_secs().max(1) as u32);
-        sess.set_timeout(self.io_timeout().as_millis().min(u32::MAX as u128) as u32);
-        Ok(Conn { sess, socket })
-    }
-
-    fn check_host_key(&self, sess: &Session, addr: &str) -> Result<(), TransportError> {
-        let h = &self.host;
-        let (key, kind) = sess.host_key().ok_or_else(|| TransportError::Handshake {
-            addr: addr.to_string(),
-            reason: "the server sent no host key".into(),
-        })?;
-        let fingerprint = sess
-            .host_key_hash(HashType::Sha256)
-            .map(|d| {
-                format!(
-                    "SHA256:{}",
-                    base64::engine::general_purpose::STANDARD_NO_PAD.encode(d)
-                )
-            })
-            .unwrap_or_else(|| "unknown".into());
-        let known = h.known_hosts.display().to_string();
-        let mut kh = sess
-            .known_hosts()
-            .map_err(|e| TransportError::Other(e.to_string()))?;
-        if h.known_hosts.exists() {
-            kh.read_file(&h.known_hosts, KnownHostFileKind::OpenSSH)
-                .map_err(|e| {
-                    TransportError::Other(format!(
-                        "cannot read known_hosts {known}: {}",
-                        e.message()
-                    ))
-                })?;
-        }
-        match kh.check_port(&h.address, h.port, key) {
-            CheckResult::Match => Ok(()),
-            CheckResult::Mismatch => Err(TransportError::HostKeyMismatch {
-                addr: addr.to_string(),
-                known_hosts: known,
-                fingerprint,
+        let via = self.jumps.session(&self.host.jump)?;
+        let tunnel = via.tunnel(&ep)?;
+        match establish(&ep, Stream::Unix(tunnel)) {
+            Ok((sess, socket)) => Ok(Conn {
+                sess,
+                socket,
+                via: Some(via),
             }),
-            CheckResult::NotFound => match h.host_key_policy {
-                HostKeyPolicy::Strict => Err(TransportError::HostKeyUnknown {
-                    addr: addr.to_string(),
-                    known_hosts: known,
-                    fingerprint,
-                }),
-                HostKeyPolicy::AcceptNew => {
-                    record_host_key(&h.known_hosts, &h.address, h.port, key, kind).map_err(
-                        |e| {
-                            TransportError::Other(format!("cannot record host key in {known}: {e}"))
-                        },
-                    )?;
-                    tracing::warn!(host = %h.name, %fingerprint, "recorded new host key in {known}");
-                    Ok(())
-                }
-            },
-            CheckResult::Failure => Err(TransportError::Other(format!(
-                "cannot check host key of {addr}"
-            ))),
-        }
-    }
-
-    fn authenticate(&self, sess: &Session) -> Result<(), TransportError> {
-        let h = &self.host;
-        let fail = |method: &str, reason: String| TransportError::Auth {
-            user: h.user.clone(),
-            method: method.to_string(),
-            reason,
-        };
-        let try_key = |path: &Path, pass: Option<&str>| -> Result<(), TransportError> {
-            if !path.exists() {
-                return Err(fail(
-                    "key",
-                    format!("key file {} not found", path.display()),
-                ));
-            }
-            sess.userauth_pubkey_file(&h.user, None, path, pass)
-                .map_err(|e| fail("key", format!("{} ({})", e.message(), path.display())))
-        };
-        let method = match &h.auth {
-            Auth::Key { path, passphrase } => {
-                try_key(path, passphrase.as_ref().map(|s| s.expose()))?;
-                "key"
-            }
-            Auth::Agent => {
-                sess.userauth_agent(&h.user)
-                    .map_err(|e| fail("agent", e.message().to_string()))?;
-                "agent"
-            }
-            Auth::Password(p) => {
-                sess.userauth_password(&h.user, p.expose())
-                    .map_err(|e| fail("password", e.message().to_string()))?;
-                "password"
-            }
-            Auth::Default => {
-                let mut tried = Vec::new();
-                if std::env::var_os("SSH_AUTH_SOCK").is_some()
-                    && sess.userauth_agent(&h.user).is_ok()
-                {
-                    return Ok(());
-                }
-                tried.push("agent".to_string());
-                let home = std::env::var("HOME").unwrap_or_default();
-                for k in ["id_ed25519", "id_ecdsa", "id_rsa"] {
-                    let p = Path::new(&home).join(".ssh").join(k);
-                    if p.exists() {
-                        if try_key(&p, None).is_ok() && sess.authenticated() {
-                            return Ok(());
-                        }
-                        tried.push(p.display().to_string());
-                    }
-                }
-                return Err(fail(
-                    "default",
-                    format!(
-                        "no method worked (tried {}); set auth in the inventory",
-                        tried.join(", ")
-                    ),
-                ));
-            }
-        };
-        if sess.authenticated() {
-            Ok(())
-        } else {
-            Err(fail(
-                method,
-                "the server did not accept the credentials".into(),
-            ))
+            Err(e) => Err(via.explain(e)),
         }
     }
 
@@ -272,9 +406,19 @@ impl SshTransport {
             *guard = Some(self.connect()?);
         }
         let conn = guard.as_mut().expect("connected above");
-        let r = f(conn);
+        let r = f(conn).map_err(|e| conn.explain(e));
         forget_if_broken(&mut guard, &r);
         r
+    }
+}
+
+impl Conn {
+    /// A session lost with its bastion says so, naming the bastion.
+    fn explain(&self, e: TransportError) -> TransportError {
+        match &self.via {
+            Some(v) if e.is_unreachable() => v.explain(e),
+            _ => e,
+        }
     }
 }
 
@@ -331,7 +475,7 @@ fn record_host_key(
 /// Waits up to `timeout` for the session's socket to be readable (or writable, when libssh2
 /// waits to write); whether anything arrived. `socket` is a duplicate of the session's own
 /// descriptor: the same socket, so the same readiness.
-fn wait_socket(socket: &TcpStream, dirs: BlockDirections, timeout: Duration) -> bool {
+pub(super) fn wait_socket(socket: &impl AsFd, dirs: BlockDirections, timeout: Duration) -> bool {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
     let mut events = PollFlags::IN;
     if matches!(dirs, BlockDirections::Outbound | BlockDirections::Both) {
@@ -479,7 +623,7 @@ impl Conn {
             // The command must end now: cutting the connection ends the SSH session on the host,
             // and the wrapper, re-parented, kills the command's process group. Closing the
             // channel politely would wait on the host instead.
-            let _ = self.socket.shutdown(std::net::Shutdown::Both);
+            self.socket.shutdown();
         }
         sess.set_blocking(true);
         result?;
@@ -533,11 +677,17 @@ impl Transport for SshTransport {
             Err(e) if reused && e.is_unreachable() => {
                 // A session that sat idle can be dropped on the way (firewalls, NAT). No command
                 // was sent yet, so trying once more on a fresh connection is safe.
+                let e = guard.as_ref().map_or(e.clone(), |c| c.explain(e));
                 *guard = None;
                 tracing::info!(host = %self.host.name, "cached session failed ({e}); reconnecting");
                 let fresh = self.connect().map_err(|e2| {
                     tracing::warn!(host = %self.host.name, "reconnecting failed: {e2}");
-                    e.clone()
+                    // A bastion that is gone for good says more than the lost session did.
+                    if matches!(e2, TransportError::Jump { .. }) {
+                        e2
+                    } else {
+                        e.clone()
+                    }
                 })?;
                 let ch = fresh.open_channel(io);
                 *guard = Some(fresh);
@@ -545,14 +695,15 @@ impl Transport for SshTransport {
                 ch?
             }
             Err(e) => {
+                let e = guard.as_ref().map_or(e.clone(), |c| c.explain(e));
                 *guard = None;
                 return Err(e);
             }
         };
-        let r = guard
-            .as_mut()
-            .expect("connected above")
-            .run(ch, &line, req, keepalive, io);
+        let conn = guard.as_mut().expect("connected above");
+        let r = conn
+            .run(ch, &line, req, keepalive, io)
+            .map_err(|e| conn.explain(e));
         forget_if_broken(&mut guard, &r);
         r
     }

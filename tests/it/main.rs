@@ -9,6 +9,7 @@ mod docs;
 mod dolphindb;
 mod embed;
 mod journal;
+mod jump;
 mod modes;
 mod oceanbase;
 mod oms;

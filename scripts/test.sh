@@ -17,10 +17,11 @@ cd "$(dirname "$0")/.."
 # double (lab/dolphindb: every node and its API-protocol server) and the OceanBase double
 # (lab/oceanbase: observers, obproxy, and the release's upgrade-script stand-ins, which talk to
 # the cluster with the mysql client); python3-venv for the vendors' Python clients (below);
-# iproute2 for the bastion lab (lab/jump-lab.sh: network namespaces joined by veth pairs).
+# iproute2 for the bastion lab (lab/jump-lab.sh: network namespaces joined by veth pairs); sudo
+# for the `become` tests.
 ensure_packages build-essential pkg-config libssl-dev zlib1g-dev openssh-server openssh-client \
     mariadb-server mariadb-client openssl busybox-static chromium util-linux procps passwd \
-    python3 python3-venv curl iproute2
+    python3 python3-venv curl iproute2 sudo
 # The docker tests drive the machine's Docker engine. Machines of this project's kind come with it
 # running; elsewhere, install Debian's and start the daemon.
 if ! command -v docker >/dev/null 2>&1; then
@@ -45,6 +46,19 @@ if ! id capstan-test >/dev/null 2>&1; then
     as_root useradd -m -s /bin/sh capstan-test
 fi
 echo 'capstan-test:capstan-test-pw' | as_root chpasswd
+# Logins without root for the `become` tests (tests/it/privilege.rs): capstan-sudo may sudo without
+# a password, capstan-sudopw must give its own (its login password), capstan-nosudo may not.
+for u in capstan-sudo capstan-sudopw capstan-nosudo; do
+    id "$u" >/dev/null 2>&1 || as_root useradd -m -s /bin/bash "$u"
+done
+# sshd (UsePAM no) refuses a locked account (`!` in /etc/shadow) even for a key: `*` is no
+# password, not locked.
+as_root usermod -p '*' capstan-sudo
+as_root usermod -p '*' capstan-nosudo
+echo 'capstan-sudopw:capstan-sudo-pw' | as_root chpasswd
+printf '%s\n' 'capstan-sudo ALL=(ALL) NOPASSWD: ALL' 'capstan-sudopw ALL=(ALL) ALL' |
+    as_root tee /etc/sudoers.d/capstan-test >/dev/null
+as_root chmod 0440 /etc/sudoers.d/capstan-test
 
 # The vendors' own clients, which the tests run against the doubles (shared/notes/vendor-clients.md):
 # DolphinDB's Python API (lab/dolphindb/seed_writer.py, the tutorial's writer), in a virtual

@@ -36,6 +36,16 @@ fn auth_text(a: &Auth, identity_files: &[std::path::PathBuf], identities_only: b
     }
 }
 
+fn become_text(h: &HostEntry) -> String {
+    match &h.become_ {
+        None => "no".into(),
+        Some(b) if b.password.is_some() => {
+            format!("sudo -u {} (the login's password from a secret)", b.user)
+        }
+        Some(b) => format!("sudo -u {}", b.user),
+    }
+}
+
 fn policy(p: HostKeyPolicy) -> &'static str {
     match p {
         HostKeyPolicy::Strict => "strict",
@@ -80,6 +90,7 @@ pub fn show_text(inv: &Inventory) -> String {
             ("port", h.port.to_string(), origin("port")),
             ("user", h.user.clone(), origin("user")),
             ("jump", jump, origin("jump")),
+            ("become", become_text(h), origin("become")),
             (
                 "auth",
                 auth_text(&h.auth, &h.identity_files, h.identities_only),
@@ -148,6 +159,10 @@ fn host_json(h: &HostEntry) -> Value {
         "port": h.port,
         "user": h.user,
         "jump": h.jump.iter().map(hop_json).collect::<Vec<_>>(),
+        "become": h.become_.as_ref().map(|b| json!({
+            "user": b.user,
+            "password": b.password.is_some(),
+        })),
         "auth": auth_text(&h.auth, &h.identity_files, h.identities_only),
         "known_hosts": h.known_hosts,
         "host_key_policy": policy(h.host_key_policy),

@@ -97,6 +97,11 @@ struct HostFields {
     keepalive: Option<Dur>,
     /// Bastions to go through, in order: `"bastion"`, `"ops@b1:2222,b2"` or an array.
     jump: Option<Spanned<JumpList>>,
+    /// Run every command through `sudo`: `true` (as root) or the user to become.
+    #[serde(rename = "become")]
+    become_: Option<Spanned<BecomeKey>>,
+    /// The login user's sudo password, when sudo asks for one: a secret reference.
+    become_password: Option<Spanned<SecretRef>>,
     #[serde(default)]
     groups: Vec<Spanned<String>>,
     #[serde(default)]
@@ -110,8 +115,45 @@ struct GroupSpec {
     hosts: Vec<Spanned<String>>,
     /// Bastions for the group's hosts (a host's own `jump` wins).
     jump: Option<Spanned<JumpList>>,
+    /// `become` for the group's hosts (a host's own wins).
+    #[serde(rename = "become")]
+    become_: Option<Spanned<BecomeKey>>,
     #[serde(default)]
     vars: toml::Table,
+}
+
+/// `become = true` (root), `false`, or the name of the user to become.
+#[derive(Debug, Clone)]
+enum BecomeKey {
+    Off,
+    As(String),
+}
+
+impl<'de> Deserialize<'de> for BecomeKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Flag(bool),
+            User(String),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::Flag(true)) => Ok(BecomeKey::As("root".into())),
+            Ok(Raw::Flag(false)) => Ok(BecomeKey::Off),
+            Ok(Raw::User(u)) if !u.trim().is_empty() => Ok(BecomeKey::As(u)),
+            _ => Err(serde::de::Error::custom(
+                "expected true (become root through sudo), false, or the name of the user to become",
+            )),
+        }
+    }
+}
+
+/// Privilege for every command on a host: `sudo -u USER`, with the login's password when sudo
+/// asks for one (sent on stdin, never in argv, environment or output).
+#[derive(Debug, Clone)]
+pub struct Become {
+    pub user: String,
+    pub password: Option<Secret>,
 }
 
 /// A `jump` value: one string of comma-separated hops, as `ProxyJump` takes, or an array.
@@ -243,6 +285,8 @@ pub struct HostEntry {
     pub keepalive: Duration,
     /// Bastions to go through, first to last; empty for a direct connection.
     pub jump: Vec<Hop>,
+    /// `sudo` for every command, file write and undo on the host (`become`).
+    pub become_: Option<Become>,
     /// Keys to offer when `auth` is the default (from `IdentityFile`), before the usual ones.
     pub identity_files: Vec<PathBuf>,
     /// `IdentitiesOnly yes`: offer only `identity_files`, never the agent's keys.
@@ -484,6 +528,60 @@ impl InventorySpec {
                     .as_ref()
                     .map_or(BUILT_IN.to_string(), |(from, _)| from.clone()),
             );
+            // Privilege: the host's own, else its first group's, else [defaults].
+            let group_become = groups.iter().find_map(|g| {
+                self.groups
+                    .get(g)
+                    .and_then(|s| s.become_.as_ref())
+                    .map(|b| (format!("groups.{g}"), b))
+            });
+            let become_spec = h
+                .become_
+                .as_ref()
+                .map(|b| (format!("hosts.{name}"), b))
+                .or(group_become)
+                .or(d.become_.as_ref().map(|b| ("defaults".to_string(), b)));
+            origins.insert(
+                "become",
+                become_spec
+                    .as_ref()
+                    .map_or(BUILT_IN.to_string(), |(from, _)| from.clone()),
+            );
+            let become_password = match h.become_password.as_ref().or(d.become_password.as_ref()) {
+                None => None,
+                Some(r) => {
+                    let s = r
+                        .get_ref()
+                        .resolve(base)
+                        .map_err(|m| err(r.span(), format!("hosts.{name}.become_password: {m}")))?;
+                    redactor.add(&s);
+                    Some(s)
+                }
+            };
+            let become_ = match become_spec {
+                Some((from, b)) => match b.get_ref() {
+                    BecomeKey::Off => None,
+                    // [defaults] and groups mean the SSH hosts among them.
+                    BecomeKey::As(_)
+                        if transport == TransportKind::Local && from != format!("hosts.{name}") =>
+                    {
+                        None
+                    }
+                    BecomeKey::As(user) => {
+                        if transport == TransportKind::Local {
+                            return Err(err(
+                                b.span(),
+                                format!("{from}.become: for SSH hosts only; for a local host, run capstan itself with the privilege it needs"),
+                            ));
+                        }
+                        Some(Become {
+                            user: user.clone(),
+                            password: become_password,
+                        })
+                    }
+                },
+                None => None,
+            };
             let entry = HostEntry {
                 address: h
                     .address
@@ -516,6 +614,7 @@ impl InventorySpec {
                     .or(d.keepalive)
                     .map_or(Duration::from_secs(15), |x| x.0),
                 jump: Vec::new(),
+                become_,
                 identity_files: Vec::new(),
                 identities_only: false,
                 origins,

@@ -87,6 +87,25 @@ impl<'a> ExecRequest<'a> {
     }
 }
 
+impl ExecRequest<'_> {
+    /// The same request with other bytes on stdin.
+    pub fn with_stdin<'b>(&'b self, stdin: &'b [u8]) -> ExecRequest<'b> {
+        ExecRequest {
+            command: self.command,
+            env: self.env,
+            cwd: self.cwd,
+            stdin: Some(stdin),
+            timeout: self.timeout,
+            max_output: self.max_output,
+            abort: self.abort,
+            on_output: self.on_output.clone(),
+            marker: self.marker,
+            sensitive: self.sensitive,
+            secret_files: self.secret_files,
+        }
+    }
+}
+
 impl std::fmt::Debug for ExecRequest<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ExecRequest")
@@ -159,6 +178,13 @@ pub enum TransportError {
     Dropped { reason: String },
     #[error("stopped by a second interrupt")]
     Aborted,
+    #[error("sudo as {user} (login {login}) refused `{command}`: {reason}")]
+    Become {
+        login: String,
+        user: String,
+        command: String,
+        reason: String,
+    },
     #[error("through bastion {bastion}: {reason}")]
     Jump { bastion: String, reason: String },
     #[error("cannot start {program}: {reason}")]
@@ -183,6 +209,7 @@ impl TransportError {
                 | TransportError::Unresponsive { .. }
                 | TransportError::Dropped { .. }
                 | TransportError::Jump { .. }
+                | TransportError::Become { .. }
         )
     }
 }

@@ -17,7 +17,7 @@ use ssh2::{
 use super::jump::{JumpPool, JumpSession};
 use super::wrap::{self, TextShell};
 use super::{Command, ExecOutput, ExecRequest, Tail, Transport, TransportError};
-use crate::inventory::{Auth, Hop, HostEntry, HostKeyPolicy};
+use crate::inventory::{Auth, Become, Hop, HostEntry, HostKeyPolicy};
 
 /// Numbers the spec files this process writes, so two at once never share a name.
 static SPEC_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -32,6 +32,10 @@ pub struct SshTransport {
     host: HostEntry,
     jumps: Arc<JumpPool>,
     conn: Mutex<Option<Conn>>,
+    /// The login's home, once asked (files written with `become` are staged there).
+    home: Mutex<Option<String>>,
+    /// How sudo takes this login, once probed.
+    sudo: Mutex<Option<Sudo>>,
 }
 
 impl std::fmt::Debug for SshTransport {
@@ -367,6 +371,8 @@ impl SshTransport {
             host,
             jumps,
             conn: Mutex::new(None),
+            home: Mutex::new(None),
+            sudo: Mutex::new(None),
         }
     }
 
@@ -648,23 +654,19 @@ fn break_err(e: std::io::Error) -> Result<(), TransportError> {
     Err(dropped(e))
 }
 
-impl Transport for SshTransport {
-    fn exec(&self, req: &ExecRequest<'_>) -> Result<ExecOutput, TransportError> {
-        // A command that carries a secret is described in a 0600 file in the login user's home
-        // (a relative SFTP path is the home), which the wrapper reads and removes.
-        let spec = if wrap::needs_spec(req) {
-            let name = format!(
-                ".capstan-spec-{}-{}",
-                std::process::id(),
-                SPEC_SEQ.fetch_add(1, Ordering::SeqCst)
-            );
-            let text = wrap::spec_text(req, TextShell::Login)?;
-            self.put(&name, &mut text.as_bytes(), text.len() as u64, 0o600)?;
-            Some(name)
-        } else {
-            None
-        };
-        let line = wrap::remote_line(req, spec.as_deref())?;
+/// How sudo takes this login on this host: probed once per session when a password is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sudo {
+    /// No password asked (NOPASSWD, or none known to send).
+    NoPassword,
+    /// It asks: the password goes first on the command's stdin (`sudo -S`).
+    Password,
+}
+
+impl SshTransport {
+    /// Opens a channel on the cached session (connecting, or reconnecting once when an idle
+    /// session was dropped on the way) and runs `line` on it.
+    fn run_line(&self, line: &str, req: &ExecRequest<'_>) -> Result<ExecOutput, TransportError> {
         let keepalive = self.host.keepalive;
         let io = self.io_timeout();
         let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
@@ -702,13 +704,136 @@ impl Transport for SshTransport {
         };
         let conn = guard.as_mut().expect("connected above");
         let r = conn
-            .run(ch, &line, req, keepalive, io)
+            .run(ch, line, req, keepalive, io)
             .map_err(|e| conn.explain(e));
         forget_if_broken(&mut guard, &r);
         r
     }
 
-    fn put(
+    /// A line of this module's own, without the wrapper (probes, `$HOME`).
+    fn raw(&self, line: &str) -> Result<ExecOutput, TransportError> {
+        let cmd = Command::Shell(line.to_string());
+        let abort = std::sync::atomic::AtomicBool::new(false);
+        self.run_line(
+            line,
+            &ExecRequest::plain(&cmd, self.io_timeout(), 64 * 1024, &abort),
+        )
+    }
+
+    /// The login user's home on the host (absolute), asked once per transport.
+    fn home(&self) -> Result<String, TransportError> {
+        let mut cached = self.home.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = cached.as_ref() {
+            return Ok(h.clone());
+        }
+        let out = self.raw("printf '%s' \"$HOME\"")?;
+        let home = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.code != Some(0) || !home.starts_with('/') {
+            return Err(TransportError::Other(format!(
+                "cannot tell the login's home directory (got {home:?})"
+            )));
+        }
+        *cached = Some(home.clone());
+        Ok(home)
+    }
+
+    /// Whether sudo wants the password from this login: `sudo -n true` tells, once.
+    fn sudo_mode(&self, b: &Become) -> Result<Sudo, TransportError> {
+        if b.password.is_none() {
+            return Ok(Sudo::NoPassword);
+        }
+        let mut cached = self.sudo.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = *cached {
+            return Ok(m);
+        }
+        let line = format!("sudo -n -u {} -- true", wrap::quote(&b.user)?);
+        let out = self.raw(&line)?;
+        let mode = if out.code == Some(0) {
+            Sudo::NoPassword
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            if err.contains("password is required") {
+                Sudo::Password
+            } else {
+                return Err(self.become_error(b, &line, &err));
+            }
+        };
+        *cached = Some(mode);
+        Ok(mode)
+    }
+
+    fn become_error(&self, b: &Become, command: &str, stderr: &str) -> TransportError {
+        let first = stderr
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("sudo failed")
+            .trim();
+        let hint = if first.contains("password is required") && b.password.is_none() {
+            " (set become_password in the inventory, or allow NOPASSWD)"
+        } else if stderr.contains("incorrect password") || first.starts_with("Sorry, try again") {
+            " (the become_password is wrong)"
+        } else {
+            ""
+        };
+        TransportError::Become {
+            login: self.host.user.clone(),
+            user: b.user.clone(),
+            command: command.chars().take(200).collect(),
+            reason: format!("{first}{hint}"),
+        }
+    }
+
+    fn exec_plain_login(&self, req: &ExecRequest<'_>) -> Result<ExecOutput, TransportError> {
+        // A command that carries a secret is described in a 0600 file in the login user's home
+        // (a relative SFTP path is the home), which the wrapper reads and removes.
+        let spec = self.upload_spec(req)?;
+        let line = wrap::remote_line(req, spec.as_deref())?;
+        self.run_line(&line, req)
+    }
+
+    fn upload_spec(&self, req: &ExecRequest<'_>) -> Result<Option<String>, TransportError> {
+        if !wrap::needs_spec(req) {
+            return Ok(None);
+        }
+        let name = format!(
+            ".capstan-spec-{}-{}",
+            std::process::id(),
+            SPEC_SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        let text = wrap::spec_text(req, TextShell::Login)?;
+        self.upload(&name, &mut text.as_bytes(), text.len() as u64, 0o600)?;
+        Ok(Some(name))
+    }
+
+    /// Runs the command through `sudo -u USER`: the wrapper (and so the command) as that user,
+    /// its markers in the login's home; the password, when sudo wants it, first on stdin.
+    fn exec_become(&self, req: &ExecRequest<'_>, b: &Become) -> Result<ExecOutput, TransportError> {
+        let mode = self.sudo_mode(b)?;
+        let spec = self.upload_spec(req)?;
+        let line = wrap::become_line(req, spec.as_deref(), &b.user, mode == Sudo::Password)?;
+        let mut stdin = Vec::new();
+        let out = if mode == Sudo::Password {
+            let pw = b.password.as_ref().expect("Password mode has a password");
+            stdin.extend_from_slice(pw.expose().as_bytes());
+            stdin.push(b'\n');
+            stdin.extend_from_slice(req.stdin.unwrap_or_default());
+            self.run_line(&line, &req.with_stdin(&stdin))
+        } else {
+            self.run_line(&line, req)
+        };
+        stdin.fill(0);
+        let out = out?;
+        // sudo refused (exit 1, nothing run, its own message): the privilege's failure, not
+        // the command's.
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.code == Some(1) && out.stdout.is_empty() && wrap::sudo_refused(&err) {
+            return Err(self.become_error(b, &req.command.display(), &err));
+        }
+        Ok(out)
+    }
+
+    /// Writes `data` to `path` as the login user (temporary file beside it, then `mv`).
+    fn upload(
         &self,
         path: &str,
         data: &mut dyn Read,
@@ -729,6 +854,39 @@ impl Transport for SshTransport {
             Some(d) => format!("{d}/.{name}.capstan-{}", std::process::id()),
             None => format!(".{name}.capstan-{}", std::process::id()),
         };
+        self.send_file(&tmp, data, size, mode)?;
+        // rename(2) on the host: atomic, and works where SFTP rename refuses to overwrite.
+        let cmd = Command::Argv(vec![
+            "mv".into(),
+            "-f".into(),
+            "--".into(),
+            tmp.clone(),
+            path.to_string(),
+        ]);
+        let abort = std::sync::atomic::AtomicBool::new(false);
+        let out = self.exec_plain_login(&ExecRequest::plain(
+            &cmd,
+            self.io_timeout(),
+            64 * 1024,
+            &abort,
+        ))?;
+        if out.code != Some(0) {
+            return Err(TransportError::Other(format!(
+                "cannot move upload into place at {path}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// SFTP (or scp where the host has no SFTP subsystem) of `data` to `path`, as the login.
+    fn send_file(
+        &self,
+        path: &str,
+        data: &mut dyn Read,
+        size: u64,
+        mode: i32,
+    ) -> Result<(), TransportError> {
         let io = self.io_timeout();
         self.with_conn(|c| {
             c.sess.set_blocking(true);
@@ -737,7 +895,7 @@ impl Transport for SshTransport {
                 Ok(sftp) => {
                     let mut f = sftp
                         .open_mode(
-                            Path::new(&tmp),
+                            Path::new(path),
                             ssh2::OpenFlags::WRITE
                                 | ssh2::OpenFlags::CREATE
                                 | ssh2::OpenFlags::TRUNCATE,
@@ -752,7 +910,7 @@ impl Transport for SshTransport {
                     tracing::debug!("sftp unavailable ({}), using scp", e.message());
                     let mut ch = c
                         .sess
-                        .scp_send(Path::new(&tmp), mode, size, None)
+                        .scp_send(Path::new(path), mode, size, None)
                         .map_err(|e| c.blocking_err(e, io))?;
                     std::io::copy(data, &mut ch).map_err(|e| failed(e.to_string()))?;
                     ch.send_eof().map_err(|e| failed(e.message().to_string()))?;
@@ -763,25 +921,64 @@ impl Transport for SshTransport {
                 }
             }
             Ok(())
-        })?;
-        // rename(2) on the host: atomic, and works where SFTP rename refuses to overwrite.
+        })
+    }
+}
+
+impl Transport for SshTransport {
+    fn exec(&self, req: &ExecRequest<'_>) -> Result<ExecOutput, TransportError> {
+        match &self.host.become_ {
+            Some(b) => self.exec_become(req, b),
+            None => self.exec_plain_login(req),
+        }
+    }
+
+    fn put(
+        &self,
+        path: &str,
+        data: &mut dyn Read,
+        size: u64,
+        mode: i32,
+    ) -> Result<(), TransportError> {
+        let Some(b) = &self.host.become_ else {
+            return self.upload(path, data, size, mode);
+        };
+        // The login may not write there: the bytes go to its home first (0600), then the
+        // become user copies them beside the target, gives them the mode asked and the owner of
+        // the file they replace, and renames them into place.
+        let staged = format!(
+            "{}/.capstan-upload-{}-{}",
+            self.home()?,
+            std::process::id(),
+            SPEC_SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        self.send_file(&staged, data, size, 0o600)?;
         let cmd = Command::Argv(vec![
-            "mv".into(),
-            "-f".into(),
-            "--".into(),
-            tmp.clone(),
+            "sh".into(),
+            "-c".into(),
+            wrap::PLACE.into(),
+            "capstan-place".into(),
+            staged.clone(),
             path.to_string(),
+            format!("{mode:o}"),
         ]);
         let abort = std::sync::atomic::AtomicBool::new(false);
-        let out = self.exec(&ExecRequest::plain(
-            &cmd,
-            self.io_timeout(),
-            64 * 1024,
-            &abort,
-        ))?;
+        let out = self.exec_become(
+            &ExecRequest::plain(&cmd, self.io_timeout(), 64 * 1024, &abort),
+            b,
+        );
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = self.raw(&format!("rm -f {}", wrap::quote(&staged)?));
+                return Err(e);
+            }
+        };
         if out.code != Some(0) {
+            let _ = self.raw(&format!("rm -f {}", wrap::quote(&staged)?));
             return Err(TransportError::Other(format!(
-                "cannot move upload into place at {path}: {}",
+                "cannot put the upload into place at {path} as {}: {}",
+                b.user,
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }

@@ -49,12 +49,19 @@ if [ -n "$__cf" ]; then
 fi
 __csf() { (umask 077; printf '%s' "$2" > "$__cdir/$1") || exit 126; export "$1=$__cdir/$1"; }
 __cst() { [ -r "/proc/$1/stat" ] || return 1; read -r __cl < "/proc/$1/stat" || return 1
-  __cl=${__cl##*") "}; set -- $__cl; __cpp=$2; __ct0=${20}; }
-__cw=$$ __cpp=$PPID __ct0=
+  __cl=${__cl##*") "}; set -- $__cl; __cpp=$2; __cpg=$3; __ct0=${20}; }
+__cpar() { [ -r "/proc/$1/stat" ] || return 1; read -r __cl < "/proc/$1/stat" || return 1
+  __cl=${__cl##*") "}; set -- $__cl; __cpp=$2; }
+__cw=$$ __cpp=$PPID __cpg=$$ __ct0= __cup=
 __cst "$__cw"
-__cmd=${HOME:-/tmp}/.capstan/markers
+# Under sudo (`become`) the command's parent is sudo, which outlives a lost session: watch the
+# process that started sudo instead.
+if [ -n "${__cb:-}" ] && read -r __cc < "/proc/$__cpp/comm" 2>/dev/null && [ "$__cc" = sudo ]; then
+  __cup=1; __cpar "$__cpp"
+fi
+__cmd=${__cmd:-${HOME:-/tmp}/.capstan/markers}
 __cmk() { [ -n "$__cm" ] || return 0
-  { printf 'pid=%s\nstart=%s\n' "$__cw" "$__ct0"; printf '%s\n' "$@"; } > "$__cmd/$__cm" 2>/dev/null; }
+  { printf 'pid=%s\nstart=%s\npgid=%s\n' "$__cw" "$__ct0" "$__cpg"; printf '%s\n' "$@"; } > "$__cmd/$__cm" 2>/dev/null; }
 if [ -n "$__cm" ]; then
   [ -d "$__cmd" ] || (umask 077; mkdir -p "$__cmd") 2>/dev/null || __cm=
   __cmk state=running
@@ -65,6 +72,7 @@ __cwatch() { __corig=$__cpp
       read -r __cl < /proc/self/stat || break
       __cl=${__cl##*") "}; set -- $__cl; [ "$2" = "$__cw" ] || break
       __cst "$__cw" || break
+      if [ -n "$__cup" ]; then __cpar "$__cpp" || break; fi
     else
       kill -0 "$__cw" 2>/dev/null || break
       __cpp=$(ps -o ppid= -p "$__cw" 2>/dev/null) || break; __cpp=$((__cpp))
@@ -88,7 +96,7 @@ case $__cx in
 esac
 "#;
 
-fn quote(s: &str) -> Result<String, TransportError> {
+pub(crate) fn quote(s: &str) -> Result<String, TransportError> {
     shlex::try_quote(s)
         .map(|c| c.into_owned())
         .map_err(|e| TransportError::Other(format!("cannot quote {s:?}: {e}")))
@@ -175,6 +183,85 @@ pub fn remote_line(req: &ExecRequest<'_>, spec: Option<&str>) -> Result<String, 
     Ok(line)
 }
 
+/// The line a remote login shell runs for a command with `become`: `sudo -u USER` runs `sh` with
+/// the wrapper (and the command's directory and environment, which sudo would drop); the markers
+/// stay in the login's home, whose path the login shell gives. With `password`, sudo reads it
+/// from the first line of stdin (`-S`, no prompt, `-k`: asked every time, so the line is never
+/// left for the command to read).
+pub fn become_line(
+    req: &ExecRequest<'_>,
+    spec: Option<&str>,
+    user: &str,
+    password: bool,
+) -> Result<String, TransportError> {
+    // CAPSTAN_MARKERS: for the resume's marker scan, itself a command run this way.
+    let mut inner = String::from("__cmd=$1; shift\n__cb=1\nexport CAPSTAN_MARKERS=\"$__cmd\"\n");
+    if spec.is_none() {
+        if let Some(dir) = req.cwd {
+            let _ = writeln!(inner, "cd {} || exit 127", quote(dir)?);
+        }
+        for (k, v) in req.env {
+            let _ = writeln!(inner, "export {k}={}", quote(v)?);
+        }
+    }
+    inner.push_str(WRAPPER);
+    let mut line = String::new();
+    if req.marker.is_some() {
+        // Made by the login, so that its own later scans can clear the markers in it.
+        line.push_str(
+            "[ -d \"$HOME/.capstan/markers\" ] || (umask 077; mkdir -p \"$HOME/.capstan/markers\")\n",
+        );
+    }
+    let sudo = if password {
+        "sudo -k -S -p ''"
+    } else {
+        "sudo -n"
+    };
+    let _ = write!(
+        line,
+        "exec {sudo} -u {} -- sh -c {} capstan-wrap \"$HOME/.capstan/markers\"",
+        quote(user)?,
+        quote(&inner)?
+    );
+    let mut args = wrapper_args(req, spec, TextShell::Login);
+    if let Some(s) = spec {
+        // The spec file is in the login's home; under sudo, $HOME is the other user's.
+        args[1] = format!("\u{0}{s}");
+    }
+    for a in args {
+        if let Some(rel) = a.strip_prefix('\u{0}') {
+            let _ = write!(line, " \"$HOME\"/{}", quote(rel)?);
+        } else {
+            let _ = write!(line, " {}", quote(&a)?);
+        }
+    }
+    line.push('\n');
+    Ok(line)
+}
+
+/// Whether a command's stderr is sudo refusing to run it (exit 1 and nothing on stdout besides):
+/// no password it could use, the login not allowed, a wrong password.
+pub fn sudo_refused(stderr: &str) -> bool {
+    let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    first.starts_with("sudo: ")
+        || first.contains("is not in the sudoers file")
+        || first.contains("is not allowed to execute")
+        || first.starts_with("Sorry, try again")
+        || first.starts_with("Sorry, user ")
+}
+
+/// Puts a staged upload in place as the become user: `$1` the staged file (in the login's
+/// home), `$2` the target, `$3` the mode (octal). A copy beside the target takes the mode asked
+/// and the owner of the file it replaces, then is renamed over it; the staged file is removed.
+pub const PLACE: &str = r#"src=$1 dst=$2 mode=$3
+tmp=$(dirname -- "$dst")/.$(basename -- "$dst").capstan-$$
+cp -- "$src" "$tmp" || { rm -f -- "$src"; exit 1; }
+rm -f -- "$src"
+chmod "$mode" "$tmp" || { rm -f -- "$tmp"; exit 1; }
+if [ -e "$dst" ]; then chown "$(stat -c %u:%g -- "$dst")" "$tmp" 2>/dev/null || true; fi
+mv -f -- "$tmp" "$dst" || { rm -f -- "$tmp"; exit 1; }
+"#;
+
 /// A marker as the host reported it during the scan a resume or rollback runs first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MarkerState {
@@ -201,7 +288,7 @@ pub enum MarkerStatus {
 /// The scan script: `$1` the run id, `$2` `wait` or `kill`, `$3` seconds to wait. One line per
 /// marker of the run: `done NAME`, `gone NAME`, `running NAME PID`, `killed NAME`, `ended NAME`.
 /// Finished markers are removed; a running one stays.
-pub const SCAN: &str = r#"__cmd=${HOME:-/tmp}/.capstan/markers
+pub const SCAN: &str = r#"__cmd=${CAPSTAN_MARKERS:-${HOME:-/tmp}/.capstan/markers}
 [ -d "$__cmd" ] || exit 0
 __val() { sed -n "s/^$1=//p" "$2" | tail -n 1; }
 __alive() { [ -n "$1" ] || return 1; kill -0 "$1" 2>/dev/null || return 1
@@ -211,10 +298,11 @@ for __m in "$__cmd/$1".*; do
   [ -f "$__m" ] || continue
   __n=${__m##*/}
   __st=$(__val state "$__m"); __pid=$(__val pid "$__m"); __want=$(__val start "$__m")
+  __pg=$(__val pgid "$__m")
   if [ "$__st" = done ]; then echo "done $__n"; rm -f "$__m"; continue; fi
   if ! __alive "$__pid"; then echo "gone $__n"; rm -f "$__m"; continue; fi
   if [ "$2" = kill ]; then
-    kill -KILL -- "-$__pid" 2>/dev/null || kill -KILL "$__pid"
+    kill -KILL -- "-${__pg:-$__pid}" 2>/dev/null || kill -KILL "$__pid"
     echo "killed $__n"; rm -f "$__m"; continue
   fi
   __i=0
@@ -247,4 +335,5 @@ pub fn parse_scan(out: &str) -> Vec<MarkerState> {
 }
 
 /// Removes every marker of a run (the run ended; nothing will ask for them).
-pub const CLEAR: &str = r#"rm -f "${HOME:-/tmp}/.capstan/markers/$1".* 2>/dev/null; exit 0"#;
+pub const CLEAR: &str =
+    r#"rm -f "${CAPSTAN_MARKERS:-${HOME:-/tmp}/.capstan/markers}/$1".* 2>/dev/null; exit 0"#;

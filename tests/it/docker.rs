@@ -110,8 +110,15 @@ d.spec_of("NEW")
 "#;
 
 fn swap(host: &str) {
+    swap_as(host, false)
+}
+
+fn swap_as(host: &str, sudo: bool) {
     let images = docker_images();
     let s = Scratch::new(host == "h1", "");
+    if sudo {
+        s.sudo_login();
+    }
     let m = Mounts::new(&s);
     let (old, new) = (unique("oms-old"), unique("oms-new"));
     let v2 = format!("{images}:{}", unique("v2"));
@@ -235,6 +242,13 @@ fn an_oms_style_swap_and_its_rollback_on_the_local_host() {
 #[test]
 fn an_oms_style_swap_and_its_rollback_over_ssh() {
     swap("h1");
+}
+
+/// The OMS guide runs `sudo docker stop`: the same swap by a login that is not in the docker
+/// group and has no root, with `become`.
+#[test]
+fn an_oms_style_swap_and_its_rollback_over_ssh_by_a_login_with_sudo() {
+    swap_as("h1", true);
 }
 
 #[test]

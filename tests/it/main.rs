@@ -16,6 +16,7 @@ mod oms;
 mod openmldb;
 mod operator;
 mod parity;
+mod privilege;
 mod simulation;
 mod sql;
 mod ssh;

@@ -444,6 +444,22 @@ impl Scratch {
         self.dir.path().join(name)
     }
 
+    /// Makes `h1` a login without root that runs everything through sudo (`become = true`; the
+    /// user scripts/test.sh makes). sshd reads the login's authorized keys as the login.
+    pub fn sudo_login(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let lab = self._lab.as_ref().expect("a scratch with an sshd host");
+        std::fs::set_permissions(lab.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let inv = std::fs::read_to_string(self.path("inv.toml")).unwrap();
+        let changed = inv.replacen(
+            "user = \"root\"\n",
+            "user = \"capstan-sudo\"\nbecome = true\n",
+            1,
+        );
+        assert_ne!(changed, inv);
+        std::fs::write(self.path("inv.toml"), changed).unwrap();
+    }
+
     /// Writes a file of the scratch directory and returns its path.
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.path(name);

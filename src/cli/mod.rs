@@ -296,6 +296,18 @@ enum InventoryCmd {
         #[arg(long)]
         json: bool,
     },
+    /// An Ansible inventory (INI `.ini` or YAML `.yml`/`.yaml`) as capstan TOML: hosts, groups
+    /// (children flattened), ranges expanded, connection variables mapped, vars resolved per
+    /// host with Ansible's precedence. What capstan cannot map is listed on stderr and in the
+    /// file's header, by name. (`-i hosts.ini` also works directly wherever an inventory goes.)
+    Convert {
+        /// The Ansible inventory.
+        #[arg(short, long)]
+        inventory: PathBuf,
+        /// Write the TOML here instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Exit 0 once a text went to stdout, also when its reader stopped early (`capstan man | head`).
@@ -731,6 +743,41 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
                 inv::show_text(&inv)
             };
             stdout_written(std::io::stdout().lock().write_all(text.as_bytes()))
+        }
+        Cmd::Inventory {
+            cmd: InventoryCmd::Convert { inventory, out },
+        } => {
+            let Some(format) = capstan::inventory::ansible_format(&inventory) else {
+                return Err(Error::Usage(format!(
+                    "{}: not an Ansible inventory by its name (.ini, .yml or .yaml)",
+                    inventory.display()
+                )));
+            };
+            let text = std::fs::read_to_string(&inventory)
+                .map_err(|e| Error::Usage(format!("cannot read {}: {e}", inventory.display())))?;
+            let c = capstan::inventory::convert_ansible(
+                &text,
+                &inventory.display().to_string(),
+                format,
+            )?;
+            // Checked as capstan reads it, so a file that converts also loads.
+            Inventory::from_str_at(
+                &c.toml,
+                &format!("{} (as converted)", inventory.display()),
+                inventory.parent().unwrap_or(std::path::Path::new(".")),
+            )?;
+            for u in &c.unmapped {
+                eprintln!("capstan: not mapped: {u}");
+            }
+            match out {
+                Some(p) => {
+                    std::fs::write(&p, &c.toml)
+                        .map_err(|e| Error::Usage(format!("cannot write {}: {e}", p.display())))?;
+                    eprintln!("capstan: wrote {}", p.display());
+                    Ok(0)
+                }
+                None => stdout_written(std::io::stdout().lock().write_all(c.toml.as_bytes())),
+            }
         }
         Cmd::Check { playbook, json } => {
             let pb = Playbook::load(&playbook)?;

@@ -1,5 +1,6 @@
 //! The inventory: hosts, groups, vars and connection settings, read from TOML with positioned errors.
 
+mod ansible;
 mod ssh_config;
 mod toml_pos;
 
@@ -13,6 +14,9 @@ use toml::Spanned;
 use crate::error::{Error, Located, Result};
 use crate::secret::{Redactor, Secret, SecretRef};
 
+pub use ansible::{
+    convert as convert_ansible, format_of as ansible_format, AnsibleFormat, Converted,
+};
 pub use ssh_config::SshConfigSource;
 pub(crate) use toml_pos::config_error;
 
@@ -349,7 +353,19 @@ impl Inventory {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut inv = Self::from_str_at(&text, &path.display().to_string(), base)?;
+        let file = path.display().to_string();
+        let mut inv = match ansible::format_of(path) {
+            // An Ansible inventory (`hosts.ini`, `hosts.yml`) is read as the TOML it converts to;
+            // what it sets that capstan cannot use is named, never dropped silently.
+            Some(format) => {
+                let c = ansible::convert(&text, &file, format)?;
+                for u in &c.unmapped {
+                    tracing::warn!("{file}: not used by capstan: {u}");
+                }
+                Self::from_str_at(&c.toml, &format!("{file} (as converted)"), base)?
+            }
+            None => Self::from_str_at(&text, &file, base)?,
+        };
         inv.path = Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()));
         Ok(inv)
     }

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod ansible;
 mod cli;
 mod crash;
 mod docker;

@@ -150,12 +150,19 @@ pub enum Action {
         #[serde(default)]
         timeout: Option<Duration>,
     },
+    /// `action` through `sudo -u USER` (`h.become(USER)`): kept as one action so its undo, a
+    /// replay and a later process run it with the same privilege.
+    Become {
+        user: String,
+        action: Box<Action>,
+    },
 }
 
 impl Action {
     /// Read-only actions run for real under `--check`; the others are recorded only.
     pub fn is_read_only(&self) -> bool {
         match self {
+            Action::Become { action, .. } => action.is_read_only(),
             Action::Exec { read_only, .. } => *read_only,
             Action::ReadFile { .. }
             | Action::Exists { .. }
@@ -173,6 +180,7 @@ impl Action {
 
     pub fn op(&self) -> &'static str {
         match self {
+            Action::Become { action, .. } => action.op(),
             Action::Exec {
                 read_only: true, ..
             } => "read",
@@ -228,9 +236,26 @@ impl Action {
         }
     }
 
+    /// What is done, privilege aside (`Become` unwrapped).
+    pub fn inner(&self) -> &Action {
+        match self {
+            Action::Become { action, .. } => action.inner(),
+            a => a,
+        }
+    }
+
+    /// The user a `Become` action runs as.
+    pub fn become_user(&self) -> Option<&str> {
+        match self {
+            Action::Become { user, .. } => Some(user),
+            _ => None,
+        }
+    }
+
     /// The action as one line for plans, reports and events (not yet redacted).
     pub fn describe(&self) -> String {
         match self {
+            Action::Become { user, action } => format!("as {user}: {}", action.describe()),
             Action::Exec { command, cwd, .. } => {
                 let c = command.display();
                 match cwd {
@@ -980,6 +1005,49 @@ impl Executor {
         }
     }
 
+    /// The host's transport, or for `h.become(USER)` one that runs everything through
+    /// `sudo -u USER` (the inventory's `become_password` when sudo asks), cached per user.
+    fn transport_as(
+        &self,
+        host: &HostEntry,
+        user: Option<&str>,
+    ) -> Result<Arc<dyn Transport>, Fault> {
+        let Some(user) = user else {
+            return Ok(self.transport(host));
+        };
+        if host.become_.as_ref().is_some_and(|b| b.user == user) {
+            return Ok(self.transport(host));
+        }
+        if host.transport != crate::inventory::TransportKind::Ssh {
+            return Err(Fault::new(
+                FaultKind::BadInput,
+                Some(&host.name),
+                format!(
+                    "{}: become is for SSH hosts; run capstan itself with the privilege a local host needs",
+                    host.name
+                ),
+            ));
+        }
+        match &self.backend {
+            Backend::Real {
+                transports, jumps, ..
+            } => {
+                let mut t = transports.lock().unwrap_or_else(|e| e.into_inner());
+                Ok(t.entry(format!("{}\u{1}{user}", host.name))
+                    .or_insert_with(|| {
+                        let mut as_user = host.clone();
+                        as_user.become_ = Some(crate::inventory::Become {
+                            user: user.to_string(),
+                            password: host.become_password.clone(),
+                        });
+                        transport::open(&as_user, jumps)
+                    })
+                    .clone())
+            }
+            _ => unreachable!("transports exist only in run and check modes"),
+        }
+    }
+
     /// The one choke point: performs `action` on `host` as the mode says, and records it.
     pub fn perform(&self, host: &str, action: Action) -> Result<Outcome, Fault> {
         if self.cancel.should_stop() {
@@ -1077,7 +1145,9 @@ impl Executor {
         }
         let marker = slot
             .as_ref()
-            .filter(|_| mutating && matches!(action, Action::Exec { .. } | Action::Docker { .. }))
+            .filter(|_| {
+                mutating && matches!(action.inner(), Action::Exec { .. } | Action::Docker { .. })
+            })
             .map(|(j, _, _, _)| {
                 lock(&self.marked).insert(name.clone());
                 format!("{}.{}.{seq}", j.run_id, j.attempt)
@@ -1406,10 +1476,11 @@ impl Executor {
         action: &Action,
         marker: Option<&str>,
     ) -> Result<Outcome, Fault> {
+        let t = self.transport_as(host, action.become_user())?;
+        let action = action.inner();
         if let Action::WaitPort { port, timeout } = action {
             return self.wait_port_real(host, *port, *timeout);
         }
-        let t = self.transport(host);
         let t = t.as_ref();
         let fault = |m: String| {
             Fault::new(
@@ -1589,6 +1660,7 @@ impl Executor {
             Action::WaitPort { .. } => unreachable!("handled above"),
             Action::Sql { .. } => unreachable!("SQL goes to the SQL client"),
             Action::Ddb { .. } => unreachable!("DolphinDB goes to its client"),
+            Action::Become { .. } => unreachable!("unwrapped above (`inner`)"),
             Action::Snapshot { source, to } => {
                 let sh = self.shell(host, t);
                 let run = self.journal.get().map(|j| j.run_id.as_str());

@@ -191,8 +191,7 @@ fn precheck_space(h: &HostHandle, source: &str, to: &str) -> R<()> {
 }
 
 fn register_dir_undo(h: &HostHandle, to: &str, source: &str) {
-    h.run.register_action_undo(
-        &h.name,
+    h.register_undo(
         format!("{}: restore {source} from snapshot {to}", h.name),
         vec![Action::RestoreSnapshot {
             snapshot: to.to_string(),
@@ -255,8 +254,7 @@ fn register_dump_undo(h: &HostHandle, conn: &SqlConn, db: &str, path: &str) {
             ),
         );
     }
-    h.run.register_action_undo(
-        &h.name,
+    h.register_undo(
         format!("{}: load {path} into {db}", h.name),
         vec![Action::MysqlLoad {
             target: conn.target().clone(),

@@ -242,8 +242,7 @@ impl DockerHandle {
             ));
         }
         // Registered first; removing a container that never got created is a no-op.
-        self.host.run.register_action_undo(
-            self.name(),
+        self.host.register_undo(
             format!("{}: remove container {}", self.name(), spec.name),
             vec![Action::Docker {
                 call: DockerOp::Rm {
@@ -268,8 +267,7 @@ impl DockerHandle {
 
     fn stop(&self, name: &str, timeout_s: Option<u32>) -> R<()> {
         if self.is_running(name)? == Some(true) {
-            self.host.run.register_action_undo(
-                self.name(),
+            self.host.register_undo(
                 format!("{}: start container {name} again", self.name()),
                 vec![Action::Docker {
                     call: DockerOp::Start {
@@ -296,8 +294,7 @@ impl DockerHandle {
 
     fn start(&self, name: &str, settle: Duration) -> R<()> {
         if self.is_running(name)? == Some(false) {
-            self.host.run.register_action_undo(
-                self.name(),
+            self.host.register_undo(
                 format!("{}: stop container {name} again", self.name()),
                 vec![Action::Docker {
                     call: DockerOp::Stop {
@@ -317,8 +314,7 @@ impl DockerHandle {
     }
 
     fn rename(&self, from: &str, to: &str) -> R<()> {
-        self.host.run.register_action_undo(
-            self.name(),
+        self.host.register_undo(
             format!("{}: rename container {to} back to {from}", self.name()),
             vec![Action::Docker {
                 call: DockerOp::Rename {

@@ -20,6 +20,8 @@ type R<T> = Result<T, Box<rhai::EvalAltResult>>;
 pub struct HostHandle {
     pub(crate) name: ImmutableString,
     pub(crate) run: Arc<RunCtx>,
+    /// `h.become(USER)`: every action of this handle runs through `sudo -u USER`.
+    pub(crate) become_: Option<ImmutableString>,
 }
 
 impl std::fmt::Debug for HostHandle {
@@ -44,7 +46,26 @@ impl HostHandle {
 
     /// Performs an action on this host in the run's mode (run, check or simulate).
     pub fn perform(&self, action: Action) -> Result<Outcome, Fault> {
-        self.run.exec.perform(&self.name, action)
+        self.run.exec.perform(&self.name, self.privileged(action))
+    }
+
+    /// The action with this handle's privilege (`h.become(..)`).
+    fn privileged(&self, action: Action) -> Action {
+        match &self.become_ {
+            Some(user) => Action::Become {
+                user: user.to_string(),
+                action: Box::new(action),
+            },
+            None => action,
+        }
+    }
+
+    /// Registers actions that undo a change made through this handle: they run with the same
+    /// privilege as the change.
+    pub(crate) fn register_undo(&self, description: String, actions: Vec<Action>) {
+        let actions = actions.into_iter().map(|a| self.privileged(a)).collect();
+        self.run
+            .register_action_undo(&self.name, description, actions);
     }
 
     fn act(&self, action: Action) -> R<Outcome> {
@@ -82,11 +103,7 @@ impl HostHandle {
                 path: path.to_string(),
             }
         };
-        self.run.register_action_undo(
-            &self.name,
-            format!("{}: undo {what}", self.name),
-            vec![undo],
-        );
+        self.register_undo(format!("{}: undo {what}", self.name), vec![undo]);
         change()
     }
 
@@ -118,7 +135,30 @@ impl HostHandle {
             timeout: opts.duration("timeout")?,
             secret_files: opts.string_map("secret_files")?,
         };
-        let outcome = self.act(action)?;
+        // `become: true` (root) or `become: "user"`: this call only, as `h.become(..)` does.
+        let outcome = match opts.raw("become") {
+            None => self.act(action)?,
+            Some(v) => {
+                let user = if let Some(b) = v.clone().try_cast::<bool>() {
+                    b.then(|| "root".to_string())
+                } else if let Some(u) = v.clone().try_cast::<ImmutableString>() {
+                    Some(u.to_string()).filter(|u| !u.trim().is_empty())
+                } else {
+                    return Err(bad_input(format!(
+                        "{}: `become` is true, false or a user name",
+                        if read_only { "read" } else { "run" }
+                    )));
+                };
+                match user {
+                    Some(u) => HostHandle {
+                        become_: Some(u.into()),
+                        ..self.clone()
+                    }
+                    .act(action)?,
+                    None => self.act(action)?,
+                }
+            }
+        };
         let redactor = &self.run.exec.inventory().redactor;
         command_result(outcome, &shown, &ok_codes, allow_fail, redactor)
             .map_err(|msg| self.fail(FaultKind::Action, msg))
@@ -199,6 +239,7 @@ impl ClusterHandle {
         Dynamic::from(HostHandle {
             name: name.into(),
             run: self.run.clone(),
+            become_: None,
         })
     }
 }
@@ -211,6 +252,7 @@ const EXEC_OPTS: &[&str] = &[
     "cwd",
     "stdin",
     "secret_files",
+    "become",
 ];
 
 fn json_to_dynamic(v: &serde_json::Value) -> Dynamic {
@@ -238,7 +280,56 @@ pub(super) fn register(engine: &mut Engine, run: &Arc<RunCtx>) {
     engine.register_type_with_name::<HostHandle>("Host");
     engine.register_type_with_name::<ClusterHandle>("Cluster");
     engine.register_fn("to_string", |h: &mut HostHandle| h.name.to_string());
-    engine.register_fn("to_debug", |h: &mut HostHandle| format!("Host({})", h.name));
+    engine.register_fn("to_debug", |h: &mut HostHandle| match &h.become_ {
+        Some(u) => format!("Host({} as {u})", h.name),
+        None => format!("Host({})", h.name),
+    });
+
+    def(
+        engine,
+        "become",
+        &["host: Host", "Host"],
+        r#"
+The same host, with every action through `sudo` as root: commands, file writes, copies,
+`replace_dir`, docker calls, and their undos (which run with the same privilege). Like `become =
+true` in the inventory, for one call or a few; `become_password` in the inventory is sent when
+sudo asks for it (docs/inventory.md, "Privilege").
+
+```rhai
+let h = cluster().host("web1");
+h.become().write_file("/etc/app.conf", "threads = 8\n");
+h.become().run(["systemctl", "restart", "app"]);
+```"#,
+        |h: &mut HostHandle| -> HostHandle {
+            HostHandle {
+                become_: Some("root".into()),
+                ..h.clone()
+            }
+        },
+    );
+
+    def(
+        engine,
+        "become",
+        &["host: Host", "user: String", "Host"],
+        r#"
+The same host, with every action through `sudo -u USER` (the owner of an install, say).
+
+```rhai
+let h = cluster().host("web1");
+let who = h.become("nobody").read(["id", "-un"]).stdout.trimmed();
+log(`running as ${who}`);
+```"#,
+        |h: &mut HostHandle, user: &str| -> R<HostHandle> {
+            if user.trim().is_empty() {
+                return Err(bad_input("become: the user is empty"));
+            }
+            Ok(HostHandle {
+                become_: Some(user.into()),
+                ..h.clone()
+            })
+        },
+    );
     engine.register_fn("==", |a: HostHandle, b: HostHandle| a.name == b.name);
     engine.register_fn("!=", |a: HostHandle, b: HostHandle| a.name != b.name);
 
@@ -467,7 +558,8 @@ unless `allow_fail: true` or the code is in `ok_codes`. Options: `timeout` (seco
 the host's `command_timeout`), `allow_fail`, `ok_codes`, `env` (map), `cwd`, `stdin` (string),
 `secret_files` (map: each variable receives the path of a 0600 file holding the value, removed when
 the command ends; the way to hand a secret to a program that reads it from a file, with the value
-in no argv or environment on the host).
+in no argv or environment on the host), `become` (`true` for root or a user name: this call
+through sudo, as `h.become(..)`).
 
 The command runs under capstan's wrapper: it is killed with its process group when capstan or its
 SSH session goes away, and a mutating command leaves a marker in `~/.capstan/markers` that a resume
@@ -621,11 +713,7 @@ cluster().host("web1").mkdir("/srv/app/backup");
             let path = h.abs("mkdir", p)?;
             if h.run.registers_undos() && !h.exists_now(&path)? {
                 let undo = Action::Remove { path: path.clone() };
-                h.run.register_action_undo(
-                    &h.name,
-                    format!("{}: undo mkdir {path}", h.name),
-                    vec![undo],
-                );
+                h.register_undo(format!("{}: undo mkdir {path}", h.name), vec![undo]);
             }
             h.act(Action::Mkdir { path }).map(|_| ())
         },
@@ -684,11 +772,7 @@ h.move("/srv/app/VERSION.tmp", "/srv/app/VERSION.old");
                         target: from.clone(),
                         saved: to.clone(),
                     };
-                    h.run.register_action_undo(
-                        &h.name,
-                        format!("{}: undo move {from} -> {to}", h.name),
-                        vec![undo],
-                    );
+                    h.register_undo(format!("{}: undo move {from} -> {to}", h.name), vec![undo]);
                 }
             }
             h.act(Action::Move { from, to }).map(|_| ())
@@ -743,11 +827,7 @@ h.replace_dir("/srv/app/bin", "/srv/app/releases/1.1.0/bin");
                         path: target.clone(),
                     }
                 };
-                h.run.register_action_undo(
-                    &h.name,
-                    format!("{}: undo replace_dir {target}", h.name),
-                    vec![undo],
-                );
+                h.register_undo(format!("{}: undo replace_dir {target}", h.name), vec![undo]);
             }
             h.act(Action::ReplaceDir {
                 target,

@@ -76,7 +76,10 @@ fn convert(v: &Dynamic, run: &RunCtx, lossy: &mut Option<String>) -> Value {
         );
     }
     if let Some(h) = v.read_lock::<HostHandle>() {
-        return json!({ "$host": h.name.as_str() });
+        return match &h.become_ {
+            Some(u) => json!({ "$host": h.name.as_str(), "$become": u.as_str() }),
+            None => json!({ "$host": h.name.as_str() }),
+        };
     }
     if let Some(c) = v.read_lock::<SqlConn>() {
         if matches!(c.target.password, Some(crate::sql::Password::Inline(_))) {
@@ -116,13 +119,16 @@ pub(crate) fn from_json(v: &Value, run: &Arc<RunCtx>) -> Result<Dynamic, String>
             .collect::<Result<rhai::Array, _>>()?
             .into(),
         Value::Object(o) => {
-            if let (1, Some(Value::String(name))) = (o.len(), o.get("$host")) {
+            let become_ = o.get("$become").and_then(Value::as_str);
+            let keys = 1 + usize::from(become_.is_some());
+            if let (true, Some(Value::String(name))) = (o.len() == keys, o.get("$host")) {
                 if run.exec.inventory().host(name).is_none() {
                     return Err(format!("host `{name}` is no longer in the inventory"));
                 }
                 return Ok(Dynamic::from(HostHandle {
                     name: name.as_str().into(),
                     run: run.clone(),
+                    become_: become_.map(Into::into),
                 }));
             }
             if let (1, Some(spec)) = (o.len(), o.get("$sql")) {

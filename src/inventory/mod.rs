@@ -291,6 +291,8 @@ pub struct HostEntry {
     pub jump: Vec<Hop>,
     /// `sudo` for every command, file write and undo on the host (`become`).
     pub become_: Option<Become>,
+    /// The login's sudo password (`become_password`), also for `h.become()` in scripts.
+    pub become_password: Option<Secret>,
     /// Keys to offer when `auth` is the default (from `IdentityFile`), before the usual ones.
     pub identity_files: Vec<PathBuf>,
     /// `IdentitiesOnly yes`: offer only `identity_files`, never the agent's keys.
@@ -592,7 +594,7 @@ impl InventorySpec {
                         }
                         Some(Become {
                             user: user.clone(),
-                            password: become_password,
+                            password: become_password.clone(),
                         })
                     }
                 },
@@ -631,6 +633,7 @@ impl InventorySpec {
                     .map_or(Duration::from_secs(15), |x| x.0),
                 jump: Vec::new(),
                 become_,
+                become_password,
                 identity_files: Vec::new(),
                 identities_only: false,
                 origins,

@@ -863,6 +863,10 @@ impl World {
     /// Applies one action to host `host` and answers as the real host would, unless a fault of
     /// the scenario takes it.
     pub fn apply(&mut self, host: &str, action: &Action) -> std::result::Result<Outcome, Fault> {
+        // Privilege is not modelled: a simulated host lets every user do everything.
+        if let Action::Become { action, .. } = action {
+            return self.apply(host, action);
+        }
         let step = crate::action::current_step();
         let step_no = self.step_number(step.as_deref());
         let mut fired = None;
@@ -1273,6 +1277,7 @@ impl World {
             match action {
                 // `model_ddb` answers every DolphinDB action before this.
                 Action::Ddb { .. } => return Err(fail("no DolphinDB node answers".into())),
+                Action::Become { .. } => unreachable!("unwrapped at the top of `apply`"),
                 // A product's own command: its model answers.
                 Action::Exec { .. } if model_out.is_some() => {
                     Outcome::Exec(model_out.take().unwrap_or_default())

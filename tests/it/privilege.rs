@@ -391,3 +391,72 @@ fn a_command_under_sudo_still_dies_with_its_capstan() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `h.become()` for some calls only: the login's own commands stay its own, the privileged ones
+/// and their undos go through sudo, also in a rollback run by a later process.
+const PER_CALL: &str = r#"
+let h = cluster().host("app1");
+let root = h.hostvar("root");
+step("change", || {
+    log(`login ${h.read(["id", "-un"]).stdout.trimmed()}`);
+    log(`as ${h.become().read(["id", "-un"]).stdout.trimmed()}`);
+    log(`as ${h.become("capstan-nosudo").read(["id", "-un"]).stdout.trimmed()}`);
+    log(`option ${h.read(["id", "-un"], #{ become: true }).stdout.trimmed()}`);
+    h.become().write_file(`${root}/VERSION`, "9.9.9\n");
+    h.become().replace_dir(`${root}/bin`, `${root}/../release/bin`);
+    let r = h.run(["sh", "-c", `echo x > ${root}/by-login`], #{ allow_fail: true });
+    log(`login write refused ${r.code != 0}`);
+});
+step("break", || fail("broken on purpose"));
+"#;
+
+#[test]
+fn become_for_some_calls_runs_them_and_their_undos_through_sudo() {
+    let c = Case::new();
+    let inv = c.inventory("capstan-sudo", "");
+    let pb = c.path("per-call.rhai");
+    std::fs::write(&pb, PER_CALL).unwrap();
+    let app1 = c.path("hello/app1");
+    let (out, report) = c.run(&pb, &inv, &[], &[]);
+    assert_eq!(out.code, 1, "{}\n{}", outcome_error(&report), out.stderr);
+    let logs = outputs(&report);
+    for want in [
+        "login capstan-sudo",
+        "as root",
+        "as capstan-nosudo",
+        "option root",
+        "login write refused true",
+    ] {
+        assert!(logs.contains(&want.to_string()), "{want}: {logs:?}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(app1.join("VERSION")).unwrap(),
+        "9.9.9\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(app1.join("bin/VERSION")).unwrap(),
+        "1.1.0\n"
+    );
+    let plan: Vec<String> = report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["description"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        plan.iter().any(|d| d.starts_with("as root: write ")),
+        "the plan says which actions run as whom: {plan:?}"
+    );
+    // The rollback, another process, undoes the root-owned changes as root.
+    let run = report["run_id"].as_str().unwrap().to_string();
+    let out = c.capstan(&["rollback", &run, "--yes", "--json"], &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(app1.join("VERSION")).unwrap(),
+        "1.0.0\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(app1.join("bin/VERSION")).unwrap(),
+        "1.0.0\n"
+    );
+}

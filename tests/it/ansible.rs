@@ -108,9 +108,12 @@ tier=dc
             ansible_ssh_private_key_file: {key}
             ansible_ssh_common_args: "-o UserKnownHostsFile={kh}"
           hosts:
-            app1: {{ ansible_port: {p0}, root: {apps}/app1 }}
-            app2: {{ ansible_port: {p1}, root: {apps}/app2 }}
-            app3: {{ ansible_port: {p2}, root: {apps}/app3 }}
+            app[1:3]:
+    ports:
+      hosts:
+        app1: {{ ansible_port: {p0}, root: {apps}/app1 }}
+        app2: {{ ansible_port: {p1}, root: {apps}/app2 }}
+        app3: {{ ansible_port: {p2}, root: {apps}/app3 }}
 "#,
         p0 = p[0],
         p1 = p[1],
@@ -201,14 +204,17 @@ tier=dc
     .unwrap();
     let mut from_yaml = show(&yaml_conv);
     let mut from_ini = show(&ini_path);
-    // The INI file asked for strict host keys explicitly; strict is also the default.
+    // The INI file asked for strict host keys explicitly (strict is also the default), and the
+    // YAML one keeps the ports in a group of their own.
     for h in from_yaml
         .as_array_mut()
         .unwrap()
         .iter_mut()
         .chain(from_ini.as_array_mut().unwrap())
     {
-        h.as_object_mut().unwrap().remove("host_key_policy");
+        let h = h.as_object_mut().unwrap();
+        h.remove("host_key_policy");
+        h.remove("groups");
     }
     assert_eq!(from_yaml, from_ini);
 

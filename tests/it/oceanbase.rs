@@ -135,6 +135,23 @@ impl ObLab {
             );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+        // A cluster about to be upgraded has run a while: its logs are in sync. A freshly
+        // started observer's are not yet (the double, like OceanBase, needs a moment), and the
+        // upgrade checker rightly refuses then.
+        let port = *self.sql.values().next().expect("an observer");
+        while self
+            .mysql_at(
+                port,
+                "select count(*) from GV$OB_LOG_STAT where in_sync = 'NO'",
+            )
+            .map_or(true, |n| n.trim() != "0")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the observers' logs did not come in sync"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     fn dir(&self) -> &Path {

@@ -184,6 +184,17 @@ fn a_login_without_root_upgrades_and_writes_as_root_through_sudo() {
         std::fs::read_to_string(app1.join("VERSION")).unwrap(),
         "1.1.0\n"
     );
+    // A shipped playbook, unchanged, by the same login.
+    let out = c.capstan(
+        &["run", "preflight", "-i", inv.to_str().unwrap(), "--json"],
+        &[],
+    );
+    assert_eq!(
+        last_report(&out.stdout)["outcome"]["status"],
+        "succeeded",
+        "{}",
+        out.stderr
+    );
     // The undos run with the same privilege: a rollback of this run puts 1.0.0 back.
     let run = report["run_id"].as_str().unwrap().to_string();
     let out = c.capstan(&["rollback", &run, "--yes", "--json"], &[]);

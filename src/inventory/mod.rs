@@ -526,45 +526,30 @@ impl InventorySpec {
                 };
                 origins.insert(key, from);
             }
-            // The bastions: the host's own list, else its first group's that has one, else
-            // [defaults]'s.
-            let group_jump = groups.iter().find_map(|g| {
-                self.groups
-                    .get(g)
-                    .and_then(|s| s.jump.as_ref())
-                    .map(|j| (format!("groups.{g}"), j))
-            });
-            let jump_spec = h
-                .jump
-                .as_ref()
-                .map(|j| (format!("hosts.{name}"), j))
-                .or(group_jump)
-                .or(d.jump.as_ref().map(|j| ("defaults".to_string(), j)));
-            origins.insert(
-                "jump",
-                jump_spec
-                    .as_ref()
-                    .map_or(BUILT_IN.to_string(), |(from, _)| from.clone()),
+            // Bastions and privilege: the host's own, else its first group's that has one,
+            // else [defaults]'s; with where it came from.
+            let jump_spec = pick(
+                &name,
+                h.jump.as_ref(),
+                &groups,
+                &self.groups,
+                |s| s.jump.as_ref(),
+                d.jump.as_ref(),
             );
-            // Privilege: the host's own, else its first group's, else [defaults].
-            let group_become = groups.iter().find_map(|g| {
-                self.groups
-                    .get(g)
-                    .and_then(|s| s.become_.as_ref())
-                    .map(|b| (format!("groups.{g}"), b))
-            });
-            let become_spec = h
-                .become_
-                .as_ref()
-                .map(|b| (format!("hosts.{name}"), b))
-                .or(group_become)
-                .or(d.become_.as_ref().map(|b| ("defaults".to_string(), b)));
-            origins.insert(
-                "become",
-                become_spec
-                    .as_ref()
-                    .map_or(BUILT_IN.to_string(), |(from, _)| from.clone()),
+            let become_spec = pick(
+                &name,
+                h.become_.as_ref(),
+                &groups,
+                &self.groups,
+                |s| s.become_.as_ref(),
+                d.become_.as_ref(),
             );
+            for (key, from) in [
+                ("jump", jump_spec.as_ref().map(|(f, _)| f)),
+                ("become", become_spec.as_ref().map(|(f, _)| f)),
+            ] {
+                origins.insert(key, from.cloned().unwrap_or_else(|| BUILT_IN.to_string()));
+            }
             let become_password = match h.become_password.as_ref().or(d.become_password.as_ref()) {
                 None => None,
                 Some(r) => {
@@ -775,6 +760,29 @@ fn resolve_auth(
         return Ok(Auth::Password(secret(p)?));
     }
     Ok(Auth::Agent)
+}
+
+/// A setting a host may have itself, through its first group that has it, or from
+/// `[defaults]`, in that order: the value and where it came from (`hosts.NAME`, `groups.G`,
+/// `defaults`).
+fn pick<'a, T>(
+    name: &str,
+    own: Option<&'a T>,
+    host_groups: &[String],
+    groups: &'a BTreeMap<String, GroupSpec>,
+    of_group: impl Fn(&'a GroupSpec) -> Option<&'a T>,
+    defaults: Option<&'a T>,
+) -> Option<(String, &'a T)> {
+    own.map(|v| (format!("hosts.{name}"), v))
+        .or_else(|| {
+            host_groups.iter().find_map(|g| {
+                groups
+                    .get(g)
+                    .and_then(&of_group)
+                    .map(|v| (format!("groups.{g}"), v))
+            })
+        })
+        .or(defaults.map(|v| ("defaults".to_string(), v)))
 }
 
 /// The origin of a setting nothing gave: capstan's own default.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{last_report, outcome_error, repo, Out};
+use crate::support::{binary_in, last_report, outcome_error, output_of, repo, Out};
 
 /// lab/jump-lab.sh: b1 (reachable), b2 (only from b1), t (only from b2); stopped on drop.
 struct JumpLab {
@@ -80,22 +80,13 @@ impl JumpLab {
     /// The binary, hermetic: HOME is the lab's directory (no ~/.ssh of this machine), and the
     /// journal is the lab's.
     fn capstan(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
-        let out = Command::new(env!("CARGO_BIN_EXE_capstan"))
-            .current_dir(self.dir.path())
-            .env("HOME", self.path("home"))
-            .env_remove("SSH_AUTH_SOCK")
-            .envs(env.iter().copied())
-            .arg("--journal")
-            .arg(self.path("journal.db"))
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        output_of(
+            binary_in(self.dir.path())
+                .env("HOME", self.path("home"))
+                .env_remove("SSH_AUTH_SOCK")
+                .envs(env.iter().copied())
+                .args(args),
+        )
     }
 
     fn hello(&self, inv: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Out, Value) {
@@ -519,10 +510,8 @@ fn losing_the_bastion_mid_command_fails_the_hosts_behind_it_naming_the_bastion()
         "long.rhai",
         "let hosts = cluster().hosts();\nstep(\"long\", || { parallel(hosts, |h| { h.shell(\"sleep 20\"); }); });\n",
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_capstan"))
-        .current_dir(lab.dir.path())
+    let child = binary_in(lab.dir.path())
         .env("HOME", lab.path("home"))
-        .args(["--journal", lab.path("journal.db").to_str().unwrap()])
         .args([
             "run",
             pb.to_str().unwrap(),

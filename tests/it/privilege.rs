@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{last_report, outcome_error, repo, Lab, Out};
+use crate::support::{binary_in, last_report, outcome_error, output_of, repo, Lab, Out};
 
 const PASSWORD: &str = "capstan-sudo-pw";
 
@@ -76,20 +76,11 @@ impl Case {
     }
 
     fn capstan(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
-        let out = Command::new(env!("CARGO_BIN_EXE_capstan"))
-            .current_dir(self.dir.path())
-            .envs(env.iter().copied())
-            .arg("--journal")
-            .arg(self.path("journal.db"))
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        output_of(
+            binary_in(self.dir.path())
+                .envs(env.iter().copied())
+                .args(args),
+        )
     }
 
     fn run(&self, pb: &Path, inv: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Out, Value) {
@@ -361,9 +352,7 @@ fn a_command_under_sudo_still_dies_with_its_capstan() {
         "let h = cluster().host(\"app1\");\nstep(\"long\", || { h.shell(\"sleep 41.5\"); });\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_capstan"))
-        .current_dir(c.dir.path())
-        .args(["--journal", c.path("journal.db").to_str().unwrap()])
+    let mut child = binary_in(c.dir.path())
         .args([
             "run",
             pb.to_str().unwrap(),

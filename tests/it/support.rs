@@ -203,6 +203,26 @@ pub struct Out {
     pub stderr: String,
 }
 
+/// The binary run in `dir`, journaling to `dir/journal.db`, with nothing on stdin.
+pub fn binary_in(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_capstan"));
+    c.current_dir(dir)
+        .arg("--journal")
+        .arg(dir.join("journal.db"))
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+/// Runs a command to its end: its exit code and output.
+pub fn output_of(c: &mut Command) -> Out {
+    let out = c.output().unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 pub fn capstan(args: &[&str]) -> Out {
     capstan_in(&repo(), args)
 }

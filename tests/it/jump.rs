@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{binary_in, last_report, outcome_error, output_of, repo, Out};
+use crate::support::{binary_in, last_report, outcome_error, output_of, repo, report_or_null, Out};
 
 /// lab/jump-lab.sh: b1 (reachable), b2 (only from b1), t (only from b2); stopped on drop.
 struct JumpLab {
@@ -104,11 +104,7 @@ impl JumpLab {
         ];
         args.extend_from_slice(extra);
         let out = self.capstan(&args, env);
-        let report = if out.stdout.contains("\"event\":\"report\"") {
-            last_report(&out.stdout)
-        } else {
-            Value::Null
-        };
+        let report = report_or_null(&out.stdout);
         (out, report)
     }
 

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{binary_in, last_report, outcome_error, output_of, repo, Lab, Out};
+use crate::support::{
+    binary_in, last_report, outcome_error, output_of, repo, report_or_null, Lab, Out,
+};
 
 const PASSWORD: &str = "capstan-sudo-pw";
 
@@ -94,11 +96,7 @@ impl Case {
         ];
         args.extend_from_slice(extra);
         let out = self.capstan(&args, env);
-        let report = if out.stdout.contains("\"event\":\"report\"") {
-            last_report(&out.stdout)
-        } else {
-            Value::Null
-        };
+        let report = report_or_null(&out.stdout);
         (out, report)
     }
 

@@ -541,6 +541,15 @@ pub fn last_report(stdout: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no report in the output:\n{stdout}"))
 }
 
+/// The report at the end of `--json` output, or null when the run ended before one (bad input).
+pub fn report_or_null(stdout: &str) -> serde_json::Value {
+    if stdout.contains("\"event\":\"report\"") {
+        last_report(stdout)
+    } else {
+        serde_json::Value::Null
+    }
+}
+
 /// The error message of a failed run's report.
 pub fn outcome_error(report: &serde_json::Value) -> String {
     report["outcome"]["error"]["message"]

@@ -15,7 +15,9 @@ pub use playbook::{shipped_playbooks, Playbook, PlaybookInfo};
 pub use crate::action::OnRunning;
 use crate::action::{Cancel, Executor};
 use crate::api::{ConfirmPolicy, Replay, RunCtx};
-use crate::engine::{self, Diagnostic, Extension, Limits, DESCRIBE_TOKEN, ROLLBACK_TOKEN};
+use crate::engine::{
+    self, Diagnostic, Extension, Limits, Severity, DESCRIBE_TOKEN, ROLLBACK_TOKEN,
+};
 use crate::error::{Error, FaultKind, Located, Result};
 use crate::inventory::{HostEntry, Inventory, TransportKind};
 use crate::journal::{self, Journal, RunJournal, RunRow, RunStart, RunStatus};
@@ -432,6 +434,25 @@ impl Host {
         let recorded_params =
             redact_json(&serde_json::to_value(&given).unwrap_or_default(), redactor);
         let p = self.prepare(pb, exec, given, false, replay)?;
+        // What `capstan check` knows to be wrong (an unknown function, arguments no signature
+        // takes) would fail mid-run, after earlier hosts changed: refuse it before the run
+        // starts, so it is not journaled as a run that failed.
+        let errors: Vec<Diagnostic> = engine::lint(&p.engine, &p.ast, &pb.name, &pb.source)
+            .into_iter()
+            .filter(|d| d.severity == Severity::Error)
+            .collect();
+        if let Some(first) = errors.first() {
+            let mut located = first.located.clone();
+            if errors.len() > 1 {
+                located.message = format!(
+                    "{} (and {} more: `capstan check {}` lists them)",
+                    located.message,
+                    errors.len() - 1,
+                    pb.name
+                );
+            }
+            return Err(Error::Compile(located));
+        }
         let keys: Vec<String> = self.inventory.hosts.iter().map(lock_key).collect();
         let lock = |id: &str| -> Result<()> {
             if self.mode == Mode::Run {

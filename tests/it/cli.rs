@@ -153,6 +153,62 @@ fn errors_inside_closures_and_functions_point_at_the_inner_line() {
     );
 }
 
+/// What issue 24 asked `check` to catch, each with its position and the expected signatures;
+/// `run` refuses the same before anything starts (exit 2, nothing journaled).
+const MISTAKES: &str = r#"import "version" as version;
+let h = cluster().host("localhost");
+step("one", || {
+    backup::dri(h, "/tmp/x");
+    h.run("x");
+    h.replace_dir("/tmp/a");
+    h.write_file("/tmp/x", 3);
+    let v = h.read(["cat", "/etc/hostname"]).stdout.trim();
+    let w = h.read(["cat", "/etc/hostname"]).stdout;
+    w.trim();
+    log(v + w + version::compare("1.0", "1.1"));
+    docker::on(h).run(#{ image: "x", name: "y" });
+});
+"#;
+
+#[test]
+fn check_and_run_refuse_unknown_module_functions_and_arguments_no_signature_takes() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "m.rhai", MISTAKES);
+    let out = capstan_in(d.path(), &["check", "m.rhai"]);
+    assert_eq!(out.code, 2);
+    for want in [
+        "error: unknown function `backup::dri`; `backup` has dir, mysqldump, restore, verify\n  --> m.rhai:4:13\n",
+        "error: `.run(..)` takes `argv` as array; got a string (signatures: ",
+        "  --> m.rhai:5:7\n",
+        "error: `.replace_dir(..)` is given 2 argument(s) (the object counts as the first); it takes: replace_dir(host: Host, target: String, source: String)\n  --> m.rhai:6:7\n",
+        "error: `.write_file(..)` takes `content` as String; got an integer",
+        "warning: `trim()` changes the string in place and returns nothing; as a value use `trimmed()`\n  --> m.rhai:8:53\n",
+        "m.rhai: 4 error(s), 1 warning(s)\n",
+    ] {
+        assert!(out.stderr.contains(want), "{want}\n---\n{}", out.stderr);
+    }
+    // `w.trim();` as a statement, an imported module's function and docker's own `run` are
+    // not findings.
+    assert!(!out.stderr.contains("m.rhai:10:"), "{}", out.stderr);
+    assert!(!out.stderr.contains("m.rhai:11:"), "{}", out.stderr);
+    assert!(!out.stderr.contains("m.rhai:12:"), "{}", out.stderr);
+
+    let journal = d.path().join("j.db");
+    let j = journal.to_str().unwrap();
+    let out = capstan_in(d.path(), &["--journal", j, "run", "m.rhai"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("error: unknown function `backup::dri`")
+            && out
+                .stderr
+                .contains("(and 3 more: `capstan check m.rhai` lists them)"),
+        "{}",
+        out.stderr
+    );
+    let runs = capstan_in(d.path(), &["--journal", j, "runs", "--json"]);
+    assert_eq!(runs.stdout.trim(), "[]", "nothing was journaled");
+}
+
 #[test]
 fn check_lints_unknown_functions_duplicate_steps_and_undocumented_params() {
     let d = tempfile::tempdir().unwrap();

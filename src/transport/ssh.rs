@@ -269,9 +269,9 @@ fn check_host_key(ep: &Endpoint<'_>, sess: &Session, addr: &str) -> Result<(), T
                 fingerprint,
             }),
             HostKeyPolicy::AcceptNew => {
-                record_host_key(ep.known_hosts, ep.address, ep.port, key, kind).map_err(|e| {
-                    TransportError::Other(format!("cannot record host key in {known}: {e}"))
-                })?;
+                record_host_key(sess, ep.known_hosts, ep.address, ep.port, key, kind).map_err(
+                    |e| TransportError::Other(format!("cannot record host key in {known}: {e}")),
+                )?;
                 tracing::warn!(%addr, %fingerprint, "recorded new host key in {known}");
                 Ok(())
             }
@@ -442,35 +442,41 @@ fn forget_if_broken<T>(slot: &mut Option<Conn>, r: &Result<T, TransportError>) {
     }
 }
 
+/// Appends the host's key to `path` as OpenSSH writes it. libssh2's own `KnownHosts` makes the
+/// line (`[addr]:port` for a port other than 22); the line is appended with one `O_APPEND`
+/// write rather than the whole file rewritten, so hosts connecting in parallel keep each
+/// other's lines.
 fn record_host_key(
+    sess: &Session,
     path: &Path,
     address: &str,
     port: u16,
     key: &[u8],
     kind: HostKeyType,
 ) -> std::io::Result<()> {
-    let name = match kind {
-        HostKeyType::Rsa => "ssh-rsa",
-        HostKeyType::Dss => "ssh-dss",
-        HostKeyType::Ecdsa256 => "ecdsa-sha2-nistp256",
-        HostKeyType::Ecdsa384 => "ecdsa-sha2-nistp384",
-        HostKeyType::Ecdsa521 => "ecdsa-sha2-nistp521",
-        HostKeyType::Ed25519 => "ssh-ed25519",
-        HostKeyType::Unknown => return Err(std::io::Error::other("unknown host key type")),
-    };
     let host = if port == 22 {
         address.to_string()
     } else {
         format!("[{address}]:{port}")
     };
+    let lib = |e: ssh2::Error| std::io::Error::other(e.message().to_string());
+    let mut one = sess.known_hosts().map_err(lib)?;
+    one.add(&host, key, "", kind.into()).map_err(lib)?;
+    let entry = one
+        .iter()
+        .map_err(lib)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| std::io::Error::other("libssh2 kept no entry"))?;
+    let mut line = one
+        .write_string(&entry, KnownHostFileKind::OpenSSH)
+        .map_err(lib)?;
+    if !line.ends_with('\n') {
+        line.push('\n');
+    }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let line = format!(
-        "{host} {name} {}\n",
-        base64::engine::general_purpose::STANDARD.encode(key)
-    );
-    // One write with O_APPEND: hosts connecting in parallel do not interleave their lines.
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)

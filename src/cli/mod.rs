@@ -238,6 +238,9 @@ enum Cmd {
     /// Compile and lint a playbook; touches nothing.
     Check {
         playbook: String,
+        /// Also check the playbook against this inventory: a `group("x")` it lacks is an error.
+        #[arg(short, long)]
+        inventory: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -779,10 +782,19 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
                 None => stdout_written(std::io::stdout().lock().write_all(c.toml.as_bytes())),
             }
         }
-        Cmd::Check { playbook, json } => {
+        Cmd::Check {
+            playbook,
+            inventory,
+            json,
+        } => {
             let pb = Playbook::load(&playbook)?;
-            let host = HostBuilder::new().build()?;
-            let diags = host.check(&pb)?;
+            let diags = match inventory {
+                Some(i) => HostBuilder::new()
+                    .inventory(Inventory::from_file(i)?)
+                    .build()?
+                    .check_with_inventory(&pb)?,
+                None => HostBuilder::new().build()?.check(&pb)?,
+            };
             let errors = diags
                 .iter()
                 .filter(|d| d.severity == Severity::Error)

@@ -180,7 +180,14 @@ impl Lit {
 /// Lints a compiled playbook. Calls into a module the script imports (`m::f`) are left to run
 /// time (the module may be a file only the operator's machine has); calls into capstan's own
 /// modules (`backup::`, `wait::`, ...) are checked like the others.
-pub(crate) fn lint(engine: &Engine, ast: &AST, file: &str, text: &str) -> Vec<Diagnostic> {
+/// With `groups` (an inventory given to `check`), a literal `group("x")` it lacks is an error too.
+pub(crate) fn lint(
+    engine: &Engine,
+    ast: &AST,
+    file: &str,
+    text: &str,
+    groups: Option<(&str, &BTreeSet<String>)>,
+) -> Vec<Diagnostic> {
     let sigs: Vec<(String, String, Sig)> = engine
         .gen_fn_signatures(true)
         .iter()
@@ -337,6 +344,20 @@ pub(crate) fn lint(engine: &Engine, ast: &AST, file: &str, text: &str) -> Vec<Di
                 ),
                 pos(file, at),
             );
+        }
+        if let (Some((inv, groups)), true, "group") = (groups, method, name) {
+            if let Some(Expr::StringConstant(g, gp)) = call.args.first() {
+                if !groups.contains(g.as_str()) {
+                    diag(
+                        Severity::Error,
+                        format!(
+                            "no group `{g}` in the inventory {inv} (groups: {})",
+                            groups.iter().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                        pos(file, *gp),
+                    );
+                }
+            }
         }
         if name == "step" {
             if let Some(Expr::StringConstant(s, sp)) = call.args.first() {

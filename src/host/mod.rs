@@ -437,7 +437,7 @@ impl Host {
         // What `capstan check` knows to be wrong (an unknown function, arguments no signature
         // takes) would fail mid-run, after earlier hosts changed: refuse it before the run
         // starts, so it is not journaled as a run that failed.
-        let errors: Vec<Diagnostic> = engine::lint(&p.engine, &p.ast, &pb.name, &pb.source)
+        let errors: Vec<Diagnostic> = engine::lint(&p.engine, &p.ast, &pb.name, &pb.source, None)
             .into_iter()
             .filter(|d| d.severity == Severity::Error)
             .collect();
@@ -677,7 +677,22 @@ impl Host {
     pub fn check(&self, pb: &Playbook) -> Result<Vec<Diagnostic>> {
         let exec = Executor::inert(self.inventory.clone());
         let p = self.prepare(pb, exec, Params::new(), true, Replay::Fresh)?;
-        Ok(engine::lint(&p.engine, &p.ast, &pb.name, &pb.source))
+        Ok(engine::lint(&p.engine, &p.ast, &pb.name, &pb.source, None))
+    }
+
+    /// `check` against this host's inventory: also a `group("x")` the inventory lacks.
+    pub fn check_with_inventory(&self, pb: &Playbook) -> Result<Vec<Diagnostic>> {
+        let exec = Executor::inert(self.inventory.clone());
+        let p = self.prepare(pb, exec, Params::new(), true, Replay::Fresh)?;
+        let groups: std::collections::BTreeSet<String> =
+            self.inventory.groups.keys().cloned().collect();
+        Ok(engine::lint(
+            &p.engine,
+            &p.ast,
+            &pb.name,
+            &pb.source,
+            Some((&self.inventory.source, &groups)),
+        ))
     }
 
     /// An engine with the whole script API and the stdlib as static modules, bound to nothing:

@@ -207,6 +207,30 @@ fn check_and_run_refuse_unknown_module_functions_and_arguments_no_signature_take
     );
     let runs = capstan_in(d.path(), &["--journal", j, "runs", "--json"]);
     assert_eq!(runs.stdout.trim(), "[]", "nothing was journaled");
+
+    // With an inventory, a group it lacks is an error too; without one, nobody can tell.
+    write(
+        d.path(),
+        "inv.toml",
+        "[groups.app]\nhosts = [\"a1\"]\n[hosts.a1]\ntransport = \"local\"\n",
+    );
+    write(
+        d.path(),
+        "g.rhai",
+        "for h in cluster().group(\"app\") { log(h.name); }\nfor h in cluster().group(\"tablet\") { log(h.name); }\n",
+    );
+    let out = capstan_in(d.path(), &["check", "g.rhai", "-i", "inv.toml"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "error: no group `tablet` in the inventory inv.toml (groups: app)\n  --> g.rhai:2:26\n"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("g.rhai:1:"), "{}", out.stderr);
+    let out = capstan_in(d.path(), &["check", "g.rhai"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
 }
 
 #[test]

@@ -562,10 +562,12 @@ impl Journal {
         if let Some(p) = std::env::var_os("CAPSTAN_JOURNAL") {
             return PathBuf::from(p);
         }
-        let base = std::env::var_os("XDG_STATE_HOME")
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        // The XDG state directory on every Unix, macOS included (the docs promise one place):
+        // $XDG_STATE_HOME when absolute, else ~/.local/state.
+        use etcetera::BaseStrategy as _;
+        let base = etcetera::base_strategy::Xdg::new()
+            .ok()
+            .and_then(|x| x.state_dir())
             .unwrap_or_else(|| PathBuf::from("."));
         base.join("capstan").join("journal.db")
     }

@@ -276,6 +276,8 @@ pub(crate) fn lint(
             return true;
         }
         if let Some(cands) = overloads.get(&(ns.clone(), name.to_string())) {
+            let mut cands = cands.clone();
+            cands.sort_by(|a, b| a.text.cmp(&b.text));
             let n = call.args.len() + usize::from(method);
             let lits: Vec<Option<Lit>> = (0..usize::from(method))
                 .map(|_| None)
@@ -317,10 +319,19 @@ pub(crate) fn lint(
                 });
                 let what = match bad {
                     Some(i) => {
-                        let (pname, ty) = &same_n[0].params[i];
+                        // Every overload's parameter there (`run` is the host's and docker's).
+                        let mut alts: Vec<String> = same_n
+                            .iter()
+                            .map(|s| {
+                                let (pname, ty) = &s.params[i];
+                                format!("`{pname}` as {}", ty.as_deref().unwrap_or("any value"))
+                            })
+                            .collect();
+                        alts.sort();
+                        alts.dedup();
                         format!(
-                            "`{shown}` takes `{pname}` as {}; got {}",
-                            ty.as_deref().unwrap_or("any value"),
+                            "`{shown}` takes {}; got {}",
+                            alts.join(" or "),
                             lits[i].map_or("another value", Lit::name)
                         )
                     }

@@ -178,7 +178,7 @@ fn check_and_run_refuse_unknown_module_functions_and_arguments_no_signature_take
     assert_eq!(out.code, 2);
     for want in [
         "error: unknown function `backup::dri`; `backup` has dir, mysqldump, restore, verify\n  --> m.rhai:4:13\n",
-        "error: `.run(..)` takes `argv` as array; got a string (signatures: ",
+        "error: `.run(..)` takes `argv` as array or `spec` as map; got a string (signatures: run(docker: Docker, spec: map) -> String; ",
         "  --> m.rhai:5:7\n",
         "error: `.replace_dir(..)` is given 2 argument(s) (the object counts as the first); it takes: replace_dir(host: Host, target: String, source: String)\n  --> m.rhai:6:7\n",
         "error: `.write_file(..)` takes `content` as String; got an integer",

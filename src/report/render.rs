@@ -469,20 +469,9 @@ impl EventSink for ProgressPrinter {
     }
 }
 
-/// Bytes for people: `512 B`, `1.5 KiB`, `3.2 GiB`.
+/// Bytes for people: `512 B`, `1.5 KiB`, `3.2 GiB` (bytesize's binary units).
 fn human_bytes(b: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < units.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", units[i])
-    }
+    bytesize::ByteSize::b(b).display().iec().to_string()
 }
 
 /// What was down (and which rules were broken) at any time in `[from, to]`.
@@ -636,4 +625,20 @@ fn render_simulation(r: &RunReport, sim: &super::SimReport) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn byte_sizes_read_as_people_write_them() {
+        for (b, want) in [
+            (0, "0 B"),
+            (512, "512 B"),
+            (1536, "1.5 KiB"),
+            (5_000_000, "4.8 MiB"),
+            (3_435_973_837, "3.2 GiB"),
+        ] {
+            assert_eq!(super::human_bytes(b), want);
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! Flow: `step`, `parallel`, `confirm`, `fail`, `log`, `warn`.
+//! Flow: `step`, `skip_step`, `parallel`, `confirm`, `fail`, `log`, `warn`.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,6 +46,31 @@ step("log it", || log(`web1 runs ${v}`));
 ```"#,
         move |ctx: NativeCallContext, name: &str, body: FnPtr| -> R<Dynamic> {
             run_step(&r, &ctx, name, body)
+        },
+    );
+
+    let r = run.clone();
+    def(
+        engine,
+        "skip_step",
+        &["name: String", "reason: String", "()"],
+        r#"
+Records step `name` as not needed, with `reason`, without running anything: a host or zone found
+at the target already. It appears in the steps table (`skip`), in the journal and in `--json` as
+a `step_not_needed` event, so a report shows every unit the playbook looked at, not only those it
+changed. Names follow `step`'s rules (unique; a duplicate is an error naming both places).
+
+```rhai
+let h = cluster().host("web1");
+let v = h.read_file("/srv/app/VERSION").trimmed();
+if v == "1.1.0" {
+    skip_step(`${h}: upgrade to 1.1.0`, `already at ${v}`);
+} else {
+    step(`${h}: upgrade to 1.1.0`, || h.run(["/srv/app/bin/upgrade", "1.1.0"]));
+}
+```"#,
+        move |ctx: NativeCallContext, name: &str, reason: &str| -> R<()> {
+            skip_step(&r, &ctx, name, reason)
         },
     );
 
@@ -255,6 +280,68 @@ pub fn ask_terminal(question: &str) -> Option<bool> {
     Some(matches!(line.trim(), "y" | "Y" | "yes"))
 }
 
+/// Takes `name` for this run's step book: a second use is an error naming the first place.
+fn claim_name(r: &RunCtx, name: &str, here: Option<SourcePos>) -> R<()> {
+    let mut book = r.steps.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(first) = book.keys.get(name) {
+        let first = first
+            .as_ref()
+            .map_or("an earlier call".to_string(), |p| p.to_string());
+        return Err(fault(
+            FaultKind::Script,
+            None,
+            format!(
+                "duplicate step name `{name}` (first used at {first}); step names must be unique"
+            ),
+        ));
+    }
+    book.keys.insert(name.to_string(), here);
+    Ok(())
+}
+
+/// `skip_step(name, reason)`: a step record that ran nothing, journaled like any other.
+fn skip_step(r: &Arc<RunCtx>, ctx: &NativeCallContext, name: &str, reason: &str) -> R<()> {
+    if r.replay == Replay::Rollback {
+        // A rollback replays the top-level code only up to its first step, and records nothing.
+        return Ok(());
+    }
+    claim_name(r, name, call_pos(ctx))?;
+    let at_ms = r.exec.now().as_millis() as u64;
+    let journal = r.exec.journal().cloned();
+    let rec = StepRecord {
+        name: name.to_string(),
+        status: StepStatus::Skipped,
+        at_ms,
+        duration_ms: 0,
+        hosts: Vec::new(),
+        actions: 0,
+        error: None,
+        attempt: journal.as_ref().map_or(1, |j| j.attempt),
+        reason: Some(r.exec.inventory().redactor.redact(reason)),
+    };
+    if let Some(j) = &journal {
+        // Its reason is kept as the step's result (a skipped step has no other).
+        let reason = serde_json::Value::String(rec.reason.clone().unwrap_or_default());
+        j.journal
+            .step_started(&j.run_id, name, j.attempt, at_ms)
+            .and_then(|()| j.journal.step_finished(&j.run_id, &rec, Some(&reason)))
+            .map_err(|e| {
+                r.exec.journal_failed(&e);
+                fault(FaultKind::Action, None, e.to_string())
+            })?;
+    }
+    r.events.emit(&Event::StepNotNeeded {
+        step: name.to_string(),
+        reason: rec.reason.clone().unwrap_or_default(),
+    });
+    r.steps
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .records
+        .push(rec);
+    Ok(())
+}
+
 /// `step(name, body)`: journal lookup (resume), the stop check, the body, the journal write.
 fn run_step(r: &Arc<RunCtx>, ctx: &NativeCallContext, name: &str, body: FnPtr) -> R<Dynamic> {
     let here = call_pos(ctx);
@@ -271,20 +358,7 @@ fn run_step(r: &Arc<RunCtx>, ctx: &NativeCallContext, name: &str, body: FnPtr) -
             ctx.call_position(),
         )));
     }
-    {
-        let mut book = r.steps.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(first) = book.keys.get(name) {
-            let first = first
-                .as_ref()
-                .map_or("an earlier call".to_string(), |p| p.to_string());
-            return Err(fault(
-                FaultKind::Script,
-                None,
-                format!("duplicate step name `{name}` (first used at {first}); step names must be unique"),
-            ));
-        }
-        book.keys.insert(name.to_string(), here);
-    }
+    claim_name(r, name, here)?;
     if r.exec.cancel().is_stopping() {
         let id = r.exec.journal().map_or(String::new(), |j| j.run_id.clone());
         return Err(fault(
@@ -334,6 +408,7 @@ fn run_step(r: &Arc<RunCtx>, ctx: &NativeCallContext, name: &str, body: FnPtr) -
             actions: 0,
             error: None,
             attempt: journal.as_ref().map_or(1, |j| j.attempt),
+            reason: None,
         });
         book.records.len() - 1
     };

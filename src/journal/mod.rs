@@ -1265,22 +1265,31 @@ impl Journal {
                     ),
                 });
             let mut st = c.prepare(
-                "SELECT key, status, at_ms, duration_ms, hosts, actions, error, attempt
+                "SELECT key, status, at_ms, duration_ms, hosts, actions, error, attempt, result
                  FROM steps WHERE run_id = ?1 ORDER BY seq",
             )?;
             let steps = st
                 .query_map([id], |r| {
                     let status: String = r.get(1)?;
                     let hosts: String = r.get(4)?;
+                    let status = parse_status(&status, StepStatus::Running);
+                    // A skipped step's result is its reason (see `skip_step`).
+                    let reason = if status == StepStatus::Skipped {
+                        r.get::<_, Option<String>>(8)?
+                            .and_then(|t| serde_json::from_str::<String>(&t).ok())
+                    } else {
+                        None
+                    };
                     Ok(StepRecord {
                         name: r.get(0)?,
-                        status: parse_status(&status, StepStatus::Running),
+                        status,
                         at_ms: r.get::<_, i64>(2)? as u64,
                         duration_ms: r.get::<_, i64>(3)? as u64,
                         hosts: serde_json::from_str(&hosts).unwrap_or_default(),
                         actions: r.get::<_, i64>(5)? as usize,
                         error: r.get(6)?,
                         attempt: r.get(7)?,
+                        reason,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -282,6 +282,7 @@ fn steps_table(h: &mut String, r: &RunReport) {
             StepStatus::Ok => ("ok", "ok"),
             StepStatus::Failed => ("FAILED", "bad"),
             StepStatus::Running => ("…", ""),
+            StepStatus::Skipped => ("skipped", ""),
         };
         let avail = match &r.simulation {
             Some(sim) if !sim.components.is_empty() => {
@@ -309,7 +310,10 @@ fn steps_table(h: &mut String, r: &RunReport) {
             esc(&st.name),
             secs(st.at_ms),
             secs(st.duration_ms),
-            esc(&st.hosts.join(" "))
+            match &st.reason {
+                Some(why) => esc(&format!("not needed: {why}")),
+                None => esc(&st.hosts.join(" ")),
+            }
         );
         if let Some(e) = &st.error {
             let _ = write!(

@@ -2,6 +2,7 @@
 
 mod html;
 mod render;
+mod table;
 
 use std::sync::Mutex;
 
@@ -56,6 +57,8 @@ pub enum StepStatus {
     Running,
     Ok,
     Failed,
+    /// Not needed: `skip_step` recorded why (e.g. the host is at the target already).
+    Skipped,
 }
 
 /// One `step(name, ..)` call.
@@ -71,6 +74,9 @@ pub struct StepRecord {
     pub error: Option<String>,
     /// The attempt that ran it last (a step done before a resume keeps its first attempt).
     pub attempt: u32,
+    /// Why a skipped step was not needed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A registered undo and what became of it.
@@ -241,6 +247,11 @@ pub enum Event {
     StepSkipped {
         step: String,
         done_in_attempt: u32,
+    },
+    /// `skip_step`: a step the playbook found not needed (its unit is at the target already).
+    StepNotNeeded {
+        step: String,
+        reason: String,
     },
     /// Output of a command that has run for a while, as it arrives (redacted).
     Output {

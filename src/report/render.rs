@@ -7,6 +7,7 @@ use super::{
     ActionRecord, Disposition, Event, EventSink, GuardPhase, Outcome, RollbackPhase, RunReport,
     StepStatus, UndoPhase,
 };
+use super::table::layout;
 use crate::journal::{GuardStatus, RunStatus, UndoStatus};
 use crate::Mode;
 
@@ -56,37 +57,55 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
                 }
             })
             .collect();
-        let width = names
+        let rows: Vec<Vec<String>> = r
+            .steps
             .iter()
-            .map(|n| n.chars().count())
-            .max()
-            .unwrap_or(0)
-            .min(56);
-        for (st, name) in r.steps.iter().zip(&names) {
-            let mark = match st.status {
-                StepStatus::Ok => "ok  ",
-                StepStatus::Failed => "FAIL",
-                StepStatus::Running => "... ",
-            };
-            s.push_str(&format!(
-                "  {mark} {:<width$}  {:>6}  {} action(s) on {}\n",
-                name,
-                secs(st.duration_ms),
-                st.actions,
-                if st.hosts.is_empty() {
-                    "-".to_string()
+            .zip(&names)
+            .map(|(st, name)| {
+                let mark = match st.status {
+                    StepStatus::Ok => "ok",
+                    StepStatus::Failed => "FAIL",
+                    StepStatus::Running => "...",
+                    StepStatus::Skipped => "skip",
+                };
+                let what = if st.status == StepStatus::Skipped {
+                    format!("not needed: {}", st.reason.as_deref().unwrap_or(""))
                 } else {
-                    st.hosts.join(" ")
-                },
-            ));
+                    format!(
+                        "{} action(s) on {}",
+                        st.actions,
+                        if st.hosts.is_empty() {
+                            "-".to_string()
+                        } else {
+                            st.hosts.join(" ")
+                        }
+                    )
+                };
+                let took = if st.status == StepStatus::Skipped {
+                    String::new()
+                } else {
+                    secs(st.duration_ms)
+                };
+                vec![mark.to_string(), one_line(name), took, one_line(&what)]
+            })
+            .collect();
+        for (line, st) in layout(&rows, &[2]).lines().zip(&r.steps) {
+            s.push_str(line);
+            s.push('\n');
             if let Some(e) = &st.error {
-                s.push_str(&format!("       {}\n", e.lines().next().unwrap_or("")));
+                s.push_str(&format!("        {}\n", e.lines().next().unwrap_or("")));
             }
         }
     }
 
     if r.hosts.len() > 1 && !r.actions.is_empty() {
-        s.push_str("\nper host (actions, of which changes, failed)\n");
+        s.push_str("\nper host\n");
+        let mut rows = vec![vec![
+            "host".to_string(),
+            "actions".to_string(),
+            "changes".to_string(),
+            "failed".to_string(),
+        ]];
         for h in &r.hosts {
             let mine = r.actions.iter().filter(|a| &a.host == h);
             let (mut n, mut changes, mut failed) = (0, 0, 0);
@@ -104,8 +123,14 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
                     a.result.starts_with("killed by") || exit_code.is_some_and(|c| c != 0);
                 failed += usize::from(!a.ok || command_failed);
             }
-            s.push_str(&format!("  {h:<12} {n:>4} {changes:>4} {failed:>4}\n"));
+            rows.push(vec![
+                one_line(h),
+                n.to_string(),
+                changes.to_string(),
+                failed.to_string(),
+            ]);
         }
+        s.push_str(&layout(&rows, &[1, 2, 3]));
     }
 
     if plan && !r.actions.is_empty() {
@@ -132,9 +157,11 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
                 "\nwould change ({} action(s); none of them was performed)\n",
                 changes.len()
             ));
-            for a in changes {
-                s.push_str(&format!("  {:<12} {}\n", a.host, a.description));
-            }
+            let rows: Vec<Vec<String>> = changes
+                .iter()
+                .map(|a| vec![one_line(&a.host), one_line(&a.description)])
+                .collect();
+            s.push_str(&layout(&rows, &[]));
         }
     }
 
@@ -151,20 +178,28 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
         } else {
             s.push_str("\nundos (registered oldest first; a rollback runs them newest first)\n");
         }
-        for u in &r.undos {
-            let mark = match u.status {
-                // A run that succeeded keeps its undos for a later `capstan rollback`.
-                UndoStatus::Pending if r.status == RunStatus::Succeeded => "kept   ",
-                UndoStatus::Pending => "pending",
-                UndoStatus::Done => "undone ",
-                UndoStatus::Failed => "FAILED ",
-            };
-            s.push_str(&format!(
-                "  #{:<3} {mark} {}  [{}]\n",
-                u.id,
-                u.description,
-                u.step.as_deref().unwrap_or("-")
-            ));
+        let rows: Vec<Vec<String>> = r
+            .undos
+            .iter()
+            .map(|u| {
+                let mark = match u.status {
+                    // A run that succeeded keeps its undos for a later `capstan rollback`.
+                    UndoStatus::Pending if r.status == RunStatus::Succeeded => "kept",
+                    UndoStatus::Pending => "pending",
+                    UndoStatus::Done => "undone",
+                    UndoStatus::Failed => "FAILED",
+                };
+                vec![
+                    format!("#{}", u.id),
+                    mark.to_string(),
+                    one_line(&u.description),
+                    format!("[{}]", one_line(u.step.as_deref().unwrap_or("-"))),
+                ]
+            })
+            .collect();
+        for (line, u) in layout(&rows, &[]).lines().zip(&r.undos) {
+            s.push_str(line);
+            s.push('\n');
             if let Some(e) = &u.error {
                 s.push_str(&format!("        {}\n", e.lines().next().unwrap_or("")));
             }
@@ -214,6 +249,7 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
 
     if !r.guards.is_empty() {
         s.push_str("\nguards\n");
+        let mut rows = Vec::new();
         for g in &r.guards {
             let state = match g.status {
                 GuardStatus::Restored => "restored".to_string(),
@@ -229,12 +265,14 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
             } else {
                 String::new()
             };
-            s.push_str(&format!("  {:<24} {state}{again}\n", g.name));
+            rows.push(vec![one_line(&g.name), one_line(&format!("{state}{again}"))]);
         }
+        s.push_str(&layout(&rows, &[]));
     }
 
     if !r.logs.is_empty() {
         s.push_str("\nlog\n");
+        // Only the last column is free text (and may hold several lines): fixed widths suffice.
         for l in &r.logs {
             s.push_str(&format!(
                 "  +{:<7} {:<5} {}\n",
@@ -277,6 +315,11 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
         }
     }
     s
+}
+
+/// A cell's text on one line (a table row is one line; later lines of a message are dropped).
+fn one_line(text: &str) -> String {
+    text.lines().next().unwrap_or("").to_string()
 }
 
 fn action_line(a: &ActionRecord) -> String {
@@ -346,6 +389,10 @@ impl EventSink for ProgressPrinter {
                 done_in_attempt,
             } => format!(
                 "{} {step} (done in attempt {done_in_attempt}; skipped)",
+                self.paint("2", "↷")
+            ),
+            Event::StepNotNeeded { step, reason } => format!(
+                "{} {step} (not needed: {reason})",
                 self.paint("2", "↷")
             ),
             Event::Undo {
@@ -511,17 +558,11 @@ fn render_simulation(r: &RunReport, sim: &super::SimReport) -> String {
             sim.components.len(),
             sim.components.join(" ")
         ));
-        let width = r
-            .steps
-            .iter()
-            .map(|st| st.name.chars().count())
-            .max()
-            .unwrap_or(0)
-            .min(56);
-        // Windows to report: every step, then the rollback (from its first undo action).
+        // Windows to report: every step that ran, then the rollback (from its first undo action).
         let mut windows: Vec<(&str, u64, u64)> = r
             .steps
             .iter()
+            .filter(|st| st.status != StepStatus::Skipped)
             .map(|st| (st.name.as_str(), st.at_ms, st.at_ms + st.duration_ms))
             .collect();
         if let Some(a) = r
@@ -532,6 +573,7 @@ fn render_simulation(r: &RunReport, sim: &super::SimReport) -> String {
             windows.push(("(rollback)", a.at_ms, r.duration_ms));
         }
         let mut any_broken = false;
+        let mut rows = Vec::new();
         for (name, from, to) in windows {
             let (down, broken) = availability_during(sim, from, to);
             let what = if down.is_empty() {
@@ -539,12 +581,13 @@ fn render_simulation(r: &RunReport, sim: &super::SimReport) -> String {
             } else {
                 format!("down: {}", down.join(" "))
             };
-            s.push_str(&format!("  {name:<width$}  {what}\n"));
+            rows.push(vec![one_line(name), what]);
             for b in broken {
                 any_broken = true;
-                s.push_str(&format!("  {:<width$}  !! RULE BROKEN: {b}\n", ""));
+                rows.push(vec![String::new(), format!("!! RULE BROKEN: {}", one_line(&b))]);
             }
         }
+        s.push_str(&layout(&rows, &[]));
         if let Some(last) = sim.availability.last() {
             if !last.down.is_empty() {
                 s.push_str(&format!("  at the end: down: {}\n", last.down.join(" ")));

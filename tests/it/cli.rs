@@ -361,11 +361,17 @@ fn simulate_with_no_arguments_runs_the_readme_example() {
     for line in [
         "  [app1: upgrade 1.0.0 -> 1.1.0]",
         "app1         replace dir /srv/hello/bin with a copy of /srv/releases/hello-1.1.0/bin (old kept at /srv/hello/bin.capstan-undo-",
-        "info  app3: already at 1.1.0, skipped",
     ] {
         assert!(out.stdout.contains(line), "missing {line:?} in\n{}", out.stdout);
     }
-    assert!(!out.stdout.contains("app3: upgrade"));
+    assert!(!out.stdout.contains("app3: upgrade 1"));
+    // app3, at the target already, is in the steps table as not needed.
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("  skip  app3: upgrade to 1.1.0  ")
+            && l.ends_with("  not needed: already at 1.1.0")),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -986,4 +992,46 @@ fn completions_know_the_journals_run_ids_and_the_man_page_lists_every_command() 
         let page = std::fs::read_to_string(pages.join(format!("capstan-{cmd}.1"))).unwrap();
         assert!(page.contains(".TH capstan-"), "{page}");
     }
+}
+
+#[test]
+fn a_cjk_step_name_lines_up_in_the_text_report() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "p.rhai",
+        "let h = cluster().hosts()[0];\nstep(\"升级 数据库\", || h.read([\"true\"]));\nstep(\"upgrade the database\", || h.read([\"true\"]));\nskip_step(\"升级 备份\", \"已完成\");\n",
+    );
+    write(d.path(), "inv.toml", "[hosts.db1]\ntransport = \"local\"\n");
+    let out = capstan_in(d.path(), &["run", "p.rhai", "-i", "inv.toml"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let row = |name: &str| {
+        *lines
+            .iter()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("no row for {name} in\n{}", out.stdout))
+    };
+    // Display columns: a CJK character takes two (what a terminal shows).
+    let column_of = |line: &str, needle: &str| {
+        let at = line.find(needle).unwrap();
+        unicode_width::UnicodeWidthStr::width(&line[..at])
+    };
+    let wide = row("升级 数据库");
+    let narrow = row("upgrade the database");
+    // The name column is as wide as its widest name, 20 columns, plus two: the duration starts
+    // at the same place on both rows, and so does the action count.
+    assert_eq!(
+        column_of(wide, "action(s)"),
+        column_of(narrow, "action(s)"),
+        "\n{wide}\n{narrow}"
+    );
+    assert_eq!(column_of(wide, "s  1"), column_of(narrow, "s  1"));
+    let skipped = row("升级 备份");
+    assert_eq!(
+        column_of(skipped, "not needed: 已完成"),
+        column_of(narrow, "1 action(s)"),
+        "\n{skipped}\n{narrow}"
+    );
+    assert!(narrow.ends_with("1 action(s) on db1"), "{narrow}");
 }

@@ -135,7 +135,7 @@ pub(crate) struct Running {
 }
 
 impl Running {
-    /// Waits for the first event matching `pred` (10 s at most) and returns it.
+    /// Waits for the first event matching `pred` (20 s at most) and returns it.
     pub(crate) fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -150,7 +150,26 @@ impl Running {
                         return v;
                     }
                 }
-                Err(_) => panic!("no {what} event; saw:\n{}", self.seen.join("\n")),
+                Err(_) => {
+                    // Say why: whether capstan exited (and with what) or hangs, and its stderr.
+                    let state = match self.child.try_wait() {
+                        Ok(Some(st)) => format!("capstan exited: {st}"),
+                        _ => {
+                            let _ = self.child.kill();
+                            let _ = self.child.wait();
+                            "capstan still running (killed now)".to_string()
+                        }
+                    };
+                    let mut err = String::new();
+                    if let Some(mut e) = self.child.stderr.take() {
+                        use std::io::Read;
+                        let _ = e.read_to_string(&mut err);
+                    }
+                    panic!(
+                        "no {what} event; {state}; saw:\n{}\nstderr:\n{err}",
+                        self.seen.join("\n")
+                    )
+                }
             }
         }
     }

@@ -524,11 +524,11 @@ fn the_readme_example_acts_alike_on_the_lab_and_in_simulation() {
         l["app3"]
     );
     let skipped = |r: &Value| {
-        r["logs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|x| x["message"] == "app3: already at 1.1.0, skipped")
+        r["steps"].as_array().unwrap().iter().any(|x| {
+            x["name"] == "app3: upgrade to 1.1.0"
+                && x["status"] == "skipped"
+                && x["reason"] == "already at 1.1.0"
+        })
     };
     assert!(skipped(&lab) && skipped(&sim));
 }

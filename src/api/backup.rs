@@ -1,4 +1,4 @@
-//! `backup::dir`, `backup::mysqldump`, `backup::verify`, `backup::restore`: backups that prove themselves.
+//! `backup::dir`, `backup::mysqldump`, `backup::verify`, `backup::restore`, `backup::undo_restore`: backups that prove themselves.
 
 use rhai::{Dynamic, Engine, EvalAltResult, Map, Module, NativeCallContext};
 
@@ -111,11 +111,29 @@ fn default_to(run: &RunCtx, path: &str) -> String {
     }
 }
 
+/// `undo: true` (the default) registers the restore with the snapshot; `false` never (the
+/// playbook restores in an undo of its own); `"later"` leaves it to `backup::undo_restore`,
+/// called where the directory is about to change: after the service's stop and its start undo,
+/// so a rollback restores with the service stopped.
+fn undo_now(o: &Opts) -> R<bool> {
+    match o.raw("undo") {
+        None => Ok(true),
+        Some(v) if v.is_bool() => Ok(v.as_bool().unwrap_or(true)),
+        Some(v) if v.clone().into_string().is_ok_and(|s| s == "later") => Ok(false),
+        Some(v) => Err(super::bad_input(format!(
+            "backup::dir: option `undo` must be true, false or \"later\", got {}",
+            if v.is_string() {
+                format!("\"{v}\"")
+            } else {
+                v.type_name().to_string()
+            }
+        ))),
+    }
+}
+
 fn dir(h: &HostHandle, path: &str, opts: Map) -> R<Dynamic> {
     let o = Opts::new("backup::dir", opts, &["to", "undo"])?;
-    // `undo: false`: the caller restores the snapshot itself, in an undo of its own that
-    // orders it with other work (stop first, restore, start after).
-    let with_undo = o.bool("undo")?.unwrap_or(true);
+    let with_undo = undo_now(&o)?;
     let source = abs("backup::dir", path)?;
     let to = match o.string("to")? {
         Some(t) => abs("backup::dir", &t)?,
@@ -187,6 +205,38 @@ fn precheck_space(h: &HostHandle, source: &str, to: &str) -> R<()> {
         .with_reason("no_space")
         .into());
     }
+    Ok(())
+}
+
+/// `backup::undo_restore(h, b)`: the restore undo of a `backup::dir(.., #{undo: "later"})`
+/// snapshot, registered here.
+fn undo_restore(h: &HostHandle, b: &Map) -> R<()> {
+    let field = |k: &str| -> R<String> {
+        b.get(k)
+            .and_then(|v| v.clone().into_string().ok())
+            .filter(|s| !s.is_empty() || h.run.exec.mode() == crate::Mode::Check)
+            .ok_or_else(|| {
+                super::bad_input(format!(
+                    "backup::undo_restore: the snapshot map has no `{k}`: pass what backup::dir returned"
+                ))
+            })
+    };
+    if field("kind")? != "dir" {
+        return Err(super::bad_input(format!(
+            "backup::undo_restore: `{}` is not a directory snapshot (kind {}): a dump is restored with backup::restore in an undo",
+            field("path")?,
+            field("kind")?
+        )));
+    }
+    if field("host")? != h.name.as_str() {
+        return Err(super::bad_input(format!(
+            "backup::undo_restore: the snapshot {} is on {}, not on {}",
+            field("path")?,
+            field("host")?,
+            h.name
+        )));
+    }
+    register_dir_undo(h, &field("path")?, &field("source")?);
     Ok(())
 }
 
@@ -273,15 +323,26 @@ copied when the copy would not fit (also under `--check`, which measures and ski
 copy becomes the snapshot only once complete and equal, file by file, to the directory (one that
 changed while it was copied, because something still writes to it, fails: reason
 `changed_during_copy`). Registers an undo that puts the snapshot back at
-`path`, unless `undo: false` (the playbook restores it with `backup::restore` in an undo of its
-own, ordered with the work around it). A snapshot already at `to` of the same directory that verifies is reused (a resumed run
+`path`. Undos run newest first, so where it is registered decides what a rollback restores
+under: take the snapshot after the service's stop (and its start undo), and a rollback stops the
+service, restores, then starts it. Options: `to` (the snapshot's path); `undo`: `true` (the
+default: registered now), `"later"` (registered where `backup::undo_restore(h, b)` is called: for
+a snapshot taken while the service still runs, to keep the downtime short), or `false` (none: the
+playbook restores with `backup::restore` in an undo of its own). A snapshot already at `to` of the same directory that verifies is reused (a resumed run
 keeps the first one: the directory may have changed since). Returns `#{path, manifest, files,
 bytes, sha256, taken, skipped}`.
 
 ```rhai
 let h = cluster().host("web1");
-let b = backup::dir(h, "/srv/app/bin");
-log(`snapshot of ${b.files} files at ${b.path}`);
+let ctl = "/srv/app/bin/app-ctl";
+step("upgrade web1", || {
+    // The snapshot while the service runs; its restore registered after the stop's undo.
+    let b = backup::dir(h, "/srv/app/data", #{ to: "/srv/app/data.before", undo: "later" });
+    log(`snapshot of ${b.files} files at ${b.path}`);
+    h.run([ctl, "stop"]);
+    undo(`${h}: start the service`, || h.run([ctl, "start"]));
+    backup::undo_restore(h, b); // a rollback: stop, restore, then start
+});
 ```"#;
     def_in(
         &mut m,
@@ -299,6 +360,31 @@ log(`snapshot of ${b.files} files at ${b.path}`);
         dir_doc,
         |ctx: NativeCallContext, h: HostHandle, path: &str, opts: Map| -> R<Dynamic> {
             dir(&h, path, opts).map_err(|e| at(e, ctx.call_position()))
+        },
+    );
+
+    def_in(
+        &mut m,
+        "undo_restore",
+        &["host: Host", "snapshot: Map", "()"],
+        r#"
+Registers, at this point, the undo that puts back a snapshot taken with `backup::dir(h, path,
+#{undo: "later"})` (`snapshot` is the map it returned). Call it after the undo that starts the
+service again (right after the stop), so a rollback runs it between the service's stop and its
+start. Refuses a map that is not a directory snapshot of this host.
+
+```rhai
+let h = cluster().host("web1");
+step("stop web1 and change its data", || {
+    let b = backup::dir(h, "/srv/app/data", #{ undo: "later" });
+    h.run(["/srv/app/bin/app-ctl", "stop"]);
+    undo(`${h}: start the service`, || h.run(["/srv/app/bin/app-ctl", "start"]));
+    backup::undo_restore(h, b);
+    h.write_file("/srv/app/data/app.db", "migrated\n");
+});
+```"#,
+        |ctx: NativeCallContext, h: HostHandle, b: Map| -> R<()> {
+            undo_restore(&h, &b).map_err(|e| at(e, ctx.call_position()))
         },
     );
 

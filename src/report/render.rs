@@ -3,11 +3,11 @@
 use std::io::Write;
 use std::sync::Mutex;
 
+use super::table::layout;
 use super::{
     ActionRecord, Disposition, Event, EventSink, GuardPhase, Outcome, RollbackPhase, RunReport,
     StepStatus, UndoPhase,
 };
-use super::table::layout;
 use crate::journal::{GuardStatus, RunStatus, UndoStatus};
 use crate::Mode;
 
@@ -265,7 +265,10 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
             } else {
                 String::new()
             };
-            rows.push(vec![one_line(&g.name), one_line(&format!("{state}{again}"))]);
+            rows.push(vec![
+                one_line(&g.name),
+                one_line(&format!("{state}{again}")),
+            ]);
         }
         s.push_str(&layout(&rows, &[]));
     }
@@ -391,10 +394,9 @@ impl EventSink for ProgressPrinter {
                 "{} {step} (done in attempt {done_in_attempt}; skipped)",
                 self.paint("2", "↷")
             ),
-            Event::StepNotNeeded { step, reason } => format!(
-                "{} {step} (not needed: {reason})",
-                self.paint("2", "↷")
-            ),
+            Event::StepNotNeeded { step, reason } => {
+                format!("{} {step} (not needed: {reason})", self.paint("2", "↷"))
+            }
             Event::Undo {
                 id,
                 phase,
@@ -584,7 +586,10 @@ fn render_simulation(r: &RunReport, sim: &super::SimReport) -> String {
             rows.push(vec![one_line(name), what]);
             for b in broken {
                 any_broken = true;
-                rows.push(vec![String::new(), format!("!! RULE BROKEN: {}", one_line(&b))]);
+                rows.push(vec![
+                    String::new(),
+                    format!("!! RULE BROKEN: {}", one_line(&b)),
+                ]);
             }
         }
         s.push_str(&layout(&rows, &[]));

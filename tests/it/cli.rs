@@ -367,8 +367,10 @@ fn simulate_with_no_arguments_runs_the_readme_example() {
     assert!(!out.stdout.contains("app3: upgrade 1"));
     // app3, at the target already, is in the steps table as not needed.
     assert!(
-        out.stdout.lines().any(|l| l.starts_with("  skip  app3: upgrade to 1.1.0  ")
-            && l.ends_with("  not needed: already at 1.1.0")),
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("  skip  app3: upgrade to 1.1.0  ")
+                && l.ends_with("  not needed: already at 1.1.0")),
         "{}",
         out.stdout
     );

@@ -966,3 +966,118 @@ fn a_directory_written_to_while_it_is_copied_is_not_taken_for_a_snapshot() {
         .collect();
     assert!(left.is_empty(), "a partial copy was left: {left:?}");
 }
+
+/// The documented pattern (docs/sql-and-backups.md): the snapshot taken while the service runs,
+/// its restore registered after the stop's undo.
+const RESTORE_UNDER_A_STOPPED_SERVICE: &str = r#"
+let h = cluster().host("localhost");
+let ctl = "SCRATCH/app-ctl";
+step("upgrade", || {
+    let b = backup::dir(h, "SCRATCH/data", #{ undo: "later" });
+    h.run([ctl, "stop"]);
+    undo("start the service", || h.run([ctl, "start"]));
+    backup::undo_restore(h, b);
+    h.write_file("SCRATCH/data/app.db", "v2\n");
+    h.run([ctl, "start"]);
+    undo("stop the service", || h.run([ctl, "stop"]));
+    fail("the new version does not answer");
+});
+"#;
+
+#[test]
+fn the_documented_backup_pattern_restores_with_the_service_stopped() {
+    let env = Env::new(false);
+    let data = env.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("app.db"), "v1\n").unwrap();
+    // A service that, when started, reads its data (the log shows what it started on) and that
+    // records in the log any restore of its directory while it runs.
+    let ctl = env.path("app-ctl");
+    let (running, log) = (env.path("running"), env.path("log"));
+    std::fs::write(
+        &ctl,
+        format!(
+            "#!/bin/sh\ncase $1 in\nstop) rm -f {r}; echo stop >> {l} ;;\nstart) touch {r}; echo \"start on $(cat {d}/app.db)\" >> {l} ;;\nesac\n",
+            r = running.display(),
+            l = log.display(),
+            d = data.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&ctl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(&running, "").unwrap();
+    let pb = env.playbook("pattern.rhai", "", RESTORE_UNDER_A_STOPPED_SERVICE);
+    let (_, report) = env.run(&pb, &["--on-failure", "rollback"]);
+    assert_eq!(report["status"], "rolled_back", "{report:#}");
+    // The trace of the rollback: the service stops, the directory comes back, then it starts.
+    let undo_ops: Vec<String> = report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["step"].as_str().is_some_and(|s| s.starts_with("undo #")))
+        .map(|a| {
+            let d = a["description"].as_str().unwrap();
+            if d.contains("app-ctl stop") {
+                "stop".into()
+            } else if d.contains("app-ctl start") {
+                "start".into()
+            } else {
+                a["op"].as_str().unwrap().to_string()
+            }
+        })
+        .collect();
+    let at = |what: &str| {
+        undo_ops
+            .iter()
+            .position(|o| o == what)
+            .unwrap_or_else(|| panic!("no {what} in {undo_ops:?}"))
+    };
+    let restore = undo_ops
+        .iter()
+        .position(|o| o.contains("restore"))
+        .unwrap_or_else(|| panic!("no restore in {undo_ops:?}"));
+    assert!(
+        at("stop") < restore && restore < at("start"),
+        "{undo_ops:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("app.db")).unwrap(),
+        "v1\n"
+    );
+    // The run started the new version on v2; the rollback started the old one on v1.
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "stop\nstart on v2\nstop\nstart on v1\n"
+    );
+}
+
+#[test]
+fn undo_restore_refuses_what_is_not_a_snapshot_of_its_host() {
+    let env = Env::new(false);
+    std::fs::create_dir_all(env.path("data")).unwrap();
+    for (body, want) in [
+        (
+            r#"backup::undo_restore(h, #{ kind: "mysqldump", host: "localhost", path: "/x.sql", source: "db" })"#,
+            "is not a directory snapshot",
+        ),
+        (
+            r#"backup::undo_restore(h, #{ kind: "dir", host: "web9", path: "/x", source: "/y" })"#,
+            "is on web9, not on localhost",
+        ),
+        (r#"backup::undo_restore(h, #{})"#, "has no `kind`"),
+        (
+            r#"backup::dir(h, "SCRATCH/data", #{ undo: "afterwards" })"#,
+            "option `undo` must be true, false or \"later\", got \"afterwards\"",
+        ),
+    ] {
+        let pb = env.playbook(
+            "bad.rhai",
+            "",
+            &format!("let h = cluster().host(\"localhost\");\nstep(\"s\", || {{ {body}; }});\n"),
+        );
+        let (_, report) = env.run(&pb, &[]);
+        assert_eq!(report["outcome"]["status"], "failed", "{body}");
+        let said = report["outcome"]["error"]["message"].as_str().unwrap();
+        assert!(said.contains(want), "{body}: {said}");
+    }
+}

@@ -360,6 +360,7 @@ impl DockerHandle {
         super::wait::until(
             &self.host.run,
             &pace,
+            &format!("{text:?} in the logs of `{name}` on {}", self.name()),
             || {
                 let logs = self.logs_text(name, tail)?;
                 if let Some(line) = logs.lines().find(|l| l.contains(text)) {
@@ -401,6 +402,7 @@ impl DockerHandle {
         super::wait::until(
             &self.host.run,
             &pace,
+            &format!("container `{name}` running on {}", self.name()),
             || {
                 let state = self.inspect_value(name)?;
                 let Some(v) = state else {

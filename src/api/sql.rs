@@ -517,6 +517,7 @@ fn wait_sql(
     super::wait::until(
         r,
         &pace,
+        &format!("{what} on {}", conn.target.server()),
         || match conn.query(sql, params) {
             Ok(rows) if matches_expect(ctx, &rows, expect)? => Ok(Ok(rows)),
             Ok(rows) => {

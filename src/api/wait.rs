@@ -8,6 +8,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, Module, NativeCallContext
 use super::opts::{to_duration, Opts};
 use super::{at, def_in, fault, RunCtx};
 use crate::error::FaultKind;
+use crate::report::Event;
 
 type R<T> = Result<T, Box<EvalAltResult>>;
 
@@ -106,14 +107,19 @@ impl Pace {
 /// Tries until `attempt` gives a value (`Ok(Ok(v))`) or the time is up: then the error
 /// `timed_out` makes from what the last try saw (`Ok(Err(seen))`). An error stops the wait.
 /// Waits move the simulated clock in simulation.
+/// Each failed try is a `waiting` event (what, attempt, time left): the live progress line and
+/// the heartbeat show it.
 pub(super) fn until<T>(
     r: &RunCtx,
     pace: &Pace,
+    what: &str,
     mut attempt: impl FnMut() -> R<Result<T, String>>,
     timed_out: impl FnOnce(String) -> Box<EvalAltResult>,
 ) -> R<T> {
     let start = r.exec.now();
+    let mut attempts = 0u32;
     loop {
+        attempts += 1;
         let last = match attempt()? {
             Ok(v) => return Ok(v),
             Err(seen) => seen,
@@ -122,6 +128,16 @@ pub(super) fn until<T>(
         if waited >= pace.timeout {
             return Err(timed_out(last));
         }
+        let redact = |t: &str| r.exec.inventory().redactor.redact(t);
+        r.events.emit(&Event::Waiting {
+            step: crate::action::current_step(),
+            what: redact(what),
+            attempt: attempts,
+            waited_ms: waited.as_millis() as u64,
+            timeout_ms: pace.timeout.as_millis() as u64,
+            every_ms: pace.every.as_millis() as u64,
+            last: redact(&last.chars().take(200).collect::<String>()),
+        });
         r.exec.sleep(pace.every.min(pace.timeout - waited))?;
     }
 }
@@ -144,6 +160,7 @@ fn poll(r: &RunCtx, ctx: &NativeCallContext, opts: Map, cond: FnPtr) -> R<Dynami
     until(
         r,
         &pace,
+        &what,
         || match cond.call_within_context::<Dynamic>(ctx, ()) {
             Ok(v) if truthy(&v) => Ok(Ok(v)),
             Ok(v) => Ok(Err(format!("{v:?}"))),

@@ -44,6 +44,19 @@ pub struct Cli {
     /// inventory's own settings win over the file's.
     #[arg(short = 'F', long = "ssh-config", global = true, value_name = "FILE")]
     ssh_config: Option<PathBuf>,
+    /// When stderr is not a terminal (a log, `nohup`, systemd): a line every SECS saying which
+    /// step runs and what it waits for; 0 turns it off. On a terminal a status line is redrawn
+    /// instead.
+    #[arg(long, global = true, env = "CAPSTAN_HEARTBEAT", value_name = "SECS", default_value_t = 30)]
+    heartbeat: u64,
+}
+
+/// How progress is shown on stderr.
+#[derive(Debug, Clone, Copy)]
+struct Shown {
+    verbose: bool,
+    /// 0: no heartbeat.
+    heartbeat_secs: u64,
 }
 
 /// `-F FILE` or `-F none`.
@@ -366,15 +379,19 @@ pub fn colour(is_terminal: bool) -> bool {
     is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-fn sink(json: bool, verbose: bool) -> Arc<dyn EventSink> {
+fn sink(json: bool, shown: Shown) -> Arc<dyn EventSink> {
     if json {
-        Arc::new(JsonLines::default())
-    } else {
-        Arc::new(ProgressPrinter::new(
-            colour(std::io::stderr().is_terminal()),
-            verbose,
-        ))
+        return Arc::new(JsonLines::default());
     }
+    // The redrawn status line is cursor control: only where colour is welcome too (a terminal,
+    // no NO_COLOR); elsewhere the heartbeat says the run is alive.
+    let styled = colour(std::io::stderr().is_terminal());
+    let p = ProgressPrinter::new(styled, shown.verbose);
+    Arc::new(match (styled, shown.heartbeat_secs) {
+        (true, _) => p.on_terminal(),
+        (false, 0) => p,
+        (false, secs) => p.heartbeat(std::time::Duration::from_secs(secs)),
+    })
 }
 
 fn open_journal(path: Option<PathBuf>) -> Result<Arc<Journal>, Error> {
@@ -397,7 +414,7 @@ fn real_host(
     o: &RealOpts,
     ssh_config: Option<&SshConfigSource>,
     journal: Arc<Journal>,
-    verbose: bool,
+    shown: Shown,
 ) -> Result<capstan::Host, Error> {
     inv.apply_ssh_config(ssh_config)?;
     // A session per SSH host for the whole run, and pipes per command running: as many files
@@ -435,7 +452,7 @@ fn real_host(
         .running_timeout(std::time::Duration::from_secs(o.fence.running_timeout))
         .reach_check(!o.no_reach_check)
         .journal(journal)
-        .events(sink(o.json, verbose))
+        .events(sink(o.json, shown))
         .build()
 }
 
@@ -543,7 +560,10 @@ fn finish(report: &RunReport, json: bool, plan: bool) -> i32 {
 
 /// Runs the command; returns the exit code.
 pub fn main(cli: Cli) -> Result<i32, Error> {
-    let verbose = cli.verbose;
+    let shown = Shown {
+        verbose: cli.verbose,
+        heartbeat_secs: cli.heartbeat,
+    };
     let journal_path = cli.journal;
     let ssh_config = ssh_config_source(cli.ssh_config);
     let ssh_config = ssh_config.as_ref();
@@ -570,7 +590,7 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
                 &opts,
                 ssh_config,
                 open_journal(journal_path)?,
-                verbose,
+                shown,
             )?;
             let report = match resume {
                 Some(id) => in_background(move |h| h.resume(&id, &pb, &params, force), host)?,
@@ -594,7 +614,7 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
                 None => Playbook::reload(&row)?,
             };
             let inv = run_inventory(inventory, &row)?;
-            let host = real_host(inv, row.mode, &opts, ssh_config, journal, verbose)?;
+            let host = real_host(inv, row.mode, &opts, ssh_config, journal, shown)?;
             let report = in_background(move |h| h.resume(&run, &pb, &params, force), host)?;
             Ok(finish(&report, opts.json, false))
         }
@@ -634,7 +654,7 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
                 no_reach_check: true,
             };
             let params = parse_params(&params)?;
-            let host = real_host(inv, Mode::Run, &opts, ssh_config, journal, verbose)?;
+            let host = real_host(inv, Mode::Run, &opts, ssh_config, journal, shown)?;
             let report = in_background(move |h| h.rollback(&run, &params), host)?;
             Ok(finish(&report, json, true))
         }
@@ -712,7 +732,7 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
                 .parallelism(parallelism)
                 .on_failure(on_failure(fail_mode))
                 .yes(true)
-                .events(sink(json, verbose))
+                .events(sink(json, shown))
                 .build()?;
             let report = execute(host, pb, params)?;
             if let Some(path) = html {

@@ -2,6 +2,7 @@
 
 mod html;
 mod render;
+mod live;
 mod table;
 
 use std::sync::Mutex;
@@ -252,6 +253,18 @@ pub enum Event {
     StepNotNeeded {
         step: String,
         reason: String,
+    },
+    /// A wait's try failed; the next comes after its interval, until the deadline.
+    Waiting {
+        step: Option<String>,
+        what: String,
+        attempt: u32,
+        waited_ms: u64,
+        timeout_ms: u64,
+        /// The time to the next try.
+        every_ms: u64,
+        /// What the try saw (at most 200 characters, redacted).
+        last: String,
     },
     /// Output of a command that has run for a while, as it arrives (redacted).
     Output {

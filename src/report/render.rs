@@ -1,8 +1,8 @@
 //! Text for people: the end-of-run report and the live one-line-per-step progress on stderr.
 
-use std::io::Write;
-use std::sync::Mutex;
+use std::time::Duration;
 
+use super::live::Live;
 use super::table::layout;
 use super::{
     ActionRecord, Disposition, Event, EventSink, GuardPhase, Outcome, RollbackPhase, RunReport,
@@ -340,12 +340,14 @@ fn action_line(a: &ActionRecord) -> String {
 }
 
 /// Live progress on stderr: one line when a step starts and one per step when it ends, naming
-/// its hosts. Colour only on a terminal.
+/// its hosts. Colour only on a terminal. On a terminal (`on_terminal`) a status line under them
+/// shows the running step's elapsed time and wait; in a log (`heartbeat`) a line every interval
+/// says the run is alive and what it does.
 #[derive(Debug)]
 pub struct ProgressPrinter {
     color: bool,
     verbose: bool,
-    lock: Mutex<()>,
+    live: Live,
 }
 
 impl ProgressPrinter {
@@ -353,8 +355,20 @@ impl ProgressPrinter {
         ProgressPrinter {
             color,
             verbose,
-            lock: Mutex::new(()),
+            live: Live::plain(),
         }
+    }
+
+    /// Redraws a status line for the running step (stderr must be a terminal).
+    pub fn on_terminal(mut self) -> Self {
+        self.live = Live::terminal();
+        self
+    }
+
+    /// Prints a line every `every` while the run lives (for stderr that is not a terminal).
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.live = Live::heartbeat(every);
+        self
     }
     fn paint(&self, code: &str, text: &str) -> String {
         if self.color {
@@ -367,6 +381,7 @@ impl ProgressPrinter {
 
 impl EventSink for ProgressPrinter {
     fn emit(&self, event: &Event) {
+        self.live.observe(event);
         let line = match event {
             Event::RunStarted {
                 run_id,
@@ -512,9 +527,7 @@ impl EventSink for ProgressPrinter {
             },
             _ => return,
         };
-        let _g = self.lock.lock();
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "{line}");
+        self.live.print(&line);
     }
 }
 

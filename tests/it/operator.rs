@@ -133,3 +133,106 @@ step("probe", || {{
     );
     assert!(!out.stdout.contains(" pending "), "{}", out.stdout);
 }
+
+/// A one-step playbook whose wait polls for `FLAG` every second.
+const WAIT_FOR_A_FLAG: &str = r#"
+let h = cluster().hosts()[0];
+step("wait for the flag", || {
+    wait::poll(#{ timeout: 60, every: 1, what: "the flag file" }, || h.exists("FLAG"));
+});
+"#;
+
+/// Writes the playbook and sets the flag after `after`; returns the playbook's path.
+fn flag_playbook(dir: &std::path::Path, after: std::time::Duration) -> std::path::PathBuf {
+    let flag = dir.join("flag");
+    let pb = dir.join("wait.rhai");
+    std::fs::write(
+        &pb,
+        WAIT_FOR_A_FLAG.replace("FLAG", flag.to_str().unwrap()),
+    )
+    .unwrap();
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        std::fs::write(flag, "").unwrap();
+    });
+    pb
+}
+
+#[test]
+fn on_a_terminal_the_running_wait_shows_its_elapsed_time_changing() {
+    let d = tempfile::tempdir().unwrap();
+    let pb = flag_playbook(d.path(), std::time::Duration::from_millis(3500));
+    // `script` gives capstan a pseudo-terminal and copies what it draws to our pipe.
+    let cmd = format!(
+        "CAPSTAN_JOURNAL={} {} run {}",
+        d.path().join("j.db").display(),
+        env!("CARGO_BIN_EXE_capstan"),
+        pb.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .env("TERM", "xterm")
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("script(1) from util-linux");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    // The status line is redrawn in place: its elapsed time goes 0s, 1s, 2s, 3s.
+    let mut shown: Vec<u32> = screen
+        .match_indices("wait for the flag  ")
+        .filter_map(|(i, m)| {
+            let rest = &screen[i + m.len()..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            rest[digits.len()..]
+                .starts_with('s')
+                .then(|| digits.parse().ok())
+                .flatten()
+        })
+        .collect();
+    shown.dedup();
+    assert!(shown.len() >= 3, "elapsed times drawn: {shown:?}\n{screen}");
+    assert!(shown.windows(2).all(|w| w[0] < w[1]), "{shown:?}");
+    // Under it, what the step waits for: the wait's name, its attempt and the time left.
+    assert!(
+        screen.contains("waiting for the flag file (attempt 2, gives up in 5"),
+        "{screen}"
+    );
+    // The lines printed above it stay: the step's start and end, and the report.
+    assert!(screen.contains("▶\x1b[0m wait for the flag"), "{screen}");
+    assert!(screen.contains("✓\x1b[0m wait for the flag ("), "{screen}");
+    assert!(screen.contains("steps\r\n  ok  wait for the flag"), "{screen}");
+}
+
+#[test]
+fn in_a_log_a_heartbeat_line_says_what_the_run_waits_for() {
+    let d = tempfile::tempdir().unwrap();
+    let pb = flag_playbook(d.path(), std::time::Duration::from_millis(3500));
+    let out = crate::support::capstan_in(
+        d.path(),
+        &["run", pb.to_str().unwrap(), "--heartbeat", "1"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let beats: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("… ") && l.contains("into step `wait for the flag`"))
+        .collect();
+    assert!(beats.len() >= 2, "{}", out.stderr);
+    assert!(
+        beats
+            .iter()
+            .any(|l| l.contains(": waiting for the flag file (attempt ")),
+        "{beats:?}"
+    );
+    // No terminal: no status line, no escape sequences.
+    assert!(!out.stderr.contains('\x1b'), "{}", out.stderr);
+    // 0 turns it off.
+    let pb = flag_playbook(d.path(), std::time::Duration::from_millis(1500));
+    std::fs::remove_file(d.path().join("flag")).ok();
+    let out = crate::support::capstan_in(
+        d.path(),
+        &["run", pb.to_str().unwrap(), "--heartbeat", "0"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("… "), "{}", out.stderr);
+}

@@ -252,6 +252,17 @@ impl Action {
         }
     }
 
+    /// A command's program and arguments as they reach the program (not yet redacted).
+    pub fn argv(&self) -> Option<Vec<String>> {
+        match self.inner() {
+            Action::Exec { command, .. } => Some(match command {
+                Command::Argv(a) => a.clone(),
+                Command::Shell(s) => vec!["sh".into(), "-c".into(), s.clone()],
+            }),
+            _ => None,
+        }
+    }
+
     /// The action as one line for plans, reports and events (not yet redacted).
     pub fn describe(&self) -> String {
         match self {
@@ -1348,6 +1359,9 @@ impl Executor {
             duration_ms: duration.as_millis() as u64,
             ok: result.is_ok(),
             result: red.redact(&summary),
+            argv: action
+                .argv()
+                .map(|a| a.iter().map(|x| red.redact(x)).collect()),
         };
         if let Some(j) = self.journal.get() {
             if let Err(e) = j.journal.record_action(&j.run_id, j.attempt, &rec) {

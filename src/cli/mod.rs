@@ -47,7 +47,13 @@ pub struct Cli {
     /// When stderr is not a terminal (a log, `nohup`, systemd): a line every SECS saying which
     /// step runs and what it waits for; 0 turns it off. On a terminal a status line is redrawn
     /// instead.
-    #[arg(long, global = true, env = "CAPSTAN_HEARTBEAT", value_name = "SECS", default_value_t = 30)]
+    #[arg(
+        long,
+        global = true,
+        env = "CAPSTAN_HEARTBEAT",
+        value_name = "SECS",
+        default_value_t = 30
+    )]
     heartbeat: u64,
 }
 

@@ -620,6 +620,7 @@ impl Host {
         // The error as this process saw it: with the source line, also inside imported modules.
         report.outcome = outcome;
         report.simulation = simulation;
+        report.host_groups = host_groups(&self.inventory, &report.hosts);
         Ok(report)
     }
 
@@ -785,4 +786,29 @@ fn compile(engine: &Engine, pb: &Playbook) -> Result<AST> {
         .map_err(|e| Error::Compile(engine::compile_error(&e, &pb.name, &pb.source)))?;
     ast.set_source(pb.name.as_str());
     Ok(ast)
+}
+
+/// The run's hosts by the first of the vars `zone`, `region` and `machine` that any of them has
+/// (OceanBase zones, OMS regions): the HTML report groups its rows by them. Empty when none has.
+fn host_groups(inv: &Inventory, hosts: &[String]) -> Vec<crate::report::HostGroup> {
+    for key in ["zone", "region", "machine"] {
+        let mut groups: Vec<crate::report::HostGroup> = Vec::new();
+        for h in hosts {
+            let Some(v) = inv.host(h).and_then(|e| e.vars.get(key)) else {
+                continue;
+            };
+            let name = format!("{key} {}", v.as_str().map_or(v.to_string(), str::to_string));
+            match groups.iter_mut().find(|g| g.name == name) {
+                Some(g) => g.hosts.push(h.clone()),
+                None => groups.push(crate::report::HostGroup {
+                    name,
+                    hosts: vec![h.clone()],
+                }),
+            }
+        }
+        if !groups.is_empty() {
+            return groups;
+        }
+    }
+    Vec::new()
 }

@@ -24,7 +24,7 @@ use crate::report::{
 use crate::Mode;
 
 /// The schema this build writes. Older files are migrated forward on open; newer ones refused.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA_V1: &str = r#"
 CREATE TABLE runs (
@@ -165,8 +165,14 @@ ALTER TABLE locks ADD COLUMN pid_start INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN pid_start INTEGER NOT NULL DEFAULT 0;
 "#;
 
+/// Version 4: a command's argv beside its one-line description (the HTML report shows it as
+/// argv; a JSON array, NULL for actions that are not commands).
+const SCHEMA_V4: &str = r#"
+ALTER TABLE actions ADD COLUMN argv TEXT;
+"#;
+
 /// Migrations in order: entry `i` takes a journal from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
 
 /// Where a mutating action stands in the replay log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -1295,7 +1301,8 @@ impl Journal {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut st = c.prepare(
                 "SELECT attempt, seq, step, host, op, read_only, description, disposition, at_ms,
-                    duration_ms, ok, result FROM actions WHERE run_id = ?1 ORDER BY attempt, seq",
+                    duration_ms, ok, result, argv FROM actions WHERE run_id = ?1
+                 ORDER BY attempt, seq",
             )?;
             let actions = st
                 .query_map([id], |r| {
@@ -1313,6 +1320,9 @@ impl Journal {
                         duration_ms: r.get::<_, i64>(9)? as u64,
                         ok: r.get(10)?,
                         result: r.get(11)?,
+                        argv: r
+                            .get::<_, Option<String>>(12)?
+                            .and_then(|t| serde_json::from_str(&t).ok()),
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1408,6 +1418,7 @@ impl Journal {
                 guards,
                 backups,
                 simulation: None,
+                host_groups: Vec::new(),
                 logs,
                 result: result
                     .and_then(|r| serde_json::from_str(&r).ok())
@@ -1426,8 +1437,8 @@ fn flush(c: &mut Connection, pending: &[Pending]) -> rusqlite::Result<()> {
     {
         let mut act = tx.prepare_cached(
             "INSERT OR REPLACE INTO actions (run_id, attempt, seq, step, host, op, read_only,
-                description, disposition, at_ms, duration_ms, ok, result)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                description, disposition, at_ms, duration_ms, ok, result, argv)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?;
         let mut log = tx.prepare_cached(
             "INSERT INTO logs (run_id, attempt, at_ms, level, step, message)
@@ -1458,6 +1469,7 @@ fn flush(c: &mut Connection, pending: &[Pending]) -> rusqlite::Result<()> {
                     a.duration_ms as i64,
                     a.ok,
                     a.result,
+                    a.argv.as_ref().and_then(|v| serde_json::to_string(v).ok()),
                 ])?,
                 Pending::Log(run, attempt, l) => log.execute(params![
                     run,

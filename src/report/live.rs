@@ -113,7 +113,10 @@ impl Now {
         }
         if self.hosts.len() > 1 {
             for (h, n, last) in self.hosts.iter().take(HOST_LINES) {
-                s.push_str(&format!("\n    {h}: {n} action(s), last: {}", clip(last, 60)));
+                s.push_str(&format!(
+                    "\n    {h}: {n} action(s), last: {}",
+                    clip(last, 60)
+                ));
             }
             if self.hosts.len() > HOST_LINES {
                 s.push_str(&format!(
@@ -250,7 +253,9 @@ mod tests {
             step: "zone1".into(),
             at_ms: 0,
         });
-        assert!(n.heartbeat().ends_with("into step `zone1`: no action finished yet"));
+        assert!(n
+            .heartbeat()
+            .ends_with("into step `zone1`: no action finished yet"));
         n.observe(&Event::Waiting {
             step: Some("zone1".into()),
             what: "log sync".into(),

@@ -1,8 +1,8 @@
 //! What a run tells the world: events as they happen (`EventSink`) and the `RunReport` at the end.
 
 mod html;
-mod render;
 mod live;
+mod render;
 mod table;
 
 use std::sync::Mutex;
@@ -50,6 +50,10 @@ pub struct ActionRecord {
     pub ok: bool,
     /// `exit 0`, the error, or what `--check` would have done.
     pub result: String,
+    /// A command's program and arguments, each as it reached the program (a shell command is
+    /// `sh -c LINE`); `None` for other actions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,9 +155,21 @@ pub struct RunReport {
     /// Simulations only: faults, availability, what the run left changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simulation: Option<SimReport>,
+    /// Hosts by zone, region or machine (their inventory var), where the inventory says so: the
+    /// HTML report groups its rows by them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_groups: Vec<HostGroup>,
     pub logs: Vec<LogLine>,
     /// The value the playbook's last statement evaluated to, as JSON.
     pub result: serde_json::Value,
+}
+
+/// Hosts that share a zone, a region or a machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostGroup {
+    /// `zone zone1`, `region cn-east`.
+    pub name: String,
+    pub hosts: Vec<String>,
 }
 
 /// What a simulation adds to a report: the faults that fired, availability over time, and what

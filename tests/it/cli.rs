@@ -177,7 +177,7 @@ fn check_and_run_refuse_unknown_module_functions_and_arguments_no_signature_take
     let out = capstan_in(d.path(), &["check", "m.rhai"]);
     assert_eq!(out.code, 2);
     for want in [
-        "error: unknown function `backup::dri`; `backup` has dir, mysqldump, restore, verify\n  --> m.rhai:4:13\n",
+        "error: unknown function `backup::dri`; `backup` has dir, mysqldump, restore, undo_restore, verify\n  --> m.rhai:4:13\n",
         "error: `.run(..)` takes `argv` as array or `spec` as map; got a string (signatures: run(docker: Docker, spec: map) -> String; ",
         "  --> m.rhai:5:7\n",
         "error: `.replace_dir(..)` is given 2 argument(s) (the object counts as the first); it takes: replace_dir(host: Host, target: String, source: String)\n  --> m.rhai:6:7\n",

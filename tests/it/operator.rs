@@ -146,11 +146,7 @@ step("wait for the flag", || {
 fn flag_playbook(dir: &std::path::Path, after: std::time::Duration) -> std::path::PathBuf {
     let flag = dir.join("flag");
     let pb = dir.join("wait.rhai");
-    std::fs::write(
-        &pb,
-        WAIT_FOR_A_FLAG.replace("FLAG", flag.to_str().unwrap()),
-    )
-    .unwrap();
+    std::fs::write(&pb, WAIT_FOR_A_FLAG.replace("FLAG", flag.to_str().unwrap())).unwrap();
     std::thread::spawn(move || {
         std::thread::sleep(after);
         std::fs::write(flag, "").unwrap();
@@ -200,17 +196,18 @@ fn on_a_terminal_the_running_wait_shows_its_elapsed_time_changing() {
     // The lines printed above it stay: the step's start and end, and the report.
     assert!(screen.contains("▶\x1b[0m wait for the flag"), "{screen}");
     assert!(screen.contains("✓\x1b[0m wait for the flag ("), "{screen}");
-    assert!(screen.contains("steps\r\n  ok  wait for the flag"), "{screen}");
+    assert!(
+        screen.contains("steps\r\n  ok  wait for the flag"),
+        "{screen}"
+    );
 }
 
 #[test]
 fn in_a_log_a_heartbeat_line_says_what_the_run_waits_for() {
     let d = tempfile::tempdir().unwrap();
     let pb = flag_playbook(d.path(), std::time::Duration::from_millis(3500));
-    let out = crate::support::capstan_in(
-        d.path(),
-        &["run", pb.to_str().unwrap(), "--heartbeat", "1"],
-    );
+    let out =
+        crate::support::capstan_in(d.path(), &["run", pb.to_str().unwrap(), "--heartbeat", "1"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let beats: Vec<&str> = out
         .stderr
@@ -229,10 +226,8 @@ fn in_a_log_a_heartbeat_line_says_what_the_run_waits_for() {
     // 0 turns it off.
     let pb = flag_playbook(d.path(), std::time::Duration::from_millis(1500));
     std::fs::remove_file(d.path().join("flag")).ok();
-    let out = crate::support::capstan_in(
-        d.path(),
-        &["run", pb.to_str().unwrap(), "--heartbeat", "0"],
-    );
+    let out =
+        crate::support::capstan_in(d.path(), &["run", pb.to_str().unwrap(), "--heartbeat", "0"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(!out.stderr.contains("… "), "{}", out.stderr);
 }

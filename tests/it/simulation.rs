@@ -404,6 +404,26 @@ fn the_html_report_renders_the_timeline_in_a_browser() {
     assert!(dom.contains("class=\"fault\""));
     assert!(dom.contains("id=\"rollback\"") && dom.contains("Rollback path"));
     assert!(dom.contains("every host is as it was at the start"));
+    // The timeline takes the page's width (a viewBox, no fixed size), every step has its own
+    // labelled row, the rollback has one, and the availability colours have a legend.
+    assert!(dom.contains("viewBox=\"0 0 1200 ") && !dom.contains("<svg id=\"timeline\" width="));
+    assert!(dom.contains("svg { display: block; width: 100%;"));
+    assert!(
+        dom.contains("data-step=\"app2: upgrade 1.0.0 -&gt; 1.1.0\""),
+        "no row for app2's step"
+    );
+    assert!(
+        dom.contains(">2. preflight<") || dom.contains("2. preflight</text>"),
+        "step rows are numbered"
+    );
+    assert!(dom.contains("id=\"rollback-row\"") && dom.matches("class=\"undo\"").count() >= 2);
+    assert!(dom.contains("id=\"availability-legend\"") && dom.contains("a rule broken"));
+    // Commands as argv: each argument in its own box, in the rollback's table.
+    assert!(
+        dom.contains("<code>/srv/hello/bin/app-ctl</code><code>start</code>")
+            || dom.contains("<code>/srv/hello/bin/app-ctl</code> <code>start</code>"),
+        "no argv in the rollback table"
+    );
     // And a picture of it.
     let png = dir.path().join("shot.png");
     let shot = browser(&[&format!("--screenshot={}", png.display())]);
@@ -529,4 +549,53 @@ fn a_real_runs_report_renders_as_html_too() {
         !page.contains("id=\"availability\""),
         "no availability band outside simulation"
     );
+}
+
+#[test]
+fn the_html_report_groups_hosts_by_zone_and_the_json_report_says_how() {
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("ob.html");
+    let out = capstan(&[
+        "simulate",
+        "playbooks/oceanbase.rhai",
+        "--scenario",
+        "examples/oceanbase/scenario-3x2.toml",
+        "--html",
+        html.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report = crate::support::last_report(&out.stdout);
+    let groups: Vec<(String, Vec<String>)> = report["host_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["name"].as_str().unwrap().to_string(),
+                serde_json::from_value(g["hosts"].clone()).unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, Vec<String>)> = [
+        ("zone zone1", ["ob1", "ob2"]),
+        ("zone zone2", ["ob3", "ob4"]),
+        ("zone zone3", ["ob5", "ob6"]),
+    ]
+    .iter()
+    .map(|(z, h)| (z.to_string(), h.iter().map(|x| x.to_string()).collect()))
+    .collect();
+    assert_eq!(groups, want);
+    // In the timeline each zone's heading comes right before its servers' rows; obproxy, in no
+    // zone, comes under "other hosts".
+    let text = std::fs::read_to_string(&html).unwrap();
+    let at = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("no {needle} in the page"))
+    };
+    assert!(at(">zone zone1<") < at("data-host=\"ob1\""));
+    assert!(at("data-host=\"ob2\"") < at(">zone zone2<"));
+    assert!(at(">zone zone2<") < at("data-host=\"ob3\""));
+    assert!(at(">zone zone3<") < at("data-host=\"ob6\""));
+    assert!(at(">other hosts<") < at("data-host=\"proxy\""));
 }

@@ -517,48 +517,35 @@ pub fn source_hash(source: &str) -> String {
     d.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
+/// A UTC time of day as the run ids and `capstan runs` write it (`fmt` is strftime's).
+fn utc(ms: u64, fmt: &str) -> String {
+    jiff::Timestamp::from_millisecond(ms as i64)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .strftime(fmt)
+        .to_string()
+}
+
+/// `20261122-214039-3fa2`: the UTC second the run started, then 4 hex digits that keep runs of
+/// the same second apart.
 fn new_run_id() -> String {
     use sha2::{Digest, Sha256};
     let now = unix_ms();
-    let secs = now / 1000;
-    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    let days = secs / 86_400;
-    let (y, mo, d) = civil_from_days(days as i64);
     let salt = Sha256::digest(format!(
         "{now}-{}-{:?}",
         std::process::id(),
         std::thread::current().id()
     ));
     format!(
-        "{y:04}{mo:02}{d:02}-{h:02}{m:02}{s:02}-{:02x}{:02x}",
-        salt[0], salt[1]
+        "{}-{:02x}{:02x}",
+        utc(now, "%Y%m%d-%H%M%S"),
+        salt[0],
+        salt[1]
     )
-}
-
-/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// A UTC timestamp for people: `2026-11-22 21:40:39Z`.
 pub fn format_unix_ms(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
-    format!(
-        "{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}Z",
-        (secs / 3600) % 24,
-        (secs / 60) % 60,
-        secs % 60
-    )
+    utc(ms, "%Y-%m-%d %H:%M:%SZ")
 }
 
 impl Journal {
@@ -1536,10 +1523,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dates_from_day_counts() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_414), (2025, 11, 22));
+    fn utc_times_for_people_and_run_ids() {
+        assert_eq!(format_unix_ms(0), "1970-01-01 00:00:00Z");
         assert_eq!(format_unix_ms(1_763_847_639_000), "2025-11-22 21:40:39Z");
+        // The last second of a year, and a leap day.
+        assert_eq!(format_unix_ms(1_798_761_599_999), "2026-12-31 23:59:59Z");
+        assert_eq!(utc(1_709_164_800_000, "%Y%m%d-%H%M%S"), "20240229-000000");
+        let id = new_run_id();
+        assert_eq!(id.len(), "20261122-214039-3fa2".len(), "{id}");
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit() || c == '-'), "{id}");
     }
 
     #[test]

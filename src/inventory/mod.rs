@@ -328,12 +328,16 @@ pub struct Inventory {
     index: std::collections::HashMap<String, usize>,
 }
 
-/// Expands `~/` and makes a relative path relative to `base`.
+/// The user's home: `$HOME`, else the password database's (etcetera, over std's `home_dir`).
+pub fn home() -> Option<PathBuf> {
+    etcetera::home_dir().ok()
+}
+
+/// Expands `~` and `~/` (not `~user`) and makes a relative path relative to `base`.
 pub fn expand_path(p: &str, base: &Path) -> PathBuf {
-    if let Some(rest) = p.strip_prefix("~/") {
-        if let Some(home) = std::env::var_os("HOME") {
-            return PathBuf::from(home).join(rest);
-        }
+    let tilde = p == "~" || p.starts_with("~/");
+    if let (true, Some(home)) = (tilde, home()) {
+        return home.join(p[1..].trim_start_matches('/'));
     }
     let pb = PathBuf::from(p);
     if pb.is_absolute() {
@@ -825,6 +829,18 @@ mod tests {
 
     fn parse(t: &str) -> Result<Inventory> {
         Inventory::from_str_at(t, "inv.toml", Path::new("/base"))
+    }
+
+    #[test]
+    fn paths_expand_the_home_and_follow_the_inventory() {
+        let home = home().expect("a home directory");
+        let base = Path::new("/base");
+        assert_eq!(expand_path("~", base), home);
+        assert_eq!(expand_path("~/.ssh/id", base), home.join(".ssh/id"));
+        // `~user` is not ours to resolve: relative to the inventory, like any other name.
+        assert_eq!(expand_path("~ops/k", base), base.join("~ops/k"));
+        assert_eq!(expand_path("keys/k", base), base.join("keys/k"));
+        assert_eq!(expand_path("/etc/k", base), PathBuf::from("/etc/k"));
     }
 
     #[test]

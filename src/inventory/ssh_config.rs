@@ -44,9 +44,7 @@ struct Found {
     proxy_jump: Option<Vec<String>>,
 }
 
-fn home() -> Option<PathBuf> {
-    std::env::var_os("HOME").map(PathBuf::from)
-}
+use super::home;
 
 fn load(source: &SshConfigSource) -> Result<Vec<ConfigFile>> {
     let paths: Vec<(PathBuf, bool)> = match source {

@@ -325,7 +325,7 @@ fn authenticate(ep: &Endpoint<'_>, sess: &Session) -> Result<(), TransportError>
                 }
                 tried.push("agent".to_string());
             }
-            let home = std::env::var("HOME").unwrap_or_default();
+            let home = crate::inventory::home().unwrap_or_default();
             let keys: Vec<PathBuf> = if ep.identity_files.is_empty() {
                 ["id_ed25519", "id_ecdsa", "id_rsa"]
                     .iter()

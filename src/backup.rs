@@ -207,15 +207,9 @@ fn check_space(sh: &dyn HostShell, source: &str, to: &str) -> Result<(), Fault> 
     Ok(())
 }
 
+/// `du -k`/`df -k` figures for people: `1.5 GiB`.
 fn human_kib(k: u64) -> String {
-    let b = k as f64 * 1024.0;
-    if b >= 1024f64.powi(3) {
-        format!("{:.1} GiB", b / 1024f64.powi(3))
-    } else if b >= 1024f64.powi(2) {
-        format!("{:.1} MiB", b / 1024f64.powi(2))
-    } else {
-        format!("{k} KiB")
-    }
+    bytesize::ByteSize::kib(k).display().iec().to_string()
 }
 
 /// Copies `source` to `to` (complete or not at all: a partial copy never takes the name), checks

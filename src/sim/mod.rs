@@ -48,30 +48,12 @@ impl<'de> Deserialize<'de> for Size {
     }
 }
 
+/// `10GiB`, `500 MB`, `1.5 TiB` or a number of bytes (bytesize's units: KB is 1000, KiB 1024).
 fn parse_size(t: &str) -> std::result::Result<u64, String> {
-    let t = t.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("invalid size {t:?}"))?;
-    let mult: f64 = match unit.trim() {
-        "" | "B" => 1.0,
-        "KB" | "kB" => 1e3,
-        "MB" => 1e6,
-        "GB" => 1e9,
-        "TB" => 1e12,
-        "KiB" => 1024.0,
-        "MiB" => 1024f64.powi(2),
-        "GiB" => 1024f64.powi(3),
-        "TiB" => 1024f64.powi(4),
-        u => {
-            return Err(format!(
-                "invalid size unit {u:?} in {t:?} (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
-            ))
-        }
-    };
-    Ok((n * mult) as u64)
+    t.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("invalid size {t:?}: {e} (a size such as 10GiB, 500MB or 1.5 TiB)"))
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -1531,7 +1531,10 @@ mod tests {
         assert_eq!(utc(1_709_164_800_000, "%Y%m%d-%H%M%S"), "20240229-000000");
         let id = new_run_id();
         assert_eq!(id.len(), "20261122-214039-3fa2".len(), "{id}");
-        assert!(id.chars().all(|c| c.is_ascii_hexdigit() || c == '-'), "{id}");
+        assert!(
+            id.chars().all(|c| c.is_ascii_hexdigit() || c == '-'),
+            "{id}"
+        );
     }
 
     #[test]

@@ -70,13 +70,15 @@ fn clip(text: &str, max: usize) -> String {
 /// quoting), anything else as its description.
 fn action_text(a: &ActionRecord) -> String {
     match &a.argv {
-        Some(argv) => format!(
-            "{}{}",
-            a.description
-                .split_once("run")
-                .map_or("", |(as_user, _)| as_user),
-            serde_json::to_string(argv).unwrap_or_default()
-        ),
+        // The description's lead (`run: `, `run in DIR: `, `as root: run: `), then the argv.
+        Some(argv) => {
+            let lead = a
+                .description
+                .find("run")
+                .and_then(|i| a.description[i..].find(": ").map(|j| i + j + 2))
+                .map_or("", |end| &a.description[..end]);
+            format!("{lead}{}", serde_json::to_string(argv).unwrap_or_default())
+        }
         None => a.description.clone(),
     }
 }

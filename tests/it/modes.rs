@@ -154,7 +154,7 @@ fn check_mode_text_report_lists_what_would_change() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stdout.contains(&format!(
-            "would change (1 action(s); none of them was performed)\n  localhost    remove {}\n",
+            "would change (1 action(s); none of them was performed)\n  localhost  remove {}\n",
             f.display()
         )),
         "{}",

@@ -120,7 +120,7 @@ step("probe", || {{
         .stdout
         .lines()
         .skip_while(|l| !l.starts_with("per host"))
-        .skip(1)
+        .skip(2) // the title, then the header row
         .take(2)
         .collect();
     let cols = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();

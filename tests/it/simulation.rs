@@ -542,8 +542,8 @@ fn a_real_runs_report_renders_as_html_too() {
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("<svg id=\"timeline\"") && page.contains("data-host=\"localhost\""));
     assert!(
-        page.contains("run: echo hi"),
-        "the action is on the timeline"
+        page.contains("run: [&quot;echo&quot;,&quot;hi&quot;]"),
+        "the action is on the timeline, as its argv"
     );
     assert!(
         !page.contains("id=\"availability\""),

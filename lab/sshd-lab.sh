@@ -85,6 +85,9 @@ StrictModes no
 MaxStartups 200
 MaxSessions 200
 LogLevel ${LAB_SSHD_LOGLEVEL:-ERROR}
+# The instances of one lab are one machine: they share a host lock, and labs do not share one.
+# In /tmp (sticky, writable by every login): the lab directory is root's alone.
+SetEnv CAPSTAN_HOST_LOCK=/tmp/capstan-host-lock$(printf %s "$dir" | tr / .)
 $subsystem
 ${LAB_SSHD_EXTRA:-}
 CONF
@@ -108,6 +111,7 @@ stop)
         [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true
         rm -f "$p"
     done
+    rm -rf "/tmp/capstan-host-lock$(cd "$dir" && pwd | tr / .)"
     ;;
 *)
     echo "usage: sshd-lab.sh start DIR PORT... | stop DIR" >&2

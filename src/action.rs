@@ -19,6 +19,8 @@ use crate::sql::{SqlClient, SqlKind, SqlParams, SqlResult, SqlTarget};
 use crate::transport::{self, Command, ExecOutput, ExecRequest, Transport, TransportError};
 use crate::Mode;
 
+mod host_lock;
+
 /// One effect on one host, described before it happens. Serializable: undos are kept as actions
 /// in the journal and performed by a later process.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -536,6 +538,8 @@ pub struct Executor {
     /// Whether every SSH host is reached before the first change (`reach_check`), and the
     /// result once it ran: `Some(None)` all reached, `Some(Some(msg))` some were not.
     reach: Mutex<(bool, Option<Option<String>>)>,
+    /// The maintenance locks on the hosts (see `host_lock`).
+    host_locks: Mutex<host_lock::HostLocks>,
 }
 
 /// What a resume or rollback does with a command of the run's earlier attempt that is still
@@ -590,6 +594,7 @@ impl Executor {
             replay: Mutex::new(ReplayBook::default()),
             marked: Mutex::new(Default::default()),
             reach: Mutex::new((true, None)),
+            host_locks: Mutex::default(),
         }
     }
 
@@ -597,6 +602,11 @@ impl Executor {
     /// that add hosts as they go, or run with hosts known to be down).
     pub(crate) fn set_reach_check(&self, on: bool) {
         lock(&self.reach).0 = on;
+    }
+
+    /// `--take-over-lock`: a host lock whose lease has expired may be taken over.
+    pub(crate) fn set_take_over_host_locks(&self, on: bool) {
+        lock(&self.host_locks).take_over = on;
     }
 
     /// Before the first change of a run (or what `--check` would change): connects and
@@ -1086,6 +1096,12 @@ impl Executor {
                 f.host = Some(host.to_string());
                 f
             })?;
+            // Also in cleanup: `capstan rollback` changes the hosts too (a run that took its
+            // locks before its first change has them already).
+            self.lock_hosts()?;
+        }
+        if let Some(why) = self.host_lock_lost() {
+            return Err(Fault::new(FaultKind::Locked, Some(host), why));
         }
         // A SQL server may be named by address only; every other action needs an inventory host.
         let entry = match action.server_host() {

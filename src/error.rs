@@ -118,6 +118,8 @@ pub enum FaultKind {
     Declined,
     /// Ctrl-C or a cancel token.
     Interrupted,
+    /// Another run holds the maintenance lock of a host (exit 5, like a held journal lock).
+    Locked,
 }
 
 /// The library's error type.
@@ -166,6 +168,7 @@ impl Error {
                 FaultKind::BadInput => 2,
                 FaultKind::Interrupted => 3,
                 FaultKind::Declined => 4,
+                FaultKind::Locked => 5,
                 _ => 1,
             },
             Error::Io { .. }

@@ -24,6 +24,7 @@ pub mod docker;
 pub mod engine;
 pub mod error;
 pub mod host;
+pub mod hostlock;
 pub mod inventory;
 pub mod journal;
 pub mod replay;

@@ -299,6 +299,12 @@ fn claim_name(r: &RunCtx, name: &str, here: Option<SourcePos>) -> R<()> {
     Ok(())
 }
 
+/// A journal write that failed: no action runs after it, and the script sees why.
+fn journal_fault(r: &RunCtx, e: crate::Error) -> Box<EvalAltResult> {
+    r.exec.journal_failed(&e);
+    fault(FaultKind::Action, None, e.to_string())
+}
+
 /// `skip_step(name, reason)`: a step record that ran nothing, journaled like any other.
 fn skip_step(r: &Arc<RunCtx>, ctx: &NativeCallContext, name: &str, reason: &str) -> R<()> {
     if r.replay == Replay::Rollback {
@@ -325,10 +331,7 @@ fn skip_step(r: &Arc<RunCtx>, ctx: &NativeCallContext, name: &str, reason: &str)
         j.journal
             .step_started(&j.run_id, name, j.attempt, at_ms)
             .and_then(|()| j.journal.step_finished(&j.run_id, &rec, Some(&reason)))
-            .map_err(|e| {
-                r.exec.journal_failed(&e);
-                fault(FaultKind::Action, None, e.to_string())
-            })?;
+            .map_err(|e| journal_fault(r, e))?;
     }
     r.events.emit(&Event::StepNotNeeded {
         step: name.to_string(),
@@ -416,10 +419,7 @@ fn run_step(r: &Arc<RunCtx>, ctx: &NativeCallContext, name: &str, body: FnPtr) -
         // Journaled before the body runs: a crash inside it leaves the step marked running.
         j.journal
             .step_started(&j.run_id, name, j.attempt, at_ms)
-            .map_err(|e| {
-                r.exec.journal_failed(&e);
-                fault(FaultKind::Action, None, e.to_string())
-            })?;
+            .map_err(|e| journal_fault(r, e))?;
     }
     r.events.emit(&Event::StepStarted {
         step: name.to_string(),

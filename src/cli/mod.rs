@@ -130,7 +130,8 @@ struct RealOpts {
     /// What a failure does with the changes made so far.
     #[arg(long, value_enum, default_value = "stop")]
     on_failure: OnFailureArg,
-    /// Take over host locks left by a run whose process is gone (killed).
+    /// Take over locks left by a run whose process is gone (killed): the journal's, and a
+    /// host's maintenance lock once its lease has expired.
     #[arg(long)]
     take_over_lock: bool,
     #[command(flatten)]
@@ -253,6 +254,9 @@ enum Cmd {
         /// rollback) to this file.
         #[arg(long, value_name = "FILE")]
         html: Option<PathBuf>,
+        /// Take host locks (a scenario's `host_lock`) whose lease has expired, as a run would.
+        #[arg(long)]
+        take_over_lock: bool,
     },
     /// Compile and lint a playbook; touches nothing.
     Check {
@@ -704,6 +708,7 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
             fail,
             on_failure: fail_mode,
             html,
+            take_over_lock,
         } => {
             let params = parse_params(&params)?;
             let (pb, sc) = match (playbook, scenario) {
@@ -737,6 +742,7 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
                 .scenario(sc)
                 .parallelism(parallelism)
                 .on_failure(on_failure(fail_mode))
+                .take_over_lock(take_over_lock)
                 .yes(true)
                 .events(sink(json, shown))
                 .build()?;

@@ -424,6 +424,7 @@ impl Host {
             self.events.clone(),
         );
         exec.set_reach_check(self.reach_check);
+        exec.set_take_over_host_locks(self.take_over_lock);
         let mut given = self
             .scenario
             .as_ref()
@@ -610,6 +611,10 @@ impl Host {
             self.journal
                 .set_params(&run_id, &redact_json(&params_out, redactor))?;
         }
+        // The host locks go before the run is journaled as ended: a run killed in between is
+        // still `running` and its resume takes them back, while a run journaled as ended
+        // holds none (the next run on these hosts is not refused by it).
+        run.exec.release_host_locks();
         self.journal
             .finish_run(&run_id, status, &outcome, duration_ms, &value)?;
         run.exec.clear_markers();

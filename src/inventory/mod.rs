@@ -106,6 +106,10 @@ struct HostFields {
     become_: Option<Spanned<BecomeKey>>,
     /// The login user's sudo password, when sudo asks for one: a secret reference.
     become_password: Option<Spanned<SecretRef>>,
+    /// The maintenance lock on the host: `true` (the default place), `false`, or its directory.
+    host_lock: Option<HostLockKey>,
+    /// How long a host lock outlives its run's last renewal (default 5m).
+    host_lock_lease: Option<Dur>,
     #[serde(default)]
     groups: Vec<Spanned<String>>,
     #[serde(default)]
@@ -124,6 +128,29 @@ struct GroupSpec {
     become_: Option<Spanned<BecomeKey>>,
     #[serde(default)]
     vars: toml::Table,
+}
+
+/// `host_lock = true` (the host's `CAPSTAN_HOST_LOCK`, else `hostlock::DEFAULT_DIR`), `false`,
+/// or the absolute path of the lock directory.
+#[derive(Debug, Clone)]
+struct HostLockKey(Option<String>);
+
+impl<'de> Deserialize<'de> for HostLockKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Flag(bool),
+            Dir(String),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::Flag(on)) => Ok(HostLockKey(on.then(String::new))),
+            Ok(Raw::Dir(p)) if p.starts_with('/') && p.len() > 1 => Ok(HostLockKey(Some(p))),
+            _ => Err(serde::de::Error::custom(
+                "expected true (the default place), false, or the absolute path of the lock directory",
+            )),
+        }
+    }
 }
 
 /// `become = true` (root), `false`, or the name of the user to become.
@@ -304,6 +331,11 @@ pub struct HostEntry {
     pub groups: Vec<String>,
     /// Vars after merging: defaults, then each group in order, then the host's own.
     pub vars: BTreeMap<String, serde_json::Value>,
+    /// The maintenance lock's directory on the host: `None` off, `Some("")` the host's
+    /// `CAPSTAN_HOST_LOCK` or `hostlock::DEFAULT_DIR` (SSH hosts only).
+    pub host_lock: Option<String>,
+    /// How long the lock outlives the run's last renewal (a killed run's lock expires then).
+    pub host_lock_lease: Duration,
 }
 
 /// The resolved inventory.
@@ -623,6 +655,15 @@ impl InventorySpec {
                 jump: Vec::new(),
                 become_,
                 become_password,
+                host_lock: h
+                    .host_lock
+                    .clone()
+                    .or(d.host_lock.clone())
+                    .map_or(Some(String::new()), |k| k.0),
+                host_lock_lease: h
+                    .host_lock_lease
+                    .or(d.host_lock_lease)
+                    .map_or(Duration::from_secs(300), |x| x.0),
                 identity_files: Vec::new(),
                 identities_only: false,
                 origins,
@@ -670,6 +711,11 @@ impl InventorySpec {
                     h.command_timeout.is_some(),
                     "command_timeout",
                     entry.command_timeout,
+                ),
+                (
+                    h.host_lock_lease.is_some(),
+                    "host_lock_lease",
+                    entry.host_lock_lease,
                 ),
             ] {
                 if d.is_zero() {

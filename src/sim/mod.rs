@@ -73,7 +73,37 @@ struct HostState {
     /// Command lines of the processes running at the start (`pgrep -f`/`pkill -f` see them).
     #[serde(default)]
     processes: Vec<String>,
+    /// Another run's maintenance lock on the host at the start: the rehearsal is refused as the
+    /// real run would be (exit 5), unless it has expired and `--take-over-lock` is given.
+    host_lock: Option<SimLockSpec>,
 }
+
+/// `[hosts.NAME.host_lock]`: who holds the host's lock.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SimLockSpec {
+    run: String,
+    #[serde(default = "someone")]
+    operator: String,
+    #[serde(default = "another_machine")]
+    controller: String,
+    /// The lease left when the rehearsal starts (default 10m).
+    lease_left: Option<Dur>,
+    /// Its holder was killed long enough ago that the lease has run out.
+    #[serde(default)]
+    expired: bool,
+}
+
+fn someone() -> String {
+    "someone".into()
+}
+
+fn another_machine() -> String {
+    "another-machine".into()
+}
+
+/// The simulated hosts' clock for locks: any fixed epoch does (only differences are shown).
+const LOCK_EPOCH: u64 = 1_800_000_000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -515,6 +545,29 @@ impl Scenario {
                 .map(|(k, v)| (k.clone(), v.0))
                 .collect(),
             clock: Duration::ZERO,
+            host_locks: self
+                .hosts
+                .iter()
+                .filter_map(|(name, st)| {
+                    let l = st.host_lock.as_ref()?;
+                    let lease_until = if l.expired {
+                        LOCK_EPOCH - 60
+                    } else {
+                        LOCK_EPOCH + l.lease_left.map_or(600, |d| d.0.as_secs())
+                    };
+                    Some((
+                        name.clone(),
+                        crate::hostlock::Holder {
+                            run: l.run.clone(),
+                            operator: l.operator.clone(),
+                            controller: l.controller.clone(),
+                            pid: "?".into(),
+                            taken: LOCK_EPOCH - 3600,
+                            lease_until,
+                        },
+                    ))
+                })
+                .collect(),
             models: self.models.clone(),
             faults: self.faults.clone(),
             fired: Vec::new(),
@@ -820,9 +873,17 @@ pub struct World {
     sql_rules: Vec<(SqlRuleSpec, glob::Pattern, Option<glob::Pattern>, u32)>,
     durations: BTreeMap<String, Duration>,
     clock: Duration,
+    /// Other runs' locks on the hosts at the start (`host_lock` in the scenario).
+    host_locks: BTreeMap<String, crate::hostlock::Holder>,
 }
 
 impl World {
+    /// Another run's lock on `host`, and the host's clock now (unix seconds), if it has one.
+    pub fn host_lock(&self, host: &str) -> Option<(crate::hostlock::Holder, u64)> {
+        let h = self.host_locks.get(host)?;
+        Some((h.clone(), LOCK_EPOCH + self.clock.as_secs()))
+    }
+
     pub fn now(&self) -> Duration {
         self.clock
     }

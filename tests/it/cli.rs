@@ -52,7 +52,7 @@ fn malformed_inventory_names_the_field_and_line() {
     assert_eq!(out.code, 2);
     assert_eq!(
         out.stderr,
-        "error: hosts.web1.adress: unknown field `adress`, expected one of `address`, `port`, `user`, `transport`, `auth`, `known_hosts`, `host_key_policy`, `connect_timeout`, `command_timeout`, `keepalive`, `jump`, `become`, `become_password`, `groups`, `vars`\n  --> inv.toml:2:1\n   |\n 2 | adress = \"10.0.0.1\"\n   | ^\n"
+        "error: hosts.web1.adress: unknown field `adress`, expected one of `address`, `port`, `user`, `transport`, `auth`, `known_hosts`, `host_key_policy`, `connect_timeout`, `command_timeout`, `keepalive`, `jump`, `become`, `become_password`, `host_lock`, `host_lock_lease`, `groups`, `vars`\n  --> inv.toml:2:1\n   |\n 2 | adress = \"10.0.0.1\"\n   | ^\n"
     );
     write(d.path(), "inv2.toml", "[hosts.web1]\nport = \"ssh\"\n");
     let out = capstan_in(d.path(), &["run", "p.rhai", "-i", "inv2.toml"]);

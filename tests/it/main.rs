@@ -21,3 +21,4 @@ mod privilege;
 mod simulation;
 mod sql;
 mod ssh;
+mod teams;

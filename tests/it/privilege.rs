@@ -31,6 +31,16 @@ struct Case {
     dir: tempfile::TempDir,
 }
 
+impl Drop for Case {
+    /// A killed run's host lock outlives it (its lease): the case's own goes with the case.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(format!(
+            "/tmp/capstan-host-lock.{}",
+            self.dir.path().file_name().unwrap().to_string_lossy()
+        ));
+    }
+}
+
 impl Case {
     fn new() -> Case {
         users_exist();
@@ -65,8 +75,14 @@ impl Case {
     }
 
     fn inventory(&self, login: &str, extra: &str) -> PathBuf {
+        // sudo resets the environment: the lab's CAPSTAN_HOST_LOCK does not reach a lock taken
+        // through `become`, so each case names its own.
+        let lock = format!(
+            "/tmp/capstan-host-lock.{}",
+            self.dir.path().file_name().unwrap().to_string_lossy()
+        );
         let text = format!(
-            "[defaults]\ntransport = \"ssh\"\naddress = \"127.0.0.1\"\nport = {port}\nuser = \"{login}\"\nknown_hosts = \"{kh}\"\nauth = {{ key = \"{key}\" }}\nconnect_timeout = \"5s\"\ngroups = [\"app\"]\n{extra}\n[hosts.app1]\nvars = {{ root = \"{hello}/app1\" }}\n",
+            "[defaults]\ntransport = \"ssh\"\naddress = \"127.0.0.1\"\nport = {port}\nuser = \"{login}\"\nknown_hosts = \"{kh}\"\nauth = {{ key = \"{key}\" }}\nconnect_timeout = \"5s\"\ngroups = [\"app\"]\nhost_lock = \"{lock}\"\n{extra}\n[hosts.app1]\nvars = {{ root = \"{hello}/app1\" }}\n",
             port = self.lab.ports[0],
             kh = self.lab.path("known_hosts").display(),
             key = self.lab.path("id_ed25519").display(),

@@ -1,0 +1,325 @@
+//! Taking, renewing and releasing the maintenance lock on every SSH host of a run.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use super::{lock, Backend, Executor, Fault, FaultKind};
+use crate::hostlock::{self, Holder, Me, Op, State};
+use crate::inventory::{HostEntry, TransportKind};
+use crate::transport::{Command, ExecRequest, Transport};
+use crate::Mode;
+
+/// The run's host locks: whether they were taken (once, before the first change), which hosts
+/// hold one, and the renewal thread.
+#[derive(Default)]
+pub(crate) struct HostLocks {
+    /// `--take-over-lock`: a lock whose lease has expired may be taken.
+    pub take_over: bool,
+    /// `Some(None)`: taken (or read, under --check); `Some(Some(msg))`: refused.
+    done: Option<Option<String>>,
+    held: Vec<(HostEntry, Arc<dyn Transport>)>,
+    /// Dropped to stop the renewal thread.
+    stop: Option<mpsc::Sender<()>>,
+    /// Set by the renewal thread when another run has taken a lock of ours: no action runs.
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for HostLocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HostLocks({} held)", self.held.len())
+    }
+}
+
+/// Runs one lock operation over a transport.
+fn run_op(t: &dyn Transport, op: Op, dir: &str, me: &Me) -> Result<State, String> {
+    let cmd = Command::Argv(hostlock::argv(op, dir, me));
+    let abort = AtomicBool::new(false);
+    let out = t
+        .exec(&ExecRequest::plain(
+            &cmd,
+            Duration::from_secs(30),
+            16 * 1024,
+            &abort,
+        ))
+        .map_err(|e| e.to_string())?;
+    if out.code != Some(0) {
+        return Err(format!(
+            "the lock script exited {:?}: {}",
+            out.code,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    hostlock::parse(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn held_line(host: &str, holder: &Holder, now: u64) -> String {
+    format!(
+        "{host}: held by {}, taken {}, {}",
+        holder.who(),
+        crate::journal::format_unix_ms(holder.taken * 1000),
+        hostlock::lease_text(holder, now)
+    )
+}
+
+impl Executor {
+    /// Whether a renewal found a lock of ours taken by another run (then nothing more runs).
+    pub(crate) fn host_lock_lost(&self) -> Option<String> {
+        let l = lock(&self.host_locks).lost.clone();
+        let lost = lock(&l).clone();
+        lost
+    }
+
+    /// Before the first change: takes the lock on every SSH host of the inventory that has one,
+    /// all or nothing, and starts renewing the leases; under `--check` reads them and warns about
+    /// those another run holds. Runs once.
+    pub(crate) fn lock_hosts(&self) -> Result<(), Fault> {
+        let mut locks = lock(&self.host_locks);
+        if let Some(done) = &locks.done {
+            return done
+                .clone()
+                .map_or(Ok(()), |m| Err(Fault::new(FaultKind::Locked, None, m)));
+        }
+        let Some(j) = self.journal.get() else {
+            locks.done = Some(None);
+            return Ok(());
+        };
+        let me = |lease: Duration| Me {
+            run: j.run_id.clone(),
+            operator: crate::journal::operator(),
+            controller: crate::journal::controller(),
+            pid: std::process::id(),
+            lease_secs: lease.as_secs().max(1),
+        };
+        let hosts: Vec<&HostEntry> = self
+            .inventory
+            .hosts
+            .iter()
+            .filter(|h| h.transport == TransportKind::Ssh && h.host_lock.is_some())
+            .collect();
+        // A rehearsal meets the locks its scenario gives the hosts as a run would.
+        let op = match (self.mode, locks.take_over) {
+            (Mode::Check, _) => Op::Read,
+            (_, false) => Op::Take,
+            (_, true) => Op::TakeOver,
+        };
+        // Per host: what its lock said, or why it could not be asked.
+        let results: Mutex<Vec<(String, Result<State, String>)>> = Mutex::new(Vec::new());
+        match &self.backend {
+            Backend::Sim(w) => {
+                let world = lock(w);
+                for h in &hosts {
+                    let state = match world.host_lock(&h.name) {
+                        None => State::Taken,
+                        Some((holder, now)) if op == Op::TakeOver && holder.lease_until < now => {
+                            State::TakenOver { was: holder }
+                        }
+                        Some((holder, now)) => State::Held { holder, now },
+                    };
+                    lock(&results).push((h.name.clone(), Ok(state)));
+                }
+            }
+            Backend::Real { .. } => {
+                for chunk in hosts.chunks(32) {
+                    std::thread::scope(|s| {
+                        for h in chunk {
+                            let results = &results;
+                            let me = me(h.host_lock_lease);
+                            s.spawn(move || {
+                                let t = self.transport(h);
+                                let dir = h.host_lock.as_deref().unwrap_or("");
+                                let r = run_op(t.as_ref(), op, dir, &me);
+                                lock(results).push((h.name.clone(), r));
+                            });
+                        }
+                    });
+                }
+            }
+            Backend::Inert => {}
+        }
+        let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+        results.sort_by(|a, b| a.0.cmp(&b.0));
+        // `--no-reach-check`: hosts may be down that the run will not touch; one that cannot
+        // be asked is left unlocked, with a warning, rather than stopping the run.
+        let reach_check = lock(&self.reach).0;
+        let mut unasked = Vec::new();
+        let (mut refused, mut broken) = (Vec::new(), Vec::new());
+        let mut taken = Vec::new();
+        let mut taken_over = Vec::new();
+        for (host, r) in results {
+            match r {
+                Ok(State::Taken) => taken.push(host),
+                Ok(State::TakenOver { was }) => {
+                    taken_over.push(format!("{host} (from {})", was.who()));
+                    taken.push(host);
+                }
+                // Ours after all: another host of the same machine wrote it meanwhile.
+                Ok(State::Held { holder, .. })
+                    if holder.run == j.run_id
+                        && holder.controller == crate::journal::controller() =>
+                {
+                    taken.push(host)
+                }
+                Ok(State::Held { holder, now }) => refused.push(held_line(&host, &holder, now)),
+                Ok(State::Free) => {}
+                Ok(State::Error(why)) => broken.push(format!("{host}: {why}")),
+                Ok(other) => broken.push(format!("{host}: unexpected lock state {other:?}")),
+                Err(why) if !reach_check => unasked.push(format!("{host} ({why})")),
+                Err(why) => broken.push(format!("{host}: cannot check the host lock: {why}")),
+            }
+        }
+        if !unasked.is_empty() {
+            self.log(
+                "warn",
+                &format!("--no-reach-check: no host lock on {}", unasked.join(", ")),
+            );
+        }
+        if op == Op::Read {
+            for r in refused.iter().chain(&broken) {
+                self.log(
+                    "warn",
+                    &format!("host lock: {r}; a real run would be refused (exit 5)"),
+                );
+            }
+            locks.done = Some(None);
+            return Ok(());
+        }
+        let by_name = |n: &str| hosts.iter().copied().find(|h| h.name == n);
+        if !refused.is_empty() || !broken.is_empty() {
+            // All or nothing: give back what this attempt took.
+            if let Backend::Real { .. } = &self.backend {
+                for h in taken.iter().filter_map(|n| by_name(n)) {
+                    let t = self.transport(h);
+                    let dir = h.host_lock.as_deref().unwrap_or("");
+                    let _ = run_op(t.as_ref(), Op::Release, dir, &me(h.host_lock_lease));
+                }
+            }
+            let what = match (refused.is_empty(), broken.is_empty()) {
+                (false, true) => "are locked by another run",
+                (true, false) => "cannot be locked",
+                _ => "are locked by another run or cannot be locked",
+            };
+            let mut msg = format!(
+                "{} of {} host(s) {what}, so nothing was changed:\n  {}",
+                refused.len() + broken.len(),
+                hosts.len(),
+                refused
+                    .iter()
+                    .chain(&broken)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n  ")
+            );
+            if !refused.is_empty() {
+                msg.push_str("\n(a host lock goes when its run ends; one whose lease has expired, its run killed, can be taken with --take-over-lock)");
+            }
+            if !broken.is_empty() {
+                msg.push_str("\n(the lock directory is `host_lock` in the inventory, else the host's CAPSTAN_HOST_LOCK, else /var/tmp/capstan-host-lock; every login must be able to make it)");
+            }
+            locks.done = Some(Some(msg.clone()));
+            return Err(Fault::new(FaultKind::Locked, None, msg));
+        }
+        if !taken_over.is_empty() {
+            self.log(
+                "warn",
+                &format!(
+                    "--take-over-lock: took the expired host lock on {}",
+                    taken_over.join(", ")
+                ),
+            );
+        }
+        locks.done = Some(None);
+        if let Backend::Real { jumps, .. } = &self.backend {
+            // The locks get transports of their own: a host's session runs one command at a
+            // time, and a renewal must not wait behind a command that runs longer than the
+            // lease. They connect at the first renewal.
+            locks.held = taken
+                .iter()
+                .filter_map(|n| by_name(n))
+                .map(|h| (h.clone(), crate::transport::open(h, jumps)))
+                .collect();
+            if !locks.held.is_empty() {
+                let (tx, rx) = mpsc::channel::<()>();
+                locks.stop = Some(tx);
+                let held = locks.held.clone();
+                let lost = locks.lost.clone();
+                let me = me(Duration::ZERO);
+                // A third of the shortest lease: two renewals can fail before it runs out.
+                let every = held
+                    .iter()
+                    .map(|(h, _)| h.host_lock_lease)
+                    .min()
+                    .unwrap_or(Duration::from_secs(300))
+                    / 3;
+                std::thread::spawn(move || renew(held, me, every, rx, lost));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the renewals and removes this run's locks (at the end of every attempt), over the
+    /// run's own sessions (the renewal's may never have connected).
+    pub(crate) fn release_host_locks(&self) {
+        let (held, run) = {
+            let mut locks = lock(&self.host_locks);
+            locks.stop = None;
+            (
+                std::mem::take(&mut locks.held),
+                self.journal.get().map(|j| j.run_id.clone()),
+            )
+        };
+        let Some(run) = run else { return };
+        let held: Vec<(HostEntry, Arc<dyn Transport>)> = held
+            .into_iter()
+            .map(|(h, _)| {
+                let t = self.transport(&h);
+                (h, t)
+            })
+            .collect();
+        for chunk in held.chunks(32) {
+            std::thread::scope(|s| {
+                for (h, t) in chunk {
+                    let me = Me {
+                        run: run.clone(),
+                        operator: crate::journal::operator(),
+                        controller: crate::journal::controller(),
+                        pid: std::process::id(),
+                        lease_secs: 1,
+                    };
+                    s.spawn(move || {
+                        let dir = h.host_lock.as_deref().unwrap_or("");
+                        let _ = run_op(t.as_ref(), Op::Release, dir, &me);
+                    });
+                }
+            });
+        }
+    }
+}
+
+/// The renewal loop: every `every`, each host's lease is extended by its own length.
+fn renew(
+    held: Vec<(HostEntry, Arc<dyn Transport>)>,
+    me: Me,
+    every: Duration,
+    stop: mpsc::Receiver<()>,
+    lost: Arc<Mutex<Option<String>>>,
+) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
+        for (h, t) in &held {
+            let me = Me {
+                lease_secs: h.host_lock_lease.as_secs().max(1),
+                ..me.clone()
+            };
+            let dir = h.host_lock.as_deref().unwrap_or("");
+            // A failed renewal (the host did not answer) is tried again next time; the lease
+            // is three renewals long.
+            if let Ok(State::Lost { holder }) = run_op(t.as_ref(), Op::Renew, dir, &me) {
+                *lock(&lost) = Some(format!(
+                    "{}: the host lock was taken by {} while this run held it (its lease ran out before a renewal); nothing more runs",
+                    h.name,
+                    holder.who()
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! The maintenance lock on the hosts themselves: a directory made atomically, naming its holder.
+//!
+//! Every operation is one `sh` script run on the host over its transport (`mkdir` is atomic on
+//! every POSIX file system, and the holder file is replaced by `mv`). The lease is judged by the
+//! host's own clock, so the controllers' clocks do not matter.
+
+/// Where the lock lives on a host unless the inventory's `host_lock` or the host's environment
+/// (`CAPSTAN_HOST_LOCK`, e.g. from sshd's `SetEnv`) says otherwise. /var/tmp is writable by every
+/// login, sticky (nobody removes another login's lock) and survives a reboot.
+pub const DEFAULT_DIR: &str = "/var/tmp/capstan-host-lock";
+
+/// What a host's lock says about who holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holder {
+    pub run: String,
+    pub operator: String,
+    pub controller: String,
+    pub pid: String,
+    /// Unix seconds, by the host's clock.
+    pub taken: u64,
+    pub lease_until: u64,
+}
+
+impl Holder {
+    /// `run R (alice on laptop-a, pid 4242)`.
+    pub fn who(&self) -> String {
+        if self.run.is_empty() {
+            return "an unknown holder (the lock directory has no holder file)".to_string();
+        }
+        format!(
+            "run {} ({} on {}, pid {})",
+            self.run, self.operator, self.controller, self.pid
+        )
+    }
+}
+
+/// What a lock operation found or did on one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// The lock is ours now (made, or it was ours already).
+    Taken,
+    /// Ours now; it was another run's, whose lease had expired.
+    TakenOver {
+        was: Holder,
+    },
+    /// Another run's (or ownerless); `now` is the host's clock.
+    Held {
+        holder: Holder,
+        now: u64,
+    },
+    /// No lock (`read`).
+    Free,
+    Renewed,
+    /// Our lease was renewed too late: another run has it now.
+    Lost {
+        holder: Holder,
+    },
+    Released,
+    /// The lock could not be made or written (permissions, a full disk).
+    Error(String),
+}
+
+/// An operation on a host's lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Make it, or refresh it when it is this run's.
+    Take,
+    /// As `Take`, and also take it from a holder whose lease has expired (or an ownerless one).
+    TakeOver,
+    /// Extend this run's lease.
+    Renew,
+    /// Remove it when it is this run's.
+    Release,
+    /// Say who holds it; change nothing.
+    Read,
+}
+
+impl Op {
+    fn word(self) -> &'static str {
+        match self {
+            Op::Take => "take",
+            Op::TakeOver => "takeover",
+            Op::Renew => "renew",
+            Op::Release => "release",
+            Op::Read => "read",
+        }
+    }
+}
+
+/// Who asks: written into the holder file.
+#[derive(Debug, Clone)]
+pub struct Me {
+    pub run: String,
+    pub operator: String,
+    pub controller: String,
+    pub pid: u32,
+    pub lease_secs: u64,
+}
+
+/// The script; its arguments are `argv` below (never spliced into the text).
+const SCRIPT: &str = r#"mode=$1 run=$3 op=$4 ctl=$5 pid=$6 lease=$7
+d=${2:-${CAPSTAN_HOST_LOCK:-/var/tmp/capstan-host-lock}}
+now=$(date +%s) || exit 3
+# One reading of the holder file for every decision (another host of this machine may be
+# rewriting it at the same moment); a directory just made by someone else gets a moment for its
+# holder file to appear.
+load() {
+    i=0
+    while [ -d "$d" ] && [ ! -s "$d/holder" ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i + 1)); done
+    cur=$(cat "$d/holder" 2>/dev/null)
+}
+get() { printf '%s\n' "$cur" | sed -n "s/^$1=//p" | head -n 1; }
+mine() { [ "$(get run)" = "$run" ] && [ "$(get controller)" = "$ctl" ]; }
+put() {
+    printf 'run=%s\noperator=%s\ncontroller=%s\npid=%s\ntaken=%s\nlease_until=%s\n' \
+        "$run" "$op" "$ctl" "$pid" "$1" "$((now + lease))" > "$d/.holder.$$" &&
+        mv -f "$d/.holder.$$" "$d/holder"
+}
+say() { echo "capstan-host-lock: $1 now=$now dir=$d"; printf '%s\n' "$cur"; exit 0; }
+fail() { echo "capstan-host-lock: error now=$now dir=$d"; echo "reason=$1"; exit 0; }
+case $mode in
+read) load; [ -d "$d" ] && say held; say free ;;
+release)
+    load
+    if mine; then rm -f "$d/holder" && rmdir "$d" 2>/dev/null; fi
+    cur=; say released ;;
+renew)
+    load
+    mine || say lost
+    put "$(get taken)" || fail "cannot write $d/holder"
+    cur=; say renewed ;;
+esac
+if err=$(mkdir "$d" 2>&1); then
+    put "$now" || fail "cannot write $d/holder"
+    cur=; say taken
+fi
+[ -d "$d" ] || fail "cannot make $d: $err"
+load
+if mine; then
+    put "$(get taken)" || fail "cannot write $d/holder"
+    cur=; say taken
+fi
+until=$(get lease_until)
+if [ "$mode" = takeover ] && { [ -z "$until" ] || [ "$now" -gt "$until" ]; }; then
+    put "$now" || fail "cannot write $d/holder (the expired lock belongs to another login?)"
+    echo "capstan-host-lock: taken-over now=$now dir=$d"
+    printf '%s\n' "$cur" | sed 's/^/was./'
+    exit 0
+fi
+say held
+"#;
+
+/// The command that performs `op` on a host: `sh -c SCRIPT sh MODE DIR RUN OPERATOR CONTROLLER
+/// PID LEASE`. `dir` empty: the host's `CAPSTAN_HOST_LOCK`, else [`DEFAULT_DIR`].
+pub fn argv(op: Op, dir: &str, me: &Me) -> Vec<String> {
+    [
+        "sh",
+        "-c",
+        SCRIPT,
+        "sh",
+        op.word(),
+        dir,
+        &me.run,
+        &me.operator,
+        &me.controller,
+        &me.pid.to_string(),
+        &me.lease_secs.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Reads what the script printed.
+pub fn parse(out: &str) -> Result<State, String> {
+    let mut lines = out.lines();
+    let head = lines
+        .find(|l| l.starts_with("capstan-host-lock: "))
+        .ok_or_else(|| format!("the lock script said nothing readable: {}", out.trim()))?;
+    let mut words = head["capstan-host-lock: ".len()..].split(' ');
+    let state = words.next().unwrap_or("");
+    let now = words
+        .find_map(|w| w.strip_prefix("now="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let (mut holder, mut was, mut reason) = (Holder::default(), Holder::default(), String::new());
+    for l in lines {
+        let (target, l) = match l.strip_prefix("was.") {
+            Some(rest) => (&mut was, rest),
+            None => (&mut holder, l),
+        };
+        let Some((k, v)) = l.split_once('=') else {
+            continue;
+        };
+        match k {
+            "run" => target.run = v.to_string(),
+            "operator" => target.operator = v.to_string(),
+            "controller" => target.controller = v.to_string(),
+            "pid" => target.pid = v.to_string(),
+            "taken" => target.taken = v.parse().unwrap_or(0),
+            "lease_until" => target.lease_until = v.parse().unwrap_or(0),
+            "reason" => reason = v.to_string(),
+            _ => {}
+        }
+    }
+    Ok(match state {
+        "taken" => State::Taken,
+        "taken-over" => State::TakenOver { was },
+        "held" => State::Held { holder, now },
+        "free" => State::Free,
+        "renewed" => State::Renewed,
+        "lost" => State::Lost { holder },
+        "released" => State::Released,
+        "error" => State::Error(reason),
+        other => return Err(format!("the lock script said {other:?}")),
+    })
+}
+
+/// `4m 10s left` or `expired 2m ago`, by the host's clock.
+pub fn lease_text(h: &Holder, now: u64) -> String {
+    let fmt = |s: u64| humantime::format_duration(std::time::Duration::from_secs(s)).to_string();
+    if h.lease_until >= now {
+        format!("lease {} left", fmt(h.lease_until - now))
+    } else {
+        format!("lease expired {} ago", fmt(now - h.lease_until))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn me(run: &str) -> Me {
+        Me {
+            run: run.into(),
+            operator: "alice".into(),
+            controller: "laptop-a".into(),
+            pid: 4242,
+            lease_secs: 60,
+        }
+    }
+
+    fn sh(op: Op, dir: &str, who: &Me) -> State {
+        let a = argv(op, dir, who);
+        let out = Command::new(&a[0]).args(&a[1..]).output().unwrap();
+        assert!(out.status.success(), "{:?}", out);
+        parse(&String::from_utf8_lossy(&out.stdout)).unwrap()
+    }
+
+    #[test]
+    fn one_run_at_a_time_and_a_takeover_only_after_the_lease() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("lock");
+        let d = d.to_str().unwrap();
+        let (a, mut b) = (me("run-a"), me("run-b"));
+        b.operator = "bob".into();
+        assert!(SCRIPT.contains(&format!(":-{DEFAULT_DIR}}}")));
+        assert_eq!(sh(Op::Read, d, &a), State::Free);
+        assert_eq!(sh(Op::Take, d, &a), State::Taken);
+        // Taking it again is a refresh (a resume on the same controller).
+        assert_eq!(sh(Op::Take, d, &a), State::Taken);
+        let State::Held { holder, now } = sh(Op::Take, d, &b) else {
+            panic!("b took a's lock")
+        };
+        assert_eq!(
+            (
+                holder.run.as_str(),
+                holder.operator.as_str(),
+                holder.pid.as_str()
+            ),
+            ("run-a", "alice", "4242")
+        );
+        assert!(lease_text(&holder, now).ends_with("left"));
+        // The lease runs: no takeover yet.
+        assert!(matches!(sh(Op::TakeOver, d, &b), State::Held { .. }));
+        assert_eq!(
+            sh(Op::Renew, d, &b),
+            State::Lost {
+                holder: holder.clone()
+            }
+        );
+        // Expire a's lease (as a killed run's would), then b may take it over, naming a.
+        let file = format!("{d}/holder");
+        let text = std::fs::read_to_string(&file).unwrap();
+        let expired = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("lease_until=") {
+                    "lease_until=1".to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&file, expired + "\n").unwrap();
+        assert!(
+            matches!(sh(Op::Take, d, &b), State::Held { .. }),
+            "a plain take never takes over"
+        );
+        let State::TakenOver { was } = sh(Op::TakeOver, d, &b) else {
+            panic!("no takeover")
+        };
+        assert_eq!(was.run, "run-a");
+        assert_eq!(sh(Op::Renew, d, &b), State::Renewed);
+        // a's release does not remove b's lock; b's does.
+        assert_eq!(sh(Op::Release, d, &a), State::Released);
+        assert!(matches!(sh(Op::Read, d, &a), State::Held { .. }));
+        assert_eq!(sh(Op::Release, d, &b), State::Released);
+        assert_eq!(sh(Op::Read, d, &a), State::Free);
+        // A directory that cannot be made is an error, not a lock held by someone.
+        let State::Error(why) = sh(Op::Take, "/proc/capstan-no/lock", &a) else {
+            panic!("no error")
+        };
+        assert!(why.contains("cannot make /proc/capstan-no/lock"), "{why}");
+    }
+}

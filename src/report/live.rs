@@ -14,6 +14,9 @@ const HOST_LINES: usize = 6;
 /// The running step as the events describe it.
 #[derive(Debug, Default)]
 struct Now {
+    /// Between a run's start and its end: the heartbeat is silent outside (an embedder's
+    /// `Host` outlives its runs).
+    running: bool,
     step: Option<(String, Instant)>,
     wait: Option<WaitNow>,
     /// Per host in first-touch order: actions finished in this step, and the last one.
@@ -48,13 +51,20 @@ impl Now {
     /// Takes in an event; true when what is shown changed.
     fn observe(&mut self, event: &Event) -> bool {
         match event {
+            Event::RunStarted { .. } | Event::StepFinished { .. } => {
+                *self = Now {
+                    running: true,
+                    ..Now::default()
+                }
+            }
             Event::StepStarted { step, .. } => {
                 *self = Now {
+                    running: true,
                     step: Some((step.clone(), Instant::now())),
                     ..Now::default()
                 };
             }
-            Event::StepFinished { .. } | Event::RunFinished { .. } => *self = Now::default(),
+            Event::RunFinished { .. } => *self = Now::default(),
             Event::Waiting {
                 what,
                 attempt,
@@ -128,10 +138,14 @@ impl Now {
         s
     }
 
-    /// One line for a log: how long the step has run, and what it waits for or did last.
-    fn heartbeat(&self) -> String {
+    /// One line for a log: how long the step has run, and what it waits for or did last; none
+    /// outside a run.
+    fn heartbeat(&self) -> Option<String> {
+        if !self.running {
+            return None;
+        }
         let Some((step, since)) = &self.step else {
-            return "… still running (between steps)".to_string();
+            return Some("… still running (between steps)".to_string());
         };
         let doing = match (self.wait_text(), self.hosts.last()) {
             (Some(w), _) => w,
@@ -141,7 +155,10 @@ impl Now {
             }
             (None, None) => "no action finished yet".to_string(),
         };
-        format!("… {} into step `{step}`: {doing}", short(since.elapsed()))
+        Some(format!(
+            "… {} into step `{step}`: {doing}",
+            short(since.elapsed())
+        ))
     }
 }
 
@@ -186,8 +203,10 @@ impl Live {
             match rx.recv_timeout(every) {
                 Err(RecvTimeoutError::Timeout) => {
                     let line = now.lock().unwrap_or_else(|e| e.into_inner()).heartbeat();
-                    let _g = out.lock().unwrap_or_else(|e| e.into_inner());
-                    eprintln!("{line}");
+                    if let Some(line) = line {
+                        let _g = out.lock().unwrap_or_else(|e| e.into_inner());
+                        eprintln!("{line}");
+                    }
                 }
                 _ => return,
             }
@@ -248,13 +267,26 @@ mod tests {
     #[test]
     fn the_heartbeat_names_the_step_and_its_wait() {
         let mut n = Now::default();
-        assert_eq!(n.heartbeat(), "… still running (between steps)");
+        assert_eq!(n.heartbeat(), None, "no run, no heartbeat");
+        n.observe(&Event::RunStarted {
+            schema: 1,
+            run_id: "r".into(),
+            attempt: 1,
+            playbook: "p".into(),
+            mode: crate::Mode::Run,
+            hosts: vec![],
+        });
+        assert_eq!(
+            n.heartbeat().as_deref(),
+            Some("… still running (between steps)")
+        );
         n.observe(&Event::StepStarted {
             step: "zone1".into(),
             at_ms: 0,
         });
         assert!(n
             .heartbeat()
+            .unwrap()
             .ends_with("into step `zone1`: no action finished yet"));
         n.observe(&Event::Waiting {
             step: Some("zone1".into()),
@@ -265,11 +297,16 @@ mod tests {
             every_ms: 2_000,
             last: "false".into(),
         });
-        let line = n.heartbeat();
+        let line = n.heartbeat().unwrap();
         assert!(
             line.contains("waiting for log sync (attempt 3, gives up in 9m 59s)")
                 || line.contains("waiting for log sync (attempt 3, gives up in 10m)"),
             "{line}"
         );
+        n.observe(&Event::RunFinished {
+            outcome: crate::report::Outcome::Succeeded,
+            duration_ms: 1,
+        });
+        assert_eq!(n.heartbeat(), None, "the run ended");
     }
 }

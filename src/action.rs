@@ -1820,7 +1820,9 @@ impl Executor {
     ) -> Result<Outcome, Fault> {
         let start = Instant::now();
         let mut last;
+        let mut attempt = 0u32;
         loop {
+            attempt += 1;
             let addrs = (host.address.as_str(), port).to_socket_addrs();
             match addrs {
                 Ok(mut it) => match it.next() {
@@ -1843,6 +1845,19 @@ impl Executor {
                         timeout.as_secs()
                     ),
                 ));
+            }
+            // The live status line and the heartbeat show the wait: its first try, then one
+            // event every 2 s (a try every 250 ms would flood `--json`).
+            if attempt % 8 == 1 {
+                self.events.emit(&Event::Waiting {
+                    step: current_step(),
+                    what: format!("port {port} on {} ({})", host.name, host.address),
+                    attempt,
+                    waited_ms: start.elapsed().as_millis() as u64,
+                    timeout_ms: timeout.as_millis() as u64,
+                    every_ms: 2_000,
+                    last: self.inventory.redactor.redact(&last),
+                });
             }
             self.sleep(Duration::from_millis(250).min(timeout.saturating_sub(start.elapsed())))?;
         }

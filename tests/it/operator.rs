@@ -223,6 +223,27 @@ fn in_a_log_a_heartbeat_line_says_what_the_run_waits_for() {
     );
     // No terminal: no status line, no escape sequences.
     assert!(!out.stderr.contains('\x1b'), "{}", out.stderr);
+    // A wait for a port is shown too: its first try, then every 2 s.
+    let port = free_port();
+    let pb = d.path().join("port.rhai");
+    std::fs::write(
+        &pb,
+        format!(
+            "step(\"wait for the port\", || cluster().hosts()[0].wait_port({port}, #{{ timeout: 3 }}));\n"
+        ),
+    )
+    .unwrap();
+    let out =
+        crate::support::capstan_in(d.path(), &["run", pb.to_str().unwrap(), "--heartbeat", "1"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.lines().any(|l| l.starts_with("… ")
+            && l.contains(&format!(
+                "into step `wait for the port`: waiting for port {port} on localhost"
+            ))),
+        "{}",
+        out.stderr
+    );
     // 0 turns it off.
     let pb = flag_playbook(d.path(), std::time::Duration::from_millis(1500));
     std::fs::remove_file(d.path().join("flag")).ok();

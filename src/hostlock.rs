@@ -106,8 +106,12 @@ now=$(date +%s) || exit 3
 # holder file to appear.
 load() {
     i=0
-    while [ -d "$d" ] && [ ! -s "$d/holder" ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i + 1)); done
-    cur=$(cat "$d/holder" 2>/dev/null)
+    while :; do
+        cur=$(cat "$d/holder" 2>/dev/null)
+        if [ -n "$cur" ] || [ ! -d "$d" ] || [ $i -ge 20 ]; then break; fi
+        sleep 0.1
+        i=$((i + 1))
+    done
 }
 get() { printf '%s\n' "$cur" | sed -n "s/^$1=//p" | head -n 1; }
 mine() { [ "$(get run)" = "$run" ] && [ "$(get controller)" = "$ctl" ]; }
@@ -115,6 +119,15 @@ put() {
     printf 'run=%s\noperator=%s\ncontroller=%s\npid=%s\ntaken=%s\nlease_until=%s\n' \
         "$run" "$op" "$ctl" "$pid" "$1" "$((now + lease))" > "$d/.holder.$$" &&
         mv -f "$d/.holder.$$" "$d/holder"
+}
+# The holder file made only if there is none (a hard link fails on an existing name).
+put_new() {
+    printf 'run=%s\noperator=%s\ncontroller=%s\npid=%s\ntaken=%s\nlease_until=%s\n' \
+        "$run" "$op" "$ctl" "$pid" "$now" "$((now + lease))" > "$d/.holder.$$" || return 2
+    ln "$d/.holder.$$" "$d/holder" 2>/dev/null
+    r=$?
+    rm -f "$d/.holder.$$"
+    return $r
 }
 say() { echo "capstan-host-lock: $1 now=$now dir=$d"; printf '%s\n' "$cur"; exit 0; }
 fail() { echo "capstan-host-lock: error now=$now dir=$d"; echo "reason=$1"; exit 0; }
@@ -142,7 +155,30 @@ if mine; then
 fi
 until=$(get lease_until)
 if [ "$mode" = takeover ] && { [ -z "$until" ] || [ "$now" -gt "$until" ]; }; then
-    put "$now" || fail "cannot write $d/holder (the expired lock belongs to another login?)"
+    # One taker wins: the expired holder file is moved aside (atomic), and only if what was moved
+    # is what was judged expired is the lock taken; else it goes back (another taker was first).
+    if [ -n "$cur" ]; then
+        if ! mv "$d/holder" "$d/.expired.$$" 2>/dev/null; then
+            # Still there, unchanged: not ours to move (another login's lock directory).
+            [ "$(cat "$d/holder" 2>/dev/null)" = "$cur" ] &&
+                fail "cannot move $d/holder (the expired lock belongs to another login?)"
+            load
+            say held
+        fi
+        if [ "$(cat "$d/.expired.$$")" != "$cur" ]; then
+            mv -f "$d/.expired.$$" "$d/holder"
+            load
+            say held
+        fi
+        rm -f "$d/.expired.$$"
+    fi
+    # The holder file is gone now (moved aside, or there was none): the first to make it wins.
+    put_new
+    case $? in
+    0) ;;
+    2) fail "cannot write in $d (the expired lock belongs to another login?)" ;;
+    *) load; say held ;;
+    esac
     echo "capstan-host-lock: taken-over now=$now dir=$d"
     printf '%s\n' "$cur" | sed 's/^/was./'
     exit 0
@@ -241,6 +277,22 @@ mod tests {
         }
     }
 
+    /// Sets a holder file's lease end in the past, as a killed run's becomes.
+    fn expire(file: &str) {
+        let text = std::fs::read_to_string(file).unwrap();
+        let expired: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("lease_until=") {
+                    "lease_until=1".to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        std::fs::write(file, expired.join("\n") + "\n").unwrap();
+    }
+
     fn sh(op: Op, dir: &str, who: &Me) -> State {
         let a = argv(op, dir, who);
         let out = Command::new(&a[0]).args(&a[1..]).output().unwrap();
@@ -282,19 +334,7 @@ mod tests {
         );
         // Expire a's lease (as a killed run's would), then b may take it over, naming a.
         let file = format!("{d}/holder");
-        let text = std::fs::read_to_string(&file).unwrap();
-        let expired = text
-            .lines()
-            .map(|l| {
-                if l.starts_with("lease_until=") {
-                    "lease_until=1".to_string()
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        std::fs::write(&file, expired + "\n").unwrap();
+        expire(&file);
         assert!(
             matches!(sh(Op::Take, d, &b), State::Held { .. }),
             "a plain take never takes over"
@@ -304,6 +344,34 @@ mod tests {
         };
         assert_eq!(was.run, "run-a");
         assert_eq!(sh(Op::Renew, d, &b), State::Renewed);
+        // Takers of one expired lock at once: exactly one gets it.
+        expire(&file);
+        let takers: Vec<Me> = (0..8)
+            .map(|i| Me {
+                controller: format!("machine-{i}"),
+                ..me(&format!("run-t{i}"))
+            })
+            .collect();
+        let states: Vec<State> = std::thread::scope(|s| {
+            let handles: Vec<_> = takers
+                .iter()
+                .map(|t| s.spawn(move || sh(Op::TakeOver, d, t)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let won: Vec<&Me> = takers
+            .iter()
+            .zip(&states)
+            .filter(|(_, s)| matches!(s, State::TakenOver { .. }))
+            .map(|(t, _)| t)
+            .collect();
+        assert_eq!(won.len(), 1, "{states:?}");
+        let State::Held { holder, .. } = sh(Op::Read, d, &a) else {
+            panic!("no holder")
+        };
+        assert_eq!(holder.run, won[0].run);
+        assert_eq!(sh(Op::Release, d, won[0]), State::Released);
+        assert_eq!(sh(Op::Take, d, &b), State::Taken);
         // a's release does not remove b's lock; b's does.
         assert_eq!(sh(Op::Release, d, &a), State::Released);
         assert!(matches!(sh(Op::Read, d, &a), State::Held { .. }));

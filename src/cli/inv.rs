@@ -116,6 +116,24 @@ pub fn show_text(inv: &Inventory) -> String {
                 humantime::format_duration(h.keepalive).to_string(),
                 origin("keepalive"),
             ),
+            (
+                "host_lock",
+                match (&h.host_lock, h.transport) {
+                    (_, TransportKind::Local) => "none (a local host)".to_string(),
+                    (None, _) => "off".to_string(),
+                    (Some(d), _) if d.is_empty() => format!(
+                        "the host's $CAPSTAN_HOST_LOCK, else {}",
+                        capstan::hostlock::DEFAULT_DIR
+                    ),
+                    (Some(d), _) => d.clone(),
+                },
+                origin("host_lock"),
+            ),
+            (
+                "host_lock_lease",
+                humantime::format_duration(h.host_lock_lease).to_string(),
+                origin("host_lock_lease"),
+            ),
         ];
         let width = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0);
         for (k, v, o) in rows {
@@ -168,6 +186,9 @@ fn host_json(h: &HostEntry) -> Value {
         "host_key_policy": policy(h.host_key_policy),
         "connect_timeout_s": h.connect_timeout.as_secs_f64(),
         "keepalive_s": h.keepalive.as_secs_f64(),
+        // null: off; "": the host's CAPSTAN_HOST_LOCK, else hostlock::DEFAULT_DIR.
+        "host_lock": h.host_lock,
+        "host_lock_lease_s": h.host_lock_lease.as_secs_f64(),
         "groups": h.groups,
         "origins": h.origins,
     })

@@ -552,6 +552,12 @@ impl InventorySpec {
                     d.connect_timeout.is_some(),
                 ),
                 ("keepalive", h.keepalive.is_some(), d.keepalive.is_some()),
+                ("host_lock", h.host_lock.is_some(), d.host_lock.is_some()),
+                (
+                    "host_lock_lease",
+                    h.host_lock_lease.is_some(),
+                    d.host_lock_lease.is_some(),
+                ),
             ] {
                 let from = if own {
                     format!("hosts.{name}")

@@ -1037,3 +1037,74 @@ fn a_cjk_step_name_lines_up_in_the_text_report() {
     );
     assert!(narrow.ends_with("1 action(s) on db1"), "{narrow}");
 }
+
+#[test]
+fn inventory_show_names_each_hosts_lock_and_where_it_came_from() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "inv.toml",
+        "[defaults]\nhost_lock_lease = \"2m\"\n[hosts.a]\naddress = \"10.0.0.1\"\n[hosts.b]\naddress = \"10.0.0.2\"\nhost_lock = \"/srv/locks/capstan\"\n[hosts.c]\naddress = \"10.0.0.3\"\nhost_lock = false\n",
+    );
+    let out = capstan_in(
+        d.path(),
+        &["-F", "none", "inventory", "show", "-i", "inv.toml"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let line = |host: &str, key: &str| -> String {
+        let block = out
+            .stdout
+            .split("\n\n")
+            .find(|b| b.starts_with(&format!("{host}  ")))
+            .unwrap_or_else(|| panic!("no {host} in\n{}", out.stdout));
+        let l = block
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("no {key} for {host} in\n{block}"));
+        l.split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    assert_eq!(
+        line("a", "host_lock"),
+        "host_lock the host's $CAPSTAN_HOST_LOCK, else /var/tmp/capstan-host-lock (built-in)"
+    );
+    assert_eq!(
+        line("a", "host_lock_lease"),
+        "host_lock_lease 2m (defaults)"
+    );
+    assert_eq!(
+        line("b", "host_lock"),
+        "host_lock /srv/locks/capstan (hosts.b)"
+    );
+    assert_eq!(line("c", "host_lock"), "host_lock off (hosts.c)");
+    let json = capstan_in(
+        d.path(),
+        &[
+            "-F",
+            "none",
+            "inventory",
+            "show",
+            "-i",
+            "inv.toml",
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let hosts = v["hosts"].as_array().unwrap();
+    assert_eq!(hosts[0]["host_lock"], "");
+    assert_eq!(hosts[1]["host_lock"], "/srv/locks/capstan");
+    assert!(hosts[2]["host_lock"].is_null());
+    assert_eq!(hosts[0]["host_lock_lease_s"], 120.0);
+    // A lock directory must be an absolute path.
+    write(d.path(), "bad.toml", "[hosts.a]\nhost_lock = \"locks\"\n");
+    let out = capstan_in(
+        d.path(),
+        &["-F", "none", "inventory", "show", "-i", "bad.toml"],
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("hosts.a.host_lock: expected true (the default place), false, or the absolute path of the lock directory"),
+        "{}",
+        out.stderr
+    );
+}

@@ -31,8 +31,20 @@ impl std::fmt::Debug for HostLocks {
     }
 }
 
-/// Runs one lock operation over a transport.
-fn run_op(t: &dyn Transport, op: Op, dir: &str, me: &Me) -> Result<State, String> {
+/// This process as the holder of run `run`'s lock on host `h` (its lease is the host's).
+fn me(run: &str, h: &HostEntry) -> Me {
+    Me {
+        run: run.to_string(),
+        operator: crate::journal::operator(),
+        controller: crate::journal::controller(),
+        pid: std::process::id(),
+        lease_secs: h.host_lock_lease.as_secs().max(1),
+    }
+}
+
+/// Runs one lock operation on host `h` over a transport, in the host's lock directory.
+fn run_op(t: &dyn Transport, op: Op, h: &HostEntry, me: &Me) -> Result<State, String> {
+    let dir = h.host_lock.as_deref().unwrap_or("");
     let cmd = Command::Argv(hostlock::argv(op, dir, me));
     let abort = AtomicBool::new(false);
     let out = t
@@ -84,13 +96,6 @@ impl Executor {
             locks.done = Some(None);
             return Ok(());
         };
-        let me = |lease: Duration| Me {
-            run: j.run_id.clone(),
-            operator: crate::journal::operator(),
-            controller: crate::journal::controller(),
-            pid: std::process::id(),
-            lease_secs: lease.as_secs().max(1),
-        };
         let hosts: Vec<&HostEntry> = self
             .inventory
             .hosts
@@ -124,11 +129,10 @@ impl Executor {
                     std::thread::scope(|s| {
                         for h in chunk {
                             let results = &results;
-                            let me = me(h.host_lock_lease);
+                            let me = me(&j.run_id, h);
                             s.spawn(move || {
                                 let t = self.transport(h);
-                                let dir = h.host_lock.as_deref().unwrap_or("");
-                                let r = run_op(t.as_ref(), op, dir, &me);
+                                let r = run_op(t.as_ref(), op, h, &me);
                                 lock(results).push((h.name.clone(), r));
                             });
                         }
@@ -190,8 +194,7 @@ impl Executor {
             if let Backend::Real { .. } = &self.backend {
                 for h in taken.iter().filter_map(|n| by_name(n)) {
                     let t = self.transport(h);
-                    let dir = h.host_lock.as_deref().unwrap_or("");
-                    let _ = run_op(t.as_ref(), Op::Release, dir, &me(h.host_lock_lease));
+                    let _ = run_op(t.as_ref(), Op::Release, h, &me(&j.run_id, h));
                 }
             }
             let what = match (refused.is_empty(), broken.is_empty()) {
@@ -243,7 +246,7 @@ impl Executor {
                 locks.stop = Some(tx);
                 let held = locks.held.clone();
                 let lost = locks.lost.clone();
-                let me = me(Duration::ZERO);
+                let run = j.run_id.clone();
                 // A third of the shortest lease: two renewals can fail before it runs out.
                 let every = held
                     .iter()
@@ -251,7 +254,7 @@ impl Executor {
                     .min()
                     .unwrap_or(Duration::from_secs(300))
                     / 3;
-                std::thread::spawn(move || renew(held, me, every, rx, lost));
+                std::thread::spawn(move || renew(held, run, every, rx, lost));
             }
         }
         Ok(())
@@ -279,16 +282,9 @@ impl Executor {
         for chunk in held.chunks(32) {
             std::thread::scope(|s| {
                 for (h, t) in chunk {
-                    let me = Me {
-                        run: run.clone(),
-                        operator: crate::journal::operator(),
-                        controller: crate::journal::controller(),
-                        pid: std::process::id(),
-                        lease_secs: 1,
-                    };
+                    let me = me(&run, h);
                     s.spawn(move || {
-                        let dir = h.host_lock.as_deref().unwrap_or("");
-                        let _ = run_op(t.as_ref(), Op::Release, dir, &me);
+                        let _ = run_op(t.as_ref(), Op::Release, h, &me);
                     });
                 }
             });
@@ -299,21 +295,17 @@ impl Executor {
 /// The renewal loop: every `every`, each host's lease is extended by its own length.
 fn renew(
     held: Vec<(HostEntry, Arc<dyn Transport>)>,
-    me: Me,
+    run: String,
     every: Duration,
     stop: mpsc::Receiver<()>,
     lost: Arc<Mutex<Option<String>>>,
 ) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
         for (h, t) in &held {
-            let me = Me {
-                lease_secs: h.host_lock_lease.as_secs().max(1),
-                ..me.clone()
-            };
-            let dir = h.host_lock.as_deref().unwrap_or("");
+            let me = me(&run, h);
             // A failed renewal (the host did not answer) is tried again next time; the lease
             // is three renewals long.
-            if let Ok(State::Lost { holder }) = run_op(t.as_ref(), Op::Renew, dir, &me) {
+            if let Ok(State::Lost { holder }) = run_op(t.as_ref(), Op::Renew, h, &me) {
                 *lock(&lost) = Some(format!(
                     "{}: the host lock was taken by {} while this run held it (its lease ran out before a renewal); nothing more runs",
                     h.name,

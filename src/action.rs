@@ -1069,6 +1069,34 @@ impl Executor {
         }
     }
 
+    /// Reaches every host and takes their locks, as the first change does: a rollback asks
+    /// before its first undo, so that a refusal leaves every undo pending.
+    pub(crate) fn ready_to_change(&self) -> Result<(), Fault> {
+        if matches!(self.backend, Backend::Inert) {
+            return Ok(());
+        }
+        self.journal_refusal(None)?;
+        self.reach_all()?;
+        self.lock_hosts()
+    }
+
+    /// Refuses every action once a journal write failed (see `journal_failed`).
+    fn journal_refusal(&self, host: Option<&str>) -> Result<(), Fault> {
+        match self
+            .journal_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            Some(e) => Err(Fault::new(
+                FaultKind::Journal,
+                host,
+                format!("no action runs while the journal cannot be written ({e})"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The one choke point: performs `action` on `host` as the mode says, and records it.
     pub fn perform(&self, host: &str, action: Action) -> Result<Outcome, Fault> {
         if self.cancel.should_stop() {
@@ -1078,18 +1106,7 @@ impl Executor {
                 "interrupted before this action started",
             ));
         }
-        if let Some(e) = self
-            .journal_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            return Err(Fault::new(
-                FaultKind::Action,
-                Some(host),
-                format!("no action runs while the journal cannot be written ({e})"),
-            ));
-        }
+        self.journal_refusal(Some(host))?;
         let held = self.hold_writes.load(Ordering::SeqCst) && !action.is_read_only();
         if !held && !action.is_read_only() && !matches!(self.backend, Backend::Inert) {
             self.reach_all().map_err(|mut f| {
@@ -1162,7 +1179,7 @@ impl Executor {
                 ) {
                     self.journal_failed(&e);
                     return Err(Fault::new(
-                        FaultKind::Action,
+                        FaultKind::Journal,
                         Some(host),
                         format!("not run: the journal cannot record it ({e})"),
                     ));

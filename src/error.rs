@@ -120,6 +120,9 @@ pub enum FaultKind {
     Interrupted,
     /// Another run holds the maintenance lock of a host (exit 5, like a held journal lock).
     Locked,
+    /// The run journal could not be written (a full disk, a journal server gone): the run
+    /// stopped at the next action, which did not run (exit 6).
+    Journal,
 }
 
 /// The library's error type.
@@ -169,6 +172,7 @@ impl Error {
                 FaultKind::Interrupted => 3,
                 FaultKind::Declined => 4,
                 FaultKind::Locked => 5,
+                FaultKind::Journal => 6,
                 _ => 1,
             },
             Error::Io { .. }

@@ -302,7 +302,7 @@ fn claim_name(r: &RunCtx, name: &str, here: Option<SourcePos>) -> R<()> {
 /// A journal write that failed: no action runs after it, and the script sees why.
 fn journal_fault(r: &RunCtx, e: crate::Error) -> Box<EvalAltResult> {
     r.exec.journal_failed(&e);
-    fault(FaultKind::Action, None, e.to_string())
+    fault(FaultKind::Journal, None, e.to_string())
 }
 
 /// `skip_step(name, reason)`: a step record that ran nothing, journaled like any other.

@@ -66,10 +66,13 @@ impl Drop for Cleaning<'_> {
 }
 
 /// What a rollback did.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct RollbackSummary {
     pub undone: usize,
     pub failed: usize,
+    /// Why no undo could start (the hosts are locked by another run, the journal cannot be
+    /// written): every undo stays pending for a later `capstan rollback`.
+    pub refused: Option<crate::action::Fault>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -243,6 +246,27 @@ impl RunCtx {
                 failed: sum.failed,
             });
             return sum;
+        }
+        // The hosts' locks are asked for before the first undo, as a run's first change does:
+        // refused, every undo stays pending (each would otherwise fail on its own, and be
+        // journaled as failed, which no later rollback retries).
+        if work {
+            if let Err(f) = self.exec.ready_to_change() {
+                self.log(
+                    "error",
+                    &format!(
+                        "the rollback did not start; every undo stays pending: {}",
+                        f.message
+                    ),
+                );
+                sum.refused = Some(f);
+                self.events.emit(&Event::Rollback {
+                    phase: RollbackPhase::Finished,
+                    undone: 0,
+                    failed: 0,
+                });
+                return sum;
+            }
         }
         self.log(
             "warn",

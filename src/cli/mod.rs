@@ -7,7 +7,7 @@ use std::sync::Arc;
 use capstan::engine::Severity;
 use capstan::host::OnFailure;
 use capstan::inventory::SshConfigSource;
-use capstan::journal::{format_unix_ms, Journal, RunRow, RunStatus};
+use capstan::journal::{format_unix_ms, Journal, JournalAt, RunRow, RunStatus};
 use capstan::report::{render_text, EventSink, JsonLines, Outcome, ProgressPrinter};
 use capstan::{Error, HostBuilder, Inventory, Mode, Params, Playbook, RunReport, Scenario};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -35,10 +35,13 @@ pub struct Cli {
     /// Print every action as it happens, not only failures.
     #[arg(short, long, global = true)]
     verbose: bool,
-    /// The run journal (SQLite). Default: $XDG_STATE_HOME/capstan/journal.db, else
+    /// The run journal: a SQLite FILE, or a server shared by control machines,
+    /// mysql://USER@HOST:PORT/DB (MariaDB, MySQL, OceanBase; password in
+    /// CAPSTAN_JOURNAL_PASSWORD, or ?password_env=NAME / ?password_file=PATH; TLS with ?tls=true
+    /// or ?tls_ca=PEM). Default: $XDG_STATE_HOME/capstan/journal.db, else
     /// ~/.local/state/capstan/journal.db.
-    #[arg(long, global = true, env = "CAPSTAN_JOURNAL", value_name = "FILE")]
-    journal: Option<PathBuf>,
+    #[arg(long, global = true, env = "CAPSTAN_JOURNAL", value_name = "FILE|URL")]
+    journal: Option<std::ffi::OsString>,
     /// The OpenSSH client configuration for SSH hosts, as `ssh -F`: a FILE, or `none`. Default:
     /// the inventory's `ssh_config`, else ~/.ssh/config then /etc/ssh/ssh_config. The
     /// inventory's own settings win over the file's.
@@ -289,6 +292,11 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Journals: `copy` moves runs between a file and a server.
+    Journal {
+        #[command(subcommand)]
+        cmd: JournalCmd,
+    },
     /// Inventories: `show` prints how each host is reached, and where each setting came from.
     Inventory {
         #[command(subcommand)]
@@ -307,6 +315,25 @@ enum Cmd {
         /// this directory, e.g. /usr/local/share/man/man1.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JournalCmd {
+    /// Copies runs from one journal to another, row for row: a laptop's file to the team's
+    /// server before another machine resumes a run, or a server's runs to a file to keep. A run
+    /// the destination has is left alone, and so is one still running; each run is copied in
+    /// one transaction. FROM and TO are file paths or mysql:// addresses, as --journal.
+    Copy {
+        #[arg(value_name = "FROM")]
+        from: std::ffi::OsString,
+        #[arg(value_name = "TO")]
+        to: std::ffi::OsString,
+        /// Only this run (repeatable); default every run.
+        #[arg(long = "run", value_name = "RUN")]
+        runs: Vec<String>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -350,11 +377,12 @@ fn stdout_written(r: std::io::Result<()>) -> Result<i32, Error> {
 /// completion never creates one.
 fn run_ids(typed: &std::ffi::OsStr) -> Vec<CompletionCandidate> {
     let typed = typed.to_string_lossy();
-    let path = Journal::default_path();
-    if !path.exists() {
-        return Vec::new();
-    }
-    let Ok(journal) = Journal::open(path) else {
+    let journal = match JournalAt::from_option(None) {
+        Ok(JournalAt::File(path)) if path.exists() => Journal::open(path),
+        Ok(at @ JournalAt::Server(_)) => Journal::open_at(&at),
+        _ => return Vec::new(),
+    };
+    let Ok(journal) = journal else {
         return Vec::new();
     };
     journal
@@ -404,10 +432,9 @@ fn sink(json: bool, shown: Shown) -> Arc<dyn EventSink> {
     })
 }
 
-fn open_journal(path: Option<PathBuf>) -> Result<Arc<Journal>, Error> {
-    Ok(Arc::new(Journal::open(
-        path.unwrap_or_else(Journal::default_path),
-    )?))
+fn open_journal(given: Option<std::ffi::OsString>) -> Result<Arc<Journal>, Error> {
+    let at = JournalAt::from_option(given.as_deref())?;
+    Ok(Arc::new(Journal::open_at(&at)?))
 }
 
 fn on_failure(a: OnFailureArg) -> OnFailure {
@@ -766,6 +793,36 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
                 return Ok(if code == 0 { 1 } else { code });
             }
             Ok(code)
+        }
+        Cmd::Journal {
+            cmd:
+                JournalCmd::Copy {
+                    from,
+                    to,
+                    runs,
+                    json,
+                },
+        } => {
+            let from = Journal::open_at(&JournalAt::parse(&from)?)?;
+            let to = Journal::open_at(&JournalAt::parse(&to)?)?;
+            let done = from.copy_runs(&to, &runs)?;
+            if json {
+                println!("{}", serde_json::to_string(&done).unwrap_or_default());
+            } else {
+                for (id, rows) in &done.copied {
+                    println!("copied  {id}  ({rows} rows)");
+                }
+                for (id, why) in &done.skipped {
+                    println!("skipped {id}  {why}");
+                }
+                println!(
+                    "{} run(s) copied from {} to {}",
+                    done.copied.len(),
+                    from.location(),
+                    to.location()
+                );
+            }
+            Ok(0)
         }
         Cmd::Inventory {
             cmd: InventoryCmd::Show { inventory, json },

@@ -390,10 +390,11 @@ impl Host {
                 "run {id} already succeeded: nothing to resume"
             ))),
             RunStatus::RolledBack => Err(Error::Usage(format!("run {id} was rolled back already"))),
+            // Alive as far as this machine can tell: its pid here, or, with a journal on a
+            // server, the run's session lock (held by a process on any machine).
             RunStatus::Running
-                if row.controller == journal::controller()
-                    && journal::process_alive(row.pid)
-                    && row.pid != std::process::id() =>
+                if !(row.controller == journal::controller() && row.pid == std::process::id())
+                    && self.journal.run_process_alive(row)? == Some(true) =>
             {
                 Err(Error::Usage(format!(
                     "run {id} is still running (pid {} on {}); stop it first",
@@ -567,7 +568,13 @@ impl Host {
             }
             _ => None,
         };
-        let guards_left = run.restore_guards(&p.engine);
+        // Refused by another run's host lock, guards stay set too (journaled as set: the
+        // rollback that later runs restores them).
+        let guards_left = if rollback.as_ref().is_some_and(|r| r.refused.is_some()) {
+            0
+        } else {
+            run.restore_guards(&p.engine)
+        };
         self.cancel.set_cleanup(false);
         let simulation = world.as_ref().map(|w| {
             let mut r = w.lock().unwrap_or_else(|e| e.into_inner()).report();
@@ -585,7 +592,16 @@ impl Host {
                 ),
             };
         }
+        // A rollback that could not start (the hosts are locked by another run) leaves the run
+        // as it was before, with every undo pending; the refusal is the outcome (exit 5).
+        if let Some(f) = rollback.as_ref().and_then(|r| r.refused.clone()) {
+            outcome = Outcome::Failed {
+                kind: f.kind,
+                error: Located::new(f.message, None),
+            };
+        }
         let status = match (&outcome, rollback) {
+            (_, Some(r)) if r.refused.is_some() => RunStatus::Failed,
             (_, Some(r)) if r.failed > 0 => RunStatus::RollbackIncomplete,
             (_, Some(_)) => RunStatus::RolledBack,
             (Outcome::Succeeded, None) => RunStatus::Succeeded,

@@ -1,8 +1,8 @@
 //! Run locks: a host is held by at most one running run of this journal; stale holders are found.
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
+use super::store::{vals, Conn, Row, SResult};
 use super::{controller, format_unix_ms, operator, unix_ms, Journal};
 use crate::error::{Error, Result};
 
@@ -100,50 +100,41 @@ impl Journal {
         let me = std::process::id();
         let me_start = process_start_time(me).unwrap_or(0);
         let conflict = self.with(|c| {
-            // IMMEDIATE: two capstans starting together serialize here instead of both winning.
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut held = Vec::new();
-            {
-                let mut st = tx.prepare(&format!("{LOCK_COLUMNS} WHERE host = ?1"))?;
+            c.tx(true, |c| {
+                let mut held = Vec::new();
                 for h in hosts {
-                    let row = st.query_row([h], |r| lock_row(r, &here)).optional()?;
-                    // The same run takes its lock back (a resume after a kill), unless the
-                    // process holding it is alive: two resumes of one run must not overlap.
+                    let row = c
+                        .one(&format!("{LOCK_COLUMNS} WHERE host = ?"), vals![h])?
+                        .map(|r| lock_row(c, &r, &here))
+                        .transpose()?;
                     if let Some(l) = row.filter(|l| {
                         l.run_id != run || (!l.stale && l.controller == here && l.pid != me)
                     }) {
                         held.push(l);
                     }
                 }
-            }
-            let blocking: Vec<HostLock> = held
-                .iter()
-                .filter(|l| !(take_over && l.stale))
-                .cloned()
-                .collect();
-            if !blocking.is_empty() {
-                return Ok(Some(LockConflict { held: blocking }));
-            }
-            for h in hosts {
-                tx.execute(
-                    "INSERT INTO locks (host, run_id, operator, controller, pid, started_ms,
-                        pid_start)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (host) DO UPDATE SET run_id = ?2, operator = ?3,
-                        controller = ?4, pid = ?5, started_ms = ?6, pid_start = ?7",
-                    params![
-                        h,
-                        run,
-                        operator(),
-                        here,
-                        me,
-                        unix_ms() as i64,
-                        me_start as i64
-                    ],
-                )?;
-            }
-            tx.commit()?;
-            Ok(None)
+                let blocking: Vec<HostLock> = held
+                    .iter()
+                    .filter(|l| !(take_over && l.stale))
+                    .cloned()
+                    .collect();
+                if !blocking.is_empty() {
+                    return Ok(Some(LockConflict { held: blocking }));
+                }
+                for h in hosts {
+                    c.exec(
+                        "INSERT INTO locks (host, run_id, operator, controller, pid, started_ms,
+                            pid_start)
+                         VALUES (?, ?, ?, ?, ?, ?, ?)
+                         ON CONFLICT (host) DO UPDATE SET run_id = excluded.run_id,
+                            operator = excluded.operator, controller = excluded.controller,
+                            pid = excluded.pid, started_ms = excluded.started_ms,
+                            pid_start = excluded.pid_start",
+                        vals![h, run, operator(), &here, me, unix_ms(), me_start],
+                    )?;
+                }
+                Ok(None)
+            })
         })?;
         match conflict {
             None => Ok(()),
@@ -151,21 +142,18 @@ impl Journal {
         }
     }
 
-    /// Lets go of every host `run` holds.
+    /// Releases every lock of the run.
     pub fn release_locks(&self, run: &str) -> Result<()> {
-        self.with(|c| c.execute("DELETE FROM locks WHERE run_id = ?1", [run]))?;
+        self.with(|c| c.exec("DELETE FROM locks WHERE run_id = ?", vals![run]))?;
         Ok(())
     }
 
-    /// Every lock held now.
+    /// Every lock held, by host (for `capstan runs` and tests).
     pub fn locks(&self) -> Result<Vec<HostLock>> {
         let here = controller();
         self.with(|c| {
-            let mut st = c.prepare(&format!("{LOCK_COLUMNS} ORDER BY host"))?;
-            let rows = st
-                .query_map([], |r| lock_row(r, &here))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
+            let rows = c.query(&format!("{LOCK_COLUMNS} ORDER BY host"), &[])?;
+            rows.iter().map(|r| lock_row(c, r, &here)).collect()
         })
     }
 }
@@ -173,20 +161,26 @@ impl Journal {
 const LOCK_COLUMNS: &str =
     "SELECT host, run_id, operator, controller, pid, started_ms, pid_start FROM locks";
 
-/// A row of `LOCK_COLUMNS`; stale when its process is gone from this machine (`here`).
-fn lock_row(r: &rusqlite::Row<'_>, here: &str) -> rusqlite::Result<HostLock> {
-    let controller: String = r.get(3)?;
-    let pid: u32 = r.get(4)?;
-    let pid_start = r.get::<_, i64>(6)? as u64;
+/// A lock row; stale when its holder is known dead: on a server, no session holds the run's
+/// lock (see `Journal::hold_run`); on a file, the pid is gone from this machine (a holder on
+/// another machine cannot be checked there, so it is never called stale).
+fn lock_row(c: &mut Conn, r: &Row, here: &str) -> SResult<HostLock> {
+    let controller = r.text(3);
+    let (pid, pid_start) = (r.u32(4), r.u64(6));
+    let run_id = r.text(1);
+    let stale = match c.session_lock_used(&super::run_lock_name(&run_id))? {
+        Some(used) => !used,
+        None => controller == here && !holder_alive(pid, pid_start),
+    };
     Ok(HostLock {
-        host: r.get(0)?,
-        run_id: r.get(1)?,
-        operator: r.get(2)?,
-        stale: controller == here && !holder_alive(pid, pid_start),
+        host: r.text(0),
+        run_id,
+        operator: r.text(2),
+        stale,
         controller,
         pid,
         pid_start,
-        started_unix_ms: r.get::<_, i64>(5)? as u64,
+        started_unix_ms: r.u64(5),
     })
 }
 
@@ -207,7 +201,7 @@ mod tests {
         // The same run takes its own lock back (resume).
         j.acquire_locks("run-a", &hosts, false).unwrap();
         // A holder whose process is gone is stale: refused without, taken with --take-over-lock.
-        j.with(|c| c.execute("UPDATE locks SET pid = 999999999", []))
+        j.with(|c| c.exec("UPDATE locks SET pid = 999999999", &[]))
             .unwrap();
         let e = j
             .acquire_locks("run-b", &hosts, false)
@@ -218,7 +212,7 @@ mod tests {
         assert_eq!(j.locks().unwrap()[0].run_id, "run-b");
         // A pid reused by another process (this one, with another start time) is no holder.
         let me = std::process::id();
-        j.with(|c| c.execute("UPDATE locks SET pid = ?1, pid_start = 1", [me]))
+        j.with(|c| c.exec("UPDATE locks SET pid = ?, pid_start = 1", vals![me]))
             .unwrap();
         assert!(
             j.locks().unwrap()[0].stale,
@@ -237,7 +231,7 @@ mod tests {
         // A live holder (pid 1, with its real start time) of run-b: a second process of the same
         // run is refused too, so two resumes of one run never overlap.
         let start = process_start_time(1).unwrap();
-        j.with(|c| c.execute("UPDATE locks SET pid = 1, pid_start = ?1", [start as i64]))
+        j.with(|c| c.exec("UPDATE locks SET pid = 1, pid_start = ?", vals![start]))
             .unwrap();
         assert!(!j.locks().unwrap()[0].stale);
         let e = j

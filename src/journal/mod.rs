@@ -1,19 +1,25 @@
-//! The run journal: every run, step, action, undo, guard and log line in one SQLite file.
+//! The run journal: every run, step, action, undo, guard and log line, in a SQLite file or on a server.
 //!
-//! Writes are durable before the playbook moves on (WAL, `synchronous = FULL`, one transaction
-//! per write), so a `kill -9` at any point leaves a journal that says exactly where the run stood.
-//! Every text that reaches this module is already redacted by its caller.
+//! Writes are durable before the playbook moves on (a SQLite file in WAL with `synchronous =
+//! FULL`, or a committed InnoDB transaction on a MySQL-protocol server), so a `kill -9` at any
+//! point leaves a journal that says exactly where the run stood. Every text that reaches this
+//! module is already redacted by its caller.
 
+mod copy;
 mod lock;
+mod server;
+mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
+pub use copy::CopySummary;
 pub use lock::{holder_alive, process_alive, process_start_time, HostLock, LockConflict};
+pub use server::{JournalAt, ServerSpec};
+use store::{vals, Conn, Row, SResult, Server, StoreErr, SERVER_SCHEMA};
 
 use crate::action::Action;
 use crate::error::{Error, Located, Result};
@@ -354,7 +360,8 @@ pub struct RunRow {
     /// The process's start time (clock ticks since boot, Linux; 0 unknown): with `pid`, tells
     /// the run's process from another that reuses its pid.
     pub pid_start: u64,
-    /// Recorded as running, but its process is gone from this machine: it was killed.
+    /// Recorded as running, but its process is gone: it was killed. Known for a run of this
+    /// machine, and for any machine's run with a journal on a server (see `Journal::hold_run`).
     pub process_gone: bool,
     pub started_unix_ms: u64,
     pub ended_unix_ms: Option<u64>,
@@ -407,12 +414,31 @@ pub struct StepRow {
     pub result: Option<serde_json::Value>,
 }
 
-/// The journal: a SQLite database, shared by the threads of one run.
+/// The journal: a SQLite file or a table set on a MySQL-protocol server, shared by the threads
+/// of one run.
 pub struct Journal {
     conn: Mutex<Db>,
     /// Rows waiting to be written, in the order they came (see `Db::flushed`).
     queue: Mutex<Queue>,
-    path: Option<PathBuf>,
+    at: Where,
+}
+
+/// Where a journal lives, for messages.
+#[derive(Debug, Clone)]
+enum Where {
+    Memory,
+    File(PathBuf),
+    Server(ServerSpec),
+}
+
+impl std::fmt::Display for Where {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Where::Memory => f.write_str(":memory:"),
+            Where::File(p) => write!(f, "{}", p.display()),
+            Where::Server(s) => write!(f, "journal server {s}"),
+        }
+    }
 }
 
 /// Rows not yet written, and how many were ever queued (a ticket per row).
@@ -424,13 +450,14 @@ struct Queue {
 
 /// The connection, and how far the queue has been written.
 struct Db {
-    conn: Connection,
-    /// Action, log and read rows wait in the queue and go to disk with the next write that must
+    conn: Conn,
+    /// Action, log and read rows wait in the queue and go out with the next write that must
     /// be durable (a step's start or end, a change's replay row, an undo, a guard, the end of
-    /// the run) or when `BATCH` are waiting: one fsync for many rows. A `kill -9` can lose the
-    /// action rows of the step that was running, never a step's state, a change's replay row or
-    /// an undo. Durable rows from several threads at once share one transaction (group commit):
-    /// whoever takes the connection writes every row queued so far, the others find theirs done.
+    /// the run) or when `BATCH` are waiting: one fsync (one commit) for many rows. A `kill -9`
+    /// can lose the action rows of the step that was running, never a step's state, a change's
+    /// replay row or an undo. Durable rows from several threads at once share one transaction
+    /// (group commit): whoever takes the connection writes every row queued so far, the others
+    /// find theirs done.
     flushed: u64,
 }
 
@@ -454,10 +481,7 @@ const BATCH: usize = 256;
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.path {
-            Some(p) => write!(f, "Journal({})", p.display()),
-            None => f.write_str("Journal(:memory:)"),
-        }
+        write!(f, "Journal({})", self.at)
     }
 }
 
@@ -485,11 +509,6 @@ fn my_start_time() -> u64 {
     lock::process_start_time(std::process::id()).unwrap_or(0)
 }
 
-fn db_err(path: Option<&Path>, e: rusqlite::Error) -> Error {
-    let at = path.map_or(":memory:".to_string(), |p| p.display().to_string());
-    Error::Journal(format!("{at}: {e}"))
-}
-
 /// Milliseconds since the Unix epoch.
 pub fn unix_ms() -> u64 {
     SystemTime::now()
@@ -505,9 +524,14 @@ pub fn operator() -> String {
         .unwrap_or_else(|_| format!("uid {uid}"))
 }
 
-/// The machine capstan runs on, for locks and `capstan runs`.
+/// The machine capstan runs on, for locks and `capstan runs`: `CAPSTAN_CONTROLLER` when set
+/// (containers and CI runners get random host names; two checkouts on one machine can be told
+/// apart), else the host name.
 pub fn controller() -> String {
-    gethostname::gethostname().to_string_lossy().into_owned()
+    match std::env::var("CAPSTAN_CONTROLLER") {
+        Ok(c) if !c.trim().is_empty() => c.trim().to_string(),
+        _ => gethostname::gethostname().to_string_lossy().into_owned(),
+    }
 }
 
 /// A content hash of a playbook's source, as the journal records it.
@@ -531,9 +555,10 @@ fn new_run_id() -> String {
     use sha2::{Digest, Sha256};
     let now = unix_ms();
     let salt = Sha256::digest(format!(
-        "{now}-{}-{:?}",
+        "{now}-{}-{:?}-{}",
         std::process::id(),
-        std::thread::current().id()
+        std::thread::current().id(),
+        controller()
     ));
     format!(
         "{}-{:02x}{:02x}",
@@ -546,6 +571,12 @@ fn new_run_id() -> String {
 /// A UTC timestamp for people: `2026-11-22 21:40:39Z`.
 pub fn format_unix_ms(ms: u64) -> String {
     utc(ms, "%Y-%m-%d %H:%M:%SZ")
+}
+
+/// The server session lock a run's process holds while it works on the run: another machine
+/// reads whether the process lives from it (a killed process's session, and its lock, end).
+fn run_lock_name(run: &str) -> String {
+    format!("capstan-run:{run}")
 }
 
 impl Journal {
@@ -565,6 +596,14 @@ impl Journal {
         base.join("capstan").join("journal.db")
     }
 
+    /// Opens the journal `at` names: a file (created with its directory if needed), or a server.
+    pub fn open_at(at: &JournalAt) -> Result<Journal> {
+        match at {
+            JournalAt::File(p) => Journal::open(p),
+            JournalAt::Server(s) => Journal::connect(s),
+        }
+    }
+
     /// Opens (creating it and its directory if needed) the journal at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Journal> {
         let path = path.as_ref();
@@ -573,13 +612,11 @@ impl Journal {
                 .map_err(|e| Error::Journal(format!("cannot create {}: {e}", dir.display())))?;
         }
         private_file(path)?;
-        let conn = Connection::open(path).map_err(|e| db_err(Some(path), e))?;
-        let j = Journal {
-            conn: Mutex::new(Db { conn, flushed: 0 }),
-            queue: Mutex::new(Queue::default()),
-            path: Some(path.to_path_buf()),
-        };
-        j.init()?;
+        let at = Where::File(path.to_path_buf());
+        let conn =
+            rusqlite::Connection::open(path).map_err(|e| Error::Journal(format!("{at}: {e}")))?;
+        let j = Journal::with_conn(Conn::Sqlite(conn), at);
+        j.init_sqlite()?;
         // SQLite makes its WAL and shared-memory files with the database's mode; make sure of it
         // for files an older capstan created.
         for suffix in ["-wal", "-shm"] {
@@ -593,40 +630,76 @@ impl Journal {
         Ok(j)
     }
 
+    /// Connects to a journal on a MySQL-protocol server, creating its tables if needed.
+    pub fn connect(spec: &ServerSpec) -> Result<Journal> {
+        let at = Where::Server(spec.clone());
+        let conn =
+            Server::connect(spec.opts()?).map_err(|e| Error::Journal(format!("{at}: {}", e.0)))?;
+        let j = Journal::with_conn(Conn::Server(conn), at);
+        j.init_server()?;
+        Ok(j)
+    }
+
     /// A journal that lives as long as the process: simulations, and embedders that keep none.
     pub fn in_memory() -> Journal {
-        let conn = Connection::open_in_memory().expect("SQLite can always open a memory database");
-        let j = Journal {
-            conn: Mutex::new(Db { conn, flushed: 0 }),
-            queue: Mutex::new(Queue::default()),
-            path: None,
-        };
-        j.init().expect("a new memory database takes the schema");
+        let conn = rusqlite::Connection::open_in_memory()
+            .expect("SQLite can always open a memory database");
+        let j = Journal::with_conn(Conn::Sqlite(conn), Where::Memory);
+        j.init_sqlite()
+            .expect("a new memory database takes the schema");
         j
     }
 
-    pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
+    fn with_conn(conn: Conn, at: Where) -> Journal {
+        Journal {
+            conn: Mutex::new(Db { conn, flushed: 0 }),
+            queue: Mutex::new(Queue::default()),
+            at,
+        }
     }
 
-    fn err(&self, e: rusqlite::Error) -> Error {
-        db_err(self.path.as_deref(), e)
+    /// The journal's file, if it is one.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.at {
+            Where::File(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Where the journal is, as messages name it (a path, or `journal server mysql://..`).
+    pub fn location(&self) -> String {
+        self.at.to_string()
+    }
+
+    /// Whether the journal is on a server (shared by control machines).
+    pub fn on_server(&self) -> bool {
+        matches!(self.at, Where::Server(_))
+    }
+
+    fn err(&self, e: StoreErr) -> Error {
+        Error::Journal(format!("{}: {}", self.at, e.0))
     }
 
     /// Runs `f` on the connection after writing the rows that wait (see `Db::flushed`).
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+    fn with<T>(&self, f: impl FnOnce(&mut Conn) -> SResult<T>) -> Result<T> {
         let mut db = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         self.write_queue(&mut db)?;
         f(&mut db.conn).map_err(|e| self.err(e))
     }
 
-    /// Writes every queued row in one transaction.
+    /// Writes every queued row in one transaction. Rows that failed to go out stay queued, in
+    /// order, for the next try: a server that was down for a moment loses nothing.
     fn write_queue(&self, db: &mut Db) -> Result<()> {
         let (rows, upto) = {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             (std::mem::take(&mut q.rows), q.queued)
         };
-        flush(&mut db.conn, &rows).map_err(|e| self.err(e))?;
+        if let Err(e) = flush(&mut db.conn, &rows) {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let newer = std::mem::replace(&mut q.rows, rows);
+            q.rows.extend(newer);
+            return Err(self.err(e));
+        }
         db.flushed = upto;
         Ok(())
     }
@@ -647,7 +720,7 @@ impl Journal {
         Ok(())
     }
 
-    /// Queues a row and returns once it is on disk, with whatever else was queued by then.
+    /// Queues a row and returns once it is durable, with whatever else was queued by then.
     fn durable(&self, row: Pending) -> Result<()> {
         let (ticket, _) = self.enqueue(row);
         let mut db = self.conn.lock().unwrap_or_else(|e| e.into_inner());
@@ -657,38 +730,91 @@ impl Journal {
         self.write_queue(&mut db)
     }
 
-    fn init(&self) -> Result<()> {
+    fn init_sqlite(&self) -> Result<()> {
         self.with(|c| {
+            let Conn::Sqlite(c) = c else {
+                unreachable!("init_sqlite is called on SQLite journals only")
+            };
             // Another capstan may hold the write lock for a moment: wait rather than fail.
             c.busy_timeout(std::time::Duration::from_secs(10))?;
             c.pragma_update(None, "journal_mode", "WAL")?;
             c.pragma_update(None, "synchronous", "FULL")?;
-            c.pragma_update(None, "foreign_keys", "ON")
+            Ok(c.pragma_update(None, "foreign_keys", "ON")?)
         })?;
         // The version is read and the migrations run in one IMMEDIATE transaction: two capstans
         // opening a new journal at once would otherwise both see version 0, and the second
         // would fail creating tables the first had just made.
         let version = self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let v: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-            if (0..SCHEMA_VERSION).contains(&v) {
-                for m in &MIGRATIONS[v as usize..] {
-                    tx.execute_batch(m)?;
+            c.tx(true, |c| {
+                let v = c.one("PRAGMA user_version", &[])?.map_or(0, |r| r.int(0));
+                if (0..SCHEMA_VERSION).contains(&v) {
+                    for m in &MIGRATIONS[v as usize..] {
+                        c.batch(m)?;
+                    }
+                    c.batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+                    return Ok(SCHEMA_VERSION);
                 }
-                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-                tx.commit()?;
-                return Ok(SCHEMA_VERSION);
-            }
-            Ok(v)
+                Ok(v)
+            })
         })?;
+        self.version_known(version)
+    }
+
+    /// Creates the tables on a server (once: `CREATE TABLE IF NOT EXISTS`, under a session lock
+    /// so two machines starting at once do not race) and checks the schema version.
+    fn init_server(&self) -> Result<()> {
+        let version = self.with(|c| {
+            c.one("SELECT GET_LOCK('capstan-schema', 30)", &[])?;
+            let r = (|| {
+                for t in SERVER_SCHEMA {
+                    c.batch(t)?;
+                }
+                c.exec(
+                    "INSERT OR IGNORE INTO capstan_schema (id, version) VALUES (1, ?)",
+                    vals![SCHEMA_VERSION],
+                )?;
+                Ok(
+                    c.one("SELECT version FROM capstan_schema WHERE id = 1", &[])?
+                        .map_or(0, |r| r.int(0)),
+                )
+            })();
+            let _ = c.one("SELECT RELEASE_LOCK('capstan-schema')", &[]);
+            r
+        })?;
+        self.version_known(version)
+    }
+
+    fn version_known(&self, version: i64) -> Result<()> {
         if version == SCHEMA_VERSION {
             Ok(())
+        } else if version < SCHEMA_VERSION {
+            // Only a server journal can get here: a file is migrated forward above.
+            Err(Error::Journal(format!(
+                "{}: journal schema version {version} is older than this capstan's ({SCHEMA_VERSION}), and server journals are not migrated yet: use the capstan that wrote it, or another database",
+                self.at
+            )))
         } else {
             Err(Error::Journal(format!(
                 "{}: journal schema version {version} is newer than this capstan understands ({SCHEMA_VERSION}); use a newer capstan or another --journal",
-                self.path.as_deref().map_or(":memory:".into(), |p| p.display().to_string())
+                self.at
             )))
         }
+    }
+
+    /// Marks this process as the one working on `run` (a server session lock; nothing on a
+    /// file, where the pid and the machine tell). Called when a run begins or is reopened.
+    pub fn hold_run(&self, run: &str) -> Result<()> {
+        self.with(|c| c.session_lock(&run_lock_name(run)).map(|_| ()))
+    }
+
+    /// Whether the process that works on `run` lives: on a server, whether some session holds
+    /// the run's lock (`None` when the server cannot tell); on a file, whether `pid` lives on
+    /// this machine (`None` for another machine's run).
+    pub fn run_process_alive(&self, row: &RunRow) -> Result<Option<bool>> {
+        if self.on_server() {
+            return self.with(|c| c.session_lock_used(&run_lock_name(&row.id)));
+        }
+        Ok((row.controller == controller()).then(|| lock::holder_alive(row.pid, row.pid_start)))
     }
 
     /// Records a new run and returns its id.
@@ -697,60 +823,59 @@ impl Journal {
         let hosts = serde_json::to_string(&s.hosts).unwrap_or_default();
         let mode = status_str(&s.mode);
         self.with(|c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO runs (id, playbook, playbook_path, playbook_hash, playbook_source,
                     inventory_id, inventory_path, hosts, params, mode, operator, controller, pid,
                     started_ms, status, pid_start)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'running',
-                    ?15)",
-                params![
-                    id,
-                    s.playbook,
-                    s.playbook_path,
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+                vals![
+                    &id,
+                    &s.playbook,
+                    s.playbook_path.clone(),
                     source_hash(&s.source),
-                    s.source,
-                    s.inventory_id,
-                    s.inventory_path,
+                    &s.source,
+                    &s.inventory_id,
+                    s.inventory_path.clone(),
                     hosts,
                     s.params.to_string(),
                     mode,
                     operator(),
                     controller(),
                     std::process::id(),
-                    unix_ms() as i64,
-                    my_start_time() as i64,
+                    unix_ms(),
+                    my_start_time(),
                 ],
             )
         })?;
+        self.hold_run(&id)?;
         Ok(id)
     }
 
     /// Marks a stopped run as running again (resume or rollback) and returns the new attempt number.
     pub fn reopen_run(&self, id: &str, source: Option<&str>) -> Result<u32> {
+        self.hold_run(id)?;
         self.with(|c| {
-            let tx = c.transaction()?;
-            tx.execute(
-                "UPDATE runs SET status = 'running', attempts = attempts + 1, pid = ?2,
-                    operator = ?3, controller = ?4, ended_ms = NULL, pid_start = ?5 WHERE id = ?1",
-                params![
-                    id,
-                    std::process::id(),
-                    operator(),
-                    controller(),
-                    my_start_time() as i64
-                ],
-            )?;
-            if let Some(src) = source {
-                tx.execute(
-                    "UPDATE runs SET playbook_source = ?2, playbook_hash = ?3 WHERE id = ?1",
-                    params![id, src, source_hash(src)],
+            c.tx(true, |c| {
+                c.exec(
+                    "UPDATE runs SET status = 'running', attempts = attempts + 1, pid = ?,
+                        operator = ?, controller = ?, ended_ms = NULL, pid_start = ? WHERE id = ?",
+                    vals![
+                        std::process::id(),
+                        operator(),
+                        controller(),
+                        my_start_time(),
+                        id
+                    ],
                 )?;
-            }
-            let n: u32 = tx.query_row("SELECT attempts FROM runs WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })?;
-            tx.commit()?;
-            Ok(n)
+                if let Some(src) = source {
+                    c.exec(
+                        "UPDATE runs SET playbook_source = ?, playbook_hash = ? WHERE id = ?",
+                        vals![src, source_hash(src), id],
+                    )?;
+                }
+                Ok(c.one("SELECT attempts FROM runs WHERE id = ?", vals![id])?
+                    .map_or(1, |r| r.u32(0)))
+            })
         })
     }
 
@@ -765,18 +890,19 @@ impl Journal {
     ) -> Result<()> {
         let outcome = serde_json::to_string(outcome).unwrap_or_default();
         self.with(|c| {
-            c.execute(
-                "UPDATE runs SET status = ?2, outcome = ?3, ended_ms = ?4,
-                    duration_ms = duration_ms + ?5, result = ?6 WHERE id = ?1",
-                params![
-                    id,
+            c.exec(
+                "UPDATE runs SET status = ?, outcome = ?, ended_ms = ?,
+                    duration_ms = duration_ms + ?, result = ? WHERE id = ?",
+                vals![
                     status.as_str(),
                     outcome,
-                    unix_ms() as i64,
-                    duration_ms as i64,
-                    result.to_string()
+                    unix_ms(),
+                    duration_ms,
+                    result.to_string(),
+                    id
                 ],
-            )
+            )?;
+            c.session_unlock(&run_lock_name(id))
         })?;
         Ok(())
     }
@@ -784,9 +910,9 @@ impl Journal {
     /// Replaces the recorded params (once `params()` has applied defaults; already redacted).
     pub fn set_params(&self, id: &str, params: &serde_json::Value) -> Result<()> {
         self.with(|c| {
-            c.execute(
-                "UPDATE runs SET params = ?2 WHERE id = ?1",
-                params![id, params.to_string()],
+            c.exec(
+                "UPDATE runs SET params = ? WHERE id = ?",
+                vals![params.to_string(), id],
             )
         })?;
         Ok(())
@@ -794,65 +920,72 @@ impl Journal {
 
     /// Deletes a run that never started (its hosts were locked by another run).
     pub fn forget_run(&self, id: &str) -> Result<()> {
-        self.with(|c| c.execute("DELETE FROM runs WHERE id = ?1", [id]))?;
+        self.with(|c| {
+            c.exec("DELETE FROM runs WHERE id = ?", vals![id])?;
+            c.session_unlock(&run_lock_name(id))
+        })?;
         Ok(())
     }
 
     /// Sets only the status (after a rollback of a finished run).
     pub fn set_status(&self, id: &str, status: RunStatus) -> Result<()> {
         self.with(|c| {
-            c.execute(
-                "UPDATE runs SET status = ?2, ended_ms = ?3 WHERE id = ?1",
-                params![id, status.as_str(), unix_ms() as i64],
+            c.exec(
+                "UPDATE runs SET status = ?, ended_ms = ? WHERE id = ?",
+                vals![status.as_str(), unix_ms(), id],
             )
         })?;
         Ok(())
     }
 
-    fn run_row(r: &Row<'_>) -> rusqlite::Result<RunRow> {
-        let hosts: String = r.get("hosts")?;
-        let params: String = r.get("params")?;
-        let mode: String = r.get("mode")?;
-        let status: String = r.get("status")?;
-        Ok(RunRow {
-            id: r.get("id")?,
-            playbook: r.get("playbook")?,
-            playbook_path: r.get("playbook_path")?,
-            playbook_hash: r.get("playbook_hash")?,
-            playbook_source: r.get("playbook_source")?,
-            inventory_id: r.get("inventory_id")?,
-            inventory_path: r.get("inventory_path")?,
-            hosts: serde_json::from_str(&hosts).unwrap_or_default(),
-            params: serde_json::from_str(&params).unwrap_or_default(),
-            mode: parse_status(&mode, Mode::Run),
-            operator: r.get("operator")?,
-            controller: r.get("controller")?,
-            pid: r.get("pid")?,
-            pid_start: r.get::<_, i64>("pid_start")? as u64,
+    fn run_row(r: &Row) -> RunRow {
+        RunRow {
+            id: r.text(0),
+            playbook: r.text(1),
+            playbook_path: r.opt_text(2),
+            playbook_hash: r.text(3),
+            playbook_source: r.text(4),
+            inventory_id: r.text(5),
+            inventory_path: r.opt_text(6),
+            hosts: serde_json::from_str(&r.text(7)).unwrap_or_default(),
+            params: serde_json::from_str(&r.text(8)).unwrap_or_default(),
+            mode: parse_status(&r.text(9), Mode::Run),
+            operator: r.text(10),
+            controller: r.text(11),
+            pid: r.u32(12),
+            pid_start: r.u64(13),
             process_gone: false,
-            started_unix_ms: r.get::<_, i64>("started_ms")? as u64,
-            ended_unix_ms: r.get::<_, Option<i64>>("ended_ms")?.map(|v| v as u64),
-            status: RunStatus::parse(&status),
-            attempts: r.get("attempts")?,
+            started_unix_ms: r.u64(14),
+            ended_unix_ms: r.opt_int(15).map(|v| v as u64),
+            status: RunStatus::parse(&r.text(16)),
+            attempts: r.u32(17),
             guards_set: Vec::new(),
             undos_pending: 0,
-        })
+        }
     }
 
-    fn decorate(&self, c: &Connection, row: &mut RunRow) -> rusqlite::Result<()> {
+    fn decorate(&self, c: &mut Conn, row: &mut RunRow) -> SResult<()> {
         row.process_gone = row.status == RunStatus::Running
-            && row.controller == controller()
-            && !lock::holder_alive(row.pid, row.pid_start);
-        let mut st =
-            c.prepare_cached("SELECT name FROM guards WHERE run_id = ?1 AND status IN ('set', 'restore_failed') ORDER BY rowid")?;
-        row.guards_set = st
-            .query_map([&row.id], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        row.undos_pending = c.query_row(
-            "SELECT count(*) FROM undos WHERE run_id = ?1 AND status = 'pending'",
-            [&row.id],
-            |r| r.get::<_, i64>(0),
-        )? as usize;
+            && match c.session_lock_used(&run_lock_name(&row.id))? {
+                Some(used) => !used,
+                None => {
+                    row.controller == controller() && !lock::holder_alive(row.pid, row.pid_start)
+                }
+            };
+        row.guards_set = c
+            .query(
+                "SELECT name FROM guards WHERE run_id = ? AND status IN ('set', 'restore_failed') ORDER BY rowid",
+                vals![&row.id],
+            )?
+            .iter()
+            .map(|r| r.text(0))
+            .collect();
+        row.undos_pending = c
+            .one(
+                "SELECT count(*) FROM undos WHERE run_id = ? AND status = 'pending'",
+                vals![&row.id],
+            )?
+            .map_or(0, |r| r.int(0)) as usize;
         Ok(())
     }
 
@@ -860,8 +993,8 @@ impl Journal {
     pub fn run(&self, id: &str) -> Result<RunRow> {
         let row = self.with(|c| {
             let mut row = c
-                .query_row("SELECT * FROM runs WHERE id = ?1", [id], Self::run_row)
-                .optional()?;
+                .one(&format!("{RUN_COLUMNS} WHERE id = ?"), vals![id])?
+                .map(|r| Self::run_row(&r));
             if let Some(r) = row.as_mut() {
                 self.decorate(c, r)?;
             }
@@ -870,9 +1003,10 @@ impl Journal {
         row.ok_or_else(|| {
             Error::Usage(format!(
                 "no run `{id}` in the journal{} (see `capstan runs`)",
-                self.path
-                    .as_deref()
-                    .map_or(String::new(), |p| format!(" {}", p.display()))
+                match &self.at {
+                    Where::Memory => String::new(),
+                    other => format!(" {other}"),
+                }
             ))
         })
     }
@@ -880,11 +1014,14 @@ impl Journal {
     /// The newest runs first.
     pub fn runs(&self, limit: usize) -> Result<Vec<RunRow>> {
         self.with(|c| {
-            let mut st =
-                c.prepare("SELECT * FROM runs ORDER BY started_ms DESC, rowid DESC LIMIT ?1")?;
-            let mut rows: Vec<RunRow> = st
-                .query_map([limit as i64], Self::run_row)?
-                .collect::<rusqlite::Result<_>>()?;
+            let mut rows: Vec<RunRow> = c
+                .query(
+                    &format!("{RUN_COLUMNS} ORDER BY started_ms DESC, rowid DESC LIMIT ?"),
+                    vals![limit],
+                )?
+                .iter()
+                .map(Self::run_row)
+                .collect();
             for r in rows.iter_mut() {
                 self.decorate(c, r)?;
             }
@@ -895,19 +1032,20 @@ impl Journal {
     /// Records that a step started (or started again, on resume).
     pub fn step_started(&self, run: &str, key: &str, attempt: u32, at_ms: u64) -> Result<()> {
         self.with(|c| {
-            let seq: i64 = c
-                .prepare_cached(
-                    "SELECT coalesce((SELECT seq FROM steps WHERE run_id = ?1 AND key = ?2),
-                                 (SELECT max(seq) + 1 FROM steps WHERE run_id = ?1), 0)",
+            let seq = c
+                .one(
+                    "SELECT coalesce((SELECT seq FROM steps WHERE run_id = ? AND `key` = ?),
+                                 (SELECT max(seq) + 1 FROM steps WHERE run_id = ?), 0)",
+                    vals![run, key, run],
                 )?
-                .query_row(params![run, key], |r| r.get(0))?;
-            c.prepare_cached(
-                "INSERT INTO steps (run_id, key, seq, attempt, status, at_ms)
-                 VALUES (?1, ?2, ?3, ?4, 'running', ?5)
-                 ON CONFLICT (run_id, key) DO UPDATE SET attempt = ?4, status = 'running',
-                    at_ms = ?5, error = NULL, result = NULL",
-            )?
-            .execute(params![run, key, seq, attempt, at_ms as i64])
+                .map_or(0, |r| r.int(0));
+            c.exec(
+                "INSERT INTO steps (run_id, `key`, seq, attempt, status, at_ms, hosts)
+                 VALUES (?, ?, ?, ?, 'running', ?, '[]')
+                 ON CONFLICT (run_id, `key`) DO UPDATE SET attempt = excluded.attempt,
+                    status = 'running', at_ms = excluded.at_ms, error = NULL, result = NULL",
+                vals![run, key, seq, attempt, at_ms],
+            )
         })?;
         Ok(())
     }
@@ -921,20 +1059,20 @@ impl Journal {
     ) -> Result<()> {
         let hosts = serde_json::to_string(&rec.hosts).unwrap_or_default();
         self.with(|c| {
-            c.prepare_cached(
-                "UPDATE steps SET status = ?3, duration_ms = ?4, hosts = ?5, actions = ?6,
-                    result = ?7, error = ?8 WHERE run_id = ?1 AND key = ?2",
-            )?
-            .execute(params![
-                run,
-                rec.name,
-                status_str(&rec.status),
-                rec.duration_ms as i64,
-                hosts,
-                rec.actions as i64,
-                result.map(|v| v.to_string()),
-                rec.error,
-            ])
+            c.exec(
+                "UPDATE steps SET status = ?, duration_ms = ?, hosts = ?, actions = ?,
+                    result = ?, error = ? WHERE run_id = ? AND `key` = ?",
+                vals![
+                    status_str(&rec.status),
+                    rec.duration_ms,
+                    hosts,
+                    rec.actions,
+                    result.map(|v| v.to_string()),
+                    rec.error.clone(),
+                    run,
+                    &rec.name,
+                ],
+            )
         })?;
         Ok(())
     }
@@ -942,20 +1080,16 @@ impl Journal {
     /// A step of the run, if it was started.
     pub fn step(&self, run: &str, key: &str) -> Result<Option<StepRow>> {
         self.with(|c| {
-            c.prepare_cached(
-                "SELECT key, status, attempt, result FROM steps WHERE run_id = ?1 AND key = ?2",
+            Ok(c.one(
+                "SELECT `key`, status, attempt, result FROM steps WHERE run_id = ? AND `key` = ?",
+                vals![run, key],
             )?
-            .query_row(params![run, key], |r| {
-                let status: String = r.get(1)?;
-                let result: Option<String> = r.get(3)?;
-                Ok(StepRow {
-                    key: r.get(0)?,
-                    status: parse_status(&status, StepStatus::Running),
-                    attempt: r.get(2)?,
-                    result: result.and_then(|t| serde_json::from_str(&t).ok()),
-                })
-            })
-            .optional()
+            .map(|r| StepRow {
+                key: r.text(0),
+                status: parse_status(&r.text(1), StepStatus::Running),
+                attempt: r.u32(2),
+                result: r.opt_text(3).and_then(|t| serde_json::from_str(&t).ok()),
+            }))
         })
     }
 
@@ -1003,27 +1137,24 @@ impl Journal {
     /// The replay log of a run, by attempt, step, host and position.
     pub fn replay_log(&self, run: &str) -> Result<Vec<ReplayRow>> {
         self.with(|c| {
-            let mut st = c.prepare(
+            Ok(c.query(
                 "SELECT attempt, step, host, pos, seq, fingerprint, description, state, outcome
-                 FROM replay WHERE run_id = ?1 ORDER BY attempt, step, host, pos",
-            )?;
-            let rows = st
-                .query_map([run], |r| {
-                    let state: String = r.get(7)?;
-                    Ok(ReplayRow {
-                        attempt: r.get(0)?,
-                        step: r.get(1)?,
-                        host: r.get(2)?,
-                        pos: r.get(3)?,
-                        seq: r.get::<_, i64>(4)? as u64,
-                        fingerprint: r.get(5)?,
-                        description: r.get(6)?,
-                        state: parse_status(&state, ReplayState::Started),
-                        outcome: r.get(8)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows)
+                 FROM replay WHERE run_id = ? ORDER BY attempt, step, host, pos",
+                vals![run],
+            )?
+            .iter()
+            .map(|r| ReplayRow {
+                attempt: r.u32(0),
+                step: r.text(1),
+                host: r.text(2),
+                pos: r.u32(3),
+                seq: r.u64(4),
+                fingerprint: r.text(5),
+                description: r.text(6),
+                state: parse_status(&r.text(7), ReplayState::Started),
+                outcome: r.opt_text(8),
+            })
+            .collect())
         })
     }
 
@@ -1041,25 +1172,27 @@ impl Journal {
             "INSERT OR IGNORE"
         };
         self.with(|c| {
-            c.prepare_cached(&format!(
-                "{verb} INTO backups (run_id, attempt, step, at_ms, host, kind, source,
-                    path, files, bytes, sha256, taken)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
-            ))?
-            .execute(rusqlite::params![
-                run,
-                attempt,
-                b.step,
-                b.at_ms as i64,
-                b.backup.host,
-                b.backup.kind,
-                b.backup.source,
-                b.backup.path,
-                b.backup.files as i64,
-                b.backup.bytes as i64,
-                b.backup.sha256,
-                b.backup.taken,
-            ])
+            c.exec(
+                &format!(
+                    "{verb} INTO backups (run_id, attempt, step, at_ms, host, kind, source,
+                        path, files, bytes, sha256, taken)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
+                vals![
+                    run,
+                    attempt,
+                    b.step.clone(),
+                    b.at_ms,
+                    &b.backup.host,
+                    &b.backup.kind,
+                    &b.backup.source,
+                    &b.backup.path,
+                    b.backup.files,
+                    b.backup.bytes,
+                    &b.backup.sha256,
+                    b.backup.taken,
+                ],
+            )
             .map(|_| ())
         })
     }
@@ -1080,23 +1213,20 @@ impl Journal {
         } = *u;
         let spec = serde_json::to_string(spec).unwrap_or_default();
         self.with(|c| {
-            let tx = c.transaction()?;
-            let id: i64 = tx.prepare_cached(
-                "SELECT coalesce(max(id), 0) + 1 FROM undos WHERE run_id = ?1",
-            )?
-            .query_row(
-                [run],
-                |r| r.get(0),
-            )?;
-            tx.prepare_cached(
-                "INSERT INTO undos (run_id, id, attempt, step, host, description, spec, status, at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8)",
-            )?
-            .execute(
-                params![run, id, attempt, step, host, description, spec, at_ms as i64],
-            )?;
-            tx.commit()?;
-            Ok(id as u64)
+            c.tx(true, |c| {
+                let id = c
+                    .one(
+                        "SELECT coalesce(max(id), 0) + 1 FROM undos WHERE run_id = ?",
+                        vals![run],
+                    )?
+                    .map_or(1, |r| r.int(0));
+                c.exec(
+                    "INSERT INTO undos (run_id, id, attempt, step, host, description, spec, status, at_ms)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                    vals![run, id, attempt, step, host, description, spec, at_ms],
+                )?;
+                Ok(id as u64)
+            })
         })
     }
 
@@ -1108,10 +1238,10 @@ impl Journal {
         error: Option<&str>,
     ) -> Result<()> {
         self.with(|c| {
-            c.prepare_cached(
-                "UPDATE undos SET status = ?3, error = ?4 WHERE run_id = ?1 AND id = ?2",
-            )?
-            .execute(params![run, id as i64, status_str(&status), error])
+            c.exec(
+                "UPDATE undos SET status = ?, error = ? WHERE run_id = ? AND id = ?",
+                vals![status_str(&status), error, run, id],
+            )
         })?;
         Ok(())
     }
@@ -1119,40 +1249,26 @@ impl Journal {
     /// Every undo of the run, oldest first.
     pub fn undos(&self, run: &str) -> Result<Vec<UndoRow>> {
         self.with(|c| {
-            let mut st = c.prepare(
+            Ok(c.query(
                 "SELECT id, step, host, description, spec, status FROM undos
-                 WHERE run_id = ?1 ORDER BY id",
-            )?;
-            let rows = st
-                .query_map([run], |r| {
-                    let spec: String = r.get(4)?;
-                    let status: String = r.get(5)?;
-                    Ok((
-                        r.get::<_, i64>(0)? as u64,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        spec,
-                        status,
-                    ))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows
-                .into_iter()
-                .map(|(id, step, host, description, spec, status)| UndoRow {
-                    id,
-                    step,
-                    host,
-                    description,
-                    spec: serde_json::from_str(&spec).unwrap_or(UndoSpec::Closure(ClosureSpec {
-                        function: String::new(),
-                        captured: Vec::new(),
-                        not_restorable: Some("the journal entry is unreadable".into()),
-                        at: None,
-                    })),
-                    status: parse_status(&status, UndoStatus::Pending),
-                })
-                .collect())
+                 WHERE run_id = ? ORDER BY id",
+                vals![run],
+            )?
+            .iter()
+            .map(|r| UndoRow {
+                id: r.u64(0),
+                step: r.opt_text(1),
+                host: r.opt_text(2),
+                description: r.text(3),
+                spec: serde_json::from_str(&r.text(4)).unwrap_or(UndoSpec::Closure(ClosureSpec {
+                    function: String::new(),
+                    captured: Vec::new(),
+                    not_restorable: Some("the journal entry is unreadable".into()),
+                    at: None,
+                })),
+                status: parse_status(&r.text(5), UndoStatus::Pending),
+            })
+            .collect())
         })
     }
 
@@ -1170,12 +1286,12 @@ impl Journal {
             serde_json::to_string(restore_fn).unwrap_or_default(),
         );
         self.with(|c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO guards (run_id, name, step, set_fn, restore_fn, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'set')
+                 VALUES (?, ?, ?, ?, ?, 'set')
                  ON CONFLICT (run_id, name) DO UPDATE SET status = 'set', error = NULL,
-                    set_fn = ?4, restore_fn = ?5",
-                params![run, name, step, s, r],
+                    set_fn = excluded.set_fn, restore_fn = excluded.restore_fn",
+                vals![run, name, step, s, r],
             )
         })?;
         Ok(())
@@ -1183,9 +1299,9 @@ impl Journal {
 
     pub fn guard_rechecked(&self, run: &str, name: &str) -> Result<()> {
         self.with(|c| {
-            c.execute(
-                "UPDATE guards SET rechecks = rechecks + 1 WHERE run_id = ?1 AND name = ?2",
-                params![run, name],
+            c.exec(
+                "UPDATE guards SET rechecks = rechecks + 1 WHERE run_id = ? AND name = ?",
+                vals![run, name],
             )
         })?;
         Ok(())
@@ -1199,9 +1315,9 @@ impl Journal {
         error: Option<&str>,
     ) -> Result<()> {
         self.with(|c| {
-            c.execute(
-                "UPDATE guards SET status = ?3, error = ?4 WHERE run_id = ?1 AND name = ?2",
-                params![run, name, status_str(&status), error],
+            c.exec(
+                "UPDATE guards SET status = ?, error = ? WHERE run_id = ? AND name = ?",
+                vals![status_str(&status), error, run, name],
             )
         })?;
         Ok(())
@@ -1210,32 +1326,21 @@ impl Journal {
     /// Every guard of the run, in the order they were first set.
     pub fn guards(&self, run: &str) -> Result<Vec<GuardRow>> {
         self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT name, step, set_fn, restore_fn, status FROM guards WHERE run_id = ?1 ORDER BY rowid",
-            )?;
-            let rows = st
-                .query_map([run], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, Option<String>>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                    ))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(rows
-                .into_iter()
-                .filter_map(|(name, step, s, r, status)| {
-                    Some(GuardRow {
-                        name,
-                        step,
-                        set_fn: serde_json::from_str(&s).ok()?,
-                        restore_fn: serde_json::from_str(&r).ok()?,
-                        status: parse_status(&status, GuardStatus::Set),
-                    })
+            Ok(c.query(
+                "SELECT name, step, set_fn, restore_fn, status FROM guards WHERE run_id = ? ORDER BY rowid",
+                vals![run],
+            )?
+            .iter()
+            .filter_map(|r| {
+                Some(GuardRow {
+                    name: r.text(0),
+                    step: r.opt_text(1),
+                    set_fn: serde_json::from_str(&r.text(2)).ok()?,
+                    restore_fn: serde_json::from_str(&r.text(3)).ok()?,
+                    status: parse_status(&r.text(4), GuardStatus::Set),
                 })
-                .collect())
+            })
+            .collect())
         })
     }
 
@@ -1243,12 +1348,11 @@ impl Journal {
     pub fn report(&self, id: &str) -> Result<RunReport> {
         let run = self.run(id)?;
         self.with(|c| {
-            let (outcome, duration_ms, result): (Option<String>, i64, Option<String>) = c.query_row(
-                "SELECT outcome, duration_ms, result FROM runs WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?;
-            let outcome = outcome
+            let head = c
+                .one("SELECT outcome, duration_ms, result FROM runs WHERE id = ?", vals![id])?
+                .unwrap_or(Row(Vec::new()));
+            let outcome = head
+                .opt_text(0)
                 .and_then(|o| serde_json::from_str::<Outcome>(&o).ok())
                 .map(|o| with_source_line(o, &run))
                 .unwrap_or_else(|| Outcome::Interrupted {
@@ -1257,137 +1361,133 @@ impl Journal {
                         None,
                     ),
                 });
-            let mut st = c.prepare(
-                "SELECT key, status, at_ms, duration_ms, hosts, actions, error, attempt, result
-                 FROM steps WHERE run_id = ?1 ORDER BY seq",
-            )?;
-            let steps = st
-                .query_map([id], |r| {
-                    let status: String = r.get(1)?;
-                    let hosts: String = r.get(4)?;
-                    let status = parse_status(&status, StepStatus::Running);
+            let steps = c
+                .query(
+                    "SELECT `key`, status, at_ms, duration_ms, hosts, actions, error, attempt, result
+                     FROM steps WHERE run_id = ? ORDER BY seq",
+                    vals![id],
+                )?
+                .iter()
+                .map(|r| {
+                    let status = parse_status(&r.text(1), StepStatus::Running);
                     // A skipped step's result is its reason (see `skip_step`).
-                    let reason = if status == StepStatus::Skipped {
-                        r.get::<_, Option<String>>(8)?
-                            .and_then(|t| serde_json::from_str::<String>(&t).ok())
-                    } else {
-                        None
-                    };
-                    Ok(StepRecord {
-                        name: r.get(0)?,
+                    let reason = (status == StepStatus::Skipped)
+                        .then(|| r.opt_text(8))
+                        .flatten()
+                        .and_then(|t| serde_json::from_str::<String>(&t).ok());
+                    StepRecord {
+                        name: r.text(0),
                         status,
-                        at_ms: r.get::<_, i64>(2)? as u64,
-                        duration_ms: r.get::<_, i64>(3)? as u64,
-                        hosts: serde_json::from_str(&hosts).unwrap_or_default(),
-                        actions: r.get::<_, i64>(5)? as usize,
-                        error: r.get(6)?,
-                        attempt: r.get(7)?,
+                        at_ms: r.u64(2),
+                        duration_ms: r.u64(3),
+                        hosts: serde_json::from_str(&r.text(4)).unwrap_or_default(),
+                        actions: r.int(5) as usize,
+                        error: r.opt_text(6),
+                        attempt: r.u32(7),
                         reason,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut st = c.prepare(
-                "SELECT attempt, seq, step, host, op, read_only, description, disposition, at_ms,
-                    duration_ms, ok, result, argv FROM actions WHERE run_id = ?1
-                 ORDER BY attempt, seq",
-            )?;
-            let actions = st
-                .query_map([id], |r| {
-                    let disp: String = r.get(7)?;
-                    Ok(ActionRecord {
-                        attempt: r.get(0)?,
-                        seq: r.get::<_, i64>(1)? as u64,
-                        step: r.get(2)?,
-                        host: r.get(3)?,
-                        op: r.get(4)?,
-                        read_only: r.get(5)?,
-                        description: r.get(6)?,
-                        disposition: parse_status(&disp, Disposition::Performed),
-                        at_ms: r.get::<_, i64>(8)? as u64,
-                        duration_ms: r.get::<_, i64>(9)? as u64,
-                        ok: r.get(10)?,
-                        result: r.get(11)?,
-                        argv: r
-                            .get::<_, Option<String>>(12)?
-                            .and_then(|t| serde_json::from_str(&t).ok()),
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut st = c.prepare(
-                "SELECT at_ms, level, step, message FROM logs WHERE run_id = ?1 ORDER BY rowid",
-            )?;
-            let logs = st
-                .query_map([id], |r| {
-                    Ok(LogLine {
-                        at_ms: r.get::<_, i64>(0)? as u64,
-                        level: r.get(1)?,
-                        step: r.get(2)?,
-                        message: r.get(3)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut st = c.prepare(
-                "SELECT id, step, host, description, status, error, spec FROM undos WHERE run_id = ?1 ORDER BY id",
-            )?;
-            let undos = st
-                .query_map([id], |r| {
-                    let status: String = r.get(4)?;
-                    let spec: String = r.get(6)?;
-                    let saved = match serde_json::from_str::<UndoSpec>(&spec) {
+                    }
+                })
+                .collect();
+            let actions = c
+                .query(
+                    "SELECT attempt, seq, step, host, op, read_only, description, disposition,
+                        at_ms, duration_ms, ok, result, argv FROM actions WHERE run_id = ?
+                     ORDER BY attempt, seq",
+                    vals![id],
+                )?
+                .iter()
+                .map(|r| ActionRecord {
+                    attempt: r.u32(0),
+                    seq: r.u64(1),
+                    step: r.opt_text(2),
+                    host: r.text(3),
+                    op: r.text(4),
+                    read_only: r.bool(5),
+                    description: r.text(6),
+                    disposition: parse_status(&r.text(7), Disposition::Performed),
+                    at_ms: r.u64(8),
+                    duration_ms: r.u64(9),
+                    ok: r.bool(10),
+                    result: r.text(11),
+                    argv: r.opt_text(12).and_then(|t| serde_json::from_str(&t).ok()),
+                })
+                .collect();
+            let logs = c
+                .query(
+                    "SELECT at_ms, level, step, message FROM logs WHERE run_id = ? ORDER BY rowid",
+                    vals![id],
+                )?
+                .iter()
+                .map(|r| LogLine {
+                    at_ms: r.u64(0),
+                    level: r.text(1),
+                    step: r.opt_text(2),
+                    message: r.text(3),
+                })
+                .collect();
+            let undos = c
+                .query(
+                    "SELECT id, step, host, description, status, error, spec FROM undos
+                     WHERE run_id = ? ORDER BY id",
+                    vals![id],
+                )?
+                .iter()
+                .map(|r| {
+                    let saved = match serde_json::from_str::<UndoSpec>(&r.text(6)) {
                         Ok(UndoSpec::Actions { actions, .. }) => actions.iter().find_map(|a| match a {
                             Action::Restore { saved, .. } => Some(saved.clone()),
                             _ => None,
                         }),
                         _ => None,
                     };
-                    Ok(UndoRecord {
-                        id: r.get::<_, i64>(0)? as u64,
-                        step: r.get(1)?,
-                        host: r.get(2)?,
-                        description: r.get(3)?,
+                    UndoRecord {
+                        id: r.u64(0),
+                        step: r.opt_text(1),
+                        host: r.opt_text(2),
+                        description: r.text(3),
                         saved,
-                        status: parse_status(&status, UndoStatus::Pending),
-                        error: r.get(5)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut st = c.prepare(
-                "SELECT name, step, status, rechecks, error FROM guards WHERE run_id = ?1 ORDER BY rowid",
-            )?;
-            let guards = st
-                .query_map([id], |r| {
-                    let status: String = r.get(2)?;
-                    Ok(GuardRecord {
-                        name: r.get(0)?,
-                        step: r.get(1)?,
-                        status: parse_status(&status, GuardStatus::Set),
-                        rechecks: r.get(3)?,
-                        error: r.get(4)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut st = c.prepare(
-                "SELECT step, at_ms, host, kind, source, path, files, bytes, sha256, taken
-                 FROM backups WHERE run_id = ?1 ORDER BY at_ms, rowid",
-            )?;
-            let backups = st
-                .query_map([id], |r| {
-                    Ok(BackupRecord {
-                        step: r.get(0)?,
-                        at_ms: r.get::<_, i64>(1)? as u64,
-                        backup: crate::backup::BackupInfo {
-                            host: r.get(2)?,
-                            kind: r.get(3)?,
-                            source: r.get(4)?,
-                            path: r.get(5)?,
-                            files: r.get::<_, i64>(6)? as u64,
-                            bytes: r.get::<_, i64>(7)? as u64,
-                            sha256: r.get(8)?,
-                            taken: r.get(9)?,
-                        },
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                        status: parse_status(&r.text(4), UndoStatus::Pending),
+                        error: r.opt_text(5),
+                    }
+                })
+                .collect();
+            let guards = c
+                .query(
+                    "SELECT name, step, status, rechecks, error FROM guards WHERE run_id = ?
+                     ORDER BY rowid",
+                    vals![id],
+                )?
+                .iter()
+                .map(|r| GuardRecord {
+                    name: r.text(0),
+                    step: r.opt_text(1),
+                    status: parse_status(&r.text(2), GuardStatus::Set),
+                    rechecks: r.u32(3),
+                    error: r.opt_text(4),
+                })
+                .collect();
+            let backups = c
+                .query(
+                    "SELECT step, at_ms, host, kind, source, path, files, bytes, sha256, taken
+                     FROM backups WHERE run_id = ? ORDER BY at_ms, rowid",
+                    vals![id],
+                )?
+                .iter()
+                .map(|r| BackupRecord {
+                    step: r.opt_text(0),
+                    at_ms: r.u64(1),
+                    backup: crate::backup::BackupInfo {
+                        host: r.text(2),
+                        kind: r.text(3),
+                        source: r.text(4),
+                        path: r.text(5),
+                        files: r.u64(6),
+                        bytes: r.u64(7),
+                        sha256: r.text(8),
+                        taken: r.bool(9),
+                    },
+                })
+                .collect();
             Ok(RunReport {
                 run_id: run.id.clone(),
                 playbook: run.playbook.clone(),
@@ -1395,7 +1495,7 @@ impl Journal {
                 status: run.status,
                 outcome,
                 started_unix_ms: run.started_unix_ms,
-                duration_ms: duration_ms as u64,
+                duration_ms: head.u64(1),
                 attempts: run.attempts,
                 hosts: run.hosts.clone(),
                 params: run.params.clone(),
@@ -1407,7 +1507,8 @@ impl Journal {
                 simulation: None,
                 host_groups: Vec::new(),
                 logs,
-                result: result
+                result: head
+                    .opt_text(2)
                     .and_then(|r| serde_json::from_str(&r).ok())
                     .unwrap_or(serde_json::Value::Null),
             })
@@ -1415,69 +1516,62 @@ impl Journal {
     }
 }
 
+/// The columns of `runs` that `Journal::run_row` reads, in its order.
+const RUN_COLUMNS: &str = "SELECT id, playbook, playbook_path, playbook_hash, playbook_source,
+    inventory_id, inventory_path, hosts, params, mode, operator, controller, pid, pid_start,
+    started_ms, ended_ms, status, attempts FROM runs";
+
 /// Writes waiting rows in one transaction.
-fn flush(c: &mut Connection, pending: &[Pending]) -> rusqlite::Result<()> {
+fn flush(c: &mut Conn, pending: &[Pending]) -> SResult<()> {
     if pending.is_empty() {
         return Ok(());
     }
-    let tx = c.transaction()?;
-    {
-        let mut act = tx.prepare_cached(
-            "INSERT OR REPLACE INTO actions (run_id, attempt, seq, step, host, op, read_only,
-                description, disposition, at_ms, duration_ms, ok, result, argv)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        )?;
-        let mut log = tx.prepare_cached(
-            "INSERT INTO logs (run_id, attempt, at_ms, level, step, message)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        let mut replay = tx.prepare_cached(
-            "INSERT OR REPLACE INTO replay (run_id, attempt, step, host, pos, seq,
-                fingerprint, description, state, outcome)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )?;
-        let mut replay_end = tx.prepare_cached(
-            "UPDATE replay SET state = ?6, outcome = ?7
-             WHERE run_id = ?1 AND attempt = ?2 AND step = ?3 AND host = ?4 AND pos = ?5",
-        )?;
+    c.tx(true, |c| {
         for p in pending.iter() {
             match p {
-                Pending::Action(run, attempt, a) => act.execute(params![
-                    run,
-                    attempt,
-                    a.seq as i64,
-                    a.step,
-                    a.host,
-                    a.op,
-                    a.read_only,
-                    a.description,
-                    status_str(&a.disposition),
-                    a.at_ms as i64,
-                    a.duration_ms as i64,
-                    a.ok,
-                    a.result,
-                    a.argv.as_ref().and_then(|v| serde_json::to_string(v).ok()),
-                ])?,
-                Pending::Log(run, attempt, l) => log.execute(params![
-                    run,
-                    attempt,
-                    l.at_ms as i64,
-                    l.level,
-                    l.step,
-                    l.message
-                ])?,
-                Pending::Replay(run, r) => replay.execute(params![
-                    run,
-                    r.attempt,
-                    r.step,
-                    r.host,
-                    r.pos,
-                    r.seq as i64,
-                    r.fingerprint,
-                    r.description,
-                    status_str(&r.state),
-                    r.outcome,
-                ])?,
+                Pending::Action(run, attempt, a) => c.exec(
+                    "INSERT OR REPLACE INTO actions (run_id, attempt, seq, step, host, op,
+                        read_only, description, disposition, at_ms, duration_ms, ok, result, argv)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    vals![
+                        run,
+                        *attempt,
+                        a.seq,
+                        a.step.clone(),
+                        &a.host,
+                        &a.op,
+                        a.read_only,
+                        &a.description,
+                        status_str(&a.disposition),
+                        a.at_ms,
+                        a.duration_ms,
+                        a.ok,
+                        &a.result,
+                        a.argv.as_ref().and_then(|v| serde_json::to_string(v).ok()),
+                    ],
+                )?,
+                Pending::Log(run, attempt, l) => c.exec(
+                    "INSERT INTO logs (run_id, attempt, at_ms, level, step, message)
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                    vals![run, *attempt, l.at_ms, &l.level, l.step.clone(), &l.message],
+                )?,
+                Pending::Replay(run, r) => c.exec(
+                    "INSERT OR REPLACE INTO replay (run_id, attempt, step, host, pos, seq,
+                        fingerprint, description, state, outcome)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    vals![
+                        run,
+                        r.attempt,
+                        &r.step,
+                        &r.host,
+                        r.pos,
+                        r.seq,
+                        &r.fingerprint,
+                        &r.description,
+                        status_str(&r.state),
+                        r.outcome.clone(),
+                    ],
+                )?,
                 Pending::ReplayEnd {
                     run,
                     attempt,
@@ -1486,20 +1580,23 @@ fn flush(c: &mut Connection, pending: &[Pending]) -> rusqlite::Result<()> {
                     pos,
                     state,
                     outcome,
-                } => replay_end.execute(params![
-                    run,
-                    attempt,
-                    step,
-                    host,
-                    pos,
-                    status_str(state),
-                    outcome
-                ])?,
+                } => c.exec(
+                    "UPDATE replay SET state = ?, outcome = ?
+                     WHERE run_id = ? AND attempt = ? AND step = ? AND host = ? AND pos = ?",
+                    vals![
+                        status_str(state),
+                        outcome.clone(),
+                        run,
+                        *attempt,
+                        step,
+                        host,
+                        *pos
+                    ],
+                )?,
             };
         }
-    }
-    tx.commit()?;
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Puts the playbook's source line back on an error that points into it (the line is not stored).
@@ -1542,7 +1639,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("j.db");
         {
-            let c = Connection::open(&p).unwrap();
+            let c = rusqlite::Connection::open(&p).unwrap();
             c.execute_batch(SCHEMA_V1).unwrap();
             c.execute(
                 "INSERT INTO logs (run_id, attempt, at_ms, level, message) VALUES ('r', 1, 0, 'info', 'kept')",
@@ -1554,10 +1651,11 @@ mod tests {
         let j = Journal::open(&p).unwrap();
         let (v, logs, backups): (i64, i64, i64) = j
             .with(|c| {
+                let mut n = |q: &str| c.one(q, &[]).map(|r| r.map_or(-1, |r| r.int(0)));
                 Ok((
-                    c.query_row("PRAGMA user_version", [], |r| r.get(0))?,
-                    c.query_row("SELECT COUNT(*) FROM logs", [], |r| r.get(0))?,
-                    c.query_row("SELECT COUNT(*) FROM backups", [], |r| r.get(0))?,
+                    n("PRAGMA user_version")?,
+                    n("SELECT COUNT(*) FROM logs")?,
+                    n("SELECT COUNT(*) FROM backups")?,
                 ))
             })
             .unwrap();
@@ -1586,11 +1684,13 @@ mod tests {
         drop(Journal::open(&p).unwrap());
         let j = Journal::open(&p).unwrap();
         let v: i64 = j
-            .with(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+            .with(|c| {
+                c.one("PRAGMA user_version", &[])
+                    .map(|r| r.map_or(-1, |r| r.int(0)))
+            })
             .unwrap();
         assert_eq!(v, SCHEMA_VERSION);
-        j.with(|c| c.pragma_update(None, "user_version", 99))
-            .unwrap();
+        j.with(|c| c.batch("PRAGMA user_version = 99")).unwrap();
         drop(j);
         let e = Journal::open(&p).unwrap_err().to_string();
         assert!(e.contains("schema version 99 is newer"), "{e}");

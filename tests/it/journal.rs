@@ -15,6 +15,8 @@ use crate::support::*;
 pub(crate) struct Cluster {
     pub(crate) lab: Lab,
     pub(crate) dir: tempfile::TempDir,
+    /// A journal server's address (`mysql://..`) to use instead of the file `journal()`.
+    pub(crate) server_journal: Option<String>,
 }
 
 impl Cluster {
@@ -22,6 +24,7 @@ impl Cluster {
         Cluster {
             lab: Lab::start(3),
             dir: tempfile::tempdir().unwrap(),
+            server_journal: None,
         }
     }
 
@@ -66,13 +69,27 @@ impl Cluster {
         self.read(host, file).lines().count()
     }
 
+    /// What `--journal` is given: the server's address, else the file.
+    pub(crate) fn journal_arg(&self) -> std::ffi::OsString {
+        match &self.server_journal {
+            Some(url) => url.into(),
+            None => self.journal().into(),
+        }
+    }
+
     /// `capstan ARGS --journal J` to the end.
     pub(crate) fn capstan(&self, args: &[&str]) -> Out {
+        self.capstan_env(args, &[])
+    }
+
+    /// `capstan ARGS --journal J` to the end, with `env` added to its environment.
+    pub(crate) fn capstan_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
         let out = Command::new(env!("CARGO_BIN_EXE_capstan"))
+            .envs(env.iter().copied())
             .current_dir(self.dir.path())
             .args(args)
             .arg("--journal")
-            .arg(self.journal())
+            .arg(self.journal_arg())
             .output()
             .unwrap();
         Out {
@@ -93,7 +110,7 @@ impl Cluster {
             .current_dir(self.dir.path())
             .args(args)
             .arg("--journal")
-            .arg(self.journal())
+            .arg(self.journal_arg())
             .arg("--json")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -172,6 +189,11 @@ impl Running {
                 }
             }
         }
+    }
+
+    /// The run id the run announced (once `wait_for` saw `run_started`).
+    pub(crate) fn run_id_seen(&self) -> String {
+        self.run_id.clone()
     }
 
     pub(crate) fn kill9(mut self) -> String {
@@ -663,10 +685,33 @@ fn a_second_run_on_overlapping_hosts_is_refused_with_the_first_runs_id() {
     assert_eq!(b.code, 0, "{}", b.stderr);
 }
 
+pub(crate) const TOKEN: &str = "tok-5up3r-53cr3t-v4lue";
+
 #[test]
 fn a_secret_used_by_a_step_appears_in_no_output_journal_or_report() {
-    const TOKEN: &str = "tok-5up3r-53cr3t-v4lue";
     let c = Cluster::new();
+    run_with_a_secret(&c);
+    for f in std::fs::read_dir(c.dir.path()).unwrap() {
+        let p = f.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("journal.db")
+        {
+            let bytes = std::fs::read(&p).unwrap();
+            assert!(
+                !bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+                "the secret is in {}",
+                p.display()
+            );
+        }
+    }
+}
+
+/// A run that uses the secret [`TOKEN`] in a step, a log line, command output and an undo, and
+/// fails; checks that the events, stderr and reports do not show it (the caller searches the
+/// journal's own bytes).
+pub(crate) fn run_with_a_secret(c: &Cluster) {
     let inv = c.inventory(
         "inv.toml",
         &[1],
@@ -736,21 +781,6 @@ step("fail with it", || h.run(["sh", "-c", "echo \"$1\" >&2; echo \"$1\"; exit 3
             !text.contains(TOKEN),
             "the secret is in the {what}:\n{text}"
         );
-    }
-    for f in std::fs::read_dir(c.dir.path()).unwrap() {
-        let p = f.unwrap().path();
-        if p.file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("journal.db")
-        {
-            let bytes = std::fs::read(&p).unwrap();
-            assert!(
-                !bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
-                "the secret is in {}",
-                p.display()
-            );
-        }
     }
 }
 

@@ -18,6 +18,7 @@ mod openmldb;
 mod operator;
 mod parity;
 mod privilege;
+mod server_journal;
 mod simulation;
 mod sql;
 mod ssh;

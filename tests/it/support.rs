@@ -281,21 +281,13 @@ impl MariaDb {
     }
 
     fn start_at(dir: PathBuf, owned: bool) -> MariaDb {
-        let port = free_port();
-        let out = Command::new(repo().join("lab/mariadb-lab.sh"))
-            .arg("start")
-            .arg(&dir)
-            .arg(port.to_string())
-            .arg(std::process::id().to_string())
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mariadb-lab start failed (scripts/test.sh installs mariadb-server): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        MariaDb { dir, port, owned }
+        let db = MariaDb {
+            dir,
+            port: free_port(),
+            owned,
+        };
+        db.start_again();
+        db
     }
 
     /// A session as `capstan` over TCP, for the tests' own setup and checks.
@@ -307,6 +299,40 @@ impl MariaDb {
             .pass(Some(DB_PASSWORD))
             .prefer_socket(false);
         mysql::Conn::new(opts).unwrap()
+    }
+
+    /// Starts the server on its data directory and port (the first time, or after `kill`).
+    pub fn start_again(&self) {
+        let out = Command::new(repo().join("lab/mariadb-lab.sh"))
+            .arg("start")
+            .arg(&self.dir)
+            .arg(self.port.to_string())
+            .arg(std::process::id().to_string())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mariadb-lab start failed (scripts/test.sh installs mariadb-server): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A new empty database; returns the journal address for it, its password read from a
+    /// file in the server's directory.
+    pub fn journal_db(&self, name: &str) -> String {
+        use mysql::prelude::Queryable;
+        let mut c = self.conn();
+        c.query_drop(format!("DROP DATABASE IF EXISTS {name}"))
+            .unwrap();
+        c.query_drop(format!("CREATE DATABASE {name}")).unwrap();
+        let pw = self.dir.join("journal-password");
+        std::fs::write(&pw, format!("{DB_PASSWORD}\n")).unwrap();
+        format!(
+            "mysql://capstan@127.0.0.1:{}/{name}?password_file={}",
+            self.port,
+            pw.display()
+        )
     }
 
     /// Kills the server at once (SIGKILL).

@@ -410,3 +410,38 @@ fn a_secret_used_by_a_step_is_in_no_row_of_the_server_journal() {
     }
     assert!(rows > 10, "the run journaled only {rows} rows");
 }
+
+#[test]
+fn a_journal_server_over_tls_is_verified_against_the_ca_given() {
+    let db = MariaDb::shared();
+    let url = db.journal_db("capstan_tls");
+    let mut c = db.conn();
+    // A user the server accepts over TLS only: a journal that connects as it is encrypted.
+    c.query_drop(format!(
+        "CREATE USER IF NOT EXISTS 'capstan_tls'@'%' IDENTIFIED BY '{}' REQUIRE SSL",
+        crate::support::DB_PASSWORD
+    ))
+    .unwrap();
+    c.query_drop("GRANT ALL ON capstan_tls.* TO 'capstan_tls'@'%'")
+        .unwrap();
+    let url = url.replacen("mysql://capstan@", "mysql://capstan_tls@", 1);
+    let runs = |url: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_capstan"))
+            .args(["runs", "--journal", url])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = runs(&url);
+    assert_eq!(code, 6, "without TLS the server refuses the user: {err}");
+    let ca = db.dir.join("tls/ca.pem");
+    let (code, err) = runs(&format!("{url}&tls_ca={}", ca.display()));
+    assert_eq!(code, 0, "{err}");
+    // The lab's CA is not among the system's roots: its certificate is refused.
+    let (code, err) = runs(&format!("{url}&tls=true"));
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("journal server mysql://capstan_tls@"), "{err}");
+}

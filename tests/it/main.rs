@@ -11,6 +11,7 @@ mod dolphindb;
 mod embed;
 mod journal;
 mod jump;
+mod layers;
 mod modes;
 mod oceanbase;
 mod oms;

@@ -11,6 +11,7 @@ pub(crate) mod persist;
 pub(crate) mod probe;
 pub(crate) mod recovery;
 mod secrets;
+mod shared;
 mod sql;
 mod text;
 mod wait;
@@ -267,6 +268,7 @@ pub(crate) fn register_all(engine: &mut Engine, run: &Arc<RunCtx>) {
     sql::register(engine, run);
     wait::register(engine, run);
     text::register(engine);
+    shared::register(engine);
 }
 
 /// Marks a step finished, journals it (with its result, for resume) and emits its event.

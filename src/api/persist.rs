@@ -75,6 +75,10 @@ fn convert(v: &Dynamic, run: &RunCtx, lossy: &mut Option<String>) -> Value {
                 .collect(),
         );
     }
+    if let Some(l) = v.read_lock::<super::shared::SharedList>() {
+        // Journaled as the array it reads as; a later process gets a plain array back.
+        return Value::Array(l.0.iter().map(|x| convert(x, run, lossy)).collect());
+    }
     if let Some(h) = v.read_lock::<HostHandle>() {
         return match &h.become_ {
             Some(u) => json!({ "$host": h.name.as_str(), "$become": u.as_str() }),

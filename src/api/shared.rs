@@ -1,0 +1,122 @@
+//! `shared_list(array)`: a list whose copies share one array (a reference count), for the big lists the stdlib passes to every call.
+//!
+//! Rhai copies a map or array passed to a script function whole, so a cluster description
+//! holding every server, passed to the function behind every SQL statement, costs the cluster's
+//! size per statement. A `SharedList` is copied by reference count; `push` copies the array only
+//! when another copy still shares it (copy on write), so a copy never sees a later change.
+
+use std::sync::Arc;
+
+use rhai::{Array, Dynamic, Engine, EvalAltResult, Position};
+
+use super::def;
+
+/// An array shared by its copies.
+#[derive(Debug, Clone, Default)]
+pub struct SharedList(pub Arc<Array>);
+
+impl IntoIterator for SharedList {
+    type Item = Dynamic;
+    type IntoIter = std::vec::IntoIter<Dynamic>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Arc::unwrap_or_clone(self.0).into_iter()
+    }
+}
+
+pub(super) fn register(engine: &mut Engine) {
+    engine.register_type_with_name::<SharedList>("SharedList");
+    engine.register_iterator::<SharedList>();
+    // Registered with its parameters named, so the editor definitions show `?`, not the Rust
+    // result type.
+    rhai::FuncRegistration::new("index$get$")
+        .with_params_info(["l: SharedList", "i: int", "?"])
+        .register_into_engine(
+            engine,
+            |l: &mut SharedList, i: i64| -> Result<Dynamic, Box<EvalAltResult>> {
+                let n = l.0.len();
+                // Negative positions count from the end, as for arrays.
+                let at = if i < 0 { n as i64 + i } else { i };
+                usize::try_from(at)
+                    .ok()
+                    .and_then(|at| l.0.get(at))
+                    .cloned()
+                    .ok_or_else(|| EvalAltResult::ErrorArrayBounds(n, i, Position::NONE).into())
+            },
+        );
+    engine.register_fn("to_string", |l: &mut SharedList| format!("{:?}", l.0));
+    engine.register_fn("to_debug", |l: &mut SharedList| format!("{:?}", l.0));
+
+    def(
+        engine,
+        "shared_list",
+        &["items: Array", "SharedList"],
+        r#"
+A list of `items` whose copies share one array: passing it to a function, or `let b = a`, copies
+a reference count, not the items. It reads like an array (`l.len()`, `l[i]`, `l[-1]`,
+`for x in l`); `l.push(x)` copies the items first when another copy shares them, so no copy
+sees the change. The stdlib keeps a cluster's servers in one (`ob::sessions`,
+`dolphindb::cluster`), which every statement passes on. A resumed run gets a plain array back.
+
+```rhai
+let a = shared_list([1, 2]);
+let b = a;
+b.push(3);
+if a.len() != 2 || b.len() != 3 || b[-1] != 3 { fail("shared_list is broken"); }
+let sum = 0;
+for x in b { sum += x; }
+if sum != 6 { fail("shared_list is broken"); }
+```"#,
+        |items: Array| SharedList(Arc::new(items)),
+    );
+    def(
+        engine,
+        "len",
+        &["l: SharedList", "int"],
+        r#"
+How many items the list holds.
+
+```rhai
+if shared_list([1, 2, 3]).len() != 3 { fail("len is broken"); }
+```"#,
+        |l: &mut SharedList| l.0.len() as i64,
+    );
+    def(
+        engine,
+        "is_empty",
+        &["l: SharedList", "bool"],
+        r#"
+Whether the list holds no item.
+
+```rhai
+if !shared_list([]).is_empty() { fail("is_empty is broken"); }
+```"#,
+        |l: &mut SharedList| l.0.is_empty(),
+    );
+    def(
+        engine,
+        "push",
+        &["l: SharedList", "item: ?", "()"],
+        r#"
+Adds `item` at the end (copying the items first if another copy shares them).
+
+```rhai
+let l = shared_list([]);
+l.push("x");
+if l[0] != "x" { fail("push is broken"); }
+```"#,
+        |l: &mut SharedList, item: Dynamic| Arc::make_mut(&mut l.0).push(item),
+    );
+    def(
+        engine,
+        "to_array",
+        &["l: SharedList", "Array"],
+        r#"
+The items as a plain array (a copy).
+
+```rhai
+if shared_list([1, 2]).to_array() != [1, 2] { fail("to_array is broken"); }
+```"#,
+        |l: &mut SharedList| (*l.0).clone(),
+    );
+}

@@ -100,29 +100,31 @@ impl Journal {
         let me = std::process::id();
         let me_start = process_start_time(me).unwrap_or(0);
         let conflict = self.with(|c| {
-            c.tx(true, |c| {
-                let mut held = Vec::new();
-                for h in hosts {
-                    let row = c
-                        .one(&format!("{LOCK_COLUMNS} WHERE host = ?"), vals![h])?
-                        .map(|r| lock_row(c, &r, &here))
-                        .transpose()?;
-                    if let Some(l) = row.filter(|l| {
-                        l.run_id != run || (!l.stale && l.controller == here && l.pid != me)
-                    }) {
-                        held.push(l);
+            // Two machines that both find a host free would both take it: one at a time.
+            c.serialized("capstan-journal-locks", |c| {
+                c.tx(true, |c| {
+                    let mut held = Vec::new();
+                    for h in hosts {
+                        let row = c
+                            .one(&format!("{LOCK_COLUMNS} WHERE host = ?"), vals![h])?
+                            .map(|r| lock_row(c, &r, &here))
+                            .transpose()?;
+                        if let Some(l) = row.filter(|l| {
+                            l.run_id != run || (!l.stale && l.controller == here && l.pid != me)
+                        }) {
+                            held.push(l);
+                        }
                     }
-                }
-                let blocking: Vec<HostLock> = held
-                    .iter()
-                    .filter(|l| !(take_over && l.stale))
-                    .cloned()
-                    .collect();
-                if !blocking.is_empty() {
-                    return Ok(Some(LockConflict { held: blocking }));
-                }
-                for h in hosts {
-                    c.exec(
+                    let blocking: Vec<HostLock> = held
+                        .iter()
+                        .filter(|l| !(take_over && l.stale))
+                        .cloned()
+                        .collect();
+                    if !blocking.is_empty() {
+                        return Ok(Some(LockConflict { held: blocking }));
+                    }
+                    for h in hosts {
+                        c.exec(
                         "INSERT INTO locks (host, run_id, operator, controller, pid, started_ms,
                             pid_start)
                          VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -132,8 +134,9 @@ impl Journal {
                             pid_start = excluded.pid_start",
                         vals![h, run, operator(), &here, me, unix_ms(), me_start],
                     )?;
-                }
-                Ok(None)
+                    }
+                    Ok(None)
+                })
             })
         })?;
         match conflict {

@@ -337,6 +337,31 @@ impl Conn {
         s.with(|c| c.exec_drop("SELECT RELEASE_LOCK(?)", (name,)))
     }
 
+    /// Runs `f` while holding the server lock `name` (waiting up to 30 s for it), so that
+    /// control machines doing the same read-then-write take turns: InnoDB's row locks do not
+    /// cover rows that do not exist yet. On SQLite, `f` alone (its write lock already does it).
+    pub fn serialized<T>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut Conn) -> SResult<T>,
+    ) -> SResult<T> {
+        let Conn::Server(s) = self else {
+            return f(self);
+        };
+        let got: Option<Option<i64>> =
+            s.with(|c| c.exec_first("SELECT GET_LOCK(?, 30)", (name,)))?;
+        if got.flatten() != Some(1) {
+            return Err(StoreErr(format!(
+                "another capstan held the server lock {name} for 30 s"
+            )));
+        }
+        let r = f(self);
+        if let Conn::Server(s) = self {
+            let _ = s.with(|c| c.exec_drop("SELECT RELEASE_LOCK(?)", (name,)));
+        }
+        r
+    }
+
     /// Whether some session holds the named lock; None on SQLite.
     pub fn session_lock_used(&mut self, name: &str) -> SResult<Option<bool>> {
         let Conn::Server(s) = self else {

@@ -445,3 +445,40 @@ fn a_journal_server_over_tls_is_verified_against_the_ca_given() {
     assert_eq!(code, 6, "{err}");
     assert!(err.contains("journal server mysql://capstan_tls@"), "{err}");
 }
+
+#[test]
+fn machines_taking_the_same_hosts_at_once_on_a_server_journal_get_them_once() {
+    use capstan::journal::{Journal, ServerSpec};
+    let url = MariaDb::shared().journal_db("capstan_race");
+    let spec = ServerSpec::parse(&url).unwrap();
+    let hosts = vec![
+        "root@10.0.0.1:22".to_string(),
+        "root@10.0.0.2:22".to_string(),
+    ];
+    // Eight "machines", each with its own connection, ask for the same two hosts together.
+    let journals: Vec<Journal> = (0..8).map(|_| Journal::connect(&spec).unwrap()).collect();
+    let start = std::sync::Barrier::new(journals.len());
+    let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = journals
+            .iter()
+            .enumerate()
+            .map(|(i, j)| {
+                let (start, hosts) = (&start, &hosts);
+                s.spawn(move || {
+                    start.wait();
+                    j.acquire_locks(&format!("run-{i}"), hosts, false)
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "{results:#?}");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(r.contains("held by run run-"), "{r}");
+    }
+    let held = journals[0].locks().unwrap();
+    assert_eq!(held.len(), 2);
+    assert_eq!(held[0].run_id, held[1].run_id, "both hosts went to one run");
+}

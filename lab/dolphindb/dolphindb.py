@@ -338,6 +338,7 @@ CHUNKS = 'select string(chunkId) as chunkId, file, state from rpc(getControllerA
 MARKER = "exec sum(version) from rpc(getControllerAlias(), getClusterChunksStatus)"
 PERF = "select name, mode, int(state) as state from rpc(getControllerAlias(), getClusterPerf, true)"
 HA_PERF = "rpc(getControllerAlias(), getClusterPerf)"
+RE_PERF_WHERE = re.compile(re.escape(PERF) + r" where name in \[((?:\"\w+\",? ?)*)\]$")
 
 
 class Node:
@@ -467,10 +468,15 @@ class Node:
             ])
             return dictionary(["colDefs", "partitionColumnName", "engineType"],
                               [col_defs, scalar(T_STRING, "time"), scalar(T_STRING, "TSDB")])
-        if s == PERF:
+        m = RE_PERF_WHERE.match(s) if s.startswith(PERF + " where") else None
+        if s == PERF or m:
             st = read_state()
             update(self.need_leader)
             names = list(st["order"])
+            if m:
+                # `where name in [..]`: the rows of those names, in the table's order.
+                wanted = set(re.findall(r'"(\w+)"', m.group(1)))
+                names = [a for a in names if a in wanted]
             return table([
                 ("name", T_STRING, names),
                 ("mode", T_INT, [MODES[st["nodes"][a]["mode"]] for a in names]),

@@ -78,6 +78,9 @@ pub struct RunCtx {
     /// Builds another engine bound to this run, like the one the script runs in: for work on
     /// threads that outlive a native call (a probe's writer).
     pub(crate) engine_factory: std::sync::OnceLock<EngineFactory>,
+    /// The shared lists closures of this run captured, by identity and by hash (see
+    /// `persist::ListCache`).
+    pub(crate) lists: Mutex<persist::ListCache>,
 }
 
 /// See `RunCtx::engine_factory`.
@@ -111,6 +114,7 @@ impl RunCtx {
             recovery: recovery::Recovery::default(),
             probes: Mutex::new(Vec::new()),
             engine_factory: std::sync::OnceLock::new(),
+            lists: Mutex::new(persist::ListCache::default()),
         }
     }
 

@@ -1,9 +1,13 @@
 //! Script values to and from the journal's JSON: hosts and secrets by reference, never by value.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use rhai::{Dynamic, FnPtr, Map, NativeCallContext};
+use rhai::{Array, Dynamic, FnPtr, Map, NativeCallContext};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::shared::SharedList;
 
 use super::sql::SqlConn;
 use super::{HostHandle, RunCtx};
@@ -20,11 +24,137 @@ pub(crate) struct Persisted {
 /// becomes `{"$secret": name}`, other text is redacted.
 pub(crate) fn to_json(v: &Dynamic, run: &RunCtx) -> Persisted {
     let mut lossy = None;
-    let value = convert(v, run, &mut lossy);
+    let value = convert(v, run, &mut lossy, &mut None);
     Persisted { value, lossy }
 }
 
-fn convert(v: &Dynamic, run: &RunCtx, lossy: &mut Option<String>) -> Value {
+/// The shared lists (`shared_list`) that closures of one run captured. A cluster's machine list
+/// is captured by an undo or two per machine: journaled whole each time, n machines make n² of
+/// journal, and converting it each time n² of work. So a list is converted once (found again by
+/// the identity of its array, which the cache keeps alive so the address is not reused), stored
+/// once per run by the hash of its JSON, and an undo holds `{"$list": hash}`.
+#[derive(Default)]
+pub(crate) struct ListCache {
+    /// Array address → what it was converted to.
+    by_array: HashMap<usize, Known>,
+    /// Hashes this process knows are in the journal.
+    stored: HashSet<String>,
+    /// Lists read back from the journal, by hash, so the undos that shared one share it again.
+    read: HashMap<String, SharedList>,
+}
+
+/// A shared list converted for the journal.
+struct Known {
+    /// Kept alive so that its address, the key, is not reused by another array.
+    _array: Arc<Array>,
+    hash: String,
+    json: Arc<str>,
+    /// Why it reads back different, when it does (a secret inside a longer text).
+    lossy: Option<String>,
+}
+
+impl ListCache {
+    /// Records that the journal now holds these lists (after the write that carried them).
+    pub(crate) fn stored(&mut self, lists: &[(String, String)]) {
+        self.stored.extend(lists.iter().map(|(h, _)| h.clone()));
+    }
+}
+
+/// A shared list as a closure's captured value: `{"$list": hash}`, with its JSON added to `new`
+/// when the journal may not have it yet.
+fn list_ref(
+    l: &SharedList,
+    run: &RunCtx,
+    lossy: &mut Option<String>,
+    new: &mut Vec<(String, String)>,
+) -> Value {
+    let key = Arc::as_ptr(&l.0) as usize;
+    let known = lock(&run.lists)
+        .by_array
+        .get(&key)
+        .map(|k| (k.hash.clone(), k.json.clone(), k.lossy.clone()));
+    let (hash, text, why) = known.unwrap_or_else(|| {
+        // Converted outside the lock; lists inside the list are kept inline.
+        let mut why = None;
+        let v = Value::Array(
+            l.0.iter()
+                .map(|x| convert(x, run, &mut why, &mut None))
+                .collect(),
+        );
+        let text: Arc<str> = v.to_string().into();
+        let hash = hex(&Sha256::digest(text.as_bytes()));
+        let known = Known {
+            _array: l.0.clone(),
+            hash: hash.clone(),
+            json: text.clone(),
+            lossy: why.clone(),
+        };
+        lock(&run.lists).by_array.insert(key, known);
+        (hash, text, why)
+    });
+    if let Some(why) = why {
+        lossy.get_or_insert(why);
+    }
+    if !lock(&run.lists).stored.contains(&hash) && !new.iter().any(|(h, _)| *h == hash) {
+        new.push((hash.clone(), text.to_string()));
+    }
+    json!({ "$list": hash })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads back a list a closure captured (`{"$list": hash}`) from the run's journal.
+fn list_from_journal(hash: &str, run: &Arc<RunCtx>) -> Result<Dynamic, String> {
+    if let Some(l) = lock(&run.lists).read.get(hash) {
+        return Ok(Dynamic::from(l.clone()));
+    }
+    let j = run
+        .exec
+        .journal()
+        .ok_or("it captured a list, and this run has no journal to read it from")?;
+    let text = j
+        .journal
+        .captured_list(&j.run_id, hash)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("a list it captured ({hash}) is not in the journal"))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("a list it captured ({hash}) cannot be read: {e}"))?;
+    let Value::Array(items) = v else {
+        return Err(format!("a list it captured ({hash}) is not a list"));
+    };
+    let items = items
+        .iter()
+        .map(|x| from_json(x, run))
+        .collect::<Result<Array, _>>()?;
+    let l = SharedList(Arc::new(items));
+    let mut c = lock(&run.lists);
+    // Later undos capturing this same list refer to the stored copy, not a new one.
+    let known = Known {
+        _array: l.0.clone(),
+        hash: hash.to_string(),
+        json: text.into(),
+        lossy: None,
+    };
+    c.by_array.insert(Arc::as_ptr(&l.0) as usize, known);
+    c.stored.insert(hash.to_string());
+    c.read.insert(hash.to_string(), l.clone());
+    Ok(Dynamic::from(l))
+}
+
+/// `lists`: where a closure's captured shared lists go (referenced by hash); `None` keeps them
+/// inline (a step's result, a list inside a list).
+fn convert(
+    v: &Dynamic,
+    run: &RunCtx,
+    lossy: &mut Option<String>,
+    lists: &mut Option<&mut Vec<(String, String)>>,
+) -> Value {
     let v = if v.is_shared() {
         v.flatten_clone()
     } else {
@@ -65,19 +195,26 @@ fn convert(v: &Dynamic, run: &RunCtx, lossy: &mut Option<String>) -> Value {
     }
     if v.is_array() {
         let a = v.into_array().unwrap_or_default();
-        return Value::Array(a.iter().map(|x| convert(x, run, lossy)).collect());
+        return Value::Array(a.iter().map(|x| convert(x, run, lossy, lists)).collect());
     }
     if v.is_map() {
         let m = v.cast::<Map>();
         return Value::Object(
             m.iter()
-                .map(|(k, x)| (k.to_string(), convert(x, run, lossy)))
+                .map(|(k, x)| (k.to_string(), convert(x, run, lossy, lists)))
                 .collect(),
         );
     }
-    if let Some(l) = v.read_lock::<super::shared::SharedList>() {
+    if let Some(l) = v.read_lock::<SharedList>() {
+        if let Some(new) = lists {
+            return list_ref(&l, run, lossy, new);
+        }
         // Journaled as the array it reads as; a later process gets a plain array back.
-        return Value::Array(l.0.iter().map(|x| convert(x, run, lossy)).collect());
+        return Value::Array(
+            l.0.iter()
+                .map(|x| convert(x, run, lossy, &mut None))
+                .collect(),
+        );
     }
     if let Some(h) = v.read_lock::<HostHandle>() {
         return match &h.become_ {
@@ -164,6 +301,9 @@ pub(crate) fn from_json(v: &Value, run: &Arc<RunCtx>) -> Result<Dynamic, String>
                     run: run.clone(),
                 }));
             }
+            if let (1, Some(Value::String(hash))) = (o.len(), o.get("$list")) {
+                return list_from_journal(hash, run);
+            }
             if let (1, Some(Value::String(name))) = (o.len(), o.get("$secret")) {
                 let s = run.exec.inventory().secrets.get(name).ok_or_else(|| {
                     format!("secret `{name}` is no longer in the inventory's [secrets]")
@@ -182,10 +322,10 @@ pub(crate) fn from_json(v: &Value, run: &Arc<RunCtx>) -> Result<Dynamic, String>
 /// A closure as the journal keeps it: its name and the values it captured, taken now (an undo
 /// sees captured variables as they were when it was registered, in this process and after a crash).
 pub(crate) fn closure_spec(f: &FnPtr, run: &RunCtx, ctx: &NativeCallContext) -> ClosureSpec {
-    let mut lossy = None;
+    let (mut lossy, mut lists) = (None, Vec::new());
     let captured = f
         .iter_curry()
-        .map(|v| convert(v, run, &mut lossy))
+        .map(|v| convert(v, run, &mut lossy, &mut Some(&mut lists)))
         .collect();
     let pos = ctx.call_position();
     ClosureSpec {
@@ -199,6 +339,7 @@ pub(crate) fn closure_spec(f: &FnPtr, run: &RunCtx, ctx: &NativeCallContext) -> 
                 pos.position().unwrap_or(1)
             )
         }),
+        lists,
     }
 }
 

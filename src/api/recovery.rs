@@ -190,6 +190,9 @@ impl RunCtx {
             },
         ) {
             Ok(id) => {
+                if let UndoSpec::Closure(c) | UndoSpec::Gate(c) = spec {
+                    lock(&self.lists).stored(&c.lists);
+                }
                 self.events.emit(&Event::Undo {
                     id,
                     phase: UndoPhase::Registered,
@@ -705,6 +708,9 @@ step("maintenance on", || {
                     r.exec.journal_failed(&e);
                     return Err(fault(FaultKind::Action, None, e.to_string()));
                 }
+                let mut lists = lock(&r.lists);
+                lists.stored(&s_spec.lists);
+                lists.stored(&r_spec.lists);
             }
             lock(&r.recovery.guards).insert(
                 name.to_string(),

@@ -59,6 +59,7 @@ const TABLES: &[(&str, &str, &str, &str)] = &[
         "run_id, attempt, step, host, pos, seq, fingerprint, description, state, outcome",
         "attempt, step, host, pos",
     ),
+    ("captured", "run_id", "run_id, hash, value", "hash"),
 ];
 
 /// What a copy did.

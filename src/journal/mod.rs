@@ -30,7 +30,7 @@ use crate::report::{
 use crate::Mode;
 
 /// The schema this build writes. Older files are migrated forward on open; newer ones refused.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA_V1: &str = r#"
 CREATE TABLE runs (
@@ -177,8 +177,20 @@ const SCHEMA_V4: &str = r#"
 ALTER TABLE actions ADD COLUMN argv TEXT;
 "#;
 
+/// Version 5: a list that closures capture (a `shared_list`, such as a cluster's machines), kept
+/// once per run by the SHA-256 of its JSON; an undo or guard refers to it as `{"$list": hash}`
+/// instead of holding a copy (2n undos each holding an n-machine list made the journal n²).
+const SCHEMA_V5: &str = r#"
+CREATE TABLE captured (
+    run_id TEXT NOT NULL,
+    hash   TEXT NOT NULL,
+    value  TEXT NOT NULL,
+    PRIMARY KEY (run_id, hash)
+);
+"#;
+
 /// Migrations in order: entry `i` takes a journal from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
 
 /// Where a mutating action stands in the replay log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -283,6 +295,10 @@ pub struct ClosureSpec {
     pub not_restorable: Option<String>,
     /// Where it was written, for messages.
     pub at: Option<String>,
+    /// The shared lists `captured` refers to (`{"$list": hash}`) that this run's journal may not
+    /// hold yet, as (hash, JSON): written with the undo or guard, in its transaction.
+    #[serde(skip)]
+    pub lists: Vec<(String, String)>,
 }
 
 /// The state of one registered undo.
@@ -773,10 +789,19 @@ impl Journal {
                     "INSERT OR IGNORE INTO capstan_schema (id, version) VALUES (1, ?)",
                     vals![SCHEMA_VERSION],
                 )?;
-                Ok(
-                    c.one("SELECT version FROM capstan_schema WHERE id = 1", &[])?
-                        .map_or(0, |r| r.int(0)),
-                )
+                let v = c
+                    .one("SELECT version FROM capstan_schema WHERE id = 1", &[])?
+                    .map_or(0, |r| r.int(0));
+                // From version 4 (the first on a server) on, a new version only adds tables,
+                // which the loop above has just created: moving forward is a version bump.
+                if (4..SCHEMA_VERSION).contains(&v) {
+                    c.exec(
+                        "UPDATE capstan_schema SET version = ? WHERE id = 1",
+                        vals![SCHEMA_VERSION],
+                    )?;
+                    return Ok(SCHEMA_VERSION);
+                }
+                Ok(v)
             })();
             let _ = c.one("SELECT RELEASE_LOCK('capstan-schema')", &[]);
             r
@@ -788,9 +813,10 @@ impl Journal {
         if version == SCHEMA_VERSION {
             Ok(())
         } else if version < SCHEMA_VERSION {
-            // Only a server journal can get here: a file is migrated forward above.
+            // Only a server journal can get here, and only below version 4, which no capstan
+            // wrote on a server: a file, and a server from version 4 on, move forward above.
             Err(Error::Journal(format!(
-                "{}: journal schema version {version} is older than this capstan's ({SCHEMA_VERSION}), and server journals are not migrated yet: use the capstan that wrote it, or another database",
+                "{}: journal schema version {version} is older than any capstan wrote on a server ({SCHEMA_VERSION} here): use another database",
                 self.at
             )))
         } else {
@@ -1211,9 +1237,14 @@ impl Journal {
             spec,
             at_ms,
         } = *u;
+        let lists = match spec {
+            UndoSpec::Closure(c) | UndoSpec::Gate(c) => c.lists.as_slice(),
+            _ => &[],
+        };
         let spec = serde_json::to_string(spec).unwrap_or_default();
         self.with(|c| {
             c.tx(true, |c| {
+                put_lists(c, run, lists)?;
                 let id = c
                     .one(
                         "SELECT coalesce(max(id), 0) + 1 FROM undos WHERE run_id = ?",
@@ -1265,6 +1296,7 @@ impl Journal {
                     captured: Vec::new(),
                     not_restorable: Some("the journal entry is unreadable".into()),
                     at: None,
+                    lists: Vec::new(),
                 })),
                 status: parse_status(&r.text(5), UndoStatus::Pending),
             })
@@ -1286,15 +1318,30 @@ impl Journal {
             serde_json::to_string(restore_fn).unwrap_or_default(),
         );
         self.with(|c| {
-            c.exec(
-                "INSERT INTO guards (run_id, name, step, set_fn, restore_fn, status)
+            c.tx(true, |c| {
+                put_lists(c, run, &set_fn.lists)?;
+                put_lists(c, run, &restore_fn.lists)?;
+                c.exec(
+                    "INSERT INTO guards (run_id, name, step, set_fn, restore_fn, status)
                  VALUES (?, ?, ?, ?, ?, 'set')
                  ON CONFLICT (run_id, name) DO UPDATE SET status = 'set', error = NULL,
                     set_fn = excluded.set_fn, restore_fn = excluded.restore_fn",
-                vals![run, name, step, s, r],
-            )
+                    vals![run, name, step, s, r],
+                )
+            })
         })?;
         Ok(())
+    }
+
+    /// The JSON of a list that closures of `run` captured (see `SCHEMA_V5`).
+    pub fn captured_list(&self, run: &str, hash: &str) -> Result<Option<String>> {
+        self.with(|c| {
+            Ok(c.one(
+                "SELECT value FROM captured WHERE run_id = ? AND hash = ?",
+                vals![run, hash],
+            )?
+            .map(|r| r.text(0)))
+        })
     }
 
     pub fn guard_rechecked(&self, run: &str, name: &str) -> Result<()> {
@@ -1520,6 +1567,18 @@ impl Journal {
 const RUN_COLUMNS: &str = "SELECT id, playbook, playbook_path, playbook_hash, playbook_source,
     inventory_id, inventory_path, hosts, params, mode, operator, controller, pid, pid_start,
     started_ms, ended_ms, status, attempts FROM runs";
+
+/// Stores the lists a closure spec brings, once per run and content (inside the caller's
+/// transaction).
+fn put_lists(c: &mut Conn, run: &str, lists: &[(String, String)]) -> SResult<()> {
+    for (hash, value) in lists {
+        c.exec(
+            "INSERT OR IGNORE INTO captured (run_id, hash, value) VALUES (?, ?, ?)",
+            vals![run, hash, value],
+        )?;
+    }
+    Ok(())
+}
 
 /// Writes waiting rows in one transaction.
 fn flush(c: &mut Conn, pending: &[Pending]) -> SResult<()> {

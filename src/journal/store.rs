@@ -528,6 +528,12 @@ pub(crate) const SERVER_SCHEMA: &[&str] = &[
         taken   BIGINT NOT NULL,
         PRIMARY KEY (run_id, host, path)
     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+    "CREATE TABLE IF NOT EXISTS captured (
+        run_id VARCHAR(64) NOT NULL,
+        hash   VARCHAR(64) NOT NULL,
+        value  LONGTEXT NOT NULL,
+        PRIMARY KEY (run_id, hash)
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
     "CREATE TABLE IF NOT EXISTS replay (
         run_id      VARCHAR(64) NOT NULL,
         attempt     BIGINT NOT NULL,

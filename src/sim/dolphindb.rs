@@ -45,6 +45,8 @@ const CHUNKS: &str = "select string(chunkId) as chunkId, file, state from rpc(ge
 const MARKER: &str = "exec sum(version) from rpc(getControllerAlias(), getClusterChunksStatus)";
 const PERF: &str =
     "select name, mode, int(state) as state from rpc(getControllerAlias(), getClusterPerf, true)";
+/// `PERF` for some nodes only: `PERF_WHERE` then `"a","b"]`.
+const PERF_WHERE: &str = "select name, mode, int(state) as state from rpc(getControllerAlias(), getClusterPerf, true) where name in [";
 
 const MODES: &[&str] = &["datanode", "agent", "controller"];
 
@@ -111,6 +113,9 @@ pub struct DolphinDb {
     /// Bumped by every change to what availability reads: `running`, `unread`, a chunk's
     /// recovery (`ProductModel::generation`).
     generation: u64,
+    /// The hosts whose nodes started or stopped since the world last asked
+    /// (`ProductModel::take_changed_hosts`).
+    changed_hosts: BTreeSet<String>,
 }
 
 fn string_table(s: &toml::Table, key: &str) -> Result<BTreeMap<String, String>, String> {
@@ -291,6 +296,7 @@ impl DolphinDb {
             down_at_start: settings_strings(s, "down")?.into_iter().collect(),
             next_pid: 20000,
             generation: 0,
+            changed_hosts: BTreeSet::new(),
         })
     }
 
@@ -300,6 +306,7 @@ impl DolphinDb {
             return;
         }
         self.generation += 1;
+        self.changed_hosts.insert(host.to_string());
         let nodes: Vec<Node> = self.on_host(host).cloned().collect();
         for n in nodes {
             if self.down_at_start.contains(&n.alias) {
@@ -394,6 +401,7 @@ impl DolphinDb {
         }
         self.next_pid += 1;
         self.generation += 1;
+        self.changed_hosts.insert(node.host.clone());
         self.running.insert(node.alias.clone(), (self.next_pid, v));
         state.open_port(node.port);
         if node.mode == "datanode" {
@@ -598,9 +606,25 @@ impl DolphinDb {
                 self.leader_now()?;
                 return Ok(DdbValue::Int(self.chunks.iter().map(|c| c.version).sum()));
             }
-            PERF => {
+            _ if s == PERF || s.starts_with(PERF_WHERE) => {
                 self.leader_now()?;
-                let order: Vec<Node> = self.nodes.clone();
+                // `where name in ["a","b"]` keeps the rows of those names, in the table's order;
+                // a name no node has matches nothing.
+                let order: Vec<Node> = match s.strip_prefix(PERF_WHERE) {
+                    None => self.nodes.clone(),
+                    Some(rest) => {
+                        let Some(list) = rest.strip_suffix(']') else {
+                            return server_err(format!("Syntax Error: [line #1] {s}"));
+                        };
+                        let mut at: Vec<usize> = list
+                            .split(',')
+                            .filter_map(|n| self.by_alias.get(n.trim().trim_matches('"')).copied())
+                            .collect();
+                        at.sort_unstable();
+                        at.dedup();
+                        at.into_iter().map(|i| self.nodes[i].clone()).collect()
+                    }
+                };
                 return Ok(table(vec![
                     (
                         "name",
@@ -843,6 +867,7 @@ impl ProductModel for DolphinDb {
             STOP => {
                 self.generation += 1;
                 for n in &machine {
+                    self.changed_hosts.insert(n.host.clone());
                     self.running.remove(&n.alias);
                     state.ports.remove(&n.port);
                 }
@@ -915,21 +940,29 @@ impl ProductModel for DolphinDb {
         Some(self.generation)
     }
 
-    fn violations(&self, components: &[Component]) -> Vec<String> {
-        // The aliases that serve, read once from the components' names (`dolphindb/MODE ALIAS@HOST`).
-        let serving: std::collections::HashSet<&str> = components
+    fn take_changed_hosts(&mut self) -> Option<Vec<String>> {
+        Some(
+            std::mem::take(&mut self.changed_hosts)
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    fn violations(&self, components: &[Component], down: &[usize]) -> Vec<String> {
+        // The aliases down, from the components' names (`dolphindb/MODE ALIAS@HOST`): a handful
+        // while a machine restarts, whatever the cluster's size.
+        let down: std::collections::HashSet<&str> = down
             .iter()
-            .filter(|c| c.up)
-            .filter_map(|c| c.name.split(' ').nth(1)?.split('@').next())
+            .filter_map(|&i| components[i].name.split(' ').nth(1)?.split('@').next())
             .collect();
-        let up = |alias: &str| serving.contains(alias);
+        let up = |alias: &str| !down.contains(alias);
         let mut out = Vec::new();
-        let ctls: Vec<&Node> = self.of_mode("controller").collect();
-        let live = ctls.iter().filter(|c| up(&c.alias)).count();
-        if live * 2 <= ctls.len() {
+        let (ctls, live) = self
+            .of_mode("controller")
+            .fold((0, 0), |(n, l), c| (n + 1, l + usize::from(up(&c.alias))));
+        if live * 2 <= ctls {
             out.push(format!(
-                "dolphindb: the controllers' Raft group has no majority ({live} of {} up)",
-                ctls.len()
+                "dolphindb: the controllers' Raft group has no majority ({live} of {ctls} up)"
             ));
         }
         // A replica counts once it is COMPLETE: a restarted node's replica is live only after

@@ -575,8 +575,10 @@ impl Scenario {
             availability: Vec::new(),
             comps: Vec::new(),
             comp_index: Default::default(),
+            down: Default::default(),
             comps_generation: Vec::new(),
             full_reads: 0,
+            comp_reads: 0,
         };
         world.initial = Some(world.hosts.clone());
         world.sample_availability(true);
@@ -865,10 +867,15 @@ pub struct World {
     /// each host's components are in them.
     comps: Vec<Vec<model::Component>>,
     comp_index: std::collections::HashMap<String, Vec<(usize, usize)>>,
+    /// `(model, component)` of every component down now, in model order: a sample reads these,
+    /// not every component.
+    down: std::collections::BTreeSet<(usize, usize)>,
     /// Each model's `generation` when `comps` was last read in full, and how many full reads
     /// there were (the complexity tests count them).
     comps_generation: Vec<Option<u64>>,
     full_reads: u64,
+    /// Components read one by one after a change (the complexity tests count them).
+    comp_reads: u64,
     rules: Vec<Rule>,
     sql_rules: Vec<(SqlRuleSpec, glob::Pattern, Option<glob::Pattern>, u32)>,
     durations: BTreeMap<String, Duration>,
@@ -967,7 +974,7 @@ impl World {
                         .zip(&self.comps_generation)
                         .all(|(m, g)| g.is_some() && m.generation() == *g);
                 if !unchanged {
-                    self.sample_availability(false);
+                    self.sample_after_statement();
                 }
             } else {
                 self.sample_availability_on(host);
@@ -1102,52 +1109,97 @@ impl World {
             .map(|m| m.components(&self.hosts))
             .collect();
         self.comps_generation = self.models.iter().map(|m| m.generation()).collect();
+        // Everything was just read: what the models noted as changed is stale.
+        for m in &mut self.models {
+            m.take_changed_hosts();
+        }
         self.full_reads += 1;
         self.comp_index.clear();
+        self.down.clear();
         for (mi, comps) in self.comps.iter().enumerate() {
             for (ci, c) in comps.iter().enumerate() {
                 self.comp_index
                     .entry(c.host.clone())
                     .or_default()
                     .push((mi, ci));
+                if !c.up {
+                    self.down.insert((mi, ci));
+                }
             }
         }
         self.push_sample(force);
     }
 
+    /// After a product statement that changed a model: re-reads the hosts the models say
+    /// changed, or everything when a model does not say, and records a sample when what is up
+    /// or a rule changed (a chunk's recovery moves no component but ends a violation).
+    fn sample_after_statement(&mut self) {
+        let changed: Option<Vec<Vec<String>>> = self
+            .models
+            .iter_mut()
+            .map(|m| m.take_changed_hosts())
+            .collect();
+        match changed {
+            Some(hosts) if self.comps.len() == self.models.len() => {
+                for h in hosts.iter().flatten() {
+                    self.refresh_host(h);
+                }
+                self.comps_generation = self.models.iter().map(|m| m.generation()).collect();
+                self.push_sample(false);
+            }
+            _ => self.sample_availability(false),
+        }
+    }
+
     /// After a change on `host`: re-reads that host's components only, and records a sample when
     /// what is up changed. (A run over a thousand hosts makes thousands of changes.)
     fn sample_availability_on(&mut self, host: &str) {
-        let Some(slots) = self.comp_index.get(host) else {
-            return;
-        };
-        let mut changed = false;
-        for (mi, m) in self.models.iter().enumerate() {
-            for c in m.components_on(host, &self.hosts) {
-                let slot = slots
-                    .iter()
-                    .find(|(i, ci)| *i == mi && self.comps[mi][*ci].name == c.name);
-                if let Some((_, ci)) = slot {
-                    let x = &mut self.comps[mi][*ci];
-                    if x.up != c.up {
-                        x.up = c.up;
-                        changed = true;
-                    }
-                }
-            }
-        }
-        if changed {
+        if self.refresh_host(host) {
             self.push_sample(false);
         }
     }
 
+    /// Re-reads the components on `host`; whether any went up or down.
+    fn refresh_host(&mut self, host: &str) -> bool {
+        let Some(slots) = self.comp_index.get(host) else {
+            return false;
+        };
+        let mut changed = false;
+        for (mi, m) in self.models.iter().enumerate() {
+            for c in m.components_on(host, &self.hosts) {
+                self.comp_reads += 1;
+                let slot = slots
+                    .iter()
+                    .find(|(i, ci)| *i == mi && self.comps[mi][*ci].name == c.name);
+                if let Some(&(_, ci)) = slot {
+                    let x = &mut self.comps[mi][ci];
+                    if x.up != c.up {
+                        x.up = c.up;
+                        changed = true;
+                        if c.up {
+                            self.down.remove(&(mi, ci));
+                        } else {
+                            self.down.insert((mi, ci));
+                        }
+                    }
+                }
+            }
+        }
+        changed
+    }
+
     /// Records what is down and which rules are broken, when it changed (always when `force`).
+    /// Costs what is down, not the cluster's size.
     fn push_sample(&mut self, force: bool) {
         let mut down = Vec::new();
+        let mut by_model = vec![Vec::new(); self.models.len()];
+        for &(mi, ci) in &self.down {
+            down.push(self.comps[mi][ci].name.clone());
+            by_model[mi].push(ci);
+        }
         let mut violations = Vec::new();
-        for (m, comps) in self.models.iter().zip(&self.comps) {
-            down.extend(comps.iter().filter(|c| !c.up).map(|c| c.name.clone()));
-            violations.extend(m.violations(comps));
+        for ((m, comps), down) in self.models.iter().zip(&self.comps).zip(&by_model) {
+            violations.extend(m.violations(comps, down));
         }
         if !force {
             if let Some(last) = self.availability.last() {
@@ -1636,7 +1688,7 @@ mod tests {
         fn components(&self, _: &BTreeMap<String, SimHost>) -> Vec<model::Component> {
             Vec::new()
         }
-        fn violations(&self, _: &[model::Component]) -> Vec<String> {
+        fn violations(&self, _: &[model::Component], _: &[usize]) -> Vec<String> {
             Vec::new()
         }
         fn box_clone(&self) -> Box<dyn model::ProductModel> {
@@ -1714,6 +1766,62 @@ mod tests {
             w.full_reads, before,
             "status and insert statements re-read the cluster"
         );
+    }
+
+    /// Starting a node re-reads the components of its host alone, and a status query for some
+    /// nodes answers with their rows alone: neither costs the cluster's size.
+    #[test]
+    fn a_dolphindb_node_started_rereads_its_own_host_only() {
+        use crate::ddb::{DdbKind, DdbValue};
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/dolphindb");
+        let text = std::fs::read_to_string(dir.join("scenario.toml"))
+            .unwrap()
+            .replace("chunks = 6\n", "chunks = 6\ndown = [\"node45\"]\n");
+        let sc = Scenario::from_str_at(&text, "scenario.toml", &dir).unwrap();
+        let mut w = sc.world();
+        let ddb = |kind, script: &str| Action::Ddb {
+            target: crate::ddb::DdbTarget {
+                id: 1,
+                host: Some("ddb1".into()),
+                address: "10.10.11.1".into(),
+                port: 8920,
+                user: None,
+                password: None,
+                timeout_ms: 1000,
+            },
+            kind,
+            script: script.into(),
+        };
+        w.apply("ddb1", &ddb(DdbKind::Exec, "getActiveMaster()"))
+            .unwrap();
+        let down = |w: &World| w.availability.last().unwrap().down.clone();
+        assert_eq!(down(&w), ["dolphindb/datanode node45@ddb3"]);
+        let (full, reads) = (w.full_reads, w.comp_reads);
+        w.apply("ddb1", &ddb(DdbKind::Exec, r#"startDataNode(["node45"])"#))
+            .unwrap();
+        assert_eq!(w.full_reads, full, "a node start re-read the whole cluster");
+        assert_eq!(
+            w.comp_reads - reads,
+            3,
+            "ddb3's controller, agent and data node"
+        );
+        assert!(down(&w).is_empty(), "{:?}", w.availability.last());
+        let perf = r#"select name, mode, int(state) as state from rpc(getControllerAlias(), getClusterPerf, true) where name in ["node45","agent43"]"#;
+        match w.apply("ddb1", &ddb(DdbKind::Query, perf)) {
+            Ok(Outcome::Ddb(DdbValue::Table { rows, .. })) => {
+                let names: Vec<&DdbValue> = rows.iter().map(|r| &r[0]).collect();
+                let want = [
+                    DdbValue::Str("agent43".into()),
+                    DdbValue::Str("node45".into()),
+                ];
+                assert_eq!(
+                    names,
+                    want.iter().collect::<Vec<_>>(),
+                    "in the table's order"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     /// A model that does not report a generation is re-read after each of its statements.

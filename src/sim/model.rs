@@ -110,8 +110,18 @@ pub trait ProductModel: Send + Sync + std::fmt::Debug {
             .collect()
     }
 
-    /// The availability rules the components break now, one sentence each.
-    fn violations(&self, components: &[Component]) -> Vec<String>;
+    /// The availability rules the components break now, one sentence each. `down` holds the
+    /// indices in `components` of those down, in order: the world calls this whenever what is up
+    /// changes, so a model should answer from `down` (a handful in a rolling upgrade) and its
+    /// own state, not by walking every component.
+    fn violations(&self, components: &[Component], down: &[usize]) -> Vec<String>;
+
+    /// The hosts whose components may have changed since the last call, drained: after a
+    /// product statement the world re-reads only those. `None` (the default): not tracked, so
+    /// the world re-reads every component when `generation` moved.
+    fn take_changed_hosts(&mut self) -> Option<Vec<String>> {
+        None
+    }
 
     /// A number that changes whenever anything `components` or `violations` read changes (a
     /// node started or stopped, a chunk's recovery moved on). After a product statement the
@@ -287,8 +297,8 @@ impl PortService {
         }
     }
 
-    fn violations_of(&self, components: &[Component]) -> Vec<String> {
-        let up = components.iter().filter(|c| c.up).count();
+    fn violations_of(&self, components: &[Component], down: &[usize]) -> Vec<String> {
+        let up = components.len() - down.len();
         if up < self.min_up {
             vec![format!(
                 "{}: {up} of {} up, the rule needs at least {}",
@@ -315,8 +325,8 @@ impl ProductModel for PortService {
     fn components_on(&self, host: &str, hosts: &BTreeMap<String, SimHost>) -> Vec<Component> {
         self.components_on_host(host, hosts)
     }
-    fn violations(&self, components: &[Component]) -> Vec<String> {
-        self.violations_of(components)
+    fn violations(&self, components: &[Component], down: &[usize]) -> Vec<String> {
+        self.violations_of(components, down)
     }
     fn box_clone(&self) -> Box<dyn ProductModel> {
         Box::new(self.clone())
@@ -415,8 +425,8 @@ impl ProductModel for Hello {
         self.service.components_on_host(host, hosts)
     }
 
-    fn violations(&self, components: &[Component]) -> Vec<String> {
-        self.service.violations_of(components)
+    fn violations(&self, components: &[Component], down: &[usize]) -> Vec<String> {
+        self.service.violations_of(components, down)
     }
 
     fn box_clone(&self) -> Box<dyn ProductModel> {

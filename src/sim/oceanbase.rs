@@ -1697,16 +1697,24 @@ impl ProductModel for ObModel {
             .collect()
     }
 
-    fn violations(&self, components: &[Component]) -> Vec<String> {
+    fn violations(&self, components: &[Component], down: &[usize]) -> Vec<String> {
         let zones = &self.cluster.zones;
+        // A zone serves while it has servers and none of them is down (`oceanbase/ZONE@HOST`).
+        let zone_of = |c: &Component| {
+            c.name
+                .strip_prefix("oceanbase/")
+                .and_then(|r| r.rsplit_once('@'))
+                .map(|(z, _)| z.to_string())
+        };
+        let down_zones: std::collections::HashSet<String> = down
+            .iter()
+            .filter_map(|&i| zone_of(&components[i]))
+            .collect();
         let serving = zones
             .keys()
             .filter(|z| {
-                let mine: Vec<&Component> = components
-                    .iter()
-                    .filter(|c| c.name.starts_with(&format!("oceanbase/{z}@")))
-                    .collect();
-                !mine.is_empty() && mine.iter().all(|c| c.up)
+                !down_zones.contains(z.as_str())
+                    && self.cluster.servers.iter().any(|s| &s.zone == *z)
             })
             .count();
         if serving * 2 <= zones.len() {

@@ -1318,9 +1318,9 @@ impl ProductModel for OmsModel {
             .collect()
     }
 
-    fn violations(&self, components: &[Component]) -> Vec<String> {
+    fn violations(&self, components: &[Component], down: &[usize]) -> Vec<String> {
         let mut out = Vec::new();
-        if !components.iter().any(|c| c.up) {
+        if down.len() == components.len() {
             out.push("oms: no OMS node serves".to_string());
         }
         out

@@ -1532,8 +1532,16 @@ impl ProductModel for OpenMldb {
             .collect()
     }
 
-    fn violations(&self, components: &[Component]) -> Vec<String> {
-        let up = |host: &str| components.iter().any(|c| c.host == host && c.up);
+    fn violations(&self, components: &[Component], down: &[usize]) -> Vec<String> {
+        // A host is up while any of its components is; read once per sample (the replicas'
+        // checks below ask per replica).
+        let _ = down;
+        let up_hosts: std::collections::HashSet<&str> = components
+            .iter()
+            .filter(|c| c.up)
+            .map(|c| c.host.as_str())
+            .collect();
+        let up = |host: &str| up_hosts.contains(host);
         let mut out = Vec::new();
         if !self
             .nodes

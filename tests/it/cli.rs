@@ -1108,3 +1108,87 @@ fn inventory_show_names_each_hosts_lock_and_where_it_came_from() {
         out.stderr
     );
 }
+
+/// A list many undos capture (`shared_list`, as a cluster's machines) is journaled once per run
+/// and referenced from each undo; a rollback by another process reads it back from there.
+#[test]
+fn a_shared_list_captured_by_many_undos_is_journaled_once_and_read_back_by_a_rollback() {
+    let d = tempfile::tempdir().unwrap();
+    let j = d.path().join("j.db");
+    let files: Vec<String> = (0..4)
+        .map(|i| d.path().join(format!("undone{i}")).display().to_string())
+        .collect();
+    write(
+        d.path(),
+        "p.rhai",
+        &format!(
+            r#"let h = cluster().host("localhost");
+let c = #{{ files: shared_list({files:?}) }};
+for i in 0..4 {{
+    step(`machine ${{i}}`, || {{
+        undo(`mark ${{i}}`, || {{ h.run(["touch", c.files[i]]); }});
+    }});
+}}
+step("boom", || fail("boom"));
+"#
+        ),
+    );
+    let out = capstan_in(
+        d.path(),
+        &[
+            "run",
+            "p.rhai",
+            "--on-failure",
+            "stop",
+            "--journal",
+            j.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let run = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run: "))
+        .unwrap()
+        .to_string();
+    {
+        let db = rusqlite::Connection::open(&j).unwrap();
+        let stored: Vec<String> = db
+            .prepare("SELECT value FROM captured WHERE run_id = ?")
+            .unwrap()
+            .query_map([&run], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(stored.len(), 1, "{stored:?}");
+        assert!(stored[0].contains(&files[3]), "{stored:?}");
+        let specs: Vec<String> = db
+            .prepare("SELECT spec FROM undos WHERE run_id = ?")
+            .unwrap()
+            .query_map([&run], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(specs.len(), 4);
+        for s in &specs {
+            assert!(s.contains(r#"{"$list":""#), "{s}");
+            assert!(
+                !s.contains("undone"),
+                "the list is copied into an undo: {s}"
+            );
+        }
+    }
+    assert!(files.iter().all(|f| !std::path::Path::new(f).exists()));
+    let out = capstan_in(
+        d.path(),
+        &["rollback", &run, "--yes", "--journal", j.to_str().unwrap()],
+    );
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    for f in &files {
+        assert!(
+            std::path::Path::new(f).exists(),
+            "{f} not made by the rollback: {}",
+            out.stdout
+        );
+    }
+}

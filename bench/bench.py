@@ -20,6 +20,7 @@ pinned to one key exchange (KEX below) so every client does the same cryptograph
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -40,13 +41,31 @@ def run_measured(argv, env=None, cwd=None, limit=None, on_start=None):
     """Like measure, with the child's own CPU and peak memory (os.wait4); killed after `limit`
     seconds (exit -9). Killed here rather than under timeout(1): a parent's wait4 would report
     the largest RSS any of its children ever had."""
+    # Linux starts a forked child's peak-memory count at its parent's (the copied address space
+    # keeps its high-water mark through exec), so wait4 on a child of this Python, which holds
+    # earlier runs' output, reports at least this Python's size. GNU time, small, forks the
+    # program and reports its own peak; where it is missing the figure is an upper bound.
+    gnu_time = "/usr/bin/time" if os.path.exists("/usr/bin/time") and not on_start else None
+    peak_file = None
+    if gnu_time:
+        fd, peak_file = tempfile.mkstemp(prefix="capstan-bench-peak-")
+        os.close(fd)
+        argv = [gnu_time, "-q", "-f", "%M", "-o", peak_file] + list(argv)
     start = time.perf_counter()
     p = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         start_new_session=True)
     if on_start:
         on_start(p.pid)
     import threading
-    timer = threading.Timer(limit, p.kill) if limit else None
+
+    def kill():
+        # The whole session: under GNU time the program is its child.
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    timer = threading.Timer(limit, kill) if limit else None
     if timer:
         timer.start()
     # Drain the pipes on threads so a chatty child never blocks, then wait4 for its usage.
@@ -66,10 +85,24 @@ def run_measured(argv, env=None, cwd=None, limit=None, on_start=None):
     for t in ts:
         t.join()
     p.returncode = os.waitstatus_to_exitcode(status)
+    peak_kib = ru.ru_maxrss
+    if peak_file:
+        try:
+            with open(peak_file) as f:
+                text = f.read().split()
+            # GNU time reports a killed child as "Command terminated by signal 9" first.
+            if text and text[-1].isdigit():
+                peak_kib = int(text[-1])
+            if "signal" in " ".join(text) and p.returncode == 0:
+                p.returncode = -9
+            elif p.returncode > 128 and "signal" in " ".join(text):
+                p.returncode = -(p.returncode - 128)
+        finally:
+            os.unlink(peak_file)
     if p.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed ({p.returncode}):\n{bufs['err'].decode()[-2000:]}\n{bufs['out'].decode()[-1000:]}")
     cpu = ru.ru_utime + ru.ru_stime
-    return wall, cpu, ru.ru_maxrss / 1024.0, bufs["out"]
+    return wall, cpu, peak_kib / 1024.0, bufs["out"]
 
 
 def median_of(reps, f):

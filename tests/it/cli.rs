@@ -639,12 +639,7 @@ fn journal_commands_name_what_is_wrong() {
     write(d.path(), "p.rhai", "step(\"s\", || 1);\n");
     let out = capstan_in(d.path(), &["run", "p.rhai", "--journal", j]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let run = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("run: "))
-        .unwrap()
-        .to_string();
+    let run = crate::journal::run_id(&out);
     let out = capstan(&["rollback", &run, "--journal", j]);
     assert_eq!(out.code, 4, "{}", out.stderr);
     assert!(out.stderr.contains("rerun with --yes"), "{}", out.stderr);
@@ -1145,12 +1140,7 @@ step("boom", || fail("boom"));
         ],
     );
     assert_eq!(out.code, 1, "{}", out.stderr);
-    let run = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("run: "))
-        .unwrap()
-        .to_string();
+    let run = crate::journal::run_id(&out);
     {
         let db = rusqlite::Connection::open(&j).unwrap();
         let stored: Vec<String> = db

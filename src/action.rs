@@ -10,16 +10,19 @@ use crate::backup::{BackupInfo, HostShell};
 use crate::ddb::{DdbClient, DdbKind, DdbTarget, DdbValue};
 use crate::docker::DockerOp;
 use crate::error::FaultKind;
+pub use crate::error::{last_lines, Fault};
 use crate::inventory::{HostEntry, Inventory};
 use crate::journal::{ReplayRow, ReplayState, RunJournal};
 use crate::replay::{self, Recorded, ReplayBook};
 use crate::report::{ActionRecord, Disposition, Event, EventSink};
-use crate::sim::World;
 use crate::sql::{SqlClient, SqlKind, SqlParams, SqlResult, SqlTarget};
 use crate::transport::{self, Command, ExecOutput, ExecRequest, Transport, TransportError};
 use crate::Mode;
 
 mod host_lock;
+mod simulated;
+
+pub use simulated::Simulated;
 
 /// One effect on one host, described before it happens. Serializable: undos are kept as actions
 /// in the journal and performed by a later process.
@@ -383,42 +386,6 @@ pub enum Outcome {
     Skipped,
 }
 
-/// A failure as scripts see it: what kind, on which host, and the message.
-#[derive(Debug, Clone)]
-pub struct Fault {
-    pub kind: FaultKind,
-    pub host: Option<String>,
-    pub message: String,
-    /// A finer cause scripts can branch on (`e.reason`): for SQL `connect`, `auth`, `timeout`,
-    /// `lost`, `server`; for docker `no_such_container`, `name_in_use`, `daemon`, ...
-    pub reason: Option<String>,
-    /// The server's or tool's own error code, when it gave one (`e.code`).
-    pub code: Option<i64>,
-}
-
-impl Fault {
-    pub fn new(kind: FaultKind, host: Option<&str>, message: impl Into<String>) -> Self {
-        Fault {
-            kind,
-            host: host.map(str::to_string),
-            message: message.into(),
-            reason: None,
-            code: None,
-        }
-    }
-
-    pub fn with_reason(mut self, reason: &str) -> Self {
-        self.reason = Some(reason.to_string());
-        self
-    }
-}
-
-impl std::fmt::Display for Fault {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
 /// Stop requests. The first asks for a stop at the next step boundary; the second aborts
 /// running commands. While capstan cleans up (rollback, guard restores) only the second counts.
 #[derive(Debug, Default)]
@@ -463,7 +430,7 @@ impl Cancel {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -481,7 +448,7 @@ enum Backend {
         // Boxed: its runtime slot is large, and `Sim` is the common variant in tests.
         ddb: Box<DdbClient>,
     },
-    Sim(Arc<Mutex<World>>),
+    Sim(Arc<Mutex<dyn Simulated>>),
     /// `describe`: a playbook is evaluated only up to `params()`; any action is a mistake.
     Inert,
 }
@@ -563,7 +530,7 @@ impl Executor {
     pub(crate) fn new(
         mode: Mode,
         inventory: Arc<Inventory>,
-        world: Option<Arc<Mutex<World>>>,
+        world: Option<Arc<Mutex<dyn Simulated>>>,
         cancel: Arc<Cancel>,
         events: Arc<dyn EventSink>,
     ) -> Self {
@@ -1207,10 +1174,11 @@ impl Executor {
             ),
             _ if held => (Disposition::Skipped, Ok(Outcome::Skipped)),
             Backend::Sim(w) => {
-                let r = w
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .apply(&name, &action);
+                let r = w.lock().unwrap_or_else(|e| e.into_inner()).apply(
+                    &name,
+                    current_step().as_deref(),
+                    &action,
+                );
                 (Disposition::Simulated, r)
             }
             Backend::Real { .. } if self.mode == Mode::Check && !action.is_read_only() => {
@@ -1794,18 +1762,20 @@ impl Executor {
             }
             f
         })?;
-        crate::docker::judge(&host.name, op, out).map_err(|mut f| {
-            if f.reason.as_deref() == Some("no_cli") && !f.message.contains("not installed") {
-                // The wrapper's shell says "docker: not found"; say what it means.
-                f.message = format!(
-                    "{}: `{}` failed: the docker CLI is not installed ({})",
-                    host.name,
-                    op.describe(),
-                    f.message
-                );
-            }
-            self.redacted(f)
-        })
+        crate::docker::judge(&host.name, op, out)
+            .map_err(|mut f| {
+                if f.reason.as_deref() == Some("no_cli") && !f.message.contains("not installed") {
+                    // The wrapper's shell says "docker: not found"; say what it means.
+                    f.message = format!(
+                        "{}: `{}` failed: the docker CLI is not installed ({})",
+                        host.name,
+                        op.describe(),
+                        f.message
+                    );
+                }
+                self.redacted(f)
+            })
+            .map(|o| o.map_or(Outcome::Unit, Outcome::Exec))
     }
 
     /// A long command's output as `output` events: the collector, and the sink the transport
@@ -2037,13 +2007,6 @@ fn parse_df(text: &str) -> Option<i64> {
     let line = text.lines().nth(1)?;
     let avail: i64 = line.split_whitespace().nth(3)?.parse().ok()?;
     Some(avail * 1024)
-}
-
-/// The last `n` non-empty lines, for error messages.
-pub fn last_lines(bytes: &[u8], n: usize) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::action::{last_lines, Fault};
 use crate::error::FaultKind;
+use crate::error::{last_lines, Fault};
 use crate::secret::Secret;
 use crate::sql::SqlTarget;
 use crate::transport::ExecOutput;
@@ -59,20 +59,9 @@ pub fn manifest_path(path: &str) -> String {
     format!("{}.manifest.json", path.trim_end_matches('/'))
 }
 
-/// A backup as reports show it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct BackupInfo {
-    pub kind: String,
-    pub host: String,
-    pub source: String,
-    pub path: String,
-    pub files: u64,
-    pub bytes: u64,
-    pub sha256: String,
-    /// Taken by this action (false: an existing verified backup was reused or checked).
-    #[serde(default)]
-    pub taken: bool,
-}
+// `BackupInfo`, the record reports and the journal keep, lives with the other records in
+// `report`; what builds it from a manifest is here.
+pub use crate::report::BackupInfo;
 
 impl BackupInfo {
     pub fn from_manifest(host: &str, m: &Manifest, taken: bool) -> Self {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use dolphindb::types::{ConstantImpl, ScalarImpl, VectorImpl};
 
-use crate::action::Fault;
+use crate::error::Fault;
 use crate::error::FaultKind;
 use crate::inventory::Inventory;
 use crate::sql::Password;

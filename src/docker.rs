@@ -307,13 +307,14 @@ pub fn classify(code: Option<i32>, stderr: &str) -> (FaultKind, &'static str) {
     }
 }
 
-/// Judges what the CLI answered: success, or a fault with docker's own message and reason.
-/// (Real and simulated docker answer through the same judgement.)
+/// Judges what the CLI answered: its output on success, `None` when the call succeeded by
+/// finding nothing to do (a missing container it may miss), or a fault with docker's own message
+/// and reason. (Real and simulated docker answer through the same judgement.)
 pub fn judge(
     host: &str,
     op: &DockerOp,
     out: crate::transport::ExecOutput,
-) -> Result<crate::action::Outcome, crate::action::Fault> {
+) -> Result<Option<crate::transport::ExecOutput>, crate::error::Fault> {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     // `logs` merges both streams into stdout, docker's complaints included.
     let said = if matches!(op, DockerOp::Logs { .. }) {
@@ -327,7 +328,7 @@ pub fn judge(
         _ => out.code != Some(0),
     };
     if !failed {
-        return Ok(crate::action::Outcome::Exec(out));
+        return Ok(Some(out));
     }
     let (kind, reason) = classify(out.code, &said);
     let missing_ok = matches!(
@@ -341,14 +342,14 @@ pub fn judge(
         }
     );
     if missing_ok && reason == "no_such_container" {
-        return Ok(crate::action::Outcome::Unit);
+        return Ok(None);
     }
     let msg = format!(
         "{host}: `{}` failed: {}",
         op.describe(),
-        crate::action::last_lines(said.as_bytes(), 3)
+        crate::error::last_lines(said.as_bytes(), 3)
     );
-    let mut f = crate::action::Fault::new(kind, Some(host), msg).with_reason(reason);
+    let mut f = crate::error::Fault::new(kind, Some(host), msg).with_reason(reason);
     f.code = out.code.map(i64::from);
     Err(f)
 }

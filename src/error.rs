@@ -235,3 +235,46 @@ mod tests {
         );
     }
 }
+
+/// A failure as scripts see it: what kind, on which host, and the message.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub host: Option<String>,
+    pub message: String,
+    /// A finer cause scripts can branch on (`e.reason`): for SQL `connect`, `auth`, `timeout`,
+    /// `lost`, `server`; for docker `no_such_container`, `name_in_use`, `daemon`, ...
+    pub reason: Option<String>,
+    /// The server's or tool's own error code, when it gave one (`e.code`).
+    pub code: Option<i64>,
+}
+
+impl Fault {
+    pub fn new(kind: FaultKind, host: Option<&str>, message: impl Into<String>) -> Self {
+        Fault {
+            kind,
+            host: host.map(str::to_string),
+            message: message.into(),
+            reason: None,
+            code: None,
+        }
+    }
+
+    pub fn with_reason(mut self, reason: &str) -> Self {
+        self.reason = Some(reason.to_string());
+        self
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The last `n` non-empty lines, for error messages.
+pub fn last_lines(bytes: &[u8], n: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

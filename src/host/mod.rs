@@ -420,7 +420,9 @@ impl Host {
         let exec = Executor::new(
             self.mode,
             self.inventory.clone(),
-            world.clone(),
+            world
+                .clone()
+                .map(|w| w as Arc<Mutex<dyn crate::action::Simulated>>),
             self.cancel.clone(),
             self.events.clone(),
         );

@@ -1523,7 +1523,7 @@ impl Journal {
                 .map(|r| BackupRecord {
                     step: r.opt_text(0),
                     at_ms: r.u64(1),
-                    backup: crate::backup::BackupInfo {
+                    backup: crate::report::BackupInfo {
                         host: r.text(2),
                         kind: r.text(3),
                         source: r.text(4),

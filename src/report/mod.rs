@@ -224,7 +224,7 @@ pub struct BackupRecord {
     pub step: Option<String>,
     pub at_ms: u64,
     #[serde(flatten)]
-    pub backup: crate::backup::BackupInfo,
+    pub backup: BackupInfo,
 }
 
 impl RunReport {
@@ -387,4 +387,19 @@ impl EventSink for Collect {
             .unwrap_or_else(|e| e.into_inner())
             .push(event.clone());
     }
+}
+
+/// A backup as reports show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BackupInfo {
+    pub kind: String,
+    pub host: String,
+    pub source: String,
+    pub path: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    /// Taken by this action (false: an existing verified backup was reused or checked).
+    #[serde(default)]
+    pub taken: bool,
 }

@@ -2,7 +2,8 @@
 
 use serde::Deserialize;
 
-use crate::action::{Action, Fault, Outcome};
+use crate::action::{Action, Outcome};
+use crate::error::Fault;
 use crate::error::FaultKind;
 use crate::inventory::Inventory;
 use crate::transport::ExecOutput;
@@ -316,7 +317,8 @@ impl ActiveFault {
                 };
                 match action {
                     // A docker call that fails is judged as the real CLI's answer would be.
-                    Action::Docker { call, .. } => crate::docker::judge(host, call, out),
+                    Action::Docker { call, .. } => crate::docker::judge(host, call, out)
+                        .map(|o| o.map_or(Outcome::Unit, Outcome::Exec)),
                     _ => Ok(Outcome::Exec(out)),
                 }
             }

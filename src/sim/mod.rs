@@ -17,9 +17,10 @@ use serde::{Deserialize, Deserializer};
 use sha2::Digest;
 use toml::Spanned;
 
-use crate::action::{Action, Fault, Outcome};
+use crate::action::{Action, Outcome};
 use crate::backup::{manifest_path, BackupInfo, Manifest, ManifestFile};
 use crate::docker::DockerOp;
+use crate::error::Fault;
 use crate::error::{Error, FaultKind, Result};
 use crate::inventory::{config_error, Dur, Inventory, InventorySpec};
 use crate::report::{AvailabilitySample, FiredFault, HostChange, SimReport};
@@ -578,6 +579,7 @@ impl Scenario {
             down: Default::default(),
             comps_generation: Vec::new(),
             full_reads: 0,
+            step: None,
             comp_reads: 0,
         };
         world.initial = Some(world.hosts.clone());
@@ -874,6 +876,8 @@ pub struct World {
     /// there were (the complexity tests count them).
     comps_generation: Vec<Option<u64>>,
     full_reads: u64,
+    /// The step of the action being applied (for samples and fired faults).
+    step: Option<String>,
     /// Components read one by one after a change (the complexity tests count them).
     comp_reads: u64,
     rules: Vec<Rule>,
@@ -882,6 +886,29 @@ pub struct World {
     clock: Duration,
     /// Other runs' locks on the hosts at the start (`host_lock` in the scenario).
     host_locks: BTreeMap<String, crate::hostlock::Holder>,
+}
+
+impl crate::action::Simulated for World {
+    fn apply(
+        &mut self,
+        host: &str,
+        step: Option<&str>,
+        action: &Action,
+    ) -> std::result::Result<Outcome, Fault> {
+        self.apply_in(host, step, action)
+    }
+    fn now(&self) -> Duration {
+        self.clock
+    }
+    fn advance(&mut self, d: Duration) {
+        self.clock += d;
+    }
+    fn unreachable_at_start(&mut self) -> Vec<(String, String)> {
+        World::unreachable_at_start(self)
+    }
+    fn host_lock(&self, host: &str) -> Option<(crate::hostlock::Holder, u64)> {
+        World::host_lock(self, host)
+    }
 }
 
 impl World {
@@ -910,14 +937,23 @@ impl World {
         })
     }
 
-    /// Applies one action to host `host` and answers as the real host would, unless a fault of
-    /// the scenario takes it.
+    /// Applies one action to host `host` outside every step (see `Simulated::apply`).
     pub fn apply(&mut self, host: &str, action: &Action) -> std::result::Result<Outcome, Fault> {
+        self.apply_in(host, None, action)
+    }
+
+    fn apply_in(
+        &mut self,
+        host: &str,
+        step: Option<&str>,
+        action: &Action,
+    ) -> std::result::Result<Outcome, Fault> {
         // Privilege is not modelled: a simulated host lets every user do everything.
         if let Action::Become { action, .. } = action {
-            return self.apply(host, action);
+            return self.apply_in(host, step, action);
         }
-        let step = crate::action::current_step();
+        self.step = step.map(str::to_string);
+        let step = self.step.clone();
         let step_no = self.step_number(step.as_deref());
         let mut fired = None;
         for f in &mut self.faults {
@@ -1210,7 +1246,7 @@ impl World {
         }
         self.availability.push(AvailabilitySample {
             at_ms: self.clock.as_millis() as u64,
-            step: crate::action::current_step(),
+            step: self.step.clone(),
             down,
             violations,
         });
@@ -1318,7 +1354,7 @@ impl World {
                     self.fired.push(FiredFault {
                         at_ms: self.clock.as_millis() as u64,
                         host: h.clone(),
-                        step: crate::action::current_step(),
+                        step: self.step.clone(),
                         action: "connect (every host is reached before the first change)".into(),
                         fault: format!("{h} unreachable"),
                     });
@@ -1605,7 +1641,7 @@ impl World {
                             h.docker.append_log(name, &a.log);
                         }
                     }
-                    crate::docker::judge(host, call, out)?
+                    crate::docker::judge(host, call, out)?.map_or(Outcome::Unit, Outcome::Exec)
                 }
                 Action::WaitPort { port, timeout } => {
                     if h.ports.contains(port) {

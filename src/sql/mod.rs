@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mysql::prelude::Queryable;
 
-use crate::action::Fault;
+use crate::error::Fault;
 use crate::error::FaultKind;
 use crate::inventory::Inventory;
 use crate::secret::Secret;

@@ -278,3 +278,31 @@ pub fn last_lines(bytes: &[u8], n: usize) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// What a script error says at its innermost cause (past the function calls and modules it came
+/// through): its kind and the message a report shows, without Rhai's position (reported apart).
+pub(crate) fn script_failure(err: &rhai::EvalAltResult) -> (FaultKind, String) {
+    use rhai::EvalAltResult as E;
+    let mut e = err;
+    while let E::ErrorInFunctionCall(_, _, inner, _) | E::ErrorInModule(_, inner, _) = e {
+        e = inner;
+    }
+    match e {
+        E::ErrorRuntime(v, _) if v.is::<Fault>() => {
+            let f = v.clone_cast::<Fault>();
+            (f.kind, f.message)
+        }
+        E::ErrorRuntime(v, _) => (FaultKind::Script, v.to_string()),
+        E::ErrorTerminated(..) => (FaultKind::Interrupted, "interrupted".to_string()),
+        E::ErrorParsing(p, _) => (FaultKind::BadInput, p.to_string()),
+        other => (FaultKind::Script, without_position(&other.to_string())),
+    }
+}
+
+/// Rhai's `Display` appends " (line L, position C)"; the position is reported separately.
+fn without_position(text: &str) -> String {
+    match text.rfind(" (line ") {
+        Some(i) if text.ends_with(')') => text[..i].to_string(),
+        _ => text.to_string(),
+    }
+}

@@ -91,7 +91,7 @@ fn call(engine: &Engine, live: &Live) -> R<Dynamic> {
 
 /// The message of a script error, without Rhai's wrapping.
 fn message(e: &EvalAltResult) -> String {
-    crate::engine::eval_error(e, "", "").1.message
+    crate::error::script_failure(e).1
 }
 
 impl Recovery {

@@ -144,8 +144,7 @@ pub(super) fn until<T>(
 
 /// What a failed try shows on timeout, when errors are waited through (`ignore_errors`).
 pub(super) fn seen_error(e: &EvalAltResult) -> String {
-    let (_, l) = crate::engine::eval_error(e, "", "");
-    format!("error: {}", l.message)
+    format!("error: {}", crate::error::script_failure(e).1)
 }
 
 fn poll(r: &RunCtx, ctx: &NativeCallContext, opts: Map, cond: FnPtr) -> R<Dynamic> {

@@ -2,8 +2,7 @@
 
 use rhai::{EvalAltResult, ParseError, Position};
 
-use crate::action::Fault;
-use crate::error::{FaultKind, Located, SourcePos};
+use crate::error::{script_failure, FaultKind, Located, SourcePos};
 
 /// `params()` in describe mode stops the script with this token once it has the param spec.
 pub(crate) const DESCRIBE_TOKEN: &str = "capstan:describe";
@@ -92,16 +91,7 @@ pub(crate) fn eval_error(
             _ => break,
         }
     }
-    let (kind, message) = match e {
-        EvalAltResult::ErrorRuntime(v, _) if v.is::<Fault>() => {
-            let f = v.clone_cast::<Fault>();
-            (f.kind, f.message)
-        }
-        EvalAltResult::ErrorRuntime(v, _) => (FaultKind::Script, v.to_string()),
-        EvalAltResult::ErrorTerminated(..) => (FaultKind::Interrupted, "interrupted".to_string()),
-        EvalAltResult::ErrorParsing(p, _) => (FaultKind::BadInput, p.to_string()),
-        other => (FaultKind::Script, without_position(&other.to_string())),
-    };
+    let (kind, message) = script_failure(e);
     let mut located = Located::new(message, pos_in(&file, e.position()));
     if let Some(text) = source_text(&file, main_file, main_text) {
         located = located.with_source_text(&text);
@@ -113,12 +103,4 @@ pub(crate) fn eval_error(
     }
     located.called_from = chain;
     (kind, located)
-}
-
-/// Rhai's `Display` appends " (line L, position C)"; the position is reported separately.
-fn without_position(text: &str) -> String {
-    match text.rfind(" (line ") {
-        Some(i) if text.ends_with(')') => text[..i].to_string(),
-        _ => text.to_string(),
-    }
 }

@@ -22,23 +22,8 @@ impl StdlibModule {
     }
 }
 
-const MODULES: &[StdlibModule] = &[
-    StdlibModule {
-        name: "dolphindb",
-        source: include_str!("../../stdlib/dolphindb.rhai"),
-    },
-    StdlibModule {
-        name: "oceanbase",
-        source: include_str!("../../stdlib/oceanbase.rhai"),
-    },
-    StdlibModule {
-        name: "oms",
-        source: include_str!("../../stdlib/oms.rhai"),
-    },
-    StdlibModule {
-        name: "openmldb",
-        source: include_str!("../../stdlib/openmldb.rhai"),
-    },
+/// The modules that are no product's (each product's is in the registry, `sim::products`).
+const GENERIC: &[StdlibModule] = &[
     StdlibModule {
         name: "process",
         source: include_str!("../../stdlib/process.rhai"),
@@ -53,14 +38,29 @@ const MODULES: &[StdlibModule] = &[
     },
 ];
 
-/// Every module of the stdlib.
+/// Every module of the stdlib, by name: every product's, and the generic ones.
 pub fn stdlib_modules() -> &'static [StdlibModule] {
-    MODULES
+    static ALL: std::sync::OnceLock<Vec<StdlibModule>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut all: Vec<StdlibModule> = crate::sim::products::PRODUCTS
+            .iter()
+            .map(|p| StdlibModule {
+                name: p.name,
+                source: p.stdlib,
+            })
+            .chain(GENERIC.iter().copied())
+            .collect();
+        all.sort_by_key(|m| m.name);
+        all
+    })
 }
 
 /// The text of a stdlib file by its error name (`stdlib/rolling.rhai`).
 pub(crate) fn stdlib_source(file: &str) -> Option<&'static str> {
-    MODULES.iter().find(|m| m.file() == file).map(|m| m.source)
+    stdlib_modules()
+        .iter()
+        .find(|m| m.file() == file)
+        .map(|m| m.source)
 }
 
 /// Resolves stdlib imports, compiling each module once per engine with that engine (stdlib
@@ -94,7 +94,7 @@ impl ModuleResolver for StdlibResolver {
         path: &str,
         pos: Position,
     ) -> Result<SharedModule, Box<EvalAltResult>> {
-        let Some(m) = MODULES.iter().find(|m| m.name == path) else {
+        let Some(m) = stdlib_modules().iter().find(|m| m.name == path) else {
             return Err(Box::new(EvalAltResult::ErrorModuleNotFound(
                 path.into(),
                 pos,

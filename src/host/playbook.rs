@@ -5,18 +5,22 @@ use std::path::{Path, PathBuf};
 use crate::api::ParamInfo;
 use crate::error::{Error, Result};
 
-/// The playbooks shipped in the binary: (name, source).
-const SHIPPED: &[(&str, &str)] = &[
-    ("dolphindb", include_str!("../../playbooks/dolphindb.rhai")),
-    ("oceanbase", include_str!("../../playbooks/oceanbase.rhai")),
-    ("oms", include_str!("../../playbooks/oms.rhai")),
-    ("openmldb", include_str!("../../playbooks/openmldb.rhai")),
-    ("preflight", include_str!("../../playbooks/preflight.rhai")),
-];
+/// The shipped playbooks that are no product's (each product's is in the registry,
+/// `sim::products`).
+const GENERIC: &[(&str, &str)] = &[("preflight", include_str!("../../playbooks/preflight.rhai"))];
 
-/// Names and sources of the shipped playbooks.
+/// Names and sources of the shipped playbooks, by name: every product's, and the generic ones.
 pub fn shipped_playbooks() -> &'static [(&'static str, &'static str)] {
-    SHIPPED
+    static ALL: std::sync::OnceLock<Vec<(&str, &str)>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut all: Vec<(&str, &str)> = crate::sim::products::PRODUCTS
+            .iter()
+            .map(|p| (p.name, p.playbook))
+            .chain(GENERIC.iter().copied())
+            .collect();
+        all.sort_by_key(|(n, _)| *n);
+        all
+    })
 }
 
 /// A playbook's source and where it came from.
@@ -95,7 +99,7 @@ impl Playbook {
 
     /// A shipped playbook by name.
     pub fn shipped(name: &str) -> Option<Self> {
-        SHIPPED
+        shipped_playbooks()
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(n, s)| Playbook {
@@ -115,7 +119,7 @@ impl Playbook {
         Self::shipped(name_or_path).ok_or_else(|| {
             Error::Usage(format!(
                 "no playbook file `{name_or_path}` and no shipped playbook of that name (shipped: {})",
-                SHIPPED.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                shipped_playbooks().iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
             ))
         })
     }

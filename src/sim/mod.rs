@@ -7,6 +7,7 @@ pub mod model;
 pub mod oceanbase;
 mod oms;
 pub mod openmldb;
+pub mod products;
 pub mod sqlstore;
 
 use std::collections::{BTreeMap, BTreeSet};

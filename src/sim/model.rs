@@ -199,15 +199,17 @@ pub(super) fn process_check_pid(argv: &[String]) -> Option<&str> {
         .then_some(argv.get(4)?.as_str())
 }
 
-/// The models a scenario can name in `[[products]]`.
-pub const MODELS: &[&str] = &[
-    "service",
-    "hello",
-    "openmldb",
-    "oceanbase",
-    "dolphindb",
-    "oms",
-];
+/// The models that are not a shipped product's (`super::products` lists those).
+const GENERIC_MODELS: &[&str] = &["service", "hello"];
+
+/// The models a scenario can name in `[[products]]`: the generic ones, then every product's.
+pub fn model_names() -> Vec<&'static str> {
+    GENERIC_MODELS
+        .iter()
+        .copied()
+        .chain(super::products::PRODUCTS.iter().map(|p| p.name))
+        .collect()
+}
 
 /// Builds the model `name` over `hosts` with the scenario's settings (a model may read the
 /// hosts' groups and vars from the inventory).
@@ -217,24 +219,15 @@ pub fn build(
     settings: &toml::Table,
     inventory: &Inventory,
 ) -> Result<Box<dyn ProductModel>, String> {
+    if let Some(p) = super::products::product(name) {
+        return (p.model)(hosts, settings, inventory);
+    }
     match name {
-        "openmldb" => Ok(Box::new(super::openmldb::OpenMldb::from_settings(
-            hosts, settings, inventory,
-        )?)),
-        "oceanbase" => Ok(Box::new(super::oceanbase::ObModel::from_settings(
-            hosts, settings, inventory,
-        )?)),
-        "dolphindb" => Ok(Box::new(super::dolphindb::DolphinDb::from_settings(
-            hosts, settings, inventory,
-        )?)),
-        "oms" => Ok(Box::new(super::oms::OmsModel::from_settings(
-            hosts, settings, inventory,
-        )?)),
         "service" => Ok(Box::new(PortService::from_settings(hosts, settings)?)),
         "hello" => Ok(Box::new(Hello::from_settings(hosts, settings)?)),
         other => Err(format!(
             "unknown product model `{other}` (models: {})",
-            MODELS.join(", ")
+            model_names().join(", ")
         )),
     }
 }

@@ -19,6 +19,7 @@ mod openmldb;
 mod operator;
 mod parity;
 mod privilege;
+mod products;
 mod server_journal;
 mod simulation;
 mod sql;

@@ -1,0 +1,119 @@
+//! What the executor writes down: an action's replay-log row and its record in the journal and events.
+
+use super::*;
+
+impl Executor {
+    /// Journals a replayed action, or a read, in this attempt's replay log (a later resume
+    /// replays it too).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn replay_row(
+        &self,
+        j: &RunJournal,
+        step: &str,
+        host: &str,
+        pos: u32,
+        seq: u64,
+        fp: &str,
+        action: &Action,
+        result: &Result<Outcome, Fault>,
+    ) {
+        let outcome = result
+            .as_ref()
+            .ok()
+            .and_then(|o| Recorded::of(o, &self.inventory.redactor))
+            .and_then(|r| serde_json::to_string(&r).ok());
+        let row = ReplayRow {
+            attempt: j.attempt,
+            step: step.to_string(),
+            host: host.to_string(),
+            pos,
+            seq,
+            fingerprint: fp.to_string(),
+            description: self.inventory.redactor.redact(&action.describe()),
+            state: if result.is_ok() {
+                ReplayState::Done
+            } else {
+                ReplayState::Failed
+            },
+            outcome,
+        };
+        // Batched: nothing depends on it before the next durable write, which writes it first.
+        if let Err(e) = j.journal.replay_read(&j.run_id, &row) {
+            self.journal_failed(&e);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn record(
+        &self,
+        seq: u64,
+        host: &str,
+        action: &Action,
+        disposition: Disposition,
+        at: Duration,
+        duration: Duration,
+        result: &Result<Outcome, Fault>,
+    ) {
+        let red = &self.inventory.redactor;
+        let summary = match result {
+            Ok(Outcome::Exec(o)) => match (o.code, &o.signal) {
+                (Some(c), _) => format!("exit {c}"),
+                (None, Some(s)) => format!("killed by SIG{s}"),
+                (None, None) => "ended".into(),
+            },
+            Ok(Outcome::Skipped) => "skipped (check mode)".into(),
+            Ok(Outcome::Bool(b)) => b.to_string(),
+            Ok(Outcome::Int(i)) => i.to_string(),
+            Ok(Outcome::Text(t)) => t.clone(),
+            Ok(Outcome::Bytes(b)) => format!("{} bytes", b.len()),
+            Ok(Outcome::Unit) => "ok".into(),
+            Ok(Outcome::Sql(r)) if r.columns.is_empty() => format!("{} affected", r.affected),
+            Ok(Outcome::Sql(r)) => format!("{} rows", r.rows.len()),
+            Ok(Outcome::Ddb(v)) => v.summary(),
+            Ok(Outcome::Backup(b)) => format!(
+                "{} files, {} bytes, sha256 {}",
+                b.files,
+                b.bytes,
+                &b.sha256[..b.sha256.len().min(12)]
+            ),
+            Err(f) => f.message.clone(),
+        };
+        let summary = if disposition == Disposition::Replayed {
+            format!("{summary} (replayed: finished by an earlier attempt)")
+        } else {
+            summary
+        };
+        let rec = ActionRecord {
+            attempt: self.journal.get().map_or(1, |j| j.attempt),
+            seq,
+            host: host.to_string(),
+            step: current_step(),
+            op: action.op().to_string(),
+            read_only: action.is_read_only(),
+            description: red.redact(&action.describe()),
+            disposition,
+            at_ms: at.as_millis() as u64,
+            duration_ms: duration.as_millis() as u64,
+            ok: result.is_ok(),
+            result: red.redact(&summary),
+            argv: action
+                .argv()
+                .map(|a| a.iter().map(|x| red.redact(x)).collect()),
+        };
+        if let Some(j) = self.journal.get() {
+            if let Err(e) = j.journal.record_action(&j.run_id, j.attempt, &rec) {
+                self.journal_failed(&e);
+            }
+        }
+        if let Some(step) = &rec.step {
+            let mut per = self.per_step.lock().unwrap_or_else(|e| e.into_inner());
+            let (hosts, n) = per.entry(step.clone()).or_default();
+            *n += 1;
+            if !hosts.contains(&rec.host) {
+                hosts.push(rec.host.clone());
+            }
+        }
+        // The journal keeps the records (reports are read from it); nothing else holds them.
+        self.events.emit(&Event::Action(rec));
+    }
+}

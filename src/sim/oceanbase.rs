@@ -155,6 +155,13 @@ pub struct ObCluster {
     /// read (never rebuilt whole for one statement: a rehearsal sends thousands).
     #[serde(skip)]
     pub catalog: Catalog,
+    /// What availability reads (a server alive, its zone active) changed: how many times, and
+    /// on which servers since the world last asked (`ProductModel::generation` and
+    /// `take_changed_hosts`).
+    #[serde(skip)]
+    pub up_changes: u64,
+    #[serde(skip)]
+    pub up_changed: std::collections::BTreeSet<usize>,
 }
 
 /// The catalog's SQLite database and what in it is out of date. The parameter views (a row per
@@ -324,6 +331,8 @@ impl ObCluster {
             special_actions: Vec::new(),
             lagging: BTreeMap::new(),
             catalog: Catalog::default(),
+            up_changes: 0,
+            up_changed: Default::default(),
         };
         for s in &mut c.servers {
             s.params.clear();
@@ -380,6 +389,15 @@ impl ObCluster {
     fn server_changed(&mut self, i: usize) {
         self.catalog.rest_stale = true;
         self.catalog.params_stale.insert(i);
+        self.up_changes += 1;
+        self.up_changed.insert(i);
+    }
+
+    /// Zone `z` stopped or started: every server of it serves, or not, from now.
+    fn zone_changed(&mut self, z: &str) {
+        self.up_changes += 1;
+        let of_zone = self.servers.iter().enumerate().filter(|(_, s)| s.zone == z);
+        self.up_changed.extend(of_zone.map(|(i, _)| i));
     }
 
     /// The value of parameter `name` that server `i` shows now.
@@ -561,12 +579,14 @@ impl ObCluster {
                     for srv in self.servers.iter_mut().filter(|x| x.zone == z) {
                         srv.stop_time = Some(now);
                     }
+                    self.zone_changed(&z);
                 } else if let Some(z) = rest.strip_prefix("START ZONE ") {
                     let z = self.zone_name(s, z)?;
                     self.zones.insert(z.clone(), "ACTIVE".into());
                     for srv in self.servers.iter_mut().filter(|x| x.zone == z) {
                         srv.stop_time = None;
                     }
+                    self.zone_changed(&z);
                 } else if rest.starts_with("RUN UPGRADE JOB ") || rest.starts_with("RUN JOB ") {
                     let job = quoted(s).unwrap_or_default().to_ascii_uppercase();
                     let id = self.jobs.len() as i64 + 1;
@@ -1103,6 +1123,8 @@ pub struct ObModel {
     /// Each client session's server (for obproxy's, the observer behind it) and that
     /// server's start count when the session last used it.
     sessions: BTreeMap<u64, (String, u32)>,
+    /// Inventory host → its server's index in `cluster.servers` (one server per host).
+    by_host: std::collections::HashMap<String, usize>,
 }
 
 fn var_str(
@@ -1289,6 +1311,12 @@ impl ObModel {
                 no_restart.insert(h.clone(), ver.as_str().unwrap_or_default().to_string());
             }
         }
+        let by_host = cluster
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.host.clone(), i))
+            .collect();
         Ok(ObModel {
             cluster,
             observers,
@@ -1296,7 +1324,23 @@ impl ObModel {
             obproxy,
             starts: BTreeMap::new(),
             sessions: BTreeMap::new(),
+            by_host,
         })
+    }
+
+    /// Server `i` as a component: up while it is alive and its zone active.
+    fn component(&self, i: usize) -> Component {
+        let s = &self.cluster.servers[i];
+        Component {
+            name: format!("oceanbase/{}@{}", s.zone, s.host),
+            host: s.host.clone(),
+            up: s.alive
+                && self
+                    .cluster
+                    .zones
+                    .get(&s.zone)
+                    .is_some_and(|z| z == "ACTIVE"),
+        }
     }
 
     /// Whether the observer on inventory host `host` runs.
@@ -1681,20 +1725,30 @@ impl ProductModel for ObModel {
     }
 
     fn components(&self, _hosts: &BTreeMap<String, SimHost>) -> Vec<Component> {
-        self.cluster
-            .servers
-            .iter()
-            .map(|s| Component {
-                name: format!("oceanbase/{}@{}", s.zone, s.host),
-                host: s.host.clone(),
-                up: s.alive
-                    && self
-                        .cluster
-                        .zones
-                        .get(&s.zone)
-                        .is_some_and(|z| z == "ACTIVE"),
-            })
+        (0..self.cluster.servers.len())
+            .map(|i| self.component(i))
             .collect()
+    }
+
+    fn components_on(&self, host: &str, _hosts: &BTreeMap<String, SimHost>) -> Vec<Component> {
+        self.by_host
+            .get(host)
+            .map(|&i| vec![self.component(i)])
+            .unwrap_or_default()
+    }
+
+    fn generation(&self) -> Option<u64> {
+        Some(self.cluster.up_changes)
+    }
+
+    fn take_changed_hosts(&mut self) -> Option<Vec<String>> {
+        let changed = std::mem::take(&mut self.cluster.up_changed);
+        Some(
+            changed
+                .into_iter()
+                .map(|i| self.cluster.servers[i].host.clone())
+                .collect(),
+        )
     }
 
     fn violations(&self, components: &[Component], down: &[usize]) -> Vec<String> {
@@ -1767,6 +1821,41 @@ mod tests {
     /// statements (a parameter set on one server, read back on it, a server restarted) write
     /// the same number of catalog rows at 30 and at 600 observers. (Rebuilding the catalog for
     /// each statement made a 1,000-observer rehearsal quadratic: 122 s.)
+    /// What availability reads changes on the servers a statement touches and no other: the
+    /// world re-reads those hosts alone, and nothing after a read or a parameter change that
+    /// stops no server.
+    #[test]
+    fn a_zone_stop_marks_its_servers_and_a_read_marks_none() {
+        let mut c = cluster_of(30);
+        c.up_changed.clear();
+        let before = c.up_changes;
+        q(&mut c, "select zone, status from oceanbase.DBA_OB_ZONES");
+        c.sql(
+            SqlKind::Exec,
+            "alter system set enable_rebalance = 'False'",
+            &SqlParams::None,
+        )
+        .unwrap();
+        assert_eq!((c.up_changes, c.up_changed.len()), (before, 0));
+        c.sql(
+            SqlKind::Exec,
+            "alter system stop zone 'zone2'",
+            &SqlParams::None,
+        )
+        .unwrap();
+        assert!(c.up_changes > before);
+        let marked: Vec<&str> = c
+            .up_changed
+            .iter()
+            .map(|&i| c.servers[i].zone.as_str())
+            .collect();
+        assert_eq!(marked, vec!["zone2"; 10], "only zone2's servers");
+        let (ip, port) = (c.servers[0].ip.clone(), c.servers[0].rpc_port);
+        c.up_changed.clear();
+        c.server_stopped(&ip, port);
+        assert_eq!(c.up_changed.iter().copied().collect::<Vec<_>>(), [0]);
+    }
+
     #[test]
     fn a_per_server_statement_costs_the_same_at_any_cluster_size() {
         let per_server = |n: usize| {

@@ -598,6 +598,19 @@ impl OmsModel {
     }
 
     /// Whether the OMS container `image` (started with `env`) on `host` serves a healthy console.
+    /// Node `n` as a component: up while a healthy OMS container of its address runs on its host.
+    fn component(&self, n: &Node, hosts: &BTreeMap<String, SimHost>) -> Component {
+        Component {
+            name: format!("oms@{}", n.host),
+            host: n.host.clone(),
+            up: hosts.get(&n.host).is_some_and(|h| {
+                h.docker.running().into_iter().any(|(_, image, env)| {
+                    env.get("OMS_HOST_IP") == Some(&n.ip) && self.healthy(&n.host, &image, &env)
+                })
+            }),
+        }
+    }
+
     fn healthy(&self, host: &str, image: &str, env: &BTreeMap<String, String>) -> bool {
         if self.unhealthy.contains(host) && env.get("IS_UPGRADE").is_some_and(|v| v == "true") {
             return false;
@@ -1306,16 +1319,27 @@ impl ProductModel for OmsModel {
     fn components(&self, hosts: &BTreeMap<String, SimHost>) -> Vec<Component> {
         self.nodes
             .iter()
-            .map(|n| Component {
-                name: format!("oms@{}", n.host),
-                host: n.host.clone(),
-                up: hosts.get(&n.host).is_some_and(|h| {
-                    h.docker.running().into_iter().any(|(_, image, env)| {
-                        env.get("OMS_HOST_IP") == Some(&n.ip) && self.healthy(&n.host, &image, &env)
-                    })
-                }),
-            })
+            .map(|n| self.component(n, hosts))
             .collect()
+    }
+
+    // After a change on one host: that host's nodes only.
+    fn components_on(&self, host: &str, hosts: &BTreeMap<String, SimHost>) -> Vec<Component> {
+        self.nodes
+            .iter()
+            .filter(|n| n.host == host)
+            .map(|n| self.component(n, hosts))
+            .collect()
+    }
+
+    // What a node's health reads besides its host's containers: the version recorded in the
+    // metadata database. A statement that changes it re-reads every node; any other statement
+    // (the heartbeats, HA switches, dumps) re-reads none.
+    fn generation(&self) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.recorded().hash(&mut h);
+        Some(h.finish())
     }
 
     fn violations(&self, components: &[Component], down: &[usize]) -> Vec<String> {

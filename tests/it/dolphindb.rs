@@ -239,17 +239,6 @@ fn comparable(r: &Value) -> BTreeMap<String, Vec<String>> {
     t
 }
 
-fn undo_path(r: &Value) -> Vec<String> {
-    let run = r["run_id"].as_str().unwrap();
-    r["undos"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rev()
-        .map(|u| format!("#{} {} {}", u["id"], u["status"], u["description"]).replace(run, "RUN"))
-        .collect()
-}
-
 /// What the probe reported in the run's log: (attempted, failed, ids consecutive, first id).
 fn probe_report(r: &Value) -> (i64, i64, bool, i64) {
     let logs: Vec<&str> = r["logs"]

@@ -581,16 +581,6 @@ fn comparable(r: &Value) -> BTreeMap<String, Vec<String>> {
     t
 }
 
-fn undo_path(r: &Value) -> Vec<String> {
-    r["undos"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rev()
-        .map(|u| format!("#{} {} {}", u["id"], u["status"], u["description"]))
-        .collect()
-}
-
 #[test]
 fn oms_upgrades_two_nodes_on_the_lab_and_the_simulation_acts_alike() {
     let lab = OmsLab::new(true);

@@ -298,18 +298,6 @@ fn comparable(r: &Value) -> BTreeMap<String, Vec<String>> {
     t
 }
 
-/// The rollback path, newest first, with the run id in kept copies' names masked.
-fn undo_path(r: &Value) -> Vec<String> {
-    let run = r["run_id"].as_str().unwrap();
-    r["undos"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rev()
-        .map(|u| format!("#{} {} {}", u["id"], u["status"], u["description"]).replace(run, "RUN"))
-        .collect()
-}
-
 #[test]
 fn openmldb_upgrades_on_the_lab_and_the_simulation_acts_alike() {
     let lab = OmLab::new(true, json!({}));

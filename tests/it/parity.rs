@@ -574,3 +574,16 @@ fn a_failure_rolls_back_the_same_way_on_the_lab_and_in_simulation() {
         serde_json::json!([])
     );
 }
+
+/// The undos of a report, newest first as a rollback runs them: `#ID STATUS DESCRIPTION`, the
+/// run id masked (the lab's run and the simulation's have their own).
+pub fn undo_path(r: &Value) -> Vec<String> {
+    let run = r["run_id"].as_str().unwrap_or("\u{0}");
+    r["undos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|u| format!("#{} {} {}", u["id"], u["status"], u["description"]).replace(run, "RUN"))
+        .collect()
+}

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, NativeCallContext};
 
+use super::errors::ROLLBACK_TOKEN;
 use super::persist::{from_json, to_json};
 use super::{def, fault, finish_step, ConfirmPolicy, Replay, RunCtx};
 use crate::action::{current_step, set_current_step};
-use crate::engine::ROLLBACK_TOKEN;
 use crate::error::{FaultKind, SourcePos};
 use crate::report::{Event, StepRecord, StepStatus};
 use crate::Mode;
@@ -138,7 +138,7 @@ log(`versions: ${versions}`);
                 match slot.into_inner().unwrap_or_else(|e| e.into_inner()) {
                     Some(Ok(v)) => out.push(v),
                     Some(Err(e)) => {
-                        let (_, located) = crate::engine::eval_error(&e, "", "");
+                        let (_, located) = super::errors::eval_error(&e, "", "");
                         failures.push(format!("item {i} ({}): {}", items[i], located.message));
                         first_err.get_or_insert(e);
                         out.push(Dynamic::UNIT);
@@ -440,7 +440,7 @@ fn run_step(r: &Arc<RunCtx>, ctx: &NativeCallContext, name: &str, body: FnPtr) -
             finish_step(r, index, None, Some(&p.value));
         }
         Err(e) => {
-            let (_, located) = crate::engine::eval_error(e, "", "");
+            let (_, located) = super::errors::eval_error(e, "", "");
             finish_step(r, index, Some(located.message), None);
         }
     }

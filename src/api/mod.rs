@@ -3,6 +3,7 @@
 mod backup;
 mod ddb;
 mod docker;
+pub(crate) mod errors;
 mod flow;
 mod host;
 mod opts;

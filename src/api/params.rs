@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use rhai::{Dynamic, Engine, EvalAltResult, Map, Module, Position};
 
+use super::errors::DESCRIBE_TOKEN;
 use super::{bad_input, def, def_in, RunCtx};
-use crate::engine::DESCRIBE_TOKEN;
 
 type R<T> = Result<T, Box<EvalAltResult>>;
 

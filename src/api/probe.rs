@@ -73,7 +73,7 @@ fn detached(f: &FnPtr) -> FnPtr {
 }
 
 fn message(e: &EvalAltResult) -> String {
-    let (_, located) = crate::engine::eval_error(e, "", "");
+    let (_, located) = super::errors::eval_error(e, "", "");
     located.message
 }
 

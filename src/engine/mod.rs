@@ -1,6 +1,5 @@
 //! Rhai wiring: engine construction, explicit limits, the embedded stdlib resolver, error positions.
 
-mod errors;
 mod lint;
 mod stdlib;
 
@@ -10,7 +9,7 @@ use std::sync::Arc;
 use rhai::module_resolvers::{FileModuleResolver, ModuleResolversCollection};
 use rhai::{Engine, OptimizationLevel};
 
-pub(crate) use errors::{compile_error, eval_error, DESCRIBE_TOKEN, ROLLBACK_TOKEN};
+pub(crate) use crate::api::errors::{compile_error, eval_error, DESCRIBE_TOKEN, ROLLBACK_TOKEN};
 pub(crate) use lint::lint;
 pub use lint::{Diagnostic, Severity};
 pub use stdlib::{stdlib_modules, StdlibResolver};

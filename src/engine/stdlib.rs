@@ -8,60 +8,9 @@ use rhai::{Engine, EvalAltResult, Module, ModuleResolver, Position, Scope};
 /// What a resolver hands back (`rhai::Shared<Module>` is an `Arc` under the `sync` feature).
 type SharedModule = Arc<Module>;
 
-/// One embedded module: `import "<name>" as x;` finds it.
-#[derive(Debug, Clone, Copy)]
-pub struct StdlibModule {
-    pub name: &'static str,
-    pub source: &'static str,
-}
-
-impl StdlibModule {
-    /// The name errors and docs use for this module's file.
-    pub fn file(&self) -> String {
-        format!("stdlib/{}.rhai", self.name)
-    }
-}
-
-/// The modules that are no product's (each product's is in the registry, `sim::products`).
-const GENERIC: &[StdlibModule] = &[
-    StdlibModule {
-        name: "process",
-        source: include_str!("../../stdlib/process.rhai"),
-    },
-    StdlibModule {
-        name: "rolling",
-        source: include_str!("../../stdlib/rolling.rhai"),
-    },
-    StdlibModule {
-        name: "version",
-        source: include_str!("../../stdlib/version.rhai"),
-    },
-];
-
-/// Every module of the stdlib, by name: every product's, and the generic ones.
-pub fn stdlib_modules() -> &'static [StdlibModule] {
-    static ALL: std::sync::OnceLock<Vec<StdlibModule>> = std::sync::OnceLock::new();
-    ALL.get_or_init(|| {
-        let mut all: Vec<StdlibModule> = crate::sim::products::PRODUCTS
-            .iter()
-            .map(|p| StdlibModule {
-                name: p.name,
-                source: p.stdlib,
-            })
-            .chain(GENERIC.iter().copied())
-            .collect();
-        all.sort_by_key(|m| m.name);
-        all
-    })
-}
-
-/// The text of a stdlib file by its error name (`stdlib/rolling.rhai`).
-pub(crate) fn stdlib_source(file: &str) -> Option<&'static str> {
-    stdlib_modules()
-        .iter()
-        .find(|m| m.file() == file)
-        .map(|m| m.source)
-}
+// The modules themselves (name and source) are listed with the product registry, which the
+// layers below the engine read too (error positions name a module's file).
+pub use crate::sim::products::{stdlib_modules, StdlibModule};
 
 /// Resolves stdlib imports, compiling each module once per engine with that engine (stdlib
 /// functions call the engine's natives).

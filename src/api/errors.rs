@@ -23,7 +23,7 @@ fn pos_in(file: &str, pos: Position) -> Option<SourcePos> {
 /// The file a Rhai source name stands for. Rhai names a file module by its import path
 /// (`helper`), so that is looked up beside the playbook; stdlib modules are `stdlib/<name>.rhai`.
 fn file_of(src: &str, main_dir: Option<&std::path::Path>) -> String {
-    if super::stdlib::stdlib_modules()
+    if crate::sim::products::stdlib_modules()
         .iter()
         .any(|m| m.name == src)
     {
@@ -43,7 +43,7 @@ fn source_text(file: &str, main_file: &str, main_text: &str) -> Option<String> {
     if file == main_file {
         return Some(main_text.to_string());
     }
-    if let Some(s) = super::stdlib::stdlib_source(file) {
+    if let Some(s) = crate::sim::products::stdlib_source(file) {
         return Some(s.to_string());
     }
     std::fs::read_to_string(file).ok()
@@ -78,7 +78,7 @@ pub(crate) fn eval_error(
             }
             EvalAltResult::ErrorInModule(path, inner, pos) => {
                 chain.extend(pos_in(&file, *pos));
-                file = if super::stdlib::stdlib_modules()
+                file = if crate::sim::products::stdlib_modules()
                     .iter()
                     .any(|m| m.name == path)
                 {

@@ -160,7 +160,10 @@ impl RunCtx {
     ) {
         let spec = UndoSpec::Actions {
             host: host.to_string(),
-            actions,
+            actions: actions
+                .iter()
+                .map(|a| serde_json::to_value(a).unwrap_or_default())
+                .collect(),
         };
         self.journal_undo(Some(host), description, &spec);
     }
@@ -290,10 +293,14 @@ impl RunCtx {
             }
             let prev = set_current_step(Some(format!("undo #{}: {}", u.id, u.description)));
             let result: Result<(), String> = match &u.spec {
-                UndoSpec::Actions { host, actions } => actions
-                    .iter()
-                    .try_for_each(|a| self.exec.perform(host, a.clone()).map(|_| ()))
-                    .map_err(|f| f.message),
+                UndoSpec::Actions { host, actions } => actions.iter().try_for_each(|a| {
+                    let a: Action = serde_json::from_value(a.clone())
+                        .map_err(|e| format!("its action cannot be read from the journal: {e}"))?;
+                    self.exec
+                        .perform(host, a)
+                        .map(|_| ())
+                        .map_err(|f| f.message)
+                }),
                 UndoSpec::Closure(spec) => {
                     let live = lock(&self.recovery.undos).remove(&u.id);
                     self.recovery.run_closure(engine, self, live, spec)

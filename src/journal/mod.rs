@@ -28,7 +28,6 @@ pub use lock::{holder_alive, process_alive, process_start_time, HostLock, LockCo
 pub use server::{JournalAt, ServerSpec};
 use store::{vals, Conn, Row, SResult, Server, StoreErr, SERVER_SCHEMA};
 
-use crate::action::Action;
 use crate::error::{Error, Located, Result};
 use crate::report::{
     ActionRecord, BackupRecord, Disposition, GuardRecord, LogLine, Outcome, RunReport, StepRecord,
@@ -116,8 +115,13 @@ impl RunStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum UndoSpec {
-    /// Actions on one host, performed in order (registered by mutating primitives).
-    Actions { host: String, actions: Vec<Action> },
+    /// Actions on one host, performed in order (registered by mutating primitives). The
+    /// journal keeps them as the executor wrote them (its `Action` as JSON) and does not read
+    /// them, but for a restore's kept copy in the report.
+    Actions {
+        host: String,
+        actions: Vec<serde_json::Value>,
+    },
     /// A script closure: its function name and the values it captured (see `api::persist`).
     Closure(ClosureSpec),
     /// A point of no return (`no_way_back`): a rollback stops here, and the undos registered
@@ -767,9 +771,7 @@ mod tests {
             .unwrap();
         let spec = UndoSpec::Actions {
             host: "a".into(),
-            actions: vec![Action::Remove {
-                path: "/x/y".into(),
-            }],
+            actions: vec![serde_json::json!({ "op": "remove", "path": "/x/y" })],
         };
         let u = NewUndo {
             step: Some("s"),

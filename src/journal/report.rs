@@ -93,10 +93,12 @@ impl Journal {
                 .iter()
                 .map(|r| {
                     let saved = match serde_json::from_str::<UndoSpec>(&r.text(6)) {
-                        Ok(UndoSpec::Actions { actions, .. }) => actions.iter().find_map(|a| match a {
-                            Action::Restore { saved, .. } => Some(saved.clone()),
-                            _ => None,
-                        }),
+                        // The kept copy a restore puts back (`Action::Restore`).
+                        Ok(UndoSpec::Actions { actions, .. }) => actions
+                            .iter()
+                            .find(|a| a["op"] == "restore")
+                            .and_then(|a| a["saved"].as_str())
+                            .map(str::to_string),
                         _ => None,
                     };
                     UndoRecord {

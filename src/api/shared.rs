@@ -56,7 +56,9 @@ A list of `items` whose copies share one array: passing it to a function, or `le
 a reference count, not the items. It reads like an array (`l.len()`, `l[i]`, `l[-1]`,
 `for x in l`); `l.push(x)` copies the items first when another copy shares them, so no copy
 sees the change. The stdlib keeps a cluster's servers in one (`ob::sessions`,
-`dolphindb::cluster`), which every statement passes on. A resumed run gets a plain array back.
+`dolphindb::cluster`), which every statement passes on. A closure's undo that captures one
+journals it once per run and gets it back shared; a step's result holding one reads back as a
+plain array.
 
 ```rhai
 let a = shared_list([1, 2]);
@@ -109,6 +111,29 @@ if l[0] != "x" { fail("push is broken"); }
     );
     def(
         engine,
+        "position_of",
+        &["l: SharedList", "key: String", "value: ?", "int"],
+        r#"
+The position of the first item that is a map whose `key` is `value` (a string, number or
+bool), or -1. The search runs in Rust: looking an item up by a field in a script loop copies
+each item it passes.
+
+```rhai
+let l = shared_list([#{ name: "a" }, #{ name: "b" }]);
+if l.position_of("name", "b") != 1 || l.position_of("name", "z") != -1 { fail("position_of is broken"); }
+```"#,
+        |l: &mut SharedList, key: &str, value: Dynamic| {
+            l.0.iter()
+                .position(|item| {
+                    item.read_lock::<rhai::Map>()
+                        .and_then(|m| m.get(key).map(|v| same(v, &value)))
+                        .unwrap_or(false)
+                })
+                .map_or(-1, |i| i as i64)
+        },
+    );
+    def(
+        engine,
         "to_array",
         &["l: SharedList", "Array"],
         r#"
@@ -119,4 +144,21 @@ if shared_list([1, 2]).to_array() != [1, 2] { fail("to_array is broken"); }
 ```"#,
         |l: &mut SharedList| (*l.0).clone(),
     );
+}
+
+/// Whether two plain values (strings, numbers, bools, chars) are equal; other types never are.
+fn same(a: &Dynamic, b: &Dynamic) -> bool {
+    if let (Ok(x), Ok(y)) = (a.as_immutable_string_ref(), b.as_immutable_string_ref()) {
+        return *x == *y;
+    }
+    if let (Ok(x), Ok(y)) = (a.as_int(), b.as_int()) {
+        return x == y;
+    }
+    if let (Ok(x), Ok(y)) = (a.as_float(), b.as_float()) {
+        return x == y;
+    }
+    if let (Ok(x), Ok(y)) = (a.as_bool(), b.as_bool()) {
+        return x == y;
+    }
+    matches!((a.as_char(), b.as_char()), (Ok(x), Ok(y)) if x == y)
 }

@@ -21,6 +21,9 @@ pub(crate) struct HostLocks {
     held: Vec<(HostEntry, Arc<dyn Transport>)>,
     /// Dropped to stop the renewal thread.
     stop: Option<mpsc::Sender<()>>,
+    /// The renewal thread, joined before the locks are released: a renewal in flight could
+    /// otherwise write the holder file back after the release removed it.
+    renewer: Option<std::thread::JoinHandle<()>>,
     /// Set by the renewal thread when another run has taken a lock of ours: no action runs.
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -254,7 +257,9 @@ impl Executor {
                     .min()
                     .unwrap_or(Duration::from_secs(300))
                     / 3;
-                std::thread::spawn(move || renew(held, run, every, rx, lost));
+                locks.renewer = Some(std::thread::spawn(move || {
+                    renew(held, run, every, rx, lost)
+                }));
             }
         }
         Ok(())
@@ -263,18 +268,37 @@ impl Executor {
     /// Stops the renewals and removes this run's locks (at the end of every attempt), over the
     /// run's own sessions (the renewal's may never have connected).
     pub(crate) fn release_host_locks(&self) {
-        let (held, run) = {
+        let (held, journal, renewer) = {
             let mut locks = lock(&self.host_locks);
             locks.stop = None;
             (
                 std::mem::take(&mut locks.held),
-                self.journal.get().map(|j| j.run_id.clone()),
+                self.journal.get(),
+                locks.renewer.take(),
             )
         };
-        let Some(run) = run else { return };
-        let held: Vec<(HostEntry, Arc<dyn Transport>)> = held
+        // The renewal loop sees the stop at its next wait; one in flight finishes first.
+        if let Some(r) = renewer {
+            let _ = r.join();
+        }
+        let Some(j) = journal else { return };
+        let run = j.run_id.clone();
+        let hosts: Vec<HostEntry> = if held.is_empty() && j.attempt > 1 && self.mode == Mode::Run {
+            // A resume that changed nothing took no lock, but the attempt it resumes, killed
+            // before its end, left its own: released here where they are this run's (the script
+            // removes only a lock whose holder is this run from this machine).
+            self.inventory
+                .hosts
+                .iter()
+                .filter(|h| h.transport == TransportKind::Ssh && h.host_lock.is_some())
+                .cloned()
+                .collect()
+        } else {
+            held.into_iter().map(|(h, _)| h).collect()
+        };
+        let held: Vec<(HostEntry, Arc<dyn Transport>)> = hosts
             .into_iter()
-            .map(|(h, _)| {
+            .map(|h| {
                 let t = self.transport(&h);
                 (h, t)
             })

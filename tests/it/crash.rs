@@ -563,3 +563,39 @@ fn runs_shows_a_killed_run_as_killed() {
     assert_eq!(runs[0]["process_gone"], true, "{runs}");
     assert_eq!(runs[0]["status"], "running");
 }
+
+/// A run killed after its last step, before its end: its resume changes nothing (so takes no
+/// host lock of its own), yet releases the locks the killed attempt held, and the next run on
+/// those hosts is not refused.
+#[test]
+fn a_resume_that_changes_nothing_releases_the_host_locks_of_the_attempt_it_resumes() {
+    let c = Cluster::new();
+    let inv = c.inventory("inv.toml", &[1, 2], "");
+    wipe(&c, &["h1", "h2"]);
+    let gate = c.root("h1").join("gate");
+    std::fs::write(&gate, "").unwrap();
+    let pb = c.write(
+        "gated.rhai",
+        r#"let hosts = cluster().hosts();
+step("work", || {
+    for h in hosts { h.shell(`echo x >> ${h.path("count")}`); }
+});
+// After the last step, outside every step: waits while the test's gate file is there.
+while hosts[0].exists(hosts[0].path("gate")) { wait::sleep(0.2); }
+"#,
+    );
+    let (pb, inv) = (pb.to_str().unwrap(), inv.to_str().unwrap());
+    let mut r = c.spawn(&["run", pb, "-i", inv]);
+    r.wait_for("the step's end", |v| step_event(v, "step_finished", "work"));
+    let run = r.kill9();
+    assert_ne!(c.report(&run)["status"], "succeeded");
+    std::fs::remove_file(&gate).unwrap();
+    let out = c.capstan(&["resume", &run]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(c.report(&run)["status"], "succeeded");
+    let out = c.capstan(&["run", pb, "-i", inv]);
+    assert_eq!(out.code, 0, "the next run was refused: {}", out.stderr);
+    for h in ["h1", "h2"] {
+        assert_eq!(c.count(h, "count"), 2, "{h}");
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::backup::{BackupInfo, HostShell};
-use crate::ddb::{DdbClient, DdbKind, DdbTarget, DdbValue};
+use crate::ddb::{DdbKind, DdbTarget, DdbValue};
 use crate::docker::DockerOp;
 use crate::error::FaultKind;
 pub use crate::error::{last_lines, Fault};
@@ -15,10 +15,11 @@ use crate::inventory::{HostEntry, Inventory};
 use crate::journal::{ReplayRow, ReplayState, RunJournal};
 use crate::replay::{self, Recorded, ReplayBook};
 use crate::report::{ActionRecord, Disposition, Event, EventSink};
-use crate::sql::{SqlClient, SqlKind, SqlParams, SqlResult, SqlTarget};
+use crate::sql::{SqlKind, SqlParams, SqlResult, SqlTarget};
 use crate::transport::{self, Command, ExecOutput, ExecRequest, Transport, TransportError};
 use crate::Mode;
 
+mod backend;
 mod cancel;
 mod effect;
 mod fence;
@@ -28,6 +29,7 @@ mod real;
 mod record;
 mod simulated;
 
+use backend::{Backend, Kind, Target};
 pub use cancel::Cancel;
 pub use effect::{Action, Outcome};
 use live::LiveOutput;
@@ -41,20 +43,6 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 const MAX_READ: usize = 64 * 1024 * 1024;
 /// Output kept per stream for ordinary commands.
 const MAX_OUTPUT: usize = 16 * 1024 * 1024;
-
-enum Backend {
-    Real {
-        transports: Mutex<HashMap<String, Arc<dyn Transport>>>,
-        /// Sessions to bastions, shared by every host behind them.
-        jumps: Arc<transport::JumpPool>,
-        sql: SqlClient,
-        // Boxed: its runtime slot is large, and `Sim` is the common variant in tests.
-        ddb: Box<DdbClient>,
-    },
-    Sim(Arc<Mutex<dyn Simulated>>),
-    /// `describe`: a playbook is evaluated only up to `params()`; any action is a mistake.
-    Inert,
-}
 
 thread_local! {
     /// The step the current thread is inside, for attributing actions. `parallel` copies it
@@ -84,7 +72,8 @@ thread_local! {
 pub struct Executor {
     mode: Mode,
     inventory: Arc<Inventory>,
-    backend: Backend,
+    /// Where actions take effect; the executor never asks which beyond `Backend::kind`.
+    backend: Box<dyn Backend>,
     cancel: Arc<Cancel>,
     events: Arc<dyn EventSink>,
     started: Instant,
@@ -137,15 +126,10 @@ impl Executor {
         cancel: Arc<Cancel>,
         events: Arc<dyn EventSink>,
     ) -> Self {
-        let backend = match (mode, world) {
-            (Mode::Simulate, Some(w)) => Backend::Sim(w),
-            (Mode::Simulate, None) => Backend::Inert,
-            _ => Backend::Real {
-                transports: Mutex::new(HashMap::new()),
-                jumps: Arc::default(),
-                sql: SqlClient::default(),
-                ddb: Box::default(),
-            },
+        let backend: Box<dyn Backend> = match (mode, world) {
+            (Mode::Simulate, Some(w)) => Box::new(backend::World(w)),
+            (Mode::Simulate, None) => Box::new(backend::Nowhere),
+            _ => Box::<backend::Hosts>::default(),
         };
         Executor {
             mode,
@@ -198,32 +182,7 @@ impl Executor {
             .iter()
             .filter(|h| h.transport == crate::inventory::TransportKind::Ssh)
             .collect();
-        let failed: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
-        match &self.backend {
-            // The rehearsal meets the same check: hosts a scenario cuts off from the start.
-            Backend::Sim(w) => {
-                *lock(&failed) = lock(w).unreachable_at_start();
-            }
-            _ => {
-                let cmd = Command::Argv(vec!["true".into()]);
-                for chunk in hosts.chunks(32) {
-                    std::thread::scope(|s| {
-                        for h in chunk {
-                            let (cmd, failed) = (&cmd, &failed);
-                            s.spawn(move || {
-                                let t = self.transport(h);
-                                if let Err(f) = self.exec_plain(h, t.as_ref(), cmd, 4096) {
-                                    if f.kind == FaultKind::Unreachable {
-                                        lock(failed).push((h.name.clone(), f.message));
-                                    }
-                                }
-                            });
-                        }
-                    });
-                }
-            }
-        }
-        let mut failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut failed = self.backend.unreachable(self, &hosts);
         failed.sort();
         let outcome = (!failed.is_empty()).then(|| {
             format!(
@@ -341,17 +300,14 @@ impl Executor {
 
     /// Time since the run started: simulated time in simulation, wall time otherwise.
     pub fn now(&self) -> Duration {
-        match &self.backend {
-            Backend::Sim(w) => w.lock().unwrap_or_else(|e| e.into_inner()).now(),
-            _ => self.started.elapsed(),
-        }
+        self.backend.now(self.started)
     }
 
     /// Seconds since the Unix epoch: the wall clock, or in simulation the moment the run started
     /// plus the simulated time (so a duration measured with it is the simulated one).
     pub fn clock(&self) -> f64 {
-        let at = match &self.backend {
-            Backend::Sim(_) => self.started_wall + self.now(),
+        let at = match self.backend.kind() {
+            Kind::World => self.started_wall + self.now(),
             _ => std::time::SystemTime::now(),
         };
         at.duration_since(std::time::UNIX_EPOCH)
@@ -360,27 +316,12 @@ impl Executor {
 
     /// Waits; in simulation the clock moves instead. Wakes early to honour a stop request.
     pub fn sleep(&self, d: Duration) -> Result<(), Fault> {
-        match &self.backend {
-            Backend::Sim(w) => {
-                w.lock().unwrap_or_else(|e| e.into_inner()).advance(d);
-                Ok(())
-            }
-            _ => {
-                let end = Instant::now() + d;
-                while Instant::now() < end {
-                    if self.cancel.should_stop() {
-                        return Err(Fault::new(FaultKind::Interrupted, None, "interrupted"));
-                    }
-                    std::thread::sleep((end - Instant::now()).min(Duration::from_millis(100)));
-                }
-                Ok(())
-            }
-        }
+        self.backend.sleep(d, &self.cancel)
     }
 
     /// True when this executor acts on a simulated world.
     pub fn is_simulated(&self) -> bool {
-        matches!(self.backend, Backend::Sim(_))
+        self.backend.kind() == Kind::World
     }
 
     pub(crate) fn add_ticker(&self, t: Ticker) {
@@ -418,17 +359,14 @@ impl Executor {
     }
 
     fn transport(&self, host: &HostEntry) -> Arc<dyn Transport> {
-        match &self.backend {
-            Backend::Real {
-                transports, jumps, ..
-            } => {
-                let mut t = transports.lock().unwrap_or_else(|e| e.into_inner());
-                t.entry(host.name.clone())
-                    .or_insert_with(|| transport::open(host, jumps))
-                    .clone()
-            }
-            _ => unreachable!("transports exist only in run and check modes"),
-        }
+        self.real().transport(&host.name, host)
+    }
+
+    /// The real backend, which only run and check modes have.
+    fn real(&self) -> &backend::Hosts {
+        self.backend
+            .hosts()
+            .expect("transports exist only in run and check modes")
     }
 
     /// The host's transport, or for `h.become(USER)` one that runs everything through
@@ -454,30 +392,20 @@ impl Executor {
                 ),
             ));
         }
-        match &self.backend {
-            Backend::Real {
-                transports, jumps, ..
-            } => {
-                let mut t = transports.lock().unwrap_or_else(|e| e.into_inner());
-                Ok(t.entry(format!("{}\u{1}{user}", host.name))
-                    .or_insert_with(|| {
-                        let mut as_user = host.clone();
-                        as_user.become_ = Some(crate::inventory::Become {
-                            user: user.to_string(),
-                            password: host.become_password.clone(),
-                        });
-                        transport::open(&as_user, jumps)
-                    })
-                    .clone())
-            }
-            _ => unreachable!("transports exist only in run and check modes"),
-        }
+        let mut as_user = host.clone();
+        as_user.become_ = Some(crate::inventory::Become {
+            user: user.to_string(),
+            password: host.become_password.clone(),
+        });
+        Ok(self
+            .real()
+            .transport(&format!("{}\u{1}{user}", host.name), &as_user))
     }
 
     /// Reaches every host and takes their locks, as the first change does: a rollback asks
     /// before its first undo, so that a refusal leaves every undo pending.
     pub(crate) fn ready_to_change(&self) -> Result<(), Fault> {
-        if matches!(self.backend, Backend::Inert) {
+        if self.backend.kind() == Kind::Nowhere {
             return Ok(());
         }
         self.journal_refusal(None)?;
@@ -513,7 +441,7 @@ impl Executor {
         }
         self.journal_refusal(Some(host))?;
         let held = self.hold_writes.load(Ordering::SeqCst) && !action.is_read_only();
-        if !held && !action.is_read_only() && !matches!(self.backend, Backend::Inert) {
+        if !held && !action.is_read_only() && self.backend.kind() != Kind::Nowhere {
             self.reach_all().map_err(|mut f| {
                 f.host = Some(host.to_string());
                 f
@@ -537,8 +465,8 @@ impl Executor {
         // Every action of a step in a real run is journaled with what it returned (a mutating
         // one durably, before it runs too), and a resumed step gets back what its earlier
         // attempt finished (see `replay`).
-        let replay = match (&self.backend, self.journal.get(), current_step()) {
-            (Backend::Real { .. }, Some(j), Some(step))
+        let replay = match (self.backend.kind(), self.journal.get(), current_step()) {
+            (Kind::Hosts, Some(j), Some(step))
                 if self.mode == Mode::Run && !held && replay::takes_part(&action) =>
             {
                 Some((j, step))
@@ -601,60 +529,27 @@ impl Executor {
                 lock(&self.marked).insert(name.clone());
                 format!("{}.{}.{seq}", j.run_id, j.attempt)
             });
-        let (disposition, result) = match &self.backend {
-            Backend::Inert => (
-                Disposition::Simulated,
-                Err(Fault::new(
-                    FaultKind::Script,
-                    Some(host),
-                    "this playbook acts on hosts before calling params(); call params() first",
-                )),
-            ),
-            _ if held => (Disposition::Skipped, Ok(Outcome::Skipped)),
-            Backend::Sim(w) => {
-                let r = w.lock().unwrap_or_else(|e| e.into_inner()).apply(
-                    &name,
-                    current_step().as_deref(),
-                    &action,
-                );
-                (Disposition::Simulated, r)
-            }
-            Backend::Real { .. } if self.mode == Mode::Check && !action.is_read_only() => {
-                (Disposition::Skipped, Ok(Outcome::Skipped))
-            }
-            Backend::Real { sql, ddb, .. } => {
-                let r = match (&action, entry) {
-                    (
-                        Action::Sql {
-                            target,
-                            kind,
-                            statement,
-                            params,
-                        },
-                        _,
-                    ) => sql
-                        .perform(&self.inventory, target, *kind, statement, params)
-                        .map(Outcome::Sql)
-                        .map_err(|f| self.redacted(f)),
-                    (
-                        Action::Ddb {
-                            target,
-                            kind,
-                            script,
-                        },
-                        _,
-                    ) => ddb
-                        .perform(&self.inventory, target, *kind, script)
-                        .map(Outcome::Ddb)
-                        .map_err(|f| self.redacted(f)),
-                    (_, Some(entry)) => self.perform_real(entry, &action, marker.as_deref()),
-                    (_, None) => unreachable!("only SQL actions run without an inventory host"),
-                };
-                (Disposition::Performed, r)
-            }
+        let kind = self.backend.kind();
+        let (disposition, result) = if kind != Kind::Nowhere
+            && (held || (kind == Kind::Hosts && self.mode == Mode::Check && mutating))
+        {
+            (Disposition::Skipped, Ok(Outcome::Skipped))
+        } else {
+            let step = current_step();
+            let to = Target {
+                name: &name,
+                entry,
+                step: step.as_deref(),
+                marker: marker.as_deref(),
+            };
+            let disposition = match kind {
+                Kind::Hosts => Disposition::Performed,
+                Kind::World | Kind::Nowhere => Disposition::Simulated,
+            };
+            (disposition, self.backend.perform(self, to, &action))
         };
-        let duration = match &self.backend {
-            Backend::Sim(_) => self.now().saturating_sub(at),
+        let duration = match kind {
+            Kind::World => self.now().saturating_sub(at),
             _ => wall.elapsed(),
         };
         if let Some((j, step, pos, fp)) = slot {
@@ -683,7 +578,7 @@ impl Executor {
             }
         }
         self.record(seq, &name, &action, disposition, at, duration, &result);
-        if matches!(self.backend, Backend::Sim(_)) && !TICKING.with(|t| t.get()) {
+        if kind == Kind::World && !TICKING.with(|t| t.get()) {
             let tickers = self
                 .tickers
                 .lock()
@@ -700,7 +595,7 @@ impl Executor {
         result
     }
 
-    fn redacted(&self, mut f: Fault) -> Fault {
+    pub(super) fn redacted(&self, mut f: Fault) -> Fault {
         f.message = self.inventory.redactor.redact(&f.message);
         f
     }

@@ -11,8 +11,7 @@ impl Executor {
         let Some(j) = self.journal.get() else {
             return Ok(());
         };
-        if j.attempt < 2 || self.mode != Mode::Run || !matches!(self.backend, Backend::Real { .. })
-        {
+        if j.attempt < 2 || self.mode != Mode::Run || self.backend.kind() != Kind::Hosts {
             return Ok(());
         }
         let rows = j.journal.replay_log(&j.run_id).unwrap_or_default();
@@ -140,7 +139,11 @@ impl Executor {
     /// Removes this run's markers from the hosts this attempt left them on (the run ended:
     /// nothing will ask for them). Best effort.
     pub(crate) fn clear_markers(&self) {
-        let (Some(j), Backend::Real { .. }) = (self.journal.get(), &self.backend) else {
+        let Some(j) = self
+            .journal
+            .get()
+            .filter(|_| self.backend.kind() == Kind::Hosts)
+        else {
             return;
         };
         let hosts: Vec<String> = std::mem::take(&mut *lock(&self.marked))

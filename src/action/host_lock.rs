@@ -4,7 +4,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use super::{lock, Backend, Executor, Fault, FaultKind};
+use super::{lock, Executor, Fault, FaultKind};
 use crate::hostlock::{self, Holder, Me, Op, State};
 use crate::inventory::{HostEntry, TransportKind};
 use crate::transport::{Command, ExecRequest, Transport};
@@ -46,9 +46,9 @@ fn me(run: &str, h: &HostEntry) -> Me {
 }
 
 /// Runs one lock operation on host `h` over a transport, in the host's lock directory.
-fn run_op(t: &dyn Transport, op: Op, h: &HostEntry, me: &Me) -> Result<State, String> {
+pub(super) fn run_op(t: &dyn Transport, op: Op, h: &HostEntry, run: &str) -> Result<State, String> {
     let dir = h.host_lock.as_deref().unwrap_or("");
-    let cmd = Command::Argv(hostlock::argv(op, dir, me));
+    let cmd = Command::Argv(hostlock::argv(op, dir, &me(run, h)));
     let abort = AtomicBool::new(false);
     let out = t
         .exec(&ExecRequest::plain(
@@ -105,46 +105,13 @@ impl Executor {
             .iter()
             .filter(|h| h.transport == TransportKind::Ssh && h.host_lock.is_some())
             .collect();
-        // A rehearsal meets the locks its scenario gives the hosts as a run would.
         let op = match (self.mode, locks.take_over) {
             (Mode::Check, _) => Op::Read,
             (_, false) => Op::Take,
             (_, true) => Op::TakeOver,
         };
         // Per host: what its lock said, or why it could not be asked.
-        let results: Mutex<Vec<(String, Result<State, String>)>> = Mutex::new(Vec::new());
-        match &self.backend {
-            Backend::Sim(w) => {
-                let world = lock(w);
-                for h in &hosts {
-                    let state = match world.host_lock(&h.name) {
-                        None => State::Taken,
-                        Some((holder, now)) if op == Op::TakeOver && holder.lease_until < now => {
-                            State::TakenOver { was: holder }
-                        }
-                        Some((holder, now)) => State::Held { holder, now },
-                    };
-                    lock(&results).push((h.name.clone(), Ok(state)));
-                }
-            }
-            Backend::Real { .. } => {
-                for chunk in hosts.chunks(32) {
-                    std::thread::scope(|s| {
-                        for h in chunk {
-                            let results = &results;
-                            let me = me(&j.run_id, h);
-                            s.spawn(move || {
-                                let t = self.transport(h);
-                                let r = run_op(t.as_ref(), op, h, &me);
-                                lock(results).push((h.name.clone(), r));
-                            });
-                        }
-                    });
-                }
-            }
-            Backend::Inert => {}
-        }
-        let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut results = self.backend.lock_states(self, &hosts, op, &j.run_id);
         results.sort_by(|a, b| a.0.cmp(&b.0));
         // `--no-reach-check`: hosts may be down that the run will not touch; one that cannot
         // be asked is left unlocked, with a warning, rather than stopping the run.
@@ -194,10 +161,10 @@ impl Executor {
         let by_name = |n: &str| hosts.iter().copied().find(|h| h.name == n);
         if !refused.is_empty() || !broken.is_empty() {
             // All or nothing: give back what this attempt took.
-            if let Backend::Real { .. } = &self.backend {
+            if self.backend.hosts().is_some() {
                 for h in taken.iter().filter_map(|n| by_name(n)) {
                     let t = self.transport(h);
-                    let _ = run_op(t.as_ref(), Op::Release, h, &me(&j.run_id, h));
+                    let _ = run_op(t.as_ref(), Op::Release, h, &j.run_id);
                 }
             }
             let what = match (refused.is_empty(), broken.is_empty()) {
@@ -235,14 +202,14 @@ impl Executor {
             );
         }
         locks.done = Some(None);
-        if let Backend::Real { jumps, .. } = &self.backend {
+        if let Some(real) = self.backend.hosts() {
             // The locks get transports of their own: a host's session runs one command at a
             // time, and a renewal must not wait behind a command that runs longer than the
             // lease. They connect at the first renewal.
             locks.held = taken
                 .iter()
                 .filter_map(|n| by_name(n))
-                .map(|h| (h.clone(), crate::transport::open(h, jumps)))
+                .map(|h| (h.clone(), real.separate(h)))
                 .collect();
             if !locks.held.is_empty() {
                 let (tx, rx) = mpsc::channel::<()>();
@@ -306,9 +273,9 @@ impl Executor {
         for chunk in held.chunks(32) {
             std::thread::scope(|s| {
                 for (h, t) in chunk {
-                    let me = me(&run, h);
+                    let run = &run;
                     s.spawn(move || {
-                        let _ = run_op(t.as_ref(), Op::Release, h, &me);
+                        let _ = run_op(t.as_ref(), Op::Release, h, run);
                     });
                 }
             });
@@ -326,10 +293,9 @@ fn renew(
 ) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
         for (h, t) in &held {
-            let me = me(&run, h);
             // A failed renewal (the host did not answer) is tried again next time; the lease
             // is three renewals long.
-            if let Ok(State::Lost { holder }) = run_op(t.as_ref(), Op::Renew, h, &me) {
+            if let Ok(State::Lost { holder }) = run_op(t.as_ref(), Op::Renew, h, &run) {
                 *lock(&lost) = Some(format!(
                     "{}: the host lock was taken by {} while this run held it (its lease ran out before a renewal); nothing more runs",
                     h.name,

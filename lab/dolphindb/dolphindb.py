@@ -13,12 +13,9 @@
 # chunks and their replicas, the rows the write probe inserts) in one JSON file behind a lock, as
 # the controllers' Raft group and the data nodes' chunk metadata would hold it. It answers the
 # scripts capstan's stdlib sends (lab/dolphindb/README.md lists them) and errors on anything else.
-import fcntl
-import json
 import os
 import re
 import signal
-import socket
 import socketserver
 import struct
 import subprocess
@@ -29,6 +26,11 @@ import time
 VERSION = "@VERSION@"
 STATE = "@STATE@"
 
+# The labs' shared mechanics (lab/labkit.py), found where lab.py laid this binary out from.
+sys.dont_write_bytecode = True
+sys.path.insert(0, "@LABKIT@")
+from labkit import JsonState, pid_alive  # noqa: E402
+
 MODES = {"datanode": 0, "agent": 1, "controller": 2}
 
 
@@ -36,36 +38,16 @@ MODES = {"datanode": 0, "agent": 1, "controller": 2}
 # Shared state
 
 
+STORE = JsonState(STATE, STATE + ".lock")
+
+
 def read_state():
-    with open(STATE) as f:
-        return json.load(f)
+    return STORE.read()
 
 
 def update(fn):
     """Runs fn(state) under the lock and writes the state back; returns fn's value."""
-    with open(STATE + ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        st = read_state()
-        out = fn(st)
-        tmp = STATE + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(st, f, indent=1, sort_keys=True)
-        os.replace(tmp, STATE)
-        return out
-
-
-def pid_alive(pid):
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+    return STORE.update(fn)
 
 
 def alive(st, alias):

@@ -29,19 +29,17 @@ import time
 import zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+from labkit import JsonState, on_spec, set_knob, wait, write  # noqa: E402
+import labkit  # noqa: E402
+
 SCRIPTS = ["startController.sh", "startagent.sh", "stopAllNodes.sh", "upgrade.sh"]
-
-
-def write(path, text, mode=0o644):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
-    os.chmod(path, mode)
 
 
 def binary(spec, version):
     return (open(os.path.join(HERE, "dolphindb.py")).read()
-            .replace("@VERSION@", version).replace("@STATE@", spec["state"]))
+            .replace("@VERSION@", version).replace("@STATE@", spec["state"])
+            .replace("@LABKIT@", labkit.LABDIR))
 
 
 def short(version):
@@ -136,16 +134,17 @@ def install(spec):
         json.dump(state, f, indent=1, sort_keys=True)
 
 
+def state(spec):
+    """The cluster's state file, locked as the double's nodes lock it."""
+    return JsonState(spec["state"], spec["state"] + ".lock")
+
+
 def read(spec):
-    with open(spec["state"]) as f:
-        return json.load(f)
+    return state(spec).read()
 
 
 def update(spec, fn):
-    sys.path.insert(0, HERE)
-    import dolphindb as d  # noqa: E402
-    d.STATE = spec["state"]
-    return d.update(fn)
+    return state(spec).update(fn)
 
 
 def serving(spec, aliases):
@@ -153,15 +152,6 @@ def serving(spec, aliases):
     import dolphindb as d  # noqa: E402
     st = read(spec)
     return all(d.alive(st, a) for a in aliases)
-
-
-def wait(what, cond, timeout=90):
-    end = time.time() + timeout
-    while time.time() < end:
-        if cond():
-            return
-        time.sleep(0.1)
-    sys.exit("lab.py: %s did not happen within %d s" % (what, timeout))
 
 
 def start(spec):
@@ -211,32 +201,16 @@ def plugin(where, name, version):
     write(os.path.join(where, name, lib), "plugin %s %s\n" % (name, version))
 
 
-def main(argv):
-    if len(argv) == 4 and argv[0] == "plugin":
-        plugin(argv[1], argv[2], argv[3])
-        return
-    if len(argv) < 2:
-        sys.exit(__doc__ or "usage: see the header of lab/dolphindb/lab.py")
-    spec = json.load(open(argv[1]))
-    if argv[0] == "install":
-        install(spec)
-    elif argv[0] == "start":
-        start(spec)
-    elif argv[0] == "stop":
-        stop(spec)
-    elif argv[0] == "state":
-        print(json.dumps(read(spec), indent=1, sort_keys=True))
-    elif argv[0] == "knob" and len(argv) == 4:
-        value = json.loads(argv[3])
-
-        def put(st):
-            st.setdefault("knobs", {})[argv[2]] = value
-        update(spec, put)
-    elif argv[0] == "corrupt" and len(argv) == 3:
-        corrupt(spec, argv[2])
-    else:
-        sys.exit("lab.py: unknown command %s" % argv[0])
+COMMANDS = {
+    "install": on_spec(install),
+    "start": on_spec(start),
+    "stop": on_spec(stop),
+    "state": on_spec(read),
+    "knob": on_spec(lambda spec, name, value: set_knob(state(spec), name, value)),
+    "plugin": plugin,
+    "corrupt": on_spec(corrupt),
+}
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    labkit.main(sys.argv[1:], COMMANDS, __file__)

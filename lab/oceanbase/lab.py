@@ -15,25 +15,21 @@
 #                       another build of `from`)}]}
 import json
 import os
-import signal
 import subprocess
 import sys
 
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+import labkit  # noqa: E402
+from labkit import JsonState, kill, on_spec  # noqa: E402
 
 SCRIPTS = ["upgrade_checker.py", "upgrade_pre.py", "upgrade_health_checker.py", "upgrade_post.py"]
 
 
 def lay(path, template, **subst):
-    src = open(os.path.join(HERE, template)).read()
-    for k, v in subst.items():
-        src = src.replace("@%s@" % k, v)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(src)
-    os.chmod(path, 0o755)
+    labkit.lay(path, os.path.join(HERE, template), **subst)
 
 
 def install(spec):
@@ -56,22 +52,6 @@ def install(spec):
                 REGISTRY=spec["registry"])
 
 
-def pid_of(path):
-    try:
-        return int(open(path).read().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def kill(path):
-    pid = pid_of(path)
-    if pid:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-
-
 def start(spec):
     for o in spec["observers"]:
         subprocess.run([os.path.join(o["home"], "bin/observer")], check=True, stdin=subprocess.DEVNULL)
@@ -86,31 +66,34 @@ def start(spec):
                        stdin=subprocess.DEVNULL)
 
 
-def main(argv):
-    if len(argv) < 2:
-        sys.exit("usage: see the header of lab/oceanbase/lab.py")
-    spec = json.load(open(argv[1]))
-    if argv[0] == "install":
-        install(spec)
-    elif argv[0] == "start":
-        start(spec)
-    elif argv[0] == "stop":
-        for o in spec["observers"]:
-            kill(os.path.join(o["home"], "run/observer.pid"))
-        kill(os.path.join(spec["registry"], "obproxy.pid"))
-    elif argv[0] == "kill" and len(argv) == 3:
-        o = next(o for o in spec["observers"] if o["name"] == argv[2])
+def stop(spec):
+    for o in spec["observers"]:
         kill(os.path.join(o["home"], "run/observer.pid"))
-    elif argv[0] == "knob" and len(argv) == 4:
-        path = os.path.join(spec["registry"], "knobs.json")
-        knobs = json.load(open(path)) if os.path.exists(path) else {}
-        knobs[argv[2]] = json.loads(argv[3])
-        with open(path + ".tmp", "w") as f:
-            json.dump(knobs, f)
-        os.replace(path + ".tmp", path)
-    else:
-        sys.exit("usage: see the header of lab/oceanbase/lab.py")
+    kill(os.path.join(spec["registry"], "obproxy.pid"))
+
+
+def kill_one(spec, name):
+    o = next(o for o in spec["observers"] if o["name"] == name)
+    kill(os.path.join(o["home"], "run/observer.pid"))
+
+
+def knob(spec, name, value):
+    """The observers read knobs.json at each statement (a flat {name: value})."""
+    knobs = JsonState(os.path.join(spec["registry"], "knobs.json"),
+                      os.path.join(spec["registry"], "knobs.lock"))
+    if not knobs.exists():
+        knobs.write({})
+    labkit.set_knob(knobs, name, value, flat=True)
+
+
+COMMANDS = {
+    "install": on_spec(install),
+    "start": on_spec(start),
+    "stop": on_spec(stop),
+    "kill": on_spec(kill_one),
+    "knob": on_spec(knob),
+}
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    labkit.main(sys.argv[1:], COMMANDS, __file__)

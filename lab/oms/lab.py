@@ -28,6 +28,10 @@ import subprocess
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+import labkit  # noqa: E402
+from labkit import on_spec  # noqa: E402
+
 VERSIONS = ["4.1.0-CE", "4.2.2-CE", "4.2.3-CE"]
 UPGRADE_410 = ["docker_remote_deploy_410_up_423_version.sh", "docker_oms_ce_version_upgrade.sh",
                "docker_oms_ce_version_roll_back.sh"]
@@ -296,24 +300,14 @@ def knob(spec, node, name, on):
         os.remove(path)
 
 
-def main(argv):
-    if len(argv) == 2 and argv[0] == "images":
-        images(argv[1])
-        return
-    if len(argv) < 2:
-        sys.exit("usage: see the header of lab/oms/lab.py")
-    spec = json.load(open(argv[1]))
-    if argv[0] == "install":
-        install(spec)
-    elif argv[0] == "stop":
-        stop(spec)
-    elif argv[0] == "checksums":
-        checksums(spec)
-    elif argv[0] == "knob" and len(argv) == 5:
-        knob(spec, argv[2], argv[3], argv[4])
-    else:
-        sys.exit("lab.py: unknown command %s" % argv[0])
+COMMANDS = {
+    "images": images,
+    "install": on_spec(install),
+    "stop": on_spec(stop),
+    "checksums": on_spec(checksums),
+    "knob": on_spec(knob),
+}
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    labkit.main(sys.argv[1:], COMMANDS, __file__)

@@ -19,7 +19,6 @@ import sys
 # No __pycache__ beside the binary (it is part of bin/, which the playbook snapshots).
 sys.dont_write_bytecode = True
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -27,22 +26,19 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+import labkit  # noqa: E402
 import openmldb as ob  # noqa: E402
+from labkit import on_spec, set_knob, write  # noqa: E402
 
 
 def banner(version):
     return "%s-%s" % (version, hashlib.sha1(version.encode()).hexdigest()[:7])
 
 
-def write(path, text, mode=0o644):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
-    os.chmod(path, mode)
-
-
 def lay_bin(root, version):
-    src = open(os.path.join(HERE, "openmldb.py")).read().replace("@VERSION@", banner(version))
+    src = open(os.path.join(HERE, "openmldb.py")).read().replace("@VERSION@", banner(version)).replace(
+        "@LABKIT@", labkit.LABDIR)
     write(os.path.join(root, "bin/openmldb"), src, 0o755)
     shutil.copy(os.path.join(HERE, "start.sh"), os.path.join(root, "bin/start.sh"))
     write(os.path.join(root, "bin/mon"), open(os.path.join(HERE, "mon.py")).read(), 0o755)
@@ -105,8 +101,7 @@ def install(spec):
                        "rows": 100 * (i + 1), "storage": "memory", "partitions": parts})
     state = {"auto_failover": spec.get("auto_failover", True), "nodes": {}, "tablets": tablets,
              "tables": tables, "ops": [], "next_op": 1, "knobs": spec.get("knobs", {})}
-    with open(zk.path, "w") as f:
-        json.dump(state, f, indent=1, sort_keys=True)
+    zk.write(state)
 
 
 ORDER = ["tablet", "nameserver", "apiserver", "taskmanager"]
@@ -129,30 +124,24 @@ def ctl(spec, op):
         shutil.rmtree(zk.dir, ignore_errors=True)
 
 
-def main(argv):
-    if len(argv) >= 2 and argv[0] in ("install", "start", "stop"):
-        spec = json.load(open(argv[1]))
-        if argv[0] == "install":
-            install(spec)
-        else:
-            ctl(spec, argv[0])
-    elif len(argv) == 3 and argv[0] == "state":
-        print(json.dumps(ob.ZkStore(argv[1], argv[2]).read(), indent=1, sort_keys=True))
-    elif len(argv) == 5 and argv[0] == "write":
-        # Writes reach a table: its Rows grow by N (what a client's inserts would do).
-        def grow(st):
-            for t in st["tables"]:
-                if "%s.%s" % (t["db"], t["name"]) == argv[3]:
-                    t["rows"] = t.get("rows", 0) + int(argv[4])
-        ob.ZkStore(argv[1], argv[2]).update(grow)
-    elif len(argv) == 5 and argv[0] == "knob":
-        value = json.loads(argv[4])
-        def put(st):
-            st.setdefault("knobs", {})[argv[3]] = value
-        ob.ZkStore(argv[1], argv[2]).update(put)
-    else:
-        sys.exit(__doc__ or "usage: see the header of lab/openmldb/lab.py")
+def write_rows(zk_cluster, root, table, n):
+    """Writes reach a table: its Rows grow by N (what a client's inserts would do)."""
+    def grow(st):
+        for t in st["tables"]:
+            if "%s.%s" % (t["db"], t["name"]) == table:
+                t["rows"] = t.get("rows", 0) + int(n)
+    ob.ZkStore(zk_cluster, root).update(grow)
+
+
+COMMANDS = {
+    "install": on_spec(install),
+    "start": on_spec(lambda spec: ctl(spec, "start")),
+    "stop": on_spec(lambda spec: ctl(spec, "stop")),
+    "state": lambda zk_cluster, root: ob.ZkStore(zk_cluster, root).read(),
+    "write": write_rows,
+    "knob": lambda zk_cluster, root, name, value: set_knob(ob.ZkStore(zk_cluster, root), name, value),
+}
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    labkit.main(sys.argv[1:], COMMANDS, __file__)

@@ -11,9 +11,7 @@
 # lab/openmldb/README.md lists the behaviours it models. The cluster metadata that ZooKeeper holds
 # for the real product lives in a directory per `--zk_cluster` and `--zk_root_path` (ZkStore);
 # tools/openmldb_ops.py (the double of the ops tool) loads this file as a library.
-import fcntl
 import http.server
-import json
 import os
 import re
 import signal
@@ -21,6 +19,11 @@ import socketserver
 import sys
 import threading
 import time
+
+# The labs' shared mechanics (lab/labkit.py), found where lab.py laid this binary out from.
+sys.dont_write_bytecode = True
+sys.path.insert(0, "@LABKIT@")
+from labkit import JsonState, pid_alive  # noqa: E402
 
 BANNER = "openmldb version @VERSION@"
 
@@ -42,45 +45,22 @@ def short_version(banner=BANNER):
     return v.split("-", 1)[0]
 
 
-class ZkStore:
+class ZkStore(JsonState):
     """The cluster metadata under one zk_cluster + zk_root_path, as a JSON file with a lock."""
 
     def __init__(self, zk_cluster, root_path):
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", zk_cluster or "")
-        self.dir = os.path.join(ZK_BASE, safe + (root_path or "/").replace("/", "_"))
-        self.path = os.path.join(self.dir, "state.json")
+        self._at(os.path.join(ZK_BASE, safe + (root_path or "/").replace("/", "_")))
 
-    def exists(self):
-        return os.path.exists(self.path)
+    def _at(self, d):
+        self.dir = d
+        JsonState.__init__(self, os.path.join(d, "state.json"), os.path.join(d, "lock"))
+        return self
 
-    def read(self):
-        with open(self.path) as f:
-            return json.load(f)
-
-    def update(self, fn):
-        """Runs fn(state) under the store's lock and writes the state back; returns fn's value."""
-        with open(os.path.join(self.dir, "lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            st = self.read()
-            out = fn(st)
-            tmp = self.path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(st, f, indent=1, sort_keys=True)
-            os.replace(tmp, self.path)
-            return out
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    # A zombie answers kill(0) but serves nothing.
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+    @classmethod
+    def in_dir(cls, d):
+        """The store kept in directory `d` of ZK_BASE."""
+        return cls.__new__(cls)._at(d)
 
 
 def node_alive(st, ep):
@@ -360,9 +340,7 @@ def store_of_endpoint(ep):
     if not os.path.isdir(ZK_BASE):
         return None
     for d in sorted(os.listdir(ZK_BASE)):
-        zk = ZkStore.__new__(ZkStore)
-        zk.dir = os.path.join(ZK_BASE, d)
-        zk.path = os.path.join(zk.dir, "state.json")
+        zk = ZkStore.in_dir(os.path.join(ZK_BASE, d))
         if zk.exists():
             st = zk.read()
             n = st["nodes"].get(ep)
@@ -450,9 +428,7 @@ def tablet_client(opts):
     cmd = (opts.get("cmd") or "").split()
     zk = None
     for d in (sorted(os.listdir(ZK_BASE)) if os.path.isdir(ZK_BASE) else []):
-        cand = ZkStore.__new__(ZkStore)
-        cand.dir = os.path.join(ZK_BASE, d)
-        cand.path = os.path.join(cand.dir, "state.json")
+        cand = ZkStore.in_dir(os.path.join(ZK_BASE, d))
         if cand.exists() and node_alive(cand.read(), ep):
             zk = cand
             break

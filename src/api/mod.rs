@@ -10,6 +10,7 @@ mod opts;
 mod params;
 pub(crate) mod persist;
 pub(crate) mod probe;
+mod problems;
 pub(crate) mod recovery;
 mod secrets;
 mod shared;
@@ -274,6 +275,7 @@ pub(crate) fn register_all(engine: &mut Engine, run: &Arc<RunCtx>) {
     wait::register(engine, run);
     text::register(engine);
     shared::register(engine);
+    problems::register(engine);
 }
 
 /// Marks a step finished, journals it (with its result, for resume) and emits its event.

@@ -12,7 +12,7 @@ use rhai::{Engine, OptimizationLevel};
 pub(crate) use crate::api::errors::{compile_error, eval_error, DESCRIBE_TOKEN, ROLLBACK_TOKEN};
 pub(crate) use lint::lint;
 pub use lint::{Diagnostic, Severity};
-pub use stdlib::{stdlib_modules, StdlibResolver};
+pub use stdlib::{stdlib_modules, StdlibModule, StdlibResolver};
 
 use crate::api::RunCtx;
 
@@ -78,13 +78,22 @@ fn stable_hashing() {
 /// An embedder's addition to every engine capstan builds (natives, modules, types).
 pub type Extension = Arc<dyn Fn(&mut Engine) + Send + Sync>;
 
+/// What an embedder adds to every engine: natives and types (`extensions`), and script modules
+/// a playbook imports by name as it imports the stdlib's (`import "NAME" as x;`), resolved
+/// after the stdlib's own and before files beside the playbook.
+#[derive(Clone, Default)]
+pub struct Additions {
+    pub extensions: Vec<Extension>,
+    pub modules: Vec<StdlibModule>,
+}
+
 /// Builds the engine for one run: limits, the script API bound to `run`, the embedder's
 /// extensions, and module resolution (embedded stdlib first, then files beside the playbook).
 pub(crate) fn build(
     run: &Arc<RunCtx>,
     limits: &Limits,
     playbook_dir: Option<&Path>,
-    extensions: &[Extension],
+    additions: &Additions,
 ) -> Engine {
     stable_hashing();
     let mut engine = Engine::new();
@@ -109,12 +118,12 @@ pub(crate) fn build(
     engine.on_debug(move |s, _src, _pos| r.log("debug", s));
 
     crate::api::register_all(&mut engine, run);
-    for ext in extensions {
+    for ext in &additions.extensions {
         ext(&mut engine);
     }
 
     let mut resolvers = ModuleResolversCollection::new();
-    resolvers.push(StdlibResolver::default());
+    resolvers.push(StdlibResolver::with(additions.modules.clone()));
     let mut files = match playbook_dir {
         Some(d) => FileModuleResolver::new_with_path(d),
         None => FileModuleResolver::new(),

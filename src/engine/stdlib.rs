@@ -17,9 +17,19 @@ pub use crate::sim::products::{stdlib_modules, StdlibModule};
 #[derive(Debug, Default)]
 pub struct StdlibResolver {
     cache: Mutex<HashMap<String, SharedModule>>,
+    /// An embedder's modules (`HostBuilder::stdlib_module`), after the stdlib's own.
+    extra: Vec<StdlibModule>,
 }
 
 impl StdlibResolver {
+    /// Resolves the stdlib's modules, then `extra`.
+    pub fn with(extra: Vec<StdlibModule>) -> Self {
+        StdlibResolver {
+            cache: Mutex::default(),
+            extra,
+        }
+    }
+
     /// Compiles a stdlib module into a `Module`.
     pub fn load(
         engine: &Engine,
@@ -43,7 +53,8 @@ impl ModuleResolver for StdlibResolver {
         path: &str,
         pos: Position,
     ) -> Result<SharedModule, Box<EvalAltResult>> {
-        let Some(m) = stdlib_modules().iter().find(|m| m.name == path) else {
+        let found = stdlib_modules().iter().chain(&self.extra);
+        let Some(m) = found.clone().find(|m| m.name == path) else {
             return Err(Box::new(EvalAltResult::ErrorModuleNotFound(
                 path.into(),
                 pos,

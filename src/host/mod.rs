@@ -15,9 +15,7 @@ pub use playbook::{shipped_playbooks, Playbook, PlaybookInfo};
 pub use crate::action::OnRunning;
 use crate::action::{Cancel, Executor};
 use crate::api::{ConfirmPolicy, Replay, RunCtx};
-use crate::engine::{
-    self, Diagnostic, Extension, Limits, Severity, DESCRIBE_TOKEN, ROLLBACK_TOKEN,
-};
+use crate::engine::{self, Diagnostic, Limits, Severity, DESCRIBE_TOKEN, ROLLBACK_TOKEN};
 use crate::error::{Error, FaultKind, Located, Result};
 use crate::inventory::{HostEntry, Inventory, TransportKind};
 use crate::journal::{self, Journal, RunJournal, RunRow, RunStart, RunStatus};
@@ -61,7 +59,7 @@ pub struct HostBuilder {
     parallelism: usize,
     confirm: ConfirmPolicy,
     events: Arc<dyn EventSink>,
-    extensions: Vec<Extension>,
+    additions: engine::Additions,
     journal: Option<Arc<Journal>>,
     on_failure: OnFailure,
     take_over_lock: bool,
@@ -80,7 +78,7 @@ impl Default for HostBuilder {
             parallelism: 16,
             confirm: ConfirmPolicy::Ask,
             events: Arc::new(NoEvents),
-            extensions: Vec::new(),
+            additions: engine::Additions::default(),
             journal: None,
             on_failure: OnFailure::Stop,
             take_over_lock: false,
@@ -177,8 +175,26 @@ impl HostBuilder {
     }
     /// Adds natives, types or modules to every engine this host builds.
     pub fn register(mut self, f: impl Fn(&mut Engine) + Send + Sync + 'static) -> Self {
-        self.extensions.push(Arc::new(f));
+        self.additions.extensions.push(Arc::new(f));
         self
+    }
+    /// Adds a script module that playbooks import by name as they import the stdlib's
+    /// (`import "NAME" as x;`): an embedder's own product library, compiled into its binary. A
+    /// name the stdlib has already is refused.
+    pub fn stdlib_module(mut self, name: &'static str, source: &'static str) -> Result<Self> {
+        if engine::stdlib_modules()
+            .iter()
+            .chain(&self.additions.modules)
+            .any(|m| m.name == name)
+        {
+            return Err(Error::Usage(format!(
+                "a module named `{name}` exists already: give yours another name"
+            )));
+        }
+        self.additions
+            .modules
+            .push(engine::StdlibModule { name, source });
+        Ok(self)
     }
     /// Adds a static module scripts call as `name::f(..)`.
     pub fn module(self, name: &str, module: Module) -> Self {
@@ -208,7 +224,7 @@ impl HostBuilder {
             parallelism: self.parallelism,
             confirm: self.confirm,
             events: self.events,
-            extensions: self.extensions,
+            additions: self.additions,
             cancel: Arc::new(Cancel::default()),
             journal: self
                 .journal
@@ -231,7 +247,7 @@ pub struct Host {
     parallelism: usize,
     confirm: ConfirmPolicy,
     events: Arc<dyn EventSink>,
-    extensions: Vec<Extension>,
+    additions: engine::Additions,
     cancel: Arc<Cancel>,
     journal: Arc<Journal>,
     on_failure: OnFailure,
@@ -291,14 +307,14 @@ impl Host {
         ctx.describe_only = describe;
         ctx.replay = replay;
         let run = Arc::new(ctx);
-        let engine = engine::build(&run, &self.limits, pb.dir.as_deref(), &self.extensions);
+        let engine = engine::build(&run, &self.limits, pb.dir.as_deref(), &self.additions);
         let ast = compile(&engine, pb)?;
         // Weak: the run context must not keep itself alive through its own factory.
         let weak = Arc::downgrade(&run);
-        let (limits, dir, extensions) = (self.limits, pb.dir.clone(), self.extensions.clone());
+        let (limits, dir, additions) = (self.limits, pb.dir.clone(), self.additions.clone());
         let _ = run.engine_factory.set(Box::new(move || {
             weak.upgrade()
-                .map(|r| engine::build(&r, &limits, dir.as_deref(), &extensions))
+                .map(|r| engine::build(&r, &limits, dir.as_deref(), &additions))
         }));
         Ok(Prepared { engine, run, ast })
     }
@@ -730,8 +746,11 @@ impl Host {
             1,
             ConfirmPolicy::Ask,
         ));
-        let mut e = engine::build(&run, &self.limits, None, &self.extensions);
-        for m in engine::stdlib_modules() {
+        let mut e = engine::build(&run, &self.limits, None, &self.additions);
+        for m in engine::stdlib_modules()
+            .iter()
+            .chain(&self.additions.modules)
+        {
             if let Ok(module) = engine::StdlibResolver::load(&e, m, rhai::Position::NONE) {
                 e.register_static_module(m.name, module);
             }

@@ -305,7 +305,7 @@ fn installed(lab: &DdbLab) -> BTreeMap<String, String> {
 }
 
 #[test]
-fn dolphindb_upgrades_on_the_lab_with_writes_throughout_and_the_simulation_acts_alike() {
+pub(crate) fn dolphindb_upgrades_on_the_lab_with_writes_throughout_and_the_simulation_acts_alike() {
     let lab = DdbLab::new(json!({}));
     let scenario = lab.scenario("");
     assert!(lab.versions().values().all(|v| v == FROM));

@@ -25,3 +25,4 @@ mod simulation;
 mod sql;
 mod ssh;
 mod teams;
+mod toy;

@@ -412,7 +412,8 @@ fn assert_nothing_changed(report: &Value) {
 }
 
 #[test]
-fn oceanbase_upgrades_on_the_lab_with_the_release_scripts_and_the_simulation_acts_alike() {
+pub(crate) fn oceanbase_upgrades_on_the_lab_with_the_release_scripts_and_the_simulation_acts_alike()
+{
     let lab = ObLab::new(&THREE);
     let scenario = lab.scenario("");
     // Each observer serves the sys tenant on its own port, to the mysql client too.

@@ -582,7 +582,7 @@ fn comparable(r: &Value) -> BTreeMap<String, Vec<String>> {
 }
 
 #[test]
-fn oms_upgrades_two_nodes_on_the_lab_and_the_simulation_acts_alike() {
+pub(crate) fn oms_upgrades_two_nodes_on_the_lab_and_the_simulation_acts_alike() {
     let lab = OmsLab::new(true);
     // The double's running containers write into the metadata: a heartbeat row and their tasks'
     // progress every second, so a dump taken while they run is not the state they stop with.

@@ -299,7 +299,7 @@ fn comparable(r: &Value) -> BTreeMap<String, Vec<String>> {
 }
 
 #[test]
-fn openmldb_upgrades_on_the_lab_and_the_simulation_acts_alike() {
+pub(crate) fn openmldb_upgrades_on_the_lab_and_the_simulation_acts_alike() {
     let lab = OmLab::new(true, json!({}));
     // Clients keep writing to demo.orders, so the guide's closing check (Rows grow) can pass.
     let scenario = lab.scenario("writes = [\"demo.orders\"]\n");

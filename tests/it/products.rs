@@ -84,3 +84,45 @@ fn every_product_has_a_guide_linked_from_the_readme_and_a_lab() {
         );
     }
 }
+
+/// Each product's parity case: its shipped playbook run on its lab double over SSH and
+/// simulated from the same starting state, the traces compared (`parity.rs`). Each is a test of
+/// its own in the product's file; this list ties them to the registry.
+macro_rules! case {
+    ($product:literal, $module:ident :: $test:ident) => {
+        ($product, stringify!($test), crate::$module::$test as fn())
+    };
+}
+
+pub const PARITY: &[(&str, &str, fn())] = &[
+    case!("dolphindb", dolphindb::dolphindb_upgrades_on_the_lab_with_writes_throughout_and_the_simulation_acts_alike),
+    case!("oceanbase", oceanbase::oceanbase_upgrades_on_the_lab_with_the_release_scripts_and_the_simulation_acts_alike),
+    case!("oms", oms::oms_upgrades_two_nodes_on_the_lab_and_the_simulation_acts_alike),
+    case!("openmldb", openmldb::openmldb_upgrades_on_the_lab_and_the_simulation_acts_alike),
+];
+
+/// Every product of the registry has a parity case, and every case is a product's: a new
+/// product without one fails here. Each case is a `#[test]` in its product's file, so it runs.
+#[test]
+fn every_product_has_a_parity_case_on_its_lab() {
+    use std::collections::BTreeSet;
+    let products: BTreeSet<&str> = PRODUCTS.iter().map(|p| p.name).collect();
+    let cases: BTreeSet<&str> = PARITY.iter().map(|(n, _, _)| *n).collect();
+    assert_eq!(
+        products.difference(&cases).copied().collect::<Vec<_>>(),
+        Vec::<&str>::new(),
+        "products without a parity case in PARITY"
+    );
+    assert_eq!(
+        cases.difference(&products).copied().collect::<Vec<_>>(),
+        Vec::<&str>::new(),
+        "parity cases of no product"
+    );
+    for (name, test, _) in PARITY {
+        let text = std::fs::read_to_string(repo().join(format!("tests/it/{name}.rs"))).unwrap();
+        assert!(
+            text.contains(&format!("#[test]\npub(crate) fn {test}()")),
+            "tests/it/{name}.rs: {test} is not a test"
+        );
+    }
+}

@@ -58,7 +58,7 @@ fn shipped_playbooks_and_examples_compile_and_lint_clean() {
         let diags = host.check(&pb).unwrap();
         assert!(diags.is_empty(), "{name}: {diags:?}");
         let info = host.describe(&pb).unwrap();
-        for key in ["Purpose:", "Params:", "Follows:"] {
+        for key in ["Purpose:", "Params:", "Privilege:", "Follows:"] {
             assert!(info.header.contains(key), "{name}'s header lacks {key}");
         }
         assert!(

@@ -35,9 +35,7 @@ pub use effect::{Action, Outcome};
 use live::LiveOutput;
 pub use simulated::Simulated;
 
-fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::lock;
 
 /// Largest file `read_file` returns; beyond it the script should use a command that filters.
 const MAX_READ: usize = 64 * 1024 * 1024;
@@ -268,10 +266,7 @@ impl Executor {
     /// Remembers a failed journal write; every later action is refused with it.
     pub(crate) fn journal_failed(&self, e: &crate::error::Error) {
         tracing::error!("journal write failed: {e}");
-        self.journal_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert_with(|| e.to_string());
+        crate::lock(&self.journal_error).get_or_insert_with(|| e.to_string());
     }
 
     /// An executor that refuses every action: for `describe`, `check` and the reference engine.
@@ -325,24 +320,16 @@ impl Executor {
     }
 
     pub(crate) fn add_ticker(&self, t: Ticker) {
-        self.tickers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(t);
+        crate::lock(&self.tickers).push(t);
     }
 
     pub(crate) fn clear_tickers(&self) {
-        self.tickers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        crate::lock(&self.tickers).clear();
     }
 
     /// The hosts (in first-touch order) and the number of actions recorded for `step`.
     pub fn step_summary(&self, step: &str) -> (Vec<String>, usize) {
-        self.per_step
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.per_step)
             .get(step)
             .cloned()
             .unwrap_or_default()
@@ -415,12 +402,7 @@ impl Executor {
 
     /// Refuses every action once a journal write failed (see `journal_failed`).
     fn journal_refusal(&self, host: Option<&str>) -> Result<(), Fault> {
-        match self
-            .journal_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
+        match crate::lock(&self.journal_error).as_ref() {
             Some(e) => Err(Fault::new(
                 FaultKind::Journal,
                 host,
@@ -579,11 +561,7 @@ impl Executor {
         }
         self.record(seq, &name, &action, disposition, at, duration, &result);
         if kind == Kind::World && !TICKING.with(|t| t.get()) {
-            let tickers = self
-                .tickers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
+            let tickers = crate::lock(&self.tickers).clone();
             if !tickers.is_empty() {
                 TICKING.with(|t| t.set(true));
                 for t in &tickers {

@@ -272,12 +272,7 @@ impl DdbClient {
     fn connection(&self, inv: &Inventory, target: &DdbTarget, fresh: bool) -> Result<Conn, Fault> {
         let key = pool_key(target);
         if !fresh {
-            if let Some(c) = self
-                .conns
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&key)
-            {
+            if let Some(c) = crate::lock(&self.conns).get(&key) {
                 return Ok(c.clone());
             }
         }
@@ -297,18 +292,12 @@ impl DdbClient {
         let client = match client {
             Ok(c) => c,
             Err(f) => {
-                self.conns
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&key);
+                crate::lock(&self.conns).remove(&key);
                 return Err(f);
             }
         };
         let c = Arc::new(tokio::sync::Mutex::new(client));
-        self.conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, c.clone());
+        crate::lock(&self.conns).insert(key, c.clone());
         Ok(c)
     }
 
@@ -334,10 +323,7 @@ impl DdbClient {
             Err(f) => {
                 // After a timeout or a panic the stream may be out of step: never reuse it.
                 if f.reason.as_deref() != Some("server") {
-                    self.conns
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&pool_key(target));
+                    crate::lock(&self.conns).remove(&pool_key(target));
                 }
                 Err(f)
             }

@@ -42,6 +42,13 @@ pub use journal::Journal;
 pub use report::RunReport;
 pub use sim::Scenario;
 
+/// Locks a mutex, taking it over from a thread that panicked while holding it: every mutex of
+/// the crate guards state that stays consistent between statements (a panic is reported as the
+/// run's failure, and the cleanup that follows must still reach the journal and the hosts).
+pub(crate) fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// How a run treats actions (DESIGN.md principle 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

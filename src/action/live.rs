@@ -45,7 +45,7 @@ impl LiveOutput {
     }
 
     pub(super) fn push(&self, stream: &'static str, bytes: &[u8]) {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = crate::lock(&self.state);
         if st.ended {
             return;
         }
@@ -70,7 +70,7 @@ impl LiveOutput {
 
     /// The command ended: a long one sends what is left, a short one nothing.
     pub(super) fn finish(&self) {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = crate::lock(&self.state);
         st.ended = true;
         if self.start.elapsed() < LIVE_AFTER {
             return;

@@ -106,7 +106,7 @@ impl Executor {
             }
         }
         if let Some(step) = &rec.step {
-            let mut per = self.per_step.lock().unwrap_or_else(|e| e.into_inner());
+            let mut per = crate::lock(&self.per_step);
             let (hosts, n) = per.entry(step.clone()).or_default();
             *n += 1;
             if !hosts.contains(&rec.host) {

@@ -126,7 +126,7 @@ log(`versions: ${versions}`);
                             #[allow(deprecated)]
                             let c = store.create_context(engine);
                             let out = body.call_within_context::<Dynamic>(&c, (items[i].clone(),));
-                            *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(out);
+                            *crate::lock(&results[i]) = Some(out);
                         }
                     });
                 }
@@ -282,7 +282,7 @@ pub fn ask_terminal(question: &str) -> Option<bool> {
 
 /// Takes `name` for this run's step book: a second use is an error naming the first place.
 fn claim_name(r: &RunCtx, name: &str, here: Option<SourcePos>) -> R<()> {
-    let mut book = r.steps.lock().unwrap_or_else(|e| e.into_inner());
+    let mut book = crate::lock(&r.steps);
     if let Some(first) = book.keys.get(name) {
         let first = first
             .as_ref()
@@ -337,11 +337,7 @@ fn skip_step(r: &Arc<RunCtx>, ctx: &NativeCallContext, name: &str, reason: &str)
         step: name.to_string(),
         reason: rec.reason.clone().unwrap_or_default(),
     });
-    r.steps
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .records
-        .push(rec);
+    crate::lock(&r.steps).records.push(rec);
     Ok(())
 }
 
@@ -401,7 +397,7 @@ fn run_step(r: &Arc<RunCtx>, ctx: &NativeCallContext, name: &str, body: FnPtr) -
     }
     let at_ms = r.exec.now().as_millis() as u64;
     let index = {
-        let mut book = r.steps.lock().unwrap_or_else(|e| e.into_inner());
+        let mut book = crate::lock(&r.steps);
         book.records.push(StepRecord {
             name: name.to_string(),
             status: StepStatus::Running,

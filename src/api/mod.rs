@@ -285,7 +285,7 @@ pub(crate) fn finish_step(
     error: Option<String>,
     result: Option<&serde_json::Value>,
 ) {
-    let mut book = run.steps.lock().unwrap_or_else(|e| e.into_inner());
+    let mut book = crate::lock(&run.steps);
     let rec = &mut book.records[index];
     let (hosts, count) = run.exec.step_summary(&rec.name);
     let now = run.exec.now().as_millis() as u64;

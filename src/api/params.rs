@@ -183,7 +183,7 @@ log(`target ${p.target}`);
                 infos.push((name.to_string(), doc, default));
             }
             {
-                let mut slot = r.params_spec.lock().unwrap_or_else(|e| e.into_inner());
+                let mut slot = crate::lock(&r.params_spec);
                 if slot.is_some() {
                     return Err(bad_input("params() may be called only once"));
                 }
@@ -259,7 +259,7 @@ log(`target ${p.target}`);
                 )));
             }
             let json = to_json(&Dynamic::from_map(out.clone()));
-            *r.params_out.lock().unwrap_or_else(|e| e.into_inner()) = Some(json);
+            *crate::lock(&r.params_out) = Some(json);
             Ok(out)
         },
     );

@@ -1,5 +1,6 @@
 //! Script values to and from the journal's JSON: hosts and secrets by reference, never by value.
 
+use crate::lock;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -103,10 +104,6 @@ fn list_ref(
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Reads back a list a closure captured (`{"$list": hash}`) from the run's journal.

@@ -96,12 +96,12 @@ impl ProbeState {
     /// One write with the next id; a failed id is tried again at the next tick, as an HA
     /// client retries a row it could not write.
     fn write_once(&self, engine: &Engine) {
-        let id = self.stats.lock().unwrap_or_else(|e| e.into_inner()).next_id;
+        let id = crate::lock(&self.stats).next_id;
         let outer = set_current_step(Some(self.step()));
         let r = self.call::<Dynamic>(engine, &self.write, (Dynamic::from_int(id),));
         set_current_step(outer);
         let now = self.run.exec.now();
-        let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = crate::lock(&self.stats);
         s.attempted += 1;
         match r {
             Ok(_) => {
@@ -142,39 +142,34 @@ impl ProbeState {
         }
         let now = self.run.exec.now();
         {
-            let s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            let s = crate::lock(&self.stats);
             if now < s.next_due {
                 return;
             }
         }
-        let mut slot = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = crate::lock(&self.engine);
         if slot.is_none() {
             *slot = self.run.build_engine();
         }
         if let Some(engine) = slot.as_ref() {
             self.write_once(engine);
         }
-        let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = crate::lock(&self.stats);
         s.next_due = self.run.exec.now() + self.every;
     }
 
     /// Stops the writer (once), checks the ids when the probe has a `check`, and reports.
     pub(crate) fn stop(&self) -> Map {
-        if let Some(m) = self
-            .stopped
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
+        if let Some(m) = crate::lock(&self.stopped).clone() {
             return m;
         }
         self.stopping.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(t) = crate::lock(&self.thread).take() {
             let _ = t.join();
         }
         let now = self.run.exec.now();
         let (attempted, failed, next_id, gap, errors) = {
-            let s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            let s = crate::lock(&self.stats);
             let gap = s.longest_gap.max(now.saturating_sub(s.last_ok));
             (s.attempted, s.failed, s.next_id, gap, s.errors.clone())
         };
@@ -234,7 +229,7 @@ impl ProbeState {
         m.insert("consecutive".into(), consecutive);
         m.insert("missing".into(), Dynamic::from_array(missing));
         m.insert("unexpected".into(), Dynamic::from_int(extra));
-        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(m.clone());
+        *crate::lock(&self.stopped) = Some(m.clone());
         self.run.log("info", &summary(&m));
         m
     }
@@ -380,12 +375,9 @@ fn start(run: &Arc<RunCtx>, ctx: &NativeCallContext, opts: Map) -> R<Probe> {
             .name("capstan-probe".into())
             .spawn(move || s.thread_body())
             .map_err(|e| bad_input(format!("probe::start: cannot start its thread: {e}")))?;
-        *state.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+        *crate::lock(&state.thread) = Some(t);
     }
-    run.probes
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(state.clone());
+    crate::lock(&run.probes).push(state.clone());
     run.log(
         "info",
         &format!(
@@ -451,7 +443,7 @@ if r.failed > 0 { warn(`${r.failed} writes failed: ${r.errors}`); }
 
 /// Stops every probe still running (the playbook ended), before rollback and guards run.
 pub(crate) fn stop_all(run: &RunCtx) {
-    let probes: Vec<_> = std::mem::take(&mut *run.probes.lock().unwrap_or_else(|e| e.into_inner()));
+    let probes: Vec<_> = std::mem::take(&mut *crate::lock(&run.probes));
     for p in probes {
         p.stop();
     }

@@ -7,6 +7,7 @@
 //! replayed playbook's first `step` call, where the playbook's imports are in scope.
 #![allow(deprecated)] // NativeCallContextStore is volatile (rhai `internals`), not deprecated.
 
+use crate::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -73,10 +74,6 @@ pub struct RollbackSummary {
     /// Why no undo could start (the hosts are locked by another run, the journal cannot be
     /// written): every undo stays pending for a later `capstan rollback`.
     pub refused: Option<crate::action::Fault>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The store is how a script context outlives the call it was made in.

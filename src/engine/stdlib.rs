@@ -60,19 +60,11 @@ impl ModuleResolver for StdlibResolver {
                 pos,
             )));
         };
-        if let Some(found) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(path)
-        {
+        if let Some(found) = crate::lock(&self.cache).get(path) {
             return Ok(found.clone());
         }
         let module = Self::load(engine, m, pos)?;
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(path.to_string(), module.clone());
+        crate::lock(&self.cache).insert(path.to_string(), module.clone());
         Ok(module)
     }
 }

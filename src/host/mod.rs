@@ -568,9 +568,7 @@ impl Host {
         }
 
         // A simulation tells what the run left changed before anything is put back.
-        let lock_world = |w: &Arc<Mutex<crate::sim::World>>| {
-            w.lock().unwrap_or_else(|e| e.into_inner()).changes()
-        };
+        let lock_world = |w: &Arc<Mutex<crate::sim::World>>| crate::lock(w).changes();
         let changed_at_stop = world.as_ref().map(lock_world).unwrap_or_default();
 
         // Cleanup: a first Ctrl-C does not stop it; a second one does.
@@ -595,7 +593,7 @@ impl Host {
         };
         self.cancel.set_cleanup(false);
         let simulation = world.as_ref().map(|w| {
-            let mut r = w.lock().unwrap_or_else(|e| e.into_inner()).report();
+            let mut r = crate::lock(w).report();
             r.changed_after_rollback = rollback.as_ref().map(|_| lock_world(w));
             r.changed_at_stop = changed_at_stop;
             r
@@ -636,12 +634,7 @@ impl Host {
             Ok(v) => crate::api::persist::to_json(v, &run).value,
             Err(_) => serde_json::Value::Null,
         };
-        if let Some(params_out) = run
-            .params_out
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
+        if let Some(params_out) = crate::lock(&run.params_out).clone() {
             self.journal
                 .set_params(&run_id, &redact_json(&params_out, redactor))?;
         }
@@ -690,12 +683,7 @@ impl Host {
         let result = p
             .engine
             .eval_ast_with_scope::<Dynamic>(&mut Scope::new(), &p.ast);
-        let params = p
-            .run
-            .params_spec
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let params = crate::lock(&p.run.params_spec).clone();
         // Stopping at params() is the point; any other failure matters only if it came first.
         if let Err(e) = &result {
             if params.is_none() && !is_describe_stop(e) {

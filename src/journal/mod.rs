@@ -546,7 +546,7 @@ impl Journal {
 
     /// Runs `f` on the connection after writing the rows that wait (see `Db::flushed`).
     fn with<T>(&self, f: impl FnOnce(&mut Conn) -> SResult<T>) -> Result<T> {
-        let mut db = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let mut db = crate::lock(&self.conn);
         self.write_queue(&mut db)?;
         f(&mut db.conn).map_err(|e| self.err(e))
     }
@@ -555,11 +555,11 @@ impl Journal {
     /// order, for the next try: a server that was down for a moment loses nothing.
     fn write_queue(&self, db: &mut Db) -> Result<()> {
         let (rows, upto) = {
-            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut q = crate::lock(&self.queue);
             (std::mem::take(&mut q.rows), q.queued)
         };
         if let Err(e) = flush(&mut db.conn, &rows) {
-            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut q = crate::lock(&self.queue);
             let newer = std::mem::replace(&mut q.rows, rows);
             q.rows.extend(newer);
             return Err(self.err(e));
@@ -570,7 +570,7 @@ impl Journal {
 
     /// Queues a row; returns its ticket and whether the batch is full.
     fn enqueue(&self, row: Pending) -> (u64, bool) {
-        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = crate::lock(&self.queue);
         q.rows.push(row);
         q.queued += 1;
         (q.queued, q.rows.len() >= BATCH)
@@ -578,7 +578,7 @@ impl Journal {
 
     fn queue(&self, row: Pending) -> Result<()> {
         if let (_, true) = self.enqueue(row) {
-            let mut db = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+            let mut db = crate::lock(&self.conn);
             self.write_queue(&mut db)?;
         }
         Ok(())
@@ -587,7 +587,7 @@ impl Journal {
     /// Queues a row and returns once it is durable, with whatever else was queued by then.
     fn durable(&self, row: Pending) -> Result<()> {
         let (ticket, _) = self.enqueue(row);
-        let mut db = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let mut db = crate::lock(&self.conn);
         if db.flushed >= ticket {
             return Ok(());
         }

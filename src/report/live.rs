@@ -202,9 +202,9 @@ impl Live {
         std::thread::spawn(move || loop {
             match rx.recv_timeout(every) {
                 Err(RecvTimeoutError::Timeout) => {
-                    let line = now.lock().unwrap_or_else(|e| e.into_inner()).heartbeat();
+                    let line = crate::lock(&now).heartbeat();
                     if let Some(line) = line {
-                        let _g = out.lock().unwrap_or_else(|e| e.into_inner());
+                        let _g = crate::lock(&out);
                         eprintln!("{line}");
                     }
                 }
@@ -219,12 +219,12 @@ impl Live {
 
     /// Updates the state (and the status line) from an event.
     pub(crate) fn observe(&self, event: &Event) {
-        let mut now = self.now.lock().unwrap_or_else(|e| e.into_inner());
+        let mut now = crate::lock(&self.now);
         if !now.observe(event) {
             return;
         }
         let Some(bar) = &self.bar else { return };
-        let mut bar = bar.lock().unwrap_or_else(|e| e.into_inner());
+        let mut bar = crate::lock(bar);
         match (&now.step, bar.as_ref()) {
             (None, Some(b)) => {
                 b.finish_and_clear();
@@ -249,9 +249,9 @@ impl Live {
 
     /// Prints a line above the status line (or plainly, without one).
     pub(crate) fn print(&self, line: &str) {
-        let _g = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let _g = crate::lock(&self.out);
         if let Some(bar) = &self.bar {
-            if let Some(b) = bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if let Some(b) = crate::lock(bar).as_ref() {
                 b.suspend(|| eprintln!("{line}"));
                 return;
             }

@@ -382,10 +382,7 @@ impl EventSink for JsonLines {
 pub struct Collect(pub Mutex<Vec<Event>>);
 impl EventSink for Collect {
     fn emit(&self, event: &Event) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(event.clone());
+        crate::lock(&self.0).push(event.clone());
     }
 }
 

@@ -728,7 +728,7 @@ impl ObCluster {
         // Any other name of the catalog read: those views are brought up to date too.
         let reads_rest = SCHEMA_TABLES.iter().any(|t| lower.contains(t.as_str()));
         let out = self.refresh(reads_params, reads_rest).and_then(|()| {
-            let db = self.catalog.db.lock().unwrap_or_else(|e| e.into_inner());
+            let db = crate::lock(&self.catalog.db);
             let db = db.as_ref().ok_or("no catalog")?;
             super::sqlstore::run_on(db, SqlKind::Query, &s.replace('`', "\""), params)
         });

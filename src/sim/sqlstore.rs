@@ -54,7 +54,7 @@ impl SqlStore {
         statement: &str,
         params: &SqlParams,
     ) -> Result<SqlResult, String> {
-        let db = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        let db = crate::lock(&self.db);
         run_on(&db, kind, statement, params)
     }
 }

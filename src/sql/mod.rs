@@ -247,7 +247,7 @@ impl SqlClient {
         params: &SqlParams,
     ) -> Result<SqlResult, Fault> {
         let conn = self.session(inv, target)?;
-        let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+        let mut conn = crate::lock(&conn);
         let result = match kind {
             SqlKind::Connect => conn.query_drop("SELECT 1").map(|_| SqlResult::default()),
             SqlKind::Begin => conn
@@ -261,10 +261,7 @@ impl SqlClient {
         result.map_err(|e| {
             let f = classify(&e, target, sql, false);
             if matches!(f.reason.as_deref(), Some("lost" | "timeout")) {
-                self.conns
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&target.id);
+                crate::lock(&self.conns).remove(&target.id);
             }
             f
         })
@@ -275,12 +272,7 @@ impl SqlClient {
         inv: &Inventory,
         target: &SqlTarget,
     ) -> Result<Arc<Mutex<mysql::Conn>>, Fault> {
-        if let Some(c) = self
-            .conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&target.id)
-        {
+        if let Some(c) = crate::lock(&self.conns).get(&target.id) {
             return Ok(c.clone());
         }
         let password = target.resolve_password(inv).map_err(|m| {
@@ -312,10 +304,7 @@ impl SqlClient {
         }
         let conn = mysql::Conn::new(opts).map_err(|e| classify(&e, target, "", true))?;
         let conn = Arc::new(Mutex::new(conn));
-        self.conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(target.id, conn.clone());
+        crate::lock(&self.conns).insert(target.id, conn.clone());
         Ok(conn)
     }
 }

@@ -44,7 +44,7 @@ impl JumpPool {
     pub(super) fn session(&self, hops: &[Hop]) -> Result<Arc<JumpSession>, TransportError> {
         // Held while connecting: hosts behind one bastion that connect at once share the
         // session the first of them opens, instead of each opening its own.
-        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = crate::lock(&self.sessions);
         let mut via: Option<Arc<JumpSession>> = None;
         for i in 0..hops.len() {
             let key = hops[..=i]
@@ -142,10 +142,7 @@ impl JumpSession {
 
     /// Why the session was lost, if it was.
     pub(super) fn failure(&self) -> Option<String> {
-        self.failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        crate::lock(&self.failed).clone()
     }
 
     /// A connection to `ep` through this bastion: our end of the channel's socket pair.
@@ -154,15 +151,11 @@ impl JumpSession {
             return Err(self.lost(&why));
         }
         let (reply, answer) = mpsc::sync_channel(1);
-        let sent = self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(Open {
-                host: ep.address.to_string(),
-                port: ep.port,
-                reply,
-            });
+        let sent = crate::lock(&self.requests).send(Open {
+            host: ep.address.to_string(),
+            port: ep.port,
+            reply,
+        });
         if sent.is_err() {
             return Err(self.lost("its session ended"));
         }
@@ -407,7 +400,7 @@ impl Pump {
     /// hosts' sessions see the end of their stream and ask `failure` why).
     fn fail(mut self, why: String) {
         tracing::warn!("a bastion's session ended: {why}");
-        *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
+        *crate::lock(&self.failed) = Some(why.clone());
         for f in self.forwards.drain(..) {
             let _ = f.sock.shutdown(std::net::Shutdown::Both);
         }

@@ -54,7 +54,7 @@ impl Reader {
                         if let Some(s) = &sink {
                             s(stream, &buf[..n]);
                         }
-                        t.lock().unwrap_or_else(|e| e.into_inner()).push(&buf[..n])
+                        crate::lock(&t).push(&buf[..n])
                     }
                 }
             }
@@ -66,7 +66,7 @@ impl Reader {
     /// Waits up to `grace` for the pipe to close, then takes what was read.
     fn finish(self, grace: Duration) -> Tail {
         let _ = self.done.recv_timeout(grace);
-        std::mem::take(&mut *self.tail.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut *crate::lock(&self.tail))
     }
 }
 

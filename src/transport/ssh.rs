@@ -407,7 +407,7 @@ impl SshTransport {
         &self,
         f: impl FnOnce(&mut Conn) -> Result<T, TransportError>,
     ) -> Result<T, TransportError> {
-        let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = crate::lock(&self.conn);
         if guard.is_none() {
             *guard = Some(self.connect()?);
         }
@@ -675,7 +675,7 @@ impl SshTransport {
     fn run_line(&self, line: &str, req: &ExecRequest<'_>) -> Result<ExecOutput, TransportError> {
         let keepalive = self.host.keepalive;
         let io = self.io_timeout();
-        let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = crate::lock(&self.conn);
         let reused = guard.is_some();
         if guard.is_none() {
             *guard = Some(self.connect()?);
@@ -728,7 +728,7 @@ impl SshTransport {
 
     /// The login user's home on the host (absolute), asked once per transport.
     fn home(&self) -> Result<String, TransportError> {
-        let mut cached = self.home.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cached = crate::lock(&self.home);
         if let Some(h) = cached.as_ref() {
             return Ok(h.clone());
         }
@@ -748,7 +748,7 @@ impl SshTransport {
         if b.password.is_none() {
             return Ok(Sudo::NoPassword);
         }
-        let mut cached = self.sudo.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cached = crate::lock(&self.sudo);
         if let Some(m) = *cached {
             return Ok(m);
         }

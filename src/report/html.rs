@@ -337,16 +337,8 @@ fn timeline(r: &RunReport) -> Markup {
             @if let Some(sim) = band {
                 g #availability {
                     text x="4" y=(band_y + 14.0) { "availability" }
-                    @for (i, s) in sim.availability.iter().enumerate() {
-                        @let to = sim.availability.get(i + 1).map_or(end, |n| n.at_ms);
-                        @let (fill, what) = if !s.violations.is_empty() {
-                            (COLOR_BROKEN, format!("RULE BROKEN: {}", s.violations.join("; ")))
-                        } else if !s.down.is_empty() {
-                            (COLOR_DOWN, format!("down: {}", s.down.join(" ")))
-                        } else {
-                            (COLOR_UP, "all up".to_string())
-                        };
-                        (bar(&ax, band_y, (s.at_ms, to), fill, "avail", &format!("+{}: {what}", secs(s.at_ms)), None))
+                    @for (at, to, fill, what) in band_bars(sim, end) {
+                        (bar(&ax, band_y, (at, to), fill, "avail", &format!("+{}: {what}", secs(at)), None))
                     }
                 }
             }
@@ -359,6 +351,27 @@ fn timeline(r: &RunReport) -> Markup {
             }
         }
     }
+}
+
+/// The availability band's bars: each sample's span, colour and what was down or broken.
+fn band_bars(sim: &super::SimReport, end: u64) -> Vec<(u64, u64, &'static str, String)> {
+    let mut bars = Vec::with_capacity(sim.availability.len());
+    sim.down_states(|i, s, down| {
+        let to = sim.availability.get(i + 1).map_or(end, |n| n.at_ms);
+        let (fill, what) = if !s.violations.is_empty() {
+            (
+                COLOR_BROKEN,
+                format!("RULE BROKEN: {}", s.violations.join("; ")),
+            )
+        } else if !down.is_empty() {
+            let names: Vec<&str> = down.iter().map(|&d| sim.name_of(d)).collect();
+            (COLOR_DOWN, format!("down: {}", names.join(" ")))
+        } else {
+            (COLOR_UP, "all up".to_string())
+        };
+        bars.push((s.at_ms, to, fill, what));
+    });
+    bars
 }
 
 fn steps_table(r: &RunReport) -> Markup {

@@ -5,6 +5,7 @@ mod live;
 mod render;
 mod table;
 
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -202,13 +203,67 @@ pub struct FiredFault {
     pub fault: String,
 }
 
-/// What was down, and which availability rules were broken, from `at_ms` on.
+/// A change of what is down, and the availability rules broken, from `at_ms` on. A sample holds
+/// the change only (what went down, what came back up), so that a run that stops every node of a
+/// large cluster keeps one name per change, not the whole list at every sample:
+/// `SimReport::down_at` and `SimReport::down_states` give what was down.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AvailabilitySample {
     pub at_ms: u64,
     pub step: Option<String>,
-    pub down: Vec<String>,
+    /// Components that went down at this sample (the first sample: those down at the start).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub went_down: Vec<String>,
+    /// Components that came back up at this sample.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub came_up: Vec<String>,
+    /// Every rule broken from this sample on (a handful: each model's sentences).
     pub violations: Vec<String>,
+}
+
+impl SimReport {
+    /// Replays the samples' changes: `f` gets each sample and what was down from it on, as
+    /// positions in `components` (so in the models' order; `name_of` gives the names).
+    pub fn down_states(&self, mut f: impl FnMut(usize, &AvailabilitySample, &BTreeSet<usize>)) {
+        let index: std::collections::HashMap<&str, usize> = self
+            .components
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.as_str(), i))
+            .collect();
+        // The world names only components it lists; another name (a report edited by hand)
+        // is left out.
+        let mut down = BTreeSet::new();
+        for (i, s) in self.availability.iter().enumerate() {
+            for c in &s.came_up {
+                if let Some(&at) = index.get(c.as_str()) {
+                    down.remove(&at);
+                }
+            }
+            for c in &s.went_down {
+                if let Some(&at) = index.get(c.as_str()) {
+                    down.insert(at);
+                }
+            }
+            f(i, s, &down);
+        }
+    }
+
+    /// The name of the component at position `i` of what `down_states` gives.
+    pub fn name_of(&self, i: usize) -> &str {
+        self.components.get(i).map_or("?", String::as_str)
+    }
+
+    /// What was down from sample `i` on, in the models' order.
+    pub fn down_at(&self, i: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        self.down_states(|j, _, d| {
+            if j == i {
+                out = d.iter().map(|&c| self.name_of(c).to_string()).collect();
+            }
+        });
+        out
+    }
 }
 
 /// One difference of a simulated host from its starting state.

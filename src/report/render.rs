@@ -542,18 +542,19 @@ pub fn availability_during(
     from: u64,
     to: u64,
 ) -> (Vec<String>, Vec<String>) {
-    let mut down: Vec<String> = Vec::new();
+    let mut down: Vec<usize> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     let mut broken: Vec<String> = Vec::new();
-    for (i, a) in sim.availability.iter().enumerate() {
+    sim.down_states(|i, a, now_down| {
         let end = sim.availability.get(i + 1).map_or(u64::MAX, |n| n.at_ms);
         // A sample holds from its time until the next one.
         let overlaps = a.at_ms <= to && end > from || (a.at_ms == from && end == from);
         if !overlaps {
-            continue;
+            return;
         }
-        for d in &a.down {
-            if !down.contains(d) {
-                down.push(d.clone());
+        for &d in now_down {
+            if seen.insert(d) {
+                down.push(d);
             }
         }
         for v in &a.violations {
@@ -561,7 +562,8 @@ pub fn availability_during(
                 broken.push(v.clone());
             }
         }
-    }
+    });
+    let down = down.iter().map(|&d| sim.name_of(d).to_string()).collect();
     (down, broken)
 }
 
@@ -606,10 +608,9 @@ fn render_simulation(r: &RunReport, sim: &super::SimReport) -> String {
             }
         }
         s.push_str(&layout(&rows, &[]));
-        if let Some(last) = sim.availability.last() {
-            if !last.down.is_empty() {
-                s.push_str(&format!("  at the end: down: {}\n", last.down.join(" ")));
-            }
+        let at_end = sim.down_at(sim.availability.len().saturating_sub(1));
+        if !at_end.is_empty() {
+            s.push_str(&format!("  at the end: down: {}\n", at_end.join(" ")));
         }
         if any_broken {
             s.push_str("  !! an availability rule was broken during this run: the cluster would not have served\n");

@@ -1,5 +1,7 @@
 //! Availability: the components up and the rules broken, sampled after each change at the cost of what changed.
 
+use std::collections::HashMap;
+
 use super::*;
 
 impl World {
@@ -8,6 +10,12 @@ impl World {
         if self.models.is_empty() {
             return;
         }
+        // What the last sample said was down, by name: the positions may move in a new reading.
+        let sampled: Vec<String> = self
+            .sampled_down
+            .iter()
+            .map(|&(mi, ci)| self.comps[mi][ci].name.clone())
+            .collect();
         self.comps = self
             .models
             .iter()
@@ -30,6 +38,26 @@ impl World {
                 if !c.up {
                     self.down.insert((mi, ci));
                 }
+            }
+        }
+        let at: HashMap<&str, (usize, usize)> = self
+            .comps
+            .iter()
+            .enumerate()
+            .flat_map(|(mi, cs)| {
+                cs.iter()
+                    .enumerate()
+                    .map(move |(ci, c)| (c.name.as_str(), (mi, ci)))
+            })
+            .collect();
+        self.sampled_down.clear();
+        for name in sampled {
+            match at.get(name.as_str()) {
+                Some(&slot) => {
+                    self.sampled_down.insert(slot);
+                }
+                // A component no model lists any more: it is no longer down.
+                None => self.vanished.push(name),
             }
         }
         self.push_sample(force);
@@ -96,27 +124,38 @@ impl World {
     /// Records what is down and which rules are broken, when it changed (always when `force`).
     /// Costs what is down, not the cluster's size.
     pub(super) fn push_sample(&mut self, force: bool) {
-        let mut down = Vec::new();
         let mut by_model = vec![Vec::new(); self.models.len()];
         for &(mi, ci) in &self.down {
-            down.push(self.comps[mi][ci].name.clone());
             by_model[mi].push(ci);
         }
         let mut violations = Vec::new();
         for ((m, comps), down) in self.models.iter().zip(&self.comps).zip(&by_model) {
             violations.extend(m.violations(comps, down));
         }
-        if !force {
+        // What changed since the last sample: the sets' difference, in model order.
+        let went: Vec<(usize, usize)> = self.down.difference(&self.sampled_down).copied().collect();
+        let came: Vec<(usize, usize)> = self.sampled_down.difference(&self.down).copied().collect();
+        if !force && went.is_empty() && came.is_empty() && self.vanished.is_empty() {
             if let Some(last) = self.availability.last() {
-                if last.down == down && last.violations == violations {
+                if last.violations == violations {
                     return;
                 }
             }
         }
+        for c in &came {
+            self.sampled_down.remove(c);
+        }
+        self.sampled_down.extend(went.iter().copied());
+        let name = |&(mi, ci): &(usize, usize)| self.comps[mi][ci].name.clone();
         self.availability.push(AvailabilitySample {
             at_ms: self.clock.as_millis() as u64,
             step: self.step.clone(),
-            down,
+            went_down: went.iter().map(name).collect(),
+            came_up: came
+                .iter()
+                .map(name)
+                .chain(std::mem::take(&mut self.vanished))
+                .collect(),
             violations,
         });
     }

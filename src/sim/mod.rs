@@ -414,6 +414,10 @@ pub struct World {
     /// `(model, component)` of every component down now, in model order: a sample reads these,
     /// not every component.
     down: std::collections::BTreeSet<(usize, usize)>,
+    /// What the last availability sample said was down (a sample records the difference).
+    sampled_down: std::collections::BTreeSet<(usize, usize)>,
+    /// Components down at the last sample that no model lists any more: up at the next one.
+    vanished: Vec<String>,
     /// Each model's `generation` when `comps` was last read in full, and how many full reads
     /// there were (the complexity tests count them).
     comps_generation: Vec<Option<u64>>,
@@ -868,7 +872,10 @@ mod tests {
         };
         w.apply("ddb1", &ddb(DdbKind::Exec, "getActiveMaster()"))
             .unwrap();
-        let down = |w: &World| w.availability.last().unwrap().down.clone();
+        let down = |w: &World| {
+            let r = w.report();
+            r.down_at(r.availability.len() - 1)
+        };
         assert_eq!(down(&w), ["dolphindb/datanode node45@ddb3"]);
         let (full, reads) = (w.full_reads, w.comp_reads);
         w.apply("ddb1", &ddb(DdbKind::Exec, r#"startDataNode(["node45"])"#))

@@ -285,6 +285,8 @@ impl Scenario {
             comps: Vec::new(),
             comp_index: Default::default(),
             down: Default::default(),
+            sampled_down: Default::default(),
+            vanished: Vec::new(),
             comps_generation: Vec::new(),
             full_reads: 0,
             step: None,

@@ -67,6 +67,16 @@ thread_local! {
     static TICKING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// The hosts a step's actions touched, in first-touch order, and how many actions it made.
+#[derive(Default)]
+struct StepTouch {
+    hosts: Vec<String>,
+    /// The same hosts, for the membership test: a step over thousands of hosts would otherwise
+    /// scan them at every action.
+    seen: std::collections::HashSet<String>,
+    actions: usize,
+}
+
 pub struct Executor {
     mode: Mode,
     inventory: Arc<Inventory>,
@@ -80,7 +90,7 @@ pub struct Executor {
     seq: AtomicU64,
     /// Per step: the hosts its actions touched (first-touch order) and how many actions ran.
     /// Kept as actions are recorded, so a step's summary costs nothing however long the run.
-    per_step: Mutex<HashMap<String, (Vec<String>, usize)>>,
+    per_step: Mutex<HashMap<String, StepTouch>>,
     journal: std::sync::OnceLock<RunJournal>,
     /// Set while a rollback replays a playbook's prologue: mutating actions are skipped.
     hold_writes: AtomicBool,
@@ -331,7 +341,7 @@ impl Executor {
     pub fn step_summary(&self, step: &str) -> (Vec<String>, usize) {
         crate::lock(&self.per_step)
             .get(step)
-            .cloned()
+            .map(|t| (t.hosts.clone(), t.actions))
             .unwrap_or_default()
     }
 

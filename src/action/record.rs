@@ -107,10 +107,10 @@ impl Executor {
         }
         if let Some(step) = &rec.step {
             let mut per = crate::lock(&self.per_step);
-            let (hosts, n) = per.entry(step.clone()).or_default();
-            *n += 1;
-            if !hosts.contains(&rec.host) {
-                hosts.push(rec.host.clone());
+            let t = per.entry(step.clone()).or_default();
+            t.actions += 1;
+            if t.seen.insert(rec.host.clone()) {
+                t.hosts.push(rec.host.clone());
             }
         }
         // The journal keeps the records (reports are read from it); nothing else holds them.

@@ -604,3 +604,47 @@ fn the_html_report_groups_hosts_by_zone_and_the_json_report_says_how() {
     assert!(at(">zone zone3<") < at("data-host=\"ob6\""));
     assert!(at(">other hosts<") < at("data-host=\"proxy\""));
 }
+
+/// Availability samples hold changes: OMS stops every container before the swap, and with the
+/// samples listing everything down the report grew with the square of the nodes. Counted, not
+/// timed: the names the samples hold, per node, are the same at 12 and at 48 nodes.
+#[test]
+fn availability_samples_grow_with_the_nodes_not_their_square() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut per_node = Vec::new();
+    for n in [12usize, 48] {
+        let out_dir = dir.path().join(format!("oms{n}"));
+        let gen = std::process::Command::new("python3")
+            .arg(repo().join("bench/scale.py"))
+            .args(["oms", &n.to_string()])
+            .arg(&out_dir)
+            .output()
+            .expect("python3 is missing: run scripts/test.sh");
+        assert!(
+            gen.status.success(),
+            "{}",
+            String::from_utf8_lossy(&gen.stderr)
+        );
+        let sc = out_dir.join("scenario.toml");
+        let (out, r) = simulate_json(&["oms", "--scenario", sc.to_str().unwrap()]);
+        assert_eq!(r["status"], "succeeded", "{}", out.stderr);
+        let samples = r["simulation"]["availability"].as_array().unwrap();
+        let names: usize = samples
+            .iter()
+            .map(|s| {
+                ["went_down", "came_up"]
+                    .iter()
+                    .map(|k| s[k].as_array().map_or(0, |a| a.len()))
+                    .sum::<usize>()
+            })
+            .sum();
+        // Every node went down and came back at least once.
+        let sim: capstan::report::SimReport =
+            serde_json::from_value(r["simulation"].clone()).unwrap();
+        let mut most = 0;
+        sim.down_states(|_, _, down| most = most.max(down.len()));
+        assert_eq!(most, n, "every node is down during the swap");
+        per_node.push(names as f64 / n as f64);
+    }
+    assert_eq!(per_node[0], per_node[1], "names per node: {per_node:?}");
+}

@@ -107,8 +107,12 @@ fn crate_refs(text: &str) -> BTreeSet<String> {
     }
     out.into_iter()
         .map(|h| {
+            let src = repo().join("src");
             if h.chars().next().is_some_and(char::is_uppercase) {
                 reexport(&h).to_string()
+            } else if !src.join(format!("{h}.rs")).exists() && !src.join(&h).is_dir() {
+                // A function of lib.rs itself (`crate::lock`): the root, a leaf.
+                "root".to_string()
             } else {
                 h
             }

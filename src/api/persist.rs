@@ -129,7 +129,7 @@ fn list_from_journal(hash: &str, run: &Arc<RunCtx>) -> Result<Dynamic, String> {
         .iter()
         .map(|x| from_json(x, run))
         .collect::<Result<Array, _>>()?;
-    let l = SharedList(Arc::new(items));
+    let l = SharedList::new(items);
     let mut c = lock(&run.lists);
     // Later undos capturing this same list refer to the stored copy, not a new one.
     let known = Known {

@@ -5,15 +5,101 @@
 //! size per statement. A `SharedList` is copied by reference count; `push` copies the array only
 //! when another copy still shares it (copy on write), so a copy never sees a later change.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, Position};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Position};
 
 use super::def;
+use crate::lock;
 
-/// An array shared by its copies.
+/// An array shared by its copies, with the indexes `position_of` built on it (shared too: they
+/// describe the array, and a `push` gives the copy that changed a new array and no index).
 #[derive(Debug, Clone, Default)]
-pub struct SharedList(pub Arc<Array>);
+pub struct SharedList(pub Arc<Array>, Arc<Mutex<Indexes>>);
+
+impl SharedList {
+    pub fn new(items: Array) -> Self {
+        SharedList(Arc::new(items), Arc::default())
+    }
+
+    /// The position of the first item that is a map whose `key` is `value`. A lookup by a field
+    /// builds that field's index once (the items never change under it), so looking up every
+    /// item of a list costs the list's size, not its square.
+    pub fn position_of(&self, key: &str, value: &Dynamic) -> Option<usize> {
+        let Some(wanted) = Plain::of(value) else {
+            return self.scan(key, value);
+        };
+        let mut ix = lock(&self.1);
+        let field = ix
+            .entry(key.to_string())
+            .or_insert_with(|| build_index(&self.0, key));
+        match field {
+            Some(positions) => positions.get(&wanted).copied(),
+            // An item shared with a variable can change after the index is built.
+            None => {
+                drop(ix);
+                self.scan(key, value)
+            }
+        }
+    }
+
+    fn scan(&self, key: &str, value: &Dynamic) -> Option<usize> {
+        self.0.iter().position(|item| {
+            item.read_lock::<rhai::Map>()
+                .and_then(|m| m.get(key).map(|v| same(v, value)))
+                .unwrap_or(false)
+        })
+    }
+}
+
+/// A field's index (value -> first position), or `None` when the list cannot be indexed.
+type Indexes = HashMap<String, Option<HashMap<Plain, usize>>>;
+
+/// A value `same` compares by equality, as an index key (floats are left to the scan: NaN).
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum Plain {
+    Str(ImmutableString),
+    Int(i64),
+    Bool(bool),
+    Char(char),
+}
+
+impl Plain {
+    fn of(v: &Dynamic) -> Option<Plain> {
+        if v.is_shared() {
+            return None;
+        }
+        if let Ok(s) = v.as_immutable_string_ref() {
+            return Some(Plain::Str(s.clone()));
+        }
+        v.as_int()
+            .map(Plain::Int)
+            .or_else(|_| v.as_bool().map(Plain::Bool))
+            .or_else(|_| v.as_char().map(Plain::Char))
+            .ok()
+    }
+}
+
+fn build_index(items: &Array, key: &str) -> Option<HashMap<Plain, usize>> {
+    let mut positions = HashMap::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        if item.is_shared() {
+            return None;
+        }
+        let Some(m) = item.read_lock::<rhai::Map>() else {
+            continue;
+        };
+        let Some(v) = m.get(key) else { continue };
+        if v.is_shared() || v.is_float() {
+            return None;
+        }
+        if let Some(k) = Plain::of(v) {
+            positions.entry(k).or_insert(i);
+        }
+    }
+    Some(positions)
+}
 
 impl IntoIterator for SharedList {
     type Item = Dynamic;
@@ -69,7 +155,7 @@ let sum = 0;
 for x in b { sum += x; }
 if sum != 6 { fail("shared_list is broken"); }
 ```"#,
-        |items: Array| SharedList(Arc::new(items)),
+        |items: Array| SharedList::new(items),
     );
     def(
         engine,
@@ -107,7 +193,10 @@ let l = shared_list([]);
 l.push("x");
 if l[0] != "x" { fail("push is broken"); }
 ```"#,
-        |l: &mut SharedList, item: Dynamic| Arc::make_mut(&mut l.0).push(item),
+        |l: &mut SharedList, item: Dynamic| {
+            Arc::make_mut(&mut l.0).push(item);
+            l.1 = Arc::default();
+        },
     );
     def(
         engine,
@@ -116,20 +205,19 @@ if l[0] != "x" { fail("push is broken"); }
         r#"
 The position of the first item that is a map whose `key` is `value` (a string, number or
 bool), or -1. The search runs in Rust: looking an item up by a field in a script loop copies
-each item it passes.
+each item it passes. The first search by a field indexes the list by it, so later ones take
+constant time.
 
 ```rhai
-let l = shared_list([#{ name: "a" }, #{ name: "b" }]);
+let l = shared_list([#{ name: "a" }, #{ name: "b" }, #{ name: "b", n: 2 }]);
 if l.position_of("name", "b") != 1 || l.position_of("name", "z") != -1 { fail("position_of is broken"); }
+let m = l;
+m.push(#{ name: "z" });
+if m.position_of("name", "z") != 3 || l.position_of("name", "z") != -1 { fail("position_of is broken"); }
+if m.position_of("n", 2) != 2 || m.position_of("n", "2") != -1 { fail("position_of is broken"); }
 ```"#,
         |l: &mut SharedList, key: &str, value: Dynamic| {
-            l.0.iter()
-                .position(|item| {
-                    item.read_lock::<rhai::Map>()
-                        .and_then(|m| m.get(key).map(|v| same(v, &value)))
-                        .unwrap_or(false)
-                })
-                .map_or(-1, |i| i as i64)
+            l.position_of(key, &value).map_or(-1, |i| i as i64)
         },
     );
     def(

@@ -28,7 +28,9 @@ impl World {
         }
         self.full_reads += 1;
         self.comp_index.clear();
-        self.down.clear();
+        self.down = vec![Default::default(); self.comps.len()];
+        // Positions may have moved: compare everything down now or at the last sample.
+        self.dirty.clear();
         for (mi, comps) in self.comps.iter().enumerate() {
             for (ci, c) in comps.iter().enumerate() {
                 self.comp_index
@@ -36,7 +38,8 @@ impl World {
                     .or_default()
                     .push((mi, ci));
                 if !c.up {
-                    self.down.insert((mi, ci));
+                    self.down[mi].insert(ci);
+                    self.dirty.insert((mi, ci));
                 }
             }
         }
@@ -55,6 +58,7 @@ impl World {
             match at.get(name.as_str()) {
                 Some(&slot) => {
                     self.sampled_down.insert(slot);
+                    self.dirty.insert(slot);
                 }
                 // A component no model lists any more: it is no longer down.
                 None => self.vanished.push(name),
@@ -109,10 +113,11 @@ impl World {
                     if x.up != c.up {
                         x.up = c.up;
                         changed = true;
+                        self.dirty.insert((mi, ci));
                         if c.up {
-                            self.down.remove(&(mi, ci));
+                            self.down[mi].remove(&ci);
                         } else {
-                            self.down.insert((mi, ci));
+                            self.down[mi].insert(ci);
                         }
                     }
                 }
@@ -124,17 +129,23 @@ impl World {
     /// Records what is down and which rules are broken, when it changed (always when `force`).
     /// Costs what is down, not the cluster's size.
     pub(super) fn push_sample(&mut self, force: bool) {
-        let mut by_model = vec![Vec::new(); self.models.len()];
-        for &(mi, ci) in &self.down {
-            by_model[mi].push(ci);
-        }
         let mut violations = Vec::new();
-        for ((m, comps), down) in self.models.iter().zip(&self.comps).zip(&by_model) {
+        for ((m, comps), down) in self.models.iter().zip(&self.comps).zip(&self.down) {
             violations.extend(m.violations(comps, down));
         }
-        // What changed since the last sample: the sets' difference, in model order.
-        let went: Vec<(usize, usize)> = self.down.difference(&self.sampled_down).copied().collect();
-        let came: Vec<(usize, usize)> = self.sampled_down.difference(&self.down).copied().collect();
+        // What changed since the last sample, in model order: of the components that changed
+        // since, those down now and not then, and those down then and not now.
+        let (mut went, mut came) = (Vec::new(), Vec::new());
+        for slot @ (mi, ci) in std::mem::take(&mut self.dirty) {
+            match (
+                self.down[mi].contains(&ci),
+                self.sampled_down.contains(&slot),
+            ) {
+                (true, false) => went.push(slot),
+                (false, true) => came.push(slot),
+                _ => {}
+            }
+        }
         if !force && went.is_empty() && came.is_empty() && self.vanished.is_empty() {
             if let Some(last) = self.availability.last() {
                 if last.violations == violations {

@@ -90,6 +90,13 @@ pub struct DolphinDb {
     by_endpoint: std::collections::HashMap<String, usize>,
     by_alias: std::collections::HashMap<String, usize>,
     by_host: std::collections::HashMap<String, Vec<usize>>,
+    /// How many controllers the cluster has, and the chunks each data node holds a replica of
+    /// (placement never changes): availability is sampled after every change and reads only
+    /// what is down, not the whole cluster.
+    controllers: usize,
+    chunks_of: std::collections::HashMap<String, Vec<usize>>,
+    /// The chunks whose `recovering` is above 0.
+    recovering: BTreeSet<usize>,
     /// alias → (pid, version) of the nodes that run.
     running: BTreeMap<String, (u32, String)>,
     leader: Option<String>,
@@ -245,7 +252,7 @@ impl DolphinDb {
             .map(|n| n.alias.clone())
             .collect();
         let n_chunks = settings_int(s, "chunks", 6)?.max(0) as usize;
-        let chunks = (0..n_chunks)
+        let chunks: Vec<Chunk> = (0..n_chunks)
             .map(|i| Chunk {
                 id: format!("c0a8{i:04x}-0000-4000-8000-{i:012}"),
                 file: format!("/stock/2023010{}/Apple", i % 9 + 1),
@@ -270,7 +277,17 @@ impl DolphinDb {
             by_alias.entry(n.alias.clone()).or_insert(i);
             by_host.entry(n.host.clone()).or_default().push(i);
         }
+        let mut chunks_of: std::collections::HashMap<String, Vec<usize>> =
+            std::collections::HashMap::new();
+        for (i, c) in chunks.iter().enumerate() {
+            for r in &c.replicas {
+                chunks_of.entry(r.clone()).or_default().push(i);
+            }
+        }
         Ok(DolphinDb {
+            controllers: nodes.iter().filter(|n| n.mode == "controller").count(),
+            chunks_of,
+            recovering: BTreeSet::new(),
             unread: hosts.iter().cloned().collect(),
             nodes,
             by_endpoint,
@@ -405,18 +422,22 @@ impl DolphinDb {
         self.running.insert(node.alias.clone(), (self.next_pid, v));
         state.open_port(node.port);
         if node.mode == "datanode" {
-            for c in &mut self.chunks {
-                if c.replicas.contains(&node.alias) {
-                    c.recovering_on = Some(node.alias.clone());
-                    c.recovering = if self.stuck.contains(&c.id) {
-                        u32::MAX
-                    } else if self.writes_per_poll > 0 {
-                        // The replica copies what it missed: longer the more the chunk holds.
-                        let more = (c.version / self.writes_per_poll).clamp(0, 10_000) as u32;
-                        self.recovery_polls + more
-                    } else {
-                        self.recovery_polls
-                    };
+            for &i in self.chunks_of.get(&node.alias).into_iter().flatten() {
+                let c = &mut self.chunks[i];
+                c.recovering_on = Some(node.alias.clone());
+                c.recovering = if self.stuck.contains(&c.id) {
+                    u32::MAX
+                } else if self.writes_per_poll > 0 {
+                    // The replica copies what it missed: longer the more the chunk holds.
+                    let more = (c.version / self.writes_per_poll).clamp(0, 10_000) as u32;
+                    self.recovery_polls + more
+                } else {
+                    self.recovery_polls
+                };
+                if c.recovering > 0 {
+                    self.recovering.insert(i);
+                } else {
+                    self.recovering.remove(&i);
                 }
             }
         }
@@ -577,7 +598,7 @@ impl DolphinDb {
             }
             CHUNKS => {
                 self.leader_now()?;
-                let bad: Vec<&Chunk> = self.chunks.iter().filter(|c| c.recovering > 0).collect();
+                let bad: Vec<&Chunk> = self.recovering.iter().map(|&i| &self.chunks[i]).collect();
                 let t = table(vec![
                     (
                         "chunkId",
@@ -594,10 +615,15 @@ impl DolphinDb {
                             .collect(),
                     ),
                 ]);
-                for c in &mut self.chunks {
-                    if c.recovering > 0 && c.recovering != u32::MAX {
+                let recovering: Vec<usize> = self.recovering.iter().copied().collect();
+                for i in recovering {
+                    let c = &mut self.chunks[i];
+                    if c.recovering != u32::MAX {
                         c.recovering -= 1;
                         self.generation += 1;
+                        if c.recovering == 0 {
+                            self.recovering.remove(&i);
+                        }
                     }
                 }
                 return Ok(t);
@@ -948,7 +974,7 @@ impl ProductModel for DolphinDb {
         )
     }
 
-    fn violations(&self, components: &[Component], down: &[usize]) -> Vec<String> {
+    fn violations(&self, components: &[Component], down: &BTreeSet<usize>) -> Vec<String> {
         // The aliases down, from the components' names (`dolphindb/MODE ALIAS@HOST`): a handful
         // while a machine restarts, whatever the cluster's size.
         let down: std::collections::HashSet<&str> = down
@@ -957,9 +983,16 @@ impl ProductModel for DolphinDb {
             .collect();
         let up = |alias: &str| !down.contains(alias);
         let mut out = Vec::new();
-        let (ctls, live) = self
-            .of_mode("controller")
-            .fold((0, 0), |(n, l), c| (n + 1, l + usize::from(up(&c.alias))));
+        let ctls = self.controllers;
+        let live = ctls
+            - down
+                .iter()
+                .filter(|a| {
+                    self.by_alias
+                        .get(**a)
+                        .is_some_and(|&i| self.nodes[i].mode == "controller")
+                })
+                .count();
         if live * 2 <= ctls {
             out.push(format!(
                 "dolphindb: the controllers' Raft group has no majority ({live} of {ctls} up)"
@@ -967,9 +1000,17 @@ impl ProductModel for DolphinDb {
         }
         // A replica counts once it is COMPLETE: a restarted node's replica is live only after
         // its chunk recovered.
-        let lost: Vec<&str> = self
-            .chunks
+        // Only a chunk with a replica down or recovering can have no live one.
+        let candidates: BTreeSet<usize> = down
             .iter()
+            .filter_map(|a| self.chunks_of.get(*a))
+            .flatten()
+            .chain(&self.recovering)
+            .copied()
+            .collect();
+        let lost: Vec<&str> = candidates
+            .iter()
+            .map(|&i| &self.chunks[i])
             .filter(|c| {
                 !c.replicas.iter().any(|r| {
                     up(r) && !(c.recovering > 0 && c.recovering_on.as_deref() == Some(r.as_str()))

@@ -411,11 +411,14 @@ pub struct World {
     /// each host's components are in them.
     comps: Vec<Vec<model::Component>>,
     comp_index: std::collections::HashMap<String, Vec<(usize, usize)>>,
-    /// `(model, component)` of every component down now, in model order: a sample reads these,
-    /// not every component.
-    down: std::collections::BTreeSet<(usize, usize)>,
+    /// Each model's components down now, by position: a sample reads these, not every
+    /// component.
+    down: Vec<std::collections::BTreeSet<usize>>,
     /// What the last availability sample said was down (a sample records the difference).
     sampled_down: std::collections::BTreeSet<(usize, usize)>,
+    /// `(model, component)` of the components whose state may differ from `sampled_down`: a
+    /// sample compares these only, not everything down (half a cluster can be down at once).
+    dirty: std::collections::BTreeSet<(usize, usize)>,
     /// Components down at the last sample that no model lists any more: up at the next one.
     vanished: Vec<String>,
     /// Each model's `generation` when `comps` was last read in full, and how many full reads
@@ -766,7 +769,7 @@ mod tests {
         fn components(&self, _: &BTreeMap<String, SimHost>) -> Vec<model::Component> {
             Vec::new()
         }
-        fn violations(&self, _: &[model::Component], _: &[usize]) -> Vec<String> {
+        fn violations(&self, _: &[model::Component], _: &BTreeSet<usize>) -> Vec<String> {
             Vec::new()
         }
         fn box_clone(&self) -> Box<dyn model::ProductModel> {

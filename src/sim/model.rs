@@ -1,6 +1,6 @@
 //! Product models: a product running on some simulated hosts, answering its commands and saying what is up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::ddb::{DdbKind, DdbValue};
@@ -111,10 +111,11 @@ pub trait ProductModel: Send + Sync + std::fmt::Debug {
     }
 
     /// The availability rules the components break now, one sentence each. `down` holds the
-    /// indices in `components` of those down, in order: the world calls this whenever what is up
-    /// changes, so a model should answer from `down` (a handful in a rolling upgrade) and its
-    /// own state, not by walking every component.
-    fn violations(&self, components: &[Component], down: &[usize]) -> Vec<String>;
+    /// indices in `components` of those down (the world keeps it as components change, not
+    /// rebuilt per call): the world calls this whenever what is up changes, so a model should
+    /// answer from `down` (a handful in a rolling upgrade; `down.len()` costs nothing when half
+    /// the cluster is down) and its own state, not by walking every component.
+    fn violations(&self, components: &[Component], down: &BTreeSet<usize>) -> Vec<String>;
 
     /// The hosts whose components may have changed since the last call, drained: after a
     /// product statement the world re-reads only those. `None` (the default): not tracked, so
@@ -290,7 +291,7 @@ impl PortService {
         }
     }
 
-    fn violations_of(&self, components: &[Component], down: &[usize]) -> Vec<String> {
+    fn violations_of(&self, components: &[Component], down: &BTreeSet<usize>) -> Vec<String> {
         let up = components.len() - down.len();
         if up < self.min_up {
             vec![format!(
@@ -318,7 +319,7 @@ impl ProductModel for PortService {
     fn components_on(&self, host: &str, hosts: &BTreeMap<String, SimHost>) -> Vec<Component> {
         self.components_on_host(host, hosts)
     }
-    fn violations(&self, components: &[Component], down: &[usize]) -> Vec<String> {
+    fn violations(&self, components: &[Component], down: &BTreeSet<usize>) -> Vec<String> {
         self.violations_of(components, down)
     }
     fn box_clone(&self) -> Box<dyn ProductModel> {
@@ -418,7 +419,7 @@ impl ProductModel for Hello {
         self.service.components_on_host(host, hosts)
     }
 
-    fn violations(&self, components: &[Component], down: &[usize]) -> Vec<String> {
+    fn violations(&self, components: &[Component], down: &BTreeSet<usize>) -> Vec<String> {
         self.service.violations_of(components, down)
     }
 

@@ -12,7 +12,7 @@
 //! The lab's double (lab/oceanbase, Python) is a separate implementation of the same facts: the
 //! parity tests compare the two.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::types::Value as Lite;
 
@@ -162,6 +162,11 @@ pub struct ObCluster {
     pub up_changes: u64,
     #[serde(skip)]
     pub up_changed: std::collections::BTreeSet<usize>,
+    /// Positions in `servers` by `(ip, rpc_port)`: every start, stop and command looks its
+    /// server up, and a rehearsal of ten thousand servers sends a hundred thousand. Checked on
+    /// use (a cluster read back from JSON has none yet: the lookup falls back to a scan).
+    #[serde(skip)]
+    pub server_at: std::collections::HashMap<(String, u16), usize>,
 }
 
 /// The catalog's SQLite database and what in it is out of date. The parameter views (a row per
@@ -333,7 +338,14 @@ impl ObCluster {
             catalog: Catalog::default(),
             up_changes: 0,
             up_changed: Default::default(),
+            server_at: Default::default(),
         };
+        c.server_at = c
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ((s.ip.clone(), s.rpc_port), i))
+            .collect();
         for s in &mut c.servers {
             s.params.clear();
             if s.alive {
@@ -374,10 +386,12 @@ impl ObCluster {
         }
     }
 
-    fn server_index(&self, ip: &str, rpc_port: u16) -> Option<usize> {
-        self.servers
-            .iter()
-            .position(|s| s.ip == ip && s.rpc_port == rpc_port)
+    pub fn server_index(&self, ip: &str, rpc_port: u16) -> Option<usize> {
+        let is = |s: &ObServer| s.ip == ip && s.rpc_port == rpc_port;
+        match self.server_at.get(&(ip.to_string(), rpc_port)) {
+            Some(&i) if self.servers.get(i).is_some_and(is) => Some(i),
+            _ => self.servers.iter().position(is),
+        }
     }
 
     /// Something other than one server's parameters changed: the other views are out of date.
@@ -1114,6 +1128,10 @@ struct Observer {
 pub struct ObModel {
     cluster: ObCluster,
     observers: Vec<Observer>,
+    /// Positions in `observers` by host and by `ip:sql_port` (every command on a host and
+    /// every statement to a server looks its observer up).
+    observer_of: std::collections::HashMap<String, usize>,
+    observer_at: std::collections::HashMap<String, usize>,
     no_restart: BTreeMap<String, String>,
     /// The inventory host that runs obproxy: its sessions reach any observer that serves.
     obproxy: Option<String>,
@@ -1317,7 +1335,18 @@ impl ObModel {
             .enumerate()
             .map(|(i, s)| (s.host.clone(), i))
             .collect();
+        // The first observer of each name, as a scan would find it.
+        let mut observer_of = std::collections::HashMap::new();
+        let mut observer_at = std::collections::HashMap::new();
+        for (i, o) in observers.iter().enumerate() {
+            observer_of.entry(o.host.clone()).or_insert(i);
+            observer_at
+                .entry(format!("{}:{}", o.ip, o.sql_port))
+                .or_insert(i);
+        }
         Ok(ObModel {
+            observer_of,
+            observer_at,
             cluster,
             observers,
             no_restart,
@@ -1345,13 +1374,11 @@ impl ObModel {
 
     /// Whether the observer on inventory host `host` runs.
     fn runs(&self, host: &str) -> bool {
-        self.observers.iter().any(|o| {
-            o.host == host
-                && self
-                    .cluster
-                    .servers
-                    .iter()
-                    .any(|s| s.ip == o.ip && s.rpc_port == o.rpc_port && s.alive)
+        self.observer_of.get(host).is_some_and(|&i| {
+            let o = &self.observers[i];
+            self.cluster
+                .server_index(&o.ip, o.rpc_port)
+                .is_some_and(|s| self.cluster.servers[s].alive)
         })
     }
 
@@ -1373,10 +1400,12 @@ impl ObModel {
                     .map(|o| o.host.clone()),
             );
         }
-        let o = self
-            .observers
-            .iter()
-            .find(|o| server == o.host || server == format!("{}:{}", o.ip, o.sql_port))?;
+        // The first observer named so, by host or by address.
+        let i = [self.observer_of.get(server), self.observer_at.get(server)]
+            .into_iter()
+            .flatten()
+            .min()?;
+        let o = &self.observers[*i];
         Some(self.runs(&o.host).then(|| o.host.clone()))
     }
 }
@@ -1582,18 +1611,14 @@ impl ProductModel for ObModel {
     }
 
     fn exec(&mut self, host: &str, command: &Command, state: &mut SimHost) -> Option<ExecOutput> {
-        let i = self.observers.iter().position(|o| o.host == host)?;
+        let i = *self.observer_of.get(host)?;
         let Command::Argv(argv) = command else {
             return None;
         };
         let o = self.observers[i].clone();
         let bin = format!("{}/bin/observer", o.home);
         let pid_file = format!("{}/run/observer.pid", o.home);
-        let srv = self
-            .cluster
-            .servers
-            .iter()
-            .position(|s| s.ip == o.ip && s.rpc_port == o.rpc_port)?;
+        let srv = self.cluster.server_index(&o.ip, o.rpc_port)?;
         let running_pid = || -> Option<String> {
             if !self.cluster.servers[srv].alive {
                 return None;
@@ -1751,16 +1776,17 @@ impl ProductModel for ObModel {
         )
     }
 
-    fn violations(&self, components: &[Component], down: &[usize]) -> Vec<String> {
+    fn violations(&self, components: &[Component], down: &BTreeSet<usize>) -> Vec<String> {
         let zones = &self.cluster.zones;
         // A zone serves while it has servers and none of them is down (`oceanbase/ZONE@HOST`).
-        let zone_of = |c: &Component| {
+        fn zone_of(c: &Component) -> Option<&str> {
             c.name
                 .strip_prefix("oceanbase/")
                 .and_then(|r| r.rsplit_once('@'))
-                .map(|(z, _)| z.to_string())
-        };
-        let down_zones: std::collections::HashSet<String> = down
+                .map(|(z, _)| z)
+        }
+        // Names borrowed, not copied: a whole zone is down while it upgrades.
+        let down_zones: std::collections::HashSet<&str> = down
             .iter()
             .filter_map(|&i| zone_of(&components[i]))
             .collect();

@@ -112,6 +112,9 @@ pub struct OmsModel {
     cm: String,
     hbs: Vec<String>,
     nodes: Vec<Node>,
+    /// Positions in `nodes` by host, in order: every command and container change on a host
+    /// looks its node up.
+    on_host: std::collections::HashMap<String, Vec<usize>>,
     dbs: BTreeMap<String, Db>,
     dumps: BTreeMap<String, Db>,
     init_fail: BTreeSet<String>,
@@ -313,6 +316,12 @@ fn paged(
 }
 
 impl OmsModel {
+    /// The (first) node on `host`.
+    fn node_on(&self, host: &str) -> Option<&Node> {
+        let i = *self.on_host.get(host)?.first()?;
+        self.nodes.get(i)
+    }
+
     pub(super) fn from_settings(
         hosts: Vec<String>,
         s: &toml::Table,
@@ -402,12 +411,18 @@ impl OmsModel {
                 },
             );
         }
+        let mut on_host: std::collections::HashMap<String, Vec<usize>> =
+            std::collections::HashMap::new();
+        for (i, n) in nodes.iter().enumerate() {
+            on_host.entry(n.host.clone()).or_default().push(i);
+        }
         Ok(OmsModel {
             metadb,
             rm,
             cm,
             hbs,
             nodes,
+            on_host,
             dbs,
             dumps: BTreeMap::new(),
             init_fail: settings_strings(s, "init_fail")?.into_iter().collect(),
@@ -434,7 +449,7 @@ impl OmsModel {
                 .and_then(|i| argv.get(i + 1))
                 .cloned()
         };
-        let node = self.nodes.iter().find(|n| n.host == host).cloned();
+        let node = self.node_on(host).cloned();
         let Some(node) = node else {
             return output(7, "", "curl: (7) Couldn't connect to server\n");
         };
@@ -1101,7 +1116,7 @@ impl ProductModel for OmsModel {
         let Command::Argv(argv) = command else {
             return None;
         };
-        let node = self.nodes.iter().find(|n| n.host == host)?;
+        let node = self.node_on(host)?;
         if argv.first()? != "curl" {
             return None;
         }
@@ -1145,7 +1160,7 @@ impl ProductModel for OmsModel {
             if argv.len() >= 2
                 && argv[0] == "sh"
                 && argv[1].ends_with(&format!("/{DEPLOY}"))
-                && self.nodes.iter().any(|n| n.host == host)
+                && self.node_on(host).is_some()
             {
                 return Some(self.deploy_410(host, argv, stdin.unwrap_or_default(), state));
             }
@@ -1160,7 +1175,7 @@ impl ProductModel for OmsModel {
         out: &ExecOutput,
         state: &mut SimHost,
     ) -> Option<(ExecOutput, Vec<(String, String)>)> {
-        self.nodes.iter().find(|n| n.host == host)?;
+        self.node_on(host)?;
         let image_of = |name: &str| state.docker.image_of(name).map(str::to_string);
         match op {
             // The deploy script is in the 4.2.3 image, not under a mount.
@@ -1325,10 +1340,11 @@ impl ProductModel for OmsModel {
 
     // After a change on one host: that host's nodes only.
     fn components_on(&self, host: &str, hosts: &BTreeMap<String, SimHost>) -> Vec<Component> {
-        self.nodes
-            .iter()
-            .filter(|n| n.host == host)
-            .map(|n| self.component(n, hosts))
+        self.on_host
+            .get(host)
+            .into_iter()
+            .flatten()
+            .map(|&i| self.component(&self.nodes[i], hosts))
             .collect()
     }
 
@@ -1342,7 +1358,7 @@ impl ProductModel for OmsModel {
         Some(h.finish())
     }
 
-    fn violations(&self, components: &[Component], down: &[usize]) -> Vec<String> {
+    fn violations(&self, components: &[Component], down: &BTreeSet<usize>) -> Vec<String> {
         let mut out = Vec::new();
         if down.len() == components.len() {
             out.push("oms: no OMS node serves".to_string());

@@ -11,7 +11,7 @@
 //! the whole statfile. Ops complete at once here (the double walks them through kInited and
 //! kDoing in under a second).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::inventory::Inventory;
 use crate::transport::{Command, ExecOutput};
@@ -101,6 +101,10 @@ struct Stuck {
 #[derive(Debug, Clone)]
 pub struct OpenMldb {
     nodes: Vec<Node>,
+    /// Positions in `nodes` by endpoint (first) and by host (in order): every command, status
+    /// read and availability sample looks nodes up, thousands of times in a big rehearsal.
+    by_ep: std::collections::HashMap<String, usize>,
+    on_host: std::collections::HashMap<String, Vec<usize>>,
     /// Tablet endpoints in inventory order (placement, and the least-loaded choice).
     tablets: Vec<String>,
     tables: Vec<Table>,
@@ -344,7 +348,16 @@ impl OpenMldb {
                 writes.push(w.as_str().ok_or(shape)?.to_string());
             }
         }
+        let mut by_ep = std::collections::HashMap::new();
+        let mut on_host: std::collections::HashMap<String, Vec<usize>> =
+            std::collections::HashMap::new();
+        for (i, n) in nodes.iter().enumerate() {
+            by_ep.entry(n.endpoint.clone()).or_insert(i);
+            on_host.entry(n.host.clone()).or_default().push(i);
+        }
         Ok(OpenMldb {
+            by_ep,
+            on_host,
             nodes,
             tablets,
             tables,
@@ -363,7 +376,7 @@ impl OpenMldb {
     }
 
     fn node_by_ep(&self, ep: &str) -> Option<&Node> {
-        self.nodes.iter().find(|n| n.endpoint == ep)
+        self.nodes.get(*self.by_ep.get(ep)?)
     }
 
     fn node_alive(&self, ep: &str) -> bool {
@@ -1202,7 +1215,7 @@ impl OpenMldb {
     }
 
     fn node_of_host(&self, host: &str) -> Option<&Node> {
-        self.nodes.iter().find(|n| n.host == host)
+        self.nodes.get(*self.on_host.get(host)?.first()?)
     }
 }
 
@@ -1525,23 +1538,28 @@ impl ProductModel for OpenMldb {
     }
 
     fn components_on(&self, host: &str, hosts: &BTreeMap<String, SimHost>) -> Vec<Component> {
-        self.nodes
-            .iter()
-            .filter(|n| n.host == host)
-            .map(|n| self.component(n, hosts))
+        self.on_host
+            .get(host)
+            .into_iter()
+            .flatten()
+            .map(|&i| self.component(&self.nodes[i], hosts))
             .collect()
     }
 
-    fn violations(&self, components: &[Component], down: &[usize]) -> Vec<String> {
-        // A host is up while any of its components is; read once per sample (the replicas'
-        // checks below ask per replica).
-        let _ = down;
-        let up_hosts: std::collections::HashSet<&str> = components
-            .iter()
-            .filter(|c| c.up)
-            .map(|c| c.host.as_str())
-            .collect();
-        let up = |host: &str| up_hosts.contains(host);
+    fn violations(&self, components: &[Component], down: &BTreeSet<usize>) -> Vec<String> {
+        // A host is up while any of its components is: it is down when as many of its
+        // components are down as it has. Read from what is down, once per sample (the
+        // replicas' checks below ask per replica).
+        let mut down_on: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for &i in down {
+            *down_on.entry(components[i].host.as_str()).or_default() += 1;
+        }
+        let host_down = |host: &str| {
+            down_on
+                .get(host)
+                .is_some_and(|&n| n >= self.on_host.get(host).map_or(0, Vec::len))
+        };
+        let up = |host: &str| !host_down(host);
         let mut out = Vec::new();
         if !self
             .nodes

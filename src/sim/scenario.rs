@@ -286,6 +286,7 @@ impl Scenario {
             comp_index: Default::default(),
             down: Default::default(),
             sampled_down: Default::default(),
+            dirty: Default::default(),
             vanished: Vec::new(),
             comps_generation: Vec::new(),
             full_reads: 0,

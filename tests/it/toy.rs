@@ -1,6 +1,6 @@
 //! The toy product of docs/architecture.md ("Adding a product"), run through the embedding API: its library, playbook, scenario and model work together, and the guide quotes them as they are.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use capstan::sim::model::{Component, ProductModel};
@@ -102,7 +102,7 @@ impl ProductModel for Kv {
             .collect()
     }
 
-    fn violations(&self, components: &[Component], down: &[usize]) -> Vec<String> {
+    fn violations(&self, components: &[Component], down: &BTreeSet<usize>) -> Vec<String> {
         let serving = components.len() - down.len();
         let majority = components.len() / 2 + 1;
         if serving < majority {

@@ -102,6 +102,7 @@ impl Journal {
                 out.skipped.push((id, "already in the destination".into()));
                 continue;
             }
+            self.write_kept_actions(&id)?;
             let mut tables: Vec<(&str, &str, Vec<Vec<Val>>)> = Vec::new();
             self.with(|c| {
                 for (table, key, cols, order) in TABLES {

@@ -47,7 +47,10 @@ impl Journal {
                     }
                 })
                 .collect();
-            let actions = c
+            let kept = self.kept_actions(id);
+            let actions = match kept {
+                Some(kept) => kept,
+                None => c
                 .query(
                     "SELECT attempt, seq, step, host, op, read_only, description, disposition,
                         at_ms, duration_ms, ok, result, argv FROM actions WHERE run_id = ?
@@ -70,7 +73,8 @@ impl Journal {
                     result: r.text(11),
                     argv: r.opt_text(12).and_then(|t| serde_json::from_str(&t).ok()),
                 })
-                .collect();
+                .collect(),
+            };
             let logs = c
                 .query(
                     "SELECT at_ms, level, step, message FROM logs WHERE run_id = ? ORDER BY rowid",

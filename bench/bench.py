@@ -465,7 +465,7 @@ def fleet(args):
 
 def scale(args):
     """Every shipped playbook's example scenario at growing sizes: wall, CPU, peak memory, and
-    the growth exponent fitted between the smallest and the largest size."""
+    the growth exponent: fitted (least squares, log-log) over the sizes, and from the size before."""
     import math
     sys.path.insert(0, os.path.join(REPO, "bench"))
     import scale as gen
@@ -475,7 +475,7 @@ def scale(args):
     try:
         print(f"## Simulation scale: the shipped playbooks (data: {args.data}, median of {args.reps}, "
               f"time limit {args.limit} s)\n")
-        print("| product | hosts | time | cpu | peak memory | actions | growth exponent (time, memory) |")
+        print("| product | hosts | time | cpu | peak memory | actions | growth exponent (time, memory): fitted; from the size before |")
         print("|---|---|---|---|---|---|---|")
         for p in products:
             points = []
@@ -499,9 +499,18 @@ def scale(args):
                 if done:
                     points.append((n, wall, rss))
                     if len(points) > 1:
-                        (n0, w0, r0), (n1, w1, r1) = points[0], points[-1]
+                        # Least squares in log-log over every size so far, and the slope from
+                        # the size before: a term that grows faster shows at the large end first.
+                        def fit(k):
+                            xs = [math.log(p[0]) for p in points]
+                            ys = [math.log(p[k]) for p in points]
+                            mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+                            return (sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+                                    / sum((x - mx) ** 2 for x in xs))
+                        (n0, w0, r0), (n1, w1, r1) = points[-2], points[-1]
                         f = math.log(n1 / n0)
-                        exp = f"{math.log(w1 / w0) / f:.2f}, {math.log(r1 / r0) / f:.2f} (from {n0})"
+                        exp = (f"{fit(1):.2f}, {fit(2):.2f} (fit from {points[0][0]}); "
+                               f"{math.log(w1 / w0) / f:.2f}, {math.log(r1 / r0) / f:.2f} (from {n0})")
                 print(f"| {p} | {n} | {cell} | {cpu:.2f} s | {rss:.1f} MiB | {actions} | {exp} |", flush=True)
                 if not done:
                     break

@@ -17,9 +17,9 @@ mod undos;
 
 pub use schema::SCHEMA_VERSION;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -286,15 +286,26 @@ pub struct Journal {
     /// Rows waiting to be written, in the order they came (see `Db::flushed`).
     queue: Mutex<Queue>,
     at: Where,
-    /// An in-memory journal's actions, as records by run, attempt and seq: nothing but its
-    /// report reads them, and a SQLite row per action (written, then read back whole for the
-    /// report) was a fifth of a large rehearsal's time and a third of its memory. Written out
-    /// to the table before the run is copied to another journal.
+    /// An in-memory journal's actions, as records by run: nothing but its report reads them,
+    /// and a SQLite row per action (written, then read back whole for the report) was a fifth
+    /// of a large rehearsal's time and a third of its memory. Written out to the table before
+    /// the run is copied to another journal.
     kept: Option<Mutex<Kept>>,
 }
 
-/// Actions by run, attempt and seq.
-type Kept = BTreeMap<(String, u32, u64), ActionRecord>;
+/// An in-memory journal's actions, by run.
+type Kept = HashMap<String, KeptRun>;
+
+/// One run's actions in an in-memory journal.
+#[derive(Default)]
+struct KeptRun {
+    /// Recorded since the last report, by attempt and seq (the last written wins, as the
+    /// table's upsert).
+    new: BTreeMap<(u32, u64), ActionRecord>,
+    /// Every action as the last report has them, shared with it: a report moves the records
+    /// in, it does not copy them (a 10,000-host rehearsal's actions are most of its memory).
+    reported: Arc<Vec<ActionRecord>>,
+}
 
 /// Where a journal lives, for messages.
 #[derive(Debug, Clone)]
@@ -535,25 +546,38 @@ impl Journal {
 
     /// The actions of run `id` an in-memory journal keeps as records, in order; `None` for a
     /// journal that writes them to its table.
-    fn kept_actions(&self, id: &str) -> Option<Vec<ActionRecord>> {
-        let kept = crate::lock(self.kept.as_ref()?);
-        Some(
-            kept.range((id.to_string(), 0, 0)..)
-                .take_while(|((run, _, _), _)| run == id)
-                .map(|(_, a)| a.clone())
-                .collect(),
-        )
+    fn kept_actions(&self, id: &str) -> Option<Arc<Vec<ActionRecord>>> {
+        let mut kept = crate::lock(self.kept.as_ref()?);
+        let Some(run) = kept.get_mut(id) else {
+            return Some(Arc::default());
+        };
+        if !run.new.is_empty() {
+            let new = std::mem::take(&mut run.new);
+            let all: Vec<ActionRecord> = if run.reported.is_empty() {
+                new.into_values().collect()
+            } else {
+                // Recorded after an earlier report (a resume, a rollback): merged in order.
+                let mut all: BTreeMap<(u32, u64), ActionRecord> = run
+                    .reported
+                    .iter()
+                    .map(|a| ((a.attempt, a.seq), a.clone()))
+                    .collect();
+                all.extend(new);
+                all.into_values().collect()
+            };
+            run.reported = Arc::new(all);
+        }
+        Some(run.reported.clone())
     }
 
     /// Writes the kept actions of run `id` to the table (before the run is copied elsewhere).
     fn write_kept_actions(&self, id: &str) -> Result<()> {
-        let Some(kept) = self.kept.as_ref() else {
+        let Some(kept) = self.kept_actions(id) else {
             return Ok(());
         };
-        let rows: Vec<Pending> = crate::lock(kept)
-            .range((id.to_string(), 0, 0)..)
-            .take_while(|((run, _, _), _)| run == id)
-            .map(|((run, attempt, _), a)| Pending::Action(run.clone(), *attempt, a.clone()))
+        let rows: Vec<Pending> = kept
+            .iter()
+            .map(|a| Pending::Action(id.to_string(), a.attempt, a.clone()))
             .collect();
         let mut db = crate::lock(&self.conn);
         flush(&mut db.conn, &rows).map_err(|e| self.err(e))
@@ -864,8 +888,14 @@ mod tests {
                 .unwrap();
         }
         let outcome = Outcome::Succeeded;
-        j.finish_run(&id, RunStatus::Succeeded, &outcome, 5, &serde_json::Value::Null)
-            .unwrap();
+        j.finish_run(
+            &id,
+            RunStatus::Succeeded,
+            &outcome,
+            5,
+            &serde_json::Value::Null,
+        )
+        .unwrap();
         let order = |r: &RunReport| -> Vec<(u32, u64, String)> {
             r.actions
                 .iter()
@@ -877,11 +907,19 @@ mod tests {
             (1, 2, "a2".to_string()),
             (2, 1, "b".to_string()),
         ];
+        let first = j.report(&id).unwrap();
+        assert_eq!(order(&first), want);
+        // A second report shares the list; an action recorded after it (a resume) joins it in
+        // order, without changing the first report.
+        assert!(Arc::ptr_eq(&first.actions, &j.report(&id).unwrap().actions));
+        j.record_action(&id, 2, &act(2, 2, "b2")).unwrap();
+        let mut want = want;
+        want.push((2, 2, "b2".to_string()));
         assert_eq!(order(&j.report(&id).unwrap()), want);
+        assert_eq!(first.actions.len(), 3);
         let dir = tempfile::tempdir().unwrap();
         let file = Journal::open(dir.path().join("j.db")).unwrap();
-        j.copy_runs(&file, &[id.clone()]).unwrap();
+        j.copy_runs(&file, std::slice::from_ref(&id)).unwrap();
         assert_eq!(order(&file.report(&id).unwrap()), want);
     }
-
 }

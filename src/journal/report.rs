@@ -73,7 +73,8 @@ impl Journal {
                     result: r.text(11),
                     argv: r.opt_text(12).and_then(|t| serde_json::from_str(&t).ok()),
                 })
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
             };
             let logs = c
                 .query(

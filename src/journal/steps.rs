@@ -70,8 +70,15 @@ impl Journal {
     /// Records an action (batched: see `Db::pending`).
     pub fn record_action(&self, run: &str, attempt: u32, a: &ActionRecord) -> Result<()> {
         if let Some(kept) = &self.kept {
-            // As the table's INSERT OR REPLACE: one record per run, attempt and seq.
-            crate::lock(kept).insert((run.to_string(), attempt, a.seq), a.clone());
+            // As the table's INSERT OR REPLACE: one record per run, attempt and seq, whose
+            // attempt is the one given.
+            let mut a = a.clone();
+            a.attempt = attempt;
+            crate::lock(kept)
+                .entry(run.to_string())
+                .or_default()
+                .new
+                .insert((attempt, a.seq), a);
             return Ok(());
         }
         self.queue(Pending::Action(run.to_string(), attempt, a.clone()))

@@ -146,7 +146,8 @@ pub struct RunReport {
     /// Params after defaults, secrets redacted.
     pub params: serde_json::Value,
     pub steps: Vec<StepRecord>,
-    pub actions: Vec<ActionRecord>,
+    /// Shared with the in-memory journal that kept them (a simulation's), not copied.
+    pub actions: std::sync::Arc<Vec<ActionRecord>>,
     /// Undos registered, oldest first, with what became of each.
     pub undos: Vec<UndoRecord>,
     pub guards: Vec<GuardRecord>,

@@ -136,7 +136,7 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
     if plan && !r.actions.is_empty() {
         s.push_str("\nplan (every action, in order)\n");
         let mut current: Option<&Option<String>> = None;
-        for a in &r.actions {
+        for a in r.actions.iter() {
             if current != Some(&a.step) {
                 s.push_str(&format!(
                     "  [{}]\n",

@@ -815,21 +815,25 @@ mod tests {
         assert!(e.contains("schema version 99 is newer"), "{e}");
     }
 
+    /// A run of playbook `p` on host `a`, begun in `j`.
+    fn begin(j: &Journal, mode: Mode) -> String {
+        j.begin_run(&RunStart {
+            playbook: "p".into(),
+            playbook_path: None,
+            source: "x".into(),
+            inventory_id: "i".into(),
+            inventory_path: None,
+            hosts: vec!["a".into()],
+            params: serde_json::json!({}),
+            mode,
+        })
+        .unwrap()
+    }
+
     #[test]
     fn undos_come_back_in_order_with_their_specs() {
         let j = Journal::in_memory();
-        let id = j
-            .begin_run(&RunStart {
-                playbook: "p".into(),
-                playbook_path: None,
-                source: "x".into(),
-                inventory_id: "i".into(),
-                inventory_path: None,
-                hosts: vec!["a".into()],
-                params: serde_json::json!({}),
-                mode: Mode::Run,
-            })
-            .unwrap();
+        let id = begin(&j, Mode::Run);
         let spec = UndoSpec::Actions {
             host: "a".into(),
             actions: vec![serde_json::json!({ "op": "remove", "path": "/x/y" })],
@@ -850,24 +854,14 @@ mod tests {
         assert!(matches!(&u[0].spec, UndoSpec::Actions { actions, .. } if actions.len() == 1));
         assert_eq!(j.run(&id).unwrap().undos_pending, 1);
     }
+
     /// An in-memory journal keeps its actions as records (one per attempt and seq, the last
     /// written wins, as the table's upsert), reports them in order, and writes them out when
     /// the run is copied to a journal file.
     #[test]
     fn a_memory_journal_keeps_its_actions_and_copies_them_out() {
         let j = Journal::in_memory();
-        let id = j
-            .begin_run(&RunStart {
-                playbook: "p".into(),
-                playbook_path: None,
-                source: "x".into(),
-                inventory_id: "i".into(),
-                inventory_path: None,
-                hosts: vec!["a".into()],
-                params: serde_json::json!({}),
-                mode: Mode::Simulate,
-            })
-            .unwrap();
+        let id = begin(&j, Mode::Simulate);
         let act = |attempt, seq, result: &str| ActionRecord {
             attempt,
             seq,

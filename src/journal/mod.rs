@@ -17,7 +17,7 @@ mod undos;
 
 pub use schema::SCHEMA_VERSION;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -299,9 +299,10 @@ type Kept = HashMap<String, KeptRun>;
 /// One run's actions in an in-memory journal.
 #[derive(Default)]
 struct KeptRun {
-    /// Recorded since the last report, by attempt and seq (the last written wins, as the
-    /// table's upsert).
-    new: BTreeMap<(u32, u64), ActionRecord>,
+    /// Recorded since the last report, as they came (in order of attempt and seq but for a
+    /// record written again; the report sorts and keeps the last, as the table's upsert). A
+    /// list, not a map: the report takes it whole, with no second copy of every record.
+    new: Vec<ActionRecord>,
     /// Every action as the last report has them, shared with it: a report moves the records
     /// in, it does not copy them (a 10,000-host rehearsal's actions are most of its memory).
     reported: Arc<Vec<ActionRecord>>,
@@ -552,19 +553,20 @@ impl Journal {
             return Some(Arc::default());
         };
         if !run.new.is_empty() {
-            let new = std::mem::take(&mut run.new);
-            let all: Vec<ActionRecord> = if run.reported.is_empty() {
-                new.into_values().collect()
-            } else {
-                // Recorded after an earlier report (a resume, a rollback): merged in order.
-                let mut all: BTreeMap<(u32, u64), ActionRecord> = run
-                    .reported
-                    .iter()
-                    .map(|a| ((a.attempt, a.seq), a.clone()))
-                    .collect();
-                all.extend(new);
-                all.into_values().collect()
-            };
+            let mut all = std::mem::take(&mut run.new);
+            if !run.reported.is_empty() {
+                // Recorded after an earlier report (a resume, a rollback): merged, the newer
+                // record of an action last.
+                all.splice(0..0, run.reported.iter().cloned());
+            }
+            let key = |a: &ActionRecord| (a.attempt, a.seq);
+            if !all.is_sorted_by_key(key) {
+                all.sort_by_key(key); // stable: an action written twice keeps its order
+            }
+            // The last record of each action wins: keep the last of equal neighbours.
+            all.reverse();
+            all.dedup_by_key(|a| key(a));
+            all.reverse();
             run.reported = Arc::new(all);
         }
         Some(run.reported.clone())

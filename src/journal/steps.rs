@@ -78,7 +78,7 @@ impl Journal {
                 .entry(run.to_string())
                 .or_default()
                 .new
-                .insert((attempt, a.seq), a);
+                .push(a);
             return Ok(());
         }
         self.queue(Pending::Action(run.to_string(), attempt, a.clone()))

@@ -421,6 +421,19 @@ fn sink(json: bool, shown: Shown) -> Arc<dyn EventSink> {
     if json {
         return Arc::new(JsonLines::default());
     }
+    sink_text(shown)
+}
+
+/// A simulation's events: batched as JSON (nothing follows a rehearsal live, and it sends them
+/// by the hundred thousand), as text as a run's.
+fn simulation_sink(json: bool, shown: Shown) -> Arc<dyn EventSink> {
+    if json {
+        return Arc::new(JsonLines::batched());
+    }
+    sink_text(shown)
+}
+
+fn sink_text(shown: Shown) -> Arc<dyn EventSink> {
     // The redrawn status line is cursor control: only where colour is welcome too (a terminal,
     // no NO_COLOR); elsewhere the heartbeat says the run is alive.
     let styled = colour(std::io::stderr().is_terminal());
@@ -771,7 +784,7 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
                 .on_failure(on_failure(fail_mode))
                 .take_over_lock(take_over_lock)
                 .yes(true)
-                .events(sink(json, shown))
+                .events(simulation_sink(json, shown))
                 .build()?;
             let report = execute(host, pb, params)?;
             if let Some(path) = html {

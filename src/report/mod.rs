@@ -416,19 +416,55 @@ impl EventSink for NoEvents {
     fn emit(&self, _: &Event) {}
 }
 
-/// Writes one JSON object per line to stdout (`--json`).
+/// Writes one JSON object per line to stdout (`--json`): each line at once (a reader follows a
+/// run live), or, `batched`, in blocks (a simulation sends hundreds of thousands of events in
+/// seconds, and a write per line into a pipe cost it a third of its time).
 #[derive(Debug, Default)]
 pub struct JsonLines {
-    lock: Mutex<()>,
+    pending: Mutex<Vec<u8>>,
+    batched: bool,
 }
+
+/// How much a batched `JsonLines` holds before it writes.
+const JSON_BATCH: usize = 1 << 16;
+
+impl JsonLines {
+    /// Lines written in blocks of about 64 KiB, and at the end of the run.
+    pub fn batched() -> Self {
+        JsonLines {
+            pending: Mutex::default(),
+            batched: true,
+        }
+    }
+
+    fn write_out(pending: &mut Vec<u8>) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(pending);
+        let _ = out.flush();
+        pending.clear();
+    }
+}
+
 impl EventSink for JsonLines {
     fn emit(&self, event: &Event) {
-        use std::io::Write;
-        let _g = self.lock.lock();
-        if let Ok(line) = serde_json::to_string(event) {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
+        let mut pending = crate::lock(&self.pending);
+        if serde_json::to_writer(&mut *pending, event).is_err() {
+            return;
+        }
+        pending.push(b'\n');
+        let last = matches!(event, Event::RunFinished { .. });
+        if !self.batched || last || pending.len() >= JSON_BATCH {
+            Self::write_out(&mut pending);
+        }
+    }
+}
+
+impl Drop for JsonLines {
+    fn drop(&mut self) {
+        let pending = self.pending.get_mut().unwrap_or_else(|e| e.into_inner());
+        if !pending.is_empty() {
+            Self::write_out(pending);
         }
     }
 }

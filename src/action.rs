@@ -37,6 +37,25 @@ pub use simulated::Simulated;
 
 use crate::lock;
 
+/// How many hosts a check or clean-up before or after the steps reaches at once: each is a
+/// thread with a session, and a fleet of thousands would otherwise open them all together.
+const AT_ONCE: usize = 32;
+
+/// `f` for every item, `AT_ONCE` at a time on scoped threads; the results in the items' order.
+fn per_host<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let mut out = Vec::with_capacity(items.len());
+    for chunk in items.chunks(AT_ONCE) {
+        std::thread::scope(|s| {
+            let running: Vec<_> = chunk.iter().map(|x| s.spawn(|| f(x))).collect();
+            for t in running {
+                // A panic in `f` is the caller's bug: let it show, as a scope would.
+                out.push(t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            }
+        });
+    }
+    out
+}
+
 /// Largest file `read_file` returns; beyond it the script should use a command that filters.
 const MAX_READ: usize = 64 * 1024 * 1024;
 /// Output kept per stream for ordinary commands.

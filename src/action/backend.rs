@@ -143,24 +143,17 @@ impl Backend for Hosts {
     }
 
     fn unreachable(&self, x: &Executor, hosts: &[&HostEntry]) -> Vec<(String, String)> {
-        let failed = Mutex::new(Vec::new());
         let cmd = transport::Command::Argv(vec!["true".into()]);
-        for chunk in hosts.chunks(32) {
-            std::thread::scope(|s| {
-                for h in chunk {
-                    let (cmd, failed) = (&cmd, &failed);
-                    s.spawn(move || {
-                        let t = self.transport(&h.name, h);
-                        if let Err(f) = x.exec_plain(h, t.as_ref(), cmd, 4096) {
-                            if f.kind == FaultKind::Unreachable {
-                                lock(failed).push((h.name.clone(), f.message));
-                            }
-                        }
-                    });
-                }
-            });
-        }
-        failed.into_inner().unwrap_or_else(|e| e.into_inner())
+        super::per_host(hosts, |h| {
+            let t = self.transport(&h.name, h);
+            match x.exec_plain(h, t.as_ref(), &cmd, 4096) {
+                Err(f) if f.kind == FaultKind::Unreachable => Some((h.name.clone(), f.message)),
+                _ => None,
+            }
+        })
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     fn lock_states(
@@ -170,20 +163,13 @@ impl Backend for Hosts {
         op: Op,
         run: &str,
     ) -> Vec<(String, Result<State, String>)> {
-        let results = Mutex::new(Vec::new());
-        for chunk in hosts.chunks(32) {
-            std::thread::scope(|s| {
-                for h in chunk {
-                    let results = &results;
-                    s.spawn(move || {
-                        let t = self.transport(&h.name, h);
-                        let r = super::host_lock::run_op(t.as_ref(), op, h, run);
-                        lock(results).push((h.name.clone(), r));
-                    });
-                }
-            });
-        }
-        results.into_inner().unwrap_or_else(|e| e.into_inner())
+        super::per_host(hosts, |h| {
+            let t = self.transport(&h.name, h);
+            (
+                h.name.clone(),
+                super::host_lock::run_op(t.as_ref(), op, h, run),
+            )
+        })
     }
 
     fn hosts(&self) -> Option<&Hosts> {

@@ -42,31 +42,22 @@ impl Executor {
         .collect();
         let cmd = Command::Argv(argv);
         let hosts: Vec<&HostEntry> = self.inventory.hosts.iter().collect();
-        let found: Mutex<Vec<(String, Result<ExecOutput, Fault>)>> = Mutex::new(Vec::new());
-        for chunk in hosts.chunks(32) {
-            std::thread::scope(|s| {
-                for h in chunk {
-                    let (cmd, found) = (&cmd, &found);
-                    s.spawn(move || {
-                        let t = self.transport(h);
-                        let r = self.exec_on(
-                            h,
-                            t.as_ref(),
-                            cmd,
-                            &BTreeMap::new(),
-                            None,
-                            None,
-                            Some(wait + Duration::from_secs(60)),
-                            1 << 20,
-                            None,
-                            None,
-                        );
-                        lock(found).push((h.name.clone(), r));
-                    });
-                }
-            });
-        }
-        let mut found = found.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut found: Vec<(String, Result<ExecOutput, Fault>)> = super::per_host(&hosts, |h| {
+            let t = self.transport(h);
+            let r = self.exec_on(
+                h,
+                t.as_ref(),
+                &cmd,
+                &BTreeMap::new(),
+                None,
+                None,
+                Some(wait + Duration::from_secs(60)),
+                1 << 20,
+                None,
+                None,
+            );
+            (h.name.clone(), r)
+        });
         found.sort_by(|a, b| a.0.cmp(&b.0));
         let mut markers = HashMap::new();
         let mut still = Vec::new();
@@ -154,20 +145,13 @@ impl Executor {
             .map(|s| s.to_string())
             .collect();
         let cmd = Command::Argv(argv);
-        for chunk in hosts.chunks(32) {
-            std::thread::scope(|s| {
-                for name in chunk {
-                    let cmd = &cmd;
-                    s.spawn(move || {
-                        if let Some(h) = self.inventory.host(name) {
-                            let t = self.transport(h);
-                            if let Err(e) = self.exec_plain(h, t.as_ref(), cmd, 4096) {
-                                tracing::debug!(host = %name, "markers not cleared: {e}");
-                            }
-                        }
-                    });
+        super::per_host(&hosts, |name| {
+            if let Some(h) = self.inventory.host(name) {
+                let t = self.transport(h);
+                if let Err(e) = self.exec_plain(h, t.as_ref(), &cmd, 4096) {
+                    tracing::debug!(host = %name, "markers not cleared: {e}");
                 }
-            });
-        }
+            }
+        });
     }
 }

@@ -270,16 +270,9 @@ impl Executor {
                 (h, t)
             })
             .collect();
-        for chunk in held.chunks(32) {
-            std::thread::scope(|s| {
-                for (h, t) in chunk {
-                    let run = &run;
-                    s.spawn(move || {
-                        let _ = run_op(t.as_ref(), Op::Release, h, run);
-                    });
-                }
-            });
-        }
+        super::per_host(&held, |(h, t)| {
+            let _ = run_op(t.as_ref(), Op::Release, h, &run);
+        });
     }
 }
 

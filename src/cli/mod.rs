@@ -583,7 +583,9 @@ fn finish(report: &RunReport, json: bool, plan: bool) -> i32 {
             event: &'static str,
             report: &'a RunReport,
         }
-        let mut out = std::io::stdout().lock();
+        // Buffered: stdout is line-buffered, and serde writes a report in thousands of small
+        // pieces (each a lock and a search for a newline).
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
         let line = Line {
             event: "report",
             report,
@@ -591,6 +593,7 @@ fn finish(report: &RunReport, json: bool, plan: bool) -> i32 {
         if serde_json::to_writer(&mut out, &line).is_ok() {
             use std::io::Write;
             let _ = writeln!(out);
+            let _ = out.flush();
         }
     } else {
         // Not `print!`: after a hang-up (SIGHUP) the terminal is gone and print! would panic.

@@ -106,6 +106,10 @@ pub(crate) fn build(
         .set_max_map_size(limits.max_map_size)
         .set_max_modules(limits.max_modules)
         .set_strict_variables(true)
+        // No interning of strings made at run time: once the interner is full (256), every new
+        // short string (a host name, a path) made it scan the whole cache, three times, to
+        // evict; a rehearsal makes hundreds of thousands of such strings.
+        .set_max_strings_interned(0)
         // `Full` may evaluate natives with constant arguments at compile time: fatal for h.run.
         .set_optimization_level(OptimizationLevel::Simple);
 

@@ -537,6 +537,11 @@ impl Journal {
     }
 
     fn with_conn(conn: Conn, at: Where) -> Journal {
+        if let Conn::Sqlite(c) = &conn {
+            // The journal has about 70 statements; rusqlite keeps 16 by default, so the ones a
+            // step runs in turn evicted each other and were parsed again every time.
+            c.set_prepared_statement_cache_capacity(128);
+        }
         Journal {
             conn: Mutex::new(Db { conn, flushed: 0 }),
             queue: Mutex::new(Queue::default()),

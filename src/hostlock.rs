@@ -112,9 +112,27 @@ load() {
         sleep 0.1
         i=$((i + 1))
     done
+    fields
 }
-get() { printf '%s\n' "$cur" | sed -n "s/^$1=//p" | head -n 1; }
-mine() { [ "$(get run)" = "$run" ] && [ "$(get controller)" = "$ctl" ]; }
+# The holder's fields, the first line of each, read with the shell's builtins: a pipeline of
+# sed per field made every lock operation a dozen processes on the host.
+fields() {
+    h_run= h_controller= h_taken= h_until= seen=
+    while IFS= read -r l; do
+        k=${l%%=*}
+        case " $seen " in *" $k "*) continue ;; esac
+        seen="$seen $k"
+        case $k in
+        run) h_run=${l#*=} ;;
+        controller) h_controller=${l#*=} ;;
+        taken) h_taken=${l#*=} ;;
+        lease_until) h_until=${l#*=} ;;
+        esac
+    done <<EOF
+$cur
+EOF
+}
+mine() { [ "$h_run" = "$run" ] && [ "$h_controller" = "$ctl" ]; }
 put() {
     printf 'run=%s\noperator=%s\ncontroller=%s\npid=%s\ntaken=%s\nlease_until=%s\n' \
         "$run" "$op" "$ctl" "$pid" "$1" "$((now + lease))" > "$d/.holder.$$" &&
@@ -134,13 +152,18 @@ fail() { echo "capstan-host-lock: error now=$now dir=$d"; echo "reason=$1"; exit
 case $mode in
 read) load; [ -d "$d" ] && say held; say free ;;
 release)
+    # `release ... markers`: this run's command markers go too (as `wrap::CLEAR`), in the same
+    # session: one command per host at the end of a run, not two.
+    if [ "${8:-}" = markers ]; then
+        rm -f "${CAPSTAN_MARKERS:-${HOME:-/tmp}/.capstan/markers}/$run".* 2>/dev/null
+    fi
     load
     if mine; then rm -f "$d/holder" && rmdir "$d" 2>/dev/null; fi
     cur=; say released ;;
 renew)
     load
     mine || say lost
-    put "$(get taken)" || fail "cannot write $d/holder"
+    put "$h_taken" || fail "cannot write $d/holder"
     cur=; say renewed ;;
 esac
 if err=$(mkdir "$d" 2>&1); then
@@ -150,10 +173,10 @@ fi
 [ -d "$d" ] || fail "cannot make $d: $err"
 load
 if mine; then
-    put "$(get taken)" || fail "cannot write $d/holder"
+    put "$h_taken" || fail "cannot write $d/holder"
     cur=; say taken
 fi
-until=$(get lease_until)
+until=$h_until
 if [ "$mode" = takeover ] && { [ -z "$until" ] || [ "$now" -gt "$until" ]; }; then
     # One taker wins: the expired holder file is moved aside (atomic), and only if what was moved
     # is what was judged expired is the lock taken; else it goes back (another taker was first).
@@ -205,6 +228,14 @@ pub fn argv(op: Op, dir: &str, me: &Me) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// The command that releases the lock on a host and removes run `me.run`'s command markers
+/// there (what `wrap::CLEAR` does), in one session.
+pub fn release_clearing_markers(dir: &str, me: &Me) -> Vec<String> {
+    let mut a = argv(Op::Release, dir, me);
+    a.push("markers".into());
+    a
 }
 
 /// Reads what the script printed.
@@ -382,5 +413,48 @@ mod tests {
             panic!("no error")
         };
         assert!(why.contains("cannot make /proc/capstan-no/lock"), "{why}");
+    }
+
+    #[test]
+    fn a_release_may_take_the_runs_markers_with_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("lock");
+        let d = d.to_str().unwrap();
+        let markers = tmp.path().join("markers");
+        std::fs::create_dir(&markers).unwrap();
+        for m in ["run-a.1.4", "run-a.2.1", "run-b.1.4"] {
+            std::fs::write(markers.join(m), "state=done\n").unwrap();
+        }
+        // The same files as the wrapper's own clearing removes.
+        let clear = crate::transport::wrap::CLEAR.replace("$1", "$run");
+        assert!(SCRIPT.contains(clear.split(';').next().unwrap()), "{clear}");
+        let a = me("run-a");
+        assert_eq!(sh(Op::Take, d, &a), State::Taken);
+        let both = release_clearing_markers(d, &a);
+        let out = Command::new(&both[0])
+            .args(&both[1..])
+            .env("CAPSTAN_MARKERS", &markers)
+            .output()
+            .unwrap();
+        assert_eq!(
+            parse(&String::from_utf8_lossy(&out.stdout)).unwrap(),
+            State::Released
+        );
+        let left: Vec<String> = std::fs::read_dir(&markers)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, vec!["run-b.1.4"], "only run-a's markers go");
+        assert_eq!(sh(Op::Read, d, &a), State::Free);
+        // A plain release leaves markers alone.
+        std::fs::write(markers.join("run-a.3.1"), "state=done\n").unwrap();
+        assert_eq!(sh(Op::Take, d, &a), State::Taken);
+        let out = Command::new("sh")
+            .args(&argv(Op::Release, d, &a)[1..])
+            .env("CAPSTAN_MARKERS", &markers)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert!(markers.join("run-a.3.1").exists());
     }
 }

@@ -48,7 +48,11 @@ fn me(run: &str, h: &HostEntry) -> Me {
 /// Runs one lock operation on host `h` over a transport, in the host's lock directory.
 pub(super) fn run_op(t: &dyn Transport, op: Op, h: &HostEntry, run: &str) -> Result<State, String> {
     let dir = h.host_lock.as_deref().unwrap_or("");
-    let cmd = Command::Argv(hostlock::argv(op, dir, &me(run, h)));
+    run_argv(t, hostlock::argv(op, dir, &me(run, h)))
+}
+
+fn run_argv(t: &dyn Transport, argv: Vec<String>) -> Result<State, String> {
+    let cmd = Command::Argv(argv);
     let abort = AtomicBool::new(false);
     let out = t
         .exec(&ExecRequest::plain(
@@ -270,8 +274,25 @@ impl Executor {
                 (h, t)
             })
             .collect();
-        super::per_host(&held, |(h, t)| {
-            let _ = run_op(t.as_ref(), Op::Release, h, &run);
+        // Where this attempt left command markers, the release removes them too (one command
+        // per host at the end of the run, not two); `clear_markers` does the other hosts.
+        let mut marked = lock(&self.marked);
+        let clearing: Vec<bool> = held.iter().map(|(h, _)| marked.remove(&h.name)).collect();
+        drop(marked);
+        let held: Vec<_> = held.into_iter().zip(clearing).collect();
+        super::per_host(&held, |((h, t), markers)| {
+            let r = if *markers {
+                let dir = h.host_lock.as_deref().unwrap_or("");
+                run_argv(
+                    t.as_ref(),
+                    hostlock::release_clearing_markers(dir, &me(&run, h)),
+                )
+            } else {
+                run_op(t.as_ref(), Op::Release, h, &run)
+            };
+            if let Err(e) = r {
+                tracing::debug!(host = %h.name, "host lock not released: {e}");
+            }
         });
     }
 }

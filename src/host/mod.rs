@@ -641,6 +641,7 @@ impl Host {
         // The host locks go before the run is journaled as ended: a run killed in between is
         // still `running` and its resume takes them back, while a run journaled as ended
         // holds none (the next run on these hosts is not refused by it).
+        // A locked host's markers go with its lock (one command); the others' after the end.
         run.exec.release_host_locks();
         self.journal
             .finish_run(&run_id, status, &outcome, duration_ms, &value)?;

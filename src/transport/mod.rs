@@ -228,6 +228,19 @@ pub trait Transport: Send + Sync {
         size: u64,
         mode: i32,
     ) -> Result<(), TransportError>;
+
+    /// Makes sure the host can be reached: connects and authenticates if it has not, without
+    /// running anything when that proves it (SSH). The default runs `true`.
+    fn reach(&self) -> Result<(), TransportError> {
+        let never = std::sync::atomic::AtomicBool::new(false);
+        self.exec(&ExecRequest::plain(
+            &Command::Argv(vec!["true".into()]),
+            std::time::Duration::from_secs(30),
+            4096,
+            &never,
+        ))
+        .map(|_| ())
+    }
 }
 
 /// Opens the transport a host's inventory entry asks for. SSH connects lazily on first use;

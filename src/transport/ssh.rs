@@ -932,6 +932,11 @@ impl SshTransport {
 }
 
 impl Transport for SshTransport {
+    fn reach(&self) -> Result<(), TransportError> {
+        // The session is kept for the run's commands: connecting is the whole check.
+        self.with_conn(|_| Ok(()))
+    }
+
     fn exec(&self, req: &ExecRequest<'_>) -> Result<ExecOutput, TransportError> {
         match &self.host.become_ {
             Some(b) => self.exec_become(req, b),

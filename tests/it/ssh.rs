@@ -578,3 +578,47 @@ fn a_session_dropped_while_idle_is_replaced_before_the_next_command() {
         "expected exactly one reconnection"
     );
 }
+
+/// Around its own commands a run asks each locked SSH host for two: the lock taken (which also
+/// proves the login's shell, so the reach check before it only connects) and, at the end, the
+/// lock released together with the run's command markers. One connection per host. Counted in
+/// sshd's own log.
+#[test]
+fn a_run_asks_each_locked_host_for_two_commands_beyond_its_own() {
+    let lab = Lab::start_logged(2);
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("inv.toml");
+    std::fs::write(&inv, lab.inventory("")).unwrap();
+    let pb = dir.path().join("two.rhai");
+    std::fs::write(
+        &pb,
+        "step(\"two\", || parallel(cluster().hosts(), |h| { h.run([\"true\"]); h.run([\"true\"]); }));\n",
+    )
+    .unwrap();
+    let out = capstan(&[
+        "run",
+        pb.to_str().unwrap(),
+        "-i",
+        inv.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let run_id = last_report(&out.stdout)["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for p in &lab.ports {
+        let log = std::fs::read_to_string(lab.path(&format!("h{p}/sshd.log"))).unwrap();
+        assert_eq!(log.matches("Accepted publickey").count(), 1, "{log}");
+        assert_eq!(log.matches("Starting session:").count(), 4, "{log}");
+    }
+    // Both instances are this machine, as root: the markers of both went with the locks.
+    let markers = std::path::Path::new("/root/.capstan/markers");
+    if let Ok(d) = std::fs::read_dir(markers) {
+        let left: Vec<String> = d
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(&format!("{run_id}.")))
+            .collect();
+        assert!(left.is_empty(), "markers left: {left:?}");
+    }
+}

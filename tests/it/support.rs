@@ -46,8 +46,18 @@ impl Lab {
         Self::start_with(&vec![""; n])
     }
 
+    /// As `start`, with sshd logging at VERBOSE to `h<port>/sshd.log` (a session per line
+    /// `Starting session:`), for tests that count what a run asks of the hosts.
+    pub fn start_logged(n: usize) -> Lab {
+        Self::start_env(&vec![""; n], &[("LAB_SSHD_LOGLEVEL", "VERBOSE")])
+    }
+
     /// One instance per flag: "" for a normal one, "nosftp" for one without the SFTP subsystem.
     pub fn start_with(flags: &[&str]) -> Lab {
+        Self::start_env(flags, &[])
+    }
+
+    fn start_env(flags: &[&str], env: &[(&str, &str)]) -> Lab {
         assert!(
             Path::new("/usr/sbin/sshd").exists() || which("sshd"),
             "sshd is not installed: run scripts/test.sh (it installs openssh-server)"
@@ -72,6 +82,7 @@ impl Lab {
             .arg("start")
             .arg(dir.path())
             .args(&specs)
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         assert!(

@@ -42,18 +42,32 @@ use crate::lock;
 const AT_ONCE: usize = 32;
 
 /// `f` for every item, `AT_ONCE` at a time on scoped threads; the results in the items' order.
+/// Each thread takes the next item as soon as it is done with one: a slow host holds up only
+/// its own thread, not a batch.
 fn per_host<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let mut out = Vec::with_capacity(items.len());
-    for chunk in items.chunks(AT_ONCE) {
-        std::thread::scope(|s| {
-            let running: Vec<_> = chunk.iter().map(|x| s.spawn(|| f(x))).collect();
-            for t in running {
-                // A panic in `f` is the caller's bug: let it show, as a scope would.
-                out.push(t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
-            }
-        });
-    }
-    out
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = Vec::with_capacity(items.len());
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..AT_ONCE.min(items.len()))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(x) = items.get(i) else { break mine };
+                        mine.push((i, f(x)));
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            // A panic in `f` is the caller's bug: let it show, as a scope would.
+            done.extend(w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        }
+    });
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Largest file `read_file` returns; beyond it the script should use a command that filters.
@@ -605,5 +619,44 @@ impl Executor {
     pub(super) fn redacted(&self, mut f: Fault) -> Fault {
         f.message = self.inventory.redactor.redact(&f.message);
         f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Condvar, Mutex};
+    use std::time::Duration;
+
+    #[test]
+    fn per_host_keeps_order_bounds_its_threads_and_lets_no_host_hold_up_the_rest() {
+        let n = AT_ONCE * 3 + 5;
+        let items: Vec<usize> = (0..n).collect();
+        let (running, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let finished = (Mutex::new(0usize), Condvar::new());
+        let out = per_host(&items, |&i| {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            let (count, cv) = &finished;
+            let mut c = count.lock().unwrap();
+            if i == 0 {
+                // The first host is slow: it ends only once every other host has ended, which a
+                // batch that waits for its slowest member would never let happen.
+                let (c2, timeout) = cv
+                    .wait_timeout_while(c, Duration::from_secs(20), |c| *c < n - 1)
+                    .unwrap();
+                assert!(!timeout.timed_out(), "the other hosts waited for the slow one");
+                c = c2;
+            }
+            *c += 1;
+            cv.notify_all();
+            drop(c);
+            running.fetch_sub(1, Ordering::SeqCst);
+            i * 10
+        });
+        assert_eq!(out, items.iter().map(|i| i * 10).collect::<Vec<_>>());
+        assert!(peak.load(Ordering::SeqCst) <= AT_ONCE);
+        assert!(per_host(&Vec::<usize>::new(), |&i| i).is_empty());
     }
 }

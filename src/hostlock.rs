@@ -100,14 +100,35 @@ pub struct Me {
 /// The script; its arguments are `argv` below (never spliced into the text).
 const SCRIPT: &str = r#"mode=$1 run=$3 op=$4 ctl=$5 pid=$6 lease=$7
 d=${2:-${CAPSTAN_HOST_LOCK:-/var/tmp/capstan-host-lock}}
-now=$(date +%s) || exit 3
+# A release judges no lease: it needs no clock (each program started costs the host a fork and
+# an exec; the script starts as few as it can).
+now=
+[ "$mode" = release ] || now=$(date +%s) || exit 3
+# `got`: the file's text as `$(cat FILE)` gives it, read with the shell's builtins.
+slurp() {
+    got= n=
+    [ -r "$1" ] || return 0
+    while IFS= read -r l || [ -n "$l" ]; do
+        if [ -z "$n" ]; then got=$l n=1; else got="$got
+$l"; fi
+    done < "$1"
+    while :; do
+        case $got in
+        *"
+") got=${got%"
+"} ;;
+        *) break ;;
+        esac
+    done
+}
 # One reading of the holder file for every decision (another host of this machine may be
 # rewriting it at the same moment); a directory just made by someone else gets a moment for its
 # holder file to appear.
 load() {
     i=0
     while :; do
-        cur=$(cat "$d/holder" 2>/dev/null)
+        slurp "$d/holder"
+        cur=$got
         if [ -n "$cur" ] || [ ! -d "$d" ] || [ $i -ge 20 ]; then break; fi
         sleep 0.1
         i=$((i + 1))
@@ -153,12 +174,17 @@ case $mode in
 read) load; [ -d "$d" ] && say held; say free ;;
 release)
     # `release ... markers`: this run's command markers go too (as `wrap::CLEAR`), in the same
-    # session: one command per host at the end of a run, not two.
-    if [ "${8:-}" = markers ]; then
-        rm -f "${CAPSTAN_MARKERS:-${HOME:-/tmp}/.capstan/markers}/$run".* 2>/dev/null
-    fi
+    # session and the same `rm`: one command per host at the end of a run, not two.
     load
-    if mine; then rm -f "$d/holder" && rmdir "$d" 2>/dev/null; fi
+    m=
+    [ "${8:-}" != markers ] || m=${CAPSTAN_MARKERS:-${HOME:-/tmp}/.capstan/markers}/$run
+    if mine; then
+        if [ -n "$m" ]; then rm -f "$d/holder" "$m".* 2>/dev/null; else rm -f "$d/holder"; fi
+        # Fails, harmlessly, where the holder file could not go.
+        rmdir "$d" 2>/dev/null
+    elif [ -n "$m" ]; then
+        rm -f "$m".* 2>/dev/null
+    fi
     cur=; say released ;;
 renew)
     load
@@ -183,12 +209,14 @@ if [ "$mode" = takeover ] && { [ -z "$until" ] || [ "$now" -gt "$until" ]; }; th
     if [ -n "$cur" ]; then
         if ! mv "$d/holder" "$d/.expired.$$" 2>/dev/null; then
             # Still there, unchanged: not ours to move (another login's lock directory).
-            [ "$(cat "$d/holder" 2>/dev/null)" = "$cur" ] &&
+            slurp "$d/holder"
+            [ "$got" = "$cur" ] &&
                 fail "cannot move $d/holder (the expired lock belongs to another login?)"
             load
             say held
         fi
-        if [ "$(cat "$d/.expired.$$")" != "$cur" ]; then
+        slurp "$d/.expired.$$"
+        if [ "$got" != "$cur" ]; then
             mv -f "$d/.expired.$$" "$d/holder"
             load
             say held
@@ -416,6 +444,39 @@ mod tests {
     }
 
     #[test]
+    fn the_scripts_reading_of_a_file_is_what_cat_gives() {
+        // The holder file is compared as read (an expired lock is taken only if unchanged):
+        // the builtin reading must agree with `$(cat FILE)` to the byte.
+        let start = SCRIPT.find("slurp() {").unwrap();
+        let len = SCRIPT[start..].find("\n}\n").unwrap() + 3;
+        let slurp = &SCRIPT[start..start + len];
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("f");
+        for text in [
+            "run=a\ncontroller=c\n",
+            "no newline at the end",
+            "\n\nleading empty lines\n",
+            "trailing empty lines\n\n\n",
+            "  spaces kept  \n\tand tabs\\ and a backslash \\n\n\nin the middle\n",
+            "",
+            "\n",
+        ] {
+            std::fs::write(&f, text).unwrap();
+            let script = format!(
+                "{slurp}slurp \"$1\"; printf '%s|' \"$got\"; printf '%s|' \"$(cat \"$1\")\""
+            );
+            let out = Command::new("sh")
+                .args(["-c", &script, "sh"])
+                .arg(&f)
+                .output()
+                .unwrap();
+            let out = String::from_utf8(out.stdout).unwrap();
+            let (got, cat) = out[..out.len() - 1].split_once('|').unwrap();
+            assert_eq!(got, cat, "{text:?}");
+        }
+    }
+
+    #[test]
     fn a_release_may_take_the_runs_markers_with_it() {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path().join("lock");
@@ -427,7 +488,15 @@ mod tests {
         }
         // The same files as the wrapper's own clearing removes.
         let clear = crate::transport::wrap::CLEAR.replace("$1", "$run");
-        assert!(SCRIPT.contains(clear.split(';').next().unwrap()), "{clear}");
+        let place = clear
+            .strip_prefix("rm -f \"")
+            .and_then(|c| c.split_once("\".*"))
+            .map(|(p, _)| p)
+            .unwrap();
+        assert!(
+            SCRIPT.contains(&format!("m={place}\n")) && SCRIPT.contains("\"$m\".*"),
+            "{clear}"
+        );
         let a = me("run-a");
         assert_eq!(sh(Op::Take, d, &a), State::Taken);
         let both = release_clearing_markers(d, &a);

@@ -380,10 +380,12 @@ mod tests {
         let mut req = ExecRequest::plain(&cmd, Duration::from_secs(5), 1 << 20, &abort);
         req.marker = Some("run-1.1.7");
         let line = wrap::remote_line(&req, None).unwrap();
+        // A stdin that is not a pipe: the watcher polls, as it does for local commands.
         let st = std::process::Command::new("sh")
             .arg("-c")
             .arg(&line)
             .env("HOME", home.path())
+            .stdin(std::process::Stdio::null())
             .status()
             .unwrap();
         assert_eq!(st.code(), Some(3));
@@ -419,10 +421,76 @@ mod tests {
         let st = std::process::Command::new("sh")
             .arg("-c")
             .arg(wrap::remote_line(&req, None).unwrap())
+            .stdin(std::process::Stdio::null())
             .status()
             .unwrap();
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(st.signal(), Some(libc::SIGTERM));
+    }
+
+    /// Reads a marker until it says `state=done` or `within` has passed.
+    fn marker_after(path: &std::path::Path, within: Duration) -> String {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let m = std::fs::read_to_string(path).unwrap_or_default();
+            if m.contains("state=done") || std::time::Instant::now() > deadline {
+                return m;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_held_stdin_is_the_watchers_and_its_close_ends_the_watch() {
+        // As sshd runs it: stdin a pipe nothing is written to, closed once the command has ended.
+        let home = tempfile::tempdir().unwrap();
+        let abort = AtomicBool::new(false);
+        // `cat` would wait forever on the held pipe: the command must read /dev/null instead.
+        let cmd = Command::Shell("cat; echo read-all".into());
+        let mut req = ExecRequest::plain(&cmd, Duration::from_secs(5), 1 << 20, &abort);
+        req.marker = Some("run-2.1.1");
+        assert!(wrap::holds_stdin(&req, false));
+        let line = wrap::remote_line(&req, None).unwrap();
+        assert!(line.contains(" lw "), "{line}");
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&line)
+            .env("HOME", home.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let held = child.stdin.take().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the command reads the held stdin"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(status.success());
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+        assert_eq!(out, "read-all\n");
+        // While the pipe is held the watcher waits on it, past its quarter-second nap: the
+        // end is not recorded before the pipe closes...
+        let path = home.path().join(".capstan/markers/run-2.1.1");
+        let m = marker_after(&path, Duration::from_millis(600));
+        assert!(m.contains("state=running"), "{m}");
+        // ...and is at once when it does.
+        drop(held);
+        let m = marker_after(&path, Duration::from_secs(3));
+        assert!(m.contains("state=done"), "{m}");
+
+        // Fed on stdin, or with sudo's password first on it: no `w`, the stdin is the command's.
+        let req2 = req.with_stdin(b"data");
+        assert!(!wrap::holds_stdin(&req2, false));
+        assert!(!wrap::remote_line(&req2, None).unwrap().contains(" lw "));
+        assert!(!wrap::holds_stdin(&req, true));
     }
 
     #[test]

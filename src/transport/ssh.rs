@@ -534,16 +534,20 @@ impl Conn {
         mut ch: ssh2::Channel,
         line: &str,
         req: &ExecRequest<'_>,
+        hold_stdin: bool,
         keepalive: Duration,
         io: Duration,
     ) -> Result<ExecOutput, TransportError> {
         let sess = &self.sess;
         sess.set_blocking(true);
         ch.exec(line).map_err(|e| self.blocking_err(e, io))?;
-        if let Some(data) = req.stdin {
-            ch.write_all(data).map_err(dropped)?;
+        // A held stdin gets no end-of-file: the wrapper's watcher waits for sshd to close it.
+        if !hold_stdin {
+            if let Some(data) = req.stdin {
+                ch.write_all(data).map_err(dropped)?;
+            }
+            ch.send_eof().map_err(|e| self.blocking_err(e, io))?;
         }
-        ch.send_eof().map_err(|e| self.blocking_err(e, io))?;
 
         // Non-blocking from here: stdout and stderr share one SSH window, so reading one to EOF
         // while the other fills deadlocks (shared/notes). Drain both, poll the socket between.
@@ -671,8 +675,14 @@ enum Sudo {
 
 impl SshTransport {
     /// Opens a channel on the cached session (connecting, or reconnecting once when an idle
-    /// session was dropped on the way) and runs `line` on it.
-    fn run_line(&self, line: &str, req: &ExecRequest<'_>) -> Result<ExecOutput, TransportError> {
+    /// session was dropped on the way) and runs `line` on it; `hold_stdin`: the line is the
+    /// wrapper told so (`wrap::holds_stdin`), and its stdin gets nothing, not even end-of-file.
+    fn run_line(
+        &self,
+        line: &str,
+        req: &ExecRequest<'_>,
+        hold_stdin: bool,
+    ) -> Result<ExecOutput, TransportError> {
         let keepalive = self.host.keepalive;
         let io = self.io_timeout();
         let mut guard = crate::lock(&self.conn);
@@ -710,7 +720,7 @@ impl SshTransport {
         };
         let conn = guard.as_mut().expect("connected above");
         let r = conn
-            .run(ch, line, req, keepalive, io)
+            .run(ch, line, req, hold_stdin, keepalive, io)
             .map_err(|e| conn.explain(e));
         forget_if_broken(&mut guard, &r);
         r
@@ -723,6 +733,7 @@ impl SshTransport {
         self.run_line(
             line,
             &ExecRequest::plain(&cmd, self.io_timeout(), 64 * 1024, &abort),
+            false,
         )
     }
 
@@ -794,7 +805,7 @@ impl SshTransport {
         // (a relative SFTP path is the home), which the wrapper reads and removes.
         let spec = self.upload_spec(req)?;
         let line = wrap::remote_line(req, spec.as_deref())?;
-        self.run_line(&line, req)
+        self.run_line(&line, req, wrap::holds_stdin(req, false))
     }
 
     fn upload_spec(&self, req: &ExecRequest<'_>) -> Result<Option<String>, TransportError> {
@@ -823,9 +834,9 @@ impl SshTransport {
             stdin.extend_from_slice(pw.expose().as_bytes());
             stdin.push(b'\n');
             stdin.extend_from_slice(req.stdin.unwrap_or_default());
-            self.run_line(&line, &req.with_stdin(&stdin))
+            self.run_line(&line, &req.with_stdin(&stdin), false)
         } else {
-            self.run_line(&line, req)
+            self.run_line(&line, req, wrap::holds_stdin(req, false))
         };
         stdin.fill(0);
         let out = out?;

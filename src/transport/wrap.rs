@@ -18,7 +18,14 @@
 //!   (the watcher's, the login shell's). Secret files live in a 0700 directory the watcher
 //!   removes when the command ends.
 //!
-//! It costs one fork per command (the watcher) over a bare `sh -c`.
+//! Over SSH, when capstan has nothing to send on the command's stdin, it sends no end-of-file
+//! either (mode letter + `w`): the command reads `/dev/null`, and the watcher blocks reading the
+//! session's stdin pipe, which sshd closes the moment the command ends or the connection drops.
+//! It then looks at once, and polls only when the command still runs. A command that ends at
+//! once costs one fork (the watcher) over a bare `sh -c`, with no `sleep` to start.
+//!
+//! Elsewhere (local commands, a stdin that is not a pipe, a command fed on stdin) the watcher
+//! polls from the start.
 
 use std::fmt::Write as _;
 
@@ -37,10 +44,12 @@ pub enum TextShell {
 }
 
 /// The wrapper. Arguments: marker name (or empty), spec file (or empty; relative to `$HOME`),
-/// mode (`a`, `s`, `l`), then argv or the shell text. Its own variables start with `__c` so the
-/// spec's `eval` cannot clash with them.
+/// mode (`a`, `s`, `l`, each with an optional `w`: stdin is the session's and nothing comes on
+/// it), then argv or the shell text. Its own variables start with `__c` so the spec's `eval`
+/// cannot clash with them.
 pub const WRAPPER: &str = r#"__cm=$1 __cf=$2 __cx=$3; shift 3
-__cs= __cdir=
+__cs= __cdir= __cin=
+case $__cx in *w) __cx=${__cx%w}; __cin=0; [ ! -p "/proc/$$/fd/0" ] || __cin=1 ;; esac
 if [ -n "$__cf" ]; then
   case $__cf in /*) ;; *) __cf=$HOME/$__cf ;; esac
   __cs=$(cat "$__cf"); __ce=$?; rm -f "$__cf"
@@ -66,8 +75,12 @@ if [ -n "$__cm" ]; then
   [ -d "$__cmd" ] || (umask 077; mkdir -p "$__cmd") 2>/dev/null || __cm=
   __cmk state=running
 fi
-__cwatch() { __corig=$__cpp
-  while sleep 0.25 2>/dev/null || sleep 1; do
+__cnap() { sleep 0.25 2>/dev/null || sleep 1; }
+__cwatch() { __corig=$__cpp __cfirst=__cnap
+  # sshd closes the session's stdin when the command has ended or the connection is gone:
+  # look then rather than after a first nap (the command may still run: then poll).
+  if [ "$__cin" = 1 ]; then while read -r __cl; do :; done; __cfirst=:; fi
+  while $__cfirst; do __cfirst=__cnap
     if [ -r /proc/self/stat ]; then
       read -r __cl < /proc/self/stat || break
       __cl=${__cl##*") "}; set -- $__cl; [ "$2" = "$__cw" ] || break
@@ -86,9 +99,16 @@ __cwatch() { __corig=$__cpp
   exit 0; }
 # `exec` redirections: dash keeps a saved copy of a redirected fd around a function call, which
 # would hold the command's output pipe open for the watcher's whole life.
-(exec </dev/null >/dev/null 2>&1; __cwatch) &
+if [ "$__cin" = 1 ]; then
+  exec 9<&0 </dev/null
+  (exec <&9 9<&- >/dev/null 2>&1; __cwatch) &
+  exec 9<&-
+else
+  [ -z "$__cin" ] || exec </dev/null
+  (exec </dev/null >/dev/null 2>&1; __cwatch) &
+fi
 if [ -n "$__cs" ]; then eval "$__cs"; fi
-unset __cs __cf __ce __cl
+unset __cs __cf __ce __cl __cin
 case $__cx in
   a) exec "$@" ;;
   s) exec sh -c "$1" ;;
@@ -162,6 +182,22 @@ pub fn wrapper_args(req: &ExecRequest<'_>, spec: Option<&str>, shell: TextShell)
     v
 }
 
+/// Whether an SSH command's stdin stays open and empty until the command ends (no end-of-file
+/// sent, mode + `w`): nothing is to be sent on it, not even sudo's password.
+pub fn holds_stdin(req: &ExecRequest<'_>, password: bool) -> bool {
+    req.stdin.is_none() && !password
+}
+
+/// The wrapper's arguments for a remote shell: as `wrapper_args`, the mode marked `w` when the
+/// session's stdin is held for the watcher.
+fn remote_args(req: &ExecRequest<'_>, spec: Option<&str>, password: bool) -> Vec<String> {
+    let mut args = wrapper_args(req, spec, TextShell::Login);
+    if holds_stdin(req, password) {
+        args[2].push('w');
+    }
+    args
+}
+
 /// The single line a remote login shell runs: `cd` and environment (when they carry no
 /// secret), the wrapper's arguments, then the wrapper.
 pub fn remote_line(req: &ExecRequest<'_>, spec: Option<&str>) -> Result<String, TransportError> {
@@ -175,7 +211,7 @@ pub fn remote_line(req: &ExecRequest<'_>, spec: Option<&str>) -> Result<String, 
         }
     }
     line.push_str("set --");
-    for a in wrapper_args(req, spec, TextShell::Login) {
+    for a in remote_args(req, spec, false) {
         let _ = write!(line, " {}", quote(&a)?);
     }
     line.push('\n');
@@ -223,7 +259,7 @@ pub fn become_line(
         quote(user)?,
         quote(&inner)?
     );
-    let mut args = wrapper_args(req, spec, TextShell::Login);
+    let mut args = remote_args(req, spec, password);
     if let Some(s) = spec {
         // The spec file is in the login's home; under sudo, $HOME is the other user's.
         args[1] = format!("\u{0}{s}");

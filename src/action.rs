@@ -646,7 +646,10 @@ mod tests {
                 let (c2, timeout) = cv
                     .wait_timeout_while(c, Duration::from_secs(20), |c| *c < n - 1)
                     .unwrap();
-                assert!(!timeout.timed_out(), "the other hosts waited for the slow one");
+                assert!(
+                    !timeout.timed_out(),
+                    "the other hosts waited for the slow one"
+                );
                 c = c2;
             }
             *c += 1;

@@ -9,6 +9,7 @@ simulation scale. Run through bench/run.sh, which installs the peers and builds 
   bench.py scale [--hosts 100,1000,10000] [--products oceanbase,...] [--data example|per-host]
   bench.py collections [--sizes 20000,200000]
   bench.py fleet [--hosts 500] [--cmds 3] [--parallelism 50,200,500]
+  bench.py hostcost [--small 20] [--large 220]   host CPU per connection and per command
 
 Every figure is the median of --reps runs, with the client's CPU time (user + system of the
 measured process and everything it waited for) and, where it matters, its peak memory. Each tool
@@ -463,6 +464,69 @@ def fleet(args):
         lab.stop()
 
 
+def machine_cpu():
+    """CPU seconds the whole machine has spent (user, nice, system, irq, softirq)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6]) / os.sysconf("SC_CLK_TCK")
+
+
+def hosts_cpu(argv, limit=600):
+    """Runs argv; the CPU the machine spent besides the client's own (the hosts' share)."""
+    before = machine_cpu()
+    wall, cpu, _, _ = run_measured(argv, limit=limit)
+    return machine_cpu() - before - cpu, wall, cpu
+
+
+def hostcost(args):
+    """What a host's sshd and shell spend per connection and per command, for each client: the
+    whole machine's CPU less the client's own, one sshd on 127.0.0.1, commands one at a time.
+    Each figure is the difference between K1 and K2 commands (or connections), so what both
+    runs share (start, connect, lock, release) cancels out."""
+    lab = Lab(1)
+    k1, k2 = args.small, args.large
+    try:
+        print(f"## Host CPU per operation (one sshd, KEX {KEX}, median of {args.reps}; "
+              f"difference of {k1} and {k2})\n")
+        print("| client | operation | host CPU | client CPU |")
+        print("|---|---|---|---|")
+
+        def per(make, what, client):
+            rows = []
+            for _ in range(args.reps):
+                h1, _, c1 = hosts_cpu(make(k1))
+                h2, _, c2 = hosts_cpu(make(k2))
+                rows.append(((h2 - h1) / (k2 - k1), (c2 - c1) / (k2 - k1)))
+            rows.sort()
+            h, c = rows[len(rows) // 2]
+            print(f"| {client} | {what} | {h * 1000:.2f} ms | {c * 1000:.2f} ms |", flush=True)
+
+        def asyncssh(conns, cmds, cmd):
+            code = textwrap.dedent(f"""\
+                import asyncio, asyncssh
+                async def main():
+                    for _ in range({conns}):
+                        async with asyncssh.connect("127.0.0.1", {lab.ports[0]}, username={USER!r},
+                                client_keys=[{lab.key!r}], known_hosts={lab.known!r},
+                                kex_algs=[{KEX!r}]) as c:
+                            for _ in range({cmds}):
+                                await c.run({cmd!r}, check=True)
+                asyncio.run(main())
+                """)
+            return [PY, "-c", code]
+
+        per(lambda k: asyncssh(k, 1, "true"), "a connection (with one `true`)", "asyncssh")
+        per(lambda k: asyncssh(1, k, "echo hi"), "a command (`echo hi`, warm connection)", "asyncssh")
+
+        def capstan(k):
+            argv = capstan_fanout(lab, 1, k)
+            return argv[:-4] + ["--parallelism", "1", "--journal", lab.path(f"hc-{k}.db")]
+        per(capstan, "a command (`[\"echo\", \"hi\"]` under the wrapper, warm connection)",
+            "capstan")
+    finally:
+        lab.stop()
+
+
 def scale(args):
     """Every shipped playbook's example scenario at growing sizes: wall, CPU, peak memory, and
     the growth exponent: fitted (least squares, log-log) over the sizes, and from the size before."""
@@ -573,12 +637,16 @@ def main():
     fl.add_argument("--parallelism", default="50,200,500")
     fl.add_argument("--reps", type=int, default=3)
     fl.add_argument("--limit", type=int, default=600)
+    hc = sub.add_parser("hostcost")
+    hc.add_argument("--small", type=int, default=20)
+    hc.add_argument("--large", type=int, default=220)
+    hc.add_argument("--reps", type=int, default=3)
     k = sub.add_parser("collections")
     k.add_argument("--sizes", default="20000,200000")
     k.add_argument("--reps", type=int, default=3)
     a = ap.parse_args()
     {"fanout": fanout, "warm": warm, "engine": engine, "sim": sim, "scale": scale,
-     "collections": collections_bench, "fleet": fleet}[a.cmd](a)
+     "collections": collections_bench, "fleet": fleet, "hostcost": hostcost}[a.cmd](a)
 
 
 if __name__ == "__main__":

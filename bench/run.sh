@@ -1,6 +1,6 @@
 #!/bin/sh
 # Reproduces every figure of docs/performance.md with one command (as root, on a Debian machine):
-#   bench/run.sh [all|fanout|warm|engine|sim|scale|collections|fleet] [bench.py options...]
+#   bench/run.sh [all|fanout|warm|engine|sim|scale|collections|fleet|hostcost] [bench.py options...]
 # Installs what the peers need (openssh, a venv with asyncssh, parallel-ssh, ssh2-python and
 # ansible-core, pinned), builds capstan in release mode, and prints Markdown tables on stdout
 # (also kept in bench/last-run.md). Nothing but sshd instances on 127.0.0.1 is contacted.
@@ -38,7 +38,8 @@ run() { "$venv/bin/python" bench/bench.py "$@"; }
         run sim; echo
         run scale; echo
         run collections; echo
-        run fleet ;;
+        run fleet; echo
+        run hostcost ;;
     *) run "$what" "$@" ;;
     esac
 } | tee bench/last-run.md

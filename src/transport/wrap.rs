@@ -62,7 +62,8 @@ __cst() { [ -r "/proc/$1/stat" ] || return 1; read -r __cl < "/proc/$1/stat" || 
 __cpar() { [ -r "/proc/$1/stat" ] || return 1; read -r __cl < "/proc/$1/stat" || return 1
   __cl=${__cl##*") "}; set -- $__cl; __cpp=$2; }
 __cw=$$ __cpp=$PPID __cpg=$$ __ct0= __cup=
-__cst "$__cw"
+# The start time only a marker needs (reading /proc/PID/stat is a read(2) per byte in dash).
+[ -z "$__cm" ] || __cst "$__cw"
 # Under sudo (`become`) the command's parent is sudo, which outlives a lost session: watch the
 # process that started sudo instead.
 if [ -n "${__cb:-}" ] && read -r __cc < "/proc/$__cpp/comm" 2>/dev/null && [ "$__cc" = sudo ]; then
@@ -79,7 +80,11 @@ __cnap() { sleep 0.25 2>/dev/null || sleep 1; }
 __cwatch() { __corig=$__cpp __cfirst=__cnap
   # sshd closes the session's stdin when the command has ended or the connection is gone:
   # look then rather than after a first nap (the command may still run: then poll).
-  if [ "$__cin" = 1 ]; then while read -r __cl; do :; done; __cfirst=:; fi
+  if [ "$__cin" = 1 ]; then
+    while read -r __cl; do :; done
+    # sshd has reaped the command before it closes that stdin: a pid gone is a command ended.
+    if kill -0 "$__cw" 2>/dev/null; then __cfirst=:; else __cfirst=false; fi
+  fi
   while $__cfirst; do __cfirst=__cnap
     if [ -r /proc/self/stat ]; then
       read -r __cl < /proc/self/stat || break

@@ -643,6 +643,12 @@ impl Conn {
         }
         sess.set_blocking(true);
         result?;
+        if hold_stdin {
+            // sshd closed the held stdin itself when the command ended; a server that waits for
+            // the client's end-of-file before it closes the channel gets it now (an error only
+            // says the channel is closed already).
+            let _ = ch.send_eof();
+        }
         ch.wait_close().map_err(|e| self.blocking_err(e, io))?;
         let signal = ch.exit_signal().ok().and_then(|s| s.exit_signal);
         let code = if signal.is_some() {

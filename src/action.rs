@@ -14,7 +14,7 @@ pub use crate::error::{last_lines, Fault};
 use crate::inventory::{HostEntry, Inventory};
 use crate::journal::{ReplayRow, ReplayState, RunJournal};
 use crate::replay::{self, Recorded, ReplayBook};
-use crate::report::{ActionRecord, Disposition, Event, EventSink};
+use crate::report::{ActionRecord, Disposition, Event, EventSink, SharedStr};
 use crate::sql::{SqlKind, SqlParams, SqlResult, SqlTarget};
 use crate::transport::{self, Command, ExecOutput, ExecRequest, Transport, TransportError};
 use crate::Mode;
@@ -78,16 +78,22 @@ const MAX_OUTPUT: usize = 16 * 1024 * 1024;
 thread_local! {
     /// The step the current thread is inside, for attributing actions. `parallel` copies it
     /// into the threads it starts.
-    static CURRENT_STEP: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+    /// Shared: every record of the step's actions holds the same name.
+    static CURRENT_STEP: std::cell::RefCell<Option<Arc<str>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// The step this thread is in.
 pub fn current_step() -> Option<String> {
+    CURRENT_STEP.with(|s| s.borrow().as_deref().map(str::to_string))
+}
+
+/// The step this thread is in, shared with every record made in it.
+pub fn current_step_shared() -> Option<Arc<str>> {
     CURRENT_STEP.with(|s| s.borrow().clone())
 }
 
 /// Sets this thread's step and returns the previous one (restore it afterwards).
-pub fn set_current_step(step: Option<String>) -> Option<String> {
+pub fn set_current_step(step: Option<Arc<str>>) -> Option<Arc<str>> {
     CURRENT_STEP.with(|s| std::mem::replace(&mut *s.borrow_mut(), step))
 }
 
@@ -103,10 +109,10 @@ thread_local! {
 /// The hosts a step's actions touched, in first-touch order, and how many actions it made.
 #[derive(Default)]
 struct StepTouch {
-    hosts: Vec<String>,
+    hosts: Vec<SharedStr>,
     /// The same hosts, for the membership test: a step over thousands of hosts would otherwise
     /// scan them at every action.
-    seen: std::collections::HashSet<String>,
+    seen: std::collections::HashSet<SharedStr>,
     actions: usize,
 }
 
@@ -123,7 +129,11 @@ pub struct Executor {
     seq: AtomicU64,
     /// Per step: the hosts its actions touched (first-touch order) and how many actions ran.
     /// Kept as actions are recorded, so a step's summary costs nothing however long the run.
-    per_step: Mutex<HashMap<String, StepTouch>>,
+    per_step: Mutex<HashMap<SharedStr, StepTouch>>,
+    /// The inventory's host names, each allocated once and shared by every record of the host.
+    names: HashMap<String, SharedStr>,
+    /// The texts records repeat (descriptions, results), each kept once.
+    texts: crate::report::Interner,
     journal: std::sync::OnceLock<RunJournal>,
     /// Set while a rollback replays a playbook's prologue: mutating actions are skipped.
     hold_writes: AtomicBool,
@@ -172,8 +182,15 @@ impl Executor {
             (Mode::Simulate, None) => Box::new(backend::Nowhere),
             _ => Box::<backend::Hosts>::default(),
         };
+        let names = inventory
+            .hosts
+            .iter()
+            .map(|h| (h.name.clone(), SharedStr::from(h.name.as_str())))
+            .collect();
         Executor {
             mode,
+            names,
+            texts: Default::default(),
             inventory,
             backend,
             cancel,
@@ -374,7 +391,7 @@ impl Executor {
     pub fn step_summary(&self, step: &str) -> (Vec<String>, usize) {
         crate::lock(&self.per_step)
             .get(step)
-            .map(|t| (t.hosts.clone(), t.actions))
+            .map(|t| (t.hosts.iter().map(|h| h.to_string()).collect(), t.actions))
             .unwrap_or_default()
     }
 
@@ -490,7 +507,11 @@ impl Executor {
         // Every action of a step in a real run is journaled with what it returned (a mutating
         // one durably, before it runs too), and a resumed step gets back what its earlier
         // attempt finished (see `replay`).
-        let replay = match (self.backend.kind(), self.journal.get(), current_step()) {
+        let replay = match (
+            self.backend.kind(),
+            self.journal.get(),
+            current_step_shared(),
+        ) {
             (Kind::Hosts, Some(j), Some(step))
                 if self.mode == Mode::Run && !held && replay::takes_part(&action) =>
             {
@@ -525,7 +546,7 @@ impl Executor {
                     &j.run_id,
                     &ReplayRow {
                         attempt: j.attempt,
-                        step: step.clone(),
+                        step: step.to_string(),
                         host: name.clone(),
                         pos,
                         seq,

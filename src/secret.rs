@@ -1,5 +1,6 @@
 //! Secrets by reference (`{ env = ".." }`, `{ file = ".." }`), their resolution, and redaction.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -131,11 +132,16 @@ impl Redactor {
     }
 
     pub fn redact(&self, text: &str) -> String {
+        self.redact_cow(Cow::Borrowed(text)).into_owned()
+    }
+
+    /// As `redact`, with no copy of a text that holds no secret.
+    pub fn redact_cow<'a>(&self, text: Cow<'a, str>) -> Cow<'a, str> {
         let vals = self.values.read().unwrap_or_else(|e| e.into_inner());
-        let mut out = text.to_string();
+        let mut out = text;
         for v in vals.iter() {
             if out.contains(v.as_str()) {
-                out = out.replace(v.as_str(), "***");
+                out = Cow::Owned(out.replace(v.as_str(), "***"));
             }
         }
         out

@@ -1,5 +1,7 @@
 //! What the executor writes down: an action's replay-log row and its record in the journal and events.
 
+use std::borrow::Cow;
+
 use super::*;
 
 impl Executor {
@@ -55,56 +57,58 @@ impl Executor {
         result: &Result<Outcome, Fault>,
     ) {
         let red = &self.inventory.redactor;
-        let summary = match result {
+        let summary: Cow<'static, str> = match result {
             Ok(Outcome::Exec(o)) => match (o.code, &o.signal) {
-                (Some(c), _) => format!("exit {c}"),
-                (None, Some(s)) => format!("killed by SIG{s}"),
+                (Some(0), _) => "exit 0".into(),
+                (Some(c), _) => format!("exit {c}").into(),
+                (None, Some(s)) => format!("killed by SIG{s}").into(),
                 (None, None) => "ended".into(),
             },
             Ok(Outcome::Skipped) => "skipped (check mode)".into(),
-            Ok(Outcome::Bool(b)) => b.to_string(),
-            Ok(Outcome::Int(i)) => i.to_string(),
-            Ok(Outcome::Text(t)) => t.clone(),
-            Ok(Outcome::Bytes(b)) => format!("{} bytes", b.len()),
+            Ok(Outcome::Bool(true)) => "true".into(),
+            Ok(Outcome::Bool(false)) => "false".into(),
+            Ok(Outcome::Int(i)) => i.to_string().into(),
+            Ok(Outcome::Text(t)) => t.clone().into(),
+            Ok(Outcome::Bytes(b)) => format!("{} bytes", b.len()).into(),
             Ok(Outcome::Unit) => "ok".into(),
-            Ok(Outcome::Sql(r)) if r.columns.is_empty() => format!("{} affected", r.affected),
-            Ok(Outcome::Sql(r)) => format!("{} rows", r.rows.len()),
-            Ok(Outcome::Ddb(v)) => v.summary(),
+            Ok(Outcome::Sql(r)) if r.columns.is_empty() => {
+                format!("{} affected", r.affected).into()
+            }
+            Ok(Outcome::Sql(r)) => format!("{} rows", r.rows.len()).into(),
+            Ok(Outcome::Ddb(v)) => v.summary().into(),
             Ok(Outcome::Backup(b)) => format!(
                 "{} files, {} bytes, sha256 {}",
                 b.files,
                 b.bytes,
                 &b.sha256[..b.sha256.len().min(12)]
-            ),
-            Err(f) => f.message.clone(),
+            )
+            .into(),
+            Err(f) => f.message.clone().into(),
         };
         let summary = if disposition == Disposition::Replayed {
-            format!("{summary} (replayed: finished by an earlier attempt)")
+            format!("{summary} (replayed: finished by an earlier attempt)").into()
         } else {
             summary
         };
         let rec = ActionRecord {
             attempt: self.journal.get().map_or(1, |j| j.attempt),
             seq,
-            host: host.to_string(),
-            step: current_step(),
-            op: action.op().to_string(),
+            host: self.names.get(host).cloned().unwrap_or_else(|| host.into()),
+            step: current_step_shared().map(SharedStr::from),
+            op: SharedStr::from_static(action.op()),
             read_only: action.is_read_only(),
-            description: red.redact(&action.describe()),
+            description: self.texts.shared(red.redact_cow(action.describe().into())),
             disposition,
             at_ms: at.as_millis() as u64,
             duration_ms: duration.as_millis() as u64,
             ok: result.is_ok(),
-            result: red.redact(&summary),
-            argv: action
-                .argv()
-                .map(|a| a.iter().map(|x| red.redact(x)).collect()),
+            result: self.texts.shared(red.redact_cow(summary)),
+            argv: action.argv().map(|a| {
+                a.into_iter()
+                    .map(|x| self.texts.shared(red.redact_cow(x.into())))
+                    .collect()
+            }),
         };
-        if let Some(j) = self.journal.get() {
-            if let Err(e) = j.journal.record_action(&j.run_id, j.attempt, &rec) {
-                self.journal_failed(&e);
-            }
-        }
         if let Some(step) = &rec.step {
             let mut per = crate::lock(&self.per_step);
             let t = per.entry(step.clone()).or_default();
@@ -113,7 +117,17 @@ impl Executor {
                 t.hosts.push(rec.host.clone());
             }
         }
-        // The journal keeps the records (reports are read from it); nothing else holds them.
-        self.events.emit(&Event::Action(rec));
+        // The journal keeps the records (reports are read from it); nothing else holds them,
+        // so the event's record is the one it keeps.
+        let event = Event::Action(rec);
+        self.events.emit(&event);
+        let Event::Action(rec) = event else {
+            unreachable!("made above")
+        };
+        if let Some(j) = self.journal.get() {
+            if let Err(e) = j.journal.record_action(&j.run_id, j.attempt, rec) {
+                self.journal_failed(&e);
+            }
+        }
     }
 }

@@ -9,7 +9,7 @@ use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, NativeCallContext};
 use super::errors::ROLLBACK_TOKEN;
 use super::persist::{from_json, to_json};
 use super::{def, fault, finish_step, ConfirmPolicy, Replay, RunCtx};
-use crate::action::{current_step, set_current_step};
+use crate::action::set_current_step;
 use crate::error::{FaultKind, SourcePos};
 use crate::report::{Event, StepRecord, StepStatus};
 use crate::Mode;
@@ -99,7 +99,7 @@ log(`versions: ${versions}`);
             // Volatile (not deprecated) API: the context store lets other threads call the closure.
             #[allow(deprecated)]
             let store = ctx.store_data();
-            let parent_step = current_step();
+            let parent_step = crate::action::current_step_shared();
             let next = AtomicUsize::new(0);
             let results: Vec<Mutex<Option<R<Dynamic>>>> =
                 (0..n).map(|_| Mutex::new(None)).collect();
@@ -421,7 +421,7 @@ fn run_step(r: &Arc<RunCtx>, ctx: &NativeCallContext, name: &str, body: FnPtr) -
         step: name.to_string(),
         at_ms,
     });
-    let prev = set_current_step(Some(name.to_string()));
+    let prev = set_current_step(Some(name.into()));
     let result = body.call_within_context::<Dynamic>(ctx, ());
     set_current_step(prev);
     match &result {

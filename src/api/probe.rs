@@ -32,6 +32,8 @@ struct Stats {
 /// like the run's), calling the script's closure through the context it was started from.
 pub(crate) struct ProbeState {
     name: String,
+    /// The step its writes are recorded in (`probe NAME`).
+    step: Arc<str>,
     every: Duration,
     write: FnPtr,
     check: Option<FnPtr>,
@@ -78,8 +80,8 @@ fn message(e: &EvalAltResult) -> String {
 }
 
 impl ProbeState {
-    fn step(&self) -> String {
-        format!("probe {}", self.name)
+    fn step(&self) -> Arc<str> {
+        self.step.clone()
     }
 
     fn call<T: rhai::Variant + Clone>(
@@ -325,7 +327,7 @@ fn start(run: &Arc<RunCtx>, ctx: &NativeCallContext, opts: Map) -> R<Probe> {
     // Ids continue after what the store holds already (a resumed run starts a new probe).
     let first_id = match (&check, skipped) {
         (Some(c), false) => {
-            let outer = set_current_step(Some(format!("probe {name}")));
+            let outer = set_current_step(Some(format!("probe {name}").into()));
             #[allow(deprecated)]
             let linked = store.create_context(ctx.engine());
             let ids = c.call_within_context::<Dynamic>(&linked, ());
@@ -341,6 +343,7 @@ fn start(run: &Arc<RunCtx>, ctx: &NativeCallContext, opts: Map) -> R<Probe> {
     };
     let now = run.exec.now();
     let state = Arc::new(ProbeState {
+        step: format!("probe {name}").into(),
         name,
         every,
         write: detached(&write),

@@ -288,7 +288,7 @@ impl RunCtx {
                 self.undo_finished(&j, u, UndoStatus::Failed, UndoPhase::Failed, Some(m));
                 break;
             }
-            let prev = set_current_step(Some(format!("undo #{}: {}", u.id, u.description)));
+            let prev = set_current_step(Some(format!("undo #{}: {}", u.id, u.description).into()));
             let result: Result<(), String> = match &u.spec {
                 UndoSpec::Actions { host, actions } => actions.iter().try_for_each(|a| {
                     let a: Action = serde_json::from_value(a.clone())
@@ -363,7 +363,9 @@ impl RunCtx {
             let UndoSpec::Gate(spec) = &u.spec else {
                 continue;
             };
-            let prev = set_current_step(Some(format!("before the rollback: {}", u.description)));
+            let prev = set_current_step(Some(
+                format!("before the rollback: {}", u.description).into(),
+            ));
             let live = lock(&self.recovery.undos).remove(&u.id);
             let result = self.recovery.run_closure(engine, self, live, spec);
             set_current_step(prev);
@@ -421,7 +423,7 @@ impl RunCtx {
         done: GuardStatus,
     ) -> Result<(), String> {
         let live = lock(&self.recovery.guards).remove(name);
-        let prev = set_current_step(Some(format!("guard restore: {name}")));
+        let prev = set_current_step(Some(format!("guard restore: {name}").into()));
         let result = self.recovery.run_closure(engine, self, live, spec);
         set_current_step(prev);
         let (status, phase, error) = match &result {

@@ -876,16 +876,16 @@ mod tests {
             step: Some("s".into()),
             op: "exec".into(),
             read_only: false,
-            description: format!("run: x{seq}"),
+            description: format!("run: x{seq}").into(),
             disposition: Disposition::Simulated,
             at_ms: seq,
             duration_ms: 1,
             ok: true,
-            result: result.into(),
+            result: result.to_string().into(),
             argv: None,
         };
         for (attempt, seq, result) in [(2, 1, "b"), (1, 2, "a2"), (1, 1, "old"), (1, 1, "a1")] {
-            j.record_action(&id, attempt, &act(attempt, seq, result))
+            j.record_action(&id, attempt, act(attempt, seq, result))
                 .unwrap();
         }
         let outcome = Outcome::Succeeded;
@@ -900,7 +900,7 @@ mod tests {
         let order = |r: &RunReport| -> Vec<(u32, u64, String)> {
             r.actions
                 .iter()
-                .map(|a| (a.attempt, a.seq, a.result.clone()))
+                .map(|a| (a.attempt, a.seq, a.result.to_string()))
                 .collect()
         };
         let want = vec![
@@ -913,7 +913,7 @@ mod tests {
         // A second report shares the list; an action recorded after it (a resume) joins it in
         // order, without changing the first report.
         assert!(Arc::ptr_eq(&first.actions, &j.report(&id).unwrap().actions));
-        j.record_action(&id, 2, &act(2, 2, "b2")).unwrap();
+        j.record_action(&id, 2, act(2, 2, "b2")).unwrap();
         let mut want = want;
         want.push((2, 2, "b2".to_string()));
         assert_eq!(order(&j.report(&id).unwrap()), want);

@@ -61,16 +61,16 @@ impl Journal {
                 .map(|r| ActionRecord {
                     attempt: r.u32(0),
                     seq: r.u64(1),
-                    step: r.opt_text(2),
-                    host: r.text(3),
-                    op: r.text(4),
+                    step: r.opt_text(2).map(crate::report::SharedStr::from),
+                    host: r.text(3).into(),
+                    op: r.text(4).into(),
                     read_only: r.bool(5),
-                    description: r.text(6),
+                    description: r.text(6).into(),
                     disposition: parse_status(&r.text(7), Disposition::Performed),
                     at_ms: r.u64(8),
                     duration_ms: r.u64(9),
                     ok: r.bool(10),
-                    result: r.text(11),
+                    result: r.text(11).into(),
                     argv: r.opt_text(12).and_then(|t| serde_json::from_str(&t).ok()),
                 })
                 .collect::<Vec<_>>()

@@ -2,16 +2,18 @@
 
 use super::*;
 
+/// A step's place in the run: its own if it ran before, else the next. `CAST(? AS TEXT)` as in
+/// `undos::NEXT_UNDO_ID`.
+pub(super) const STEP_SEQ: &str =
+    "SELECT coalesce((SELECT seq FROM steps WHERE run_id = ? AND `key` = ?),
+    (SELECT max(seq) + 1 FROM steps WHERE run_id = CAST(? AS TEXT)), 0)";
+
 impl Journal {
     /// Records that a step started (or started again, on resume).
     pub fn step_started(&self, run: &str, key: &str, attempt: u32, at_ms: u64) -> Result<()> {
         self.with(|c| {
             let seq = c
-                .one(
-                    "SELECT coalesce((SELECT seq FROM steps WHERE run_id = ? AND `key` = ?),
-                                 (SELECT max(seq) + 1 FROM steps WHERE run_id = ?), 0)",
-                    vals![run, key, run],
-                )?
+                .one(STEP_SEQ, vals![run, key, run])?
                 .map_or(0, |r| r.int(0));
             c.exec(
                 "INSERT INTO steps (run_id, `key`, seq, attempt, status, at_ms, hosts)
@@ -68,11 +70,10 @@ impl Journal {
     }
 
     /// Records an action (batched: see `Db::pending`).
-    pub fn record_action(&self, run: &str, attempt: u32, a: &ActionRecord) -> Result<()> {
+    pub fn record_action(&self, run: &str, attempt: u32, mut a: ActionRecord) -> Result<()> {
         if let Some(kept) = &self.kept {
             // As the table's INSERT OR REPLACE: one record per run, attempt and seq, whose
             // attempt is the one given.
-            let mut a = a.clone();
             a.attempt = attempt;
             crate::lock(kept)
                 .entry(run.to_string())
@@ -81,7 +82,7 @@ impl Journal {
                 .push(a);
             return Ok(());
         }
-        self.queue(Pending::Action(run.to_string(), attempt, a.clone()))
+        self.queue(Pending::Action(run.to_string(), attempt, a))
     }
 
     /// Journals, durably, that a mutating action is about to run (see `ReplayRow`).

@@ -57,6 +57,16 @@ impl From<&String> for Val {
         Val::Text(v.clone())
     }
 }
+impl From<crate::report::SharedStr> for Val {
+    fn from(v: crate::report::SharedStr) -> Val {
+        Val::Text(v.to_string())
+    }
+}
+impl From<&crate::report::SharedStr> for Val {
+    fn from(v: &crate::report::SharedStr) -> Val {
+        Val::Text(v.to_string())
+    }
+}
 impl<T: Into<Val>> From<Option<T>> for Val {
     fn from(v: Option<T>) -> Val {
         v.map_or(Val::Null, Into::into)
@@ -375,9 +385,13 @@ impl Conn {
 
 /// SQLite's spellings to MySQL's: `INSERT OR REPLACE` is `REPLACE`, `INSERT OR IGNORE` is
 /// `INSERT IGNORE`, and an upsert's `ON CONFLICT (..) DO UPDATE SET c = excluded.c` is
-/// `ON DUPLICATE KEY UPDATE c = VALUES(c)`.
+/// `ON DUPLICATE KEY UPDATE c = VALUES(c)`. `CAST(? AS TEXT)` is a plain `?`: it is there for
+/// SQLite, which otherwise takes a bare parameter compared with an index's first column, under
+/// a `max()` of its second, as a value its plan depends on, and prepares the statement again
+/// each time it is bound (measured: 6.5 µs a call against 0.7 µs, on a 20,000-row table).
 fn to_mysql(s: &str) -> String {
     let mut out = s
+        .replace("CAST(? AS TEXT)", "?")
         .replace("INSERT OR REPLACE", "REPLACE")
         .replace("INSERT OR IGNORE", "INSERT IGNORE");
     if let Some(at) = out.find("ON CONFLICT") {
@@ -569,5 +583,36 @@ mod tests {
             ),
             "INSERT INTO t (a, b) VALUES (?, ?) ON DUPLICATE KEY UPDATE b = VALUES(b), c = NULL"
         );
+        assert_eq!(
+            to_mysql("SELECT max(id) FROM t WHERE a = CAST(? AS TEXT)"),
+            "SELECT max(id) FROM t WHERE a = ?"
+        );
+    }
+
+    /// The statements a run makes at every step and undo stay prepared: SQLite does not
+    /// prepare them again when they are bound to the next value.
+    #[test]
+    fn the_per_step_queries_are_prepared_once() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        for m in crate::journal::schema::MIGRATIONS {
+            c.execute_batch(m).unwrap();
+        }
+        for (sql, args) in [
+            (super::super::undos::NEXT_UNDO_ID, 1),
+            (super::super::steps::STEP_SEQ, 3),
+        ] {
+            for i in 0..4 {
+                let run = format!("run-{}", i % 2);
+                let mut st = c.prepare_cached(sql).unwrap();
+                let p: Vec<&str> = (0..args)
+                    .map(|k| if k == 1 { "key" } else { &run })
+                    .collect();
+                let _: i64 = st
+                    .query_row(rusqlite::params_from_iter(p), |r| r.get(0))
+                    .unwrap();
+                let again = st.get_status(rusqlite::StatementStatus::RePrepare);
+                assert_eq!(again, 0, "{sql} was prepared again");
+            }
+        }
     }
 }

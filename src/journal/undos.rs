@@ -2,6 +2,11 @@
 
 use super::*;
 
+/// The id of a run's next undo. `CAST(? AS TEXT)`, not `?`: SQLite prepares a `max()` over
+/// an index range bound to a bare parameter again at every call (see `store::to_mysql`).
+pub(super) const NEXT_UNDO_ID: &str =
+    "SELECT coalesce(max(id), 0) + 1 FROM undos WHERE run_id = CAST(? AS TEXT)";
+
 impl Journal {
     /// Registers an undo and returns its id (ids grow: rollback runs them from the highest down).
     pub fn add_undo(&self, run: &str, attempt: u32, u: &NewUndo<'_>) -> Result<u64> {
@@ -22,7 +27,7 @@ impl Journal {
                 put_lists(c, run, lists)?;
                 let id = c
                     .one(
-                        "SELECT coalesce(max(id), 0) + 1 FROM undos WHERE run_id = ?",
+                        NEXT_UNDO_ID,
                         vals![run],
                     )?
                     .map_or(1, |r| r.int(0));

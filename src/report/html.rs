@@ -79,7 +79,7 @@ fn action_text(a: &ActionRecord) -> String {
                 .map_or("", |end| &a.description[..end]);
             format!("{lead}{}", serde_json::to_string(argv).unwrap_or_default())
         }
-        None => a.description.clone(),
+        None => a.description.to_string(),
     }
 }
 

@@ -94,9 +94,11 @@ impl Now {
                 match self.hosts.iter_mut().find(|(h, ..)| *h == a.host) {
                     Some(entry) => {
                         entry.1 += 1;
-                        entry.2 = a.description.clone();
+                        entry.2 = a.description.to_string();
                     }
-                    None => self.hosts.push((a.host.clone(), 1, a.description.clone())),
+                    None => self
+                        .hosts
+                        .push((a.host.to_string(), 1, a.description.to_string())),
                 }
             }
             _ => return false,

@@ -3,6 +3,7 @@
 mod html;
 mod live;
 mod render;
+mod shared_str;
 mod table;
 
 use std::collections::BTreeSet;
@@ -15,6 +16,7 @@ use crate::journal::{GuardStatus, RunStatus, UndoStatus};
 
 pub use html::render_html;
 pub use render::{render_text, ProgressPrinter};
+pub use shared_str::{Interner, SharedStr};
 
 /// How an action was handled by the executor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,24 +39,27 @@ pub struct ActionRecord {
     /// Which attempt of the run performed it (1, then one more per resume or rollback).
     pub attempt: u32,
     pub seq: u64,
-    pub host: String,
-    pub step: Option<String>,
+    /// Shared with every other record of the host (a rehearsal keeps hundreds of thousands).
+    pub host: SharedStr,
+    /// Shared with every other record of the step.
+    pub step: Option<SharedStr>,
     /// Short operation name: `exec`, `write_file`, `copy`, ...
-    pub op: String,
+    pub op: SharedStr,
     pub read_only: bool,
     /// The action as a person reads it: `run: systemctl stop x`, `write /etc/x (120 bytes)`.
-    pub description: String,
+    pub description: SharedStr,
     pub disposition: Disposition,
     /// Milliseconds since the run started (simulated time in simulation).
     pub at_ms: u64,
     pub duration_ms: u64,
     pub ok: bool,
-    /// `exit 0`, the error, or what `--check` would have done.
-    pub result: String,
+    /// `exit 0`, the error, or what `--check` would have done (the common answers are not
+    /// allocated per record).
+    pub result: SharedStr,
     /// A command's program and arguments, each as it reached the program (a shell command is
     /// `sh -c LINE`); `None` for other actions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub argv: Option<Vec<String>>,
+    pub argv: Option<Vec<SharedStr>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@ use super::live::Live;
 use super::table::layout;
 use super::{
     ActionRecord, Disposition, Event, EventSink, GuardPhase, Outcome, RollbackPhase, RunReport,
-    StepStatus, UndoPhase,
+    SharedStr, StepStatus, UndoPhase,
 };
 use crate::journal::{GuardStatus, RunStatus, UndoStatus};
 use crate::Mode;
@@ -107,7 +107,7 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
             "failed".to_string(),
         ]];
         for h in &r.hosts {
-            let mine = r.actions.iter().filter(|a| &a.host == h);
+            let mine = r.actions.iter().filter(|a| a.host == *h);
             let (mut n, mut changes, mut failed) = (0, 0, 0);
             for a in mine {
                 n += 1;
@@ -135,7 +135,7 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
 
     if plan && !r.actions.is_empty() {
         s.push_str("\nplan (every action, in order)\n");
-        let mut current: Option<&Option<String>> = None;
+        let mut current: Option<&Option<SharedStr>> = None;
         for a in r.actions.iter() {
             if current != Some(&a.step) {
                 s.push_str(&format!(
@@ -328,7 +328,7 @@ fn one_line(text: &str) -> String {
 fn action_line(a: &ActionRecord) -> String {
     let how = match a.disposition {
         Disposition::Skipped => "would".to_string(),
-        _ if a.ok => a.result.clone(),
+        _ if a.ok => a.result.to_string(),
         _ => format!("FAILED: {}", a.result.lines().next().unwrap_or("")),
     };
     format!(

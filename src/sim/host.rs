@@ -78,29 +78,47 @@ impl SimHost {
         let p = norm(p);
         self.files.contains_key(&p) || self.dirs.contains(&p)
     }
+    /// The files at or under `dir` (normalized): a range of the sorted paths, not a scan of
+    /// the host (paths under `dir` sort after it, with only its siblings like `dir-x` between).
+    fn files_under<'a>(&'a self, dir: &'a str) -> impl Iterator<Item = (&'a String, &'a Vec<u8>)> {
+        let stem = dir.trim_end_matches('/');
+        self.files
+            .range::<str, _>((std::ops::Bound::Included(stem), std::ops::Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(stem))
+            .filter(move |(k, _)| under(k, dir))
+    }
+    /// The directories at or under `dir` (normalized), as `files_under`.
+    fn dirs_under<'a>(&'a self, dir: &'a str) -> impl Iterator<Item = &'a String> {
+        let stem = dir.trim_end_matches('/');
+        self.dirs
+            .range::<str, _>((std::ops::Bound::Included(stem), std::ops::Bound::Unbounded))
+            .take_while(move |k| k.starts_with(stem))
+            .filter(move |k| under(k, dir))
+    }
+
     /// Removes a file or a directory tree.
     pub fn remove(&mut self, p: &str) {
         let p = norm(p);
-        self.files.retain(|k, _| !under(k, &p));
-        self.dirs.retain(|k| !under(k, &p));
+        let files: Vec<String> = self.files_under(&p).map(|(k, _)| k.clone()).collect();
+        for k in files {
+            self.files.remove(&k);
+        }
+        let dirs: Vec<String> = self.dirs_under(&p).cloned().collect();
+        for k in dirs {
+            self.dirs.remove(&k);
+        }
     }
     /// Bytes of the files at or under `p`.
     pub(super) fn size_under(&self, p: &str) -> u64 {
         let p = norm(p);
-        self.files
-            .iter()
-            .filter(|(k, _)| under(k, &p))
-            .map(|(_, v)| v.len() as u64)
-            .sum()
+        self.files_under(&p).map(|(_, v)| v.len() as u64).sum()
     }
 
     /// A manifest of what is at `path` now, as the real snapshot would write it.
     pub(super) fn manifest_of(&self, kind: &str, source: &str, path: &str) -> Manifest {
         let root = norm(path);
         let files = self
-            .files
-            .iter()
-            .filter(|(k, _)| under(k, &root))
+            .files_under(&root)
             .map(|(k, v)| ManifestFile {
                 path: if *k == root {
                     String::new()
@@ -151,17 +169,10 @@ impl SimHost {
         }
         let rebase = |k: &str| format!("{to}{}", &k[from.len()..]);
         let files: Vec<_> = self
-            .files
-            .iter()
-            .filter(|(k, _)| under(k, &from))
+            .files_under(&from)
             .map(|(k, v)| (rebase(k), v.clone()))
             .collect();
-        let dirs: Vec<_> = self
-            .dirs
-            .iter()
-            .filter(|k| under(k, &from))
-            .map(|k| rebase(k))
-            .collect();
+        let dirs: Vec<_> = self.dirs_under(&from).map(|k| rebase(k)).collect();
         for d in dirs {
             self.mkdir_p(&d);
         }
@@ -169,5 +180,36 @@ impl SimHost {
             self.write(&k, v);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tree's range of paths has its siblings sorted inside it (`b-x`, `b.x` sort before
+    /// `b/`; `bc` after): they are neither removed, copied, counted nor listed with it.
+    #[test]
+    fn a_tree_is_its_own_paths_and_not_its_siblings() {
+        let mut h = SimHost::default();
+        for p in ["/a/b-x", "/a/b.x", "/a/b/f", "/a/b/g/h", "/a/bc", "/a/b0/k"] {
+            h.write(p, vec![b'x'; 3]);
+        }
+        assert_eq!(h.size_under("/a/b/"), 6);
+        let m = h.manifest_of("dir", "/a/b", "/a/b");
+        let paths: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["./f", "./g/h"]);
+        h.copy("/a/b", "/c").unwrap();
+        assert!(h.exists("/c/f") && h.exists("/c/g/h") && h.exists("/c/g"));
+        assert!(!h.exists("/c-x") && !h.exists("/cc"));
+        h.remove("/a/b");
+        let left: Vec<&str> = h.files.keys().map(String::as_str).collect();
+        assert_eq!(
+            left,
+            ["/a/b-x", "/a/b.x", "/a/b0/k", "/a/bc", "/c/f", "/c/g/h"]
+        );
+        assert!(!h.exists("/a/b") && !h.exists("/a/b/g") && h.exists("/a/b0"));
+        h.remove("/");
+        assert!(h.files.is_empty());
     }
 }

@@ -339,7 +339,8 @@ fn parent(p: &str) -> Option<String> {
 }
 
 fn under(p: &str, dir: &str) -> bool {
-    p == dir || p.starts_with(&format!("{}/", dir.trim_end_matches('/')))
+    let d = dir.trim_end_matches('/');
+    p == dir || p.strip_prefix(d).is_some_and(|rest| rest.starts_with('/'))
 }
 
 type Rule = (RuleSpec, glob::Pattern, Option<glob::Pattern>, u32);

@@ -203,7 +203,14 @@ pub fn first_line(sql: &str) -> &str {
 
 /// The statement on one line (whitespace runs collapsed), for plans.
 pub fn one_line(sql: &str) -> String {
-    sql.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut out = String::with_capacity(sql.len());
+    for w in sql.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(w);
+    }
+    out
 }
 
 /// Validates and backquotes an identifier (database, table, column): identifiers cannot be bound,

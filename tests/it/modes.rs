@@ -296,7 +296,12 @@ fn readme_example_runs_over_ssh_and_matches_its_simulation_per_host() {
         r.actions
             .iter()
             .filter(|a| a.host == h)
-            .map(|a| (a.step.clone(), without_run_id(&a.description)))
+            .map(|a| {
+                (
+                    a.step.as_ref().map(|s| s.to_string()),
+                    without_run_id(&a.description),
+                )
+            })
             .collect()
     };
     for h in ["app1", "app2", "app3"] {

@@ -683,4 +683,36 @@ mod tests {
         assert!(peak.load(Ordering::SeqCst) <= AT_ONCE);
         assert!(per_host(&Vec::<usize>::new(), |&i| i).is_empty());
     }
+
+    #[test]
+    fn texts_are_interned_only_where_the_journal_keeps_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = crate::journal::Journal::open(dir.path().join("j.db")).unwrap();
+        for (journal, keeps) in [(crate::journal::Journal::in_memory(), true), (file, false)] {
+            let inv = "[hosts.h]\ntransport = \"local\"\n";
+            let inv = Inventory::from_str_at(inv, "inventory.toml", dir.path()).unwrap();
+            let x = Executor::inert(Arc::new(inv));
+            let j = RunJournal {
+                journal: Arc::new(journal),
+                run_id: "r".into(),
+                attempt: 1,
+            };
+            x.attach_journal(j).unwrap();
+            let a = Action::Exists {
+                path: "/srv/app".into(),
+            };
+            for seq in 1..=2 {
+                x.record(
+                    seq,
+                    "h",
+                    &a,
+                    Disposition::Simulated,
+                    Duration::ZERO,
+                    Duration::ZERO,
+                    &Ok(Outcome::Bool(true)),
+                );
+            }
+            assert_eq!(x.texts.len(), usize::from(keeps), "keeps records: {keeps}");
+        }
+    }
 }

@@ -90,6 +90,20 @@ impl Executor {
         } else {
             summary
         };
+        // Texts are interned only where the journal keeps the records (a rehearsal, an
+        // in-memory journal): one that writes them to its table drops each record at once, and
+        // the interner would keep up to `Interner::MAX` recent texts alive for nothing.
+        let keeps = self
+            .journal
+            .get()
+            .is_some_and(|j| j.journal.keeps_records());
+        let share = |t: Cow<'static, str>| {
+            if keeps {
+                self.texts.shared(t)
+            } else {
+                SharedStr::from(t)
+            }
+        };
         let rec = ActionRecord {
             attempt: self.journal.get().map_or(1, |j| j.attempt),
             seq,
@@ -97,15 +111,15 @@ impl Executor {
             step: current_step_shared().map(SharedStr::from),
             op: SharedStr::from_static(action.op()),
             read_only: action.is_read_only(),
-            description: self.texts.shared(red.redact_cow(action.describe().into())),
+            description: share(red.redact_cow(action.describe().into())),
             disposition,
             at_ms: at.as_millis() as u64,
             duration_ms: duration.as_millis() as u64,
             ok: result.is_ok(),
-            result: self.texts.shared(red.redact_cow(summary)),
+            result: share(red.redact_cow(summary)),
             argv: action.argv().map(|a| {
                 a.into_iter()
-                    .map(|x| self.texts.shared(red.redact_cow(x.into())))
+                    .map(|x| share(red.redact_cow(x.into())))
                     .collect()
             }),
         };

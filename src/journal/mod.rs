@@ -536,6 +536,12 @@ impl Journal {
         j
     }
 
+    /// Whether the journal keeps its actions as records in memory (`in_memory`) rather than
+    /// writing them to its table.
+    pub fn keeps_records(&self) -> bool {
+        self.kept.is_some()
+    }
+
     fn with_conn(conn: Conn, at: Where) -> Journal {
         if let Conn::Sqlite(c) = &conn {
             // The journal has about 70 statements; rusqlite keeps 16 by default, so the ones a

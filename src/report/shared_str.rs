@@ -44,6 +44,15 @@ pub struct Interner(Mutex<HashSet<SharedStr>>);
 impl Interner {
     pub const MAX: usize = 1 << 16;
 
+    /// How many texts it holds now.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// `text` as a shared text: a constant stays one, anything else is the copy kept already
     /// or a new one.
     pub fn shared(&self, text: Cow<'static, str>) -> SharedStr {
@@ -92,6 +101,16 @@ impl From<&str> for SharedStr {
 impl From<String> for SharedStr {
     fn from(s: String) -> SharedStr {
         SharedStr(Repr::Shared(Arc::from(s)))
+    }
+}
+
+/// A constant stays one; an owned text is moved into a new shared copy (no interning).
+impl From<Cow<'static, str>> for SharedStr {
+    fn from(s: Cow<'static, str>) -> SharedStr {
+        match s {
+            Cow::Borrowed(s) => SharedStr::from_static(s),
+            Cow::Owned(s) => SharedStr::from(s),
+        }
     }
 }
 

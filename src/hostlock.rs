@@ -179,7 +179,14 @@ release)
     m=
     [ "${8:-}" != markers ] || m=${CAPSTAN_MARKERS:-${HOME:-/tmp}/.capstan/markers}/$run
     if mine; then
-        if [ -n "$m" ]; then rm -f "$d/holder" "$m".* 2>/dev/null; else rm -f "$d/holder"; fi
+        # With the holder go the temporary files of a write cut short (a controller killed while
+        # it renewed the lease leaves `.holder.PID`): left there, they would keep `rmdir` from
+        # removing the lock, and the next run would find a lock directory with no holder.
+        if [ -n "$m" ]; then
+            rm -f "$d/holder" "$d"/.holder.* "$d"/.expired.* "$m".* 2>/dev/null
+        else
+            rm -f "$d/holder" "$d"/.holder.* "$d"/.expired.*
+        fi
         # Fails, harmlessly, where the holder file could not go.
         rmdir "$d" 2>/dev/null
     elif [ -n "$m" ]; then
@@ -525,5 +532,26 @@ mod tests {
             .unwrap();
         assert!(out.status.success());
         assert!(markers.join("run-a.3.1").exists());
+    }
+
+    #[test]
+    fn a_release_removes_what_an_interrupted_write_left_in_the_lock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("lock dir");
+        let a = me("run-a");
+        let ds = d.to_str().unwrap();
+        assert_eq!(sh(Op::Take, ds, &a), State::Taken);
+        // A renewal killed between writing its temporary file and moving it into place, and a
+        // takeover killed after moving an expired holder aside.
+        std::fs::write(d.join(".holder.4242"), "run=run-a\n").unwrap();
+        std::fs::write(d.join(".expired.4343"), "run=run-0\n").unwrap();
+        assert_eq!(sh(Op::Release, ds, &a), State::Released);
+        assert!(!d.exists(), "the lock directory is gone");
+        assert_eq!(sh(Op::Read, ds, &me("run-b")), State::Free);
+        // Another run's leftovers stay while the lock is not ours to release.
+        assert_eq!(sh(Op::Take, ds, &a), State::Taken);
+        std::fs::write(d.join(".holder.4242"), "x").unwrap();
+        assert_eq!(sh(Op::Release, ds, &me("run-b")), State::Released);
+        assert!(d.join(".holder.4242").exists() && d.join("holder").exists());
     }
 }

@@ -83,7 +83,9 @@ if v == "1.1.0" {
 Calls `body` once per item (usually hosts), at most `--parallelism` at a time, and returns the
 results in item order. Every item runs even when one fails; then the first failure (in item order)
 is raised and the others are logged. Return values from the body rather than changing captured
-variables: bodies run on several threads.
+variables: bodies run on several threads. In simulation the items run one after another, in item
+order, so that two rehearsals of one scenario give the same trace (the simulated clock adds up
+every action either way).
 
 ```rhai
 let versions = parallel(cluster().group("web"), |h| h.read_file("/srv/app/VERSION").trimmed());
@@ -94,7 +96,13 @@ log(`versions: ${versions}`);
             if n == 0 {
                 return Ok(Array::new());
             }
-            let workers = r.parallelism.min(n);
+            // Simulation: one worker. The world is one lock and one clock, so threads would only
+            // interleave the items' actions in an order that changes from one rehearsal to the next.
+            let workers = if r.exec.mode() == Mode::Simulate {
+                1
+            } else {
+                r.parallelism.min(n)
+            };
             let engine = ctx.engine();
             // Volatile (not deprecated) API: the context store lets other threads call the closure.
             #[allow(deprecated)]

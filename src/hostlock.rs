@@ -553,5 +553,18 @@ mod tests {
         std::fs::write(d.join(".holder.4242"), "x").unwrap();
         assert_eq!(sh(Op::Release, ds, &me("run-b")), State::Released);
         assert!(d.join(".holder.4242").exists() && d.join("holder").exists());
+        // A directory with no holder file at all (a take cut short after `mkdir`): held, by
+        // nobody known; a takeover takes it at once.
+        std::fs::remove_file(d.join("holder")).unwrap();
+        let b = me("run-b");
+        assert!(
+            matches!(sh(Op::Take, ds, &b), State::Held { holder, .. } if holder.run.is_empty())
+        );
+        assert_eq!(
+            sh(Op::TakeOver, ds, &b),
+            State::TakenOver {
+                was: Holder::default()
+            }
+        );
     }
 }

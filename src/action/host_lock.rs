@@ -73,6 +73,14 @@ fn run_argv(t: &dyn Transport, argv: Vec<String>) -> Result<State, String> {
 }
 
 fn held_line(host: &str, holder: &Holder, now: u64) -> String {
+    if holder.run.is_empty() {
+        // No holder file: no time it was taken nor lease to tell (not "taken 1970, expired
+        // 56 years ago"); the script lets --take-over-lock take it.
+        return format!(
+            "{host}: held by {}: a take cut short, or not capstan's; --take-over-lock takes it",
+            holder.who()
+        );
+    }
     format!(
         "{host}: held by {}, taken {}, {}",
         holder.who(),
@@ -317,5 +325,33 @@ fn renew(
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_with_no_holder_file_is_named_without_a_time_or_lease() {
+        let line = held_line("h1", &Holder::default(), 1_796_500_000);
+        assert_eq!(
+            line,
+            "h1: held by an unknown holder (the lock directory has no holder file): a take cut short, or not capstan's; --take-over-lock takes it"
+        );
+        let holder = Holder {
+            run: "r1".into(),
+            operator: "alice".into(),
+            controller: "laptop-a".into(),
+            pid: "42".into(),
+            taken: 1_796_499_940,
+            lease_until: 1_796_500_240,
+        };
+        let line = held_line("h1", &holder, 1_796_500_000);
+        assert!(
+            line.starts_with("h1: held by run r1 (alice on laptop-a, pid 42), taken 20")
+                && line.ends_with("lease 4m left"),
+            "{line}"
+        );
     }
 }

@@ -8,7 +8,7 @@ simulation scale. Run through bench/run.sh, which installs the peers and builds 
   bench.py sim [--hosts 10,100,1000] [--reps 3]
   bench.py scale [--hosts 100,1000,10000] [--products oceanbase,...] [--data example|per-host]
   bench.py collections [--sizes 20000,200000]
-  bench.py fleet [--hosts 500] [--cmds 3] [--parallelism 50,200,500]
+  bench.py fleet [--hosts 500] [--cmds 3] [--parallelism 50,200,500] [--host-lock on|on,off]
   bench.py hostcost [--small 20] [--large 220]   host CPU per connection and per command
 
 Every figure is the median of --reps runs, with the client's CPU time (user + system of the
@@ -451,10 +451,25 @@ def fleet(args):
         print(f"## A fleet of {n} sshd × {k} commands (KEX {KEX}, median of {args.reps})\n")
         print("| parallelism | client | wall | cpu | peak memory | peak threads | peak open files |")
         print("|---|---|---|---|---|---|---|")
+        base = capstan_fanout(lab, n, k)
+        inv = base[base.index("-i") + 1]
+        with open(inv) as f:
+            locked = f.read()
+        # `off`: capstan also without its maintenance lock on the hosts (`host_lock = false`),
+        # to tell what the lock's two sessions per host cost from what the commands cost.
+        unlocked = inv.replace(".toml", "-nolock.toml")
+        with open(unlocked, "w") as f:
+            f.write(locked.replace("[defaults]\n", "[defaults]\nhost_lock = false\n", 1))
+        modes = args.host_lock.split(",")
         for par in [int(x) for x in args.parallelism.split(",")]:
-            for name, argv in [("capstan", capstan_fanout(lab, n, k)[:-4] +
-                                ["--parallelism", str(par), "--journal", lab.path(f"j-{par}.db")]),
-                               ("asyncssh", asyncssh_bounded(lab, n, k, par))]:
+            clients = []
+            for mode in modes:
+                argv = base[:-4] + ["--parallelism", str(par), "--journal", lab.path(f"j-{par}-{mode}.db")]
+                if mode == "off":
+                    argv[argv.index("-i") + 1] = unlocked
+                clients.append(("capstan" if mode == "on" else "capstan, no host lock", argv))
+            clients.append(("asyncssh", asyncssh_bounded(lab, n, k, par)))
+            for name, argv in clients:
                 rows = [run_sampled(argv, limit=args.limit) for _ in range(args.reps)]
                 rows.sort(key=lambda r: r[0])
                 wall, cpu, rss, _, threads, fds = rows[len(rows) // 2]
@@ -637,6 +652,7 @@ def main():
     fl.add_argument("--parallelism", default="50,200,500")
     fl.add_argument("--reps", type=int, default=3)
     fl.add_argument("--limit", type=int, default=600)
+    fl.add_argument("--host-lock", default="on", help="on, off or on,off: capstan with and/or without its host lock")
     hc = sub.add_parser("hostcost")
     hc.add_argument("--small", type=int, default=20)
     hc.add_argument("--large", type=int, default=220)

@@ -9,6 +9,7 @@ simulation scale. Run through bench/run.sh, which installs the peers and builds 
   bench.py scale [--hosts 100,1000,10000] [--products oceanbase,...] [--data example|per-host]
   bench.py collections [--sizes 20000,200000]
   bench.py fleet [--hosts 500] [--cmds 3] [--parallelism 50,200,500] [--host-lock on|on,off]
+                 [--asyncssh-program]
   bench.py hostcost [--small 20] [--large 220]   host CPU per connection and per command
 
 Every figure is the median of --reps runs, with the client's CPU time (user + system of the
@@ -421,8 +422,10 @@ def run_sampled(argv, limit=None):
     return wall, cpu, rss, out, peak["threads"], peak["fds"]
 
 
-def asyncssh_bounded(lab, n, k, parallelism):
-    """asyncssh over n hosts, at most `parallelism` connections at once, k commands each."""
+def asyncssh_bounded(lab, n, k, parallelism, command="echo hi"):
+    """asyncssh over n hosts, at most `parallelism` connections at once, k commands each (the
+    login shell runs `command`: `echo hi` is its builtin, `/usr/bin/echo hi` the program capstan
+    runs)."""
     code = textwrap.dedent(f"""\
         import asyncio, asyncssh, resource
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -433,7 +436,7 @@ def asyncssh_bounded(lab, n, k, parallelism):
                         client_keys=[{lab.key!r}], known_hosts={lab.known!r},
                         kex_algs=[{KEX!r}]) as c:
                     for _ in range({k}):
-                        r = await c.run("echo hi", check=True)
+                        r = await c.run({command!r}, check=True)
         async def main():
             sem = asyncio.Semaphore({parallelism})
             await asyncio.gather(*(host(sem, p) for p in {lab.ports[:n]!r}))
@@ -469,6 +472,10 @@ def fleet(args):
                     argv[argv.index("-i") + 1] = unlocked
                 clients.append(("capstan" if mode == "on" else "capstan, no host lock", argv))
             clients.append(("asyncssh", asyncssh_bounded(lab, n, k, par)))
+            if args.asyncssh_program:
+                # The same work as capstan's `["echo", "hi"]`: a program, not the shell's builtin.
+                clients.append(("asyncssh, /usr/bin/echo",
+                                asyncssh_bounded(lab, n, k, par, "/usr/bin/echo hi")))
             for name, argv in clients:
                 rows = [run_sampled(argv, limit=args.limit) for _ in range(args.reps)]
                 rows.sort(key=lambda r: r[0])
@@ -653,6 +660,8 @@ def main():
     fl.add_argument("--reps", type=int, default=3)
     fl.add_argument("--limit", type=int, default=600)
     fl.add_argument("--host-lock", default="on", help="on, off or on,off: capstan with and/or without its host lock")
+    fl.add_argument("--asyncssh-program", action="store_true",
+                    help="also asyncssh running /usr/bin/echo (a program, as capstan does) beside its builtin echo")
     hc = sub.add_parser("hostcost")
     hc.add_argument("--small", type=int, default=20)
     hc.add_argument("--large", type=int, default=220)

@@ -143,15 +143,21 @@ impl Backend for Hosts {
     }
 
     fn unreachable(&self, x: &Executor, hosts: &[&HostEntry]) -> Vec<(String, String)> {
-        let cmd = transport::Command::Argv(vec!["true".into()]);
         super::per_host(hosts, |h| {
             let t = self.transport(&h.name, h);
+            // Bare, the login shell's builtin answers: nothing started on the host. Under
+            // `become` the text would go to the become user's shell (maybe nologin).
+            let cmd = if h.become_.is_none() {
+                transport::Command::Shell("true".into())
+            } else {
+                transport::Command::Argv(vec!["true".into()])
+            };
             // A host whose lock is taken next (a command, before any change) needs only its
             // session here; under `become` the command also proves that sudo works.
             let r = if h.host_lock.is_some() && h.become_.is_none() && x.journal().is_some() {
                 t.reach().map_err(|e| x.transport_fault(h, e))
             } else {
-                x.exec_plain(h, t.as_ref(), &cmd, 4096).map(|_| ())
+                x.exec_brief(h, t.as_ref(), &cmd, 4096).map(|_| ())
             };
             match r {
                 Err(f) if f.kind == FaultKind::Unreachable => Some((h.name.clone(), f.message)),

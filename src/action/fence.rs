@@ -148,7 +148,7 @@ impl Executor {
         super::per_host(&hosts, |name| {
             if let Some(h) = self.inventory.host(name) {
                 let t = self.transport(h);
-                if let Err(e) = self.exec_plain(h, t.as_ref(), &cmd, 4096) {
+                if let Err(e) = self.exec_brief(h, t.as_ref(), &cmd, 4096) {
                     tracing::debug!(host = %name, "markers not cleared: {e}");
                 }
             }

@@ -54,13 +54,11 @@ pub(super) fn run_op(t: &dyn Transport, op: Op, h: &HostEntry, run: &str) -> Res
 fn run_argv(t: &dyn Transport, argv: Vec<String>) -> Result<State, String> {
     let cmd = Command::Argv(argv);
     let abort = AtomicBool::new(false);
+    // Brief and capstan's own: no wrapper, so no watcher process beside it on the host.
     let out = t
-        .exec(&ExecRequest::plain(
-            &cmd,
-            Duration::from_secs(30),
-            16 * 1024,
-            &abort,
-        ))
+        .exec(
+            &ExecRequest::plain(&cmd, Duration::from_secs(30), 16 * 1024, &abort).without_wrapper(),
+        )
         .map_err(|e| e.to_string())?;
     if out.code != Some(0) {
         return Err(format!(

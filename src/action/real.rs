@@ -71,6 +71,27 @@ impl Executor {
         )
     }
 
+    /// capstan's own brief command (`test -e`, `true`, clearing markers), without the wrapper:
+    /// it ends by itself at once, so a watcher beside it would only cost the host a process
+    /// (`ExecRequest::bare`).
+    pub(super) fn exec_brief(
+        &self,
+        host: &HostEntry,
+        t: &dyn Transport,
+        cmd: &Command,
+        max_output: usize,
+    ) -> Result<ExecOutput, Fault> {
+        let mut req = ExecRequest::plain(
+            cmd,
+            host.command_timeout,
+            max_output,
+            self.cancel.abort_flag(),
+        )
+        .without_wrapper();
+        req.sensitive = self.inventory.redactor.contains_secret(&cmd.display());
+        t.exec(&req).map_err(|e| self.transport_fault(host, e))
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn exec_on(
         &self,
@@ -103,6 +124,7 @@ impl Executor {
             marker,
             sensitive,
             secret_files,
+            bare: false,
         })
         .map_err(|e| self.transport_fault(host, e))
     }
@@ -163,8 +185,17 @@ impl Executor {
                 Ok(Outcome::Bytes(out.stdout))
             }
             Action::Exists { path } => {
-                let cmd = Command::Argv(vec!["test".into(), "-e".into(), path.clone()]);
-                let out = self.exec_plain(host, t, &cmd, 4096)?;
+                // Bare, the login shell's builtin `test` answers: no program started on the
+                // host. Under `become` the text would go to the become user's shell (maybe
+                // nologin): the program then.
+                let cmd = if host.become_.is_none() {
+                    let quoted =
+                        transport::wrap::quote(path).map_err(|e| self.transport_fault(host, e))?;
+                    Command::Shell(format!("test -e {quoted}"))
+                } else {
+                    Command::Argv(vec!["test".into(), "-e".into(), path.clone()])
+                };
+                let out = self.exec_brief(host, t, &cmd, 4096)?;
                 Ok(Outcome::Bool(out.code == Some(0)))
             }
             Action::Checksum { path } => {

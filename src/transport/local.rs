@@ -118,10 +118,22 @@ impl Transport for LocalTransport {
         let spec_arg = spec.as_ref().map(|p| p.display().to_string());
         // By absolute path: the PATH the command sees may lack `sh` (it is the command's to fail).
         let mut cmd = std::process::Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg(wrap::WRAPPER)
-            .arg("capstan-wrap")
-            .args(wrap::wrapper_args(req, spec_arg.as_deref(), TextShell::Sh));
+        match req.command {
+            // capstan's own brief command: as it is, no watcher (see `ExecRequest::bare`).
+            Command::Argv(argv) if req.bare && spec.is_none() => {
+                cmd = std::process::Command::new(&argv[0]);
+                cmd.args(&argv[1..]);
+            }
+            Command::Shell(text) if req.bare && spec.is_none() => {
+                cmd.arg("-c").arg(text);
+            }
+            _ => {
+                cmd.arg("-c")
+                    .arg(wrap::WRAPPER)
+                    .arg("capstan-wrap")
+                    .args(wrap::wrapper_args(req, spec_arg.as_deref(), TextShell::Sh));
+            }
+        }
         if spec.is_none() {
             cmd.envs(req.env);
             if let Some(dir) = req.cwd {

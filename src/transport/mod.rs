@@ -60,6 +60,11 @@ pub struct ExecRequest<'a> {
     /// Variables the command receives as the path of a 0600 file holding the value; the
     /// wrapper removes the files when the command ends.
     pub secret_files: &'a BTreeMap<String, String>,
+    /// capstan's own brief command (a host-lock operation, clearing markers): it runs as it is,
+    /// without the wrapper. It ends by itself within seconds and leaves nothing a resume must
+    /// fence, so a watcher forked beside it would only cost the host a process. Ignored for a
+    /// command with secrets, and under `become` (sudo runs the wrapper there).
+    pub bare: bool,
 }
 
 impl<'a> ExecRequest<'a> {
@@ -83,7 +88,13 @@ impl<'a> ExecRequest<'a> {
             marker: None,
             sensitive: false,
             secret_files: &EMPTY,
+            bare: false,
         }
+    }
+
+    /// The same request run without the wrapper (see `bare`).
+    pub fn without_wrapper(self) -> Self {
+        ExecRequest { bare: true, ..self }
     }
 }
 
@@ -102,6 +113,7 @@ impl ExecRequest<'_> {
             marker: self.marker,
             sensitive: self.sensitive,
             secret_files: self.secret_files,
+            bare: self.bare,
         }
     }
 }
@@ -114,6 +126,7 @@ impl std::fmt::Debug for ExecRequest<'_> {
             .field("timeout", &self.timeout)
             .field("max_output", &self.max_output)
             .field("streams_output", &self.on_output.is_some())
+            .field("bare", &self.bare)
             .finish_non_exhaustive()
     }
 }
@@ -370,6 +383,56 @@ mod tests {
         let text = run_line(&req, None, home.path());
         assert_eq!(text.lines().collect::<Vec<_>>(), want);
         assert!(!std::path::Path::new("/tmp/capstan-pwned").exists());
+    }
+
+    /// A bare line keeps argv, environment and directory as the wrapper does, and the command is
+    /// the login shell itself (`exec`): no process of capstan's beside it, its exit status its own.
+    #[test]
+    fn a_bare_line_execs_the_command_in_the_login_shell() {
+        let args = ["a b", "$(touch /tmp/capstan-pwned-bare)", "it's", "*", ""];
+        let mut argv = vec!["sh".to_string(), "-c".to_string()];
+        // The command's pid is the login shell's: the outer shell `exec`ed into it, where the
+        // wrapper would have forked its watcher first.
+        argv.push(
+            "printf '%s\\n' \"$@\"; printf '%s\\n' \"$K\" \"$(pwd)\"; \
+             [ \"$$\" = \"$OUTER\" ] && echo same-process; exit 7"
+                .into(),
+        );
+        argv.push("sh".into());
+        argv.extend(args.iter().map(|s| s.to_string()));
+        let cmd = Command::Argv(argv);
+        let mut env = BTreeMap::new();
+        env.insert("K".to_string(), "v w $HOME".to_string());
+        let abort = AtomicBool::new(false);
+        let mut req =
+            ExecRequest::plain(&cmd, Duration::from_secs(5), 1 << 20, &abort).without_wrapper();
+        req.env = &env;
+        req.cwd = Some("/");
+        let line = wrap::bare_line(&req).unwrap();
+        assert!(!line.contains("__cwatch"), "no wrapper: {line}");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("OUTER=$$; export OUTER\n{line}"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(7), "{out:?}");
+        let mut want: Vec<&str> = args.to_vec();
+        want.extend(["v w $HOME", "/", "same-process"]);
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(text.lines().collect::<Vec<_>>(), want);
+        assert!(!std::path::Path::new("/tmp/capstan-pwned-bare").exists());
+        // A text is the login shell's own, as through the wrapper.
+        let cmd = Command::Shell("test -e / && echo there".into());
+        let req =
+            ExecRequest::plain(&cmd, Duration::from_secs(5), 1 << 20, &abort).without_wrapper();
+        assert_eq!(wrap::bare_line(&req).unwrap(), "test -e / && echo there\n");
+        let empty = Command::Argv(vec![]);
+        let req =
+            ExecRequest::plain(&empty, Duration::from_secs(5), 1 << 20, &abort).without_wrapper();
+        assert!(
+            wrap::bare_line(&req).is_err(),
+            "an empty argv is refused, not `exec` alone"
+        );
     }
 
     #[test]

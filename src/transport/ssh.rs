@@ -807,6 +807,9 @@ impl SshTransport {
     }
 
     fn exec_plain_login(&self, req: &ExecRequest<'_>) -> Result<ExecOutput, TransportError> {
+        if req.bare && !wrap::needs_spec(req) {
+            return self.run_line(&wrap::bare_line(req)?, req, false);
+        }
         // A command that carries a secret is described in a 0600 file in the login user's home
         // (a relative SFTP path is the home), which the wrapper reads and removes.
         let spec = self.upload_spec(req)?;
@@ -887,12 +890,9 @@ impl SshTransport {
             path.to_string(),
         ]);
         let abort = std::sync::atomic::AtomicBool::new(false);
-        let out = self.exec_plain_login(&ExecRequest::plain(
-            &cmd,
-            self.io_timeout(),
-            64 * 1024,
-            &abort,
-        ))?;
+        let out = self.exec_plain_login(
+            &ExecRequest::plain(&cmd, self.io_timeout(), 64 * 1024, &abort).without_wrapper(),
+        )?;
         if out.code != Some(0) {
             return Err(TransportError::Other(format!(
                 "cannot move upload into place at {path}: {}",

@@ -224,6 +224,31 @@ pub fn remote_line(req: &ExecRequest<'_>, spec: Option<&str>) -> Result<String, 
     Ok(line)
 }
 
+/// The line a remote login shell runs for a bare command (`ExecRequest::bare`): `cd` and
+/// environment, then the command itself: an argv is `exec`ed (the login shell becomes it, no
+/// fork), a text is the login shell's, as through the wrapper.
+pub fn bare_line(req: &ExecRequest<'_>) -> Result<String, TransportError> {
+    let mut line = String::new();
+    if let Some(dir) = req.cwd {
+        let _ = writeln!(line, "cd {} || exit 127", quote(dir)?);
+    }
+    for (k, v) in req.env {
+        let _ = writeln!(line, "export {k}={}", quote(v)?);
+    }
+    match req.command {
+        Command::Argv(a) if a.is_empty() => return Err(TransportError::Other("empty argv".into())),
+        Command::Argv(a) => {
+            line.push_str("exec");
+            for w in a {
+                let _ = write!(line, " {}", quote(w)?);
+            }
+        }
+        Command::Shell(t) => line.push_str(t),
+    }
+    line.push('\n');
+    Ok(line)
+}
+
 /// The line a remote login shell runs for a command with `become`: `sudo -u USER` runs `sh` with
 /// the wrapper (and the command's directory and environment, which sudo would drop); the markers
 /// stay in the login's home, whose path the login shell gives. With `password`, sudo reads it

@@ -621,3 +621,76 @@ fn a_run_asks_each_locked_host_for_two_commands_beyond_its_own() {
         .collect();
     assert!(left.is_empty(), "markers left: {left:?}");
 }
+
+/// capstan's own brief commands reach the host bare, the playbook's under the wrapper: the lock
+/// taken and released, the reach check and `exists` start no watcher process beside them (the
+/// login shell `exec`s the lock script, and answers `test -e` itself), where `h.run` gets the
+/// wrapper that ends it with its controller. Seen from the host: an sshd `ForceCommand` logs
+/// every command line it is sent, then runs it.
+#[test]
+fn capstans_own_brief_commands_reach_the_host_without_the_wrapper() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("commands.log");
+    let logger = dir.path().join("log-command.sh");
+    std::fs::write(
+        &logger,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n--end--\\n' \"$SSH_ORIGINAL_COMMAND\" >> '{}'\nexec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let lab = Lab::start_configured(1, &format!("ForceCommand {}", logger.display()));
+    let inv = dir.path().join("inv.toml");
+    std::fs::write(&inv, lab.inventory("")).unwrap();
+    let pb = dir.path().join("brief.rhai");
+    std::fs::write(
+        &pb,
+        "step(\"one\", || { let h = cluster().host(\"h1\"); if !h.exists(\"/\") { fail(\"no /\"); } h.run([\"true\"]); });\n",
+    )
+    .unwrap();
+    let out = capstan(&[
+        "run",
+        pb.to_str().unwrap(),
+        "-i",
+        inv.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text
+        .split("\n--end--\n")
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let wrapped = |l: &str| l.contains("__cwatch");
+    let locks: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains("capstan-host-lock:"))
+        .collect();
+    assert_eq!(locks.len(), 2, "the lock taken and released: {lines:#?}");
+    for l in &locks {
+        assert!(l.starts_with("exec sh -c "), "the lock script bare: {l}");
+        assert!(!wrapped(l), "{l}");
+    }
+    assert!(
+        lines.iter().any(|l| *l == "test -e /"),
+        "`exists` is the login shell's test: {lines:#?}"
+    );
+    let runs: Vec<&&str> = lines.iter().filter(|l| wrapped(l)).collect();
+    assert_eq!(
+        runs.len(),
+        1,
+        "only the playbook's command is wrapped: {lines:#?}"
+    );
+    assert!(
+        runs[0]
+            .lines()
+            .next()
+            .is_some_and(|l| l.starts_with("set -- ") && l.ends_with(" true")),
+        "{}",
+        runs[0]
+    );
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+}

@@ -52,6 +52,11 @@ impl Lab {
         Self::start_env(&vec![""; n], &[("LAB_SSHD_LOGLEVEL", "VERBOSE")])
     }
 
+    /// As `start`, with `config` appended to every instance's sshd_config.
+    pub fn start_configured(n: usize, config: &str) -> Lab {
+        Self::start_env(&vec![""; n], &[("LAB_SSHD_EXTRA", config)])
+    }
+
     /// One instance per flag: "" for a normal one, "nosftp" for one without the SFTP subsystem.
     pub fn start_with(flags: &[&str]) -> Lab {
         Self::start_env(flags, &[])

@@ -1,8 +1,8 @@
 //! The maintenance lock on the hosts themselves: a directory made atomically, naming its holder.
 //!
-//! Every operation is one `sh` script run on the host over its transport (`mkdir` is atomic on
-//! every POSIX file system, and the holder file is replaced by `mv`). The lease is judged by the
-//! host's own clock, so the controllers' clocks do not matter.
+//! Every operation is one POSIX shell script run on the host over its transport (`mkdir` is
+//! atomic on every POSIX file system, and the holder file is replaced by `mv`). The lease is
+//! judged by the host's own clock, so the controllers' clocks do not matter.
 
 /// Where the lock lives on a host unless the inventory's `host_lock` or the host's environment
 /// (`CAPSTAN_HOST_LOCK`, e.g. from sshd's `SetEnv`) says otherwise. /var/tmp is writable by every
@@ -244,14 +244,10 @@ fi
 say held
 "#;
 
-/// The command that performs `op` on a host: `sh -c SCRIPT sh MODE DIR RUN OPERATOR CONTROLLER
-/// PID LEASE`. `dir` empty: the host's `CAPSTAN_HOST_LOCK`, else [`DEFAULT_DIR`].
-pub fn argv(op: Op, dir: &str, me: &Me) -> Vec<String> {
+/// The script's arguments for `op`: `MODE DIR RUN OPERATOR CONTROLLER PID LEASE`. `dir` empty:
+/// the host's `CAPSTAN_HOST_LOCK`, else [`DEFAULT_DIR`].
+pub fn args(op: Op, dir: &str, me: &Me) -> Vec<String> {
     [
-        "sh",
-        "-c",
-        SCRIPT,
-        "sh",
         op.word(),
         dir,
         &me.run,
@@ -265,12 +261,42 @@ pub fn argv(op: Op, dir: &str, me: &Me) -> Vec<String> {
     .collect()
 }
 
-/// The command that releases the lock on a host and removes run `me.run`'s command markers
-/// there (what `wrap::CLEAR` does), in one session.
-pub fn release_clearing_markers(dir: &str, me: &Me) -> Vec<String> {
-    let mut a = argv(Op::Release, dir, me);
+/// The arguments of a release that also removes run `me.run`'s command markers on the host
+/// (what `wrap::CLEAR` does), in the same command.
+pub fn release_clearing_markers_args(dir: &str, me: &Me) -> Vec<String> {
+    let mut a = args(Op::Release, dir, me);
     a.push("markers".into());
     a
+}
+
+/// The command that runs the script with `args` through `sh`: `sh -c SCRIPT sh ARGS...`.
+pub fn with_sh(args: Vec<String>) -> Vec<String> {
+    let mut v: Vec<String> = ["sh", "-c", SCRIPT, "sh"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    v.extend(args);
+    v
+}
+
+/// The script with `args` as one text for a POSIX shell to run itself (`set --`, then the
+/// script): over SSH the login shell runs it, as it runs capstan's wrapper, and no `sh` is
+/// started on the host. Fails on an argument no shell can take (a NUL).
+pub fn as_text(args: &[String]) -> Result<String, String> {
+    let set = shlex::try_join(args.iter().map(String::as_str))
+        .map_err(|e| format!("cannot quote the lock's arguments: {e}"))?;
+    Ok(format!("set -- {set}\n{SCRIPT}"))
+}
+
+/// The command that performs `op` on a host: `sh -c SCRIPT sh MODE DIR RUN OPERATOR CONTROLLER
+/// PID LEASE`.
+pub fn argv(op: Op, dir: &str, me: &Me) -> Vec<String> {
+    with_sh(args(op, dir, me))
+}
+
+/// As [`argv`], a release that also removes run `me.run`'s command markers on the host.
+pub fn release_clearing_markers(dir: &str, me: &Me) -> Vec<String> {
+    with_sh(release_clearing_markers_args(dir, me))
 }
 
 /// Reads what the script printed.
@@ -366,8 +392,32 @@ mod tests {
         parse(&String::from_utf8_lossy(&out.stdout)).unwrap()
     }
 
+    /// The script as the login shell's own text (`as_text`), run by `shell -c`.
+    fn text_in(shell: &'static str) -> impl Fn(Op, &str, &Me) -> State + Sync {
+        move |op, dir, who| {
+            let text = as_text(&args(op, dir, who)).unwrap();
+            let out = Command::new(shell).args(["-c", &text]).output().unwrap();
+            assert!(out.status.success(), "{shell}: {out:?}");
+            parse(&String::from_utf8_lossy(&out.stdout)).unwrap()
+        }
+    }
+
     #[test]
     fn one_run_at_a_time_and_a_takeover_only_after_the_lease() {
+        lock_rules(&sh);
+    }
+
+    /// Over SSH without `become` the login shell runs the script itself: the same rules hold
+    /// in dash and in bash, the usual login shells.
+    #[test]
+    fn the_same_rules_when_the_login_shell_runs_the_script_itself() {
+        lock_rules(&text_in("sh"));
+        lock_rules(&text_in("bash"));
+        let nul = as_text(&args(Op::Take, "/tmp/a\0b", &me("run-a")));
+        assert!(nul.is_err(), "{nul:?}");
+    }
+
+    fn lock_rules(sh: &(dyn Fn(Op, &str, &Me) -> State + Sync)) {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path().join("lock");
         let d = d.to_str().unwrap();

@@ -48,13 +48,20 @@ fn me(run: &str, h: &HostEntry) -> Me {
 /// Runs one lock operation on host `h` over a transport, in the host's lock directory.
 pub(super) fn run_op(t: &dyn Transport, op: Op, h: &HostEntry, run: &str) -> Result<State, String> {
     let dir = h.host_lock.as_deref().unwrap_or("");
-    run_argv(t, hostlock::argv(op, dir, &me(run, h)))
+    run_script(t, h, hostlock::args(op, dir, &me(run, h)))
 }
 
-fn run_argv(t: &dyn Transport, argv: Vec<String>) -> Result<State, String> {
-    let cmd = Command::Argv(argv);
+/// Runs the lock script with `args` on host `h`. Brief and capstan's own, it goes bare: no
+/// wrapper, so no watcher process beside it. Without `become` the login shell runs the script
+/// itself (as it runs the wrapper), so no `sh` is started either; under `become` it is `sh -c`
+/// through sudo, as the become user's own shell may be `nologin`.
+fn run_script(t: &dyn Transport, h: &HostEntry, args: Vec<String>) -> Result<State, String> {
+    let cmd = if h.become_.is_none() {
+        Command::Shell(hostlock::as_text(&args)?)
+    } else {
+        Command::Argv(hostlock::with_sh(args))
+    };
     let abort = AtomicBool::new(false);
-    // Brief and capstan's own: no wrapper, so no watcher process beside it on the host.
     let out = t
         .exec(
             &ExecRequest::plain(&cmd, Duration::from_secs(30), 16 * 1024, &abort).without_wrapper(),
@@ -289,9 +296,10 @@ impl Executor {
         super::per_host(&held, |((h, t), markers)| {
             let r = if *markers {
                 let dir = h.host_lock.as_deref().unwrap_or("");
-                run_argv(
+                run_script(
                     t.as_ref(),
-                    hostlock::release_clearing_markers(dir, &me(&run, h)),
+                    h,
+                    hostlock::release_clearing_markers_args(dir, &me(&run, h)),
                 )
             } else {
                 run_op(t.as_ref(), Op::Release, h, &run)

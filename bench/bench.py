@@ -9,7 +9,7 @@ simulation scale. Run through bench/run.sh, which installs the peers and builds 
   bench.py scale [--hosts 100,1000,10000] [--products oceanbase,...] [--data example|per-host]
   bench.py collections [--sizes 20000,200000]
   bench.py fleet [--hosts 500] [--cmds 3] [--parallelism 50,200,500] [--host-lock on|on,off]
-                 [--asyncssh-program]
+                 [--asyncssh-program] [--baseline PATH-TO-AN-EARLIER-CAPSTAN]
   bench.py hostcost [--small 20] [--large 220]   host CPU per connection and per command
 
 Every figure is the median of --reps runs, with the client's CPU time (user + system of the
@@ -447,13 +447,15 @@ def asyncssh_bounded(lab, n, k, parallelism, command="echo hi"):
 
 def fleet(args):
     """A fleet over real SSH: N sshd on 127.0.0.1, K commands per host, at several
-    parallelisms, capstan beside asyncssh in the same run."""
+    parallelisms, capstan beside asyncssh in the same run, the clients taking turns rep by rep.
+    Besides the client's own figures, the hosts' CPU per host: what the whole machine spent less
+    the client, divided by N (sshd, the login shells and whatever they started)."""
     n, k = args.hosts, args.cmds
     lab = Lab(n)
     try:
         print(f"## A fleet of {n} sshd × {k} commands (KEX {KEX}, median of {args.reps})\n")
-        print("| parallelism | client | wall | cpu | peak memory | peak threads | peak open files |")
-        print("|---|---|---|---|---|---|---|")
+        print("| parallelism | client | wall | cpu | hosts' cpu per host | peak memory | peak threads | peak open files |")
+        print("|---|---|---|---|---|---|---|---|")
         base = capstan_fanout(lab, n, k)
         inv = base[base.index("-i") + 1]
         with open(inv) as f:
@@ -471,16 +473,33 @@ def fleet(args):
                 if mode == "off":
                     argv[argv.index("-i") + 1] = unlocked
                 clients.append(("capstan" if mode == "on" else "capstan, no host lock", argv))
+            if args.baseline:
+                # Another build of capstan (an earlier commit), with the lock, in the same turns.
+                argv = [args.baseline] + base[1:-4] + ["--parallelism", str(par), "--journal",
+                                                      lab.path(f"j-{par}-baseline.db")]
+                clients.append(("capstan, baseline", argv))
             clients.append(("asyncssh", asyncssh_bounded(lab, n, k, par)))
             if args.asyncssh_program:
                 # The same work as capstan's `["echo", "hi"]`: a program, not the shell's builtin.
                 clients.append(("asyncssh, /usr/bin/echo",
                                 asyncssh_bounded(lab, n, k, par, "/usr/bin/echo hi")))
-            for name, argv in clients:
-                rows = [run_sampled(argv, limit=args.limit) for _ in range(args.reps)]
-                rows.sort(key=lambda r: r[0])
-                wall, cpu, rss, _, threads, fds = rows[len(rows) // 2]
-                print(f"| {par} | {name} | {wall:.2f} s | {cpu:.2f} s | {rss:.1f} MiB | {threads} | {fds} |",
+            # Round robin: the machine's speed drifts by the minute, and every client meets the
+            # same drift.
+            rows = {name: [] for name, _ in clients}
+            for _ in range(args.reps):
+                for name, argv in clients:
+                    # The hosts' CPU: the whole machine's less the client's (it runs nothing
+                    # else; a listener's own accounting would miss what outlives its parent,
+                    # such as capstan's watchers).
+                    before = machine_cpu()
+                    r = run_sampled(argv, limit=args.limit)
+                    time.sleep(0.5)  # the last sessions' processes ended
+                    rows[name].append(r + ((machine_cpu() - before - r[1]) / n,))
+            for name, _ in clients:
+                rs = sorted(rows[name], key=lambda r: r[0])
+                wall, cpu, rss, _, threads, fds, _ = rs[len(rs) // 2]
+                host = statistics.median(r[6] for r in rs)
+                print(f"| {par} | {name} | {wall:.2f} s | {cpu:.2f} s | {host * 1000:.1f} ms | {rss:.1f} MiB | {threads} | {fds} |",
                       flush=True)
     finally:
         lab.stop()
@@ -660,6 +679,8 @@ def main():
     fl.add_argument("--reps", type=int, default=3)
     fl.add_argument("--limit", type=int, default=600)
     fl.add_argument("--host-lock", default="on", help="on, off or on,off: capstan with and/or without its host lock")
+    fl.add_argument("--baseline", default="",
+                    help="another capstan binary (an earlier build) to run beside, with its lock")
     fl.add_argument("--asyncssh-program", action="store_true",
                     help="also asyncssh running /usr/bin/echo (a program, as capstan does) beside its builtin echo")
     hc = sub.add_parser("hostcost")

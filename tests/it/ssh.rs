@@ -679,7 +679,7 @@ fn capstans_own_brief_commands_reach_the_host_without_the_wrapper() {
         assert!(!wrapped(l), "{l}");
     }
     assert!(
-        lines.iter().any(|l| *l == "test -e /"),
+        lines.contains(&"test -e /"),
         "`exists` is the login shell's test: {lines:#?}"
     );
     let runs: Vec<&&str> = lines.iter().filter(|l| wrapped(l)).collect();

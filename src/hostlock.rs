@@ -280,8 +280,9 @@ pub fn with_sh(args: Vec<String>) -> Vec<String> {
 }
 
 /// The script with `args` as one text for a POSIX shell to run itself (`set --`, then the
-/// script): over SSH the login shell runs it, as it runs capstan's wrapper, and no `sh` is
-/// started on the host. Fails on an argument no shell can take (a NUL).
+/// script): over SSH the login shell runs it, as it runs capstan's wrapper (after the same
+/// `wrap::POSIX_PRELUDE`), and no `sh` is started on the host. Fails on an argument no shell
+/// can take (a NUL).
 pub fn as_text(args: &[String]) -> Result<String, String> {
     let set = shlex::try_join(args.iter().map(String::as_str))
         .map_err(|e| format!("cannot quote the lock's arguments: {e}"))?;
@@ -395,7 +396,11 @@ mod tests {
     /// The script as the login shell's own text (`as_text`), run by `shell -c`.
     fn text_in(shell: &'static str) -> impl Fn(Op, &str, &Me) -> State + Sync {
         move |op, dir, who| {
-            let text = as_text(&args(op, dir, who)).unwrap();
+            let text = format!(
+                "{}{}",
+                crate::transport::wrap::POSIX_PRELUDE,
+                as_text(&args(op, dir, who)).unwrap()
+            );
             let out = Command::new(shell).args(["-c", &text]).output().unwrap();
             assert!(out.status.success(), "{shell}: {out:?}");
             parse(&String::from_utf8_lossy(&out.stdout)).unwrap()
@@ -408,11 +413,13 @@ mod tests {
     }
 
     /// Over SSH without `become` the login shell runs the script itself: the same rules hold
-    /// in dash and in bash, the usual login shells.
+    /// in dash, bash and zsh (put in its `sh` emulation: as zsh, the release's `rm` of
+    /// leftovers that are not there would fail and keep the lock).
     #[test]
     fn the_same_rules_when_the_login_shell_runs_the_script_itself() {
         lock_rules(&text_in("sh"));
         lock_rules(&text_in("bash"));
+        lock_rules(&text_in("zsh"));
         let nul = as_text(&args(Op::Take, "/tmp/a\0b", &me("run-a")));
         assert!(nul.is_err(), "{nul:?}");
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::{lock, Executor, Fault, FaultKind};
 use crate::hostlock::{self, Holder, Me, Op, State};
 use crate::inventory::{HostEntry, TransportKind};
+use crate::transport::wrap::POSIX_PRELUDE;
 use crate::transport::{Command, ExecRequest, Transport};
 use crate::Mode;
 
@@ -57,7 +58,7 @@ pub(super) fn run_op(t: &dyn Transport, op: Op, h: &HostEntry, run: &str) -> Res
 /// through sudo, as the become user's own shell may be `nologin`.
 fn run_script(t: &dyn Transport, h: &HostEntry, args: Vec<String>) -> Result<State, String> {
     let cmd = if h.become_.is_none() {
-        Command::Shell(hostlock::as_text(&args)?)
+        Command::Shell(format!("{POSIX_PRELUDE}{}", hostlock::as_text(&args)?))
     } else {
         Command::Argv(hostlock::with_sh(args))
     };

@@ -385,6 +385,42 @@ mod tests {
         assert!(!std::path::Path::new("/tmp/capstan-pwned").exists());
     }
 
+    /// The wrapper in the login shells it meets: dash, bash and zsh. While the command runs,
+    /// its marker holds its start time and says it runs; once it has ended, done. (As zsh, not
+    /// put in its `sh` emulation, the marker had no start time and said done at once.)
+    #[test]
+    fn the_wrapper_keeps_its_marker_in_every_login_shell() {
+        for shell in ["sh", "bash", "zsh"] {
+            let home = tempfile::tempdir().unwrap();
+            let abort = AtomicBool::new(false);
+            let cmd = Command::Argv(vec!["sleep".into(), "1".into()]);
+            let mut req = ExecRequest::plain(&cmd, Duration::from_secs(5), 1 << 20, &abort);
+            req.marker = Some("run-1.1.1");
+            let line = wrap::remote_line(&req, None).unwrap();
+            let mut child = std::process::Command::new(shell)
+                .arg("-c")
+                .arg(&line)
+                .env("HOME", home.path())
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let path = home.path().join(".capstan/markers/run-1.1.1");
+            std::thread::sleep(Duration::from_millis(500));
+            let m = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(m.contains("state=running"), "{shell}: {m}");
+            let start = m.lines().find_map(|l| l.strip_prefix("start="));
+            assert!(
+                start.is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())),
+                "{shell}: {m}"
+            );
+            assert!(child.wait().unwrap().success(), "{shell}");
+            assert!(
+                marker_after(&path, Duration::from_secs(3)).contains("state=done"),
+                "{shell}"
+            );
+        }
+    }
+
     /// A bare line keeps argv, environment and directory as the wrapper does, and the command is
     /// the login shell itself (`exec`): no process of capstan's beside it, its exit status its own.
     #[test]

@@ -203,10 +203,17 @@ fn remote_args(req: &ExecRequest<'_>, spec: Option<&str>, password: bool) -> Vec
     args
 }
 
+/// What a text the login shell runs starts with: zsh is put in its `sh` emulation. As zsh, it
+/// splits no unquoted expansion into words and fails a command whose pattern matches nothing,
+/// so the wrapper's reading of `/proc/PID/stat` came out empty: a marker without the command's
+/// start time, and a watcher that stopped at its first look and marked the command done while it
+/// still ran. dash, bash and ksh skip the line.
+pub const POSIX_PRELUDE: &str = "[ -z \"${ZSH_VERSION:-}\" ] || emulate sh\n";
+
 /// The single line a remote login shell runs: `cd` and environment (when they carry no
 /// secret), the wrapper's arguments, then the wrapper.
 pub fn remote_line(req: &ExecRequest<'_>, spec: Option<&str>) -> Result<String, TransportError> {
-    let mut line = String::new();
+    let mut line = String::from(POSIX_PRELUDE);
     if spec.is_none() {
         if let Some(dir) = req.cwd {
             let _ = writeln!(line, "cd {} || exit 127", quote(dir)?);

@@ -579,22 +579,13 @@ fn a_session_dropped_while_idle_is_replaced_before_the_next_command() {
     );
 }
 
-/// Around its own commands a run asks each locked SSH host for two: the lock taken (which also
-/// proves the login's shell, so the reach check before it only connects) and, at the end, the
-/// lock released together with the run's command markers. One connection per host. Counted in
-/// sshd's own log.
-#[test]
-fn a_run_asks_each_locked_host_for_two_commands_beyond_its_own() {
-    let lab = Lab::start_logged(2);
-    let dir = tempfile::tempdir().unwrap();
-    let inv = dir.path().join("inv.toml");
+/// `capstan run --json` of playbook `source` over every instance of `lab` (files in `dir`);
+/// the run must succeed.
+fn run_cli_on(lab: &Lab, dir: &std::path::Path, source: &str) -> Out {
+    let inv = dir.join("inv.toml");
     std::fs::write(&inv, lab.inventory("")).unwrap();
-    let pb = dir.path().join("two.rhai");
-    std::fs::write(
-        &pb,
-        "step(\"two\", || parallel(cluster().hosts(), |h| { h.run([\"true\"]); h.run([\"true\"]); }));\n",
-    )
-    .unwrap();
+    let pb = dir.join("playbook.rhai");
+    std::fs::write(&pb, source).unwrap();
     let out = capstan(&[
         "run",
         pb.to_str().unwrap(),
@@ -603,6 +594,22 @@ fn a_run_asks_each_locked_host_for_two_commands_beyond_its_own() {
         "--json",
     ]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    out
+}
+
+/// Around its own commands a run asks each locked SSH host for two: the lock taken (which also
+/// proves the login's shell, so the reach check before it only connects) and, at the end, the
+/// lock released together with the run's command markers. One connection per host. Counted in
+/// sshd's own log.
+#[test]
+fn a_run_asks_each_locked_host_for_two_commands_beyond_its_own() {
+    let lab = Lab::start_logged(2);
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_cli_on(
+        &lab,
+        dir.path(),
+        "step(\"two\", || parallel(cluster().hosts(), |h| { h.run([\"true\"]); h.run([\"true\"]); }));\n",
+    );
     let run_id = last_report(&out.stdout)["run_id"]
         .as_str()
         .unwrap()
@@ -642,22 +649,11 @@ fn capstans_own_brief_commands_reach_the_host_without_the_wrapper() {
     .unwrap();
     std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let lab = Lab::start_configured(1, &format!("ForceCommand {}", logger.display()));
-    let inv = dir.path().join("inv.toml");
-    std::fs::write(&inv, lab.inventory("")).unwrap();
-    let pb = dir.path().join("brief.rhai");
-    std::fs::write(
-        &pb,
+    run_cli_on(
+        &lab,
+        dir.path(),
         "step(\"one\", || { let h = cluster().host(\"h1\"); if !h.exists(\"/\") { fail(\"no /\"); } h.run([\"true\"]); });\n",
-    )
-    .unwrap();
-    let out = capstan(&[
-        "run",
-        pb.to_str().unwrap(),
-        "-i",
-        inv.to_str().unwrap(),
-        "--json",
-    ]);
-    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    );
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text
         .split("\n--end--\n")

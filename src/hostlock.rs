@@ -289,17 +289,6 @@ pub fn as_text(args: &[String]) -> Result<String, String> {
     Ok(format!("set -- {set}\n{SCRIPT}"))
 }
 
-/// The command that performs `op` on a host: `sh -c SCRIPT sh MODE DIR RUN OPERATOR CONTROLLER
-/// PID LEASE`.
-pub fn argv(op: Op, dir: &str, me: &Me) -> Vec<String> {
-    with_sh(args(op, dir, me))
-}
-
-/// As [`argv`], a release that also removes run `me.run`'s command markers on the host.
-pub fn release_clearing_markers(dir: &str, me: &Me) -> Vec<String> {
-    with_sh(release_clearing_markers_args(dir, me))
-}
-
 /// Reads what the script printed.
 pub fn parse(out: &str) -> Result<State, String> {
     let mut lines = out.lines();
@@ -387,7 +376,7 @@ mod tests {
     }
 
     fn sh(op: Op, dir: &str, who: &Me) -> State {
-        let a = argv(op, dir, who);
+        let a = with_sh(args(op, dir, who));
         let out = Command::new(&a[0]).args(&a[1..]).output().unwrap();
         assert!(out.status.success(), "{:?}", out);
         parse(&String::from_utf8_lossy(&out.stdout)).unwrap()
@@ -563,7 +552,7 @@ mod tests {
         );
         let a = me("run-a");
         assert_eq!(sh(Op::Take, d, &a), State::Taken);
-        let both = release_clearing_markers(d, &a);
+        let both = with_sh(release_clearing_markers_args(d, &a));
         let out = Command::new(&both[0])
             .args(&both[1..])
             .env("CAPSTAN_MARKERS", &markers)
@@ -583,7 +572,7 @@ mod tests {
         std::fs::write(markers.join("run-a.3.1"), "state=done\n").unwrap();
         assert_eq!(sh(Op::Take, d, &a), State::Taken);
         let out = Command::new("sh")
-            .args(&argv(Op::Release, d, &a)[1..])
+            .args(&with_sh(args(Op::Release, d, &a))[1..])
             .env("CAPSTAN_MARKERS", &markers)
             .output()
             .unwrap();

@@ -18,10 +18,11 @@ cd "$(dirname "$0")/.."
 # (lab/oceanbase: observers, obproxy, and the release's upgrade-script stand-ins, which talk to
 # the cluster with the mysql client); python3-venv for the vendors' Python clients (below);
 # iproute2 for the bastion lab (lab/jump-lab.sh: network namespaces joined by veth pairs); sudo
-# for the `become` tests; zsh, a login shell the wrapper and the host lock's script are tested in.
+# for the `become` tests; zsh, ksh and mksh, login shells the wrapper and the host lock's script
+# are tested in (beside dash and bash).
 ensure_packages build-essential pkg-config libssl-dev zlib1g-dev openssh-server openssh-client \
     mariadb-server mariadb-client openssl busybox-static chromium util-linux procps passwd \
-    python3 python3-venv curl iproute2 sudo zsh
+    python3 python3-venv curl iproute2 sudo zsh ksh mksh
 # The docker tests drive the machine's Docker engine. Machines of this project's kind come with it
 # running; elsewhere, install Debian's and start the daemon.
 if ! command -v docker >/dev/null 2>&1; then

@@ -402,13 +402,15 @@ mod tests {
     }
 
     /// Over SSH without `become` the login shell runs the script itself: the same rules hold
-    /// in dash, bash and zsh (put in its `sh` emulation: as zsh, the release's `rm` of
-    /// leftovers that are not there would fail and keep the lock).
+    /// in dash, bash, ksh93, mksh and zsh (put in its `sh` emulation: as zsh, the release's
+    /// `rm` of leftovers that are not there would fail and keep the lock).
     #[test]
     fn the_same_rules_when_the_login_shell_runs_the_script_itself() {
         lock_rules(&text_in("sh"));
         lock_rules(&text_in("bash"));
         lock_rules(&text_in("zsh"));
+        lock_rules(&text_in("ksh93"));
+        lock_rules(&text_in("mksh"));
         let nul = as_text(&args(Op::Take, "/tmp/a\0b", &me("run-a")));
         assert!(nul.is_err(), "{nul:?}");
     }

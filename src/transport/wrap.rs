@@ -207,7 +207,7 @@ fn remote_args(req: &ExecRequest<'_>, spec: Option<&str>, password: bool) -> Vec
 /// splits no unquoted expansion into words and fails a command whose pattern matches nothing,
 /// so the wrapper's reading of `/proc/PID/stat` came out empty: a marker without the command's
 /// start time, and a watcher that stopped at its first look and marked the command done while it
-/// still ran. dash, bash and ksh skip the line.
+/// still ran. dash, bash, ksh93 and mksh skip the line.
 pub const POSIX_PRELUDE: &str = "[ -z \"${ZSH_VERSION:-}\" ] || emulate sh\n";
 
 /// The single line a remote login shell runs: `cd` and environment (when they carry no

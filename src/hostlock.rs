@@ -101,9 +101,19 @@ pub struct Me {
 const SCRIPT: &str = r#"mode=$1 run=$3 op=$4 ctl=$5 pid=$6 lease=$7
 d=${2:-${CAPSTAN_HOST_LOCK:-/var/tmp/capstan-host-lock}}
 # A release judges no lease: it needs no clock (each program started costs the host a fork and
-# an exec; the script starts as few as it can).
+# an exec; the script starts as few as it can). bash 5, zsh and mksh read the clock themselves;
+# other shells start `date`.
 now=
-[ "$mode" = release ] || now=$(date +%s) || exit 3
+if [ "$mode" != release ]; then
+    if [ -n "${BASH_VERSION:-}" ]; then
+        now=${EPOCHSECONDS:-}
+    elif [ -n "${ZSH_VERSION:-}" ]; then
+        ! zmodload zsh/datetime 2>/dev/null || now=${EPOCHSECONDS:-}
+    else
+        case ${KSH_VERSION:-} in *MIRBSD*) now=${EPOCHREALTIME:-}; now=${now%%[!0-9]*} ;; esac
+    fi
+    case $now in '' | *[!0-9]*) now=$(date +%s) || exit 3 ;; esac
+fi
 # `got`: the file's text as `$(cat FILE)` gives it, read with the shell's builtins.
 slurp() {
     got= n=
@@ -182,13 +192,16 @@ release)
         # With the holder go the temporary files of a write cut short (a controller killed while
         # it renewed the lease leaves `.holder.PID`): left there, they would keep `rmdir` from
         # removing the lock, and the next run would find a lock directory with no holder.
+        # The directory goes in the same `rm` (`-d`: only once it is empty, never what else a
+        # misconfigured lock directory holds). An `rm` without `-d` (BusyBox), or a directory
+        # that is not empty, falls back to `rm` and `rmdir`; that `rmdir` fails, harmlessly,
+        # where the holder file could not go.
         if [ -n "$m" ]; then
-            rm -f "$d/holder" "$d"/.holder.* "$d"/.expired.* "$m".* 2>/dev/null
+            set -- "$d/holder" "$d"/.holder.* "$d"/.expired.* "$m".*
         else
-            rm -f "$d/holder" "$d"/.holder.* "$d"/.expired.*
+            set -- "$d/holder" "$d"/.holder.* "$d"/.expired.*
         fi
-        # Fails, harmlessly, where the holder file could not go.
-        rmdir "$d" 2>/dev/null
+        rm -fd "$@" "$d" 2>/dev/null || { rm -f "$@" 2>/dev/null; rmdir "$d" 2>/dev/null; }
     elif [ -n "$m" ]; then
         rm -f "$m".* 2>/dev/null
     fi
@@ -200,7 +213,11 @@ renew)
     cur=; say renewed ;;
 esac
 if err=$(mkdir "$d" 2>&1); then
-    put "$now" || fail "cannot write $d/holder"
+    # The directory is new and ours, so the holder file is written in place (no `mv`): one
+    # `write` of a few hundred bytes, and a reader that finds it still empty waits for it.
+    printf 'run=%s\noperator=%s\ncontroller=%s\npid=%s\ntaken=%s\nlease_until=%s\n' \
+        "$run" "$op" "$ctl" "$pid" "$now" "$((now + lease))" > "$d/holder" ||
+        fail "cannot write $d/holder"
     cur=; say taken
 fi
 [ -d "$d" ] || fail "cannot make $d: $err"
@@ -413,6 +430,108 @@ mod tests {
         lock_rules(&text_in("mksh"));
         let nul = as_text(&args(Op::Take, "/tmp/a\0b", &me("run-a")));
         assert!(nul.is_err(), "{nul:?}");
+    }
+
+    /// Every program the script starts costs the host a fork and an exec: a take starts
+    /// `mkdir` (and `date` where the shell has no clock of its own), a release one `rm`. Each
+    /// program on a PATH of its own logs its name; the clock read agrees with `date`'s.
+    #[test]
+    fn a_take_and_a_release_start_one_program_each_where_the_shell_has_a_clock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let log = tmp.path().join("programs");
+        for p in [
+            "date", "mkdir", "mv", "rm", "rmdir", "ln", "sed", "sleep", "printf",
+        ] {
+            let real = ["/bin", "/usr/bin"]
+                .iter()
+                .map(|d| format!("{d}/{p}"))
+                .find(|f| std::path::Path::new(f).exists())
+                .unwrap();
+            let f = bin.join(p);
+            std::fs::write(
+                &f,
+                format!(
+                    "#!/bin/sh\necho {p} >> '{}'\nexec {real} \"$@\"\n",
+                    log.display()
+                ),
+            )
+            .unwrap();
+            let mut perm = std::fs::metadata(&f).unwrap().permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+            std::fs::set_permissions(&f, perm).unwrap();
+        }
+        let markers = tmp.path().join("markers");
+        std::fs::create_dir(&markers).unwrap();
+        // mksh has a clock but no `printf` of its own: it starts one for each.
+        for (shell, take, release) in [
+            ("sh", "date\nmkdir\n", "rm\n"),
+            ("bash", "mkdir\n", "rm\n"),
+            ("zsh", "mkdir\n", "rm\n"),
+            ("mksh", "mkdir\nprintf\nprintf\n", "rm\nprintf\n"),
+            ("ksh93", "date\nmkdir\n", "rm\n"),
+        ] {
+            let shell_path = ["/bin", "/usr/bin"]
+                .iter()
+                .map(|d| format!("{d}/{shell}"))
+                .find(|f| std::path::Path::new(f).exists())
+                .unwrap();
+            let d = tmp.path().join(format!("lock-{shell}"));
+            let d = d.to_str().unwrap();
+            let a = me("run-a");
+            std::fs::write(markers.join("run-a.1.1"), "state=done\n").unwrap();
+            let run = |args: Vec<String>| {
+                let _ = std::fs::remove_file(&log);
+                let text = format!(
+                    "{}{}",
+                    crate::transport::wrap::POSIX_PRELUDE,
+                    as_text(&args).unwrap()
+                );
+                let before = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                // Found on the test's PATH; the script sees only `bin`.
+                let out = Command::new(&shell_path)
+                    .args(["-c", &text])
+                    .env("PATH", &bin)
+                    .env("CAPSTAN_MARKERS", &markers)
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{shell}: {out:?}");
+                let text = String::from_utf8_lossy(&out.stdout).to_string();
+                let now: u64 = text
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("now="))
+                    .unwrap()
+                    .parse()
+                    .unwrap_or(0);
+                let started = std::fs::read_to_string(&log).unwrap_or_default();
+                (parse(&text).unwrap(), now, before, started)
+            };
+            let (state, now, before, started) = run(args(Op::Take, d, &a));
+            assert_eq!(state, State::Taken, "{shell}");
+            assert!(now >= before && now <= before + 2, "{shell}: now={now}");
+            assert_eq!(started, take, "{shell}: a take");
+            let holder = std::fs::read_to_string(format!("{d}/holder")).unwrap();
+            assert!(
+                holder.starts_with("run=run-a\noperator=alice\ncontroller=laptop-a\npid=4242\n")
+                    && holder.contains(&format!("\ntaken={now}\nlease_until={}\n", now + 60)),
+                "{shell}: {holder}"
+            );
+            let (state, _, _, started) = run(release_clearing_markers_args(d, &a));
+            assert_eq!(state, State::Released, "{shell}");
+            assert_eq!(started, release, "{shell}: a release");
+            assert!(
+                !std::path::Path::new(d).exists(),
+                "{shell}: the lock is gone"
+            );
+            assert!(
+                !markers.join("run-a.1.1").exists(),
+                "{shell}: the markers too"
+            );
+        }
     }
 
     fn lock_rules(sh: &(dyn Fn(Op, &str, &Me) -> State + Sync)) {

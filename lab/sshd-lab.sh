@@ -7,8 +7,9 @@
 # DIR receives: id_ed25519 (a client key authorised on every instance), known_hosts (every
 # instance's host key, as [127.0.0.1]:PORT), and hPORT/ (host key, sshd_config, pid, log).
 # `:nosftp` starts that instance without the SFTP subsystem (uploads fall back to scp).
-# LAB_SSHD_EXTRA: lines appended to every instance's sshd_config (the benchmarks pin the key
-# exchange with "KexAlgorithms curve25519-sha256", so every client negotiates the same one).
+# LAB_SSHD_EXTRA: lines put first in every instance's sshd_config, so they win over the lab's
+# own (the benchmarks pin the key exchange with "KexAlgorithms curve25519-sha256", so every
+# client negotiates the same one).
 # LAB_SSHD_ADDR: the address to listen on (default 127.0.0.1); LAB_SSHD_NETNS: a network
 # namespace to start the instances in (lab/jump-lab.sh builds bastions and hosts that way).
 # Needs openssh-server (scripts/test.sh installs it) and root, as sshd needs to switch users.
@@ -70,7 +71,10 @@ start)
         [ -f "$h/host_key" ] || ssh-keygen -q -t ed25519 -N '' -C "lab-$port" -f "$h/host_key"
         subsystem="Subsystem sftp ${sftp_server:-internal-sftp}"
         case $spec in *:nosftp) subsystem="" ;; esac
+        # The extra lines go first: sshd takes the first value it reads of a keyword, so they
+        # override the lab's own below (a `Match` block would have to come last: none is given).
         cat > "$h/sshd_config" <<CONF
+${LAB_SSHD_EXTRA:-}
 Port $port
 ListenAddress $addr
 HostKey $h/host_key
@@ -89,7 +93,6 @@ LogLevel ${LAB_SSHD_LOGLEVEL:-ERROR}
 # In /tmp (sticky, writable by every login): the lab directory is root's alone.
 SetEnv CAPSTAN_HOST_LOCK=/tmp/capstan-host-lock$(printf %s "$dir" | tr / .)
 $subsystem
-${LAB_SSHD_EXTRA:-}
 CONF
         start_sshd "$h"
         if [ "$port" = 22 ]; then

@@ -98,7 +98,7 @@ pub struct Me {
 }
 
 /// The script; its arguments are `argv` below (never spliced into the text).
-const SCRIPT: &str = r#"mode=$1 run=$3 op=$4 ctl=$5 pid=$6 lease=$7
+const SCRIPT: &str = r#"mode=$1 run=$3 op=$4 ctl=$5 pid=$6 lease=$7 extra=${8:-}
 d=${2:-${CAPSTAN_HOST_LOCK:-/var/tmp/capstan-host-lock}}
 # A release judges no lease: it needs no clock (each program started costs the host a fork and
 # an exec; the script starts as few as it can). bash 5, zsh and mksh read the clock themselves;
@@ -178,16 +178,18 @@ put_new() {
     rm -f "$d/.holder.$$"
     return $r
 }
-say() { echo "capstan-host-lock: $1 now=$now dir=$d"; printf '%s\n' "$cur"; exit 0; }
+say() {
+    echo "capstan-host-lock: $1 now=$now dir=$d"; printf '%s\n' "$cur"
+    [ "$1" != taken ] || hold
+    exit 0
+}
 fail() { echo "capstan-host-lock: error now=$now dir=$d"; echo "reason=$1"; exit 0; }
-case $mode in
-read) load; [ -d "$d" ] && say held; say free ;;
-release)
+release() {
     # `release ... markers`: this run's command markers go too (as `wrap::CLEAR`), in the same
     # session and the same `rm`: one command per host at the end of a run, not two.
     load
     m=
-    [ "${8:-}" != markers ] || m=${CAPSTAN_MARKERS:-${HOME:-/tmp}/.capstan/markers}/$run
+    [ "$extra" != markers ] || m=${CAPSTAN_MARKERS:-${HOME:-/tmp}/.capstan/markers}/$run
     if mine; then
         # With the holder go the temporary files of a write cut short (a controller killed while
         # it renewed the lease leaves `.holder.PID`): left there, they would keep `rmdir` from
@@ -205,7 +207,26 @@ release)
     elif [ -n "$m" ]; then
         rm -f "$m".* 2>/dev/null
     fi
-    cur=; say released ;;
+    cur=; say released
+}
+# `take ... hold`: a lock taken stays so while this script waits on its stdin (over SSH, the
+# session's): a line `release` (or `release markers`) releases it in the same session, with no
+# new one; the stdin's end without it (capstan gone, the connection dropped) leaves the lock, as a
+# killed run leaves it. The line after the take's answer says it waits.
+hold() {
+    [ "$extra" = hold ] || return 0
+    echo "capstan-host-lock: holding"
+    IFS= read -r req || exit 0
+    case $req in
+    release) extra= ;;
+    "release markers") extra=markers ;;
+    *) exit 0 ;;
+    esac
+    release
+}
+case $mode in
+read) load; [ -d "$d" ] && say held; say free ;;
+release) release ;;
 renew)
     load
     mine || say lost
@@ -256,6 +277,7 @@ if [ "$mode" = takeover ] && { [ -z "$until" ] || [ "$now" -gt "$until" ]; }; th
     esac
     echo "capstan-host-lock: taken-over now=$now dir=$d"
     printf '%s\n' "$cur" | sed 's/^/was./'
+    hold
     exit 0
 fi
 say held
@@ -276,6 +298,27 @@ pub fn args(op: Op, dir: &str, me: &Me) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// The line the script prints after a take's answer when it holds the lock and waits (`hold`).
+pub const HOLDING: &str = "capstan-host-lock: holding";
+
+/// The arguments of a take (or takeover) after which the script stays, waiting on its stdin for
+/// [`release_input`]; its stdin's end without it leaves the lock taken. Only the answers of
+/// `taken` and `taken-over` are followed by [`HOLDING`]; on any other the script ends.
+pub fn holding_args(op: Op, dir: &str, me: &Me) -> Vec<String> {
+    let mut a = args(op, dir, me);
+    a.push("hold".into());
+    a
+}
+
+/// What a holding script is sent to release the lock (and the run's markers with it).
+pub fn release_input(markers: bool) -> &'static [u8] {
+    if markers {
+        b"release markers\n"
+    } else {
+        b"release\n"
+    }
 }
 
 /// The arguments of a release that also removes run `me.run`'s command markers on the host
@@ -531,6 +574,112 @@ mod tests {
                 !markers.join("run-a.1.1").exists(),
                 "{shell}: the markers too"
             );
+        }
+    }
+
+    /// A take with `hold` answers, says it holds, and waits on its stdin: `release markers`
+    /// there releases the lock and the run's markers; the stdin's end without it (capstan
+    /// killed, the connection dropped) leaves the lock taken. A takeover holds the same way; a
+    /// take refused ends at once. In every login shell the script runs in.
+    #[test]
+    fn a_held_take_releases_on_its_stdin_and_keeps_the_lock_when_the_stdin_ends() {
+        use std::io::{BufRead, BufReader, Write};
+        for shell in ["sh", "bash", "zsh", "ksh93", "mksh"] {
+            let tmp = tempfile::tempdir().unwrap();
+            let d = tmp.path().join("lock");
+            let d = d.to_str().unwrap();
+            let markers = tmp.path().join("markers");
+            std::fs::create_dir(&markers).unwrap();
+            let spawn = |args: Vec<String>| {
+                let text = format!(
+                    "{}{}",
+                    crate::transport::wrap::POSIX_PRELUDE,
+                    as_text(&args).unwrap()
+                );
+                Command::new(shell)
+                    .args(["-c", &text])
+                    .env("CAPSTAN_MARKERS", &markers)
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            };
+            // Reads the answer up to the `holding` line, or to the end.
+            let answer = |child: &mut std::process::Child| {
+                let mut text = String::new();
+                let out = BufReader::new(child.stdout.as_mut().unwrap());
+                for l in out.lines() {
+                    let l = l.unwrap();
+                    let done = l == HOLDING;
+                    text.push_str(&l);
+                    text.push('\n');
+                    if done {
+                        break;
+                    }
+                }
+                text
+            };
+            let (a, b) = (me("run-a"), me("run-b"));
+            std::fs::write(markers.join("run-a.1.1"), "state=done\n").unwrap();
+            let mut held = spawn(holding_args(Op::Take, d, &a));
+            let said = answer(&mut held);
+            assert_eq!(parse(&said).unwrap(), State::Taken, "{shell}: {said}");
+            assert!(said.ends_with(&format!("{HOLDING}\n")), "{shell}: {said}");
+            // It holds: another run is refused, and its script does not wait.
+            let mut other = spawn(holding_args(Op::Take, d, &b));
+            let said_b = answer(&mut other);
+            assert!(
+                matches!(parse(&said_b).unwrap(), State::Held { .. }) && !said_b.contains(HOLDING),
+                "{shell}: {said_b}"
+            );
+            assert!(other.wait().unwrap().success());
+            let mut stdin = held.stdin.take().unwrap();
+            stdin.write_all(release_input(true)).unwrap();
+            drop(stdin);
+            let out = held.wait_with_output().unwrap();
+            assert!(out.status.success(), "{shell}");
+            assert_eq!(
+                parse(&String::from_utf8_lossy(&out.stdout)).unwrap(),
+                State::Released,
+                "{shell}"
+            );
+            assert!(
+                !std::path::Path::new(d).exists(),
+                "{shell}: the lock is gone"
+            );
+            assert!(
+                !markers.join("run-a.1.1").exists(),
+                "{shell}: its markers too"
+            );
+
+            // The stdin's end without a release: the lock stays (a killed run's).
+            let mut held = spawn(holding_args(Op::Take, d, &a));
+            assert_eq!(parse(&answer(&mut held)).unwrap(), State::Taken, "{shell}");
+            drop(held.stdin.take());
+            assert!(held.wait().unwrap().success());
+            assert!(
+                matches!(sh(Op::Read, d, &b), State::Held { holder, .. } if holder.run == "run-a"),
+                "{shell}: the lock went with the session"
+            );
+            // Expired, it is taken over, and the takeover holds too.
+            expire(&format!("{d}/holder"));
+            let mut took = spawn(holding_args(Op::TakeOver, d, &b));
+            let said = answer(&mut took);
+            assert!(
+                matches!(parse(&said).unwrap(), State::TakenOver { was } if was.run == "run-a"),
+                "{shell}: {said}"
+            );
+            assert!(said.ends_with(&format!("{HOLDING}\n")), "{shell}: {said}");
+            let mut stdin = took.stdin.take().unwrap();
+            stdin.write_all(release_input(false)).unwrap();
+            drop(stdin);
+            let out = took.wait_with_output().unwrap();
+            assert_eq!(
+                parse(&String::from_utf8_lossy(&out.stdout)).unwrap(),
+                State::Released,
+                "{shell}"
+            );
+            assert_eq!(sh(Op::Read, d, &a), State::Free, "{shell}");
         }
     }
 

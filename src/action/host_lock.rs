@@ -46,10 +46,66 @@ fn me(run: &str, h: &HostEntry) -> Me {
     }
 }
 
-/// Runs one lock operation on host `h` over a transport, in the host's lock directory.
+/// Runs one lock operation on host `h` over a transport, in the host's lock directory. A lock
+/// taken stays held by the script that took it, on its own channel of the run's session, and is
+/// released there at the run's end ([`release`]): no session more per host for the release.
 pub(super) fn run_op(t: &dyn Transport, op: Op, h: &HostEntry, run: &str) -> Result<State, String> {
     let dir = h.host_lock.as_deref().unwrap_or("");
+    if matches!(op, Op::Take | Op::TakeOver) && h.become_.is_none() {
+        return run_script_held(t, hostlock::holding_args(op, dir, &me(run, h)));
+    }
     run_script(t, h, hostlock::args(op, dir, &me(run, h)))
+}
+
+/// Releases run `run`'s lock on `h` (with the run's command markers when `markers`): through the
+/// script that took it when the transport still holds it, else with a release of its own (the
+/// session was lost and replaced, a resume releases its killed attempt's lock, or the transport
+/// keeps no command). A release is harmless twice: the second finds the lock gone or not ours.
+pub(super) fn release(
+    t: &dyn Transport,
+    h: &HostEntry,
+    run: &str,
+    markers: bool,
+) -> Result<State, String> {
+    if let Some(r) = t.finish_held(hostlock::release_input(markers), Duration::from_secs(30)) {
+        let said = r
+            .map_err(|e| e.to_string())
+            .and_then(|o| hostlock::parse(&String::from_utf8_lossy(&o.stdout)));
+        match said {
+            Ok(State::Released) => return Ok(State::Released),
+            other => {
+                tracing::debug!(host = %h.name, "the holding session did not release: {other:?}")
+            }
+        }
+    }
+    let dir = h.host_lock.as_deref().unwrap_or("");
+    let me = me(run, h);
+    if markers {
+        run_script(t, h, hostlock::release_clearing_markers_args(dir, &me))
+    } else {
+        run_script(t, h, hostlock::args(Op::Release, dir, &me))
+    }
+}
+
+/// A take that holds the lock (`hostlock::holding_args`): the login shell runs the script, which
+/// stays on its channel once it says [`hostlock::HOLDING`].
+fn run_script_held(t: &dyn Transport, args: Vec<String>) -> Result<State, String> {
+    let cmd = Command::Shell(format!("{POSIX_PRELUDE}{}", hostlock::as_text(&args)?));
+    let abort = AtomicBool::new(false);
+    let (out, kept) = t
+        .exec_held(
+            &ExecRequest::plain(&cmd, Duration::from_secs(30), 16 * 1024, &abort).without_wrapper(),
+            hostlock::HOLDING,
+        )
+        .map_err(|e| e.to_string())?;
+    if !kept && out.code != Some(0) {
+        return Err(format!(
+            "the lock script exited {:?}: {}",
+            out.code,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    hostlock::parse(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// Runs the lock script with `args` on host `h`. Brief and capstan's own, it goes bare: no
@@ -182,7 +238,7 @@ impl Executor {
             if self.backend.hosts().is_some() {
                 for h in taken.iter().filter_map(|n| by_name(n)) {
                     let t = self.transport(h);
-                    let _ = run_op(t.as_ref(), Op::Release, h, &j.run_id);
+                    let _ = release(t.as_ref(), h, &j.run_id, false);
                 }
             }
             let what = match (refused.is_empty(), broken.is_empty()) {
@@ -295,16 +351,7 @@ impl Executor {
         drop(marked);
         let held: Vec<_> = held.into_iter().zip(clearing).collect();
         super::per_host(&held, |((h, t), markers)| {
-            let r = if *markers {
-                let dir = h.host_lock.as_deref().unwrap_or("");
-                run_script(
-                    t.as_ref(),
-                    h,
-                    hostlock::release_clearing_markers_args(dir, &me(&run, h)),
-                )
-            } else {
-                run_op(t.as_ref(), Op::Release, h, &run)
-            };
+            let r = release(t.as_ref(), h, &run, *markers);
             if let Err(e) = r {
                 tracing::debug!(host = %h.name, "host lock not released: {e}");
             }

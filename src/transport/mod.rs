@@ -242,6 +242,31 @@ pub trait Transport: Send + Sync {
         mode: i32,
     ) -> Result<(), TransportError>;
 
+    /// Runs a command that may be kept running once its stdout has a line starting with
+    /// `ready`: the output so far, and whether it was kept (then [`Transport::finish_held`]
+    /// ends it, with what it waits for on its stdin). A transport that keeps none runs it to
+    /// its end with nothing on its stdin (the default).
+    fn exec_held(
+        &self,
+        req: &ExecRequest<'_>,
+        ready: &str,
+    ) -> Result<(ExecOutput, bool), TransportError> {
+        let _ = ready;
+        self.exec(req).map(|o| (o, false))
+    }
+
+    /// Writes `input` to the command [`Transport::exec_held`] kept, closes its stdin and waits
+    /// (at most `timeout`) for its end. `None`: none is kept (none was, or the session it ran
+    /// on has been lost since).
+    fn finish_held(
+        &self,
+        input: &[u8],
+        timeout: Duration,
+    ) -> Option<Result<ExecOutput, TransportError>> {
+        let _ = (input, timeout);
+        None
+    }
+
     /// Makes sure the host can be reached: connects and authenticates if it has not, without
     /// running anything when that proves it (SSH). The default runs `true`.
     fn reach(&self) -> Result<(), TransportError> {

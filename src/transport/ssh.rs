@@ -50,6 +50,9 @@ struct Conn {
     socket: Stream,
     /// The last bastion on the way, when there is one: kept alive while the session rides it.
     via: Option<Arc<JumpSession>>,
+    /// A command left running on its own channel (`exec_held`), waiting on its stdin; it goes
+    /// with the session.
+    held: Option<ssh2::Channel>,
 }
 
 /// The connection under a session: TCP to the server, or one end of a socket pair that a
@@ -389,6 +392,7 @@ impl SshTransport {
                 sess,
                 socket,
                 via: None,
+                held: None,
             });
         }
         let via = self.jumps.session(&self.host.jump)?;
@@ -398,6 +402,7 @@ impl SshTransport {
                 sess,
                 socket,
                 via: Some(via),
+                held: None,
             }),
             Err(e) => Err(via.explain(e)),
         }
@@ -538,8 +543,21 @@ impl Conn {
         keepalive: Duration,
         io: Duration,
     ) -> Result<ExecOutput, TransportError> {
-        let sess = &self.sess;
-        sess.set_blocking(true);
+        self.start(&mut ch, line, req, hold_stdin, io)?;
+        let (out, err, _) = self.drain(&mut ch, req, keepalive, None)?;
+        self.end(ch, out, err, hold_stdin, io)
+    }
+
+    /// Sends the exec request, then the command's stdin and its end-of-file unless `hold_stdin`.
+    fn start(
+        &self,
+        ch: &mut ssh2::Channel,
+        line: &str,
+        req: &ExecRequest<'_>,
+        hold_stdin: bool,
+        io: Duration,
+    ) -> Result<(), TransportError> {
+        self.sess.set_blocking(true);
         ch.exec(line).map_err(|e| self.blocking_err(e, io))?;
         // A held stdin gets no end-of-file: the wrapper's watcher waits for sshd to close it.
         if !hold_stdin {
@@ -548,9 +566,21 @@ impl Conn {
             }
             ch.send_eof().map_err(|e| self.blocking_err(e, io))?;
         }
+        Ok(())
+    }
 
+    /// Reads stdout and stderr until the channel's end, or, given `ready`, until stdout has a
+    /// whole line starting with it (then `true`: the command still runs).
+    fn drain(
+        &self,
+        ch: &mut ssh2::Channel,
+        req: &ExecRequest<'_>,
+        keepalive: Duration,
+        ready: Option<&str>,
+    ) -> Result<(Tail, Tail, bool), TransportError> {
         // Non-blocking from here: stdout and stderr share one SSH window, so reading one to EOF
         // while the other fills deadlocks (shared/notes). Drain both, poll the socket between.
+        let sess = &self.sess;
         sess.set_blocking(false);
         let mut out = Tail::new(req.max_output);
         let mut err = Tail::new(req.max_output);
@@ -588,9 +618,12 @@ impl Conn {
             }
             if progressed {
                 last_rx = Instant::now();
+                if ready.is_some_and(|r| has_line(&out.buf, r)) {
+                    break Ok(true);
+                }
             }
             if ch.eof() {
-                break Ok(());
+                break Ok(false);
             }
             if req.abort.load(Ordering::SeqCst) {
                 break Err(TransportError::Aborted);
@@ -642,7 +675,18 @@ impl Conn {
             self.socket.shutdown();
         }
         sess.set_blocking(true);
-        result?;
+        result.map(|ready| (out, err, ready))
+    }
+
+    /// After the channel's end: its exit status (or signal) with what was read.
+    fn end(
+        &self,
+        mut ch: ssh2::Channel,
+        out: Tail,
+        err: Tail,
+        hold_stdin: bool,
+        io: Duration,
+    ) -> Result<ExecOutput, TransportError> {
         if hold_stdin {
             // sshd closed the held stdin itself when the command ended; a server that waits for
             // the client's end-of-file before it closes the channel gets it now (an error only
@@ -664,6 +708,16 @@ impl Conn {
             stderr: err.buf,
         })
     }
+}
+
+/// Whether `buf` has a whole line (ended by a newline) that starts with `prefix`.
+fn has_line(buf: &[u8], prefix: &str) -> bool {
+    let Some(last) = buf.iter().rposition(|&b| b == b'\n') else {
+        return false;
+    };
+    buf[..last]
+        .split(|&b| b == b'\n')
+        .any(|l| l.starts_with(prefix.as_bytes()))
 }
 
 fn break_err(e: std::io::Error) -> Result<(), TransportError> {
@@ -690,6 +744,16 @@ impl SshTransport {
         hold_stdin: bool,
     ) -> Result<ExecOutput, TransportError> {
         let keepalive = self.host.keepalive;
+        let io = self.io_timeout();
+        self.on_channel(|conn, ch| conn.run(ch, line, req, hold_stdin, keepalive, io))
+    }
+
+    /// Runs `f` with a new channel on the cached session (connecting, or reconnecting once when
+    /// an idle session was dropped on the way); a session broken on the way is forgotten.
+    fn on_channel<T>(
+        &self,
+        f: impl FnOnce(&mut Conn, ssh2::Channel) -> Result<T, TransportError>,
+    ) -> Result<T, TransportError> {
         let io = self.io_timeout();
         let mut guard = crate::lock(&self.conn);
         let reused = guard.is_some();
@@ -725,9 +789,7 @@ impl SshTransport {
             }
         };
         let conn = guard.as_mut().expect("connected above");
-        let r = conn
-            .run(ch, line, req, hold_stdin, keepalive, io)
-            .map_err(|e| conn.explain(e));
+        let r = f(conn, ch).map_err(|e| conn.explain(e));
         forget_if_broken(&mut guard, &r);
         r
     }
@@ -952,6 +1014,67 @@ impl Transport for SshTransport {
     fn reach(&self) -> Result<(), TransportError> {
         // The session is kept for the run's commands: connecting is the whole check.
         self.with_conn(|_| Ok(()))
+    }
+
+    /// A bare command of the login's own (no `become`, no secret, no input) is kept on its
+    /// channel once it says `ready`, its stdin open; it ends with the session otherwise.
+    fn exec_held(
+        &self,
+        req: &ExecRequest<'_>,
+        ready: &str,
+    ) -> Result<(ExecOutput, bool), TransportError> {
+        if self.host.become_.is_some() || !req.bare || wrap::needs_spec(req) || req.stdin.is_some()
+        {
+            return self.exec(req).map(|o| (o, false));
+        }
+        let line = wrap::bare_line(req)?;
+        let keepalive = self.host.keepalive;
+        let io = self.io_timeout();
+        self.on_channel(|conn, mut ch| {
+            // Its stdin stays open: what it waits for comes there later (`finish_held`).
+            conn.start(&mut ch, &line, req, true, io)?;
+            let (out, err, ready) = conn.drain(&mut ch, req, keepalive, Some(ready))?;
+            if !ready {
+                return conn.end(ch, out, err, true, io).map(|o| (o, false));
+            }
+            // One kept per session: a command kept before ends now (its stdin closes).
+            conn.held = Some(ch);
+            Ok((
+                ExecOutput {
+                    code: None,
+                    signal: None,
+                    truncated: out.truncated || err.truncated,
+                    stdout: out.buf,
+                    stderr: err.buf,
+                },
+                true,
+            ))
+        })
+    }
+
+    fn finish_held(
+        &self,
+        input: &[u8],
+        timeout: Duration,
+    ) -> Option<Result<ExecOutput, TransportError>> {
+        let mut guard = crate::lock(&self.conn);
+        let conn = guard.as_mut()?;
+        let mut ch = conn.held.take()?;
+        let keepalive = self.host.keepalive;
+        let io = self.io_timeout();
+        let never = std::sync::atomic::AtomicBool::new(false);
+        let nothing = Command::Shell(String::new());
+        let req = ExecRequest::plain(&nothing, timeout, 64 * 1024, &never);
+        let finish = |conn: &mut Conn| {
+            conn.sess.set_blocking(true);
+            ch.write_all(input).map_err(dropped)?;
+            ch.send_eof().map_err(|e| conn.blocking_err(e, io))?;
+            let (out, err, _) = conn.drain(&mut ch, &req, keepalive, None)?;
+            conn.end(ch, out, err, false, io)
+        };
+        let r = finish(conn).map_err(|e| conn.explain(e));
+        forget_if_broken(&mut guard, &r);
+        Some(r)
     }
 
     fn exec(&self, req: &ExecRequest<'_>) -> Result<ExecOutput, TransportError> {

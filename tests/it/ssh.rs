@@ -579,6 +579,51 @@ fn a_session_dropped_while_idle_is_replaced_before_the_next_command() {
     );
 }
 
+/// The script that took the host lock holds it on the run's session; when that session is lost
+/// (the connection cut mid-run), the lock stays, as a killed run's does, and the run's end
+/// releases it over the session that replaced it.
+#[test]
+fn a_lock_whose_session_was_lost_is_released_over_the_next() {
+    let lab = Lab::start(1);
+    let proxy = Arc::new(Proxy::new(lab.ports[0]));
+    let inv = proxied_inventory(&lab, &proxy);
+    let lock = lab.host_lock_dir();
+    let (p, seen) = (proxy.clone(), lock.clone());
+    let r = run_with_hook(
+        &inv,
+        move || {
+            assert!(seen.join("holder").exists(), "the first change took the lock");
+            p.cut();
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(seen.join("holder").exists(), "the lock went with its session");
+        },
+        "let h = cluster().host(\"h1\");\nh.run([\"true\"]);\nhook();\nh.run([\"echo\", \"on\"]).stdout\n",
+    );
+    ok(&r);
+    assert_eq!(r.result, "on\n");
+    assert_eq!(
+        proxy.conns.lock().unwrap().len(),
+        4,
+        "expected exactly one reconnection"
+    );
+    assert!(!lock.exists(), "the lock outlived its run");
+}
+
+/// An sshd that allows one session per connection (`MaxSessions 1`) cannot keep the lock's
+/// script beside the run's commands: the run goes on, and the lock is still released at its end.
+#[test]
+fn a_host_that_allows_one_session_at_a_time_still_runs_and_releases_its_lock() {
+    let lab = Lab::start_configured(1, "MaxSessions 1");
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_cli_on(
+        &lab,
+        dir.path(),
+        "step(\"one\", || { let h = cluster().host(\"h1\"); h.run([\"true\"]); h.run([\"true\"]); });\n",
+    );
+    assert!(out.stdout.contains("\"status\":\"ok\""), "{}", out.stdout);
+    assert!(!lab.host_lock_dir().exists(), "the lock outlived its run");
+}
+
 /// `capstan run --json` of playbook `source` over every instance of `lab` (files in `dir`);
 /// the run must succeed.
 fn run_cli_on(lab: &Lab, dir: &std::path::Path, source: &str) -> Out {
@@ -597,12 +642,12 @@ fn run_cli_on(lab: &Lab, dir: &std::path::Path, source: &str) -> Out {
     out
 }
 
-/// Around its own commands a run asks each locked SSH host for two: the lock taken (which also
-/// proves the login's shell, so the reach check before it only connects) and, at the end, the
-/// lock released together with the run's command markers. One connection per host. Counted in
-/// sshd's own log.
+/// Around its own commands a run asks each locked SSH host for one: the lock taken (which also
+/// proves the login's shell, so the reach check before it only connects), whose script stays on
+/// its channel and, at the end, releases the lock there together with the run's command markers.
+/// One connection per host. Counted in sshd's own log.
 #[test]
-fn a_run_asks_each_locked_host_for_two_commands_beyond_its_own() {
+fn a_run_asks_each_locked_host_for_one_command_beyond_its_own() {
     let lab = Lab::start_logged(2);
     let dir = tempfile::tempdir().unwrap();
     let out = run_cli_on(
@@ -617,8 +662,9 @@ fn a_run_asks_each_locked_host_for_two_commands_beyond_its_own() {
     for p in &lab.ports {
         let log = std::fs::read_to_string(lab.path(&format!("h{p}/sshd.log"))).unwrap();
         assert_eq!(log.matches("Accepted publickey").count(), 1, "{log}");
-        assert_eq!(log.matches("Starting session:").count(), 4, "{log}");
+        assert_eq!(log.matches("Starting session:").count(), 3, "{log}");
     }
+    assert!(!lab.host_lock_dir().exists(), "the lock was not released");
     // Both instances are this machine, as root: the markers of both went with the locks. (The
     // run's commands made the directory: its absence would be a failure too.)
     let left: Vec<String> = std::fs::read_dir("/root/.capstan/markers")
@@ -665,7 +711,11 @@ fn capstans_own_brief_commands_reach_the_host_without_the_wrapper() {
         .iter()
         .filter(|l| l.contains("capstan-host-lock:"))
         .collect();
-    assert_eq!(locks.len(), 2, "the lock taken and released: {lines:#?}");
+    assert_eq!(
+        locks.len(),
+        1,
+        "the lock taken, then released by the same script: {lines:#?}"
+    );
     let prelude = capstan::transport::wrap::POSIX_PRELUDE;
     for l in &locks {
         // The login shell runs the script itself: its arguments set, then the script.
@@ -673,8 +723,8 @@ fn capstans_own_brief_commands_reach_the_host_without_the_wrapper() {
             .strip_prefix(prelude)
             .unwrap_or_else(|| panic!("zsh would run it unprepared: {l}"));
         assert!(
-            l.starts_with("set -- take ") || l.starts_with("set -- release "),
-            "the lock script bare: {l}"
+            l.starts_with("set -- take ") && l.lines().next().unwrap().ends_with(" hold"),
+            "the lock script bare, holding the lock: {l}"
         );
         assert!(!wrapped(l), "{l}");
     }
@@ -696,5 +746,6 @@ fn capstans_own_brief_commands_reach_the_host_without_the_wrapper() {
         "{}",
         runs[0]
     );
-    assert_eq!(lines.len(), 4, "{lines:#?}");
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(!lab.host_lock_dir().exists(), "the lock was not released");
 }

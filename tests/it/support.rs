@@ -106,6 +106,15 @@ impl Lab {
         self.dir.path().join(name)
     }
 
+    /// The host lock's directory on the lab's hosts (lab/sshd-lab.sh sets it with sshd's
+    /// `SetEnv CAPSTAN_HOST_LOCK`).
+    pub fn host_lock_dir(&self) -> PathBuf {
+        PathBuf::from(format!(
+            "/tmp/capstan-host-lock{}",
+            self.dir.path().display().to_string().replace('/', ".")
+        ))
+    }
+
     /// The host key line of instance `i` as known_hosts writes it.
     pub fn host_key_line(&self, i: usize) -> String {
         let k = std::fs::read_to_string(self.path(&format!("h{}/host_key.pub", self.ports[i])))

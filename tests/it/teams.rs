@@ -82,11 +82,7 @@ fn a_second_controller_is_refused_by_the_host_lock_until_the_lease_of_a_killed_r
         .unwrap();
     // A's first change takes the locks: wait for its first action.
     let started = Instant::now();
-    // lab/sshd-lab.sh gives the lab's hosts this lock directory (sshd's SetEnv).
-    let lock_dir = PathBuf::from(format!(
-        "/tmp/capstan-host-lock{}",
-        c.lab.dir.path().display().to_string().replace('/', ".")
-    ));
+    let lock_dir = c.lab.host_lock_dir();
     while !lock_dir.join("holder").exists() {
         assert!(
             started.elapsed() < Duration::from_secs(20),

@@ -21,6 +21,7 @@ pinned to one key exchange (KEX below) so every client does the same cryptograph
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -164,8 +165,14 @@ def capstan_fanout(lab, n, k):
             known_hosts = "{lab.known}"
             auth = {{ key = "{lab.key}" }}
             """))
+        # Each host its own lock directory, as on machines of their own: the lab's instances
+        # are one machine and would otherwise share one (the first take makes it, the others
+        # refresh it, now and then waiting for the holder file another has just begun).
+        locks = lab.path("locks")
+        os.makedirs(locks, exist_ok=True)
+        os.chmod(locks, 0o1777)
         for i, p in enumerate(lab.ports[:n]):
-            f.write(f"\n[hosts.h{i + 1}]\nport = {p}\n")
+            f.write(f"\n[hosts.h{i + 1}]\nport = {p}\nhost_lock = \"{locks}/h{i + 1}\"\n")
     pb = lab.path("fanout.rhai")
     with open(pb, "w") as f:
         f.write(textwrap.dedent("""\
@@ -461,10 +468,11 @@ def fleet(args):
         with open(inv) as f:
             locked = f.read()
         # `off`: capstan also without its maintenance lock on the hosts (`host_lock = false`),
-        # to tell what the lock's two sessions per host cost from what the commands cost.
+        # to tell what the lock costs each host from what the commands cost.
         unlocked = inv.replace(".toml", "-nolock.toml")
         with open(unlocked, "w") as f:
-            f.write(locked.replace("[defaults]\n", "[defaults]\nhost_lock = false\n", 1))
+            f.write(re.sub(r'host_lock = ".*"\n', "", locked)
+                    .replace("[defaults]\n", "[defaults]\nhost_lock = false\n", 1))
         modes = args.host_lock.split(",")
         for par in [int(x) for x in args.parallelism.split(",")]:
             clients = []

@@ -442,14 +442,31 @@ mod tests {
         parse(&String::from_utf8_lossy(&out.stdout)).unwrap()
     }
 
+    /// The script with `args` as the login shell runs it over SSH (the prelude, then `as_text`).
+    fn login_text(args: &[String]) -> String {
+        format!(
+            "{}{}",
+            crate::transport::wrap::POSIX_PRELUDE,
+            as_text(args).unwrap()
+        )
+    }
+
+    /// run-a's lock in `d` and its marker are gone.
+    fn assert_released(shell: &str, d: &str, markers: &std::path::Path) {
+        assert!(
+            !std::path::Path::new(d).exists(),
+            "{shell}: the lock is gone"
+        );
+        assert!(
+            !markers.join("run-a.1.1").exists(),
+            "{shell}: its markers too"
+        );
+    }
+
     /// The script as the login shell's own text (`as_text`), run by `shell -c`.
     fn text_in(shell: &'static str) -> impl Fn(Op, &str, &Me) -> State + Sync {
         move |op, dir, who| {
-            let text = format!(
-                "{}{}",
-                crate::transport::wrap::POSIX_PRELUDE,
-                as_text(&args(op, dir, who)).unwrap()
-            );
+            let text = login_text(&args(op, dir, who));
             let out = Command::new(shell).args(["-c", &text]).output().unwrap();
             assert!(out.status.success(), "{shell}: {out:?}");
             parse(&String::from_utf8_lossy(&out.stdout)).unwrap()
@@ -526,11 +543,7 @@ mod tests {
             std::fs::write(markers.join("run-a.1.1"), "state=done\n").unwrap();
             let run = |args: Vec<String>| {
                 let _ = std::fs::remove_file(&log);
-                let text = format!(
-                    "{}{}",
-                    crate::transport::wrap::POSIX_PRELUDE,
-                    as_text(&args).unwrap()
-                );
+                let text = login_text(&args);
                 let before = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap()
@@ -566,14 +579,7 @@ mod tests {
             let (state, _, _, started) = run(release_clearing_markers_args(d, &a));
             assert_eq!(state, State::Released, "{shell}");
             assert_eq!(started, release, "{shell}: a release");
-            assert!(
-                !std::path::Path::new(d).exists(),
-                "{shell}: the lock is gone"
-            );
-            assert!(
-                !markers.join("run-a.1.1").exists(),
-                "{shell}: the markers too"
-            );
+            assert_released(shell, d, &markers);
         }
     }
 
@@ -591,11 +597,7 @@ mod tests {
             let markers = tmp.path().join("markers");
             std::fs::create_dir(&markers).unwrap();
             let spawn = |args: Vec<String>| {
-                let text = format!(
-                    "{}{}",
-                    crate::transport::wrap::POSIX_PRELUDE,
-                    as_text(&args).unwrap()
-                );
+                let text = login_text(&args);
                 Command::new(shell)
                     .args(["-c", &text])
                     .env("CAPSTAN_MARKERS", &markers)
@@ -643,14 +645,7 @@ mod tests {
                 State::Released,
                 "{shell}"
             );
-            assert!(
-                !std::path::Path::new(d).exists(),
-                "{shell}: the lock is gone"
-            );
-            assert!(
-                !markers.join("run-a.1.1").exists(),
-                "{shell}: its markers too"
-            );
+            assert_released(shell, d, &markers);
 
             // The stdin's end without a release: the lock stays (a killed run's).
             let mut held = spawn(holding_args(Op::Take, d, &a));

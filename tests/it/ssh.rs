@@ -557,26 +557,42 @@ fn upload_and_write_file_over_sftp_and_over_scp() {
 
 #[test]
 fn a_session_dropped_while_idle_is_replaced_before_the_next_command() {
+    // The connection is cut between two commands, as an idle-timeout firewall would.
+    let (_lab, r) = run_across_a_cut(
+        "let h = cluster().host(\"h1\");\nh.read([\"true\"]);\nhook();\nh.read([\"echo\", \"still here\"]).stdout\n",
+        |_| {},
+    );
+    assert_eq!(r.result, "still here\n");
+}
+
+/// Runs `src` on one host through a proxy whose connection `hook()` cuts, calling `around` with
+/// the host lock's directory just before and after the cut; the run must succeed with exactly one
+/// reconnection.
+fn run_across_a_cut(
+    src: &str,
+    around: impl Fn(&std::path::Path) + Send + Sync + 'static,
+) -> (Lab, capstan::RunReport) {
     let lab = Lab::start(1);
     let proxy = Arc::new(Proxy::new(lab.ports[0]));
     let inv = proxied_inventory(&lab, &proxy);
-    let p = proxy.clone();
-    // The connection is cut between two commands, as an idle-timeout firewall would.
+    let (p, lock) = (proxy.clone(), lab.host_lock_dir());
     let r = run_with_hook(
         &inv,
         move || {
+            around(&lock);
             p.cut();
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(300));
+            around(&lock);
         },
-        "let h = cluster().host(\"h1\");\nh.read([\"true\"]);\nhook();\nh.read([\"echo\", \"still here\"]).stdout\n",
+        src,
     );
     ok(&r);
-    assert_eq!(r.result, "still here\n");
     assert_eq!(
         proxy.conns.lock().unwrap().len(),
         4,
         "expected exactly one reconnection"
     );
+    (lab, r)
 }
 
 /// The script that took the host lock holds it on the run's session; when that session is lost
@@ -584,29 +600,12 @@ fn a_session_dropped_while_idle_is_replaced_before_the_next_command() {
 /// releases it over the session that replaced it.
 #[test]
 fn a_lock_whose_session_was_lost_is_released_over_the_next() {
-    let lab = Lab::start(1);
-    let proxy = Arc::new(Proxy::new(lab.ports[0]));
-    let inv = proxied_inventory(&lab, &proxy);
-    let lock = lab.host_lock_dir();
-    let (p, seen) = (proxy.clone(), lock.clone());
-    let r = run_with_hook(
-        &inv,
-        move || {
-            assert!(seen.join("holder").exists(), "the first change took the lock");
-            p.cut();
-            std::thread::sleep(Duration::from_millis(300));
-            assert!(seen.join("holder").exists(), "the lock went with its session");
-        },
+    let (lab, r) = run_across_a_cut(
         "let h = cluster().host(\"h1\");\nh.run([\"true\"]);\nhook();\nh.run([\"echo\", \"on\"]).stdout\n",
+        |lock| assert!(lock.join("holder").exists(), "the lock is taken, and stays over the cut"),
     );
-    ok(&r);
     assert_eq!(r.result, "on\n");
-    assert_eq!(
-        proxy.conns.lock().unwrap().len(),
-        4,
-        "expected exactly one reconnection"
-    );
-    assert!(!lock.exists(), "the lock outlived its run");
+    assert!(!lab.host_lock_dir().exists(), "the lock outlived its run");
 }
 
 /// An sshd that allows one session per connection (`MaxSessions 1`) cannot keep the lock's

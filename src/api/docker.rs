@@ -346,7 +346,7 @@ impl DockerHandle {
         let shown = call.describe();
         let outcome = self.act_with(call, o.duration("timeout")?)?;
         let redactor = &self.host.run.exec.inventory().redactor;
-        super::host::command_result(outcome, &shown, &ok_codes, allow_fail, redactor)
+        super::host::command_result(outcome, || shown, &ok_codes, allow_fail, redactor)
             .map_err(|msg| self.fail("exit_code", msg))
     }
 

@@ -125,7 +125,9 @@ impl HostHandle {
     fn exec(&self, command: Command, read_only: bool, opts: Opts) -> R<Map> {
         let allow_fail = opts.bool("allow_fail")?.unwrap_or(false);
         let ok_codes = opts.int_list("ok_codes")?.unwrap_or_else(|| vec![0]);
-        let shown = command.display();
+        // Quoted for people only when a failure is told: quoting a long script costs more than
+        // keeping a copy of its argv.
+        let shown = command.clone();
         let action = Action::Exec {
             command,
             read_only,
@@ -160,7 +162,7 @@ impl HostHandle {
             }
         };
         let redactor = &self.run.exec.inventory().redactor;
-        command_result(outcome, &shown, &ok_codes, allow_fail, redactor)
+        command_result(outcome, || shown.display(), &ok_codes, allow_fail, redactor)
             .map_err(|msg| self.fail(FaultKind::Action, msg))
     }
 }
@@ -171,7 +173,7 @@ impl HostHandle {
 /// `--check` skipped reads as a success that printed nothing.
 pub(super) fn command_result(
     outcome: Outcome,
-    shown: &str,
+    shown: impl FnOnce() -> String,
     ok_codes: &[i64],
     allow_fail: bool,
     redactor: &crate::secret::Redactor,
@@ -193,7 +195,7 @@ pub(super) fn command_result(
             (None, Some(c)) => format!("exited with code {c}"),
             (None, None) => "ended without an exit status".into(),
         };
-        let mut msg = format!("`{shown}` {how}");
+        let mut msg = format!("`{}` {how}", shown());
         let tail = last_lines(&o.stderr, 5);
         if !tail.is_empty() {
             msg.push_str(&format!("\nstderr: {tail}"));

@@ -1,6 +1,6 @@
 //! Text helpers for parsing command output: `trimmed`, `lines`, `words`, the tables tools print, and versions in the vendors' forms.
 
-use rhai::{Array, Dynamic, Engine, Map};
+use rhai::{Array, Dynamic, Engine, ImmutableString, Map};
 
 use super::def;
 
@@ -169,7 +169,8 @@ fn row<S: AsRef<str>>(names: &[S], cells: &[S]) -> Dynamic {
     let mut m = Map::new();
     for (i, n) in names.iter().enumerate() {
         let v = cells.get(i).map_or("", AsRef::as_ref);
-        m.insert(n.as_ref().into(), Dynamic::from(v.to_string()));
+        // Straight to Rhai's string: a `String` first is one more allocation per cell.
+        m.insert(n.as_ref().into(), Dynamic::from(ImmutableString::from(v)));
     }
     Dynamic::from_map(m)
 }

@@ -11,6 +11,7 @@
 //! chunk with no live replica, and a Raft group without a majority, are violations.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::ddb::{DdbKind, DdbValue};
 use crate::inventory::Inventory;
@@ -58,6 +59,9 @@ struct Node {
     port: u16,
     endpoint: String,
     server: String,
+    /// `dolphindb/MODE ALIAS@HOST`, its component's name (made once: availability asks after
+    /// every change).
+    component: String,
 }
 
 #[derive(Debug, Clone)]
@@ -84,7 +88,7 @@ struct Chunk {
 /// RECOVERING).
 #[derive(Debug, Clone)]
 pub struct DolphinDb {
-    nodes: Vec<Node>,
+    nodes: Vec<Arc<Node>>,
     /// Positions in `nodes` by endpoint, by alias and by host: every script and command looks
     /// its node up, and a rehearsal of a thousand machines sends a hundred thousand.
     by_endpoint: std::collections::HashMap<String, usize>,
@@ -224,14 +228,15 @@ impl DolphinDb {
                     .find(|m| **m == mode)
                     .copied()
                     .unwrap_or("datanode");
-                nodes.push(Node {
+                nodes.push(Arc::new(Node {
+                    component: format!("dolphindb/{mode} {alias}@{h}"),
                     alias,
                     mode,
                     host: h.clone(),
                     port,
                     endpoint: format!("{address}:{port}"),
                     server,
-                });
+                }));
             }
         }
         let mut config: BTreeMap<String, String> = [
@@ -324,7 +329,7 @@ impl DolphinDb {
         }
         self.generation += 1;
         self.changed_hosts.insert(host.to_string());
-        let nodes: Vec<Node> = self.on_host(host).cloned().collect();
+        let nodes: Vec<Arc<Node>> = self.on_host(host).cloned().collect();
         for n in nodes {
             if self.down_at_start.contains(&n.alias) {
                 continue;
@@ -357,7 +362,7 @@ impl DolphinDb {
             self.up(&n.alias)
         };
         Component {
-            name: format!("dolphindb/{} {}@{}", n.mode, n.alias, n.host),
+            name: n.component.clone(),
             host: n.host.clone(),
             up,
         }
@@ -374,7 +379,7 @@ impl DolphinDb {
     }
 
     /// The nodes on `host`, in their order.
-    fn on_host<'a>(&'a self, host: &str) -> impl Iterator<Item = &'a Node> + 'a {
+    fn on_host<'a>(&'a self, host: &str) -> impl Iterator<Item = &'a Arc<Node>> + 'a {
         self.by_host
             .get(host)
             .into_iter()
@@ -382,7 +387,7 @@ impl DolphinDb {
             .map(|&i| &self.nodes[i])
     }
 
-    fn of_mode<'a>(&'a self, mode: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+    fn of_mode<'a>(&'a self, mode: &'a str) -> impl Iterator<Item = &'a Arc<Node>> + 'a {
         self.nodes.iter().filter(move |n| n.mode == mode)
     }
 
@@ -557,7 +562,7 @@ impl DolphinDb {
         output(0, "", "")
     }
 
-    fn node_at(&self, endpoint: &str) -> Option<Node> {
+    fn node_at(&self, endpoint: &str) -> Option<Arc<Node>> {
         self.by_endpoint
             .get(endpoint)
             .map(|&i| self.nodes[i].clone())
@@ -579,7 +584,7 @@ impl DolphinDb {
             "pnodeRun(version)" | "pnodeRun(getConfig{`chunkMetaDir})" => {
                 let mut names = Vec::new();
                 let mut values = Vec::new();
-                let dns: Vec<Node> = self.of_mode("datanode").cloned().collect();
+                let dns: Vec<Arc<Node>> = self.of_mode("datanode").cloned().collect();
                 for n in dns {
                     if !self.up(&n.alias) {
                         return server_err(format!(
@@ -636,7 +641,7 @@ impl DolphinDb {
                 self.leader_now()?;
                 // `where name in ["a","b"]` keeps the rows of those names, in the table's order;
                 // a name no node has matches nothing.
-                let order: Vec<Node> = match s.strip_prefix(PERF_WHERE) {
+                let order: Vec<Arc<Node>> = match s.strip_prefix(PERF_WHERE) {
                     None => self.nodes.clone(),
                     Some(rest) => {
                         let Some(list) = rest.strip_suffix(']') else {
@@ -714,7 +719,7 @@ impl DolphinDb {
             let l = self.leader_now()?;
             if l != node.alias {
                 let ln = self.by_alias.get(&l).map(|&i| self.nodes[i].clone());
-                let at = ln.map(|n| n.endpoint).unwrap_or_default();
+                let at = ln.map(|n| n.endpoint.clone()).unwrap_or_default();
                 return server_err(format!("<NotLeader>{at}"));
             }
             let aliases: Vec<String> = list
@@ -870,7 +875,7 @@ impl ProductModel for DolphinDb {
             return None;
         }
         let server = argv[4].trim_end_matches('/').to_string();
-        let machine: Vec<Node> = self
+        let machine: Vec<Arc<Node>> = self
             .on_host(host)
             .filter(|n| n.server == server)
             .cloned()

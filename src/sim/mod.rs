@@ -343,6 +343,13 @@ fn under(p: &str, dir: &str) -> bool {
     p == dir || p.strip_prefix(d).is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// Whether `p` starts with `dir/` (what `p.starts_with(&format!("{dir}/"))` tells, without
+/// making the string: `changes` asks it for every pair of new directories of every host).
+fn is_under(p: &str, dir: &str) -> bool {
+    p.strip_prefix(dir)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
 type Rule = (RuleSpec, glob::Pattern, Option<glob::Pattern>, u32);
 
 /// What a scenario rule answered a command with.
@@ -624,7 +631,7 @@ impl World {
                 if !now
                     .dirs
                     .iter()
-                    .any(|x| x != d && d.starts_with(&format!("{x}/")) && !was.dirs.contains(x))
+                    .any(|x| x != d && is_under(d, x) && !was.dirs.contains(x))
                 {
                     add(format!("directory {d} created"));
                 }
@@ -633,7 +640,7 @@ impl World {
                 if !was
                     .dirs
                     .iter()
-                    .any(|x| x != d && d.starts_with(&format!("{x}/")) && !now.dirs.contains(x))
+                    .any(|x| x != d && is_under(d, x) && !now.dirs.contains(x))
                 {
                     add(format!("directory {d} removed"));
                 }

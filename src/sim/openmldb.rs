@@ -11,6 +11,7 @@
 //! the whole statfile. Ops complete at once here (the double walks them through kInited and
 //! kDoing in under a second).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::inventory::Inventory;
@@ -740,16 +741,17 @@ impl OpenMldb {
                 {
                     for part in &t.partitions {
                         for r in &part.replicas {
+                            let count: Cow<str> = t.rows.to_string().into();
                             rows.push(vec![
-                                t.name.clone(),
-                                t.tid.to_string(),
-                                part.pid.to_string(),
-                                r.ep.clone(),
-                                if r.leader { "leader" } else { "follower" }.to_string(),
-                                if self.replica_alive(r) { "yes" } else { "no" }.to_string(),
-                                t.rows.to_string(),
-                                t.rows.to_string(),
-                                format!("{:.3}", t.rows as f64 / 10.0),
+                                t.name.as_str().into(),
+                                t.tid.to_string().into(),
+                                part.pid.to_string().into(),
+                                r.ep.as_str().into(),
+                                if r.leader { "leader" } else { "follower" }.into(),
+                                if self.replica_alive(r) { "yes" } else { "no" }.into(),
+                                count.clone(),
+                                count,
+                                format!("{:.3}", t.rows as f64 / 10.0).into(),
                                 "0.000".into(),
                             ]);
                         }
@@ -1251,27 +1253,39 @@ fn text_table(header: &[&str], rows: &[Vec<String>]) -> String {
                 + 2
         })
         .collect();
-    let rule = format!(
-        " {}",
-        widths
-            .iter()
-            .map(|w| "-".repeat(*w))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let line = |cells: Vec<&str>| {
-        let mut l = String::new();
-        for (c, w) in cells.iter().zip(&widths) {
-            l.push_str(&format!("  {c:<0$}", w - 1));
+    let mut rule = String::from(" ");
+    for (k, w) in widths.iter().enumerate() {
+        if k > 0 {
+            rule.push(' ');
         }
-        l
-    };
-    let mut out = vec![rule.clone(), line(header.to_vec()), rule.clone()];
-    for r in rows {
-        out.push(line(r.iter().map(String::as_str).collect()));
+        rule.extend(std::iter::repeat_n('-', *w));
     }
-    out.push(rule);
-    out.join("\n")
+    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
+        for (c, w) in cells.zip(&widths) {
+            out.push_str("  ");
+            push_padded(out, c, w - 1);
+        }
+    };
+    let mut out = String::with_capacity((rows.len() + 4) * (rule.len() + 8));
+    out.push_str(&rule);
+    out.push('\n');
+    line(&mut out, &mut header.iter().copied());
+    out.push('\n');
+    out.push_str(&rule);
+    for r in rows {
+        out.push('\n');
+        line(&mut out, &mut r.iter().map(String::as_str));
+    }
+    out.push('\n');
+    out.push_str(&rule);
+    out
+}
+
+/// `c` left-aligned in `width` characters, as `format!("{c:<width$}")` would write it.
+fn push_padded(out: &mut String, c: &str, width: usize) {
+    out.push_str(c);
+    let n = c.chars().count();
+    out.extend(std::iter::repeat_n(' ', width.saturating_sub(n)));
 }
 
 /// SQL `LIKE`: `%` any run, `_` any one character.
@@ -1405,31 +1419,38 @@ fn pretty_table(rows: &[Vec<String>]) -> String {
 }
 
 /// ns_client's table: the header, a `------` line, then the rows.
-fn ns_table(header: &[&str], rows: &[Vec<String>]) -> String {
+fn ns_table<S: AsRef<str>>(header: &[&str], rows: &[Vec<S>]) -> String {
     let n = header.len();
     let widths: Vec<usize> = (0..n)
         .map(|i| {
             rows.iter()
-                .map(|r| r[i].len())
+                .map(|r| r[i].as_ref().len())
                 .chain([header[i].len()])
                 .max()
                 .unwrap_or(0)
                 + 2
         })
         .collect();
-    let fmt = |cells: Vec<&str>| {
-        let mut s = String::from("  ");
-        for (c, w) in cells.iter().zip(&widths) {
-            s.push_str(&format!("{c:<w$}"));
+    // Each line's cells padded to their column, the line's trailing spaces trimmed.
+    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
+        let start = out.len();
+        out.push_str("  ");
+        for (c, w) in cells.zip(&widths) {
+            push_padded(out, c, *w);
         }
-        s.trim_end().to_string()
+        let kept = out[start..].trim_end().len();
+        out.truncate(start + kept);
     };
-    let mut out = vec![fmt(header.to_vec())];
-    out.push("-".repeat(widths.iter().sum::<usize>() + 2));
+    let total: usize = widths.iter().sum::<usize>() + 2;
+    let mut out = String::with_capacity((rows.len() + 2) * (total + 1));
+    line(&mut out, &mut header.iter().copied());
+    out.push('\n');
+    out.extend(std::iter::repeat_n('-', total));
     for r in rows {
-        out.push(fmt(r.iter().map(String::as_str).collect()));
+        out.push('\n');
+        line(&mut out, &mut r.iter().map(AsRef::as_ref));
     }
-    out.join("\n")
+    out
 }
 
 fn long_args(argv: &[String]) -> BTreeMap<String, String> {

@@ -745,3 +745,50 @@ step("everywhere", || parallel(cluster().hosts(), |h| {
         assert_eq!(trace(&simulate(&scenario, src)), trace(&first));
     }
 }
+
+/// A rehearsal's `--json` lines are turned into JSON and written by a thread of their own, in
+/// batches: every event arrives whole and in the order it happened, and all of them are out
+/// before the report line (which the run's end prints on another thread). Over 2,000 events
+/// here, so several batches.
+#[test]
+fn a_large_rehearsals_json_lines_arrive_whole_in_order_and_before_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = scaled(dir.path(), "dolphindb", 40);
+    let out = capstan(&[
+        "simulate",
+        "dolphindb",
+        "--scenario",
+        sc.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let kinds: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"run_started"));
+    assert_eq!(&kinds[kinds.len() - 2..], ["run_finished", "report"]);
+    let seqs: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["event"] == "action")
+        .map(|l| l["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.len() > 2_000, "{} actions", seqs.len());
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "action events out of order or missing"
+    );
+    let report = &lines[lines.len() - 1]["report"];
+    let reported: Vec<u64> = report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        reported, seqs,
+        "the report's actions are the events' actions"
+    );
+}

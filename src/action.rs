@@ -500,7 +500,7 @@ impl Executor {
             Some(h) => h.map(|h| self.host_entry(h)).transpose()?,
             None => Some(self.host_entry(host)?),
         };
-        let name = entry.map_or_else(|| host.to_string(), |e| e.name.clone());
+        let name: &str = entry.map_or(host, |e| e.name.as_str());
         let seq = self.seq.fetch_add(1, Ordering::SeqCst);
         let at = self.now();
         let wall = Instant::now();
@@ -523,19 +523,19 @@ impl Executor {
         let mut slot = None;
         if let Some((j, step)) = replay {
             let fp = replay::fingerprint(&action, &j.run_id);
-            let (pos, decision) = lock(&self.replay).next(&step, &name, &fp);
+            let (pos, decision) = lock(&self.replay).next(&step, name, &fp);
             if let replay::Decision::Replay { outcome, attempt } = decision {
                 let result = Ok(outcome);
                 self.record(
                     seq,
-                    &name,
+                    name,
                     &action,
                     Disposition::Replayed,
                     at,
                     Duration::ZERO,
                     &result,
                 );
-                self.replay_row(j, &step, &name, pos, seq, &fp, &action, &result);
+                self.replay_row(j, &step, name, pos, seq, &fp, &action, &result);
                 tracing::debug!(host = %name, "replayed from attempt {attempt}");
                 return result;
             }
@@ -547,7 +547,7 @@ impl Executor {
                     &ReplayRow {
                         attempt: j.attempt,
                         step: step.to_string(),
-                        host: name.clone(),
+                        host: name.to_string(),
                         pos,
                         seq,
                         fingerprint: fp.clone(),
@@ -572,7 +572,7 @@ impl Executor {
                 mutating && matches!(action.inner(), Action::Exec { .. } | Action::Docker { .. })
             })
             .map(|(j, _, _, _)| {
-                lock(&self.marked).insert(name.clone());
+                lock(&self.marked).insert(name.to_string());
                 format!("{}.{}.{seq}", j.run_id, j.attempt)
             });
         let kind = self.backend.kind();
@@ -581,9 +581,9 @@ impl Executor {
         {
             (Disposition::Skipped, Ok(Outcome::Skipped))
         } else {
-            let step = current_step();
+            let step = current_step_shared();
             let to = Target {
-                name: &name,
+                name,
                 entry,
                 step: step.as_deref(),
                 marker: marker.as_deref(),
@@ -612,7 +612,7 @@ impl Executor {
                     &j.run_id,
                     j.attempt,
                     &step,
-                    &name,
+                    name,
                     pos,
                     state,
                     outcome.as_deref(),
@@ -620,10 +620,10 @@ impl Executor {
                     self.journal_failed(&e);
                 }
             } else {
-                self.replay_row(j, &step, &name, pos, seq, &fp, &action, &result);
+                self.replay_row(j, &step, name, pos, seq, &fp, &action, &result);
             }
         }
-        self.record(seq, &name, &action, disposition, at, duration, &result);
+        self.record(seq, name, &action, disposition, at, duration, &result);
         if kind == Kind::World && !TICKING.with(|t| t.get()) {
             let tickers = crate::lock(&self.tickers).clone();
             if !tickers.is_empty() {

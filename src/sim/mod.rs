@@ -509,12 +509,14 @@ impl World {
         if let Action::Become { action, .. } = action {
             return self.apply_in(host, step, action);
         }
-        self.step = step.map(str::to_string);
-        let step = self.step.clone();
-        let step_no = self.step_number(step.as_deref());
+        // Most actions come from the step of the one before: no new string for those.
+        if self.step.as_deref() != step {
+            self.step = step.map(str::to_string);
+        }
+        let step_no = self.step_number(step);
         let mut fired = None;
         for f in &mut self.faults {
-            if let Some(hit) = f.fire(host, action, step_no, step.as_deref()) {
+            if let Some(hit) = f.fire(host, action, step_no, step) {
                 fired = Some(hit);
                 break;
             }
@@ -523,7 +525,7 @@ impl World {
             let rec = FiredFault {
                 at_ms: self.clock.as_millis() as u64,
                 host: host.to_string(),
-                step,
+                step: step.map(str::to_string),
                 action: action.describe(),
                 fault: what,
             };

@@ -754,13 +754,7 @@ step("everywhere", || parallel(cluster().hosts(), |h| {
 fn a_large_rehearsals_json_lines_arrive_whole_in_order_and_before_the_report() {
     let dir = tempfile::tempdir().unwrap();
     let sc = scaled(dir.path(), "dolphindb", 40);
-    let out = capstan(&[
-        "simulate",
-        "dolphindb",
-        "--scenario",
-        sc.to_str().unwrap(),
-        "--json",
-    ]);
+    let (out, _) = simulate_json(&["dolphindb", "--scenario", sc.to_str().unwrap()]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let lines: Vec<Value> = out
         .stdout

@@ -427,6 +427,7 @@ impl EventSink for NoEvents {
 /// its time, and turning them into JSON on the script's thread a twentieth).
 #[derive(Debug, Default)]
 pub struct JsonLines {
+    /// Line by line: the buffer each line is made in.
     pending: Mutex<Vec<u8>>,
     batched: Option<Batches>,
 }
@@ -459,11 +460,7 @@ impl Batches {
             .spawn(move || {
                 let mut line = Vec::with_capacity(1 << 16);
                 for batch in rx {
-                    for e in &batch.events {
-                        if serde_json::to_writer(&mut line, e).is_ok() {
-                            line.push(b'\n');
-                        }
-                    }
+                    json_lines(&batch.events, &mut line);
                     write(&line);
                     line.clear();
                     if let Some(done) = batch.done {
@@ -474,7 +471,7 @@ impl Batches {
             .ok();
         Batches {
             gathering: Mutex::new(Vec::with_capacity(JSON_BATCH)),
-            // No thread (the system refused one): no writer, and `emit` writes itself.
+            // No thread (the system refused one): no writer, and `hand_over` writes itself.
             to_writer: Mutex::new(writer.as_ref().map(|_| tx)),
             writer: Mutex::new(writer),
         }
@@ -498,14 +495,22 @@ impl Batches {
             // The writer is gone: write them here rather than lose them.
             Err(events) => {
                 let mut buf = Vec::new();
-                for e in &events {
-                    if serde_json::to_writer(&mut buf, e).is_ok() {
-                        buf.push(b'\n');
-                    }
-                }
-                JsonLines::write_out(&mut buf);
+                json_lines(&events, &mut buf);
+                JsonLines::write_stdout(&buf);
                 None
             }
+        }
+    }
+}
+
+/// Appends each event to `out` as a line of JSON (one that cannot be written is left out whole).
+fn json_lines(events: &[Event], out: &mut Vec<u8>) {
+    for e in events {
+        let start = out.len();
+        if serde_json::to_writer(&mut *out, e).is_ok() {
+            out.push(b'\n');
+        } else {
+            out.truncate(start);
         }
     }
 }
@@ -518,11 +523,6 @@ impl JsonLines {
             pending: Mutex::default(),
             batched: Some(Batches::start(Self::write_stdout)),
         }
-    }
-
-    fn write_out(pending: &mut Vec<u8>) {
-        Self::write_stdout(pending);
-        pending.clear();
     }
 
     fn write_stdout(bytes: &[u8]) {
@@ -553,11 +553,9 @@ impl EventSink for JsonLines {
             return;
         }
         let mut pending = crate::lock(&self.pending);
-        if serde_json::to_writer(&mut *pending, event).is_err() {
-            return;
-        }
-        pending.push(b'\n');
-        Self::write_out(&mut pending);
+        json_lines(std::slice::from_ref(event), &mut pending);
+        Self::write_stdout(&pending);
+        pending.clear();
     }
 }
 
@@ -575,10 +573,6 @@ impl Drop for JsonLines {
             if let Some(w) = crate::lock(&b.writer).take() {
                 let _ = w.join();
             }
-        }
-        let pending = self.pending.get_mut().unwrap_or_else(|e| e.into_inner());
-        if !pending.is_empty() {
-            Self::write_out(pending);
         }
     }
 }

@@ -112,7 +112,7 @@ struct StepTouch {
     hosts: Vec<SharedStr>,
     /// The same hosts, for the membership test: a step over thousands of hosts would otherwise
     /// scan them at every action.
-    seen: std::collections::HashSet<SharedStr>,
+    seen: crate::FastSet<SharedStr>,
     actions: usize,
 }
 
@@ -129,9 +129,9 @@ pub struct Executor {
     seq: AtomicU64,
     /// Per step: the hosts its actions touched (first-touch order) and how many actions ran.
     /// Kept as actions are recorded, so a step's summary costs nothing however long the run.
-    per_step: Mutex<HashMap<SharedStr, StepTouch>>,
+    per_step: Mutex<crate::FastMap<SharedStr, StepTouch>>,
     /// The inventory's host names, each allocated once and shared by every record of the host.
-    names: HashMap<String, SharedStr>,
+    names: crate::FastMap<String, SharedStr>,
     /// The texts records repeat (descriptions, results), each kept once.
     texts: crate::report::Interner,
     journal: std::sync::OnceLock<RunJournal>,
@@ -198,7 +198,7 @@ impl Executor {
             started: Instant::now(),
             started_wall: std::time::SystemTime::now(),
             seq: AtomicU64::new(0),
-            per_step: Mutex::new(HashMap::new()),
+            per_step: Mutex::default(),
             journal: std::sync::OnceLock::new(),
             hold_writes: AtomicBool::new(false),
             journal_error: Mutex::new(None),

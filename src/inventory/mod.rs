@@ -357,7 +357,7 @@ pub struct Inventory {
     /// `[defaults] user`, when given: the login on a bastion whose hop names no user.
     default_user: Option<String>,
     /// Host name → position in `hosts`: every action looks its host up.
-    index: std::collections::HashMap<String, usize>,
+    index: crate::FastMap<String, usize>,
 }
 
 /// The user's home: `$HOME`, else the password database's (etcetera, over std's `home_dir`).

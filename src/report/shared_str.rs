@@ -1,7 +1,6 @@
 //! `SharedStr`: a record's text that is a constant or shared, so copies of it cost no allocation.
 
 use std::borrow::{Borrow, Cow};
-use std::collections::HashSet;
 use std::fmt;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
@@ -39,7 +38,7 @@ impl SharedStr {
 /// starts again (the texts already given out stay where they are), so a long run whose texts do
 /// not recur keeps no more than that many extra references.
 #[derive(Default)]
-pub struct Interner(Mutex<HashSet<SharedStr>>);
+pub struct Interner(Mutex<crate::FastSet<SharedStr>>);
 
 impl Interner {
     pub const MAX: usize = 1 << 16;

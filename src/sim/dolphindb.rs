@@ -91,14 +91,14 @@ pub struct DolphinDb {
     nodes: Vec<Arc<Node>>,
     /// Positions in `nodes` by endpoint, by alias and by host: every script and command looks
     /// its node up, and a rehearsal of a thousand machines sends a hundred thousand.
-    by_endpoint: std::collections::HashMap<String, usize>,
-    by_alias: std::collections::HashMap<String, usize>,
-    by_host: std::collections::HashMap<String, Vec<usize>>,
+    by_endpoint: crate::FastMap<String, usize>,
+    by_alias: crate::FastMap<String, usize>,
+    by_host: crate::FastMap<String, Vec<usize>>,
     /// How many controllers the cluster has, and the chunks each data node holds a replica of
     /// (placement never changes): availability is sampled after every change and reads only
     /// what is down, not the whole cluster.
     controllers: usize,
-    chunks_of: std::collections::HashMap<String, Vec<usize>>,
+    chunks_of: crate::FastMap<String, Vec<usize>>,
     /// The chunks whose `recovering` is above 0.
     recovering: BTreeSet<usize>,
     /// alias → (pid, version) of the nodes that run.
@@ -273,17 +273,15 @@ impl DolphinDb {
             .iter()
             .find(|n| n.mode == "controller")
             .map(|n| n.alias.clone());
-        let mut by_endpoint = std::collections::HashMap::new();
-        let mut by_alias = std::collections::HashMap::new();
-        let mut by_host: std::collections::HashMap<String, Vec<usize>> =
-            std::collections::HashMap::new();
+        let mut by_endpoint = crate::FastMap::default();
+        let mut by_alias = crate::FastMap::default();
+        let mut by_host: crate::FastMap<String, Vec<usize>> = crate::FastMap::default();
         for (i, n) in nodes.iter().enumerate() {
             by_endpoint.entry(n.endpoint.clone()).or_insert(i);
             by_alias.entry(n.alias.clone()).or_insert(i);
             by_host.entry(n.host.clone()).or_default().push(i);
         }
-        let mut chunks_of: std::collections::HashMap<String, Vec<usize>> =
-            std::collections::HashMap::new();
+        let mut chunks_of: crate::FastMap<String, Vec<usize>> = crate::FastMap::default();
         for (i, c) in chunks.iter().enumerate() {
             for r in &c.replicas {
                 chunks_of.entry(r.clone()).or_default().push(i);

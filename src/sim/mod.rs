@@ -413,12 +413,12 @@ pub struct World {
     fired: Vec<FiredFault>,
     /// Step names and their numbers (from 1) in the order the world first saw them (faults
     /// count steps).
-    steps_seen: std::collections::HashMap<String, usize>,
+    steps_seen: crate::FastMap<String, usize>,
     availability: Vec<AvailabilitySample>,
     /// Each model's components as last read (availability is updated host by host), and where
     /// each host's components are in them.
     comps: Vec<Vec<model::Component>>,
-    comp_index: std::collections::HashMap<String, Vec<(usize, usize)>>,
+    comp_index: crate::FastMap<String, Vec<(usize, usize)>>,
     /// Each model's components down now, by position: a sample reads these, not every
     /// component.
     down: Vec<std::collections::BTreeSet<usize>>,

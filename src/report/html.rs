@@ -213,13 +213,10 @@ fn timeline(r: &RunReport) -> Markup {
     let band = r.simulation.as_ref().filter(|s| !s.components.is_empty());
     // The rollback: one bar per undo, from its first action to the end of its last.
     let mut undos: Vec<(String, u64, u64, String)> = Vec::new();
+    let by_undo = r.actions_by_undo();
+    let by_host = r.actions_by_host();
     for u in r.undos.iter().rev() {
-        let prefix = format!("undo #{}: ", u.id);
-        let mine: Vec<&ActionRecord> = r
-            .actions
-            .iter()
-            .filter(|a| a.step.as_deref().is_some_and(|s| s.starts_with(&prefix)))
-            .collect();
+        let mine = by_undo.get(&u.id).map_or(&[][..], Vec::as_slice);
         if let (Some(first), Some(last)) = (mine.first(), mine.last()) {
             undos.push((
                 format!("#{}", u.id),
@@ -231,12 +228,12 @@ fn timeline(r: &RunReport) -> Markup {
     }
     // Host rows in group order, each group under a heading row.
     let mut host_rows: Vec<(Option<&str>, &str)> = Vec::new();
-    let mut grouped: Vec<&str> = Vec::new();
+    let mut grouped: crate::FastSet<&str> = crate::FastSet::default();
     for g in &r.host_groups {
         host_rows.push((Some(&g.name), ""));
         for h in &g.hosts {
             host_rows.push((None, h));
-            grouped.push(h);
+            grouped.insert(h);
         }
     }
     let rest: Vec<&String> = r
@@ -326,7 +323,7 @@ fn timeline(r: &RunReport) -> Markup {
                     g.host-row data-host=(host) {
                         (row(y, !r.host_groups.is_empty(), host, None, host,
                             html! {
-                                @for a in r.actions.iter().filter(|a| a.host == *host) {
+                                @for a in by_host.get(host).into_iter().flatten() {
                                     (bar(&ax, y, (a.at_ms, a.at_ms + a.duration_ms), color(a), "action",
                                         &format!("+{} {} [{}]", secs(a.at_ms), action_text(a), a.result), None))
                                 }
@@ -375,6 +372,19 @@ fn band_bars(sim: &super::SimReport, end: u64) -> Vec<(u64, u64, &'static str, S
 }
 
 fn steps_table(r: &RunReport) -> Markup {
+    // Every step's availability from one replay of the samples.
+    let avail = r
+        .simulation
+        .as_ref()
+        .filter(|s| !s.components.is_empty())
+        .map(|sim| {
+            let windows: Vec<(u64, u64)> = r
+                .steps
+                .iter()
+                .map(|st| (st.at_ms, st.at_ms + st.duration_ms))
+                .collect();
+            sim.during(&windows)
+        });
     html! {
         h2 { "Steps" }
         table #steps {
@@ -399,8 +409,7 @@ fn steps_table(r: &RunReport) -> Markup {
                         }
                     }
                     td {
-                        @if let Some(sim) = r.simulation.as_ref().filter(|s| !s.components.is_empty()) {
-                            @let (down, broken) = super::render::availability_during(sim, st.at_ms, st.at_ms + st.duration_ms);
+                        @if let Some((down, broken)) = avail.as_ref().map(|a| &a[i]) {
                             @if down.is_empty() { "all up" } @else { "down: " (down.join(" ")) }
                             @for b in broken {
                                 br;
@@ -436,6 +445,7 @@ fn rollback(r: &RunReport) -> Markup {
         return html! {};
     }
     let ran = r.undos.iter().any(|u| u.status != UndoStatus::Pending);
+    let by_undo = r.actions_by_undo();
     html! {
         h2 {
             @if ran { "Rollback path (newest first)" }
@@ -444,7 +454,6 @@ fn rollback(r: &RunReport) -> Markup {
         table #rollback {
             tr { th { "#" } th { "status" } th { "undo" } th { "actions" } }
             @for u in r.undos.iter().rev() {
-                @let prefix = format!("undo #{}: ", u.id);
                 @let (status, class) = match u.status {
                     UndoStatus::Pending => ("pending", ""),
                     UndoStatus::Done => ("undone", ""),
@@ -455,7 +464,7 @@ fn rollback(r: &RunReport) -> Markup {
                     td class=(class) { (status) }
                     td { (u.description) }
                     td {
-                        @for (n, a) in r.actions.iter().filter(|a| a.step.as_deref().is_some_and(|s| s.starts_with(&prefix))).enumerate() {
+                        @for (n, a) in by_undo.get(&u.id).into_iter().flatten().enumerate() {
                             @if n > 0 { br; }
                             code { (a.host) } " " (action_cell(a))
                         }

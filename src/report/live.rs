@@ -21,6 +21,9 @@ struct Now {
     wait: Option<WaitNow>,
     /// Per host in first-touch order: actions finished in this step, and the last one.
     hosts: Vec<(String, usize, String)>,
+    /// Where each host is in `hosts` (a step on thousands of hosts searched the list at each
+    /// action).
+    at: crate::FastMap<String, usize>,
 }
 
 #[derive(Debug)]
@@ -91,14 +94,17 @@ impl Now {
                 {
                     self.wait = None;
                 }
-                match self.hosts.iter_mut().find(|(h, ..)| *h == a.host) {
-                    Some(entry) => {
+                match self.at.get(&*a.host) {
+                    Some(&i) => {
+                        let entry = &mut self.hosts[i];
                         entry.1 += 1;
                         entry.2 = a.description.to_string();
                     }
-                    None => self
-                        .hosts
-                        .push((a.host.to_string(), 1, a.description.to_string())),
+                    None => {
+                        self.at.insert(a.host.to_string(), self.hosts.len());
+                        self.hosts
+                            .push((a.host.to_string(), 1, a.description.to_string()));
+                    }
                 }
             }
             _ => return false,

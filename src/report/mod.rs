@@ -231,12 +231,20 @@ impl SimReport {
     /// Replays the samples' changes: `f` gets each sample and what was down from it on, as
     /// positions in `components` (so in the models' order; `name_of` gives the names).
     pub fn down_states(&self, mut f: impl FnMut(usize, &AvailabilitySample, &BTreeSet<usize>)) {
-        let index: std::collections::HashMap<&str, usize> = self
+        let index: crate::FastMap<&str, usize> = self
             .components
             .iter()
             .enumerate()
             .map(|(i, c)| (c.as_str(), i))
             .collect();
+        self.down_states_indexed(&index, |i, down| f(i, &self.availability[i], down));
+    }
+
+    fn down_states_indexed(
+        &self,
+        index: &crate::FastMap<&str, usize>,
+        mut f: impl FnMut(usize, &BTreeSet<usize>),
+    ) {
         // The world names only components it lists; another name (a report edited by hand)
         // is left out.
         let mut down = BTreeSet::new();
@@ -251,13 +259,131 @@ impl SimReport {
                     down.insert(at);
                 }
             }
-            f(i, s, &down);
+            f(i, &down);
         }
     }
 
     /// The name of the component at position `i` of what `down_states` gives.
     pub fn name_of(&self, i: usize) -> &str {
         self.components.get(i).map_or("?", String::as_str)
+    }
+
+    /// For each window `(from, to)` (ms, both ends included): every component down at some
+    /// time in it, in the order they were first seen down (those down as it opens first, in
+    /// the models' order), and every rule broken in it. A sample holds from its time until the
+    /// next one. One replay of the samples serves every window: a window's samples are
+    /// contiguous, so each window costs its own samples (a replay per window made a report of
+    /// many steps quadratic).
+    pub fn during(&self, windows: &[(u64, u64)]) -> Vec<(Vec<String>, Vec<String>)> {
+        let n = self.availability.len();
+        let at = |i: usize| self.availability[i].at_ms;
+        let end = |i: usize| self.availability.get(i + 1).map_or(u64::MAX, |s| s.at_ms);
+        let ordered = self
+            .availability
+            .windows(2)
+            .all(|w| w[0].at_ms <= w[1].at_ms);
+        if !ordered || windows.iter().any(|&(from, to)| from > to) {
+            // Samples out of order or a window that ends before it starts (a report edited by
+            // hand; neither happens in a run): each window on its own.
+            return windows
+                .iter()
+                .map(|&(from, to)| self.during_by_replay(from, to))
+                .collect();
+        }
+        // Sample i overlaps [from, to] (from <= to) when at(i) <= to and (end(i) > from, or
+        // at(i) >= from); both parts are monotonic in i, so the overlapping samples are one
+        // range.
+        let ranges: Vec<(usize, usize)> = windows
+            .iter()
+            .map(|&(from, to)| {
+                let lo = first_index(n, |i| end(i) > from || at(i) >= from);
+                let hi = first_index(n, |i| at(i) > to);
+                (lo, hi.max(lo))
+            })
+            .collect();
+        let index: crate::FastMap<&str, usize> = self
+            .components
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.as_str(), i))
+            .collect();
+        // What was down as each window opens, by one replay in the order the windows open.
+        let mut order: Vec<usize> = (0..windows.len())
+            .filter(|&w| ranges[w].0 < ranges[w].1)
+            .collect();
+        order.sort_by_key(|&w| ranges[w].0);
+        let mut opening: Vec<Vec<usize>> = vec![Vec::new(); windows.len()];
+        let mut next = order.iter().peekable();
+        self.down_states_indexed(&index, |i, down| {
+            while let Some(&&w) = next.peek().filter(|&&&w| ranges[w].0 == i) {
+                opening[w] = down.iter().copied().collect();
+                next.next();
+            }
+        });
+        ranges
+            .iter()
+            .zip(opening)
+            .map(|(&(lo, hi), open)| {
+                let mut seen: BTreeSet<usize> = BTreeSet::new();
+                let mut down: Vec<usize> = Vec::new();
+                let mut broken: Vec<String> = Vec::new();
+                for i in lo..hi {
+                    let sample = &self.availability[i];
+                    // Down from this sample on and not seen yet: at the window's first sample
+                    // all that was down; later, only what went down there can be new.
+                    let fresh: Vec<usize> = if i == lo {
+                        open.clone()
+                    } else {
+                        let mut went: Vec<usize> = sample
+                            .went_down
+                            .iter()
+                            .filter_map(|c| index.get(c.as_str()).copied())
+                            .collect();
+                        went.sort_unstable();
+                        went.dedup();
+                        went
+                    };
+                    for d in fresh {
+                        if seen.insert(d) {
+                            down.push(d);
+                        }
+                    }
+                    for v in &sample.violations {
+                        if !broken.contains(v) {
+                            broken.push(v.clone());
+                        }
+                    }
+                }
+                let down = down.iter().map(|&d| self.name_of(d).to_string()).collect();
+                (down, broken)
+            })
+            .collect()
+    }
+
+    /// `during` for one window by replaying every sample (samples out of order).
+    fn during_by_replay(&self, from: u64, to: u64) -> (Vec<String>, Vec<String>) {
+        let mut down: Vec<usize> = Vec::new();
+        let mut seen = BTreeSet::new();
+        let mut broken: Vec<String> = Vec::new();
+        self.down_states(|i, a, now_down| {
+            let end = self.availability.get(i + 1).map_or(u64::MAX, |n| n.at_ms);
+            let overlaps = a.at_ms <= to && end > from || (a.at_ms == from && end == from);
+            if !overlaps {
+                return;
+            }
+            for &d in now_down {
+                if seen.insert(d) {
+                    down.push(d);
+                }
+            }
+            for v in &a.violations {
+                if !broken.contains(v) {
+                    broken.push(v.clone());
+                }
+            }
+        });
+        let down = down.iter().map(|&d| self.name_of(d).to_string()).collect();
+        (down, broken)
     }
 
     /// What was down from sample `i` on, in the models' order.
@@ -270,6 +396,21 @@ impl SimReport {
         });
         out
     }
+}
+
+/// The first `i` in `0..n` where `pred` holds (`n` when it never does); `pred` must be false,
+/// then true.
+fn first_index(n: usize, pred: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    lo
 }
 
 /// One difference of a simulated host from its starting state.
@@ -297,6 +438,33 @@ impl RunReport {
         self.actions
             .iter()
             .filter(|a| a.disposition == Disposition::Skipped)
+    }
+
+    /// Each host's actions, in order, from one pass (a pass per host is hosts × actions, which
+    /// a 10,000-machine rehearsal cannot pay).
+    pub(crate) fn actions_by_host(&self) -> crate::FastMap<&str, Vec<&ActionRecord>> {
+        let mut by: crate::FastMap<&str, Vec<&ActionRecord>> = crate::FastMap::default();
+        for a in self.actions.iter() {
+            by.entry(&a.host).or_default().push(a);
+        }
+        by
+    }
+
+    /// Each undo's actions (their step is `undo #N: ...`), in order, from one pass.
+    pub(crate) fn actions_by_undo(&self) -> crate::FastMap<u64, Vec<&ActionRecord>> {
+        let mut by: crate::FastMap<u64, Vec<&ActionRecord>> = crate::FastMap::default();
+        for a in self.actions.iter() {
+            let id = a
+                .step
+                .as_deref()
+                .and_then(|st| st.strip_prefix("undo #"))
+                .and_then(|rest| rest.split_once(": "))
+                .and_then(|(n, _)| n.parse::<u64>().ok());
+            if let Some(id) = id {
+                by.entry(id).or_default().push(a);
+            }
+        }
+        by
     }
 }
 
@@ -606,6 +774,66 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::time::Duration;
+
+    /// `during` answers every window from one replay; each window's answer must be what a
+    /// replay of every sample for that window alone gives: windows that share samples (a
+    /// rollback after the last step), samples of no length (several at one time), windows of
+    /// no length, a window before the first sample and after the last, components down across
+    /// a window's start, names no model lists, samples out of order.
+    #[test]
+    fn every_windows_availability_is_what_a_replay_of_that_window_gives() {
+        let sample = |at_ms, down: &[&str], up: &[&str], broken: &[&str]| AvailabilitySample {
+            at_ms,
+            step: None,
+            went_down: down.iter().map(|s| s.to_string()).collect(),
+            came_up: up.iter().map(|s| s.to_string()).collect(),
+            violations: broken.iter().map(|s| s.to_string()).collect(),
+        };
+        let mut sim = SimReport {
+            components: ["a", "b", "c", "d", "e"].map(String::from).to_vec(),
+            availability: vec![
+                sample(0, &["e"], &[], &[]),
+                sample(100, &["c", "a"], &[], &[]),
+                sample(100, &["b"], &["a"], &["rule 1"]),
+                sample(250, &[], &["c", "e"], &[]),
+                sample(250, &["ghost", "d"], &[], &["rule 2", "rule 1"]),
+                sample(400, &["a"], &["b", "d"], &[]),
+                sample(700, &[], &["a"], &[]),
+            ],
+            ..SimReport::default()
+        };
+        let mut windows = vec![
+            (0, 0),
+            (0, 50),
+            (50, 100),
+            (100, 100),
+            (100, 250),
+            (120, 260),
+        ];
+        windows.extend([
+            (250, 250),
+            (260, 399),
+            (399, 400),
+            (400, 900),
+            (300, 800),
+            (800, 900),
+        ]);
+        windows.extend([(0, u64::MAX), (250, 100)]);
+        let check = |sim: &SimReport| {
+            let batch = sim.during(&windows);
+            for (w, got) in windows.iter().zip(&batch) {
+                assert_eq!(*got, sim.during_by_replay(w.0, w.1), "window {w:?}");
+            }
+            batch
+        };
+        let batch = check(&sim);
+        // The cases above are not all empty: the replay is compared on real answers.
+        assert_eq!(batch[4].0, ["a", "c", "e", "b", "d"]);
+        assert_eq!(batch[4].1, ["rule 1", "rule 2"]);
+        assert_eq!(batch[1].0, ["e"]);
+        sim.availability.swap(2, 5);
+        check(&sim);
+    }
 
     /// A batched `JsonLines` hands its events to a writer thread; once `run_finished` has been
     /// emitted, every line is out, in order (the CLI prints the report right after). The writer

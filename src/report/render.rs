@@ -42,7 +42,7 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
     if r.attempts > 1 {
         s.push_str(&format!(" ({} attempts)", r.attempts));
     }
-    s.push_str(&format!("\nhosts: {}\n", r.hosts.join(", ")));
+    s.push_str(&format!("\nhosts: {}\n", host_list(&r.hosts, ", ")));
 
     if !r.steps.is_empty() {
         s.push_str("\nsteps\n");
@@ -77,7 +77,7 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
                         if st.hosts.is_empty() {
                             "-".to_string()
                         } else {
-                            st.hosts.join(" ")
+                            host_list(&st.hosts, " ")
                         }
                     )
                 };
@@ -106,23 +106,25 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
             "changes".to_string(),
             "failed".to_string(),
         ]];
+        // Counted in one pass over the actions (a pass per host was hosts × actions).
+        let mut counts: crate::FastMap<&str, (usize, usize, usize)> = crate::FastMap::default();
+        for a in r.actions.iter() {
+            let c = counts.entry(&a.host).or_default();
+            c.0 += 1;
+            c.1 += usize::from(!a.read_only && a.disposition != Disposition::Skipped);
+            // A command that exited non-zero (or was killed) failed, even where the script
+            // allowed it: the table counts what happened on the host.
+            let exit_code = a
+                .result
+                .strip_prefix("exit ")
+                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse::<i64>().ok());
+            let command_failed =
+                a.result.starts_with("killed by") || exit_code.is_some_and(|c| c != 0);
+            c.2 += usize::from(!a.ok || command_failed);
+        }
         for h in &r.hosts {
-            let mine = r.actions.iter().filter(|a| a.host == *h);
-            let (mut n, mut changes, mut failed) = (0, 0, 0);
-            for a in mine {
-                n += 1;
-                changes += usize::from(!a.read_only && a.disposition != Disposition::Skipped);
-                // A command that exited non-zero (or was killed) failed, even where the
-                // script allowed it: the table counts what happened on the host.
-                let exit_code = a
-                    .result
-                    .strip_prefix("exit ")
-                    .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-                    .and_then(|n| n.parse::<i64>().ok());
-                let command_failed =
-                    a.result.starts_with("killed by") || exit_code.is_some_and(|c| c != 0);
-                failed += usize::from(!a.ok || command_failed);
-            }
+            let (n, changes, failed) = counts.get(h.as_str()).copied().unwrap_or_default();
             rows.push(vec![
                 one_line(h),
                 n.to_string(),
@@ -320,6 +322,22 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
     s
 }
 
+/// Hosts named on one line: all of them up to `HOSTS_NAMED`; past that the first few, the
+/// last and how many (a step of a 10,000-machine rehearsal is not a 10,000-name line; the
+/// per-host table and `--json` name every one).
+fn host_list(hosts: &[String], sep: &str) -> String {
+    const HOSTS_NAMED: usize = 8;
+    match hosts {
+        [] => String::new(),
+        _ if hosts.len() <= HOSTS_NAMED => hosts.join(sep),
+        [.., last] => format!(
+            "{}{sep}…{sep}{last} ({} hosts)",
+            hosts[..3].join(sep),
+            hosts.len()
+        ),
+    }
+}
+
 /// A cell's text on one line (a table row is one line; later lines of a message are dropped).
 fn one_line(text: &str) -> String {
     text.lines().next().unwrap_or("").to_string()
@@ -486,7 +504,7 @@ impl EventSink for ProgressPrinter {
                     if hosts.is_empty() {
                         String::new()
                     } else {
-                        format!(" on {}", hosts.join(", "))
+                        format!(" on {}", host_list(hosts, ", "))
                     }
                 );
                 if let Some(e) = error {
@@ -536,37 +554,6 @@ fn human_bytes(b: u64) -> String {
     bytesize::ByteSize::b(b).display().iec().to_string()
 }
 
-/// What was down (and which rules were broken) at any time in `[from, to]`.
-pub fn availability_during(
-    sim: &super::SimReport,
-    from: u64,
-    to: u64,
-) -> (Vec<String>, Vec<String>) {
-    let mut down: Vec<usize> = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
-    let mut broken: Vec<String> = Vec::new();
-    sim.down_states(|i, a, now_down| {
-        let end = sim.availability.get(i + 1).map_or(u64::MAX, |n| n.at_ms);
-        // A sample holds from its time until the next one.
-        let overlaps = a.at_ms <= to && end > from || (a.at_ms == from && end == from);
-        if !overlaps {
-            return;
-        }
-        for &d in now_down {
-            if seen.insert(d) {
-                down.push(d);
-            }
-        }
-        for v in &a.violations {
-            if !broken.contains(v) {
-                broken.push(v.clone());
-            }
-        }
-    });
-    let down = down.iter().map(|&d| sim.name_of(d).to_string()).collect();
-    (down, broken)
-}
-
 fn render_simulation(r: &RunReport, sim: &super::SimReport) -> String {
     let mut s = String::new();
     if !sim.components.is_empty() {
@@ -591,8 +578,8 @@ fn render_simulation(r: &RunReport, sim: &super::SimReport) -> String {
         }
         let mut any_broken = false;
         let mut rows = Vec::new();
-        for (name, from, to) in windows {
-            let (down, broken) = availability_during(sim, from, to);
+        let spans: Vec<(u64, u64)> = windows.iter().map(|&(_, from, to)| (from, to)).collect();
+        for ((name, _, _), (down, broken)) in windows.into_iter().zip(sim.during(&spans)) {
             let what = if down.is_empty() {
                 "all up".to_string()
             } else {
@@ -659,6 +646,7 @@ fn render_simulation(r: &RunReport, sim: &super::SimReport) -> String {
     }
     if let Some(after) = &sim.changed_after_rollback {
         s.push_str("\nrollback path (undos run newest first)\n");
+        let by_undo = r.actions_by_undo();
         let mut ran: Vec<&super::UndoRecord> = r.undos.iter().collect();
         ran.reverse();
         for u in ran {
@@ -668,12 +656,7 @@ fn render_simulation(r: &RunReport, sim: &super::SimReport) -> String {
                 UndoStatus::Failed => "FAILED ",
             };
             s.push_str(&format!("  #{:<3} {mark} {}\n", u.id, u.description));
-            let prefix = format!("undo #{}: ", u.id);
-            for a in r
-                .actions
-                .iter()
-                .filter(|a| a.step.as_deref().is_some_and(|st| st.starts_with(&prefix)))
-            {
+            for a in by_undo.get(&u.id).into_iter().flatten() {
                 s.push_str(&format!("         {:<12} {}\n", a.host, a.description));
             }
         }
@@ -691,6 +674,17 @@ fn render_simulation(r: &RunReport, sim: &super::SimReport) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn long_host_lists_name_the_first_the_last_and_how_many() {
+        let hosts = |n: usize| -> Vec<String> { (1..=n).map(|i| format!("h{i}")).collect() };
+        assert_eq!(super::host_list(&hosts(1), ", "), "h1");
+        assert_eq!(super::host_list(&hosts(8), " "), "h1 h2 h3 h4 h5 h6 h7 h8");
+        assert_eq!(
+            super::host_list(&hosts(10_000), ", "),
+            "h1, h2, h3, …, h10000 (10000 hosts)"
+        );
+    }
+
     #[test]
     fn byte_sizes_read_as_people_write_them() {
         for (b, want) in [

@@ -211,17 +211,17 @@ pub(super) fn command_result(
         "signal".into(),
         o.signal.map_or(Dynamic::UNIT, Dynamic::from),
     );
-    m.insert(
-        "stdout".into(),
-        String::from_utf8_lossy(&o.stdout).into_owned().into(),
-    );
-    m.insert(
-        "stderr".into(),
-        String::from_utf8_lossy(&o.stderr).into_owned().into(),
-    );
+    m.insert("stdout".into(), utf8_lossy(o.stdout).into());
+    m.insert("stderr".into(), utf8_lossy(o.stderr).into());
     m.insert("ok".into(), ok.into());
     m.insert("skipped".into(), false.into());
     Ok(m)
+}
+
+/// The bytes as text, moved when they are UTF-8 (nearly always), each bad sequence replaced
+/// otherwise.
+fn utf8_lossy(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// The inventory as scripts see it: `cluster()`.

@@ -165,25 +165,45 @@ if rows != [#{ id: "6", name: "t1", Warnings: "[pid=0] a b\n[pid=1] c" }] { fail
 }
 
 /// A row as a map from `names` to `cells` (a missing cell is ""; a later duplicate name wins).
-fn row<S: AsRef<str>>(names: &[S], cells: &[S]) -> Dynamic {
+fn row<'a>(
+    names: &[impl AsRef<str>],
+    cells: impl IntoIterator<Item = &'a str>,
+    texts: &mut Texts<'a>,
+) -> Dynamic {
     let mut m = Map::new();
-    for (i, n) in names.iter().enumerate() {
-        let v = cells.get(i).map_or("", AsRef::as_ref);
-        // Straight to Rhai's string: a `String` first is one more allocation per cell.
-        m.insert(n.as_ref().into(), Dynamic::from(ImmutableString::from(v)));
+    let cells = cells.into_iter().chain(std::iter::repeat(""));
+    for (n, v) in names.iter().zip(cells) {
+        m.insert(n.as_ref().into(), Dynamic::from(texts.get(v)));
     }
     Dynamic::from_map(m)
 }
 
+/// One Rhai string per distinct cell text of a table: tables repeat their texts (a role, a
+/// state, a table's name on each of its partitions), and sharing one is a count where a new
+/// string is an allocation. Rhai strings are immutable, so a shared one cannot change under
+/// another row.
+#[derive(Default)]
+struct Texts<'a>(crate::FastMap<&'a str, ImmutableString>);
+
+impl<'a> Texts<'a> {
+    fn get(&mut self, text: &'a str) -> ImmutableString {
+        self.0
+            .entry(text)
+            .or_insert_with(|| ImmutableString::from(text))
+            .clone()
+    }
+}
+
 fn pipe_table(text: &str) -> Array {
     let mut header: Option<Vec<&str>> = None;
+    let mut texts = Texts::default();
     let mut out = Array::new();
     for l in text.lines().map(str::trim).filter(|l| l.starts_with('|')) {
         let parts: Vec<&str> = l.split('|').collect();
-        let cells: Vec<&str> = parts[1..parts.len() - 1].iter().map(|c| c.trim()).collect();
+        let cells = parts[1..parts.len() - 1].iter().map(|c| c.trim());
         match &header {
-            None => header = Some(cells),
-            Some(h) => out.push(row(h, &cells)),
+            None => header = Some(cells.collect()),
+            Some(h) => out.push(row(h, cells, &mut texts)),
         }
     }
     out
@@ -192,12 +212,13 @@ fn pipe_table(text: &str) -> Array {
 fn column_table(text: &str) -> Array {
     let mut header: Vec<&str> = Vec::new();
     let mut ruled = false;
+    let mut texts = Texts::default();
     let mut out = Array::new();
     for l in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         if l.starts_with("---") {
             ruled = true;
         } else if ruled {
-            out.push(row(&header, &l.split_whitespace().collect::<Vec<_>>()));
+            out.push(row(&header, l.split_whitespace(), &mut texts));
         } else {
             header = l.split_whitespace().collect();
         }
@@ -266,5 +287,8 @@ fn text_table(text: &str) -> Array {
             last.push_str(t);
         }
     }
-    rows.iter().map(|r| row(&names, r)).collect()
+    let mut texts = Texts::default();
+    rows.iter()
+        .map(|r| row(&names, r.iter().map(String::as_str), &mut texts))
+        .collect()
 }

@@ -11,7 +11,6 @@
 //! the whole statfile. Ops complete at once here (the double walks them through kInited and
 //! kDoing in under a second).
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::inventory::Inventory;
@@ -104,8 +103,8 @@ pub struct OpenMldb {
     nodes: Vec<Node>,
     /// Positions in `nodes` by endpoint (first) and by host (in order): every command, status
     /// read and availability sample looks nodes up, thousands of times in a big rehearsal.
-    by_ep: std::collections::HashMap<String, usize>,
-    on_host: std::collections::HashMap<String, Vec<usize>>,
+    by_ep: crate::FastMap<String, usize>,
+    on_host: crate::FastMap<String, Vec<usize>>,
     /// Tablet endpoints in inventory order (placement, and the least-loaded choice).
     tablets: Vec<String>,
     tables: Vec<Table>,
@@ -349,9 +348,8 @@ impl OpenMldb {
                 writes.push(w.as_str().ok_or(shape)?.to_string());
             }
         }
-        let mut by_ep = std::collections::HashMap::new();
-        let mut on_host: std::collections::HashMap<String, Vec<usize>> =
-            std::collections::HashMap::new();
+        let mut by_ep = crate::FastMap::default();
+        let mut on_host: crate::FastMap<String, Vec<usize>> = crate::FastMap::default();
         for (i, n) in nodes.iter().enumerate() {
             by_ep.entry(n.endpoint.clone()).or_insert(i);
             on_host.entry(n.host.clone()).or_default().push(i);
@@ -730,29 +728,41 @@ impl OpenMldb {
                     .enumerate()
                     .map(|(i, d)| vec![(i + 1).to_string(), d.to_string()])
                     .collect();
-                output(0, &format!("{}\n", ns_table(&["#", "name"], &rows)), "")
+                printed(ns_table(&["#", "name"], &rows))
             }
             ["showtable", rest @ ..] => {
-                let mut rows = Vec::new();
-                for t in self
+                // What a table's replicas share, made once per table and borrowed by its rows.
+                // `memused` is `{:.3}` of rows / 10 in integers (float formatting was most of
+                // the model's time for this command).
+                let shown: Vec<(&Table, [String; 3], Vec<String>)> = self
                     .tables
                     .iter()
                     .filter(|t| t.db == db && rest.first().is_none_or(|n| *n == t.name))
-                {
-                    for part in &t.partitions {
+                    .map(|t| {
+                        let texts = [
+                            t.tid.to_string(),
+                            t.rows.to_string(),
+                            format!("{}.{:03}", t.rows / 10, t.rows % 10 * 100),
+                        ];
+                        let pids = t.partitions.iter().map(|p| p.pid.to_string()).collect();
+                        (t, texts, pids)
+                    })
+                    .collect();
+                let mut rows: Vec<[&str; 10]> = Vec::new();
+                for (t, [tid, count, memused], pids) in &shown {
+                    for (part, pid) in t.partitions.iter().zip(pids) {
                         for r in &part.replicas {
-                            let count: Cow<str> = t.rows.to_string().into();
-                            rows.push(vec![
-                                t.name.as_str().into(),
-                                t.tid.to_string().into(),
-                                part.pid.to_string().into(),
-                                r.ep.as_str().into(),
-                                if r.leader { "leader" } else { "follower" }.into(),
-                                if self.replica_alive(r) { "yes" } else { "no" }.into(),
-                                count.clone(),
+                            rows.push([
+                                &t.name,
+                                tid,
+                                pid,
+                                &r.ep,
+                                if r.leader { "leader" } else { "follower" },
+                                if self.replica_alive(r) { "yes" } else { "no" },
                                 count,
-                                format!("{:.3}", t.rows as f64 / 10.0).into(),
-                                "0.000".into(),
+                                count,
+                                memused,
+                                "0.000",
                             ]);
                         }
                     }
@@ -769,7 +779,7 @@ impl OpenMldb {
                     "memused",
                     "diskused",
                 ];
-                output(0, &format!("{}\n", ns_table(&header, &rows)), "")
+                printed(ns_table(&header, &rows))
             }
             _ => output(
                 1,
@@ -823,7 +833,7 @@ impl OpenMldb {
             .into_iter()
             .filter(|r| like(pattern, &r[2]))
             .collect();
-        output(0, &format!("{}\n", text_table(&STATUS_HEADER, &rows)), "")
+        printed(text_table(&STATUS_HEADER, &rows))
     }
 
     fn ops_tool(&mut self, args: &BTreeMap<String, String>, state: &mut SimHost) -> ExecOutput {
@@ -863,9 +873,9 @@ impl OpenMldb {
             "showopstatus" => {
                 let filter = args.get("filter").filter(|f| !f.is_empty());
                 let db = args.get("db").filter(|d| !d.is_empty());
-                return output(0, &format!("{}\n", self.opstatus(filter, db)), "");
+                return printed(self.opstatus(filter, db));
             }
-            "showtablestatus" => return output(0, &format!("{}\n", self.tablestatus()), ""),
+            "showtablestatus" => return printed(self.tablestatus()),
             _ => {}
         }
         let auto_failover = self.auto_failover;
@@ -1258,7 +1268,7 @@ fn text_table(header: &[&str], rows: &[Vec<String>]) -> String {
         if k > 0 {
             rule.push(' ');
         }
-        rule.extend(std::iter::repeat_n('-', *w));
+        push_repeated(&mut rule, '-', *w);
     }
     let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
         for (c, w) in cells.zip(&widths) {
@@ -1281,11 +1291,42 @@ fn text_table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A command that printed `text` and a newline, and exited 0 (the text moved, not copied).
+fn printed(mut text: String) -> ExecOutput {
+    text.push('\n');
+    ExecOutput {
+        code: Some(0),
+        signal: None,
+        stdout: text.into_bytes(),
+        stderr: Vec::new(),
+        truncated: false,
+    }
+}
+
 /// `c` left-aligned in `width` characters, as `format!("{c:<width$}")` would write it.
 fn push_padded(out: &mut String, c: &str, width: usize) {
     out.push_str(c);
-    let n = c.chars().count();
-    out.extend(std::iter::repeat_n(' ', width.saturating_sub(n)));
+    let n = if c.is_ascii() {
+        c.len()
+    } else {
+        c.chars().count()
+    };
+    push_repeated(out, ' ', width.saturating_sub(n));
+}
+
+/// `n` copies of the ASCII `c`, pushed a slice at a time: `extend` with a repeated `char`
+/// pushes (and encodes) one character per call, and the tables' rules and padding are most of
+/// the text the model writes.
+fn push_repeated(out: &mut String, c: char, mut n: usize) {
+    const SPACES: &str = "                                                                ";
+    const DASHES: &str = "----------------------------------------------------------------";
+    let run = if c == ' ' { SPACES } else { DASHES };
+    debug_assert!(c == ' ' || c == '-');
+    while n > 0 {
+        let k = n.min(run.len());
+        out.push_str(&run[..k]);
+        n -= k;
+    }
 }
 
 /// SQL `LIKE`: `%` any run, `_` any one character.
@@ -1419,12 +1460,12 @@ fn pretty_table(rows: &[Vec<String>]) -> String {
 }
 
 /// ns_client's table: the header, a `------` line, then the rows.
-fn ns_table<S: AsRef<str>>(header: &[&str], rows: &[Vec<S>]) -> String {
+fn ns_table<S: AsRef<str>, R: AsRef<[S]>>(header: &[&str], rows: &[R]) -> String {
     let n = header.len();
     let widths: Vec<usize> = (0..n)
         .map(|i| {
             rows.iter()
-                .map(|r| r[i].as_ref().len())
+                .map(|r| r.as_ref()[i].as_ref().len())
                 .chain([header[i].len()])
                 .max()
                 .unwrap_or(0)
@@ -1445,10 +1486,10 @@ fn ns_table<S: AsRef<str>>(header: &[&str], rows: &[Vec<S>]) -> String {
     let mut out = String::with_capacity((rows.len() + 2) * (total + 1));
     line(&mut out, &mut header.iter().copied());
     out.push('\n');
-    out.extend(std::iter::repeat_n('-', total));
+    push_repeated(&mut out, '-', total);
     for r in rows {
         out.push('\n');
-        line(&mut out, &mut r.iter().map(AsRef::as_ref));
+        line(&mut out, &mut r.as_ref().iter().map(AsRef::as_ref));
     }
     out
 }

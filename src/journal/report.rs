@@ -97,15 +97,7 @@ impl Journal {
                 )?
                 .iter()
                 .map(|r| {
-                    let saved = match serde_json::from_str::<UndoSpec>(&r.text(6)) {
-                        // The kept copy a restore puts back (`Action::Restore`).
-                        Ok(UndoSpec::Actions { actions, .. }) => actions
-                            .iter()
-                            .find(|a| a["op"] == "restore")
-                            .and_then(|a| a["saved"].as_str())
-                            .map(str::to_string),
-                        _ => None,
-                    };
+                    let saved = kept_copy(&r.text(6));
                     UndoRecord {
                         id: r.u64(0),
                         step: r.opt_text(1),
@@ -182,6 +174,33 @@ impl Journal {
     }
 }
 
+/// The kept copy a restore of an undo puts back (`Action::Restore`'s `saved`), read from the
+/// undo's spec without building the rest of it: a closure's captured values are skipped, not
+/// turned into JSON trees (that was most of a large rehearsal's report).
+fn kept_copy(spec: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Spec {
+        kind: String,
+        #[serde(default)]
+        actions: Vec<Step>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Step {
+        #[serde(default)]
+        op: Option<serde_json::Value>,
+        #[serde(default)]
+        saved: Option<serde_json::Value>,
+    }
+    let spec: Spec = serde_json::from_str(spec).ok()?;
+    if spec.kind != "actions" {
+        return None;
+    }
+    spec.actions
+        .into_iter()
+        .find(|a| a.op.as_ref().is_some_and(|o| o == "restore"))
+        .and_then(|a| a.saved?.as_str().map(str::to_string))
+}
+
 /// Puts the playbook's source line back on an error that points into it (the line is not stored).
 fn with_source_line(o: Outcome, run: &RunRow) -> Outcome {
     let fix = |l: Located| match &l.pos {
@@ -195,5 +214,29 @@ fn with_source_line(o: Outcome, run: &RunRow) -> Outcome {
         },
         Outcome::Interrupted { error } => Outcome::Interrupted { error: fix(error) },
         o => o,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kept_copy;
+
+    /// The report reads one thing of an undo's spec: a restore's kept copy. Specs as the
+    /// executor and `api::persist` write them.
+    #[test]
+    fn the_kept_copy_is_read_from_a_restore_and_from_nothing_else() {
+        let restore = r#"{"kind":"actions","host":"db1","actions":[
+            {"op":"exists","path":"/etc/x"},
+            {"op":"restore","target":"/etc/x","saved":"/etc/x.capstan-backup-1","extra":[1,2]}]}"#;
+        assert_eq!(
+            kept_copy(restore).as_deref(),
+            Some("/etc/x.capstan-backup-1")
+        );
+        let none = r#"{"kind":"actions","host":"db1","actions":[{"op":"remove","path":"/tmp/a"}]}"#;
+        assert_eq!(kept_copy(none), None);
+        let closure = r#"{"kind":"closure","function":"anon$1","captured":[{"op":"restore","saved":"no"}],"not_restorable":null,"at":null}"#;
+        assert_eq!(kept_copy(closure), None);
+        assert_eq!(kept_copy(r#"{"kind":"barrier","reason":"r"}"#), None);
+        assert_eq!(kept_copy("not json"), None);
     }
 }

@@ -40,7 +40,7 @@ USER = os.environ.get("BENCH_USER", "capstan-test")
 PY = sys.executable
 
 
-def run_measured(argv, env=None, cwd=None, limit=None, on_start=None):
+def run_measured(argv, env=None, cwd=None, limit=None, on_start=None, ok_codes=(0,)):
     """Like measure, with the child's own CPU and peak memory (os.wait4); killed after `limit`
     seconds (exit -9). Killed here rather than under timeout(1): a parent's wait4 would report
     the largest RSS any of its children ever had."""
@@ -102,7 +102,7 @@ def run_measured(argv, env=None, cwd=None, limit=None, on_start=None):
                 p.returncode = -(p.returncode - 128)
         finally:
             os.unlink(peak_file)
-    if p.returncode != 0:
+    if p.returncode not in ok_codes:
         raise RuntimeError(f"{argv[0]} failed ({p.returncode}):\n{bufs['err'].decode()[-2000:]}\n{bufs['out'].decode()[-1000:]}")
     cpu = ru.ru_utime + ru.ru_stime
     return wall, cpu, peak_kib / 1024.0, bufs["out"]
@@ -578,7 +578,10 @@ def hostcost(args):
 
 def scale(args):
     """Every shipped playbook's example scenario at growing sizes: wall, CPU, peak memory, and
-    the growth exponent: fitted (least squares, log-log) over the sizes, and from the size before."""
+    the growth exponent: fitted (least squares, log-log) over the sizes, and from the size before.
+    `--output text` measures the report people read (no --json: the text report on stdout, the
+    live progress on stderr); `--fail-at F` makes the upgrade of the host at fraction F of the
+    cluster fail (its first stop), so the rehearsal rolls back every host upgraded before it."""
     import math
     sys.path.insert(0, os.path.join(REPO, "bench"))
     import scale as gen
@@ -586,8 +589,11 @@ def scale(args):
     products = args.products.split(",") if args.products else list(gen.PRODUCTS)
     d = tempfile.mkdtemp(prefix="capstan-scale-")
     try:
-        print(f"## Simulation scale: the shipped playbooks (data: {args.data}, median of {args.reps}, "
-              f"time limit {args.limit} s)\n")
+        what = "--json" if args.output == "json" else "the text report"
+        if args.fail_at is not None:
+            what += f", the host at {args.fail_at:g} of the cluster failing"
+        print(f"## Simulation scale: the shipped playbooks (data: {args.data}, {what}, median of "
+              f"{args.reps}, time limit {args.limit} s)\n")
         print("| product | hosts | time | cpu | peak memory | actions | growth exponent (time, memory): fitted; from the size before |")
         print("|---|---|---|---|---|---|---|")
         for p in products:
@@ -595,18 +601,30 @@ def scale(args):
             for n in sizes:
                 sc = gen.write(p, n, os.path.join(d, f"{p}-{n}"), args.data)
                 argv = [CAPSTAN, "simulate", os.path.join(REPO, "playbooks", f"{p}.rhai"),
-                        "--scenario", sc, "--json"]
+                        "--scenario", sc]
+                if args.output == "json":
+                    argv.append("--json")
+                if args.fail_at is not None:
+                    argv += ["--fail", fail_spec(p, n, args.fail_at)]
+                # A failed rehearsal (the rollback rehearsed) exits 1.
+                ok = (0,) if args.fail_at is None else (0, 1)
                 try:
                     wall, cpu, rss, out, _ = median_of(
-                        args.reps, lambda: run_measured(argv, limit=args.limit))
+                        args.reps, lambda: run_measured(argv, limit=args.limit, ok_codes=ok))
                 except RuntimeError as e:
                     # Killed at the limit (-9); anything else is a real failure.
                     if "(-9)" not in str(e).split("\n")[0]:
                         raise
                     wall, cpu, rss, out = args.limit, 0.0, 0.0, b""
                 text = out.decode() if isinstance(out, bytes) else str(out)
-                done = '"event":"run_finished"' in text
-                actions = text.count('"event":"action"')
+                if args.output == "json":
+                    done = '"event":"run_finished"' in text
+                    actions = text.count('"event":"action"')
+                else:
+                    # The text report's plan: one line per action, under its step.
+                    done = "\nplan (every action, in order)\n" in text
+                    actions = sum(1 for l in text.split("\nplan (every action, in order)\n", 1)[-1]
+                                  .split("\n\n", 1)[0].splitlines() if not l.startswith("  ["))
                 cell = f"{wall:.2f} s" if done else f"> {args.limit} s (stopped)"
                 exp = ""
                 if done:
@@ -629,6 +647,18 @@ def scale(args):
                     break
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def fail_spec(product, n, at):
+    """`--fail` for the host at fraction `at` of a generated cluster: the stop of its upgrade
+    (OceanBase upgrades a zone at a time: the stop of the zone at that fraction)."""
+    import scale as gen
+    if product == "oceanbase":
+        return f"*alter system stop zone `zone{min(3, int(at * 3) + 1)}`*"
+    host = gen.host_at(product, n, at)
+    stop = {"openmldb": "*start.sh stop tablet*", "dolphindb": "*sh stopAllNodes.sh*",
+            "oms": "*docker stop*"}[product]
+    return f"{host}:{stop}"
 
 
 def collections_bench(args):
@@ -680,6 +710,9 @@ def main():
     c.add_argument("--data", default="example", choices=["example", "per-host"])
     c.add_argument("--reps", type=int, default=1)
     c.add_argument("--limit", type=int, default=300)
+    c.add_argument("--output", default="json", choices=["json", "text"])
+    c.add_argument("--fail-at", type=float, default=None,
+                   help="fraction of the cluster (0-1): that host's first stop fails")
     fl = sub.add_parser("fleet")
     fl.add_argument("--hosts", type=int, default=500)
     fl.add_argument("--cmds", type=int, default=3)

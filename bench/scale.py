@@ -138,6 +138,15 @@ def oms(n, data="example"):
 PRODUCTS = {"oceanbase": oceanbase, "openmldb": openmldb, "dolphindb": dolphindb, "oms": oms}
 
 
+def host_at(product, n, at):
+    """The host at fraction `at` (0-1) of the hosts the playbook upgrades one by one (OpenMLDB:
+    the tablets; the others: every host), for a fault late or early in a rehearsal."""
+    count = max(n - 4, 3) if product == "openmldb" else n
+    i = min(count - 1, max(0, int(at * count)))
+    prefix = {"oceanbase": "ob", "openmldb": "tablet", "dolphindb": "ddb", "oms": "oms"}[product]
+    return f"{prefix}{i + 1:05}"
+
+
 # ------------------------------------------------------------------ a TOML writer for these files
 
 def value(v):

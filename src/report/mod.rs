@@ -231,13 +231,17 @@ impl SimReport {
     /// Replays the samples' changes: `f` gets each sample and what was down from it on, as
     /// positions in `components` (so in the models' order; `name_of` gives the names).
     pub fn down_states(&self, mut f: impl FnMut(usize, &AvailabilitySample, &BTreeSet<usize>)) {
-        let index: crate::FastMap<&str, usize> = self
-            .components
+        let index = self.component_index();
+        self.down_states_indexed(&index, |i, down| f(i, &self.availability[i], down));
+    }
+
+    /// Each component's position in `components`, by name.
+    fn component_index(&self) -> crate::FastMap<&str, usize> {
+        self.components
             .iter()
             .enumerate()
             .map(|(i, c)| (c.as_str(), i))
-            .collect();
-        self.down_states_indexed(&index, |i, down| f(i, &self.availability[i], down));
+            .collect()
     }
 
     fn down_states_indexed(
@@ -301,12 +305,7 @@ impl SimReport {
                 (lo, hi.max(lo))
             })
             .collect();
-        let index: crate::FastMap<&str, usize> = self
-            .components
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.as_str(), i))
-            .collect();
+        let index = self.component_index();
         // What was down as each window opens, by one replay in the order the windows open.
         let mut order: Vec<usize> = (0..windows.len())
             .filter(|&w| ranges[w].0 < ranges[w].1)
@@ -324,9 +323,7 @@ impl SimReport {
             .iter()
             .zip(opening)
             .map(|(&(lo, hi), open)| {
-                let mut seen: BTreeSet<usize> = BTreeSet::new();
-                let mut down: Vec<usize> = Vec::new();
-                let mut broken: Vec<String> = Vec::new();
+                let mut seen = WindowSeen::default();
                 for i in lo..hi {
                     let sample = &self.availability[i];
                     // Down from this sample on and not seen yet: at the window's first sample
@@ -343,47 +340,24 @@ impl SimReport {
                         went.dedup();
                         went
                     };
-                    for d in fresh {
-                        if seen.insert(d) {
-                            down.push(d);
-                        }
-                    }
-                    for v in &sample.violations {
-                        if !broken.contains(v) {
-                            broken.push(v.clone());
-                        }
-                    }
+                    seen.add(fresh, &sample.violations);
                 }
-                let down = down.iter().map(|&d| self.name_of(d).to_string()).collect();
-                (down, broken)
+                seen.names(self)
             })
             .collect()
     }
 
     /// `during` for one window by replaying every sample (samples out of order).
     fn during_by_replay(&self, from: u64, to: u64) -> (Vec<String>, Vec<String>) {
-        let mut down: Vec<usize> = Vec::new();
-        let mut seen = BTreeSet::new();
-        let mut broken: Vec<String> = Vec::new();
+        let mut seen = WindowSeen::default();
         self.down_states(|i, a, now_down| {
             let end = self.availability.get(i + 1).map_or(u64::MAX, |n| n.at_ms);
             let overlaps = a.at_ms <= to && end > from || (a.at_ms == from && end == from);
-            if !overlaps {
-                return;
-            }
-            for &d in now_down {
-                if seen.insert(d) {
-                    down.push(d);
-                }
-            }
-            for v in &a.violations {
-                if !broken.contains(v) {
-                    broken.push(v.clone());
-                }
+            if overlaps {
+                seen.add(now_down.iter().copied(), &a.violations);
             }
         });
-        let down = down.iter().map(|&d| self.name_of(d).to_string()).collect();
-        (down, broken)
+        seen.names(self)
     }
 
     /// What was down from sample `i` on, in the models' order.
@@ -395,6 +369,39 @@ impl SimReport {
             }
         });
         out
+    }
+}
+
+/// What a window of `SimReport::during` has met so far: the components seen down, in the order
+/// first seen, and the rules broken.
+#[derive(Default)]
+struct WindowSeen {
+    seen: BTreeSet<usize>,
+    down: Vec<usize>,
+    broken: Vec<String>,
+}
+
+impl WindowSeen {
+    fn add(&mut self, down: impl IntoIterator<Item = usize>, violations: &[String]) {
+        for d in down {
+            if self.seen.insert(d) {
+                self.down.push(d);
+            }
+        }
+        for v in violations {
+            if !self.broken.contains(v) {
+                self.broken.push(v.clone());
+            }
+        }
+    }
+
+    fn names(self, sim: &SimReport) -> (Vec<String>, Vec<String>) {
+        let down = self
+            .down
+            .iter()
+            .map(|&d| sim.name_of(d).to_string())
+            .collect();
+        (down, self.broken)
     }
 }
 

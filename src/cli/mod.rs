@@ -8,7 +8,7 @@ use capstan::engine::Severity;
 use capstan::host::OnFailure;
 use capstan::inventory::SshConfigSource;
 use capstan::journal::{format_unix_ms, Journal, JournalAt, RunRow, RunStatus};
-use capstan::report::{render_text, EventSink, JsonLines, Outcome, ProgressPrinter};
+use capstan::report::{write_text, EventSink, JsonLines, Outcome, ProgressPrinter};
 use capstan::{Error, HostBuilder, Inventory, Mode, Params, Playbook, RunReport, Scenario};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::engine::{ArgValueCompleter, CompletionCandidate};
@@ -597,7 +597,8 @@ fn finish(report: &RunReport, json: bool, plan: bool) -> i32 {
         }
     } else {
         // Not `print!`: after a hang-up (SIGHUP) the terminal is gone and print! would panic.
-        let _ = write!(std::io::stdout().lock(), "{}", render_text(report, plan));
+        // Written as it is made: a large rehearsal's report is never one string.
+        let _ = write_text(report, plan, &mut std::io::stdout().lock());
     }
     match &report.outcome {
         Outcome::Succeeded if report.status == RunStatus::RollbackIncomplete => 1,
@@ -738,7 +739,7 @@ pub fn main(cli: Cli) -> Result<i32, Error> {
             if json {
                 println!("{}", serde_json::to_string(&report).unwrap_or_default());
             } else {
-                print!("{}", render_text(&report, plan));
+                let _ = write_text(&report, plan, &mut std::io::stdout().lock());
             }
             Ok(0)
         }

@@ -15,7 +15,7 @@ use crate::error::{FaultKind, Located};
 use crate::journal::{GuardStatus, RunStatus, UndoStatus};
 
 pub use html::render_html;
-pub use render::{render_text, ProgressPrinter};
+pub use render::{render_text, write_text, ProgressPrinter};
 pub use shared_str::{Interner, SharedStr};
 
 /// How an action was handled by the executor.

@@ -17,7 +17,64 @@ fn secs(ms: u64) -> String {
 
 /// Renders a report. `plan` lists every action, grouped by step (simulate and check want it).
 pub fn render_text(r: &RunReport, plan: bool) -> String {
-    let mut s = String::new();
+    let mut out = Out {
+        buf: String::new(),
+        sink: None,
+    };
+    render_into(r, plan, &mut out);
+    out.buf
+}
+
+/// Writes the report `render_text` makes to `w`, in pieces as it is made: the text of a large
+/// rehearsal (every action in the plan, every undo's actions on the rollback path) is never
+/// one string. After a failed write it stops writing and returns that error.
+pub fn write_text(r: &RunReport, plan: bool, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let mut out = Out {
+        buf: String::new(),
+        sink: Some((w, Ok(()))),
+    };
+    render_into(r, plan, &mut out);
+    out.spill(0);
+    match out.sink {
+        Some((w, Ok(()))) => w.flush(),
+        Some((_, err)) => err,
+        None => Ok(()),
+    }
+}
+
+/// Where the text goes: kept in `buf`, or handed to the writer each time `buf` holds 64 KiB.
+struct Out<'w> {
+    buf: String,
+    /// The writer and the first error it gave (no more is written after one).
+    sink: Option<(&'w mut dyn std::io::Write, std::io::Result<()>)>,
+}
+
+impl Out<'_> {
+    fn push_str(&mut self, text: &str) {
+        self.buf.push_str(text);
+        self.spill(1 << 16);
+    }
+
+    fn push(&mut self, c: char) {
+        self.buf.push(c);
+    }
+
+    /// Hands the text to the writer once `buf` holds at least `at` bytes.
+    fn spill(&mut self, at: usize) {
+        let Some((w, state)) = self.sink.as_mut() else {
+            return;
+        };
+        if self.buf.len() < at.max(1) {
+            return;
+        }
+        if state.is_ok() {
+            *state = w.write_all(self.buf.as_bytes());
+        }
+        self.buf.clear();
+    }
+}
+
+fn render_into(r: &RunReport, plan: bool, s: &mut Out<'_>) {
     let mode = match r.mode {
         Mode::Run => "run",
         Mode::Check => "check (reads real, writes skipped)",
@@ -168,7 +225,7 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
     }
 
     if let Some(sim) = &r.simulation {
-        s.push_str(&render_simulation(r, sim));
+        render_simulation(r, sim, s);
     }
 
     if !r.undos.is_empty() {
@@ -319,7 +376,6 @@ pub fn render_text(r: &RunReport, plan: bool) -> String {
             _ => {}
         }
     }
-    s
 }
 
 /// Hosts named on one line: all of them up to `HOSTS_NAMED`; past that the first few, the
@@ -554,8 +610,7 @@ fn human_bytes(b: u64) -> String {
     bytesize::ByteSize::b(b).display().iec().to_string()
 }
 
-fn render_simulation(r: &RunReport, sim: &super::SimReport) -> String {
-    let mut s = String::new();
+fn render_simulation(r: &RunReport, sim: &super::SimReport, s: &mut Out<'_>) {
     if !sim.components.is_empty() {
         s.push_str(&format!(
             "\navailability ({} component(s): {})\n",
@@ -669,7 +724,6 @@ fn render_simulation(r: &RunReport, sim: &super::SimReport) -> String {
             }
         }
     }
-    s
 }
 
 #[cfg(test)]

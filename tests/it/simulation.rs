@@ -786,3 +786,79 @@ fn a_large_rehearsals_json_lines_arrive_whole_in_order_and_before_the_report() {
         "the report's actions are the events' actions"
     );
 }
+
+/// The text report written in pieces (`write_text`, what the CLI prints) is the text
+/// `render_text` makes, for a rehearsal whose report is many pieces long (a plan of every
+/// action, a rollback path); a writer that fails part way ends the writing with its error.
+#[test]
+fn the_text_report_written_in_pieces_is_the_rendered_text() {
+    let mut scenario = String::new();
+    for i in 1..=150 {
+        scenario += &format!(
+            "[inventory.hosts.h{i:03}]\ntransport = \"ssh\"\naddress = \"10.0.{}.{}\"\n\n[hosts.h{i:03}.files]\n\"/etc/app\" = \"v1\\n\"\n\n",
+            i / 200,
+            i % 200 + 1
+        );
+    }
+    scenario += "[[faults]]\naction = \"*write /etc/app*\"\nhost = \"h140\"\n";
+    let src = r#"
+for h in cluster().hosts() {
+    step(`upgrade ${h}`, || {
+        for i in 0..12 { h.exists(`/etc/app.${i}`); }
+        h.write_file("/etc/app", "v2\n");
+        undo(`${h}: v1 again`, || h.write_file("/etc/app", "v1\n"));
+    });
+}
+"#;
+    let sc = capstan::Scenario::from_str_at(&scenario, "scenario.toml", Path::new(".")).unwrap();
+    let host = capstan::HostBuilder::new()
+        .scenario(sc)
+        .on_failure(capstan::host::OnFailure::Rollback)
+        .build()
+        .unwrap();
+    let r = host
+        .run(
+            &capstan::Playbook::from_source("test.rhai", src),
+            &capstan::Params::new(),
+        )
+        .unwrap();
+    let _ = failure(&r);
+    let text = capstan::report::render_text(&r, true);
+    assert!(text.len() > 2 * 65_536, "{}", text.len());
+    assert!(text.contains("rollback path"), "{text}");
+    let mut written = Vec::new();
+    capstan::report::write_text(&r, true, &mut written).unwrap();
+    assert_eq!(String::from_utf8(written).unwrap(), text);
+
+    /// Takes `room` bytes, then fails every write.
+    struct Full {
+        room: usize,
+        got: Vec<u8>,
+        writes: usize,
+    }
+    impl std::io::Write for Full {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.writes += 1;
+            if self.got.len() >= self.room {
+                return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "gone"));
+            }
+            let n = b.len().min(self.room - self.got.len());
+            self.got.extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut full = Full {
+        room: 70_000,
+        got: Vec::new(),
+        writes: 0,
+    };
+    let e = capstan::report::write_text(&r, true, &mut full).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe);
+    assert_eq!(full.got, text.as_bytes()[..70_000]);
+    // Nothing more was tried once the writer had failed.
+    let tries = full.writes;
+    assert!(tries <= 4, "{tries} writes");
+}

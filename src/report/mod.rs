@@ -322,14 +322,14 @@ impl SimReport {
         ranges
             .iter()
             .zip(opening)
-            .map(|(&(lo, hi), open)| {
+            .map(|(&(lo, hi), mut open)| {
                 let mut seen = WindowSeen::default();
                 for i in lo..hi {
                     let sample = &self.availability[i];
                     // Down from this sample on and not seen yet: at the window's first sample
                     // all that was down; later, only what went down there can be new.
                     let fresh: Vec<usize> = if i == lo {
-                        open.clone()
+                        std::mem::take(&mut open)
                     } else {
                         let mut went: Vec<usize> = sample
                             .went_down

@@ -862,3 +862,97 @@ for h in cluster().hosts() {
     let tries = full.writes;
     assert!(tries <= 4, "{tries} writes");
 }
+
+/// The text report's per-host table counts each host's own actions, and the rollback path
+/// lists under each undo the actions that undo took, on its host, and no other's (both are now
+/// grouped in one pass over the actions).
+#[test]
+fn the_per_host_table_and_the_rollback_path_keep_each_hosts_and_each_undos_actions() {
+    let mut scenario = String::new();
+    for i in 1..=3 {
+        scenario += &format!(
+            "[inventory.hosts.h{i}]\ntransport = \"ssh\"\naddress = \"10.0.0.{i}\"\n\n[hosts.h{i}.files]\n\"/etc/app\" = \"v1\\n\"\n\n"
+        );
+    }
+    scenario += "[[faults]]\naction = \"*write /etc/app*\"\nhost = \"h3\"\n";
+    // h1 does 1 + 2 actions, h2 1 + 3, h3 1 + 4 (its last, the write, fails).
+    let src = r#"
+for (h, i) in cluster().hosts() {
+    let n = i + 1;
+    step(`upgrade ${h}`, || {
+        for i in 0..n { h.exists(`/etc/app.${i}`); }
+        undo(`${h}: mark it undone`, || h.write_file(`/etc/undone.${h}`, "x\n"));
+        h.exists("/etc/app");
+        h.write_file("/etc/app", "v2\n");
+    });
+}
+"#;
+    let sc = capstan::Scenario::from_str_at(&scenario, "scenario.toml", Path::new(".")).unwrap();
+    let host = capstan::HostBuilder::new()
+        .scenario(sc)
+        .on_failure(capstan::host::OnFailure::Rollback)
+        .build()
+        .unwrap();
+    let r = host
+        .run(
+            &capstan::Playbook::from_source("test.rhai", src),
+            &capstan::Params::new(),
+        )
+        .unwrap();
+    let _ = failure(&r);
+    let text = capstan::report::render_text(&r, false);
+    // Per host: its actions, including those its undos took in the rollback.
+    let per_host: std::collections::BTreeMap<String, usize> = r
+        .hosts
+        .iter()
+        .map(|h| (h.clone(), r.actions.iter().filter(|a| a.host == *h).count()))
+        .collect();
+    let table = text.split("\nper host\n").nth(1).unwrap();
+    for (h, n) in &per_host {
+        let line = table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(h))
+            .unwrap();
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells[1], n.to_string(), "{h}: {line}");
+    }
+    assert!(
+        per_host
+            .values()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            == 3,
+        "{per_host:?}"
+    );
+    // The rollback path: each undo followed by its own actions, on its own host.
+    let path = text
+        .split("\nrollback path (undos run newest first)\n")
+        .nth(1)
+        .unwrap();
+    let mut current: Option<String> = None;
+    let mut listed = 0;
+    for l in path
+        .lines()
+        .take_while(|l| !l.trim_start().starts_with("after the rollback"))
+    {
+        let t = l.trim_start();
+        if t.starts_with('#') {
+            // "#N   undone  hX: ..."
+            current = t
+                .split_whitespace()
+                .nth(2)
+                .map(|h| h.trim_end_matches(':').to_string());
+        } else if l.starts_with("         ") && !t.is_empty() {
+            let h = t.split_whitespace().next().unwrap();
+            assert_eq!(Some(h), current.as_deref(), "{l}\n{path}");
+            listed += 1;
+        }
+    }
+    let undo_actions = r
+        .actions
+        .iter()
+        .filter(|a| a.step.as_deref().is_some_and(|s| s.starts_with("undo #")))
+        .count();
+    assert!(undo_actions >= 3, "{undo_actions}");
+    assert_eq!(listed, undo_actions, "{path}");
+}

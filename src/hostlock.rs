@@ -212,11 +212,20 @@ release() {
 # `take ... hold`: a lock taken stays so while this script waits on its stdin (over SSH, the
 # session's): a line `release` (or `release markers`) releases it in the same session, with no
 # new one; the stdin's end without it (capstan gone, the connection dropped) leaves the lock, as a
-# killed run leaves it. The line after the take's answer says it waits.
+# killed run leaves it. The line after the take's answer says it waits. Where capstan gave it the
+# functions that serve the run's commands (`capstan_serve`, in the transport's code), it serves
+# them meanwhile, and says so first.
 hold() {
     [ "$extra" = hold ] || return 0
-    echo "capstan-host-lock: holding"
-    IFS= read -r req || exit 0
+    if command -v capstan_serve >/dev/null 2>&1; then
+        capstan_serve_hello
+        echo "capstan-host-lock: holding"
+        capstan_serve || exit 0
+        req=$__svl
+    else
+        echo "capstan-host-lock: holding"
+        IFS= read -r req || exit 0
+    fi
     case $req in
     release) extra= ;;
     "release markers") extra=markers ;;
@@ -299,6 +308,9 @@ pub fn args(op: Op, dir: &str, me: &Me) -> Vec<String> {
     .map(|s| s.to_string())
     .collect()
 }
+
+/// The beginning of the line a holding script answers a release with.
+pub const RELEASED: &str = "capstan-host-lock: released";
 
 /// The line the script prints after a take's answer when it holds the lock and waits (`hold`).
 pub const HOLDING: &str = "capstan-host-lock: holding";

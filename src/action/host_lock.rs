@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::{lock, Executor, Fault, FaultKind};
 use crate::hostlock::{self, Holder, Me, Op, State};
 use crate::inventory::{HostEntry, TransportKind};
+use crate::transport::serve;
 use crate::transport::wrap::POSIX_PRELUDE;
 use crate::transport::{Command, ExecRequest, Transport};
 use crate::Mode;
@@ -67,7 +68,11 @@ pub(super) fn release(
     run: &str,
     markers: bool,
 ) -> Result<State, String> {
-    if let Some(r) = t.finish_held(hostlock::release_input(markers), Duration::from_secs(30)) {
+    if let Some(r) = t.finish_held(
+        hostlock::release_input(markers),
+        hostlock::RELEASED,
+        Duration::from_secs(30),
+    ) {
         let said = r
             .map_err(|e| e.to_string())
             .and_then(|o| hostlock::parse(&String::from_utf8_lossy(&o.stdout)));
@@ -88,9 +93,13 @@ pub(super) fn release(
 }
 
 /// A take that holds the lock (`hostlock::holding_args`): the login shell runs the script, which
-/// stays on its channel once it says [`hostlock::HOLDING`].
+/// stays on its channel once it says [`hostlock::HOLDING`], and serves the run's plain commands
+/// there meanwhile (`serve::SERVER`): no session, login shell or watcher process for each.
 fn run_script_held(t: &dyn Transport, args: Vec<String>) -> Result<State, String> {
-    let cmd = Command::Shell(format!("{POSIX_PRELUDE}{}", hostlock::as_text(&args)?));
+    let text = hostlock::as_text(&args)?;
+    // Its arguments first (`set -- take ...`), then the functions it serves with, then itself.
+    let (set, script) = text.split_once('\n').unwrap_or((&text, ""));
+    let cmd = Command::Shell(format!("{POSIX_PRELUDE}{set}\n{}{script}", serve::SERVER));
     let abort = AtomicBool::new(false);
     let (out, kept) = t
         .exec_held(

@@ -2,6 +2,7 @@
 
 mod jump;
 mod local;
+pub mod serve;
 mod ssh;
 pub mod wrap;
 
@@ -245,7 +246,9 @@ pub trait Transport: Send + Sync {
     /// Runs a command that may be kept running once its stdout has a line starting with
     /// `ready`: the output so far, and whether it was kept (then [`Transport::finish_held`]
     /// ends it, with what it waits for on its stdin). A transport that keeps none runs it to
-    /// its end with nothing on its stdin (the default).
+    /// its end with nothing on its stdin (the default). A kept command that printed
+    /// [`serve::HELLO`] before `ready` serves the plain commands run after it on this transport
+    /// (see `serve`): the SSH transport sends them there instead of opening a session for each.
     fn exec_held(
         &self,
         req: &ExecRequest<'_>,
@@ -256,14 +259,16 @@ pub trait Transport: Send + Sync {
     }
 
     /// Writes `input` to the command [`Transport::exec_held`] kept, closes its stdin and waits
-    /// (at most `timeout`) for its end. `None`: none is kept (none was, or the session it ran
-    /// on has been lost since).
+    /// (at most `timeout`) for a line of its stdout starting with `answer`, or its end. `None`:
+    /// none is kept (none was, or the session it ran on has been lost since). Not waiting for
+    /// the end: a process a served command left behind may hold the channel's stdout open.
     fn finish_held(
         &self,
         input: &[u8],
+        answer: &str,
         timeout: Duration,
     ) -> Option<Result<ExecOutput, TransportError>> {
-        let _ = (input, timeout);
+        let _ = (input, answer, timeout);
         None
     }
 

@@ -15,6 +15,7 @@ use ssh2::{
 };
 
 use super::jump::{JumpPool, JumpSession};
+use super::serve;
 use super::wrap::{self, TextShell};
 use super::{Command, ExecOutput, ExecRequest, Tail, Transport, TransportError};
 use crate::inventory::{Auth, Become, Hop, HostEntry, HostKeyPolicy};
@@ -52,7 +53,16 @@ struct Conn {
     via: Option<Arc<JumpSession>>,
     /// A command left running on its own channel (`exec_held`), waiting on its stdin; it goes
     /// with the session.
-    held: Option<ssh2::Channel>,
+    held: Option<Held>,
+    /// When a command last ended on this session: a session idle longer than its keepalive is
+    /// proven by a channel of its own before a command is served on it (see `try_serve`).
+    last_used: std::cell::Cell<Instant>,
+}
+
+/// The command `exec_held` kept, and whether it serves commands (`serve`).
+struct Held {
+    ch: ssh2::Channel,
+    serves: bool,
 }
 
 /// The connection under a session: TCP to the server, or one end of a socket pair that a
@@ -393,6 +403,7 @@ impl SshTransport {
                 socket,
                 via: None,
                 held: None,
+                last_used: std::cell::Cell::new(Instant::now()),
             });
         }
         let via = self.jumps.session(&self.host.jump)?;
@@ -403,6 +414,7 @@ impl SshTransport {
                 socket,
                 via: Some(via),
                 held: None,
+                last_used: std::cell::Cell::new(Instant::now()),
             }),
             Err(e) => Err(via.explain(e)),
         }
@@ -526,6 +538,38 @@ impl Conn {
         }
     }
 
+    /// Whether a held channel, idle between commands, has not ended: what has arrived on the
+    /// socket since is read (a server's keepalive, output a served command's leftover process
+    /// wrote after its end, which belongs to no command), and an end or an error says no.
+    fn still_there(&self, ch: &mut ssh2::Channel) -> bool {
+        if !wait_socket(&self.socket, BlockDirections::Inbound, Duration::ZERO) {
+            return !ch.eof();
+        }
+        self.sess.set_blocking(false);
+        let mut buf = [0u8; 4096];
+        let mut alive = true;
+        for stream_id in [0, 1] {
+            loop {
+                let r = if stream_id == 0 {
+                    ch.read(&mut buf)
+                } else {
+                    ch.stderr().read(&mut buf)
+                };
+                match r {
+                    Ok(0) => break,
+                    Ok(n) => tracing::debug!("{n} bytes on a serving channel between commands"),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        alive = false;
+                        break;
+                    }
+                }
+            }
+        }
+        self.sess.set_blocking(true);
+        alive && !ch.eof()
+    }
+
     /// Opens a channel; nothing has been sent to the host's shell yet.
     fn open_channel(&self, io: Duration) -> Result<ssh2::Channel, TransportError> {
         self.sess.set_blocking(true);
@@ -544,7 +588,7 @@ impl Conn {
         io: Duration,
     ) -> Result<ExecOutput, TransportError> {
         self.start(&mut ch, line, req, hold_stdin, io)?;
-        let (out, err, _) = self.drain(&mut ch, req, keepalive, None)?;
+        let (out, err, _) = self.drain(&mut ch, req, keepalive, Until::End)?;
         self.end(ch, out, err, hold_stdin, io)
     }
 
@@ -569,14 +613,14 @@ impl Conn {
         Ok(())
     }
 
-    /// Reads stdout and stderr until the channel's end, or, given `ready`, until stdout has a
-    /// whole line starting with it (then `true`: the command still runs).
+    /// Reads stdout and stderr until the channel's end, or what `until` asks for before it
+    /// (then `true`: the command, or the script that served it, still runs).
     fn drain(
         &self,
         ch: &mut ssh2::Channel,
         req: &ExecRequest<'_>,
         keepalive: Duration,
-        ready: Option<&str>,
+        mut until: Until<'_>,
     ) -> Result<(Tail, Tail, bool), TransportError> {
         // Non-blocking from here: stdout and stderr share one SSH window, so reading one to EOF
         // while the other fills deadlocks (shared/notes). Drain both, poll the socket between.
@@ -602,13 +646,21 @@ impl Conn {
                         Ok(0) => break,
                         Ok(n) => {
                             progressed = true;
-                            if let Some(sink) = &req.on_output {
-                                sink(if stream_id == 0 { "stdout" } else { "stderr" }, &buf[..n]);
-                            }
-                            if stream_id == 0 {
-                                out.push(&buf[..n])
-                            } else {
-                                err.push(&buf[..n])
+                            let tail = if stream_id == 0 { &mut out } else { &mut err };
+                            let mut deliver = |b: &[u8]| {
+                                if b.is_empty() {
+                                    return;
+                                }
+                                if let Some(sink) = &req.on_output {
+                                    sink(if stream_id == 0 { "stdout" } else { "stderr" }, b);
+                                }
+                                tail.push(b)
+                            };
+                            match &mut until {
+                                Until::Served(ends) => {
+                                    ends.feed(stream_id, &buf[..n], &mut deliver)
+                                }
+                                _ => deliver(&buf[..n]),
                             }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -618,11 +670,22 @@ impl Conn {
             }
             if progressed {
                 last_rx = Instant::now();
-                if ready.is_some_and(|r| has_line(&out.buf, r)) {
+                let reached = match &until {
+                    Until::End => false,
+                    Until::Line(r) => has_line(&out.buf, r),
+                    Until::Served(ends) => ends.complete(),
+                };
+                if reached {
                     break Ok(true);
                 }
             }
             if ch.eof() {
+                if matches!(until, Until::Served(_)) {
+                    // The serving script is gone before the command's end was told.
+                    break Err(dropped(
+                        "the script serving the command ended before it did",
+                    ));
+                }
                 break Ok(false);
             }
             if req.abort.load(Ordering::SeqCst) {
@@ -675,6 +738,7 @@ impl Conn {
             self.socket.shutdown();
         }
         sess.set_blocking(true);
+        self.last_used.set(Instant::now());
         result.map(|ready| (out, err, ready))
     }
 
@@ -708,6 +772,16 @@ impl Conn {
             stderr: err.buf,
         })
     }
+}
+
+/// Where `Conn::drain` stops reading.
+enum Until<'a> {
+    /// The channel's end.
+    End,
+    /// A whole line of stdout starting with this, or the end.
+    Line(&'a str),
+    /// Both ends of a served command.
+    Served(&'a mut serve::Ends),
 }
 
 /// Whether `buf` has a whole line (ended by a newline) that starts with `prefix`.
@@ -868,7 +942,62 @@ impl SshTransport {
         }
     }
 
+    /// Runs `req` on the script the session holds, when it serves and `req` can be served
+    /// (`serve::request`); `None`: it cannot, and nothing was sent.
+    fn try_serve(&self, req: &ExecRequest<'_>) -> Option<Result<ExecOutput, TransportError>> {
+        let mut guard = crate::lock(&self.conn);
+        let conn = guard.as_mut()?;
+        if !conn.held.as_ref().is_some_and(|h| h.serves) {
+            return None;
+        }
+        let keepalive = self.host.keepalive;
+        // A session that sat idle may have been dropped on the way (firewalls, NAT) without a
+        // word: a request written there could be lost or not, where a new channel's opening
+        // tells, and a session lost before anything was sent is replaced (`on_channel`).
+        if conn.last_used.get().elapsed() > keepalive.min(Duration::from_secs(15)) {
+            return None;
+        }
+        let nonce = serve::nonce();
+        let line = serve::request(req, &nonce)?;
+        let mut held = conn.held.take().expect("checked above");
+        if !conn.still_there(&mut held.ch) {
+            // Its end has arrived already (a cut connection, the script gone): nothing was sent,
+            // so the command goes on a session of its own, which replaces this one.
+            tracing::debug!(host = %self.host.name, "the serving script is gone; a new session");
+            *guard = None;
+            return None;
+        }
+        let mut ends = serve::Ends::new(&nonce);
+        let mut run = |conn: &mut Conn| {
+            conn.sess.set_blocking(true);
+            held.ch.write_all(line.as_bytes()).map_err(dropped)?;
+            held.ch.flush().map_err(dropped)?;
+            let (out, err, _) =
+                conn.drain(&mut held.ch, req, keepalive, Until::Served(&mut ends))?;
+            let (code, signal) = ends.outcome();
+            Ok(ExecOutput {
+                code,
+                signal,
+                truncated: out.truncated || err.truncated,
+                stdout: out.buf,
+                stderr: err.buf,
+            })
+        };
+        let r = run(conn).map_err(|e| conn.explain(e));
+        if r.is_ok() {
+            conn.held = Some(held);
+        }
+        // Lost with its script, the session is no use either: the next command reconnects.
+        if r.is_err() {
+            *guard = None;
+        }
+        Some(r)
+    }
+
     fn exec_plain_login(&self, req: &ExecRequest<'_>) -> Result<ExecOutput, TransportError> {
+        if let Some(r) = self.try_serve(req) {
+            return r;
+        }
         if req.bare && !wrap::needs_spec(req) {
             return self.run_line(&wrap::bare_line(req)?, req, false);
         }
@@ -1033,12 +1162,16 @@ impl Transport for SshTransport {
         self.on_channel(|conn, mut ch| {
             // Its stdin stays open: what it waits for comes there later (`finish_held`).
             conn.start(&mut ch, &line, req, true, io)?;
-            let (out, err, ready) = conn.drain(&mut ch, req, keepalive, Some(ready))?;
+            let (out, err, ready) = conn.drain(&mut ch, req, keepalive, Until::Line(ready))?;
             if !ready {
                 return conn.end(ch, out, err, true, io).map(|o| (o, false));
             }
             // One kept per session: a command kept before ends now (its stdin closes).
-            conn.held = Some(ch);
+            let serves = out
+                .buf
+                .split(|&b| b == b'\n')
+                .any(|l| l == serve::HELLO.as_bytes());
+            conn.held = Some(Held { ch, serves });
             Ok((
                 ExecOutput {
                     code: None,
@@ -1055,11 +1188,12 @@ impl Transport for SshTransport {
     fn finish_held(
         &self,
         input: &[u8],
+        answer: &str,
         timeout: Duration,
     ) -> Option<Result<ExecOutput, TransportError>> {
         let mut guard = crate::lock(&self.conn);
         let conn = guard.as_mut()?;
-        let mut ch = conn.held.take()?;
+        let Held { mut ch, .. } = conn.held.take()?;
         let keepalive = self.host.keepalive;
         let io = self.io_timeout();
         let never = std::sync::atomic::AtomicBool::new(false);
@@ -1069,7 +1203,22 @@ impl Transport for SshTransport {
             conn.sess.set_blocking(true);
             ch.write_all(input).map_err(dropped)?;
             ch.send_eof().map_err(|e| conn.blocking_err(e, io))?;
-            let (out, err, _) = conn.drain(&mut ch, &req, keepalive, None)?;
+            let (out, err, answered) = conn.drain(&mut ch, &req, keepalive, Until::Line(answer))?;
+            if answered {
+                // The channel closes when the script has ended, unless a process it served
+                // still holds its stdout: the answer is what was waited for, and the channel is
+                // let go without waiting for its close (freeing it in blocking mode would).
+                conn.sess.set_blocking(false);
+                drop(ch);
+                conn.sess.set_blocking(true);
+                return Ok(ExecOutput {
+                    code: None,
+                    signal: None,
+                    truncated: out.truncated || err.truncated,
+                    stdout: out.buf,
+                    stderr: err.buf,
+                });
+            }
             conn.end(ch, out, err, false, io)
         };
         let r = finish(conn).map_err(|e| conn.explain(e));

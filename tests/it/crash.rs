@@ -279,7 +279,7 @@ fn a_rollback_killed_mid_way_and_run_again_at_once_repeats_no_finished_undo_acti
 }
 
 /// Processes on this machine (the sshd hosts' too) whose command line holds `needle`.
-fn processes_with(needle: &str) -> Vec<String> {
+pub(crate) fn processes_with(needle: &str) -> Vec<String> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -332,6 +332,71 @@ fn a_second_signal_ends_the_remote_command(sig: &str, secs: &str) {
     }
     let (code, _, err) = r.finish();
     assert_eq!(code, 3, "{err}");
+}
+
+/// A command the host lock's script serves (no session of its own, so no watcher beside it)
+/// dies with its capstan all the same: after a `kill -9` mid-command the script's stdin ends, and
+/// it kills the command with the process the command started, marks the marker orphaned, and
+/// leaves the lock, as a killed run leaves it.
+#[test]
+fn a_served_command_and_what_it_started_die_with_a_killed_capstan() {
+    let c = Cluster::new();
+    let inv = c.inventory("inv.toml", &[1], "");
+    let pb = c.write(
+        "served.rhai",
+        r#"step("long", || cluster().host("h1").run(["sh", "-c", "sleep 71.25 & sleep 71.5"]));"#,
+    );
+    let mut r = c.spawn(&["run", pb.to_str().unwrap(), "-i", inv.to_str().unwrap()]);
+    r.wait_for("the step's start", |v| {
+        step_event(v, "step_started", "long")
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_with("sleep 71.5").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the remote command never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run = r.kill9();
+    let killed = Instant::now();
+    loop {
+        let left = [processes_with("sleep 71.25"), processes_with("sleep 71.5")].concat();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(3),
+            "outlived capstan: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dir = Path::new("/root/.capstan/markers");
+    let markers: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{run}.")))
+        })
+        .collect();
+    assert_eq!(markers.len(), 1, "{markers:?}");
+    let text = std::fs::read_to_string(&markers[0]).unwrap();
+    // Served: the command's own pid and start time, and no process group of its own.
+    assert!(
+        text.starts_with("pid=") && text.contains("\nstart="),
+        "{text}"
+    );
+    assert!(!text.contains("pgid="), "not served: {text}");
+    assert_eq!(text.lines().last(), Some("state=orphaned"), "{text}");
+    let _ = std::fs::remove_file(&markers[0]);
+    let lock = c.lab.host_lock_dir();
+    assert!(
+        lock.join("holder").exists(),
+        "the lock stays, as a killed run leaves it"
+    );
+    let _ = std::fs::remove_dir_all(lock);
 }
 
 #[test]

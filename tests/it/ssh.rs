@@ -387,6 +387,53 @@ fn connection_cut_mid_command_is_reported_as_dropped() {
     assert!(start.elapsed() < Duration::from_secs(20));
 }
 
+/// What a served command prints and how it ends are what a session of its own gives: output
+/// without a last newline, output on both streams, ten megabytes, a directory and environment,
+/// the login shell's text, exit codes and a signal; and a process it leaves holding its stdout
+/// keeps neither it nor the lock's release waiting. Each is compared with the same command run
+/// where no lock is held (every command a session of its own).
+#[test]
+fn a_served_command_gives_what_a_session_of_its_own_gives() {
+    let lab = Lab::start_logged(1);
+    let src = r#"
+        let h = cluster().host("h1");
+        let out = [];
+        for c in [
+            ["printf", "no newline"],
+            ["sh", "-c", "echo out; echo err >&2; echo out2; exit 3"],
+            ["sh", "-c", "head -c 10485760 /dev/zero | tr '\\0' e; echo; echo done >&2"],
+            ["sh", "-c", "kill -TERM $$"],
+            ["sh", "-c", "sleep 3 & echo started"],
+        ] {
+            let r = h.run(c, #{ allow_fail: true });
+            out.push([r.stdout.len(), if r.stdout.len() < 100 { r.stdout } else { "" }, r.stderr, r.code, r.signal]);
+        }
+        let r = h.run(["sh", "-c", "pwd; echo $CAPSTAN_T"], #{ cwd: "/tmp", env: #{ CAPSTAN_T: "it's a \"value\"" } });
+        out.push(r.stdout);
+        out.push(h.shell("echo $0 | wc -l").stdout);
+        out
+    "#;
+    let served = run(&lab.inventory(""), src);
+    ok(&served);
+    let log = std::fs::read_to_string(lab.path(&format!("h{}/sshd.log", lab.ports[0]))).unwrap();
+    assert_eq!(log.matches("Starting session:").count(), 1, "served: {log}");
+    let alone = run(&lab.inventory("host_lock = false\n"), src);
+    ok(&alone);
+    assert_eq!(served.result, alone.result);
+    assert_eq!(
+        served.result[0],
+        serde_json::json!([10, "no newline", "", 0, null])
+    );
+    assert_eq!(
+        served.result[3],
+        serde_json::json!([0, "", "", null, "TERM"])
+    );
+    assert_eq!(
+        served.result[4],
+        serde_json::json!([8, "started\n", "", 0, null])
+    );
+}
+
 #[test]
 fn one_session_per_host_serves_every_command() {
     let lab = Lab::start(1);
@@ -641,12 +688,12 @@ fn run_cli_on(lab: &Lab, dir: &std::path::Path, source: &str) -> Out {
     out
 }
 
-/// Around its own commands a run asks each locked SSH host for one: the lock taken (which also
-/// proves the login's shell, so the reach check before it only connects), whose script stays on
-/// its channel and, at the end, releases the lock there together with the run's command markers.
-/// One connection per host. Counted in sshd's own log.
+/// A run asks each locked SSH host for one session in all: the lock taken (which also proves
+/// the login's shell, so the reach check before it only connects), whose script stays on its
+/// channel, serves the run's commands there and, at the end, releases the lock together with the
+/// run's command markers. One connection per host. Counted in sshd's own log.
 #[test]
-fn a_run_asks_each_locked_host_for_one_command_beyond_its_own() {
+fn a_run_asks_each_locked_host_for_one_session_whose_script_serves_its_commands() {
     let lab = Lab::start_logged(2);
     let dir = tempfile::tempdir().unwrap();
     let out = run_cli_on(
@@ -661,7 +708,7 @@ fn a_run_asks_each_locked_host_for_one_command_beyond_its_own() {
     for p in &lab.ports {
         let log = std::fs::read_to_string(lab.path(&format!("h{p}/sshd.log"))).unwrap();
         assert_eq!(log.matches("Accepted publickey").count(), 1, "{log}");
-        assert_eq!(log.matches("Starting session:").count(), 3, "{log}");
+        assert_eq!(log.matches("Starting session:").count(), 1, "{log}");
     }
     assert!(!lab.host_lock_dir().exists(), "the lock was not released");
     // Both instances are this machine, as root: the markers of both went with the locks. (The
@@ -676,9 +723,10 @@ fn a_run_asks_each_locked_host_for_one_command_beyond_its_own() {
 
 /// capstan's own brief commands reach the host bare, the playbook's under the wrapper: the lock
 /// taken and released, the reach check and `exists` start no watcher process beside them (the
-/// login shell runs the lock script and answers `test -e` itself), where `h.run` gets the
-/// wrapper that ends it with its controller. Seen from the host: an sshd `ForceCommand` logs
-/// every command line it is sent, then runs it.
+/// login shell runs the lock script and answers `test -e` itself), where an `h.run` that needs a
+/// session of its own (one with input: the lock's script serves the others) gets the wrapper
+/// that ends it with its controller. Seen from the host: an sshd `ForceCommand` logs every
+/// command line it is sent, then runs it.
 #[test]
 fn capstans_own_brief_commands_reach_the_host_without_the_wrapper() {
     let dir = tempfile::tempdir().unwrap();
@@ -697,7 +745,7 @@ fn capstans_own_brief_commands_reach_the_host_without_the_wrapper() {
     run_cli_on(
         &lab,
         dir.path(),
-        "step(\"one\", || { let h = cluster().host(\"h1\"); if !h.exists(\"/\") { fail(\"no /\"); } h.run([\"true\"]); });\n",
+        "step(\"one\", || { let h = cluster().host(\"h1\"); if !h.exists(\"/\") { fail(\"no /\"); } h.run([\"true\"]); h.run([\"true\"], #{ stdin: \"x\" }); });\n",
     );
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text

@@ -570,7 +570,7 @@ def hostcost(args):
         def capstan(k):
             argv = capstan_fanout(lab, 1, k)
             return argv[:-4] + ["--parallelism", "1", "--journal", lab.path(f"hc-{k}.db")]
-        per(capstan, "a command (`[\"echo\", \"hi\"]` under the wrapper, warm connection)",
+        per(capstan, "a command (`[\"echo\", \"hi\"]`, warm connection, served by the lock's script)",
             "capstan")
     finally:
         lab.stop()

@@ -547,25 +547,10 @@ impl Conn {
         }
         self.sess.set_blocking(false);
         let mut buf = [0u8; 4096];
-        let mut alive = true;
-        for stream_id in [0, 1] {
-            loop {
-                let r = if stream_id == 0 {
-                    ch.read(&mut buf)
-                } else {
-                    ch.stderr().read(&mut buf)
-                };
-                match r {
-                    Ok(0) => break,
-                    Ok(n) => tracing::debug!("{n} bytes on a serving channel between commands"),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        alive = false;
-                        break;
-                    }
-                }
-            }
-        }
+        let alive = read_available(ch, &mut buf, |_, b| {
+            tracing::debug!("{} bytes on a serving channel between commands", b.len())
+        })
+        .is_ok();
         self.sess.set_blocking(true);
         alive && !ch.eof()
     }
@@ -634,40 +619,23 @@ impl Conn {
         let mut next_keepalive = Instant::now() + keepalive;
         let dead_after = keepalive * 3;
         let result = loop {
-            let mut progressed = false;
-            for stream_id in [0, 1] {
-                loop {
-                    let r = if stream_id == 0 {
-                        ch.read(&mut buf)
-                    } else {
-                        ch.stderr().read(&mut buf)
-                    };
-                    match r {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            progressed = true;
-                            let tail = if stream_id == 0 { &mut out } else { &mut err };
-                            let mut deliver = |b: &[u8]| {
-                                if b.is_empty() {
-                                    return;
-                                }
-                                if let Some(sink) = &req.on_output {
-                                    sink(if stream_id == 0 { "stdout" } else { "stderr" }, b);
-                                }
-                                tail.push(b)
-                            };
-                            match &mut until {
-                                Until::Served(ends) => {
-                                    ends.feed(stream_id, &buf[..n], &mut deliver)
-                                }
-                                _ => deliver(&buf[..n]),
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(e) => break_err(e)?,
+            let progressed = read_available(ch, &mut buf, |stream_id, piece| {
+                let tail = if stream_id == 0 { &mut out } else { &mut err };
+                let mut deliver = |b: &[u8]| {
+                    if b.is_empty() {
+                        return;
                     }
+                    if let Some(sink) = &req.on_output {
+                        sink(if stream_id == 0 { "stdout" } else { "stderr" }, b);
+                    }
+                    tail.push(b)
+                };
+                match &mut until {
+                    Until::Served(ends) => ends.feed(stream_id, piece, &mut deliver),
+                    _ => deliver(piece),
                 }
-            }
+            })
+            .map_err(dropped)?;
             if progressed {
                 last_rx = Instant::now();
                 let reached = match &until {
@@ -794,8 +762,33 @@ fn has_line(buf: &[u8], prefix: &str) -> bool {
         .any(|l| l.starts_with(prefix.as_bytes()))
 }
 
-fn break_err(e: std::io::Error) -> Result<(), TransportError> {
-    Err(dropped(e))
+/// Reads what both streams of `ch` hold now (the session non-blocking), handing each piece to
+/// `got` with its stream (0 stdout, 1 stderr); whether anything came.
+fn read_available(
+    ch: &mut ssh2::Channel,
+    buf: &mut [u8],
+    mut got: impl FnMut(usize, &[u8]),
+) -> std::io::Result<bool> {
+    let mut progressed = false;
+    for stream_id in [0, 1] {
+        loop {
+            let r = if stream_id == 0 {
+                ch.read(buf)
+            } else {
+                ch.stderr().read(buf)
+            };
+            match r {
+                Ok(0) => break,
+                Ok(n) => {
+                    progressed = true;
+                    got(stream_id, &buf[..n]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(progressed)
 }
 
 /// How sudo takes this login on this host: probed once per session when a password is known.

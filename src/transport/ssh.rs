@@ -732,13 +732,18 @@ impl Conn {
         } else {
             Some(ch.exit_status().map_err(dropped)?)
         };
-        Ok(ExecOutput {
-            code,
-            signal,
-            truncated: out.truncated || err.truncated,
-            stdout: out.buf,
-            stderr: err.buf,
-        })
+        Ok(collected(out, err, code, signal))
+    }
+}
+
+/// What a command printed, with how it ended.
+fn collected(out: Tail, err: Tail, code: Option<i32>, signal: Option<String>) -> ExecOutput {
+    ExecOutput {
+        code,
+        signal,
+        truncated: out.truncated || err.truncated,
+        stdout: out.buf,
+        stderr: err.buf,
     }
 }
 
@@ -968,13 +973,7 @@ impl SshTransport {
             let (out, err, _) =
                 conn.drain(&mut held.ch, req, keepalive, Until::Served(&mut ends))?;
             let (code, signal) = ends.outcome();
-            Ok(ExecOutput {
-                code,
-                signal,
-                truncated: out.truncated || err.truncated,
-                stdout: out.buf,
-                stderr: err.buf,
-            })
+            Ok(collected(out, err, code, signal))
         };
         let r = run(conn).map_err(|e| conn.explain(e));
         if r.is_ok() {
@@ -1165,16 +1164,7 @@ impl Transport for SshTransport {
                 .split(|&b| b == b'\n')
                 .any(|l| l == serve::HELLO.as_bytes());
             conn.held = Some(Held { ch, serves });
-            Ok((
-                ExecOutput {
-                    code: None,
-                    signal: None,
-                    truncated: out.truncated || err.truncated,
-                    stdout: out.buf,
-                    stderr: err.buf,
-                },
-                true,
-            ))
+            Ok((collected(out, err, None, None), true))
         })
     }
 
@@ -1204,13 +1194,7 @@ impl Transport for SshTransport {
                 conn.sess.set_blocking(false);
                 drop(ch);
                 conn.sess.set_blocking(true);
-                return Ok(ExecOutput {
-                    code: None,
-                    signal: None,
-                    truncated: out.truncated || err.truncated,
-                    stdout: out.buf,
-                    stderr: err.buf,
-                });
+                return Ok(collected(out, err, None, None));
             }
             conn.end(ch, out, err, false, io)
         };

@@ -810,19 +810,7 @@ for h in cluster().hosts() {
     });
 }
 "#;
-    let sc = capstan::Scenario::from_str_at(&scenario, "scenario.toml", Path::new(".")).unwrap();
-    let host = capstan::HostBuilder::new()
-        .scenario(sc)
-        .on_failure(capstan::host::OnFailure::Rollback)
-        .build()
-        .unwrap();
-    let r = host
-        .run(
-            &capstan::Playbook::from_source("test.rhai", src),
-            &capstan::Params::new(),
-        )
-        .unwrap();
-    let _ = failure(&r);
+    let r = rehearse_failing(&scenario, src);
     let text = capstan::report::render_text(&r, true);
     assert!(text.len() > 2 * 65_536, "{}", text.len());
     assert!(text.contains("rollback path"), "{text}");
@@ -887,19 +875,7 @@ for (h, i) in cluster().hosts() {
     });
 }
 "#;
-    let sc = capstan::Scenario::from_str_at(&scenario, "scenario.toml", Path::new(".")).unwrap();
-    let host = capstan::HostBuilder::new()
-        .scenario(sc)
-        .on_failure(capstan::host::OnFailure::Rollback)
-        .build()
-        .unwrap();
-    let r = host
-        .run(
-            &capstan::Playbook::from_source("test.rhai", src),
-            &capstan::Params::new(),
-        )
-        .unwrap();
-    let _ = failure(&r);
+    let r = rehearse_failing(&scenario, src);
     let text = capstan::report::render_text(&r, false);
     // Per host: its actions, including those its undos took in the rollback.
     let per_host: std::collections::BTreeMap<String, usize> = r
@@ -955,4 +931,22 @@ for (h, i) in cluster().hosts() {
         .count();
     assert!(undo_actions >= 3, "{undo_actions}");
     assert_eq!(listed, undo_actions, "{path}");
+}
+
+/// Rehearses `src` on `scenario` with rollback on failure; the run must fail.
+fn rehearse_failing(scenario: &str, src: &str) -> capstan::RunReport {
+    let sc = capstan::Scenario::from_str_at(scenario, "scenario.toml", Path::new(".")).unwrap();
+    let host = capstan::HostBuilder::new()
+        .scenario(sc)
+        .on_failure(capstan::host::OnFailure::Rollback)
+        .build()
+        .unwrap();
+    let r = host
+        .run(
+            &capstan::Playbook::from_source("test.rhai", src),
+            &capstan::Params::new(),
+        )
+        .unwrap();
+    let _ = failure(&r);
+    r
 }

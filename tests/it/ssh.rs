@@ -387,6 +387,22 @@ fn connection_cut_mid_command_is_reported_as_dropped() {
     assert!(start.elapsed() < Duration::from_secs(20));
 }
 
+/// A session that sat idle longer than its keepalive may have been dropped on the way without a
+/// word, where a command written to the lock's script would be lost or not: the next command
+/// gets a channel of its own, whose opening proves the session (and would replace it), and the
+/// one after is served again. Counted in sshd's log: the lock's session and that one.
+#[test]
+fn after_an_idle_while_a_command_proves_the_session_on_a_channel_of_its_own() {
+    let lab = Lab::start_logged(1);
+    let r = run(
+        &lab.inventory("keepalive = \"1s\"\n"),
+        "let h = cluster().host(\"h1\");\nh.run([\"true\"]);\nwait::sleep(1.5);\nh.run([\"true\"]);\nh.run([\"true\"]);\n",
+    );
+    ok(&r);
+    let log = std::fs::read_to_string(lab.path(&format!("h{}/sshd.log", lab.ports[0]))).unwrap();
+    assert_eq!(log.matches("Starting session:").count(), 2, "{log}");
+}
+
 /// What a served command prints and how it ends are what a session of its own gives: output
 /// without a last newline, output on both streams, ten megabytes, a directory and environment,
 /// the login shell's text, exit codes and a signal; and a process it leaves holding its stdout
